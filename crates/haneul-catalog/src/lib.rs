@@ -1,0 +1,79 @@
+//! The catalog: what the archive holds (patients, studies, series, instances
+//! and where each instance's bytes are) and the journal of what happened.
+//!
+//! [`Catalog`] is the one database abstraction; [`SqliteCatalog`] is the
+//! embedded engine behind the zero-configuration default. The catalog narrows
+//! query candidates with its indexes and then applies the shared matcher of
+//! `haneul-dicom` ([`haneul_dicom::matching::Query::matches`]), so C-FIND and
+//! QIDO-RS answer from the same rules.
+//!
+//! Invariant: the catalog never touches instance files; it stores only their
+//! relative paths, sizes and digests.
+
+mod records;
+mod sqlite;
+
+pub use records::*;
+pub use sqlite::SqliteCatalog;
+
+use std::collections::HashSet;
+
+use haneul_dicom::matching::Query;
+use haneul_dicom::Dataset;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("stored attributes of {what} are unreadable: {source}")]
+    CorruptAttributes { what: String, source: postcard::Error },
+    #[error("catalog schema version {found} is newer than this build understands ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("catalog is busy: {0}")]
+    Busy(String),
+}
+
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// The operations the archive core needs from a catalog engine.
+pub trait Catalog: Send + Sync {
+    /// Record a batch of durably stored instances in one transaction, with
+    /// the given extra events, and move the recovery watermark to `scan_from`.
+    /// Outcomes come back in batch order.
+    fn commit_instances(
+        &self,
+        batch: &[NewInstance],
+        policy: DuplicatePolicy,
+        events: &[Event],
+        scan_from: &str,
+    ) -> Result<Vec<CommitOutcome>>;
+
+    /// Append journal events in one transaction.
+    fn append_events(&self, events: &[Event]) -> Result<()>;
+
+    /// Visit the matches of `query` in a stable order; each visit gets the
+    /// merged attributes of the entity and of the levels above it, with the
+    /// computed attributes (counts, modalities and SOP classes in study).
+    /// The visitor returns `false` to stop early.
+    fn find(&self, query: &Query, visit: &mut dyn FnMut(Dataset) -> bool) -> Result<()>;
+
+    /// All instances under the entities that match `query` (a retrieve).
+    fn find_instances(&self, query: &Query) -> Result<Vec<StoredInstance>>;
+
+    /// The stored instances among these SOP Instance UIDs.
+    fn instances_by_sop_uid(&self, sop_uids: &[String]) -> Result<Vec<StoredInstance>>;
+
+    /// Instances with a primary key above `after`, in key order (for verify).
+    fn instance_page(&self, after: i64, limit: usize) -> Result<Vec<StoredInstance>>;
+
+    /// Paths of blobs referenced by instances or superseded versions, under a prefix.
+    fn referenced_paths(&self, prefix: &str) -> Result<HashSet<String>>;
+
+    fn setting(&self, key: &str) -> Result<Option<String>>;
+    fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    fn statistics(&self) -> Result<Statistics>;
+
+    /// Journal events with a sequence number above `after`.
+    fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>>;
+}

@@ -1,0 +1,184 @@
+//! Plain records exchanged with the catalog.
+
+use haneul_dicom::Dataset;
+use serde::{Deserialize, Serialize};
+
+/// Who did something: the peer of an association or request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Calling AE title, user name or tool name.
+    pub actor: String,
+    /// Network address of the peer, or `local` for command-line tools.
+    pub address: String,
+    /// Association or request id, to find the matching log lines.
+    pub session: String,
+}
+
+/// Where an instance's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Path relative to the blob store root.
+    pub path: String,
+    pub size: u64,
+    /// BLAKE3 digest of the whole file.
+    pub digest: [u8; 32],
+}
+
+/// Patient-level facts taken from an instance.
+#[derive(Debug, Clone, Default)]
+pub struct PatientFacts {
+    pub patient_id: String,
+    pub issuer: String,
+    /// Decoded Patient's Name, all component groups.
+    pub name: String,
+    pub birth_date: String,
+    pub sex: String,
+    /// Every patient-level attribute of the instance.
+    pub attrs: Dataset,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StudyFacts {
+    pub study_uid: String,
+    /// Normalised to digits (YYYYMMDD) for range queries.
+    pub study_date: String,
+    pub study_time: String,
+    pub accession: String,
+    pub study_id: String,
+    pub description: String,
+    pub referring_physician: String,
+    pub attrs: Dataset,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SeriesFacts {
+    pub series_uid: String,
+    pub modality: String,
+    pub series_number: Option<i64>,
+    pub description: String,
+    pub body_part: String,
+    pub attrs: Dataset,
+}
+
+#[derive(Debug, Clone)]
+pub struct InstanceFacts {
+    pub sop_uid: String,
+    pub sop_class: String,
+    pub instance_number: Option<i64>,
+    pub transfer_syntax: String,
+    /// Offset of the data set in the blob (after the file meta group).
+    pub dataset_offset: u64,
+    pub blob: BlobInfo,
+    pub received_ms: i64,
+    /// Every instance-level attribute (large binary values as references).
+    pub attrs: Dataset,
+}
+
+/// One instance to record, split by level.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub patient: PatientFacts,
+    pub study: StudyFacts,
+    pub series: SeriesFacts,
+    pub instance: InstanceFacts,
+    pub origin: Origin,
+}
+
+/// What to do when a SOP Instance UID arrives again with different bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DuplicatePolicy {
+    /// Keep the copy already stored; answer with a warning.
+    #[default]
+    KeepFirst,
+    /// Refuse the new copy with a failure status.
+    Reject,
+    /// Make the new copy current; the old one is kept as a superseded version.
+    Replace,
+}
+
+/// What happened to one instance of a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Stored,
+    /// Same UID and same bytes: already stored, nothing changed.
+    AlreadyStored,
+    /// Same UID, different bytes, the first copy was kept.
+    DuplicateIgnored,
+    /// Same UID, different bytes, refused by policy or because it conflicts
+    /// with the stored copy's place in the hierarchy.
+    DuplicateRejected {
+        reason: String,
+    },
+    /// Same UID, different bytes, the new copy is current; the old blob is kept.
+    Replaced {
+        superseded_path: String,
+    },
+}
+
+impl CommitOutcome {
+    /// Whether the new blob is now referenced by the catalog.
+    pub fn keeps_new_blob(&self) -> bool {
+        matches!(self, CommitOutcome::Stored | CommitOutcome::Replaced { .. })
+    }
+}
+
+/// A stored instance and where its bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInstance {
+    pub pk: i64,
+    pub sop_uid: String,
+    pub sop_class: String,
+    pub transfer_syntax: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub blob: BlobInfo,
+    pub dataset_offset: u64,
+}
+
+/// A journal entry to append.
+#[derive(Debug, Clone, Default)]
+pub struct Event {
+    pub kind: String,
+    pub origin: Origin,
+    pub patient_id: Option<String>,
+    pub study_uid: Option<String>,
+    pub series_uid: Option<String>,
+    pub sop_uid: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+impl Event {
+    pub fn new(kind: &str, origin: &Origin) -> Event {
+        Event { kind: kind.to_string(), origin: origin.clone(), detail: serde_json::Value::Null, ..Event::default() }
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Event {
+        self.detail = detail;
+        self
+    }
+}
+
+/// A journal entry as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub origin: Origin,
+    pub patient_id: Option<String>,
+    pub study_uid: Option<String>,
+    pub series_uid: Option<String>,
+    pub sop_uid: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// Counts of what the catalog holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Statistics {
+    pub patients: u64,
+    pub studies: u64,
+    pub series: u64,
+    pub instances: u64,
+    pub stored_bytes: u64,
+}

@@ -1,0 +1,258 @@
+//! The archive core: everything that makes Haneul an archive rather than a
+//! protocol endpoint.
+//!
+//! - **Ingest** ([`Archive::begin_ingest`], [`Archive::finish_ingest`]):
+//!   instance bytes stream into a new blob; the header (up to Pixel Data) is
+//!   parsed and validated; the blob is fsynced; a single committer thread
+//!   records batches of instances in the catalog (group commit). Only then
+//!   does the caller learn the outcome, so a success answer always follows
+//!   durability.
+//! - **Query** ([`Archive::find`]) and **retrieve**
+//!   ([`Archive::find_instances`], [`Archive::open_instance`]).
+//! - **Journal** ([`Archive::journal`]): every store, query and retrieve is
+//!   recorded with who asked.
+//! - **Recovery** at start-up and **verify** on demand.
+//!
+//! Protocol edges (DIMSE, DICOMweb, CLI import) call this crate; they never
+//! reach the catalog or blob store themselves.
+
+mod committer;
+mod ingest;
+pub mod metrics;
+mod recovery;
+mod verify;
+
+pub use haneul_catalog::{CommitOutcome, DuplicatePolicy, Event, Origin, Statistics, StoredEvent, StoredInstance};
+pub use ingest::{Ingest, IngestError, IngestFormat, IngestReport, RejectReason};
+pub use metrics::Metrics;
+pub use recovery::RecoveryReport;
+pub use verify::{verify_archive, VerifyProblem, VerifyReport};
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use haneul_catalog::{Catalog, SqliteCatalog};
+use haneul_dicom::matching::Query;
+use haneul_dicom::Dataset;
+use haneul_storage::BlobStore;
+
+use committer::Committer;
+
+/// Settings of the archive core.
+#[derive(Debug, Clone)]
+pub struct ArchiveConfig {
+    /// Directory holding the catalog database and the blob tree.
+    pub data_dir: PathBuf,
+    pub duplicate_policy: DuplicatePolicy,
+    /// Largest group-commit batch.
+    pub max_commit_batch: usize,
+}
+
+impl ArchiveConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> ArchiveConfig {
+        ArchiveConfig { data_dir: data_dir.into(), duplicate_policy: DuplicatePolicy::KeepFirst, max_commit_batch: 256 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("data directory {path} is in use by another Haneul process")]
+    Locked { path: PathBuf },
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Catalog(#[from] haneul_catalog::CatalogError),
+    #[error(transparent)]
+    Storage(#[from] haneul_storage::StorageError),
+    #[error("archive is shutting down")]
+    ShuttingDown,
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+pub const CATALOG_FILE: &str = "catalog.sqlite";
+pub const BLOB_DIR: &str = "blobs";
+const LOCK_FILE: &str = "haneul.lock";
+
+/// An open archive. Cheap to share behind an `Arc`.
+pub struct Archive {
+    config: ArchiveConfig,
+    blobs: BlobStore,
+    catalog: Arc<dyn Catalog>,
+    committer: Committer,
+    metrics: Arc<Metrics>,
+    recovery: RecoveryReport,
+    _lock: File,
+}
+
+impl Archive {
+    /// Open the archive in `config.data_dir`, creating it if needed, taking
+    /// the directory lock and repairing what a crash may have left.
+    pub fn open(config: ArchiveConfig) -> Result<Arc<Archive>, ArchiveError> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|source| ArchiveError::DataDir { path: data_dir.clone(), source })?;
+        let lock = take_lock(&data_dir)?;
+        let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(data_dir.join(CATALOG_FILE))?);
+        let blobs = BlobStore::open(data_dir.join(BLOB_DIR), true)?;
+        let recovery = recovery::recover(&blobs, catalog.as_ref())?;
+        let metrics = Arc::new(Metrics::default());
+        let committer = Committer::start(
+            Arc::clone(&catalog),
+            blobs.clone(),
+            config.duplicate_policy,
+            config.max_commit_batch,
+            Arc::clone(&metrics),
+        );
+        Ok(Arc::new(Archive { config, blobs, catalog, committer, metrics, recovery, _lock: lock }))
+    }
+
+    pub fn config(&self) -> &ArchiveConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// What start-up recovery found and repaired.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Append an event to the journal (batched with the next commit).
+    pub fn journal(&self, event: Event) {
+        self.committer.append_events(vec![event]);
+    }
+
+    /// Wait until everything handed to the committer so far is committed.
+    pub async fn flush_journal(&self) {
+        self.committer.flush().await;
+    }
+
+    /// Run a query; matches arrive on the returned channel in a stable order.
+    /// Dropping the receiver stops the query (C-CANCEL).
+    pub fn find(&self, query: Query, origin: &Origin) -> tokio::sync::mpsc::Receiver<Result<Dataset, ArchiveError>> {
+        self.metrics.queries.inc();
+        self.journal(query_event("query", &query, origin));
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let catalog = Arc::clone(&self.catalog);
+        tokio::task::spawn_blocking(move || {
+            let result = catalog.find(&query, &mut |view| sender.blocking_send(Ok(view)).is_ok());
+            if let Err(error) = result {
+                let _ = sender.blocking_send(Err(error.into()));
+            }
+        });
+        receiver
+    }
+
+    /// The instances a retrieve (C-MOVE, C-GET, WADO) of `query` covers.
+    pub async fn find_instances(&self, query: Query, origin: &Origin) -> Result<Vec<StoredInstance>, ArchiveError> {
+        let catalog = Arc::clone(&self.catalog);
+        let event_query = query.clone();
+        let found = run_blocking(move || catalog.find_instances(&query).map_err(ArchiveError::from)).await?;
+        let mut event = query_event("retrieve", &event_query, origin);
+        event.detail["instances"] = found.len().into();
+        self.journal(event);
+        Ok(found)
+    }
+
+    /// Stored instances among these SOP Instance UIDs.
+    pub async fn instances_by_sop_uid(&self, sop_uids: Vec<String>) -> Result<Vec<StoredInstance>, ArchiveError> {
+        let catalog = Arc::clone(&self.catalog);
+        run_blocking(move || catalog.instances_by_sop_uid(&sop_uids).map_err(ArchiveError::from)).await
+    }
+
+    /// Open an instance's file for reading.
+    pub fn open_instance(&self, instance: &StoredInstance) -> Result<File, ArchiveError> {
+        Ok(self.blobs.open_blob(&instance.blob.path)?)
+    }
+
+    /// Whether an instance's file is present and matches its digest.
+    pub async fn check_instance(&self, instance: &StoredInstance) -> bool {
+        let blobs = self.blobs.clone();
+        let path = instance.blob.path.clone();
+        let expected = (instance.blob.size, instance.blob.digest);
+        run_blocking(move || {
+            Ok(blobs.digest_of(&path).map(|(size, digest)| (size, digest.0) == expected).unwrap_or(false))
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    pub async fn statistics(&self) -> Result<Statistics, ArchiveError> {
+        let catalog = Arc::clone(&self.catalog);
+        run_blocking(move || catalog.statistics().map_err(ArchiveError::from)).await
+    }
+
+    pub async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, ArchiveError> {
+        let catalog = Arc::clone(&self.catalog);
+        run_blocking(move || catalog.events_after(after, limit).map_err(ArchiveError::from)).await
+    }
+
+    /// Record a clean shutdown so the next start scans nothing.
+    pub async fn shutdown(&self) {
+        self.committer.flush().await;
+        let scan_from = self.blobs.oldest_unsettled_shard();
+        if let Err(error) = self.catalog.set_setting(recovery::SCAN_FROM_KEY, &scan_from) {
+            tracing::warn!(%error, "could not record clean shutdown");
+        }
+    }
+
+    pub(crate) fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    pub(crate) fn committer(&self) -> &Committer {
+        &self.committer
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+}
+
+fn take_lock(data_dir: &Path) -> Result<File, ArchiveError> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = File::create(&path).map_err(|source| ArchiveError::DataDir { path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ArchiveError::Locked { path: data_dir.to_path_buf() }),
+        Err(std::fs::TryLockError::Error(source)) => Err(ArchiveError::DataDir { path, source }),
+    }
+}
+
+fn query_event(kind: &str, query: &Query, origin: &Origin) -> Event {
+    let keys: serde_json::Map<String, serde_json::Value> = query
+        .constraints
+        .iter()
+        .map(|key| {
+            let name =
+                haneul_dicom::dict::keyword(key.tag).map(str::to_string).unwrap_or_else(|| format!("{}", key.tag));
+            (name, serde_json::Value::String(format!("{:?}", key.matcher)))
+        })
+        .collect();
+    let mut event = Event::new(kind, origin).with_detail(serde_json::json!({
+        "level": query.level.as_str(),
+        "keys": keys,
+    }));
+    let unique = |tag| {
+        query.constraint(tag).and_then(|key| key.matcher.hint()).and_then(|hint| match hint {
+            haneul_dicom::matching::IndexHint::Equals(value) => Some(value.to_string()),
+            _ => None,
+        })
+    };
+    event.patient_id = unique(haneul_dicom::tags::PATIENT_ID);
+    event.study_uid = unique(haneul_dicom::tags::STUDY_INSTANCE_UID);
+    event.series_uid = unique(haneul_dicom::tags::SERIES_INSTANCE_UID);
+    event.sop_uid = unique(haneul_dicom::tags::SOP_INSTANCE_UID);
+    event
+}
+
+/// Run blocking catalog or disk work off the async threads.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ArchiveError> + Send + 'static,
+) -> Result<T, ArchiveError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| ArchiveError::Task(error.to_string()))?
+}

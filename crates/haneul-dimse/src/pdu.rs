@@ -1,0 +1,264 @@
+//! PDU framing over async streams.
+//!
+//! P-DATA-TF PDUs carry nearly all the bytes, so they are split into PDVs here
+//! without copying; every other PDU type is decoded and encoded by dicom-ul.
+//! Reading is cancel-safe (bytes stay in the reader's buffer until a whole
+//! PDU is there), so a reader can sit in `tokio::select!` to notice C-CANCEL.
+
+use bytes::{Buf, Bytes, BytesMut};
+use dicom_ul::pdu::{Pdu, MINIMUM_PDU_SIZE};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+const PDU_HEADER_LENGTH: usize = 6;
+const P_DATA_TF: u8 = 0x04;
+/// Association control PDUs are small; anything bigger is hostile.
+const MAX_CONTROL_PDU: u32 = 1 << 20;
+
+/// One presentation data value: a fragment of a command or data set.
+#[derive(Debug, Clone)]
+pub struct Pdv {
+    pub context_id: u8,
+    pub is_command: bool,
+    pub is_last: bool,
+    pub data: Bytes,
+}
+
+/// What arrived on the wire.
+#[derive(Debug)]
+pub enum Incoming {
+    Data(Vec<Pdv>),
+    Control(Pdu),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PduError {
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("PDU of {length} bytes exceeds the limit of {limit}")]
+    TooLarge { length: u32, limit: u32 },
+    #[error("malformed PDU: {0}")]
+    Malformed(String),
+    #[error("PDU could not be encoded: {0}")]
+    Encode(String),
+}
+
+/// Reads PDUs from a stream with a bounded buffer.
+pub struct PduReader<R> {
+    stream: R,
+    buffer: BytesMut,
+    /// Largest P-DATA PDU body accepted (what we announced as our maximum).
+    max_pdu_length: u32,
+}
+
+impl<R: AsyncRead + Unpin> PduReader<R> {
+    pub fn new(stream: R, max_pdu_length: u32) -> Self {
+        PduReader { stream, buffer: BytesMut::with_capacity(64 * 1024), max_pdu_length }
+    }
+
+    pub fn set_max_pdu_length(&mut self, max_pdu_length: u32) {
+        self.max_pdu_length = max_pdu_length;
+    }
+
+    /// Read the next PDU. Cancel-safe.
+    pub async fn read(&mut self) -> Result<Incoming, PduError> {
+        loop {
+            if let Some(incoming) = self.try_take()? {
+                return Ok(incoming);
+            }
+            let read = self.stream.read_buf(&mut self.buffer).await?;
+            if read == 0 {
+                return Err(PduError::Closed);
+            }
+        }
+    }
+
+    /// Take one complete PDU from the buffer, if there is one.
+    fn try_take(&mut self) -> Result<Option<Incoming>, PduError> {
+        if self.buffer.len() < PDU_HEADER_LENGTH {
+            return Ok(None);
+        }
+        let pdu_type = self.buffer[0];
+        let length = u32::from_be_bytes([self.buffer[2], self.buffer[3], self.buffer[4], self.buffer[5]]);
+        // Our announced maximum covers the PDU body; allow a little slack for
+        // peers that count the header too, but never unbounded input.
+        let limit = if pdu_type == P_DATA_TF { self.max_pdu_length.saturating_add(64) } else { MAX_CONTROL_PDU };
+        if length > limit {
+            return Err(PduError::TooLarge { length, limit });
+        }
+        let total = PDU_HEADER_LENGTH + length as usize;
+        if self.buffer.len() < total {
+            self.buffer.reserve(total - self.buffer.len());
+            return Ok(None);
+        }
+        let mut pdu = self.buffer.split_to(total).freeze();
+        if pdu_type == P_DATA_TF {
+            pdu.advance(PDU_HEADER_LENGTH);
+            return split_pdvs(pdu).map(|pdvs| Some(Incoming::Data(pdvs)));
+        }
+        let max = self.max_pdu_length.max(MINIMUM_PDU_SIZE);
+        // dicom-ul decodes the control PDUs; guard against a panic on hostile
+        // input so one bad peer cannot take a worker thread down with it.
+        let decoded = std::panic::catch_unwind(|| dicom_ul::pdu::read_pdu(&pdu[..], MAX_CONTROL_PDU.max(max), false));
+        match decoded {
+            Ok(Ok(Some(pdu))) => Ok(Some(Incoming::Control(pdu))),
+            Ok(Ok(None)) => Err(PduError::Malformed("incomplete PDU".into())),
+            Ok(Err(error)) => Err(PduError::Malformed(error.to_string())),
+            Err(_) => Err(PduError::Malformed("PDU decoder failed".into())),
+        }
+    }
+}
+
+/// Split a P-DATA-TF body into its PDV items.
+fn split_pdvs(mut body: Bytes) -> Result<Vec<Pdv>, PduError> {
+    let mut pdvs = Vec::with_capacity(2);
+    while body.has_remaining() {
+        if body.len() < 6 {
+            return Err(PduError::Malformed("truncated PDV item header".into()));
+        }
+        let item_length = body.get_u32() as usize;
+        if item_length < 2 || item_length > body.len() {
+            return Err(PduError::Malformed(format!("PDV item length {item_length} is invalid")));
+        }
+        let context_id = body.get_u8();
+        let control = body.get_u8();
+        let data = body.split_to(item_length - 2);
+        pdvs.push(Pdv { context_id, is_command: control & 0x01 != 0, is_last: control & 0x02 != 0, data });
+    }
+    if pdvs.is_empty() {
+        return Err(PduError::Malformed("P-DATA-TF without PDV items".into()));
+    }
+    Ok(pdvs)
+}
+
+/// Writes PDUs, fragmenting messages to the peer's maximum PDU length.
+pub struct PduWriter<W> {
+    stream: W,
+    /// Largest PDU body the peer accepts (0 from the peer means no limit; capped here).
+    peer_max_pdu_length: u32,
+    scratch: Vec<u8>,
+}
+
+/// Fragment size used when the peer sets no limit.
+const UNLIMITED_FRAGMENT: u32 = 1 << 20;
+
+impl<W: AsyncWrite + Unpin> PduWriter<W> {
+    pub fn new(stream: W) -> Self {
+        PduWriter { stream, peer_max_pdu_length: 16_384, scratch: Vec::with_capacity(64 * 1024) }
+    }
+
+    pub fn set_peer_max_pdu_length(&mut self, max: u32) {
+        self.peer_max_pdu_length =
+            if max == 0 { UNLIMITED_FRAGMENT } else { max.clamp(MINIMUM_PDU_SIZE, UNLIMITED_FRAGMENT) };
+    }
+
+    /// Largest PDV payload that fits one PDU for this peer.
+    pub fn max_fragment(&self) -> usize {
+        // PDU body = PDV item header (4-byte length, context id, control) + data.
+        self.peer_max_pdu_length as usize - 6
+    }
+
+    pub async fn send_control(&mut self, pdu: &Pdu) -> Result<(), PduError> {
+        self.scratch.clear();
+        dicom_ul::pdu::write_pdu(&mut self.scratch, pdu).map_err(|error| PduError::Encode(error.to_string()))?;
+        self.stream.write_all(&self.scratch).await?;
+        Ok(())
+    }
+
+    /// Send one fragment as its own PDU.
+    pub async fn send_pdv(
+        &mut self,
+        context_id: u8,
+        is_command: bool,
+        is_last: bool,
+        data: &[u8],
+    ) -> Result<(), PduError> {
+        self.scratch.clear();
+        let item_length = data.len() as u32 + 2;
+        self.scratch.push(P_DATA_TF);
+        self.scratch.push(0);
+        self.scratch.extend_from_slice(&(item_length + 4).to_be_bytes());
+        self.scratch.extend_from_slice(&item_length.to_be_bytes());
+        self.scratch.push(context_id);
+        self.scratch.push(u8::from(is_command) | (u8::from(is_last) << 1));
+        self.scratch.extend_from_slice(data);
+        self.stream.write_all(&self.scratch).await?;
+        Ok(())
+    }
+
+    /// Send a whole command or data set held in memory, fragmented as needed.
+    pub async fn send_message_part(&mut self, context_id: u8, is_command: bool, data: &[u8]) -> Result<(), PduError> {
+        let fragment = self.max_fragment();
+        if data.is_empty() {
+            return self.send_pdv(context_id, is_command, true, data).await;
+        }
+        let mut chunks = data.chunks(fragment).peekable();
+        while let Some(chunk) = chunks.next() {
+            self.send_pdv(context_id, is_command, chunks.peek().is_none(), chunk).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn shutdown(&mut self) -> Result<(), PduError> {
+        self.stream.shutdown().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pdvs_round_trip_through_fragmentation() {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let mut writer = PduWriter::new(client);
+        writer.set_peer_max_pdu_length(1024);
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        writer.send_message_part(3, false, &payload).await.expect("send");
+        let mut reader = PduReader::new(server, 1024);
+        let mut received = Vec::new();
+        loop {
+            let Incoming::Data(pdvs) = reader.read().await.expect("read") else { panic!("expected data") };
+            let mut done = false;
+            for pdv in pdvs {
+                assert_eq!(pdv.context_id, 3);
+                assert!(!pdv.is_command);
+                received.extend_from_slice(&pdv.data);
+                done = pdv.is_last;
+            }
+            if done {
+                break;
+            }
+        }
+        assert_eq!(received, payload);
+    }
+
+    #[tokio::test]
+    async fn oversized_and_malformed_pdus_are_errors() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut reader = PduReader::new(server, 16_384);
+        client.write_all(&[0x04, 0, 0x7F, 0xFF, 0xFF, 0xFF]).await.expect("write");
+        assert!(matches!(reader.read().await, Err(PduError::TooLarge { .. })));
+
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut reader = PduReader::new(server, 16_384);
+        client.write_all(&[0x04, 0, 0, 0, 0, 8, 0, 0, 0, 200, 1, 3, 0, 0]).await.expect("write");
+        assert!(matches!(reader.read().await, Err(PduError::Malformed(_))));
+
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut reader = PduReader::new(server, 16_384);
+        client.write_all(&[0x01, 0, 0, 0, 0, 4, 1, 2, 3, 4]).await.expect("write");
+        assert!(matches!(reader.read().await, Err(PduError::Malformed(_))));
+    }
+
+    #[tokio::test]
+    async fn control_pdus_use_dicom_ul() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let mut writer = PduWriter::new(client);
+        writer.send_control(&Pdu::ReleaseRQ).await.expect("send");
+        let mut reader = PduReader::new(server, 16_384);
+        assert!(matches!(reader.read().await.expect("read"), Incoming::Control(Pdu::ReleaseRQ)));
+    }
+}

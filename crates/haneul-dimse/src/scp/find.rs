@@ -1,0 +1,135 @@
+//! C-FIND SCP: one pending response per match, C-CANCEL honoured between them.
+
+use haneul_dicom::levels::computed;
+use haneul_dicom::matching::Query;
+use haneul_dicom::read::read_dataset_bytes;
+use haneul_dicom::write::Encoding;
+use haneul_dicom::{Element, VR};
+use tracing::{info, warn};
+
+use super::{context_transfer_syntax, error_comment, Session};
+use crate::association::NegotiatedContext;
+use crate::command::{field, status, tag, Command};
+use crate::identifier::encode_identifier;
+use crate::message::{DimseError, Received};
+use crate::sop::{self, QueryRetrieve};
+
+pub(super) async fn handle(
+    session: &mut Session,
+    context: &NegotiatedContext,
+    command: Command,
+) -> Result<(), DimseError> {
+    let context_id = context.id;
+    let Some(QueryRetrieve::Find(model)) = sop::query_retrieve(&context.abstract_syntax) else {
+        if command.has_data_set() {
+            session.reader.skip_data_set(context_id, session.settings().max_identifier_size).await?;
+        }
+        return fail(
+            session,
+            context_id,
+            &command,
+            status::SOP_CLASS_NOT_SUPPORTED,
+            "not a C-FIND presentation context",
+        )
+        .await;
+    };
+    if !command.has_data_set() {
+        return fail(session, context_id, &command, status::CANNOT_UNDERSTAND, "C-FIND-RQ without identifier").await;
+    }
+    let syntax = context_transfer_syntax(context);
+    let bytes = session.reader.read_data_set(context_id, session.settings().max_identifier_size).await?;
+    let identifier = match read_dataset_bytes(&bytes, syntax) {
+        Ok(identifier) => identifier,
+        Err(error) => {
+            warn!(%error, "unreadable C-FIND identifier");
+            return fail(
+                session,
+                context_id,
+                &command,
+                status::CANNOT_UNDERSTAND,
+                &format!("unreadable identifier: {error}"),
+            )
+            .await;
+        }
+    };
+    let query = match Query::from_identifier(&identifier, model) {
+        Ok(query) => query,
+        Err(error) => {
+            warn!(%error, "invalid C-FIND identifier");
+            return fail(session, context_id, &command, status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS, &error.to_string())
+                .await;
+        }
+    };
+    let Some(encoding) = Encoding::of(syntax) else {
+        return fail(
+            session,
+            context_id,
+            &command,
+            status::UNABLE_TO_PROCESS,
+            "transfer syntax cannot carry responses",
+        )
+        .await;
+    };
+    let message_id = command.message_id();
+    let mut matches = session.archive().find(query.clone(), &session.origin);
+    let retrieve_ae = session.settings().ae_title.clone();
+    let mut sent = 0usize;
+    let mut cancelled = false;
+    let final_status = loop {
+        tokio::select! {
+            biased;
+            incoming = session.reader.next_command() => match incoming? {
+                Received::Command { command: cancel, .. }
+                    if cancel.command_field() == Some(field::C_CANCEL_RQ)
+                        && cancel.u16(tag::MESSAGE_ID_BEING_RESPONDED_TO) == message_id =>
+                {
+                    cancelled = true;
+                    break status::CANCEL;
+                }
+                other => return Err(DimseError::Protocol(format!("unexpected message during C-FIND: {other:?}"))),
+            },
+            next = matches.recv() => match next {
+                None => break status::SUCCESS,
+                Some(Err(error)) => {
+                    warn!(%error, "query failed");
+                    break status::UNABLE_TO_PROCESS;
+                }
+                Some(Ok(view)) => {
+                    let mut response_identifier = query.response(&view);
+                    if query.return_keys.iter().any(|(t, _)| *t == computed::RETRIEVE_AE_TITLE) {
+                        response_identifier.put(Element::text(computed::RETRIEVE_AE_TITLE, VR::AE, retrieve_ae.clone()));
+                    }
+                    if query.return_keys.iter().any(|(t, _)| *t == computed::INSTANCE_AVAILABILITY) {
+                        response_identifier.put(Element::text(computed::INSTANCE_AVAILABILITY, VR::CS, "ONLINE"));
+                    }
+                    let encoded = match encode_identifier(&mut response_identifier, &query.charset, encoding) {
+                        Ok(encoded) => encoded,
+                        Err(error) => {
+                            warn!(%error, "could not encode a C-FIND response");
+                            break status::UNABLE_TO_PROCESS;
+                        }
+                    };
+                    let response = Command::response_to(&command, field::C_FIND_RSP, status::PENDING);
+                    session.writer.send(context_id, &response, Some(&encoded)).await?;
+                    sent += 1;
+                }
+            },
+        }
+    };
+    drop(matches);
+    info!(level = query.level.as_str(), matches = sent, cancelled, "C-FIND");
+    let response = Command::response_to(&command, field::C_FIND_RSP, final_status);
+    session.writer.send(context_id, &response, None).await
+}
+
+async fn fail(
+    session: &mut Session,
+    context_id: u8,
+    request: &Command,
+    code: u16,
+    comment: &str,
+) -> Result<(), DimseError> {
+    let mut response = Command::response_to(request, field::C_FIND_RSP, code);
+    response.set_text(tag::ERROR_COMMENT, error_comment(comment));
+    session.writer.send(context_id, &response, None).await
+}

@@ -1,0 +1,392 @@
+//! C-MOVE and C-GET SCP: resolve the identifier to stored instances, send
+//! each as a C-STORE sub-operation (to the move destination, or back on the
+//! same association for C-GET), with a pending response after each.
+
+use std::collections::BTreeSet;
+
+use haneul_core::{Event, StoredInstance};
+use haneul_dicom::matching::Query;
+use haneul_dicom::read::read_dataset_bytes;
+use haneul_dicom::write::Encoding;
+use haneul_dicom::{tags, Dataset, Element, Value, VR};
+use tracing::{info, warn};
+
+use super::{context_transfer_syntax, error_comment, KnownAe, Session};
+use crate::association::{NegotiatedContext, ProposedContext, RequestParams};
+use crate::command::{field, status, tag, Command};
+use crate::identifier::encode_identifier;
+use crate::message::{DimseError, Received};
+use crate::scu::{Client, StoreData};
+use crate::sop::{self, QueryRetrieve};
+
+/// Running sub-operation counts.
+#[derive(Debug, Default)]
+struct Progress {
+    remaining: usize,
+    completed: usize,
+    failed: usize,
+    warning: usize,
+    failed_uids: Vec<String>,
+}
+
+fn clamp(count: usize) -> u16 {
+    u16::try_from(count).unwrap_or(u16::MAX)
+}
+
+pub(super) async fn handle(
+    session: &mut Session,
+    context: &NegotiatedContext,
+    command: Command,
+) -> Result<(), DimseError> {
+    let context_id = context.id;
+    let is_move = command.command_field() == Some(field::C_MOVE_RQ);
+    let response_field = if is_move { field::C_MOVE_RSP } else { field::C_GET_RSP };
+    let model = match (sop::query_retrieve(&context.abstract_syntax), is_move) {
+        (Some(QueryRetrieve::Move(model)), true) | (Some(QueryRetrieve::Get(model)), false) => model,
+        _ => {
+            if command.has_data_set() {
+                session.reader.skip_data_set(context_id, session.settings().max_identifier_size).await?;
+            }
+            return fail(
+                session,
+                context_id,
+                &command,
+                response_field,
+                status::SOP_CLASS_NOT_SUPPORTED,
+                "wrong presentation context",
+            )
+            .await;
+        }
+    };
+    if !command.has_data_set() {
+        return fail(
+            session,
+            context_id,
+            &command,
+            response_field,
+            status::CANNOT_UNDERSTAND,
+            "request without identifier",
+        )
+        .await;
+    }
+    let syntax = context_transfer_syntax(context);
+    let bytes = session.reader.read_data_set(context_id, session.settings().max_identifier_size).await?;
+    let query = match read_dataset_bytes(&bytes, syntax)
+        .map_err(|e| e.to_string())
+        .and_then(|identifier| Query::from_identifier(&identifier, model).map_err(|e| e.to_string()))
+    {
+        Ok(query) => query,
+        Err(error) => {
+            warn!(%error, "invalid retrieve identifier");
+            return fail(
+                session,
+                context_id,
+                &command,
+                response_field,
+                status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                &error,
+            )
+            .await;
+        }
+    };
+    let destination = if is_move {
+        let title = command.text(tag::MOVE_DESTINATION).unwrap_or_default().to_string();
+        match session.settings().known_ae(&title).cloned() {
+            Some(known) => Some(known),
+            None => {
+                warn!(destination = %title, "C-MOVE to an unknown destination");
+                let comment = format!("move destination {title:?} is not a known AE");
+                return fail(session, context_id, &command, response_field, status::MOVE_DESTINATION_UNKNOWN, &comment)
+                    .await;
+            }
+        }
+    } else {
+        None
+    };
+    let instances = match session.archive().find_instances(query, &session.origin).await {
+        Ok(instances) => instances,
+        Err(error) => {
+            warn!(%error, "retrieve lookup failed");
+            return fail(
+                session,
+                context_id,
+                &command,
+                response_field,
+                status::OUT_OF_RESOURCES_MATCHES,
+                &error.to_string(),
+            )
+            .await;
+        }
+    };
+    let mut progress = Progress { remaining: instances.len(), ..Progress::default() };
+    let message_id = command.message_id();
+    let mut cancelled = false;
+
+    let mut client = match &destination {
+        Some(known) => match open_destination(session, known, &instances).await {
+            Ok(client) => Some(client),
+            Err(error) => {
+                warn!(destination = %known.title, %error, "cannot reach the move destination");
+                let comment = format!("cannot reach {}: {error}", known.title);
+                return fail(
+                    session,
+                    context_id,
+                    &command,
+                    response_field,
+                    status::OUT_OF_RESOURCES_SUBOPERATIONS,
+                    &comment,
+                )
+                .await;
+            }
+        },
+        None => None,
+    };
+
+    let mut next_sub_message_id: u16 = 1;
+    for instance in &instances {
+        if cancel_requested(session, message_id).await? {
+            cancelled = true;
+            break;
+        }
+        let outcome = match client.as_mut() {
+            Some(client) => send_to_destination(session, client, instance, message_id).await,
+            None => {
+                let sub_id = next_sub_message_id;
+                next_sub_message_id = next_sub_message_id.wrapping_add(1).max(1);
+                let (outcome, cancel_seen) = send_back(session, instance, sub_id, message_id).await?;
+                cancelled |= cancel_seen;
+                outcome
+            }
+        };
+        progress.remaining -= 1;
+        if !matches!(outcome, SubOutcome::Failed(_)) {
+            session.archive().metrics().instances_sent.inc();
+        }
+        match outcome {
+            SubOutcome::Completed => progress.completed += 1,
+            SubOutcome::Warning => progress.warning += 1,
+            SubOutcome::Failed(reason) => {
+                warn!(sop_instance_uid = %instance.sop_uid, %reason, "sub-operation failed");
+                progress.failed += 1;
+                progress.failed_uids.push(instance.sop_uid.clone());
+            }
+        }
+        if cancelled {
+            break;
+        }
+        if progress.remaining > 0 {
+            let mut pending = Command::response_to(&command, response_field, status::PENDING);
+            pending.set_suboperations(
+                Some(clamp(progress.remaining)),
+                clamp(progress.completed),
+                clamp(progress.failed),
+                clamp(progress.warning),
+            );
+            session.writer.send(context_id, &pending, None).await?;
+        }
+    }
+    if let Some(client) = client {
+        if let Err(error) = client.release().await {
+            warn!(%error, "releasing the move destination association failed");
+        }
+    }
+
+    let final_status = if cancelled {
+        status::CANCEL
+    } else if progress.failed == 0 && progress.warning == 0 {
+        status::SUCCESS
+    } else if progress.completed == 0 && progress.warning == 0 {
+        status::OUT_OF_RESOURCES_SUBOPERATIONS
+    } else {
+        status::WARNING_SUBOPERATIONS
+    };
+    let mut event = Event::new(if is_move { "retrieve-move" } else { "retrieve-get" }, &session.origin);
+    event.detail = serde_json::json!({
+        "destination": destination.as_ref().map(|d| d.title.clone()),
+        "completed": progress.completed,
+        "failed": progress.failed,
+        "warning": progress.warning,
+        "cancelled": cancelled,
+    });
+    session.archive().journal(event);
+    info!(
+        destination = destination.as_ref().map(|d| d.title.as_str()).unwrap_or("(same association)"),
+        completed = progress.completed,
+        failed = progress.failed,
+        warning = progress.warning,
+        cancelled,
+        "{}",
+        if is_move { "C-MOVE" } else { "C-GET" }
+    );
+    let mut response = Command::response_to(&command, response_field, final_status);
+    let remaining = cancelled.then(|| clamp(progress.remaining));
+    response.set_suboperations(remaining, clamp(progress.completed), clamp(progress.failed), clamp(progress.warning));
+    if progress.failed_uids.is_empty() {
+        return session.writer.send(context_id, &response, None).await;
+    }
+    let mut identifier = Dataset::new();
+    identifier.put(Element::new(tags::FAILED_SOP_INSTANCE_UID_LIST, VR::UI, Value::Strings(progress.failed_uids)));
+    let encoding = Encoding::of(syntax).unwrap_or(Encoding::IMPLICIT_LE);
+    let encoded = encode_identifier(
+        &mut identifier,
+        &haneul_dicom::charset::SpecificCharacterSet::default_repertoire(),
+        encoding,
+    )
+    .map_err(|e| DimseError::Protocol(e.to_string()))?;
+    session.writer.send(context_id, &response, Some(&encoded)).await
+}
+
+enum SubOutcome {
+    Completed,
+    Warning,
+    Failed(String),
+}
+
+fn classify(code: u16) -> SubOutcome {
+    if code == status::SUCCESS {
+        SubOutcome::Completed
+    } else if status::is_success_or_warning(code) {
+        SubOutcome::Warning
+    } else {
+        SubOutcome::Failed(format!("destination answered status {code:04X}"))
+    }
+}
+
+/// A non-blocking look for a C-CANCEL of the running operation.
+async fn cancel_requested(session: &mut Session, message_id: Option<u16>) -> Result<bool, DimseError> {
+    tokio::select! {
+        biased;
+        incoming = session.reader.next_command() => match incoming? {
+            Received::Command { command, .. }
+                if command.command_field() == Some(field::C_CANCEL_RQ)
+                    && command.u16(tag::MESSAGE_ID_BEING_RESPONDED_TO) == message_id => Ok(true),
+            other => Err(DimseError::Protocol(format!("unexpected message during retrieve: {other:?}"))),
+        },
+        _ = std::future::ready(()) => Ok(false),
+    }
+}
+
+/// Open the association to a C-MOVE destination, proposing each stored
+/// (SOP class, transfer syntax) pair so instances go out as they were received.
+async fn open_destination(
+    session: &Session,
+    destination: &KnownAe,
+    instances: &[StoredInstance],
+) -> Result<Client, crate::scu::ScuError> {
+    let pairs: BTreeSet<(&str, &str)> =
+        instances.iter().map(|instance| (instance.sop_class.as_str(), instance.transfer_syntax.as_str())).collect();
+    let proposed: Vec<ProposedContext> =
+        pairs.into_iter().take(128).map(|(class, syntax)| ProposedContext::new(class, &[syntax])).collect();
+    let params = RequestParams {
+        calling_ae: session.settings().ae_title.clone(),
+        called_ae: destination.title.clone(),
+        max_pdu_length: session.settings().max_pdu_length,
+        timeout: session.settings().outbound_timeout,
+    };
+    Client::connect(&destination.address(), &params, &proposed).await
+}
+
+fn dataset_range(instance: &StoredInstance) -> (u64, u64) {
+    let length = instance.blob.size.saturating_sub(instance.dataset_offset);
+    (instance.dataset_offset, length)
+}
+
+async fn send_to_destination(
+    session: &Session,
+    client: &mut Client,
+    instance: &StoredInstance,
+    message_id: Option<u16>,
+) -> SubOutcome {
+    let Some(context_id) =
+        client.info().find_context(&instance.sop_class, Some(&instance.transfer_syntax)).map(|pc| pc.id)
+    else {
+        return SubOutcome::Failed(format!(
+            "destination accepted no context for {} in {}",
+            instance.sop_class, instance.transfer_syntax
+        ));
+    };
+    let file = match session.archive().open_instance(instance) {
+        Ok(file) => file,
+        Err(error) => return SubOutcome::Failed(error.to_string()),
+    };
+    let (offset, length) = dataset_range(instance);
+    let originator = message_id.map(|id| (session.info.calling_ae.as_str(), id));
+    match client
+        .store(context_id, &instance.sop_class, &instance.sop_uid, StoreData::File { file, offset, length }, originator)
+        .await
+    {
+        Ok(response) => classify(response.status().unwrap_or(status::PROCESSING_FAILURE)),
+        Err(error) => SubOutcome::Failed(error.to_string()),
+    }
+}
+
+/// Send an instance back on the requesting association (C-GET); returns the
+/// outcome and whether a C-CANCEL arrived meanwhile.
+async fn send_back(
+    session: &mut Session,
+    instance: &StoredInstance,
+    sub_message_id: u16,
+    get_message_id: Option<u16>,
+) -> Result<(SubOutcome, bool), DimseError> {
+    let context = session
+        .info
+        .contexts
+        .iter()
+        .find(|pc| {
+            pc.accepted
+                && pc.requestor_scp
+                && pc.abstract_syntax == instance.sop_class
+                && pc.transfer_syntax == instance.transfer_syntax
+        })
+        .map(|pc| pc.id);
+    let Some(context_id) = context else {
+        let reason =
+            format!("requester accepted no storage context for {} in {}", instance.sop_class, instance.transfer_syntax);
+        return Ok((SubOutcome::Failed(reason), false));
+    };
+    let file = match session.archive().open_instance(instance) {
+        Ok(file) => file,
+        Err(error) => return Ok((SubOutcome::Failed(error.to_string()), false)),
+    };
+    let (offset, length) = dataset_range(instance);
+    let mut request = Command::new(field::C_STORE_RQ);
+    request
+        .set_u16(tag::MESSAGE_ID, sub_message_id)
+        .set_u16(tag::PRIORITY, 0)
+        .set_text(tag::AFFECTED_SOP_CLASS_UID, instance.sop_class.as_str())
+        .set_text(tag::AFFECTED_SOP_INSTANCE_UID, instance.sop_uid.as_str());
+    session.writer.send_with_file(context_id, &request, file, offset, length).await?;
+    let mut cancel_seen = false;
+    loop {
+        let Received::Command { context_id: incoming_context, command } = session.reader.next_command().await? else {
+            return Err(DimseError::Protocol("release requested during C-GET".into()));
+        };
+        match command.command_field() {
+            Some(field::C_CANCEL_RQ) if command.u16(tag::MESSAGE_ID_BEING_RESPONDED_TO) == get_message_id => {
+                cancel_seen = true
+            }
+            Some(field::C_STORE_RSP) if command.u16(tag::MESSAGE_ID_BEING_RESPONDED_TO) == Some(sub_message_id) => {
+                if command.has_data_set() {
+                    session.reader.skip_data_set(incoming_context, 1 << 20).await?;
+                }
+                let code = command.status().unwrap_or(status::PROCESSING_FAILURE);
+                return Ok((classify(code), cancel_seen));
+            }
+            _ => return Err(DimseError::Protocol(format!("unexpected message during C-GET: {command:?}"))),
+        }
+    }
+}
+
+async fn fail(
+    session: &mut Session,
+    context_id: u8,
+    request: &Command,
+    response_field: u16,
+    code: u16,
+    comment: &str,
+) -> Result<(), DimseError> {
+    let mut response = Command::response_to(request, response_field, code);
+    response.set_suboperations(None, 0, 0, 0);
+    response.set_text(tag::ERROR_COMMENT, error_comment(comment));
+    session.writer.send(context_id, &response, None).await
+}

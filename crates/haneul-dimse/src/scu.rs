@@ -1,0 +1,341 @@
+//! The DIMSE service user: C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET over one
+//! association, on the same message layer as the server. Used for C-MOVE
+//! sub-operations, storage commitment reports, the benchmark, and later by
+//! replication and migration.
+
+use haneul_dicom::charset::SpecificCharacterSet;
+use haneul_dicom::levels::InformationModel;
+use haneul_dicom::read::read_dataset_bytes;
+use haneul_dicom::write::Encoding;
+use haneul_dicom::{ts, Dataset};
+
+use crate::association::{request, Association, AssociationError, AssociationInfo, ProposedContext, RequestParams};
+use crate::command::{field, status, tag, Command};
+use crate::identifier::encode_identifier;
+use crate::message::{DimseError, Received};
+use crate::sop;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScuError {
+    #[error(transparent)]
+    Association(#[from] AssociationError),
+    #[error(transparent)]
+    Dimse(#[from] DimseError),
+    #[error("no accepted presentation context for {0}")]
+    NoContext(String),
+    #[error("peer answered with {0}")]
+    UnexpectedResponse(String),
+    #[error("cannot encode identifier: {0}")]
+    Encode(String),
+    #[error("timed out waiting for the peer")]
+    Timeout,
+}
+
+/// Data set bytes to send with a C-STORE.
+pub enum StoreData<'a> {
+    Bytes(&'a [u8]),
+    /// Consecutive parts of one data set.
+    Parts(&'a [&'a [u8]]),
+    File {
+        file: std::fs::File,
+        offset: u64,
+        length: u64,
+    },
+}
+
+/// Counters from the final response of a C-MOVE or C-GET.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetrieveSummary {
+    pub status: u16,
+    pub completed: u16,
+    pub failed: u16,
+    pub warning: u16,
+    pub pending_responses: usize,
+}
+
+/// An instance received through C-GET.
+#[derive(Debug, Clone)]
+pub struct ReceivedInstance {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax_uid: String,
+    pub data: Vec<u8>,
+}
+
+/// An association opened by Haneul as service user.
+pub struct Client {
+    association: Association,
+    next_message_id: u16,
+    /// Largest data set accepted in responses and C-GET sub-operations.
+    max_received: u64,
+}
+
+impl Client {
+    pub async fn connect(
+        address: &str,
+        params: &RequestParams,
+        proposed: &[ProposedContext],
+    ) -> Result<Client, ScuError> {
+        let association = request(address, params, proposed).await?;
+        Ok(Client { association, next_message_id: 1, max_received: 4 << 30 })
+    }
+
+    pub fn info(&self) -> &AssociationInfo {
+        &self.association.info
+    }
+
+    fn message_id(&mut self) -> u16 {
+        let id = self.next_message_id;
+        self.next_message_id = self.next_message_id.wrapping_add(1).max(1);
+        id
+    }
+
+    fn context_for(&self, abstract_syntax: &str) -> Result<(u8, &'static ts::TransferSyntax), ScuError> {
+        let context = self
+            .association
+            .info
+            .find_context(abstract_syntax, None)
+            .ok_or_else(|| ScuError::NoContext(abstract_syntax.to_string()))?;
+        let syntax =
+            ts::lookup(&context.transfer_syntax).ok_or_else(|| ScuError::NoContext(abstract_syntax.to_string()))?;
+        Ok((context.id, syntax))
+    }
+
+    /// Wait for the response to `message_id`, reading its data set if any.
+    async fn response(&mut self, message_id: u16) -> Result<(u8, Command, Option<Vec<u8>>), ScuError> {
+        match self.association.reader.next_command().await? {
+            Received::Command { context_id, command } => {
+                if command.u16(tag::MESSAGE_ID_BEING_RESPONDED_TO) != Some(message_id) {
+                    return Err(ScuError::UnexpectedResponse(format!("response to another message: {command:?}")));
+                }
+                let data = if command.has_data_set() {
+                    Some(self.association.reader.read_data_set(context_id, self.max_received).await?)
+                } else {
+                    None
+                };
+                Ok((context_id, command, data))
+            }
+            other => Err(ScuError::UnexpectedResponse(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn echo(&mut self) -> Result<u16, ScuError> {
+        let (context_id, _) = self.context_for(sop::VERIFICATION)?;
+        let id = self.message_id();
+        let mut request = Command::new(field::C_ECHO_RQ);
+        request.set_u16(tag::MESSAGE_ID, id).set_text(tag::AFFECTED_SOP_CLASS_UID, sop::VERIFICATION);
+        self.association.writer.send(context_id, &request, None).await?;
+        let (_, response, _) = self.response(id).await?;
+        Ok(response.status().unwrap_or(status::PROCESSING_FAILURE))
+    }
+
+    /// Send one C-STORE on a given presentation context; returns the response command.
+    pub async fn store(
+        &mut self,
+        context_id: u8,
+        sop_class_uid: &str,
+        sop_instance_uid: &str,
+        data: StoreData<'_>,
+        move_originator: Option<(&str, u16)>,
+    ) -> Result<Command, ScuError> {
+        let id = self.message_id();
+        let mut request = Command::new(field::C_STORE_RQ);
+        request
+            .set_u16(tag::MESSAGE_ID, id)
+            .set_u16(tag::PRIORITY, 0)
+            .set_text(tag::AFFECTED_SOP_CLASS_UID, sop_class_uid)
+            .set_text(tag::AFFECTED_SOP_INSTANCE_UID, sop_instance_uid);
+        if let Some((originator, originator_id)) = move_originator {
+            request
+                .set_text(tag::MOVE_ORIGINATOR_AE_TITLE, originator)
+                .set_u16(tag::MOVE_ORIGINATOR_MESSAGE_ID, originator_id);
+        }
+        match data {
+            StoreData::Bytes(bytes) => self.association.writer.send(context_id, &request, Some(bytes)).await?,
+            StoreData::Parts(parts) => self.association.writer.send_parts(context_id, &request, parts).await?,
+            StoreData::File { file, offset, length } => {
+                self.association.writer.send_with_file(context_id, &request, file, offset, length).await?
+            }
+        }
+        let (_, response, _) = self.response(id).await?;
+        Ok(response)
+    }
+
+    fn encode_identifier(&self, identifier: &Dataset, syntax: &ts::TransferSyntax) -> Result<Vec<u8>, ScuError> {
+        let encoding = Encoding::of(syntax).ok_or_else(|| ScuError::Encode("non-native transfer syntax".into()))?;
+        let mut identifier = identifier.clone();
+        encode_identifier(&mut identifier, &SpecificCharacterSet::utf8(), encoding)
+            .map_err(|e| ScuError::Encode(e.to_string()))
+    }
+
+    /// C-FIND: calls `on_match` for every pending response; returns the final status.
+    pub async fn find(
+        &mut self,
+        model: InformationModel,
+        identifier: &Dataset,
+        mut on_match: impl FnMut(Dataset),
+    ) -> Result<u16, ScuError> {
+        let (find_class, _, _) = sop::model_classes(model);
+        let (context_id, syntax) = self.context_for(find_class)?;
+        let id = self.message_id();
+        let mut request = Command::new(field::C_FIND_RQ);
+        request
+            .set_u16(tag::MESSAGE_ID, id)
+            .set_u16(tag::PRIORITY, 0)
+            .set_text(tag::AFFECTED_SOP_CLASS_UID, find_class);
+        let encoded = self.encode_identifier(identifier, syntax)?;
+        self.association.writer.send(context_id, &request, Some(&encoded)).await?;
+        loop {
+            let (_, response, data) = self.response(id).await?;
+            let code = response.status().unwrap_or(status::PROCESSING_FAILURE);
+            if !status::is_pending(code) {
+                return Ok(code);
+            }
+            if let Some(data) = data {
+                let dataset =
+                    read_dataset_bytes(&data, syntax).map_err(|e| ScuError::UnexpectedResponse(e.to_string()))?;
+                on_match(dataset);
+            }
+        }
+    }
+
+    /// C-MOVE to `destination`.
+    pub async fn retrieve_move(
+        &mut self,
+        model: InformationModel,
+        destination: &str,
+        identifier: &Dataset,
+    ) -> Result<RetrieveSummary, ScuError> {
+        let (_, move_class, _) = sop::model_classes(model);
+        let (context_id, syntax) = self.context_for(move_class)?;
+        let id = self.message_id();
+        let mut request = Command::new(field::C_MOVE_RQ);
+        request
+            .set_u16(tag::MESSAGE_ID, id)
+            .set_u16(tag::PRIORITY, 0)
+            .set_text(tag::AFFECTED_SOP_CLASS_UID, move_class)
+            .set_text(tag::MOVE_DESTINATION, destination);
+        let encoded = self.encode_identifier(identifier, syntax)?;
+        self.association.writer.send(context_id, &request, Some(&encoded)).await?;
+        let mut summary = RetrieveSummary::default();
+        loop {
+            let (_, response, _) = self.response(id).await?;
+            let code = response.status().unwrap_or(status::PROCESSING_FAILURE);
+            summary.completed = response.u16(tag::COMPLETED_SUBOPERATIONS).unwrap_or(summary.completed);
+            summary.failed = response.u16(tag::FAILED_SUBOPERATIONS).unwrap_or(summary.failed);
+            summary.warning = response.u16(tag::WARNING_SUBOPERATIONS).unwrap_or(summary.warning);
+            if !status::is_pending(code) {
+                summary.status = code;
+                return Ok(summary);
+            }
+            summary.pending_responses += 1;
+        }
+    }
+
+    /// C-GET: instances arrive as C-STORE sub-operations on this association;
+    /// `on_instance` returns the status to answer each with.
+    pub async fn retrieve_get(
+        &mut self,
+        model: InformationModel,
+        identifier: &Dataset,
+        mut on_instance: impl FnMut(ReceivedInstance) -> u16,
+    ) -> Result<RetrieveSummary, ScuError> {
+        let (_, _, get_class) = sop::model_classes(model);
+        let (context_id, syntax) = self.context_for(get_class)?;
+        let id = self.message_id();
+        let mut request = Command::new(field::C_GET_RQ);
+        request.set_u16(tag::MESSAGE_ID, id).set_u16(tag::PRIORITY, 0).set_text(tag::AFFECTED_SOP_CLASS_UID, get_class);
+        let encoded = self.encode_identifier(identifier, syntax)?;
+        self.association.writer.send(context_id, &request, Some(&encoded)).await?;
+        let mut summary = RetrieveSummary::default();
+        loop {
+            let Received::Command { context_id: incoming_context, command } =
+                self.association.reader.next_command().await?
+            else {
+                return Err(ScuError::UnexpectedResponse("association release during C-GET".into()));
+            };
+            if command.command_field() == Some(field::C_STORE_RQ) {
+                let data = self.association.reader.read_data_set(incoming_context, self.max_received).await?;
+                let transfer_syntax_uid = self
+                    .association
+                    .info
+                    .context(incoming_context)
+                    .map(|pc| pc.transfer_syntax.clone())
+                    .unwrap_or_default();
+                let sop_instance_uid = command.text(tag::AFFECTED_SOP_INSTANCE_UID).unwrap_or_default().to_string();
+                let code = on_instance(ReceivedInstance {
+                    sop_class_uid: command.text(tag::AFFECTED_SOP_CLASS_UID).unwrap_or_default().to_string(),
+                    sop_instance_uid: sop_instance_uid.clone(),
+                    transfer_syntax_uid,
+                    data,
+                });
+                let mut response = Command::response_to(&command, field::C_STORE_RSP, code);
+                response.set_text(tag::AFFECTED_SOP_INSTANCE_UID, sop_instance_uid);
+                self.association.writer.send(incoming_context, &response, None).await?;
+                continue;
+            }
+            if command.u16(tag::MESSAGE_ID_BEING_RESPONDED_TO) != Some(id) {
+                return Err(ScuError::UnexpectedResponse(format!("{command:?}")));
+            }
+            if command.has_data_set() {
+                self.association.reader.read_data_set(incoming_context, self.max_received).await?;
+            }
+            let code = command.status().unwrap_or(status::PROCESSING_FAILURE);
+            summary.completed = command.u16(tag::COMPLETED_SUBOPERATIONS).unwrap_or(summary.completed);
+            summary.failed = command.u16(tag::FAILED_SUBOPERATIONS).unwrap_or(summary.failed);
+            summary.warning = command.u16(tag::WARNING_SUBOPERATIONS).unwrap_or(summary.warning);
+            if !status::is_pending(code) {
+                summary.status = code;
+                return Ok(summary);
+            }
+            summary.pending_responses += 1;
+        }
+    }
+
+    /// Send an N-EVENT-REPORT and wait for its response status.
+    pub async fn event_report(
+        &mut self,
+        context_id: u8,
+        sop_class_uid: &str,
+        sop_instance_uid: &str,
+        event_type: u16,
+        data: &[u8],
+    ) -> Result<u16, ScuError> {
+        let id = self.message_id();
+        let mut request = Command::new(field::N_EVENT_REPORT_RQ);
+        request
+            .set_u16(tag::MESSAGE_ID, id)
+            .set_text(tag::AFFECTED_SOP_CLASS_UID, sop_class_uid)
+            .set_text(tag::AFFECTED_SOP_INSTANCE_UID, sop_instance_uid)
+            .set_u16(tag::EVENT_TYPE_ID, event_type);
+        self.association.writer.send(context_id, &request, Some(data)).await?;
+        let (_, response, _) = self.response(id).await?;
+        Ok(response.status().unwrap_or(status::PROCESSING_FAILURE))
+    }
+
+    /// Release the association gracefully.
+    pub async fn release(mut self) -> Result<(), ScuError> {
+        self.association.writer.send_control(&dicom_ul::pdu::Pdu::ReleaseRQ).await?;
+        loop {
+            match self.association.reader.next_command().await {
+                Ok(Received::ReleaseResponse) => break,
+                // A peer may cross our release with its own; answer and stop.
+                Ok(Received::ReleaseRequest) => {
+                    self.association.writer.send_control(&dicom_ul::pdu::Pdu::ReleaseRP).await?;
+                    break;
+                }
+                Ok(Received::Command { .. }) => continue,
+                Err(DimseError::Pdu(crate::pdu::PduError::Closed)) => break,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        self.association.writer.shutdown().await;
+        Ok(())
+    }
+
+    /// Abort the association.
+    pub async fn abort(mut self) {
+        let _ = self.association.writer.send_control(&crate::association::abort_pdu()).await;
+        self.association.writer.shutdown().await;
+    }
+}

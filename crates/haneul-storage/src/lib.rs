@@ -1,0 +1,418 @@
+//! Durable storage of instance files on local disk.
+//!
+//! Each instance is one file, written once and never modified, under an
+//! hourly shard directory: `blobs/YYYY/MM/DD/HH/<uuid>.dcm` (UTC). A file is
+//! created in its final place and streamed to; [`BlobWriter::finish`] makes it
+//! durable (file data and the directory entry are fsynced) and returns its
+//! size and BLAKE3 digest.
+//!
+//! A blob only becomes part of the archive once the catalog references it.
+//! Until then it is *in flight*: the store remembers the shard of every
+//! in-flight blob so the archive can record the oldest shard that may hold an
+//! unreferenced file after a crash ([`BlobStore::oldest_unsettled_shard`]).
+//! Start-up recovery lists only the shards from there on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A BLAKE3 content digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Option<Digest> {
+        <[u8; 32]>::try_from(bytes).ok().map(Digest)
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "blake3:{}", self.to_hex())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("i/o error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("invalid blob path {0:?}")]
+    InvalidPath(String),
+}
+
+impl StorageError {
+    fn io(path: &Path, source: io::Error) -> StorageError {
+        StorageError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Local-disk blob store rooted at a directory.
+#[derive(Clone)]
+pub struct BlobStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    root: PathBuf,
+    /// fsync files and directories; off only for tests of non-durability paths.
+    durable: bool,
+    next_id: AtomicU64,
+    inflight: Mutex<BTreeMap<u64, String>>,
+    existing_shards: Mutex<HashSet<String>>,
+}
+
+impl BlobStore {
+    /// Open (creating if needed) a blob store under `root`.
+    pub fn open(root: impl Into<PathBuf>, durable: bool) -> Result<BlobStore> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(|e| StorageError::io(&root, e))?;
+        Ok(BlobStore {
+            shared: Arc::new(Shared {
+                root,
+                durable,
+                next_id: AtomicU64::new(0),
+                inflight: Mutex::new(BTreeMap::new()),
+                existing_shards: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.shared.root
+    }
+
+    /// The shard that new blobs go to now.
+    pub fn current_shard() -> String {
+        let now = time::OffsetDateTime::now_utc();
+        format!("{:04}/{:02}/{:02}/{:02}", now.year(), u8::from(now.month()), now.day(), now.hour())
+    }
+
+    /// Start a new blob in the current shard.
+    pub fn create(&self) -> Result<BlobWriter> {
+        let shard = Self::current_shard();
+        self.ensure_shard_dir(&shard)?;
+        let rel_path = format!("{shard}/{}.dcm", uuid::Uuid::new_v4().simple());
+        let abs_path = self.shared.root.join(&rel_path);
+        let guard = self.track_inflight(shard);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&abs_path)
+            .map_err(|e| StorageError::io(&abs_path, e))?;
+        Ok(BlobWriter {
+            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            rel_path,
+            abs_path,
+            hasher: blake3::Hasher::new(),
+            size: 0,
+            guard: Some(guard),
+            durable: self.shared.durable,
+        })
+    }
+
+    fn track_inflight(&self, shard: String) -> InflightGuard {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.shared.inflight).insert(id, shard);
+        InflightGuard { shared: Arc::clone(&self.shared), id }
+    }
+
+    /// The oldest shard that may contain a blob the catalog does not yet
+    /// reference: the shard of the oldest in-flight blob, else the current one.
+    pub fn oldest_unsettled_shard(&self) -> String {
+        let inflight = lock(&self.shared.inflight);
+        inflight.values().min().cloned().unwrap_or_else(Self::current_shard)
+    }
+
+    /// Create the directories of a shard, fsyncing each parent whose entries changed.
+    fn ensure_shard_dir(&self, shard: &str) -> Result<()> {
+        if lock(&self.shared.existing_shards).contains(shard) {
+            return Ok(());
+        }
+        let mut dir = self.shared.root.clone();
+        for part in shard.split('/') {
+            let parent = dir.clone();
+            dir.push(part);
+            match fs::create_dir(&dir) {
+                Ok(()) => {
+                    if self.shared.durable {
+                        fsync_dir(&parent)?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StorageError::io(&dir, e)),
+            }
+        }
+        lock(&self.shared.existing_shards).insert(shard.to_string());
+        Ok(())
+    }
+
+    /// Absolute path of a stored blob, refusing anything that is not a plain relative path.
+    pub fn path_of(&self, rel_path: &str) -> Result<PathBuf> {
+        let relative = Path::new(rel_path);
+        let plain = relative.components().all(|c| matches!(c, Component::Normal(_)));
+        if rel_path.is_empty() || !plain {
+            return Err(StorageError::InvalidPath(rel_path.to_string()));
+        }
+        Ok(self.shared.root.join(relative))
+    }
+
+    pub fn open_blob(&self, rel_path: &str) -> Result<File> {
+        let path = self.path_of(rel_path)?;
+        File::open(&path).map_err(|e| StorageError::io(&path, e))
+    }
+
+    /// Remove a blob; a missing file is not an error.
+    pub fn delete(&self, rel_path: &str) -> Result<()> {
+        let path = self.path_of(rel_path)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(&path, e)),
+        }
+    }
+
+    /// Re-read a blob and compute its size and digest.
+    pub fn digest_of(&self, rel_path: &str) -> Result<(u64, Digest)> {
+        let path = self.path_of(rel_path)?;
+        let mut file = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buffer).map_err(|e| StorageError::io(&path, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            size += n as u64;
+        }
+        Ok((size, Digest(*hasher.finalize().as_bytes())))
+    }
+
+    /// Shards (`YYYY/MM/DD/HH`) that exist on disk and sort at or after `from`.
+    pub fn shards_since(&self, from: &str) -> Result<Vec<String>> {
+        let mut shards = Vec::new();
+        let prefix = |depth: usize| from.split('/').take(depth).collect::<Vec<_>>().join("/");
+        let mut level: Vec<String> = vec![String::new()];
+        for depth in 1..=4 {
+            let mut next = Vec::new();
+            for parent in &level {
+                let dir = if parent.is_empty() { self.shared.root.clone() } else { self.shared.root.join(parent) };
+                for name in list_dir_names(&dir)? {
+                    if !name.bytes().all(|b| b.is_ascii_digit()) {
+                        continue;
+                    }
+                    let candidate = if parent.is_empty() { name } else { format!("{parent}/{name}") };
+                    // Prune whole subtrees that end before `from`.
+                    if candidate.as_str() >= prefix(depth).as_str() {
+                        next.push(candidate);
+                    }
+                }
+            }
+            next.sort();
+            level = next;
+        }
+        shards.extend(level);
+        Ok(shards)
+    }
+
+    /// Relative paths of every file in a shard.
+    pub fn files_in_shard(&self, shard: &str) -> Result<Vec<String>> {
+        let dir = self.path_of(shard)?;
+        Ok(list_dir_names(&dir)?.into_iter().map(|name| format!("{shard}/{name}")).collect())
+    }
+}
+
+fn list_dir_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StorageError::io(dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StorageError::io(dir, e))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the maps inconsistent.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Keeps a blob's shard in the in-flight set until dropped.
+pub struct InflightGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        lock(&self.shared.inflight).remove(&self.id);
+    }
+}
+
+/// A blob being written. Dropped without [`finish`](BlobWriter::finish), it deletes its file.
+pub struct BlobWriter {
+    file: Option<BufWriter<File>>,
+    rel_path: String,
+    abs_path: PathBuf,
+    hasher: blake3::Hasher,
+    size: u64,
+    guard: Option<InflightGuard>,
+    durable: bool,
+}
+
+/// A blob that is durably on disk but not yet referenced by the catalog.
+pub struct WrittenBlob {
+    pub rel_path: String,
+    pub size: u64,
+    pub digest: Digest,
+    /// Drop once the catalog references the blob or the blob is deleted.
+    pub guard: InflightGuard,
+}
+
+impl BlobWriter {
+    pub fn rel_path(&self) -> &str {
+        &self.rel_path
+    }
+
+    pub fn abs_path(&self) -> &Path {
+        &self.abs_path
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Digest of everything written so far.
+    pub fn digest(&self) -> Digest {
+        Digest(*self.hasher.finalize().as_bytes())
+    }
+
+    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Err(StorageError::io(&self.abs_path, io::ErrorKind::BrokenPipe.into()));
+        };
+        file.write_all(data).map_err(|e| StorageError::io(&self.abs_path, e))?;
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        Ok(())
+    }
+
+    /// Flush what was written to the page cache without making it durable,
+    /// so the file can be re-read (to parse its header) before deciding to keep it.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(file) = self.file.as_mut() {
+            file.flush().map_err(|e| StorageError::io(&self.abs_path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Make the blob durable: data fsynced, then its directory entry.
+    pub fn finish(mut self) -> Result<WrittenBlob> {
+        let buffered =
+            self.file.take().ok_or_else(|| StorageError::io(&self.abs_path, io::ErrorKind::BrokenPipe.into()))?;
+        let file = buffered.into_inner().map_err(|e| StorageError::io(&self.abs_path, e.into_error()))?;
+        if self.durable {
+            file.sync_data().map_err(|e| StorageError::io(&self.abs_path, e))?;
+            if let Some(dir) = self.abs_path.parent() {
+                fsync_dir(dir)?;
+            }
+        }
+        drop(file);
+        let guard = self.guard.take().ok_or_else(|| StorageError::InvalidPath(self.rel_path.clone()))?;
+        Ok(WrittenBlob {
+            rel_path: std::mem::take(&mut self.rel_path),
+            size: self.size,
+            digest: Digest(*self.hasher.finalize().as_bytes()),
+            guard,
+        })
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.guard.is_some() {
+            drop(self.file.take());
+            if let Err(error) = fs::remove_file(&self.abs_path) {
+                if error.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %self.abs_path.display(), %error, "could not remove abandoned blob");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_blob_has_digest_and_is_listed_in_its_shard() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(dir.path().join("blobs"), true).expect("open");
+        let mut writer = store.create().expect("create");
+        writer.write_all(b"hello ").expect("write");
+        writer.write_all(b"world").expect("write");
+        let blob = writer.finish().expect("finish");
+        assert_eq!(blob.size, 11);
+        assert_eq!(blob.digest.0, *blake3::hash(b"hello world").as_bytes());
+        let (size, digest) = store.digest_of(&blob.rel_path).expect("re-read");
+        assert_eq!((size, digest), (11, blob.digest));
+        let shard = BlobStore::current_shard();
+        assert!(store.files_in_shard(&shard).expect("list").contains(&blob.rel_path));
+        assert_eq!(store.shards_since(&shard).expect("shards"), vec![shard.clone()]);
+        assert!(store.shards_since("9999/01/01/00").expect("shards").is_empty());
+        assert_eq!(store.shards_since("0000/00/00/00").expect("shards"), vec![shard]);
+    }
+
+    #[test]
+    fn abandoned_writer_removes_its_file_and_leaves_flight() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(dir.path(), false).expect("open");
+        let writer = store.create().expect("create");
+        let path = writer.abs_path().to_path_buf();
+        assert!(path.exists());
+        drop(writer);
+        assert!(!path.exists());
+        assert_eq!(store.oldest_unsettled_shard(), BlobStore::current_shard());
+    }
+
+    #[test]
+    fn inflight_blobs_hold_back_the_recovery_watermark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(dir.path(), false).expect("open");
+        let guard = store.track_inflight("2001/01/01/00".into());
+        assert_eq!(store.oldest_unsettled_shard(), "2001/01/01/00");
+        drop(guard);
+        assert_ne!(store.oldest_unsettled_shard(), "2001/01/01/00");
+    }
+
+    #[test]
+    fn paths_outside_the_store_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(dir.path(), false).expect("open");
+        assert!(store.path_of("../etc/passwd").is_err());
+        assert!(store.path_of("/etc/passwd").is_err());
+        assert!(store.path_of("2024/01/01/00/x.dcm").is_ok());
+    }
+}

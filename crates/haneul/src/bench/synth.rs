@@ -1,0 +1,295 @@
+//! Synthetic studies for benchmarks and tests: CT-like headers with Korean
+//! and Latin patient names, written by Haneul's own encoder.
+
+use haneul_dicom::charset::SpecificCharacterSet;
+use haneul_dicom::write::{write_dataset, Encoding};
+use haneul_dicom::{tags, uid, Dataset, Element, Tag, Value, VR};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+
+/// Surnames as (romanised, hanja, hangul).
+const SURNAMES: &[(&str, &str, &str)] = &[
+    ("Kim", "金", "김"),
+    ("Lee", "李", "이"),
+    ("Park", "朴", "박"),
+    ("Choi", "崔", "최"),
+    ("Jung", "鄭", "정"),
+    ("Kang", "姜", "강"),
+    ("Cho", "趙", "조"),
+    ("Yoon", "尹", "윤"),
+    ("Jang", "張", "장"),
+    ("Lim", "林", "임"),
+    ("Han", "韓", "한"),
+    ("Oh", "吳", "오"),
+    ("Seo", "徐", "서"),
+    ("Shin", "申", "신"),
+    ("Kwon", "權", "권"),
+    ("Hwang", "黃", "황"),
+];
+
+/// Given names as (romanised, hanja, hangul).
+const GIVEN_NAMES: &[(&str, &str, &str)] = &[
+    ("Minjun", "敏俊", "민준"),
+    ("Seoyeon", "瑞姸", "서연"),
+    ("Doyun", "道允", "도윤"),
+    ("Haeun", "夏恩", "하은"),
+    ("Jiho", "智浩", "지호"),
+    ("Jiwoo", "智友", "지우"),
+    ("Eunwoo", "恩宇", "은우"),
+    ("Sua", "秀雅", "수아"),
+    ("Hyunwoo", "賢宇", "현우"),
+    ("Yejin", "藝珍", "예진"),
+    ("Gildong", "吉洞", "길동"),
+    ("Younghee", "英姬", "영희"),
+    ("Cheolsu", "哲洙", "철수"),
+    ("Mina", "美娜", "미나"),
+    ("Jisoo", "智秀", "지수"),
+    ("Taeyang", "太陽", "태양"),
+];
+
+const LATIN_SURNAMES: &[&str] =
+    &["Smith", "Garcia", "Müller", "Dubois", "Rossi", "Nguyen", "Tanaka", "Silva", "Novak", "Jensen"];
+const LATIN_GIVEN: &[&str] = &["John", "Maria", "Jürgen", "Élodie", "Luca", "Anh", "Hiroshi", "Ana", "Petra", "Lars"];
+
+const STUDY_DESCRIPTIONS: &[&str] =
+    &["CT CHEST W/O CONTRAST", "CT ABDOMEN PELVIS", "흉부 CT", "CT BRAIN", "복부 CT 조영", "CT SPINE"];
+
+/// What kind of instances to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// 64×64 16-bit images (about 10 KB each).
+    Small,
+    /// 512×512 16-bit CT slices (about 515 KB each).
+    Ct,
+    /// One multi-frame image per instance of about --size-mb MB.
+    Large,
+}
+
+/// A patient with a name in all three component groups (Korean) or one (Latin).
+#[derive(Debug, Clone)]
+pub struct Patient {
+    pub id: String,
+    pub name: String,
+    pub korean: bool,
+    pub birth_date: String,
+    pub sex: &'static str,
+}
+
+/// Deterministic patient `index` (same seed and index give the same patient).
+pub fn patient(seed: u64, index: u64) -> Patient {
+    let mut rng = StdRng::seed_from_u64(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let korean = index % 5 != 4;
+    let name = if korean {
+        let (sr, sh, sk) = SURNAMES[rng.gen_range(0..SURNAMES.len())];
+        let (gr, gh, gk) = GIVEN_NAMES[rng.gen_range(0..GIVEN_NAMES.len())];
+        format!("{sr}^{gr}={sh}^{gh}={sk}^{gk}")
+    } else {
+        let surname = LATIN_SURNAMES[rng.gen_range(0..LATIN_SURNAMES.len())];
+        let given = LATIN_GIVEN[rng.gen_range(0..LATIN_GIVEN.len())];
+        format!("{surname}^{given}")
+    };
+    Patient {
+        id: format!("P{:08}", index),
+        name,
+        korean,
+        birth_date: format!("{:04}{:02}{:02}", rng.gen_range(1930..2020), rng.gen_range(1..=12), rng.gen_range(1..=28)),
+        sex: if rng.gen_bool(0.5) { "M" } else { "F" },
+    }
+}
+
+/// One study's shared attributes.
+#[derive(Debug, Clone)]
+pub struct Study {
+    pub patient: Patient,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub frame_of_reference_uid: String,
+    pub accession: String,
+    pub date: String,
+    pub description: &'static str,
+}
+
+pub fn study(seed: u64, index: u64, patient: Patient) -> Study {
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_add(index).wrapping_mul(0xD134_2543_DE82_EF95));
+    Study {
+        patient,
+        study_uid: uid::generate(),
+        series_uid: uid::generate(),
+        frame_of_reference_uid: uid::generate(),
+        accession: format!("A{:09}", index),
+        date: format!("{:04}{:02}{:02}", rng.gen_range(2015..2027), rng.gen_range(1..=12), rng.gen_range(1..=28)),
+        description: STUDY_DESCRIPTIONS[rng.gen_range(0..STUDY_DESCRIPTIONS.len())],
+    }
+}
+
+/// An encoded instance: the data set bytes up to Pixel Data's value, and the
+/// pixel bytes kept apart so large ones can be shared.
+pub struct Instance {
+    pub sop_class_uid: &'static str,
+    pub sop_instance_uid: String,
+    pub header: Vec<u8>,
+}
+
+impl Instance {
+    pub fn len(&self, pixels: &[u8]) -> usize {
+        self.header.len() + pixels.len()
+    }
+}
+
+/// Geometry of the generated images.
+#[derive(Debug, Clone, Copy)]
+pub struct Geometry {
+    pub rows: u16,
+    pub columns: u16,
+    pub frames: u32,
+}
+
+impl Geometry {
+    pub fn for_kind(kind: Kind, size_mb: u64) -> Geometry {
+        match kind {
+            Kind::Small => Geometry { rows: 64, columns: 64, frames: 1 },
+            Kind::Ct => Geometry { rows: 512, columns: 512, frames: 1 },
+            Kind::Large => {
+                let frame_bytes = 512u64 * 512 * 2;
+                let frames = ((size_mb * 1024 * 1024) / frame_bytes).max(1) as u32;
+                Geometry { rows: 512, columns: 512, frames }
+            }
+        }
+    }
+
+    pub fn pixel_bytes(&self) -> usize {
+        usize::from(self.rows) * usize::from(self.columns) * 2 * self.frames as usize
+    }
+}
+
+/// A CT-like phantom: a disc of soft tissue in air, same for every slice.
+pub fn pixels(geometry: Geometry) -> Vec<u8> {
+    let frame_len = usize::from(geometry.rows) * usize::from(geometry.columns);
+    let mut frame = Vec::with_capacity(frame_len * 2);
+    let (cx, cy) = (f32::from(geometry.columns) / 2.0, f32::from(geometry.rows) / 2.0);
+    let radius = cx.min(cy) * 0.8;
+    for y in 0..geometry.rows {
+        for x in 0..geometry.columns {
+            let distance = ((f32::from(x) - cx).powi(2) + (f32::from(y) - cy).powi(2)).sqrt();
+            // Stored values with rescale intercept -1024: air 0 (-1024 HU), tissue 1064 (40 HU).
+            let value: u16 = if distance < radius { 1064 + ((x ^ y) & 0x0F) } else { 0 };
+            frame.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    let mut all = Vec::with_capacity(geometry.pixel_bytes());
+    for _ in 0..geometry.frames {
+        all.extend_from_slice(&frame);
+    }
+    all
+}
+
+fn strings(values: &[&str]) -> Value {
+    Value::Strings(values.iter().map(|v| v.to_string()).collect())
+}
+
+/// Build the header of instance `number` of a study (everything but the pixel values).
+pub fn instance(study: &Study, number: u32, geometry: Geometry) -> Instance {
+    let sop_instance_uid = uid::generate();
+    let charset = if study.patient.korean {
+        SpecificCharacterSet::from_terms(&["", "ISO 2022 IR 149"])
+    } else {
+        SpecificCharacterSet::from_terms(&["ISO_IR 192"])
+    };
+    let mut ds = Dataset::new();
+    let mut text = |tag: Tag, vr: VR, value: &str| ds.put(Element::text(tag, vr, value));
+    text(tags::SOP_CLASS_UID, VR::UI, CT_IMAGE_STORAGE);
+    text(tags::SOP_INSTANCE_UID, VR::UI, &sop_instance_uid);
+    text(tags::STUDY_DATE, VR::DA, &study.date);
+    text(tags::SERIES_DATE, VR::DA, &study.date);
+    text(tags::CONTENT_DATE, VR::DA, &study.date);
+    text(tags::STUDY_TIME, VR::TM, "093000");
+    text(tags::CONTENT_TIME, VR::TM, "093012.250");
+    text(tags::ACCESSION_NUMBER, VR::SH, &study.accession);
+    text(tags::MODALITY, VR::CS, "CT");
+    text(tags::MANUFACTURER, VR::LO, "HANEUL SYNTHETIC");
+    text(
+        tags::INSTITUTION_NAME,
+        VR::LO,
+        if study.patient.korean { "하늘대학교병원" } else { "Haneul University Hospital" },
+    );
+    text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, "Park^Jiyoung");
+    text(tags::STATION_NAME, VR::SH, "CT01");
+    text(tags::STUDY_DESCRIPTION, VR::LO, study.description);
+    text(tags::SERIES_DESCRIPTION, VR::LO, "AXIAL 1.0");
+    text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "SYNTH-128");
+    text(tags::PATIENT_NAME, VR::PN, &study.patient.name);
+    text(tags::PATIENT_ID, VR::LO, &study.patient.id);
+    text(tags::PATIENT_BIRTH_DATE, VR::DA, &study.patient.birth_date);
+    text(tags::PATIENT_SEX, VR::CS, study.patient.sex);
+    text(tags::PATIENT_AGE, VR::AS, "045Y");
+    text(tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
+    text(tags::SLICE_THICKNESS, VR::DS, "1.0");
+    text(tags::KVP, VR::DS, "120");
+    text(tags::PROTOCOL_NAME, VR::LO, "CHEST ROUTINE");
+    text(tags::PATIENT_POSITION, VR::CS, "HFS");
+    text(tags::STUDY_INSTANCE_UID, VR::UI, &study.study_uid);
+    text(tags::SERIES_INSTANCE_UID, VR::UI, &study.series_uid);
+    text(tags::STUDY_ID, VR::SH, "1");
+    text(tags::SERIES_NUMBER, VR::IS, "2");
+    text(tags::INSTANCE_NUMBER, VR::IS, &number.to_string());
+    text(tags::FRAME_OF_REFERENCE_UID, VR::UI, &study.frame_of_reference_uid);
+    text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+    text(tags::RESCALE_INTERCEPT, VR::DS, "-1024");
+    text(tags::RESCALE_SLOPE, VR::DS, "1");
+    text(tags::RESCALE_TYPE, VR::LO, "HU");
+    let z = format!("{:.1}", -100.0 + f64::from(number));
+    ds.put(Element::new(tags::IMAGE_POSITION_PATIENT, VR::DS, strings(&["-250.0", "-250.0", &z])));
+    ds.put(Element::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, strings(&["1", "0", "0", "0", "1", "0"])));
+    ds.put(Element::new(tags::SLICE_LOCATION, VR::DS, strings(&[&z])));
+    ds.put(Element::new(tags::PIXEL_SPACING, VR::DS, strings(&["0.976", "0.976"])));
+    ds.put(Element::new(tags::WINDOW_CENTER, VR::DS, strings(&["40", "-600"])));
+    ds.put(Element::new(tags::WINDOW_WIDTH, VR::DS, strings(&["400", "1500"])));
+    ds.put(Element::new(tags::SAMPLES_PER_PIXEL, VR::US, Value::U16(vec![1])));
+    ds.put(Element::new(tags::ROWS, VR::US, Value::U16(vec![geometry.rows])));
+    ds.put(Element::new(tags::COLUMNS, VR::US, Value::U16(vec![geometry.columns])));
+    ds.put(Element::new(tags::BITS_ALLOCATED, VR::US, Value::U16(vec![16])));
+    ds.put(Element::new(tags::BITS_STORED, VR::US, Value::U16(vec![12])));
+    ds.put(Element::new(tags::HIGH_BIT, VR::US, Value::U16(vec![11])));
+    ds.put(Element::new(tags::PIXEL_REPRESENTATION, VR::US, Value::U16(vec![0])));
+    if geometry.frames > 1 {
+        ds.put(Element::new(tags::NUMBER_OF_FRAMES, VR::IS, strings(&[&geometry.frames.to_string()])));
+    }
+    ds.put(Element::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, Value::Strings(charset.terms())));
+    let mut header = Vec::with_capacity(4096);
+    // Every value above is encodable in the chosen set; a failure here is a bug in this generator.
+    write_dataset(&mut header, &ds, Encoding::EXPLICIT_LE, &charset).expect("synthetic header encodes");
+    // Pixel Data header; the value follows separately.
+    header.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
+    header.extend_from_slice(&(geometry.pixel_bytes() as u32).to_le_bytes());
+    Instance { sop_class_uid: CT_IMAGE_STORAGE, sop_instance_uid, header }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use haneul_dicom::read::read_dataset_bytes;
+    use haneul_dicom::ts;
+
+    #[test]
+    fn generated_instances_parse_back_with_their_korean_names() {
+        let patient = patient(7, 0);
+        assert!(patient.korean);
+        let study = study(7, 0, patient.clone());
+        let geometry = Geometry::for_kind(Kind::Small, 0);
+        let instance = instance(&study, 1, geometry);
+        let mut bytes = instance.header.clone();
+        bytes.extend(pixels(geometry));
+        let ds = read_dataset_bytes(&bytes, ts::lookup(ts::EXPLICIT_VR_LITTLE_ENDIAN).expect("known")).expect("parses");
+        assert_eq!(ds.string(tags::PATIENT_NAME), Some(patient.name.as_str()));
+        assert_eq!(ds.string(tags::SOP_INSTANCE_UID), Some(instance.sop_instance_uid.as_str()));
+        assert_eq!(ds.int(tags::ROWS), Some(64));
+    }
+
+    #[test]
+    fn patients_are_deterministic() {
+        assert_eq!(patient(1, 42).name, patient(1, 42).name);
+        assert!(!patient(1, 4).korean);
+    }
+}

@@ -1,0 +1,283 @@
+//! The configuration file: one TOML document, every key optional and
+//! documented in `haneul.example.toml`; unknown keys and bad values are
+//! refused at start with the name of the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use haneul_core::DuplicatePolicy;
+use haneul_dimse::{CommitmentDelivery, KnownAe, ServerSettings};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub storage: StorageConfig,
+    pub dicom: DicomConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    /// Remote application entities: move destinations, storage commitment
+    /// requesters and, from other hosts than loopback, who may associate.
+    #[serde(rename = "known_ae")]
+    pub known_aes: Vec<KnownAeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub duplicate_policy: DuplicatePolicy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomConfig {
+    pub ae_title: String,
+    pub listen: String,
+    pub max_pdu_length: u32,
+    pub max_dataset_bytes: u64,
+    pub max_identifier_bytes: u64,
+    pub idle_timeout_seconds: u64,
+    pub max_associations: usize,
+    pub allow_any_loopback: bool,
+    pub outbound_timeout_seconds: u64,
+    pub storage_commitment: CommitmentConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommitmentConfig {
+    pub delivery: CommitmentDeliveryConfig,
+    pub verify_digests: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitmentDeliveryConfig {
+    SameAssociation,
+    NewAssociation,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP endpoint (metrics, status); empty disables it.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `haneul_dimse=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownAeConfig {
+    pub title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { data_dir: PathBuf::from("./haneul-data"), duplicate_policy: DuplicatePolicy::KeepFirst }
+    }
+}
+
+impl Default for DicomConfig {
+    fn default() -> Self {
+        let server = ServerSettings::default();
+        DicomConfig {
+            ae_title: server.ae_title,
+            listen: "0.0.0.0:11112".into(),
+            max_pdu_length: server.max_pdu_length,
+            max_dataset_bytes: server.max_dataset_size,
+            max_identifier_bytes: server.max_identifier_size,
+            idle_timeout_seconds: server.idle_timeout.as_secs(),
+            max_associations: server.max_associations,
+            allow_any_loopback: server.allow_any_loopback,
+            outbound_timeout_seconds: server.outbound_timeout.as_secs(),
+            storage_commitment: CommitmentConfig::default(),
+        }
+    }
+}
+
+impl Default for CommitmentConfig {
+    fn default() -> Self {
+        CommitmentConfig { delivery: CommitmentDeliveryConfig::SameAssociation, verify_digests: true }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "0.0.0.0:8080".into() }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// An AE title: 1 to 16 characters of the default repertoire, no backslash,
+/// not only spaces (PS3.5 6.2).
+fn check_ae_title(key: &str, title: &str) -> anyhow::Result<()> {
+    let valid = !title.trim().is_empty()
+        && title.len() <= 16
+        && title.chars().all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\');
+    if !valid {
+        bail!("{key}: {title:?} is not a valid AE title (1 to 16 ASCII characters, no backslash)");
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config =
+            toml::from_str(text).map_err(|error| anyhow::anyhow!("{}", error.to_string().trim_end()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        check_ae_title("dicom.ae_title", &self.dicom.ae_title)?;
+        self.dicom_listen()?;
+        if !self.http.listen.is_empty() {
+            self.http.listen.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!("http.listen: {:?} is not an address like 0.0.0.0:8080", self.http.listen)
+            })?;
+        }
+        if !(4096..=16 * 1024 * 1024).contains(&self.dicom.max_pdu_length) {
+            bail!("dicom.max_pdu_length: {} is outside 4096..=16777216", self.dicom.max_pdu_length);
+        }
+        if self.dicom.max_dataset_bytes < 1024 {
+            bail!("dicom.max_dataset_bytes: {} is too small (at least 1024)", self.dicom.max_dataset_bytes);
+        }
+        if self.dicom.max_identifier_bytes < 1024 {
+            bail!("dicom.max_identifier_bytes: {} is too small (at least 1024)", self.dicom.max_identifier_bytes);
+        }
+        if self.dicom.max_associations == 0 {
+            bail!("dicom.max_associations: must be at least 1");
+        }
+        if self.dicom.idle_timeout_seconds == 0 {
+            bail!("dicom.idle_timeout_seconds: must be at least 1");
+        }
+        if self.dicom.outbound_timeout_seconds == 0 {
+            bail!("dicom.outbound_timeout_seconds: must be at least 1");
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            bail!("storage.data_dir: must not be empty");
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            bail!("log.level: {:?} is not a valid filter: {error}", self.log.level);
+        }
+        for (index, ae) in self.known_aes.iter().enumerate() {
+            check_ae_title(&format!("known_ae[{index}].title"), &ae.title)?;
+            if ae.host.trim().is_empty() {
+                bail!("known_ae[{index}].host: must not be empty");
+            }
+            if ae.port == 0 {
+                bail!("known_ae[{index}].port: must be 1 to 65535");
+            }
+            if self.known_aes[..index].iter().any(|other| other.title == ae.title) {
+                bail!("known_ae[{index}].title: {:?} is listed twice", ae.title);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn dicom_listen(&self) -> anyhow::Result<SocketAddr> {
+        self.dicom
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| anyhow::anyhow!("dicom.listen: {:?} is not an address like 0.0.0.0:11112", self.dicom.listen))
+    }
+
+    pub fn server_settings(&self) -> ServerSettings {
+        ServerSettings {
+            ae_title: self.dicom.ae_title.clone(),
+            max_pdu_length: self.dicom.max_pdu_length,
+            max_dataset_size: self.dicom.max_dataset_bytes,
+            max_identifier_size: self.dicom.max_identifier_bytes,
+            idle_timeout: Duration::from_secs(self.dicom.idle_timeout_seconds),
+            max_associations: self.dicom.max_associations,
+            allow_any_loopback: self.dicom.allow_any_loopback,
+            known_aes: self
+                .known_aes
+                .iter()
+                .map(|ae| KnownAe { title: ae.title.clone(), host: ae.host.clone(), port: ae.port })
+                .collect(),
+            commitment_delivery: match self.dicom.storage_commitment.delivery {
+                CommitmentDeliveryConfig::SameAssociation => CommitmentDelivery::SameAssociation,
+                CommitmentDeliveryConfig::NewAssociation => CommitmentDelivery::NewAssociation,
+            },
+            commitment_verifies_digests: self.dicom.storage_commitment.verify_digests,
+            outbound_timeout: Duration::from_secs(self.dicom.outbound_timeout_seconds),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_zero_configuration_defaults() {
+        let config = Config::parse("").expect("empty config is valid");
+        assert_eq!(config.dicom.ae_title, "HANEUL");
+        assert_eq!(config.dicom_listen().expect("valid").port(), 11112);
+        assert_eq!(config.storage.data_dir, PathBuf::from("./haneul-data"));
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let example = include_str!("../../../haneul.example.toml");
+        let config = Config::parse(example).expect("example config is valid");
+        assert_eq!(config.known_aes.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let error = Config::parse("[dicom]\nae_tittle = \"X\"\n").expect_err("typo must fail");
+        assert!(error.to_string().contains("ae_tittle"), "{error}");
+        let error = Config::parse("colour = 1\n").expect_err("unknown top-level key");
+        assert!(error.to_string().contains("colour"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, key) in [
+            ("[dicom]\nae_title = \"THIS TITLE IS FAR TOO LONG\"\n", "dicom.ae_title"),
+            ("[dicom]\nlisten = \"nowhere\"\n", "dicom.listen"),
+            ("[dicom]\nmax_pdu_length = 10\n", "dicom.max_pdu_length"),
+            ("[storage]\nduplicate_policy = \"overwrite\"\n", "duplicate_policy"),
+            ("[[known_ae]]\ntitle = \"A\"\nhost = \"\"\nport = 104\n", "known_ae[0].host"),
+            ("[[known_ae]]\ntitle = \"A\"\nhost = \"h\"\nport = 104\n[[known_ae]]\ntitle = \"A\"\nhost = \"h\"\nport = 105\n", "known_ae[1].title"),
+            ("[dicom]\nmax_associations = -1\n", "max_associations"),
+        ] {
+            let error = format!("{:#}", Config::parse(text).expect_err(text));
+            assert!(error.contains(key), "{key} not named in: {error}");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The `haneul` command: the archive server and its tools.
+
+mod bench;
+mod config;
+mod http;
+mod import;
+mod logging;
+mod serve;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use config::Config;
+
+#[derive(Parser)]
+#[command(name = "haneul", version, about = "Haneul medical imaging archive (PACS)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every command that opens an archive.
+#[derive(Args, Clone)]
+struct ArchiveOptions {
+    /// Configuration file (TOML); without it the built-in defaults apply.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Data directory (overrides storage.data_dir).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+impl ArchiveOptions {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(data) = &self.data {
+            config.storage.data_dir = data.clone();
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the archive: DICOM (DIMSE) on port 11112 and HTTP on 8080 by default.
+    Serve(serve::ServeArgs),
+    /// Store DICOM files and folders (recursively) into the archive.
+    Import(import::ImportArgs),
+    /// Re-read every stored instance and compare it with its recorded digest.
+    Verify(verify::VerifyArgs),
+    /// Generate synthetic studies and measure a DICOM node.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Check a configuration file and exit.
+    CheckConfig {
+        /// The file to check.
+        path: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Bench(command) => bench::run(command),
+        Command::CheckConfig { path } => Config::load(&path).map(|_| {
+            println!("{}: valid", path.display());
+            ExitCode::SUCCESS
+        }),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("haneul: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `haneul serve`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use haneul_core::{Archive, ArchiveConfig};
+use haneul_dimse::DicomServer;
+use tracing::info;
+
+use crate::{logging, ArchiveOptions};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    archive: ArchiveOptions,
+    /// DICOM port (overrides the port of dicom.listen).
+    #[arg(long)]
+    dicom_port: Option<u16>,
+    /// AE title (overrides dicom.ae_title).
+    #[arg(long)]
+    ae_title: Option<String>,
+    /// HTTP address (overrides http.listen; "" disables HTTP).
+    #[arg(long)]
+    http: Option<String>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = args.archive.load()?;
+    if let Some(port) = args.dicom_port {
+        let mut address = config.dicom_listen()?;
+        address.set_port(port);
+        config.dicom.listen = address.to_string();
+    }
+    if let Some(title) = args.ae_title {
+        config.dicom.ae_title = title;
+    }
+    if let Some(http) = args.http {
+        config.http.listen = http;
+    }
+    config.validate()?;
+    logging::init(&config.log);
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
+    let data_dir = config.storage.data_dir.clone();
+    let archive_config =
+        ArchiveConfig { duplicate_policy: config.storage.duplicate_policy, ..ArchiveConfig::new(&data_dir) };
+    let archive = tokio::task::spawn_blocking(move || Archive::open(archive_config))
+        .await
+        .context("opening the archive")?
+        .with_context(|| format!("cannot open the archive in {}", data_dir.display()))?;
+    let recovery = archive.recovery_report();
+    info!(
+        data_dir = %config.storage.data_dir.display(),
+        removed_unreferenced = recovery.unreferenced_removed.len(),
+        "archive open"
+    );
+
+    let dicom_address = config.dicom_listen()?;
+    let listener = tokio::net::TcpListener::bind(dicom_address)
+        .await
+        .with_context(|| format!("cannot listen for DICOM on {dicom_address} (dicom.listen)"))?;
+    info!(address = %listener.local_addr()?, ae_title = %config.dicom.ae_title, "DICOM listening");
+    let dicom = DicomServer::new(Arc::clone(&archive), config.server_settings());
+
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let http_task = if config.http.listen.is_empty() {
+        None
+    } else {
+        let http_listener = tokio::net::TcpListener::bind(&config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
+        info!(address = %http_listener.local_addr()?, "HTTP listening");
+        let mut stop = stop.clone();
+        let archive = Arc::clone(&archive);
+        Some(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            crate::http::serve(http_listener, archive, shutdown).await
+        }))
+    };
+
+    let mut dicom_stop = stop.clone();
+    let dicom_task = tokio::spawn(dicom.serve(listener, async move {
+        let _ = dicom_stop.wait_for(|stopped| *stopped).await;
+    }));
+
+    wait_for_signal().await;
+    info!("shutting down");
+    let _ = stop_sender.send(true);
+    let _ = dicom_task.await;
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    archive.shutdown().await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
