@@ -37,19 +37,18 @@ pub type Result<T> = std::result::Result<T, CatalogError>;
 
 /// The operations the archive core needs from a catalog engine.
 pub trait Catalog: Send + Sync {
-    /// Record a batch of durably stored instances in one transaction, with
-    /// the given extra events, and move the recovery watermark to `scan_from`.
-    /// Outcomes come back in batch order.
-    fn commit_instances(
-        &self,
-        batch: &[NewInstance],
-        policy: DuplicatePolicy,
-        events: &[Event],
-        scan_from: &str,
-    ) -> Result<Vec<CommitOutcome>>;
+    /// Record a batch in one durable transaction: new instances, journal
+    /// events, settled blobs and the recovery watermark. Outcomes come back
+    /// in the order of `batch.instances`.
+    fn commit(&self, batch: &CommitBatch<'_>) -> Result<Vec<CommitOutcome>>;
 
-    /// Append journal events in one transaction.
-    fn append_events(&self, events: &[Event]) -> Result<()>;
+    /// Remove instances, and the series, studies and patients left empty,
+    /// in one transaction with `event`; returns what was removed.
+    fn remove_instances(&self, sop_uids: &[String], event: Option<&Event>) -> Result<Vec<StoredInstance>>;
+
+    /// Instances whose blob was not yet known to be durable when they were
+    /// committed and has not been settled since.
+    fn unsettled_instances(&self) -> Result<Vec<StoredInstance>>;
 
     /// Visit the matches of `query` in a stable order; each visit gets the
     /// merged attributes of the entity and of the levels above it, with the

@@ -72,6 +72,10 @@ pub struct InstanceFacts {
     pub received_ms: i64,
     /// Every instance-level attribute (large binary values as references).
     pub attrs: Dataset,
+    /// The blob's fsync had finished before this commit. When false, the
+    /// blob is recorded as unsettled until a later commit settles it, and
+    /// start-up recovery re-checks it.
+    pub blob_durable: bool,
 }
 
 /// One instance to record, split by level.
@@ -82,6 +86,24 @@ pub struct NewInstance {
     pub series: SeriesFacts,
     pub instance: InstanceFacts,
     pub origin: Origin,
+}
+
+/// Everything one catalog transaction records.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitBatch<'a> {
+    pub instances: &'a [NewInstance],
+    pub policy: DuplicatePolicy,
+    pub events: &'a [Event],
+    /// Blob paths of earlier commits whose fsync has since finished.
+    pub settled: &'a [String],
+    /// New start-up recovery watermark (oldest shard with unsettled files), if it moved.
+    pub scan_from: Option<&'a str>,
+}
+
+impl<'a> CommitBatch<'a> {
+    pub fn events(events: &'a [Event]) -> CommitBatch<'a> {
+        CommitBatch { instances: &[], policy: DuplicatePolicy::KeepFirst, events, settled: &[], scan_from: None }
+    }
 }
 
 /// What to do when a SOP Instance UID arrives again with different bytes.
@@ -134,6 +156,8 @@ pub struct StoredInstance {
     pub series_uid: String,
     pub blob: BlobInfo,
     pub dataset_offset: u64,
+    /// False while the blob's fsync may still be running (see [`InstanceFacts::blob_durable`]).
+    pub settled: bool,
 }
 
 /// A journal entry to append.

@@ -1,32 +1,74 @@
-//! Group commit: one thread owns catalog writes and commits whatever has
-//! queued up while the previous commit was being made durable. Under load,
-//! many associations share each fsync of the catalog; alone, an instance
-//! pays one commit.
+//! Group commit of catalog writes.
+//!
+//! Ingest threads call [`Committer::commit_blocking`] once their blob is
+//! durable. The first one to find no commit running becomes the *leader*: it
+//! commits every instance queued at that moment (plus pending journal
+//! events) in one transaction, then hands results back. Threads that arrive
+//! while a commit runs wait and are taken by the next leader, so under load
+//! many associations share each fsync of the catalog, and a lone association
+//! commits on its own thread with no hand-off at all.
+//!
+//! Journal events that arrive while no instance is being stored are
+//! committed by a background thread after a short linger.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use haneul_catalog::{Catalog, CatalogError, CommitOutcome, DuplicatePolicy, Event, NewInstance};
+use haneul_catalog::{Catalog, CommitBatch, CommitOutcome, DuplicatePolicy, Event, NewInstance};
 use haneul_storage::BlobStore;
-use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 
-type CommitReply = oneshot::Sender<Result<CommitOutcome, String>>;
-
-enum Job {
-    Instance { item: Box<NewInstance>, reply: CommitReply },
-    Events(Vec<Event>),
-    Flush(oneshot::Sender<()>),
-}
-
-pub(crate) struct Committer {
-    sender: Sender<Job>,
-}
-
 /// Journal events wait at most this long for an instance commit to ride along with.
 const EVENT_LINGER: Duration = Duration::from_millis(50);
+
+type CommitResult = Result<CommitOutcome, String>;
+
+pub(crate) struct Committer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    catalog: Arc<dyn Catalog>,
+    blobs: BlobStore,
+    policy: DuplicatePolicy,
+    max_batch: usize,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    /// Signalled when a commit finishes (results ready, leadership free).
+    finished: Condvar,
+    /// Signalled when journal events arrive.
+    events_arrived: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<(u64, NewInstance)>,
+    events: Vec<Event>,
+    /// Blobs committed as unsettled whose fsync has finished since.
+    settled: Vec<String>,
+    /// Blobs known durable whose settling is not yet committed.
+    durable_unsettled: std::collections::HashSet<String>,
+    results: HashMap<u64, CommitResult>,
+    next_ticket: u64,
+    leading: bool,
+    /// Recovery watermark last written, to skip rewriting an unchanged value.
+    last_scan_from: Option<String>,
+    closed: bool,
+}
+
+impl State {
+    /// Journal events or settled blobs wait to be committed.
+    fn has_background_work(&self) -> bool {
+        !self.events.is_empty() || !self.settled.is_empty()
+    }
+}
+
+fn lock(mutex: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Leader code never panics while holding the lock; recover the guard anyway.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 impl Committer {
     pub(crate) fn start(
@@ -36,127 +78,177 @@ impl Committer {
         max_batch: usize,
         metrics: Arc<Metrics>,
     ) -> Committer {
-        let (sender, receiver) = mpsc::channel();
-        let worker = Worker { catalog, blobs, policy, max_batch: max_batch.max(1), metrics };
+        let shared = Arc::new(Shared {
+            catalog,
+            blobs,
+            policy,
+            max_batch: max_batch.max(1),
+            metrics,
+            state: Mutex::new(State::default()),
+            finished: Condvar::new(),
+            events_arrived: Condvar::new(),
+        });
+        let flusher = Arc::clone(&shared);
         std::thread::Builder::new()
-            .name("haneul-committer".into())
-            .spawn(move || worker.run(receiver))
-            .expect("spawning the committer thread at start-up");
-        Committer { sender }
+            .name("haneul-journal".into())
+            .spawn(move || flusher.flush_events_forever())
+            .expect("spawning the journal thread at start-up");
+        Committer { shared }
     }
 
-    /// Record one durably written instance; resolves once the catalog commit is durable.
-    pub(crate) async fn commit(&self, item: NewInstance) -> Result<CommitOutcome, String> {
-        let (reply, response) = oneshot::channel();
-        self.sender
-            .send(Job::Instance { item: Box::new(item), reply })
-            .map_err(|_| "committer has stopped".to_string())?;
-        response.await.map_err(|_| "committer dropped the request".to_string())?
-    }
-
-    pub(crate) fn append_events(&self, events: Vec<Event>) {
-        if self.sender.send(Job::Events(events)).is_err() {
-            tracing::error!("committer has stopped; journal events lost");
-        }
-    }
-
-    pub(crate) async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.sender.send(Job::Flush(done)).is_ok() {
-            let _ = wait.await;
-        }
-    }
-}
-
-struct Worker {
-    catalog: Arc<dyn Catalog>,
-    blobs: BlobStore,
-    policy: DuplicatePolicy,
-    max_batch: usize,
-    metrics: Arc<Metrics>,
-}
-
-impl Worker {
-    fn run(self, receiver: Receiver<Job>) {
-        let mut batch = Batch::default();
-        // When only journal events wait, they linger until this deadline for
-        // an instance commit to share a transaction with.
-        let mut events_deadline: Option<Instant> = None;
+    /// Record one durably written instance; returns once the catalog commit
+    /// holding it is durable. Blocks: call from a blocking thread.
+    pub(crate) fn commit_blocking(&self, item: NewInstance) -> CommitResult {
+        let shared = &self.shared;
+        let mut state = lock(&shared.state);
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push((ticket, item));
         loop {
-            let received = match events_deadline {
-                None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(deadline) => receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())),
-            };
-            let linger_over = match received {
-                Ok(job) => {
-                    batch.absorb(job);
-                    events_deadline.is_some_and(|deadline| Instant::now() >= deadline)
-                }
-                Err(RecvTimeoutError::Timeout) => true,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            while batch.items.len() < self.max_batch {
-                let Ok(job) = receiver.try_recv() else { break };
-                batch.absorb(job);
+            if let Some(result) = state.results.remove(&ticket) {
+                return result;
             }
-            let due = !batch.items.is_empty() || !batch.flushes.is_empty() || batch.events.len() >= 1024 || linger_over;
-            if due {
-                self.commit(&mut batch);
-                events_deadline = None;
-            } else if !batch.events.is_empty() && events_deadline.is_none() {
-                events_deadline = Some(Instant::now() + EVENT_LINGER);
+            if !state.leading {
+                state = shared.lead(state);
+                continue;
             }
+            state = shared.finished.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
-        // Channel closed: commit what is left so no acknowledged work is lost.
-        self.commit(&mut batch);
     }
 
-    fn commit(&self, batch: &mut Batch) {
-        if !batch.items.is_empty() || !batch.events.is_empty() {
-            let scan_from = self.blobs.oldest_unsettled_shard();
-            let result: Result<Vec<CommitOutcome>, CatalogError> =
-                self.catalog.commit_instances(&batch.items, self.policy, &batch.events, &scan_from);
-            match result {
-                Ok(outcomes) => {
+    /// Queue journal events; they are committed with the next batch.
+    pub(crate) fn append_events(&self, events: Vec<Event>) {
+        let mut state = lock(&self.shared.state);
+        state.events.extend(events);
+        drop(state);
+        self.shared.events_arrived.notify_one();
+    }
+
+    /// Note that a blob committed as unsettled is now durable; recorded with the next commit.
+    pub(crate) fn settle(&self, path: String) {
+        let mut state = lock(&self.shared.state);
+        state.durable_unsettled.insert(path.clone());
+        state.settled.push(path);
+        drop(state);
+        self.shared.events_arrived.notify_one();
+    }
+
+    /// Blobs that are durable although the catalog may still list them as unsettled.
+    pub(crate) fn durable_unsettled(&self) -> std::collections::HashSet<String> {
+        lock(&self.shared.state).durable_unsettled.clone()
+    }
+
+    /// Commit everything queued so far (used at shutdown and by tests).
+    pub(crate) async fn flush(&self) {
+        let shared = Arc::clone(&self.shared);
+        let _ = tokio::task::spawn_blocking(move || shared.flush_now()).await;
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.shared.flush_now();
+        lock(&self.shared.state).closed = true;
+        self.shared.events_arrived.notify_all();
+    }
+}
+
+impl Shared {
+    /// Commit one batch as leader. Takes and returns the state lock.
+    fn lead<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        state.leading = true;
+        let take = state.queue.len().min(self.max_batch);
+        let batch: Vec<(u64, NewInstance)> = state.queue.drain(..take).collect();
+        let events = std::mem::take(&mut state.events);
+        let settled = std::mem::take(&mut state.settled);
+        let scan_from = self.blobs.oldest_unsettled_shard();
+        let write_scan_from = state.last_scan_from.as_deref() != Some(scan_from.as_str());
+        drop(state);
+
+        let (tickets, items): (Vec<u64>, Vec<NewInstance>) = batch.into_iter().unzip();
+        let nothing = items.is_empty() && events.is_empty() && settled.is_empty();
+        let result = if nothing {
+            Ok(Vec::new())
+        } else {
+            self.catalog.commit(&CommitBatch {
+                instances: &items,
+                policy: self.policy,
+                events: &events,
+                settled: &settled,
+                scan_from: write_scan_from.then_some(scan_from.as_str()),
+            })
+        };
+
+        let mut state = lock(&self.state);
+        match result {
+            Ok(outcomes) => {
+                for path in &settled {
+                    state.durable_unsettled.remove(path);
+                }
+                if write_scan_from && !nothing {
+                    state.last_scan_from = Some(scan_from);
+                }
+                if !items.is_empty() {
                     self.metrics.commit_batches.inc();
-                    self.metrics.committed_instances.add(batch.items.len() as u64);
-                    for (reply, outcome) in batch.replies.drain(..).zip(outcomes) {
-                        let _ = reply.send(Ok(outcome));
-                    }
+                    self.metrics.committed_instances.add(items.len() as u64);
                 }
-                Err(error) => {
-                    tracing::error!(%error, batch = batch.items.len(), events = batch.events.len(), "catalog commit failed");
-                    for reply in batch.replies.drain(..) {
-                        let _ = reply.send(Err(error.to_string()));
-                    }
+                for (ticket, outcome) in tickets.into_iter().zip(outcomes) {
+                    state.results.insert(ticket, Ok(outcome));
                 }
             }
-            batch.items.clear();
-            batch.events.clear();
+            Err(error) => {
+                tracing::error!(%error, batch = items.len(), events = events.len(), "catalog commit failed");
+                // Settling is only bookkeeping; keep it for the next commit.
+                state.settled.extend(settled);
+                for ticket in tickets {
+                    state.results.insert(ticket, Err(error.to_string()));
+                }
+            }
         }
-        for done in batch.flushes.drain(..) {
-            let _ = done.send(());
+        state.leading = false;
+        self.finished.notify_all();
+        state
+    }
+
+    /// Lead commits until nothing is queued.
+    fn flush_now(&self) {
+        let mut state = lock(&self.state);
+        loop {
+            if state.queue.is_empty() && state.events.is_empty() && state.settled.is_empty() && !state.leading {
+                return;
+            }
+            if state.leading {
+                state = self.finished.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            }
+            state = self.lead(state);
         }
     }
-}
 
-#[derive(Default)]
-struct Batch {
-    items: Vec<NewInstance>,
-    replies: Vec<CommitReply>,
-    events: Vec<Event>,
-    flushes: Vec<oneshot::Sender<()>>,
-}
-
-impl Batch {
-    fn absorb(&mut self, job: Job) {
-        match job {
-            Job::Instance { item, reply } => {
-                self.items.push(*item);
-                self.replies.push(reply);
+    fn flush_events_forever(&self) {
+        let mut state = lock(&self.state);
+        loop {
+            if state.closed {
+                return;
             }
-            Job::Events(mut events) => self.events.append(&mut events),
-            Job::Flush(done) => self.flushes.push(done),
+            if !state.has_background_work() {
+                state = self.events_arrived.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            }
+            // Give instance commits a chance to carry the events first.
+            let deadline = Instant::now() + EVENT_LINGER;
+            while state.has_background_work() && !state.closed {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                state =
+                    self.events_arrived.wait_timeout(state, left).map(|(s, _)| s).unwrap_or_else(|p| p.into_inner().0);
+            }
+            if !state.has_background_work() || state.leading {
+                continue;
+            }
+            state = self.lead(state);
         }
     }
 }

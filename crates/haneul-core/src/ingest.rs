@@ -8,10 +8,11 @@
 
 use std::io::Cursor;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use haneul_catalog::{
-    BlobInfo, CommitOutcome, Event, InstanceFacts, NewInstance, Origin, PatientFacts, SeriesFacts, StudyFacts,
+    BlobInfo, CommitOutcome, DuplicatePolicy, Event, InstanceFacts, NewInstance, Origin, PatientFacts, SeriesFacts,
+    StudyFacts,
 };
 use haneul_dicom::header::{read_instance_header, InstanceHeader};
 use haneul_dicom::levels::{level_of, Level};
@@ -21,7 +22,8 @@ use haneul_dicom::read::{read_dataset, ReadError, ReadOptions, SeekSource};
 use haneul_dicom::{tags, ts, BulkRef, Dataset, Element, Tag, Value, VR};
 use haneul_storage::{BlobWriter, WrittenBlob};
 
-use crate::{run_blocking, Archive, ArchiveError};
+use crate::metrics::Metrics;
+use crate::{Archive, ArchiveError};
 
 /// Bytes buffered in memory before they are written to the blob.
 pub const FLUSH_THRESHOLD: usize = 1 << 20;
@@ -83,6 +85,15 @@ pub struct IngestReport {
     pub size: u64,
 }
 
+/// What `finish_ingest` hands to its blocking task.
+struct Pending {
+    writer: BlobWriter,
+    buffer: Vec<u8>,
+    whole_in_memory: bool,
+    format: IngestFormat,
+    origin: Origin,
+}
+
 /// An instance being received.
 pub struct Ingest {
     writer: Option<BlobWriter>,
@@ -118,7 +129,9 @@ impl Ingest {
         };
         let mut buffer = std::mem::take(&mut self.buffer);
         let (writer, buffer, result) = tokio::task::spawn_blocking(move || {
-            let result = writer.write_all(&buffer);
+            // Start writing back to disk now, so the final fsync of a large
+            // instance waits only for its tail.
+            let result = writer.write_all(&buffer).and_then(|()| writer.start_writeback());
             buffer.clear();
             (writer, buffer, result)
         })
@@ -153,66 +166,108 @@ impl Archive {
 
     /// Validate, make durable and catalogue a received instance.
     pub async fn finish_ingest(self: &Arc<Self>, mut ingest: Ingest) -> Result<IngestReport, IngestError> {
-        let Some(mut writer) = ingest.writer.take() else {
+        let Some(writer) = ingest.writer.take() else {
             return Err(IngestError::Storage("ingest writer already closed".into()));
         };
-        let buffer = std::mem::take(&mut ingest.buffer);
-        let whole_in_memory = ingest.flushed == 0;
-        let format = ingest.format.clone();
-        let origin = ingest.origin.clone();
+        let pending = Pending {
+            writer,
+            buffer: std::mem::take(&mut ingest.buffer),
+            whole_in_memory: ingest.flushed == 0,
+            format: ingest.format.clone(),
+            origin: ingest.origin.clone(),
+        };
+        // One blocking task does everything from here to the durable commit,
+        // so an instance crosses threads once, not at every step.
+        let archive = Arc::clone(self);
+        tokio::task::spawn_blocking(move || archive.finish_blocking(pending))
+            .await
+            .map_err(|error| IngestError::Storage(error.to_string()))?
+    }
 
-        // Parse and validate before paying for an fsync.
-        let (writer, prepared) = tokio::task::spawn_blocking(move || {
-            let prepared = (|| {
-                writer.write_all(&buffer)?;
-                writer.flush()?;
-                let header = if whole_in_memory {
-                    read_header_from_memory(&buffer)
-                } else {
-                    let mut file = std::fs::File::open(writer.abs_path())
-                        .map_err(|e| IngestError::Storage(format!("reopening received instance: {e}")))?;
-                    read_instance_header(&mut file, &header_options()).map_err(unreadable)
-                }?;
-                validate(&header, &format)
-            })();
-            (writer, prepared)
-        })
-        .await
-        .map_err(|error| IngestError::Storage(error.to_string()))?;
+    fn finish_blocking(&self, pending: Pending) -> Result<IngestReport, IngestError> {
+        let Pending { mut writer, buffer, whole_in_memory, format, origin } = pending;
+        let started = Instant::now();
+        writer.write_all(&buffer)?;
+        writer.flush()?;
+        let blob = BlobInfo { path: writer.rel_path().to_string(), size: writer.size(), digest: writer.digest().0 };
+        let blob_path = blob.path.clone();
+        // The fsync starts at once, so parsing, validation, the duplicate
+        // check and the catalog commit all overlap the wait for the disk.
+        let fsync = spawn_finish(writer, Arc::clone(self.metrics()));
+
+        let prepared =
+            if whole_in_memory { read_header_from_memory(&buffer) } else { self.read_header_from_blob(&blob_path) }
+                .and_then(|header| validate(&header, &format));
         let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
                 self.metrics().ingest_rejected.inc();
                 self.journal_rejection(&origin, &error);
-                drop(writer);
+                self.abandon(fsync, &blob_path);
                 return Err(error);
             }
         };
-
-        // An identical copy already stored needs no second fsync.
-        if let Some(report) = self.identical_copy(&prepared, &writer, &origin).await? {
-            drop(writer);
-            return Ok(report);
-        }
-
-        let written: WrittenBlob = run_blocking(move || writer.finish().map_err(ArchiveError::from)).await?;
-        let blob = BlobInfo { path: written.rel_path.clone(), size: written.size, digest: written.digest.0 };
+        self.metrics().ingest_prepare_seconds.observe(started.elapsed());
         let report_base = prepared.report(&blob);
-        let new_instance = prepared.into_new_instance(blob, origin.clone());
-        let outcome = self.committer().commit(new_instance).await.map_err(|message| {
-            IngestError::Archive(ArchiveError::Catalog(haneul_catalog::CatalogError::Busy(message)))
-        });
+        let sop_instance_uid = prepared.sop_instance_uid.clone();
+        // The row may be committed before the fsync has finished: it is then
+        // recorded as "unsettled" and settled once the fsync is done, and
+        // start-up recovery re-checks unsettled blobs, so a crash in between
+        // cannot leave an entry without its bytes. Replacing an instance
+        // moves its old row aside, which cannot be undone that way, so that
+        // policy waits for durability before committing.
+        let overlap = self.config().duplicate_policy != DuplicatePolicy::Replace;
+        let commit = |item: NewInstance| {
+            let commit_started = Instant::now();
+            let outcome = self.committer().commit_blocking(item);
+            self.metrics().catalog_commit_seconds.observe(commit_started.elapsed());
+            outcome
+        };
+        let (written, outcome) = if overlap {
+            let outcome = commit(prepared.into_new_instance(blob, origin.clone(), false));
+            (wait_for(fsync), outcome)
+        } else {
+            let written = wait_for(fsync);
+            let outcome = match &written {
+                Ok(_) => commit(prepared.into_new_instance(blob, origin.clone(), true)),
+                Err(error) => Err(error.to_string()),
+            };
+            (written, outcome)
+        };
         let outcome = match outcome {
             Ok(outcome) => outcome,
-            Err(error) => {
-                self.discard_blob(&written.rel_path);
+            Err(message) => {
+                self.discard_blob(&blob_path);
+                return Err(IngestError::Archive(ArchiveError::Catalog(haneul_catalog::CatalogError::Busy(message))));
+            }
+        };
+        let written = match written {
+            Ok(written) => written,
+            Err(error) if outcome.keeps_new_blob() => {
+                // The catalog already references a blob that did not become durable: take it back.
+                tracing::error!(%error, sop_instance_uid = %sop_instance_uid, "blob fsync failed after commit; rolling back");
+                let event = Event::new("ingest-rolled-back", &origin)
+                    .with_detail(serde_json::json!({ "reason": error.to_string() }));
+                if let Err(rollback) =
+                    self.catalog().remove_instances(std::slice::from_ref(&sop_instance_uid), Some(&event))
+                {
+                    tracing::error!(%rollback, "rollback failed; start-up recovery will repair it");
+                }
                 return Err(error);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "fsync failed on a blob the catalog did not keep");
+                self.metrics().duplicates.inc();
+                return Ok(IngestReport { outcome, ..report_base });
             }
         };
         if !outcome.keeps_new_blob() {
             self.discard_blob(&written.rel_path);
+        } else if overlap {
+            self.committer().settle(written.rel_path.clone());
         }
         drop(written.guard);
+        self.metrics().ingest_seconds.observe(started.elapsed());
         match &outcome {
             CommitOutcome::Stored => {
                 self.metrics().instances_stored.inc();
@@ -263,30 +318,17 @@ impl Archive {
         self.finish_ingest(ingest).await
     }
 
-    /// If this exact instance (same UID, same bytes) is already stored,
-    /// answer from the catalog instead of making a second copy durable.
-    async fn identical_copy(
-        &self,
-        prepared: &Prepared,
-        writer: &BlobWriter,
-        origin: &Origin,
-    ) -> Result<Option<IngestReport>, IngestError> {
-        let existing = self.instances_by_sop_uid(vec![prepared.sop_instance_uid.clone()]).await?;
-        let Some(existing) = existing.into_iter().next() else {
-            return Ok(None);
-        };
-        if existing.blob.size != writer.size() || existing.blob.digest != writer.digest().0 {
-            return Ok(None);
-        }
-        self.metrics().duplicates.inc();
-        let mut event = Event::new("duplicate-identical", origin);
-        event.study_uid = Some(prepared.study_instance_uid.clone());
-        event.series_uid = Some(prepared.series_instance_uid.clone());
-        event.sop_uid = Some(prepared.sop_instance_uid.clone());
-        self.journal(event);
-        let mut report = prepared.report(&existing.blob);
-        report.outcome = CommitOutcome::AlreadyStored;
-        Ok(Some(report))
+    fn read_header_from_blob(&self, path: &str) -> Result<InstanceHeader, IngestError> {
+        let full = self.blobs().path_of(path)?;
+        let mut file = std::fs::File::open(&full)
+            .map_err(|e| IngestError::Storage(format!("reopening received instance {}: {e}", full.display())))?;
+        read_instance_header(&mut file, &header_options()).map_err(unreadable)
+    }
+
+    /// Drop a blob whose fsync was started: wait for it to let go of the file, then delete.
+    fn abandon(&self, fsync: FsyncReceiver, path: &str) {
+        let _ = wait_for(fsync);
+        self.discard_blob(path);
     }
 
     fn discard_blob(&self, path: &str) {
@@ -300,6 +342,25 @@ impl Archive {
             Event::new("instance-rejected", origin).with_detail(serde_json::json!({ "reason": error.to_string() }));
         self.journal(event);
     }
+}
+
+type FsyncReceiver = std::sync::mpsc::Receiver<Result<WrittenBlob, IngestError>>;
+
+/// Make a blob durable on another blocking thread; the receiver yields the result.
+fn spawn_finish(writer: BlobWriter, metrics: Arc<Metrics>) -> FsyncReceiver {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    // Blocking-pool threads run inside the runtime, so they can spawn more blocking work.
+    tokio::runtime::Handle::current().spawn_blocking(move || {
+        let started = Instant::now();
+        let result = writer.finish().map_err(IngestError::from);
+        metrics.blob_fsync_seconds.observe(started.elapsed());
+        let _ = sender.send(result);
+    });
+    receiver
+}
+
+fn wait_for(fsync: FsyncReceiver) -> Result<WrittenBlob, IngestError> {
+    fsync.recv().unwrap_or_else(|_| Err(IngestError::Storage("blob fsync task vanished".into())))
 }
 
 fn header_options() -> ReadOptions {
@@ -455,7 +516,7 @@ impl Prepared {
         }
     }
 
-    fn into_new_instance(self, blob: BlobInfo, origin: Origin) -> NewInstance {
+    fn into_new_instance(self, blob: BlobInfo, origin: Origin, blob_durable: bool) -> NewInstance {
         NewInstance {
             patient: self.patient,
             study: self.study,
@@ -469,6 +530,7 @@ impl Prepared {
                 blob,
                 received_ms: now_ms(),
                 attrs: self.instance_attrs,
+                blob_durable,
             },
             origin,
         }

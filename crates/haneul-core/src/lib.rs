@@ -97,6 +97,7 @@ impl Archive {
         let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(data_dir.join(CATALOG_FILE))?);
         let blobs = BlobStore::open(data_dir.join(BLOB_DIR), true)?;
         let recovery = recovery::recover(&blobs, catalog.as_ref())?;
+        blobs.start_pool()?;
         let metrics = Arc::new(Metrics::default());
         let committer = Committer::start(
             Arc::clone(&catalog),
@@ -158,10 +159,19 @@ impl Archive {
         Ok(found)
     }
 
-    /// Stored instances among these SOP Instance UIDs.
+    /// Stored instances among these SOP Instance UIDs; `settled` tells
+    /// whether each one's bytes are known to be durable.
     pub async fn instances_by_sop_uid(&self, sop_uids: Vec<String>) -> Result<Vec<StoredInstance>, ArchiveError> {
+        // Snapshot the in-memory settled set before reading the catalog: a
+        // blob settled in between is then seen by one or the other.
+        let durable = self.committer.durable_unsettled();
         let catalog = Arc::clone(&self.catalog);
-        run_blocking(move || catalog.instances_by_sop_uid(&sop_uids).map_err(ArchiveError::from)).await
+        let mut found =
+            run_blocking(move || catalog.instances_by_sop_uid(&sop_uids).map_err(ArchiveError::from)).await?;
+        for instance in &mut found {
+            instance.settled |= durable.contains(&instance.blob.path);
+        }
+        Ok(found)
     }
 
     /// Open an instance's file for reading.
@@ -193,6 +203,7 @@ impl Archive {
 
     /// Record a clean shutdown so the next start scans nothing.
     pub async fn shutdown(&self) {
+        self.blobs.shutdown();
         self.committer.flush().await;
         let scan_from = self.blobs.oldest_unsettled_shard();
         if let Err(error) = self.catalog.set_setting(recovery::SCAN_FROM_KEY, &scan_from) {
@@ -202,6 +213,10 @@ impl Archive {
 
     pub(crate) fn blobs(&self) -> &BlobStore {
         &self.blobs
+    }
+
+    pub(crate) fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
     }
 
     pub(crate) fn committer(&self) -> &Committer {

@@ -39,6 +39,43 @@ impl Gauge {
     }
 }
 
+/// Upper bounds of histogram buckets, in seconds.
+const BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let index = BUCKETS.iter().position(|&bound| seconds <= bound).unwrap_or(BUCKETS.len());
+        self.counts[index].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (index, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[index].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
 /// The archive's metrics; protocol edges add their own counters here too so
 /// one endpoint exposes everything.
 #[derive(Debug, Default)]
@@ -54,6 +91,14 @@ pub struct Metrics {
     pub associations: Counter,
     pub associations_rejected: Counter,
     pub active_associations: Gauge,
+    /// Writing, parsing and validating a received instance.
+    pub ingest_prepare_seconds: Histogram,
+    /// Making an instance file durable (fdatasync).
+    pub blob_fsync_seconds: Histogram,
+    /// Waiting for the group commit that records an instance.
+    pub catalog_commit_seconds: Histogram,
+    /// From the last received byte to a durable, catalogued instance.
+    pub ingest_seconds: Histogram,
 }
 
 impl Metrics {
@@ -80,6 +125,27 @@ impl Metrics {
             "# HELP haneul_active_associations DICOM associations open now\n# TYPE haneul_active_associations gauge\nhaneul_active_associations {}",
             self.active_associations.get()
         );
+        let histograms: [(&str, &str, &Histogram); 4] = [
+            (
+                "haneul_ingest_prepare_seconds",
+                "Writing, parsing and validating a received instance",
+                &self.ingest_prepare_seconds,
+            ),
+            ("haneul_blob_fsync_seconds", "Making an instance file durable", &self.blob_fsync_seconds),
+            (
+                "haneul_catalog_commit_seconds",
+                "Waiting for the group commit recording an instance",
+                &self.catalog_commit_seconds,
+            ),
+            (
+                "haneul_ingest_seconds",
+                "From the last received byte to a durable, catalogued instance",
+                &self.ingest_seconds,
+            ),
+        ];
+        for (name, help, histogram) in histograms {
+            histogram.render(&mut out, name, help);
+        }
         out
     }
 }
@@ -97,5 +163,11 @@ mod tests {
         assert!(text.contains("haneul_instances_stored_total 3\n"));
         assert!(text.contains("haneul_active_associations 1\n"));
         assert!(text.contains("# TYPE haneul_queries_total counter"));
+        metrics.blob_fsync_seconds.observe(std::time::Duration::from_micros(300));
+        metrics.blob_fsync_seconds.observe(std::time::Duration::from_millis(3));
+        let text = metrics.render_prometheus();
+        assert!(text.contains("haneul_blob_fsync_seconds_bucket{le=\"0.0005\"} 1\n"), "{text}");
+        assert!(text.contains("haneul_blob_fsync_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("haneul_blob_fsync_seconds_count 2\n"));
     }
 }

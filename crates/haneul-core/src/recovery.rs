@@ -5,10 +5,15 @@
 //! ones whose commit never happened; neither was acknowledged). Every group
 //! commit records the oldest shard that may hold such a file, so recovery
 //! lists only the shards from there on instead of the whole archive.
-//! A catalog entry without its blob cannot arise this way: the catalog is
-//! written only after the blob is durable.
+//!
+//! To overlap the blob's fsync with the catalog commit, an instance may be
+//! committed while its blob is still being made durable; such blobs are
+//! listed as *unsettled* until a later commit settles them. After a crash,
+//! each unsettled blob is re-hashed: if it is intact it is fsynced and
+//! settled, otherwise its instance (never acknowledged) is rolled back. So
+//! no catalog entry is left without its blob either.
 
-use haneul_catalog::{Catalog, Event, Origin};
+use haneul_catalog::{Catalog, CommitBatch, Event, Origin};
 use haneul_storage::BlobStore;
 
 use crate::ArchiveError;
@@ -21,11 +26,17 @@ pub struct RecoveryReport {
     pub shards_scanned: usize,
     pub files_checked: usize,
     pub unreferenced_removed: Vec<String>,
+    /// Unsettled blobs found intact and settled.
+    pub settled: usize,
+    /// Instances rolled back because their blob did not survive.
+    pub rolled_back: Vec<String>,
 }
 
 pub(crate) fn recover(blobs: &BlobStore, catalog: &dyn Catalog) -> Result<RecoveryReport, ArchiveError> {
-    let scan_from = catalog.setting(SCAN_FROM_KEY)?.unwrap_or_else(|| "0000".to_string());
+    let origin = Origin { actor: "haneul".into(), address: "local".into(), session: "recovery".into() };
     let mut report = RecoveryReport::default();
+    settle_or_roll_back(blobs, catalog, &origin, &mut report)?;
+    let scan_from = catalog.setting(SCAN_FROM_KEY)?.unwrap_or_else(|| "0000".to_string());
     for shard in blobs.shards_since(&scan_from)? {
         report.shards_scanned += 1;
         let files = blobs.files_in_shard(&shard)?;
@@ -44,17 +55,58 @@ pub(crate) fn recover(blobs: &BlobStore, catalog: &dyn Catalog) -> Result<Recove
         }
     }
     if !report.unreferenced_removed.is_empty() {
-        let origin = Origin { actor: "haneul".into(), address: "local".into(), session: "recovery".into() };
         let event = Event::new("recovery-removed-unreferenced", &origin)
             .with_detail(serde_json::json!({ "paths": report.unreferenced_removed }));
-        catalog.append_events(&[event])?;
+        catalog.commit(&CommitBatch::events(&[event]))?;
     }
     catalog.set_setting(SCAN_FROM_KEY, &BlobStore::current_shard())?;
     tracing::info!(
         shards = report.shards_scanned,
         files = report.files_checked,
         removed = report.unreferenced_removed.len(),
+        settled = report.settled,
+        rolled_back = report.rolled_back.len(),
         "start-up recovery finished"
     );
     Ok(report)
+}
+
+/// Check every blob committed before its fsync had finished.
+fn settle_or_roll_back(
+    blobs: &BlobStore,
+    catalog: &dyn Catalog,
+    origin: &Origin,
+    report: &mut RecoveryReport,
+) -> Result<(), ArchiveError> {
+    let mut settled = Vec::new();
+    let mut lost = Vec::new();
+    for instance in catalog.unsettled_instances()? {
+        let intact = blobs
+            .digest_of(&instance.blob.path)
+            .map(|(size, digest)| size == instance.blob.size && digest.0 == instance.blob.digest)
+            .unwrap_or(false);
+        // A crash of the process alone leaves the bytes in the page cache, so
+        // an intact blob is made durable before it is settled.
+        if intact && blobs.sync_blob(&instance.blob.path).is_ok() {
+            settled.push(instance.blob.path);
+        } else {
+            tracing::warn!(sop_instance_uid = %instance.sop_uid, path = %instance.blob.path, "rolling back an unacknowledged instance whose file did not survive");
+            lost.push(instance);
+        }
+    }
+    if !lost.is_empty() {
+        let uids: Vec<String> = lost.iter().map(|instance| instance.sop_uid.clone()).collect();
+        let event =
+            Event::new("recovery-rolled-back", origin).with_detail(serde_json::json!({ "sop_instance_uids": uids }));
+        catalog.remove_instances(&uids, Some(&event))?;
+        for instance in &lost {
+            blobs.delete(&instance.blob.path)?;
+        }
+        report.rolled_back = uids;
+    }
+    if !settled.is_empty() {
+        report.settled = settled.len();
+        catalog.commit(&CommitBatch { settled: &settled, ..CommitBatch::events(&[]) })?;
+    }
+    Ok(())
 }

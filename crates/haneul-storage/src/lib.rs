@@ -1,10 +1,12 @@
 //! Durable storage of instance files on local disk.
 //!
 //! Each instance is one file, written once and never modified, under an
-//! hourly shard directory: `blobs/YYYY/MM/DD/HH/<uuid>.dcm` (UTC). A file is
-//! created in its final place and streamed to; [`BlobWriter::finish`] makes it
-//! durable (file data and the directory entry are fsynced) and returns its
-//! size and BLAKE3 digest.
+//! hourly shard directory: `blobs/YYYY/MM/DD/HH/<time-ordered name>.dcm`
+//! (UTC). A file is created in its final place and streamed to;
+//! [`BlobWriter::finish`] makes it durable (file data and the directory
+//! entry are fsynced) and returns its size and BLAKE3 digest. Files are
+//! normally created ahead of use in batches (see `pool`), so the directory
+//! entry is already durable when a store begins.
 //!
 //! A blob only becomes part of the archive once the catalog references it.
 //! Until then it is *in flight*: the store remembers the shard of every
@@ -12,12 +14,20 @@
 //! unreferenced file after a crash ([`BlobStore::oldest_unsettled_shard`]).
 //! Start-up recovery lists only the shards from there on.
 
-use std::collections::{BTreeMap, HashSet};
+mod pool;
+mod writer;
+
+pub use writer::{BlobWriter, InflightGuard, WrittenBlob};
+
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use pool::Pool;
+use writer::InflightMap;
 
 /// A BLAKE3 content digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,7 +58,7 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    fn io(path: &Path, source: io::Error) -> StorageError {
+    pub(crate) fn io(path: &Path, source: io::Error) -> StorageError {
         StorageError::Io { path: path.to_path_buf(), source }
     }
 }
@@ -66,24 +76,51 @@ struct Shared {
     /// fsync files and directories; off only for tests of non-durability paths.
     durable: bool,
     next_id: AtomicU64,
-    inflight: Mutex<BTreeMap<u64, String>>,
+    inflight: InflightMap,
     existing_shards: Mutex<HashSet<String>>,
+    /// Files created ahead of use (durable stores only).
+    pool: Option<Arc<Pool>>,
 }
 
 impl BlobStore {
-    /// Open (creating if needed) a blob store under `root`.
+    /// Open (creating if needed) a blob store under `root`. A durable store
+    /// fsyncs what it writes; see [`BlobStore::start_pool`].
     pub fn open(root: impl Into<PathBuf>, durable: bool) -> Result<BlobStore> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(|e| StorageError::io(&root, e))?;
-        Ok(BlobStore {
+        let pool = durable.then(|| Arc::new(Pool::default()));
+        let store = BlobStore {
             shared: Arc::new(Shared {
                 root,
                 durable,
                 next_id: AtomicU64::new(0),
-                inflight: Mutex::new(BTreeMap::new()),
+                inflight: InflightMap::default(),
                 existing_shards: Mutex::new(HashSet::new()),
+                pool: pool.clone(),
             }),
-        })
+        };
+        Ok(store)
+    }
+
+    /// Start creating files ahead of use (durable stores only). Call it after
+    /// start-up recovery, which would otherwise see them as leftovers.
+    pub fn start_pool(&self) -> Result<()> {
+        let Some(pool) = self.shared.pool.clone() else {
+            return Ok(());
+        };
+        let filler = self.clone();
+        std::thread::Builder::new()
+            .name("haneul-blob-pool".into())
+            .spawn(move || pool::run(filler, pool))
+            .map_err(|e| StorageError::io(&self.shared.root, e))?;
+        Ok(())
+    }
+
+    /// Stop creating files ahead of use and delete the unused ones.
+    pub fn shutdown(&self) {
+        if let Some(pool) = &self.shared.pool {
+            pool.drain();
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -99,30 +136,36 @@ impl BlobStore {
     /// Start a new blob in the current shard.
     pub fn create(&self) -> Result<BlobWriter> {
         let shard = Self::current_shard();
+        let durable = self.shared.durable;
+        if let Some(ready) = self.shared.pool.as_ref().and_then(|pool| pool.take(&shard)) {
+            return Ok(BlobWriter::new(ready.file, ready.rel_path, ready.abs_path, ready.guard, durable, true));
+        }
         self.ensure_shard_dir(&shard)?;
-        let rel_path = format!("{shard}/{}.dcm", uuid::Uuid::new_v4().simple());
-        let abs_path = self.shared.root.join(&rel_path);
+        let (rel_path, abs_path) = self.new_blob_path(&shard);
         let guard = self.track_inflight(shard);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&abs_path)
             .map_err(|e| StorageError::io(&abs_path, e))?;
-        Ok(BlobWriter {
-            file: Some(BufWriter::with_capacity(256 * 1024, file)),
-            rel_path,
-            abs_path,
-            hasher: blake3::Hasher::new(),
-            size: 0,
-            guard: Some(guard),
-            durable: self.shared.durable,
-        })
+        Ok(BlobWriter::new(file, rel_path, abs_path, guard, durable, false))
     }
 
-    fn track_inflight(&self, shard: String) -> InflightGuard {
+    /// A fresh, time-ordered blob path in `shard`; time order keeps catalog
+    /// index inserts at the end of the index.
+    pub(crate) fn new_blob_path(&self, shard: &str) -> (String, PathBuf) {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let sequence = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let rel_path = format!("{shard}/{nanos:020x}{:06x}{:04x}.dcm", sequence & 0xFF_FFFF, process_salt());
+        let abs_path = self.shared.root.join(&rel_path);
+        (rel_path, abs_path)
+    }
+
+    pub(crate) fn track_inflight(&self, shard: String) -> InflightGuard {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.shared.inflight).insert(id, shard);
-        InflightGuard { shared: Arc::clone(&self.shared), id }
+        InflightGuard { inflight: Arc::clone(&self.shared.inflight), id }
     }
 
     /// The oldest shard that may contain a blob the catalog does not yet
@@ -133,7 +176,7 @@ impl BlobStore {
     }
 
     /// Create the directories of a shard, fsyncing each parent whose entries changed.
-    fn ensure_shard_dir(&self, shard: &str) -> Result<()> {
+    pub(crate) fn ensure_shard_dir(&self, shard: &str) -> Result<()> {
         if lock(&self.shared.existing_shards).contains(shard) {
             return Ok(());
         }
@@ -177,6 +220,16 @@ impl BlobStore {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::io(&path, e)),
+        }
+    }
+
+    /// fsync a stored blob and its directory.
+    pub fn sync_blob(&self, rel_path: &str) -> Result<()> {
+        let path = self.path_of(rel_path)?;
+        File::open(&path).and_then(|file| file.sync_all()).map_err(|e| StorageError::io(&path, e))?;
+        match path.parent() {
+            Some(dir) => fsync_dir(dir),
+            None => Ok(()),
         }
     }
 
@@ -232,6 +285,13 @@ impl BlobStore {
     }
 }
 
+/// Per-process randomness so names stay unique across processes sharing a
+/// store, drawn once rather than per name.
+fn process_salt() -> u16 {
+    static SALT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *SALT.get_or_init(|| (uuid::Uuid::new_v4().as_u128() & 0xFFFF) as u16)
+}
+
 fn list_dir_names(dir: &Path) -> Result<Vec<String>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -249,117 +309,13 @@ fn list_dir_names(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StorageError::io(dir, e))
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the maps inconsistent.
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Keeps a blob's shard in the in-flight set until dropped.
-pub struct InflightGuard {
-    shared: Arc<Shared>,
-    id: u64,
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        lock(&self.shared.inflight).remove(&self.id);
-    }
-}
-
-/// A blob being written. Dropped without [`finish`](BlobWriter::finish), it deletes its file.
-pub struct BlobWriter {
-    file: Option<BufWriter<File>>,
-    rel_path: String,
-    abs_path: PathBuf,
-    hasher: blake3::Hasher,
-    size: u64,
-    guard: Option<InflightGuard>,
-    durable: bool,
-}
-
-/// A blob that is durably on disk but not yet referenced by the catalog.
-pub struct WrittenBlob {
-    pub rel_path: String,
-    pub size: u64,
-    pub digest: Digest,
-    /// Drop once the catalog references the blob or the blob is deleted.
-    pub guard: InflightGuard,
-}
-
-impl BlobWriter {
-    pub fn rel_path(&self) -> &str {
-        &self.rel_path
-    }
-
-    pub fn abs_path(&self) -> &Path {
-        &self.abs_path
-    }
-
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Digest of everything written so far.
-    pub fn digest(&self) -> Digest {
-        Digest(*self.hasher.finalize().as_bytes())
-    }
-
-    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
-        let Some(file) = self.file.as_mut() else {
-            return Err(StorageError::io(&self.abs_path, io::ErrorKind::BrokenPipe.into()));
-        };
-        file.write_all(data).map_err(|e| StorageError::io(&self.abs_path, e))?;
-        self.hasher.update(data);
-        self.size += data.len() as u64;
-        Ok(())
-    }
-
-    /// Flush what was written to the page cache without making it durable,
-    /// so the file can be re-read (to parse its header) before deciding to keep it.
-    pub fn flush(&mut self) -> Result<()> {
-        if let Some(file) = self.file.as_mut() {
-            file.flush().map_err(|e| StorageError::io(&self.abs_path, e))?;
-        }
-        Ok(())
-    }
-
-    /// Make the blob durable: data fsynced, then its directory entry.
-    pub fn finish(mut self) -> Result<WrittenBlob> {
-        let buffered =
-            self.file.take().ok_or_else(|| StorageError::io(&self.abs_path, io::ErrorKind::BrokenPipe.into()))?;
-        let file = buffered.into_inner().map_err(|e| StorageError::io(&self.abs_path, e.into_error()))?;
-        if self.durable {
-            file.sync_data().map_err(|e| StorageError::io(&self.abs_path, e))?;
-            if let Some(dir) = self.abs_path.parent() {
-                fsync_dir(dir)?;
-            }
-        }
-        drop(file);
-        let guard = self.guard.take().ok_or_else(|| StorageError::InvalidPath(self.rel_path.clone()))?;
-        Ok(WrittenBlob {
-            rel_path: std::mem::take(&mut self.rel_path),
-            size: self.size,
-            digest: Digest(*self.hasher.finalize().as_bytes()),
-            guard,
-        })
-    }
-}
-
-impl Drop for BlobWriter {
-    fn drop(&mut self) {
-        if self.guard.is_some() {
-            drop(self.file.take());
-            if let Err(error) = fs::remove_file(&self.abs_path) {
-                if error.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(path = %self.abs_path.display(), %error, "could not remove abandoned blob");
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -405,6 +361,34 @@ mod tests {
         assert_eq!(store.oldest_unsettled_shard(), "2001/01/01/00");
         drop(guard);
         assert_ne!(store.oldest_unsettled_shard(), "2001/01/01/00");
+    }
+
+    #[test]
+    fn durable_store_hands_out_precreated_files_and_cleans_up_unused_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(dir.path(), true).expect("open");
+        store.start_pool().expect("pool");
+        let shard = BlobStore::current_shard();
+        // The pool fills in the background; the first creates may not find it ready.
+        let mut precreated = None;
+        for _ in 0..200 {
+            let writer = store.create().expect("create");
+            if writer.entry_durable() {
+                precreated = Some(writer);
+                break;
+            }
+            drop(writer);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut writer = precreated.expect("a pre-created file within two seconds");
+        writer.write_all(b"data").expect("write");
+        let blob = writer.finish().expect("finish");
+        let before = store.files_in_shard(&shard).expect("list");
+        assert!(before.len() > 1, "unused pre-created files wait in the shard");
+        assert_eq!(store.oldest_unsettled_shard(), shard, "unused files count as unsettled");
+        store.shutdown();
+        let after = store.files_in_shard(&shard).expect("list");
+        assert_eq!(after, vec![blob.rel_path.clone()], "shutdown removes unused files only");
     }
 
     #[test]

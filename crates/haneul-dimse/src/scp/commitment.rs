@@ -154,6 +154,11 @@ async fn evaluate(archive: &Arc<Archive>, settings: &ServerSettings, request: &C
             report.failed.push((class.clone(), instance.clone(), status::CLASS_INSTANCE_CONFLICT));
             continue;
         }
+        if !found.settled {
+            warn!(sop_instance_uid = %instance, "instance is still being made durable; commitment refused");
+            report.failed.push((class.clone(), instance.clone(), status::PROCESSING_FAILURE));
+            continue;
+        }
         if settings.commitment_verifies_digests && !archive.check_instance(found).await {
             warn!(sop_instance_uid = %instance, "stored instance fails its digest check; commitment refused");
             report.failed.push((class.clone(), instance.clone(), status::PROCESSING_FAILURE));

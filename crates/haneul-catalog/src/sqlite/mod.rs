@@ -1,0 +1,320 @@
+//! The SQLite engine: one writer connection, a small pool of readers (WAL
+//! mode lets them run beside the writer), commits durable at return
+//! (`synchronous = FULL`).
+
+mod query;
+mod schema;
+mod write;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use haneul_dicom::levels::Level;
+use haneul_dicom::matching::Query;
+use haneul_dicom::Dataset;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::records::*;
+use crate::{Catalog, CatalogError, Result};
+use query::{
+    narrowing_for, row_to_view, select_for, stored_instance, view_columns, AttrCache, CountNeeds, INSTANCE_COLUMNS,
+};
+use schema::{SCHEMA, SCHEMA_VERSION};
+use write::{commit_one, insert_event, remove_one};
+
+/// Idle reader connections kept for reuse.
+const MAX_IDLE_READERS: usize = 8;
+
+/// The SQLite catalog.
+pub struct SqliteCatalog {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    stop_checkpoints: Arc<AtomicBool>,
+}
+
+impl Drop for SqliteCatalog {
+    fn drop(&mut self) {
+        self.stop_checkpoints.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copy the WAL into the database file every so often. PASSIVE checkpoints
+/// never block the writer; the WAL is reused once a checkpoint has caught up.
+fn checkpoint_forever(connection: Connection, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let result: rusqlite::Result<(i64, i64, i64)> =
+            connection
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)));
+        if let Err(error) = result {
+            tracing::warn!(%error, "WAL checkpoint failed");
+        }
+    }
+    // A last full checkpoint keeps the WAL small across restarts.
+    let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+}
+
+pub(super) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded connections stay usable after a panic elsewhere: SQLite
+    // rolls back any open transaction when the statement fails.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SqliteCatalog {
+    /// Open or create the catalog database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteCatalog> {
+        let path = path.as_ref().to_path_buf();
+        let writer = Connection::open(&path)?;
+        writer.busy_timeout(std::time::Duration::from_secs(30))?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL makes each WAL commit fsync before returning: a commit that
+        // returned is durable, which the C-STORE success status relies on.
+        writer.pragma_update(None, "synchronous", "FULL")?;
+        writer.pragma_update(None, "foreign_keys", "ON")?;
+        writer.pragma_update(None, "cache_size", -64_000)?;
+        // Checkpoints run on a background thread (see `checkpoint_forever`),
+        // not inside a commit that a C-STORE is waiting for.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let version: i64 = writer.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(CatalogError::SchemaTooNew { found: version, supported: SCHEMA_VERSION });
+        }
+        writer.execute_batch(SCHEMA)?;
+        writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        let checkpointer = Connection::open(&path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("haneul-checkpoint".into())
+            .spawn(move || checkpoint_forever(checkpointer, stop_flag))
+            .map_err(|e| CatalogError::Busy(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(SqliteCatalog { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), stop_checkpoints: stop })
+    }
+
+    fn with_reader<T>(&self, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = lock(&self.readers).pop();
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => {
+                let connection = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                connection.busy_timeout(std::time::Duration::from_secs(30))?;
+                connection.pragma_update(None, "cache_size", -32_000)?;
+                connection
+            }
+        };
+        let result = work(&connection);
+        let mut idle = lock(&self.readers);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(connection);
+        }
+        result
+    }
+}
+
+impl Catalog for SqliteCatalog {
+    fn commit(&self, batch: &CommitBatch<'_>) -> Result<Vec<CommitOutcome>> {
+        let mut connection = lock(&self.writer);
+        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let at_ms = now_ms();
+        let mut outcomes = Vec::with_capacity(batch.instances.len());
+        for item in batch.instances {
+            outcomes.push(commit_one(&tx, item, batch.policy, at_ms)?);
+        }
+        for event in batch.events {
+            insert_event(&tx, event, at_ms)?;
+        }
+        for path in batch.settled {
+            tx.prepare_cached("DELETE FROM unsettled WHERE blob_path = ?1")?.execute([path])?;
+        }
+        if let Some(scan_from) = batch.scan_from {
+            tx.prepare_cached(
+                "INSERT INTO settings (key, value) VALUES ('recovery_scan_from', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+            )?
+            .execute([scan_from])?;
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    fn remove_instances(&self, sop_uids: &[String], event: Option<&Event>) -> Result<Vec<StoredInstance>> {
+        let mut connection = lock(&self.writer);
+        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let at_ms = now_ms();
+        let mut removed = Vec::new();
+        for uid in sop_uids {
+            if let Some(instance) = remove_one(&tx, uid)? {
+                removed.push(instance);
+            }
+        }
+        if let Some(event) = event {
+            insert_event(&tx, event, at_ms)?;
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    fn unsettled_instances(&self) -> Result<Vec<StoredInstance>> {
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {INSTANCE_COLUMNS} FROM unsettled u JOIN instances i ON i.blob_path = u.blob_path
+                 JOIN series se ON se.pk = i.series_pk JOIN studies s ON s.pk = se.study_pk ORDER BY i.pk"
+            ))?;
+            let rows = statement.query_map([], stored_instance)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn find(&self, query: &Query, visit: &mut dyn FnMut(Dataset) -> bool) -> Result<()> {
+        let narrowing = narrowing_for(query, query.level);
+        let sql = select_for(query.level, &view_columns(query.level, CountNeeds::of(query)), &narrowing);
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = statement.query(rusqlite::params_from_iter(narrowing.params.iter()))?;
+            let mut cache = AttrCache::default();
+            while let Some(row) = rows.next()? {
+                let view = row_to_view(row, 0, query.level, &mut cache)?;
+                if query.matches(&view) && !visit(view) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn find_instances(&self, query: &Query) -> Result<Vec<StoredInstance>> {
+        // Candidates are instances, so every level's columns can narrow;
+        // each candidate is then matched on its view at the query's level.
+        let narrowing = narrowing_for(query, Level::Image);
+        let columns = format!("{INSTANCE_COLUMNS}, {}", view_columns(query.level, CountNeeds::of(query)));
+        let sql = select_for(Level::Image, &columns, &narrowing);
+        let params = &narrowing.params;
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
+            let mut cache = AttrCache::default();
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                let view = row_to_view(row, 11, query.level, &mut cache)?;
+                if query.matches(&view) {
+                    found.push(stored_instance(row)?);
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn instances_by_sop_uid(&self, sop_uids: &[String]) -> Result<Vec<StoredInstance>> {
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances i JOIN series se ON se.pk = i.series_pk
+                 JOIN studies s ON s.pk = se.study_pk WHERE i.sop_uid = ?1"
+            ))?;
+            let mut found = Vec::new();
+            for uid in sop_uids {
+                if let Some(instance) = statement.query_row([uid], stored_instance).optional()? {
+                    found.push(instance);
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn instance_page(&self, after: i64, limit: usize) -> Result<Vec<StoredInstance>> {
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances i JOIN series se ON se.pk = i.series_pk
+                 JOIN studies s ON s.pk = se.study_pk WHERE i.pk > ?1 ORDER BY i.pk LIMIT ?2"
+            ))?;
+            let rows = statement.query_map(params![after, limit as i64], stored_instance)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn referenced_paths(&self, prefix: &str) -> Result<HashSet<String>> {
+        // Prefixes are shard paths made of digits and slashes; the range
+        // below is the index-friendly form of `LIKE 'prefix%'`.
+        let upper = format!("{prefix}\u{10FFFF}");
+        self.with_reader(|connection| {
+            let mut paths = HashSet::new();
+            for table in ["instances", "superseded"] {
+                let mut statement = connection.prepare_cached(&format!(
+                    "SELECT blob_path FROM {table} WHERE blob_path >= ?1 AND blob_path < ?2"
+                ))?;
+                let rows = statement.query_map([prefix, upper.as_str()], |row| row.get::<_, String>(0))?;
+                for path in rows {
+                    paths.insert(path?);
+                }
+            }
+            Ok(paths)
+        })
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        self.with_reader(|connection| {
+            Ok(connection
+                .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+                .query_row([key], |row| row.get(0))
+                .optional()?)
+        })
+    }
+
+    fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let connection = lock(&self.writer);
+        connection
+            .prepare_cached(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+            )?
+            .execute([key, value])?;
+        Ok(())
+    }
+
+    fn statistics(&self) -> Result<Statistics> {
+        self.with_reader(|connection| {
+            let count =
+                |sql: &str| -> Result<u64> { Ok(connection.query_row(sql, [], |row| row.get::<_, i64>(0))? as u64) };
+            Ok(Statistics {
+                patients: count("SELECT COUNT(*) FROM patients")?,
+                studies: count("SELECT COUNT(*) FROM studies")?,
+                series: count("SELECT COUNT(*) FROM series")?,
+                instances: count("SELECT COUNT(*) FROM instances")?,
+                stored_bytes: count("SELECT COALESCE(SUM(blob_size), 0) FROM instances")?,
+            })
+        })
+    }
+
+    fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT seq, at_ms, kind, actor, address, session, patient_id, study_uid, series_uid, sop_uid, detail
+                 FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![after, limit as i64], |row| {
+                let detail: String = row.get(10)?;
+                Ok(StoredEvent {
+                    seq: row.get(0)?,
+                    at_ms: row.get(1)?,
+                    kind: row.get(2)?,
+                    origin: Origin { actor: row.get(3)?, address: row.get(4)?, session: row.get(5)? },
+                    patient_id: row.get(6)?,
+                    study_uid: row.get(7)?,
+                    series_uid: row.get(8)?,
+                    sop_uid: row.get(9)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}

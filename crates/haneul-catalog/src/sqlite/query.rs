@@ -1,0 +1,323 @@
+//! Reading the catalog: narrowing candidates with indexes, building the
+//! merged attribute views the shared matcher decides on.
+
+use std::collections::HashMap;
+
+use haneul_dicom::levels::{computed, Level};
+use haneul_dicom::matching::{normalize_person_name, IndexHint, KeyMatch, Query};
+use haneul_dicom::{tags, Dataset, Element, Tag, Value, VR};
+use rusqlite::types::Value as SqlValue;
+
+use super::write::decode_attrs;
+use crate::records::*;
+use crate::Result;
+
+/// SQL conditions derived from a query's constraints. They may only narrow
+/// to a superset of the true matches; the shared matcher decides.
+#[derive(Default)]
+pub(super) struct Narrowing {
+    clauses: Vec<String>,
+    pub(super) params: Vec<SqlValue>,
+}
+
+impl Narrowing {
+    fn param(&mut self, value: impl Into<String>) -> String {
+        self.params.push(SqlValue::Text(value.into()));
+        format!("?{}", self.params.len())
+    }
+
+    /// A condition on a text column for a key compared as plain text.
+    fn text_column(&mut self, column: &str, key: &KeyMatch) {
+        let clause = match key.matcher.hint() {
+            Some(IndexHint::Equals(value)) => format!("{column} = {}", self.param(value)),
+            Some(IndexHint::Pattern(pattern)) => format!("{column} GLOB {}", self.param(glob_escape(pattern))),
+            Some(IndexHint::AnyOf(values)) => {
+                let placeholders: Vec<String> = values.iter().map(|v| self.param(v.as_str())).collect();
+                format!("{column} IN ({})", placeholders.join(", "))
+            }
+            Some(IndexHint::Between { lower, upper }) => {
+                let mut parts = Vec::new();
+                if let Some(lower) = lower {
+                    parts.push(format!("{column} >= {}", self.param(lower)));
+                }
+                if let Some(upper) = upper {
+                    parts.push(format!("{column} <= {}", self.param(upper)));
+                }
+                if parts.is_empty() {
+                    return;
+                }
+                parts.join(" AND ")
+            }
+            None => return,
+        };
+        self.clauses.push(clause);
+    }
+
+    /// Person names: normalised component-group columns, as the matcher compares them.
+    fn person_name(&mut self, alias: &str, key: &KeyMatch) {
+        let pattern = match key.matcher.hint() {
+            Some(IndexHint::Equals(value) | IndexHint::Pattern(value)) => normalize_person_name(value),
+            _ => return,
+        };
+        let columns =
+            [format!("{alias}.name_alphabetic"), format!("{alias}.name_ideographic"), format!("{alias}.name_phonetic")];
+        if !pattern.contains('=') {
+            let param = self.param(glob_escape(&pattern));
+            let any: Vec<String> = columns.iter().map(|column| format!("{column} GLOB {param}")).collect();
+            self.clauses.push(format!("({})", any.join(" OR ")));
+            return;
+        }
+        for (column, group) in columns.iter().zip(pattern.split('=')) {
+            if !group.is_empty() {
+                let clause = format!("{column} GLOB {}", self.param(glob_escape(group)));
+                self.clauses.push(clause);
+            }
+        }
+    }
+
+    fn where_clause(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+/// Escape GLOB's character classes; `*` and `?` mean in GLOB what they mean in DICOM.
+fn glob_escape(pattern: &str) -> String {
+    pattern.replace('[', "[[]")
+}
+
+/// `available` is the deepest level joined in the SQL, so whose columns exist.
+pub(super) fn narrowing_for(query: &Query, available: Level) -> Narrowing {
+    let mut narrowing = Narrowing::default();
+    for key in &query.constraints {
+        let tag = key.tag;
+        match tag {
+            t if t == tags::PATIENT_NAME => narrowing.person_name("p", key),
+            t if t == tags::PATIENT_ID => narrowing.text_column("p.patient_id", key),
+            t if t == tags::PATIENT_BIRTH_DATE => narrowing.text_column("p.birth_date", key),
+            t if t == tags::PATIENT_SEX => narrowing.text_column("p.sex", key),
+            t if t == tags::STUDY_INSTANCE_UID && available >= Level::Study => {
+                narrowing.text_column("s.study_uid", key)
+            }
+            t if t == tags::STUDY_DATE && available >= Level::Study => narrowing.text_column("s.study_date", key),
+            t if t == tags::ACCESSION_NUMBER && available >= Level::Study => narrowing.text_column("s.accession", key),
+            t if t == tags::STUDY_ID && available >= Level::Study => narrowing.text_column("s.study_id", key),
+            t if t == computed::MODALITIES_IN_STUDY && available >= Level::Study => {
+                let mut inner = Narrowing { clauses: Vec::new(), params: std::mem::take(&mut narrowing.params) };
+                inner.text_column("m.modality", key);
+                narrowing.params = inner.params;
+                if let Some(clause) = inner.clauses.pop() {
+                    narrowing
+                        .clauses
+                        .push(format!("EXISTS (SELECT 1 FROM series m WHERE m.study_pk = s.pk AND {clause})"));
+                }
+            }
+            t if t == tags::SERIES_INSTANCE_UID && available >= Level::Series => {
+                narrowing.text_column("se.series_uid", key)
+            }
+            t if t == tags::MODALITY && available >= Level::Series => narrowing.text_column("se.modality", key),
+            t if t == tags::SOP_INSTANCE_UID && available == Level::Image => narrowing.text_column("i.sop_uid", key),
+            t if t == tags::SOP_CLASS_UID && available == Level::Image => narrowing.text_column("i.sop_class", key),
+            _ => {}
+        }
+    }
+    narrowing
+}
+
+pub(super) const INSTANCE_COLUMNS: &str = "i.pk, i.sop_uid, i.sop_class, i.transfer_syntax, i.blob_path, i.blob_size, \
+     i.blob_digest, i.dataset_offset, s.study_uid, se.series_uid, \
+     NOT EXISTS (SELECT 1 FROM unsettled u WHERE u.blob_path = i.blob_path)";
+
+/// Which computed counts a query's responses or constraints use.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CountNeeds {
+    patient: bool,
+    study: bool,
+    series: bool,
+}
+
+impl CountNeeds {
+    pub(super) fn of(query: &Query) -> CountNeeds {
+        let tags = query.return_keys.iter().map(|(tag, _)| *tag).chain(query.constraints.iter().map(|key| key.tag));
+        let mut needs = CountNeeds::default();
+        for tag in tags {
+            match tag {
+                t if t == computed::NUMBER_OF_PATIENT_RELATED_STUDIES
+                    || t == computed::NUMBER_OF_PATIENT_RELATED_SERIES
+                    || t == computed::NUMBER_OF_PATIENT_RELATED_INSTANCES =>
+                {
+                    needs.patient = true
+                }
+                t if t == computed::NUMBER_OF_STUDY_RELATED_SERIES
+                    || t == computed::NUMBER_OF_STUDY_RELATED_INSTANCES =>
+                {
+                    needs.study = true
+                }
+                t if t == computed::NUMBER_OF_SERIES_RELATED_INSTANCES => needs.series = true,
+                _ => {}
+            }
+        }
+        needs
+    }
+}
+
+/// The view columns of a query at `level`: per level, its primary key, its
+/// attributes and its counts (NULL unless needed), in a fixed layout that
+/// [`row_to_view`] reads.
+pub(super) fn view_columns(level: Level, needs: CountNeeds) -> String {
+    let count = |needed: bool, sql: &str| if needed { format!("({sql})") } else { "NULL".to_string() };
+    let mut columns = vec![format!(
+        "p.pk, p.attrs, {}, {}, {}",
+        count(needs.patient, "SELECT COUNT(*) FROM studies c WHERE c.patient_pk = p.pk"),
+        count(
+            needs.patient,
+            "SELECT COUNT(*) FROM series c JOIN studies d ON d.pk = c.study_pk WHERE d.patient_pk = p.pk"
+        ),
+        count(
+            needs.patient,
+            "SELECT COUNT(*) FROM instances c JOIN series d ON d.pk = c.series_pk JOIN studies e ON e.pk = d.study_pk \
+             WHERE e.patient_pk = p.pk"
+        ),
+    )];
+    if level >= Level::Study {
+        columns.push(format!(
+            "s.pk, s.attrs, {}, {}, s.modalities, s.sop_classes",
+            count(needs.study, "SELECT COUNT(*) FROM series c WHERE c.study_pk = s.pk"),
+            count(
+                needs.study,
+                "SELECT COUNT(*) FROM instances c JOIN series d ON d.pk = c.series_pk WHERE d.study_pk = s.pk"
+            ),
+        ));
+    }
+    if level >= Level::Series {
+        columns.push(format!(
+            "se.pk, se.attrs, {}",
+            count(needs.series, "SELECT COUNT(*) FROM instances c WHERE c.series_pk = se.pk")
+        ));
+    }
+    if level == Level::Image {
+        columns.push("i.pk, i.attrs".to_string());
+    }
+    columns.join(", ")
+}
+
+pub(super) fn select_for(level: Level, columns: &str, narrowing: &Narrowing) -> String {
+    let from = match level {
+        Level::Patient => "patients p",
+        Level::Study => "studies s JOIN patients p ON p.pk = s.patient_pk",
+        Level::Series => "series se JOIN studies s ON s.pk = se.study_pk JOIN patients p ON p.pk = s.patient_pk",
+        Level::Image => {
+            "instances i JOIN series se ON se.pk = i.series_pk JOIN studies s ON s.pk = se.study_pk \
+             JOIN patients p ON p.pk = s.patient_pk"
+        }
+    };
+    let order = match level {
+        Level::Patient => "p.pk",
+        Level::Study => "s.pk",
+        Level::Series => "se.pk",
+        Level::Image => "i.pk",
+    };
+    format!("SELECT {columns} FROM {from} {} ORDER BY {order}", narrowing.where_clause())
+}
+
+fn put_count(view: &mut Dataset, tag: Tag, count: Option<i64>) {
+    if let Some(count) = count {
+        view.put(Element::new(tag, VR::IS, Value::Strings(vec![count.to_string()])));
+    }
+}
+
+fn set_element(tag: Tag, vr: VR, joined: &str) -> Element {
+    if joined.is_empty() {
+        return Element::empty(tag, vr);
+    }
+    Element::new(tag, vr, Value::Strings(joined.split('\\').map(str::to_string).collect()))
+}
+
+fn merge_into(target: &mut Dataset, source: &Dataset) {
+    for element in source.iter() {
+        target.put(element.clone());
+    }
+}
+
+/// Decoded level attributes, cached per query since many rows share parents.
+#[derive(Default)]
+pub(super) struct AttrCache {
+    by_level_pk: HashMap<(u8, i64), Dataset>,
+}
+
+impl AttrCache {
+    fn get(&mut self, level: u8, pk: i64, bytes: &[u8]) -> Result<&Dataset> {
+        if !self.by_level_pk.contains_key(&(level, pk)) {
+            let decoded = decode_attrs(bytes, || format!("level {level} row {pk}"))?;
+            if self.by_level_pk.len() > 10_000 {
+                self.by_level_pk.clear();
+            }
+            self.by_level_pk.insert((level, pk), decoded);
+        }
+        Ok(&self.by_level_pk[&(level, pk)])
+    }
+}
+
+/// Build the merged view of one result row. The view columns start at
+/// `offset` and follow [`view_columns`]: patient, then study, series, instance.
+pub(super) fn row_to_view(
+    row: &rusqlite::Row<'_>,
+    offset: usize,
+    level: Level,
+    cache: &mut AttrCache,
+) -> Result<Dataset> {
+    let get_i64 = |index: usize| row.get::<_, i64>(index + offset);
+    let get_count = |index: usize| row.get::<_, Option<i64>>(index + offset);
+    let get_bytes = |index: usize| row.get::<_, Vec<u8>>(index + offset);
+    let get_text = |index: usize| row.get::<_, String>(index + offset);
+    let mut view = Dataset::new();
+    let patient_pk = get_i64(0)?;
+    merge_into(&mut view, cache.get(0, patient_pk, &get_bytes(1)?)?);
+    put_count(&mut view, computed::NUMBER_OF_PATIENT_RELATED_STUDIES, get_count(2)?);
+    put_count(&mut view, computed::NUMBER_OF_PATIENT_RELATED_SERIES, get_count(3)?);
+    put_count(&mut view, computed::NUMBER_OF_PATIENT_RELATED_INSTANCES, get_count(4)?);
+    if level == Level::Patient {
+        return Ok(view);
+    }
+    let study_pk = get_i64(5)?;
+    merge_into(&mut view, cache.get(1, study_pk, &get_bytes(6)?)?);
+    put_count(&mut view, computed::NUMBER_OF_STUDY_RELATED_SERIES, get_count(7)?);
+    put_count(&mut view, computed::NUMBER_OF_STUDY_RELATED_INSTANCES, get_count(8)?);
+    view.put(set_element(computed::MODALITIES_IN_STUDY, VR::CS, &get_text(9)?));
+    view.put(set_element(computed::SOP_CLASSES_IN_STUDY, VR::UI, &get_text(10)?));
+    if level == Level::Study {
+        return Ok(view);
+    }
+    let series_pk = get_i64(11)?;
+    merge_into(&mut view, cache.get(2, series_pk, &get_bytes(12)?)?);
+    put_count(&mut view, computed::NUMBER_OF_SERIES_RELATED_INSTANCES, get_count(13)?);
+    if level == Level::Series {
+        return Ok(view);
+    }
+    let instance_pk = get_i64(14)?;
+    let instance = decode_attrs(&get_bytes(15)?, || format!("instance row {instance_pk}"))?;
+    merge_into(&mut view, &instance);
+    Ok(view)
+}
+
+pub(super) fn stored_instance(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
+    let digest: Vec<u8> = row.get(6)?;
+    let mut digest_array = [0u8; 32];
+    if digest.len() == 32 {
+        digest_array.copy_from_slice(&digest);
+    }
+    Ok(StoredInstance {
+        pk: row.get(0)?,
+        sop_uid: row.get(1)?,
+        sop_class: row.get(2)?,
+        transfer_syntax: row.get(3)?,
+        blob: BlobInfo { path: row.get(4)?, size: row.get::<_, i64>(5)? as u64, digest: digest_array },
+        dataset_offset: row.get::<_, i64>(7)? as u64,
+        study_uid: row.get(8)?,
+        series_uid: row.get(9)?,
+        settled: row.get(10)?,
+    })
+}

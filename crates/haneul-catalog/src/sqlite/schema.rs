@@ -1,0 +1,109 @@
+//! The SQLite schema.
+//!
+//! Counts (instances per series, series per study, …) are not stored: they
+//! would cost three extra page writes in every store's commit. Queries count
+//! with the indexes instead, and only when a response asks for a count.
+
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+pub(super) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS patients (
+    pk INTEGER PRIMARY KEY,
+    identity TEXT NOT NULL UNIQUE,
+    patient_id TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    name TEXT NOT NULL,
+    name_alphabetic TEXT NOT NULL,
+    name_ideographic TEXT NOT NULL,
+    name_phonetic TEXT NOT NULL,
+    birth_date TEXT NOT NULL,
+    sex TEXT NOT NULL,
+    attrs BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS patients_patient_id ON patients(patient_id);
+CREATE INDEX IF NOT EXISTS patients_name_alphabetic ON patients(name_alphabetic);
+CREATE INDEX IF NOT EXISTS patients_name_ideographic ON patients(name_ideographic);
+CREATE INDEX IF NOT EXISTS patients_name_phonetic ON patients(name_phonetic);
+CREATE TABLE IF NOT EXISTS studies (
+    pk INTEGER PRIMARY KEY,
+    patient_pk INTEGER NOT NULL REFERENCES patients(pk),
+    study_uid TEXT NOT NULL UNIQUE,
+    study_date TEXT NOT NULL,
+    study_time TEXT NOT NULL,
+    accession TEXT NOT NULL,
+    study_id TEXT NOT NULL,
+    description TEXT NOT NULL,
+    referring_physician TEXT NOT NULL,
+    -- Sets kept current on ingest: they change only with a new series or SOP class.
+    modalities TEXT NOT NULL DEFAULT '',
+    sop_classes TEXT NOT NULL DEFAULT '',
+    attrs BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_pk);
+CREATE INDEX IF NOT EXISTS studies_date ON studies(study_date);
+CREATE INDEX IF NOT EXISTS studies_accession ON studies(accession);
+CREATE TABLE IF NOT EXISTS series (
+    pk INTEGER PRIMARY KEY,
+    study_pk INTEGER NOT NULL REFERENCES studies(pk),
+    series_uid TEXT NOT NULL UNIQUE,
+    modality TEXT NOT NULL,
+    series_number INTEGER,
+    description TEXT NOT NULL,
+    body_part TEXT NOT NULL,
+    attrs BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS series_study ON series(study_pk);
+CREATE INDEX IF NOT EXISTS series_modality ON series(modality);
+CREATE TABLE IF NOT EXISTS instances (
+    pk INTEGER PRIMARY KEY,
+    series_pk INTEGER NOT NULL REFERENCES series(pk),
+    sop_uid TEXT NOT NULL UNIQUE,
+    sop_class TEXT NOT NULL,
+    instance_number INTEGER,
+    transfer_syntax TEXT NOT NULL,
+    blob_path TEXT NOT NULL UNIQUE,
+    blob_size INTEGER NOT NULL,
+    blob_digest BLOB NOT NULL,
+    dataset_offset INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    source_ae TEXT NOT NULL,
+    attrs BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_pk);
+CREATE TABLE IF NOT EXISTS superseded (
+    pk INTEGER PRIMARY KEY,
+    sop_uid TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    blob_path TEXT NOT NULL UNIQUE,
+    blob_size INTEGER NOT NULL,
+    blob_digest BLOB NOT NULL,
+    dataset_offset INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    superseded_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS superseded_sop ON superseded(sop_uid);
+-- Blobs committed before their fsync had finished; see `InstanceFacts::blob_durable`.
+CREATE TABLE IF NOT EXISTS unsettled (
+    blob_path TEXT PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    address TEXT NOT NULL,
+    session TEXT NOT NULL,
+    patient_id TEXT,
+    study_uid TEXT,
+    series_uid TEXT,
+    sop_uid TEXT,
+    detail TEXT NOT NULL
+);
+"#;
