@@ -1,0 +1,261 @@
+//! The SQLite catalog against its contract: hierarchy, counts, duplicates,
+//! removal, unsettled blobs, and — most important — that narrowing with
+//! indexes never hides a match the shared matcher would accept.
+
+use haneul_catalog::*;
+use haneul_dicom::levels::InformationModel;
+use haneul_dicom::matching::Query;
+use haneul_dicom::{tags, Dataset, Element, Value, VR};
+
+fn ds(elements: &[(haneul_dicom::Tag, VR, &str)]) -> Dataset {
+    elements.iter().map(|(tag, vr, value)| Element::text(*tag, *vr, *value)).collect()
+}
+
+struct Spec<'a> {
+    patient_id: &'a str,
+    name: &'a str,
+    study: &'a str,
+    date: &'a str,
+    series: &'a str,
+    modality: &'a str,
+    sop: &'a str,
+}
+
+fn instance(spec: &Spec<'_>, digest_byte: u8) -> NewInstance {
+    NewInstance {
+        patient: PatientFacts {
+            patient_id: spec.patient_id.into(),
+            name: spec.name.into(),
+            attrs: ds(&[(tags::PATIENT_ID, VR::LO, spec.patient_id), (tags::PATIENT_NAME, VR::PN, spec.name)]),
+            ..PatientFacts::default()
+        },
+        study: StudyFacts {
+            study_uid: spec.study.into(),
+            study_date: spec.date.into(),
+            attrs: ds(&[(tags::STUDY_INSTANCE_UID, VR::UI, spec.study), (tags::STUDY_DATE, VR::DA, spec.date)]),
+            ..StudyFacts::default()
+        },
+        series: SeriesFacts {
+            series_uid: spec.series.into(),
+            modality: spec.modality.into(),
+            attrs: ds(&[(tags::SERIES_INSTANCE_UID, VR::UI, spec.series), (tags::MODALITY, VR::CS, spec.modality)]),
+            ..SeriesFacts::default()
+        },
+        instance: InstanceFacts {
+            sop_uid: spec.sop.into(),
+            sop_class: "1.2.840.10008.5.1.4.1.1.7".into(),
+            instance_number: Some(1),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            dataset_offset: 200,
+            blob: BlobInfo {
+                path: format!("2024/01/01/00/{}-{digest_byte}.dcm", spec.sop),
+                size: 1000 + u64::from(digest_byte),
+                digest: [digest_byte; 32],
+            },
+            received_ms: 0,
+            attrs: ds(&[(tags::SOP_INSTANCE_UID, VR::UI, spec.sop)]),
+            blob_durable: true,
+        },
+        origin: Origin { actor: "TEST".into(), address: "local".into(), session: "t".into() },
+    }
+}
+
+fn commit(catalog: &SqliteCatalog, items: &[NewInstance], policy: DuplicatePolicy) -> Vec<CommitOutcome> {
+    catalog
+        .commit(&CommitBatch { instances: items, policy, events: &[], settled: &[], scan_from: None })
+        .expect("commit")
+}
+
+fn query(level: &str, keys: &[(haneul_dicom::Tag, VR, &str)]) -> Query {
+    let mut identifier = ds(keys);
+    identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
+    Query::from_identifier(&identifier, InformationModel::PatientRoot).expect("valid query")
+}
+
+fn find(catalog: &SqliteCatalog, query: &Query) -> Vec<Dataset> {
+    let mut found = Vec::new();
+    catalog
+        .find(query, &mut |view| {
+            found.push(view);
+            true
+        })
+        .expect("find");
+    found
+}
+
+fn open() -> (tempfile::TempDir, SqliteCatalog) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = SqliteCatalog::open(dir.path().join("catalog.sqlite")).expect("open");
+    (dir, catalog)
+}
+
+fn spec<'a>(patient: &'a str, name: &'a str, study: &'a str, series: &'a str, modality: &'a str, sop: &'a str) -> Spec<'a> {
+    Spec { patient_id: patient, name, study, date: "20240315", series, modality, sop }
+}
+
+#[test]
+fn hierarchy_and_counts() {
+    let (_dir, catalog) = open();
+    let items = [
+        instance(&spec("P1", "Hong^Gildong=洪^吉洞=홍^길동", "1.1", "1.1.1", "CT", "1.1.1.1"), 1),
+        instance(&spec("P1", "Hong^Gildong=洪^吉洞=홍^길동", "1.1", "1.1.1", "CT", "1.1.1.2"), 2),
+        instance(&spec("P1", "Hong^Gildong=洪^吉洞=홍^길동", "1.1", "1.1.2", "MR", "1.1.2.1"), 3),
+        instance(&spec("P1", "Hong^Gildong=洪^吉洞=홍^길동", "1.2", "1.2.1", "CR", "1.2.1.1"), 4),
+    ];
+    assert!(commit(&catalog, &items, DuplicatePolicy::KeepFirst).iter().all(|o| *o == CommitOutcome::Stored));
+    let study = query(
+        "STUDY",
+        &[
+            (tags::STUDY_INSTANCE_UID, VR::UI, "1.1"),
+            (tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
+            (tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, ""),
+            (tags::MODALITIES_IN_STUDY, VR::CS, ""),
+            (tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
+        ],
+    );
+    let views = find(&catalog, &study);
+    assert_eq!(views.len(), 1);
+    let view = &views[0];
+    assert_eq!(view.string(tags::NUMBER_OF_STUDY_RELATED_INSTANCES), Some("3"));
+    assert_eq!(view.string(tags::NUMBER_OF_STUDY_RELATED_SERIES), Some("2"));
+    assert_eq!(view.strings(tags::MODALITIES_IN_STUDY), ["CT", "MR"]);
+    assert_eq!(view.string(tags::NUMBER_OF_PATIENT_RELATED_STUDIES), Some("2"));
+    let statistics = catalog.statistics().expect("statistics");
+    assert_eq!((statistics.patients, statistics.studies, statistics.series, statistics.instances), (1, 2, 3, 4));
+}
+
+#[test]
+fn duplicate_policies() {
+    let (_dir, catalog) = open();
+    let first = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 1);
+    assert_eq!(commit(&catalog, &[first.clone()], DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
+    assert_eq!(commit(&catalog, &[first.clone()], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
+    let other = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 2);
+    assert_eq!(commit(&catalog, &[other.clone()], DuplicatePolicy::KeepFirst), [CommitOutcome::DuplicateIgnored]);
+    assert!(matches!(
+        commit(&catalog, &[other.clone()], DuplicatePolicy::Reject)[..],
+        [CommitOutcome::DuplicateRejected { .. }]
+    ));
+    let stored = catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup");
+    assert_eq!(stored[0].blob.digest, [1; 32], "the first copy is still current");
+
+    let replaced = commit(&catalog, &[other.clone()], DuplicatePolicy::Replace);
+    assert_eq!(replaced, [CommitOutcome::Replaced { superseded_path: first.instance.blob.path.clone() }]);
+    let stored = catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup");
+    assert_eq!(stored[0].blob.digest, [2; 32]);
+    let referenced = catalog.referenced_paths("2024/01/01/00/").expect("paths");
+    assert!(referenced.contains(&first.instance.blob.path), "the superseded file stays referenced");
+    assert!(referenced.contains(&other.instance.blob.path));
+
+    let kinds: Vec<String> = catalog.events_after(0, 100).expect("events").into_iter().map(|e| e.kind).collect();
+    for kind in ["instance-stored", "duplicate-identical", "duplicate-kept-first", "duplicate-rejected", "instance-replaced"] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} not journaled: {kinds:?}");
+    }
+}
+
+#[test]
+fn removal_cleans_up_parents_and_summaries() {
+    let (_dir, catalog) = open();
+    let items = [
+        instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.1"), 1),
+        instance(&spec("P1", "A", "1.1", "1.1.2", "MR", "1.1.2.1"), 2),
+    ];
+    commit(&catalog, &items, DuplicatePolicy::KeepFirst);
+    let removed = catalog.remove_instances(&["1.1.2.1".into(), "nope".into()], None).expect("remove");
+    assert_eq!(removed.len(), 1);
+    let views = find(&catalog, &query("STUDY", &[(tags::MODALITIES_IN_STUDY, VR::CS, "")]));
+    assert_eq!(views[0].strings(tags::MODALITIES_IN_STUDY), ["CT"]);
+    catalog.remove_instances(&["1.1.1.1".into()], None).expect("remove");
+    let statistics = catalog.statistics().expect("statistics");
+    assert_eq!((statistics.patients, statistics.studies, statistics.series, statistics.instances), (0, 0, 0, 0));
+}
+
+#[test]
+fn unsettled_blobs_are_listed_until_settled() {
+    let (_dir, catalog) = open();
+    let mut item = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.1"), 1);
+    item.instance.blob_durable = false;
+    commit(&catalog, &[item.clone()], DuplicatePolicy::KeepFirst);
+    let unsettled = catalog.unsettled_instances().expect("unsettled");
+    assert_eq!(unsettled.len(), 1);
+    assert!(!unsettled[0].settled);
+    let settled = [item.instance.blob.path.clone()];
+    catalog
+        .commit(&CommitBatch { settled: &settled, ..CommitBatch::events(&[]) })
+        .expect("settle");
+    assert!(catalog.unsettled_instances().expect("unsettled").is_empty());
+    assert!(catalog.instances_by_sop_uid(&["1.1.1.1".into()]).expect("lookup")[0].settled);
+}
+
+/// A tiny deterministic generator for the property test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a>(&mut self, items: &'a [&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+#[test]
+fn narrowing_never_hides_a_match() {
+    let (_dir, catalog) = open();
+    let names = ["Kim^Minjun=金^敏俊=김^민준", "Kim^Mina==김^미나", "Lee^Jiho=李^智浩=이^지호", "kim^j[x]", "O'Brien^Pat", "Park^Sua"];
+    let modalities = ["CT", "MR", "CR", "US"];
+    let dates = ["20230101", "20231231", "20240315", "2024.06.01", ""];
+    let mut rng = Rng(0x5EED);
+    let mut items = Vec::new();
+    for index in 0..120 {
+        let patient = format!("P{}", index % 17);
+        let name = names[index % 17 % names.len()];
+        let study = format!("1.{}", index % 40);
+        let series = format!("1.{}.{}", index % 40, index % 3);
+        let sop = format!("1.{}.{}.{index}", index % 40, index % 3);
+        let modality = rng.pick(&modalities);
+        let date = rng.pick(&dates);
+        let mut item = instance(&spec(&patient, name, &study, &series, modality, &sop), (index % 250) as u8);
+        item.study.study_date = haneul_dicom::matching::normalize_temporal(VR::DA, date).unwrap_or_default();
+        item.study.attrs.put(Element::text(tags::STUDY_DATE, VR::DA, date));
+        items.push(item);
+    }
+    for chunk in items.chunks(25) {
+        commit(&catalog, chunk, DuplicatePolicy::KeepFirst);
+    }
+    let name_patterns = ["kim*", "KIM^MIN*", "김*", "=金*", "*^mina", "?ee*", "kim^j[x]", "O'B*", "Park^Sua", ""];
+    for level in ["PATIENT", "STUDY", "SERIES", "IMAGE"] {
+        let everything = find(&catalog, &query(level, &[]));
+        for pattern in name_patterns {
+            for (date, modality) in [("", ""), ("2024-", ""), ("-20231231", "CT"), ("", "M?"), ("20240601", "")] {
+                let mut keys = vec![(tags::PATIENT_NAME, VR::PN, pattern)];
+                if level != "PATIENT" {
+                    keys.push((tags::STUDY_DATE, VR::DA, date));
+                }
+                if level == "SERIES" || level == "IMAGE" {
+                    keys.push((tags::MODALITY, VR::CS, modality));
+                }
+                let query = query(level, &keys);
+                let narrowed = find(&catalog, &query).len();
+                let brute_force = everything.iter().filter(|view| query.matches(view)).count();
+                assert_eq!(narrowed, brute_force, "level {level}, name {pattern:?}, date {date:?}, modality {modality:?}");
+            }
+        }
+    }
+    let hangul = find(&catalog, &query("PATIENT", &[(tags::PATIENT_NAME, VR::PN, "김*")]));
+    assert!(!hangul.is_empty(), "Hangul prefix finds patients");
+}
+
+#[test]
+fn stored_text_survives_a_round_trip_with_binary_values() {
+    let (_dir, catalog) = open();
+    let mut item = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.1"), 1);
+    item.instance.attrs.put(Element::new(tags::ROWS, VR::US, Value::U16(vec![512])));
+    commit(&catalog, &[item], DuplicatePolicy::KeepFirst);
+    let views = find(&catalog, &query("IMAGE", &[(tags::ROWS, VR::US, "")]));
+    assert_eq!(views[0].int(tags::ROWS), Some(512));
+}

@@ -1,0 +1,218 @@
+//! Test harness: start the real `haneul` binary from a generated config and
+//! find the real peers (DCMTK tools, a Python with pydicom and pynetdicom).
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago (the OS picks it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("binding an ephemeral port")
+}
+
+/// The `haneul` binary built for these tests.
+pub fn haneul_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_haneul"))
+}
+
+/// Repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+/// Python helper scripts used as pynetdicom peers.
+pub fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
+
+/// A required external tool; the test command (scripts/test.sh) installs them.
+pub fn require(tool: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(tool)).find(|candidate| candidate.is_file()));
+    found.unwrap_or_else(|| panic!("{tool} is not installed; run scripts/test.sh, which installs DCMTK"))
+}
+
+/// The Python interpreter with pydicom and pynetdicom: $HANEUL_PYTHON, else .venv/bin/python.
+pub fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("HANEUL_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    assert!(venv.is_file(), "no Python venv at {}; run scripts/test.sh, which creates it", venv.display());
+    venv
+}
+
+/// pydicom's bundled test data (`test_files`, `charset_files`).
+pub fn pydicom_data() -> PathBuf {
+    let output = Command::new(python())
+        .args(["-c", "import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), 'data'))"])
+        .output()
+        .expect("running python");
+    assert!(output.status.success(), "pydicom is not importable: {}", String::from_utf8_lossy(&output.stderr));
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+/// Run a command, returning its output; the command line is logged for failures.
+pub fn run(command: &mut Command) -> Output {
+    eprintln!("$ {command:?}");
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    if !output.status.success() {
+        eprintln!("exit {:?}\nstdout:\n{}\nstderr:\n{}", output.status, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    }
+    output
+}
+
+/// Run a Python peer script from tests/peers with arguments; returns its output.
+pub fn run_peer(script: &str, args: &[&str]) -> Output {
+    run(Command::new(python()).arg(peers_dir().join(script)).args(args))
+}
+
+pub fn wait_for_port(port: u16, child: &mut Child, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("haneul exited with {status} before listening:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("haneul did not listen on {port} within 60 s:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+}
+
+/// A running `haneul serve` with its own data directory and ports.
+pub struct Server {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub dicom_port: u16,
+    pub http_port: u16,
+    pub ae_title: String,
+    extra_config: String,
+    log_index: u32,
+}
+
+impl Server {
+    /// Start with the default settings.
+    pub fn start() -> Server {
+        Server::start_with("")
+    }
+
+    /// Start with extra TOML appended to the generated config (e.g. `[[known_ae]]` blocks).
+    pub fn start_with(extra_config: &str) -> Server {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut server = Server {
+            child: None,
+            dir,
+            dicom_port: free_port(),
+            http_port: free_port(),
+            ae_title: "HANEUL".into(),
+            extra_config: extra_config.to_string(),
+            log_index: 0,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("haneul.toml")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("server-{}.log", self.log_index))
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.dicom_port)
+    }
+
+    /// The server's log so far (all runs).
+    pub fn log(&self) -> String {
+        (0..=self.log_index)
+            .map(|i| std::fs::read_to_string(self.dir.path().join(format!("server-{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    fn write_config(&self) {
+        let config = format!(
+            "[storage]\ndata_dir = {:?}\n\n[dicom]\nae_title = {:?}\nlisten = \"127.0.0.1:{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n[log]\nlevel = \"info,haneul_dimse=debug\"\n\n{}\n",
+            self.data_dir().display().to_string(),
+            self.ae_title,
+            self.dicom_port,
+            self.http_port,
+            self.extra_config
+        );
+        std::fs::write(self.config_path(), config).expect("writing config");
+    }
+
+    fn spawn(&mut self) {
+        self.write_config();
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let mut child = Command::new(haneul_bin())
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting haneul serve");
+        wait_for_port(self.dicom_port, &mut child, &self.log_path());
+        self.child = Some(child);
+    }
+
+    /// Stop with SIGTERM and wait (a clean shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kill with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.log_index += 1;
+        self.spawn();
+    }
+
+    /// Start again after a crash (kill9) on the same data directory and ports.
+    pub fn start_again(&mut self) {
+        self.log_index += 1;
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- haneul server log ----\n{}", self.log());
+        }
+    }
+}
+
+/// DCMTK's Nagle setting costs 40 ms per message on loopback; tests set it off.
+pub fn dcmtk(tool: &str) -> Command {
+    let mut command = Command::new(require(tool));
+    command.env("TCP_NODELAY", "1");
+    command
+}

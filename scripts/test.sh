@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run every test of Haneul on a fresh Debian machine: installs what the tests
+# need (DCMTK; a Python venv with pydicom, pynetdicom and numpy), then runs
+# the whole Rust test suite, whose integration tests start the real server
+# and talk to it with those real peers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_cmd=""
+if [[ $(id -u) -ne 0 ]]; then sudo_cmd="sudo"; fi
+need_apt=()
+command -v storescu >/dev/null || need_apt+=(dcmtk)
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
+if (( ${#need_apt[@]} )); then
+    echo "installing: ${need_apt[*]}"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/test-requirements.txt
+export HANEUL_PYTHON="$PWD/.venv/bin/python"
+
+cargo test --workspace --locked "$@"
