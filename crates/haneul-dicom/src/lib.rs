@@ -12,6 +12,7 @@ pub mod matching;
 pub mod meta;
 pub mod model;
 pub mod read;
+pub mod transcode;
 pub mod ts;
 pub mod uid;
 pub mod write;

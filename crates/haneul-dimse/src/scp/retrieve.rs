@@ -3,10 +3,13 @@
 //! same association for C-GET), with a pending response after each.
 
 use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom};
 
 use haneul_core::{Event, StoredInstance};
 use haneul_dicom::matching::Query;
 use haneul_dicom::read::read_dataset_bytes;
+use haneul_dicom::transcode::{can_transcode, transcode};
+use haneul_dicom::ts;
 use haneul_dicom::write::Encoding;
 use haneul_dicom::{tags, Dataset, Element, Value, VR};
 use tracing::{info, warn};
@@ -275,8 +278,19 @@ async fn open_destination(
 ) -> Result<Client, crate::scu::ScuError> {
     let pairs: BTreeSet<(&str, &str)> =
         instances.iter().map(|instance| (instance.sop_class.as_str(), instance.transfer_syntax.as_str())).collect();
-    let proposed: Vec<ProposedContext> =
-        pairs.into_iter().take(128).map(|(class, syntax)| ProposedContext::new(class, &[syntax])).collect();
+    let mut proposed: Vec<ProposedContext> =
+        pairs.iter().map(|(class, syntax)| ProposedContext::new(class, &[syntax])).collect();
+    // Classes stored uncompressed can also go out in the uncompressed
+    // syntaxes every node accepts, transcoded on the way.
+    let transcodable: BTreeSet<&str> = pairs
+        .iter()
+        .filter(|(_, syntax)| ts::lookup(syntax).is_some_and(|stored| !stored.encapsulated))
+        .map(|(class, _)| *class)
+        .collect();
+    for class in transcodable {
+        proposed.push(ProposedContext::new(class, &[ts::EXPLICIT_VR_LITTLE_ENDIAN, ts::IMPLICIT_VR_LITTLE_ENDIAN]));
+    }
+    proposed.truncate(128);
     let params = RequestParams {
         calling_ae: session.settings().ae_title.clone(),
         called_ae: destination.title.clone(),
@@ -291,30 +305,69 @@ fn dataset_range(instance: &StoredInstance) -> (u64, u64) {
     (instance.dataset_offset, length)
 }
 
+/// The data set of an instance as it goes on the wire.
+enum Payload {
+    /// The stored bytes, sent straight from the file.
+    Stored { file: std::fs::File, offset: u64, length: u64 },
+    /// Re-encoded for a peer that does not take the stored transfer syntax.
+    Transcoded(Vec<u8>),
+}
+
+/// Pick the presentation context to send an instance on: one with the stored
+/// transfer syntax if possible, else one whose syntax it can be transcoded to.
+fn choose_context<'a>(
+    contexts: impl Iterator<Item = &'a NegotiatedContext> + Clone,
+    instance: &StoredInstance,
+) -> Option<&'a NegotiatedContext> {
+    let for_class = contexts.filter(|pc| pc.accepted && pc.abstract_syntax == instance.sop_class);
+    if let Some(exact) = for_class.clone().find(|pc| pc.transfer_syntax == instance.transfer_syntax) {
+        return Some(exact);
+    }
+    let stored = ts::lookup(&instance.transfer_syntax)?;
+    for_class.into_iter().find(|pc| ts::lookup(&pc.transfer_syntax).is_some_and(|target| can_transcode(stored, target)))
+}
+
+async fn payload_for(session: &Session, instance: &StoredInstance, transfer_syntax: &str) -> Result<Payload, String> {
+    let file = session.archive().open_instance(instance).map_err(|e| e.to_string())?;
+    let (offset, length) = dataset_range(instance);
+    if transfer_syntax == instance.transfer_syntax {
+        return Ok(Payload::Stored { file, offset, length });
+    }
+    let (Some(from), Some(to)) = (ts::lookup(&instance.transfer_syntax), ts::lookup(transfer_syntax)) else {
+        return Err(format!("unknown transfer syntax {transfer_syntax}"));
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        let mut bytes = vec![0u8; usize::try_from(length).map_err(|_| "instance too large to transcode".to_string())?];
+        file.seek(SeekFrom::Start(offset)).and_then(|_| file.read_exact(&mut bytes)).map_err(|e| e.to_string())?;
+        transcode(&bytes, from, to).map(Payload::Transcoded).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 async fn send_to_destination(
     session: &Session,
     client: &mut Client,
     instance: &StoredInstance,
     message_id: Option<u16>,
 ) -> SubOutcome {
-    let Some(context_id) =
-        client.info().find_context(&instance.sop_class, Some(&instance.transfer_syntax)).map(|pc| pc.id)
-    else {
+    let Some(context) = choose_context(client.info().contexts.iter(), instance).cloned() else {
         return SubOutcome::Failed(format!(
             "destination accepted no context for {} in {}",
             instance.sop_class, instance.transfer_syntax
         ));
     };
-    let file = match session.archive().open_instance(instance) {
-        Ok(file) => file,
-        Err(error) => return SubOutcome::Failed(error.to_string()),
+    let payload = match payload_for(session, instance, &context.transfer_syntax).await {
+        Ok(payload) => payload,
+        Err(error) => return SubOutcome::Failed(error),
     };
-    let (offset, length) = dataset_range(instance);
     let originator = message_id.map(|id| (session.info.calling_ae.as_str(), id));
-    match client
-        .store(context_id, &instance.sop_class, &instance.sop_uid, StoreData::File { file, offset, length }, originator)
-        .await
-    {
+    let data = match payload {
+        Payload::Stored { file, offset, length } => StoreData::File { file, offset, length },
+        Payload::Transcoded(ref bytes) => StoreData::Bytes(bytes),
+    };
+    match client.store(context.id, &instance.sop_class, &instance.sop_uid, data, originator).await {
         Ok(response) => classify(response.status().unwrap_or(status::PROCESSING_FAILURE)),
         Err(error) => SubOutcome::Failed(error.to_string()),
     }
@@ -328,34 +381,29 @@ async fn send_back(
     sub_message_id: u16,
     get_message_id: Option<u16>,
 ) -> Result<(SubOutcome, bool), DimseError> {
-    let context = session
-        .info
-        .contexts
-        .iter()
-        .find(|pc| {
-            pc.accepted
-                && pc.requestor_scp
-                && pc.abstract_syntax == instance.sop_class
-                && pc.transfer_syntax == instance.transfer_syntax
-        })
-        .map(|pc| pc.id);
-    let Some(context_id) = context else {
+    let context = choose_context(session.info.contexts.iter().filter(|pc| pc.requestor_scp), instance).cloned();
+    let Some(context) = context else {
         let reason =
             format!("requester accepted no storage context for {} in {}", instance.sop_class, instance.transfer_syntax);
         return Ok((SubOutcome::Failed(reason), false));
     };
-    let file = match session.archive().open_instance(instance) {
-        Ok(file) => file,
-        Err(error) => return Ok((SubOutcome::Failed(error.to_string()), false)),
+    let context_id = context.id;
+    let payload = match payload_for(session, instance, &context.transfer_syntax).await {
+        Ok(payload) => payload,
+        Err(error) => return Ok((SubOutcome::Failed(error), false)),
     };
-    let (offset, length) = dataset_range(instance);
     let mut request = Command::new(field::C_STORE_RQ);
     request
         .set_u16(tag::MESSAGE_ID, sub_message_id)
         .set_u16(tag::PRIORITY, 0)
         .set_text(tag::AFFECTED_SOP_CLASS_UID, instance.sop_class.as_str())
         .set_text(tag::AFFECTED_SOP_INSTANCE_UID, instance.sop_uid.as_str());
-    session.writer.send_with_file(context_id, &request, file, offset, length).await?;
+    match payload {
+        Payload::Stored { file, offset, length } => {
+            session.writer.send_with_file(context_id, &request, file, offset, length).await?
+        }
+        Payload::Transcoded(bytes) => session.writer.send(context_id, &request, Some(&bytes)).await?,
+    }
     let mut cancel_seen = false;
     loop {
         let Received::Command { context_id: incoming_context, command } = session.reader.next_command().await? else {
