@@ -89,7 +89,14 @@ fn open() -> (tempfile::TempDir, SqliteCatalog) {
     (dir, catalog)
 }
 
-fn spec<'a>(patient: &'a str, name: &'a str, study: &'a str, series: &'a str, modality: &'a str, sop: &'a str) -> Spec<'a> {
+fn spec<'a>(
+    patient: &'a str,
+    name: &'a str,
+    study: &'a str,
+    series: &'a str,
+    modality: &'a str,
+    sop: &'a str,
+) -> Spec<'a> {
     Spec { patient_id: patient, name, study, date: "20240315", series, modality, sop }
 }
 
@@ -128,18 +135,24 @@ fn hierarchy_and_counts() {
 fn duplicate_policies() {
     let (_dir, catalog) = open();
     let first = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 1);
-    assert_eq!(commit(&catalog, &[first.clone()], DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
-    assert_eq!(commit(&catalog, &[first.clone()], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
+    assert_eq!(commit(&catalog, std::slice::from_ref(&first), DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
+    assert_eq!(
+        commit(&catalog, std::slice::from_ref(&first), DuplicatePolicy::KeepFirst),
+        [CommitOutcome::AlreadyStored]
+    );
     let other = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 2);
-    assert_eq!(commit(&catalog, &[other.clone()], DuplicatePolicy::KeepFirst), [CommitOutcome::DuplicateIgnored]);
+    assert_eq!(
+        commit(&catalog, std::slice::from_ref(&other), DuplicatePolicy::KeepFirst),
+        [CommitOutcome::DuplicateIgnored]
+    );
     assert!(matches!(
-        commit(&catalog, &[other.clone()], DuplicatePolicy::Reject)[..],
+        commit(&catalog, std::slice::from_ref(&other), DuplicatePolicy::Reject)[..],
         [CommitOutcome::DuplicateRejected { .. }]
     ));
     let stored = catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup");
     assert_eq!(stored[0].blob.digest, [1; 32], "the first copy is still current");
 
-    let replaced = commit(&catalog, &[other.clone()], DuplicatePolicy::Replace);
+    let replaced = commit(&catalog, std::slice::from_ref(&other), DuplicatePolicy::Replace);
     assert_eq!(replaced, [CommitOutcome::Replaced { superseded_path: first.instance.blob.path.clone() }]);
     let stored = catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup");
     assert_eq!(stored[0].blob.digest, [2; 32]);
@@ -148,7 +161,9 @@ fn duplicate_policies() {
     assert!(referenced.contains(&other.instance.blob.path));
 
     let kinds: Vec<String> = catalog.events_after(0, 100).expect("events").into_iter().map(|e| e.kind).collect();
-    for kind in ["instance-stored", "duplicate-identical", "duplicate-kept-first", "duplicate-rejected", "instance-replaced"] {
+    for kind in
+        ["instance-stored", "duplicate-identical", "duplicate-kept-first", "duplicate-rejected", "instance-replaced"]
+    {
         assert!(kinds.iter().any(|k| k == kind), "{kind} not journaled: {kinds:?}");
     }
 }
@@ -175,14 +190,12 @@ fn unsettled_blobs_are_listed_until_settled() {
     let (_dir, catalog) = open();
     let mut item = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.1"), 1);
     item.instance.blob_durable = false;
-    commit(&catalog, &[item.clone()], DuplicatePolicy::KeepFirst);
+    commit(&catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst);
     let unsettled = catalog.unsettled_instances().expect("unsettled");
     assert_eq!(unsettled.len(), 1);
     assert!(!unsettled[0].settled);
     let settled = [item.instance.blob.path.clone()];
-    catalog
-        .commit(&CommitBatch { settled: &settled, ..CommitBatch::events(&[]) })
-        .expect("settle");
+    catalog.commit(&CommitBatch { settled: &settled, ..CommitBatch::events(&[]) }).expect("settle");
     assert!(catalog.unsettled_instances().expect("unsettled").is_empty());
     assert!(catalog.instances_by_sop_uid(&["1.1.1.1".into()]).expect("lookup")[0].settled);
 }
@@ -206,7 +219,14 @@ impl Rng {
 #[test]
 fn narrowing_never_hides_a_match() {
     let (_dir, catalog) = open();
-    let names = ["Kim^Minjun=金^敏俊=김^민준", "Kim^Mina==김^미나", "Lee^Jiho=李^智浩=이^지호", "kim^j[x]", "O'Brien^Pat", "Park^Sua"];
+    let names = [
+        "Kim^Minjun=金^敏俊=김^민준",
+        "Kim^Mina==김^미나",
+        "Lee^Jiho=李^智浩=이^지호",
+        "kim^j[x]",
+        "O'Brien^Pat",
+        "Park^Sua",
+    ];
     let modalities = ["CT", "MR", "CR", "US"];
     let dates = ["20230101", "20231231", "20240315", "2024.06.01", ""];
     let mut rng = Rng(0x5EED);
@@ -242,7 +262,10 @@ fn narrowing_never_hides_a_match() {
                 let query = query(level, &keys);
                 let narrowed = find(&catalog, &query).len();
                 let brute_force = everything.iter().filter(|view| query.matches(view)).count();
-                assert_eq!(narrowed, brute_force, "level {level}, name {pattern:?}, date {date:?}, modality {modality:?}");
+                assert_eq!(
+                    narrowed, brute_force,
+                    "level {level}, name {pattern:?}, date {date:?}, modality {modality:?}"
+                );
             }
         }
     }
