@@ -16,8 +16,19 @@ fn echo_store_and_find_with_dcmtk() {
     assert!(store.status.success(), "C-STORE failed");
 
     let find = run(dcmtk("findscu").args([
-        "-aec", "HANEUL", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientName=CompressedSamples*", "-k",
-        "StudyInstanceUID=", "-k", "NumberOfStudyRelatedInstances=", "127.0.0.1", &port,
+        "-aec",
+        "HANEUL",
+        "-S",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        "PatientName=CompressedSamples*",
+        "-k",
+        "StudyInstanceUID=",
+        "-k",
+        "NumberOfStudyRelatedInstances=",
+        "127.0.0.1",
+        &port,
     ]));
     assert!(find.status.success(), "C-FIND failed");
     let text = String::from_utf8_lossy(&find.stderr);

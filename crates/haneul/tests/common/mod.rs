@@ -29,8 +29,9 @@ pub fn peers_dir() -> PathBuf {
 
 /// A required external tool; the test command (scripts/test.sh) installs them.
 pub fn require(tool: &str) -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(tool)).find(|candidate| candidate.is_file()));
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|dir| dir.join(tool)).find(|candidate| candidate.is_file())
+    });
     found.unwrap_or_else(|| panic!("{tool} is not installed; run scripts/test.sh, which installs DCMTK"))
 }
 
@@ -59,7 +60,12 @@ pub fn run(command: &mut Command) -> Output {
     eprintln!("$ {command:?}");
     let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     if !output.status.success() {
-        eprintln!("exit {:?}\nstdout:\n{}\nstderr:\n{}", output.status, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        eprintln!(
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     output
 }
@@ -76,7 +82,10 @@ pub fn wait_for_port(port: u16, child: &mut Child, log: &Path) {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("haneul exited with {status} before listening:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "haneul exited with {status} before listening:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
