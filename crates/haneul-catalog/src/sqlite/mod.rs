@@ -42,20 +42,33 @@ impl Drop for SqliteCatalog {
     }
 }
 
-/// Copy the WAL into the database file every so often. PASSIVE checkpoints
-/// never block the writer; the WAL is reused once a checkpoint has caught up.
+/// WAL frames (pages) above which a RESTART checkpoint bounds the WAL: about 64 MiB.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
+/// Copy the WAL into the database file every so often, off the commit path.
+/// PASSIVE checkpoints never block the writer, but under continuous writes
+/// they never catch up, and the WAL only restarts once one has; so when the
+/// WAL passes [`WAL_RESTART_FRAMES`] a RESTART checkpoint briefly holds new
+/// writers back until the WAL can start over.
 fn checkpoint_forever(connection: Connection, stop: Arc<AtomicBool>) {
+    let checkpoint = |mode: &str| -> rusqlite::Result<(i64, i64, i64)> {
+        connection
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+    };
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(250));
-        let result: rusqlite::Result<(i64, i64, i64)> =
-            connection
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)));
-        if let Err(error) = result {
-            tracing::warn!(%error, "WAL checkpoint failed");
+        match checkpoint("PASSIVE") {
+            Ok((_, frames, _)) if frames > WAL_RESTART_FRAMES => {
+                if let Err(error) = checkpoint("RESTART") {
+                    tracing::warn!(%error, frames, "WAL restart checkpoint failed; will retry");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "WAL checkpoint failed"),
         }
     }
     // A last full checkpoint keeps the WAL small across restarts.
-    let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    let _ = checkpoint("TRUNCATE");
 }
 
 pub(super) fn now_ms() -> i64 {
