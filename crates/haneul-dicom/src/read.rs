@@ -378,6 +378,14 @@ impl<'o, S: Source> Parser<'o, S> {
     /// Read one element's value; group lengths are dropped (`None`).
     fn read_element(&mut self, header: Header, charset: &SpecificCharacterSet, depth: u32) -> Result<Option<Element>> {
         let Header { tag, vr, length, start } = header;
+        // PS3.5 6.2.2: a receiver that knows an attribute sent as UN may read
+        // its value as Implicit VR Little Endian with the dictionary's VR.
+        // Writers that lost the VR (de-identifiers, old converters) do this to
+        // key attributes such as the SOP Instance UID.
+        let dictionary_vr = if vr == VR::UN && self.explicit_vr { dict::implicit_vr(tag) } else { VR::UN };
+        if dictionary_vr != VR::UN && length != UNDEFINED_LENGTH {
+            return self.read_element_sent_as_un(tag, dictionary_vr, length, charset, depth);
+        }
         let undefined = length == UNDEFINED_LENGTH;
         let is_sequence = vr == VR::SQ || (undefined && vr == VR::UN);
         if is_sequence {
@@ -421,6 +429,29 @@ impl<'o, S: Source> Parser<'o, S> {
         self.read_exact(&mut raw)?;
         let value = self.decode_value(vr, raw, charset);
         Ok(Some(Element::new(tag, vr, value)))
+    }
+
+    /// A known attribute encoded as UN: its value is in Implicit VR Little Endian.
+    fn read_element_sent_as_un(
+        &mut self,
+        tag: Tag,
+        vr: VR,
+        length: u32,
+        charset: &SpecificCharacterSet,
+        depth: u32,
+    ) -> Result<Option<Element>> {
+        let saved = (self.explicit_vr, self.big_endian);
+        self.explicit_vr = false;
+        self.big_endian = false;
+        let element = if vr == VR::SQ {
+            self.read_sequence(length, charset, depth)
+                .map(|items| Some(Element::new(tag, VR::SQ, Value::Sequence(items))))
+        } else {
+            let header = Header { tag, vr, length, start: self.position };
+            self.read_element(header, charset, depth)
+        };
+        (self.explicit_vr, self.big_endian) = saved;
+        element
     }
 
     fn read_sequence(&mut self, length: u32, charset: &SpecificCharacterSet, depth: u32) -> Result<Vec<Dataset>> {
@@ -785,6 +816,18 @@ mod tests {
             ds.get(Tag(0x0028, 0x1201)).map(|e| e.value.clone()),
             Some(Value::Bytes(vec![0x34, 0x12, 0x78, 0x56]))
         );
+    }
+
+    #[test]
+    fn known_attributes_sent_as_un_are_read_with_their_dictionary_vr() {
+        let mut bytes = explicit_le(Tag(0x0008, 0x0018), b"UN", b"1.2.3.4\0");
+        bytes.extend(explicit_le(Tag(0x0028, 0x0010), b"UN", &512u16.to_le_bytes()));
+        bytes.extend(explicit_le(Tag(0x0009, 0x1001), b"UN", b"\x01\x02"));
+        let ds = read_dataset_bytes(&bytes, explicit()).expect("parses");
+        assert_eq!(ds.string(Tag(0x0008, 0x0018)), Some("1.2.3.4"));
+        assert_eq!(ds.get(Tag(0x0008, 0x0018)).map(|e| e.vr), Some(VR::UI));
+        assert_eq!(ds.int(Tag(0x0028, 0x0010)), Some(512));
+        assert_eq!(ds.get(Tag(0x0009, 0x1001)).map(|e| e.vr), Some(VR::UN), "private attributes stay UN");
     }
 
     #[test]
