@@ -205,7 +205,13 @@ impl Archive {
     pub async fn shutdown(&self) {
         self.blobs.shutdown();
         self.committer.flush().await;
-        let scan_from = self.blobs.oldest_unsettled_shard();
+        // With nothing in flight, no file can be unreferenced: the next start
+        // need not list any shard. Otherwise scan from the oldest in flight.
+        let scan_from = if self.blobs.has_inflight() {
+            self.blobs.oldest_unsettled_shard()
+        } else {
+            recovery::NOTHING_TO_SCAN.to_string()
+        };
         if let Err(error) = self.catalog.set_setting(recovery::SCAN_FROM_KEY, &scan_from) {
             tracing::warn!(%error, "could not record clean shutdown");
         }

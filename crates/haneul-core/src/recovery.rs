@@ -19,6 +19,8 @@ use haneul_storage::BlobStore;
 use crate::ArchiveError;
 
 pub(crate) const SCAN_FROM_KEY: &str = "recovery_scan_from";
+/// Watermark of a clean shutdown: sorts after every shard, so nothing is listed.
+pub(crate) const NOTHING_TO_SCAN: &str = "~clean";
 
 /// What recovery did.
 #[derive(Debug, Clone, Default)]

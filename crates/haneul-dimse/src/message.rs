@@ -177,7 +177,14 @@ impl<W: AsyncWrite + Unpin> DimseWriter<W> {
     pub async fn send(&mut self, context_id: u8, command: &Command, data: Option<&[u8]>) -> Result<(), DimseError> {
         let mut command = command.clone();
         command.set_has_data_set(data.is_some());
-        self.pdus.send_message_part(context_id, true, &command.encode()).await?;
+        let encoded = command.encode();
+        if let Some(data) = data {
+            // Both PDVs in one PDU when they fit (C-FIND responses, identifiers).
+            if encoded.len() + data.len() + 12 <= self.pdus.max_fragment() + 6 {
+                return Ok(self.pdus.send_pdv_pair(context_id, &encoded, data).await?);
+            }
+        }
+        self.pdus.send_message_part(context_id, true, &encoded).await?;
         if let Some(data) = data {
             self.pdus.send_message_part(context_id, false, data).await?;
         }

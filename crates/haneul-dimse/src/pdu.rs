@@ -187,6 +187,25 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         Ok(())
     }
 
+    /// Send a command and a small data set as two PDVs of one PDU, in one
+    /// write: half the system calls and TCP segments of sending them apart.
+    /// The caller checks that both fit in one PDU for this peer.
+    pub async fn send_pdv_pair(&mut self, context_id: u8, command: &[u8], data: &[u8]) -> Result<(), PduError> {
+        self.scratch.clear();
+        let pdu_length = (command.len() + 6 + data.len() + 6) as u32;
+        self.scratch.push(P_DATA_TF);
+        self.scratch.push(0);
+        self.scratch.extend_from_slice(&pdu_length.to_be_bytes());
+        for (is_command, part) in [(true, command), (false, data)] {
+            self.scratch.extend_from_slice(&(part.len() as u32 + 2).to_be_bytes());
+            self.scratch.push(context_id);
+            self.scratch.push(u8::from(is_command) | 0x02);
+            self.scratch.extend_from_slice(part);
+        }
+        self.stream.write_all(&self.scratch).await?;
+        Ok(())
+    }
+
     /// Send a whole command or data set held in memory, fragmented as needed.
     pub async fn send_message_part(&mut self, context_id: u8, is_command: bool, data: &[u8]) -> Result<(), PduError> {
         let fragment = self.max_fragment();
@@ -233,6 +252,18 @@ mod tests {
             }
         }
         assert_eq!(received, payload);
+    }
+
+    #[tokio::test]
+    async fn a_command_and_its_data_set_share_one_pdu() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let mut writer = PduWriter::new(client);
+        writer.send_pdv_pair(5, b"command", b"data set").await.expect("send");
+        let mut reader = PduReader::new(server, 16_384);
+        let Incoming::Data(pdvs) = reader.read().await.expect("read") else { panic!("expected data") };
+        assert_eq!(pdvs.len(), 2);
+        assert!(pdvs[0].is_command && pdvs[0].is_last && &pdvs[0].data[..] == b"command");
+        assert!(!pdvs[1].is_command && pdvs[1].is_last && &pdvs[1].data[..] == b"data set");
     }
 
     #[tokio::test]

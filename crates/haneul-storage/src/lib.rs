@@ -168,6 +168,11 @@ impl BlobStore {
         InflightGuard { inflight: Arc::clone(&self.shared.inflight), id }
     }
 
+    /// Whether any blob is in flight (written or being written, not yet settled).
+    pub fn has_inflight(&self) -> bool {
+        !lock(&self.shared.inflight).is_empty()
+    }
+
     /// The oldest shard that may contain a blob the catalog does not yet
     /// reference: the shard of the oldest in-flight blob, else the current one.
     pub fn oldest_unsettled_shard(&self) -> String {

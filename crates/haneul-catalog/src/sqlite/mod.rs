@@ -55,8 +55,17 @@ fn checkpoint_forever(connection: Connection, stop: Arc<AtomicBool>) {
         connection
             .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
     };
+    // Planner statistics: gathered soon after start and then every ten minutes,
+    // sampled (analysis_limit) so it takes milliseconds even on large catalogs.
+    let mut next_analyze = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(250));
+        if std::time::Instant::now() >= next_analyze {
+            next_analyze = std::time::Instant::now() + std::time::Duration::from_secs(600);
+            if let Err(error) = connection.execute_batch("PRAGMA analysis_limit = 1000; ANALYZE;") {
+                tracing::warn!(%error, "gathering catalog statistics failed");
+            }
+        }
         match checkpoint("PASSIVE") {
             Ok((_, frames, _)) if frames > WAL_RESTART_FRAMES => {
                 if let Err(error) = checkpoint("RESTART") {

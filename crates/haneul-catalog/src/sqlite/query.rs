@@ -92,13 +92,27 @@ fn glob_escape(pattern: &str) -> String {
 /// `available` is the deepest level joined in the SQL, so whose columns exist.
 pub(super) fn narrowing_for(query: &Query, available: Level) -> Narrowing {
     let mut narrowing = Narrowing::default();
+    // Patient keys first, as a subquery at lower levels: SQLite then starts
+    // from the patient indexes even before it has statistics, instead of
+    // scanning studies in key order.
     for key in &query.constraints {
-        let tag = key.tag;
-        match tag {
+        match key.tag {
             t if t == tags::PATIENT_NAME => narrowing.person_name("p", key),
             t if t == tags::PATIENT_ID => narrowing.text_column("p.patient_id", key),
             t if t == tags::PATIENT_BIRTH_DATE => narrowing.text_column("p.birth_date", key),
             t if t == tags::PATIENT_SEX => narrowing.text_column("p.sex", key),
+            _ => {}
+        }
+    }
+    if available > Level::Patient && !narrowing.clauses.is_empty() {
+        let patient_clauses = std::mem::take(&mut narrowing.clauses);
+        narrowing
+            .clauses
+            .push(format!("p.pk IN (SELECT p.pk FROM patients p WHERE {})", patient_clauses.join(" AND ")));
+    }
+    for key in &query.constraints {
+        let tag = key.tag;
+        match tag {
             t if t == tags::STUDY_INSTANCE_UID && available >= Level::Study => {
                 narrowing.text_column("s.study_uid", key)
             }

@@ -9,44 +9,91 @@ use rand::{Rng, SeedableRng};
 
 pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 
-/// Surnames as (romanised, hanja, hangul).
-const SURNAMES: &[(&str, &str, &str)] = &[
-    ("Kim", "金", "김"),
-    ("Lee", "李", "이"),
-    ("Park", "朴", "박"),
-    ("Choi", "崔", "최"),
-    ("Jung", "鄭", "정"),
-    ("Kang", "姜", "강"),
-    ("Cho", "趙", "조"),
-    ("Yoon", "尹", "윤"),
-    ("Jang", "張", "장"),
-    ("Lim", "林", "임"),
-    ("Han", "韓", "한"),
-    ("Oh", "吳", "오"),
-    ("Seo", "徐", "서"),
-    ("Shin", "申", "신"),
-    ("Kwon", "權", "권"),
-    ("Hwang", "黃", "황"),
+/// Korean surnames as (romanised, hanja, hangul, share of the population in per mille).
+const SURNAMES: &[(&str, &str, &str, u32)] = &[
+    ("Kim", "金", "김", 215),
+    ("Lee", "李", "이", 147),
+    ("Park", "朴", "박", 84),
+    ("Choi", "崔", "최", 47),
+    ("Jung", "鄭", "정", 43),
+    ("Kang", "姜", "강", 23),
+    ("Cho", "趙", "조", 21),
+    ("Yoon", "尹", "윤", 20),
+    ("Jang", "張", "장", 20),
+    ("Lim", "林", "임", 17),
+    ("Han", "韓", "한", 15),
+    ("Oh", "吳", "오", 15),
+    ("Seo", "徐", "서", 15),
+    ("Shin", "申", "신", 15),
+    ("Kwon", "權", "권", 14),
+    ("Hwang", "黃", "황", 14),
+    ("Ahn", "安", "안", 13),
+    ("Song", "宋", "송", 13),
+    ("Jeon", "全", "전", 11),
+    ("Hong", "洪", "홍", 11),
+    ("Yoo", "柳", "유", 11),
+    ("Ko", "高", "고", 9),
+    ("Moon", "文", "문", 9),
+    ("Yang", "梁", "양", 9),
+    ("Son", "孫", "손", 9),
+    ("Bae", "裵", "배", 8),
+    ("Baek", "白", "백", 7),
+    ("Heo", "許", "허", 6),
+    ("Nam", "南", "남", 6),
+    ("Noh", "盧", "노", 4),
 ];
 
-/// Given names as (romanised, hanja, hangul).
-const GIVEN_NAMES: &[(&str, &str, &str)] = &[
-    ("Minjun", "敏俊", "민준"),
-    ("Seoyeon", "瑞姸", "서연"),
-    ("Doyun", "道允", "도윤"),
-    ("Haeun", "夏恩", "하은"),
-    ("Jiho", "智浩", "지호"),
-    ("Jiwoo", "智友", "지우"),
-    ("Eunwoo", "恩宇", "은우"),
-    ("Sua", "秀雅", "수아"),
-    ("Hyunwoo", "賢宇", "현우"),
-    ("Yejin", "藝珍", "예진"),
-    ("Gildong", "吉洞", "길동"),
-    ("Younghee", "英姬", "영희"),
-    ("Cheolsu", "哲洙", "철수"),
-    ("Mina", "美娜", "미나"),
-    ("Jisoo", "智秀", "지수"),
-    ("Taeyang", "太陽", "태양"),
+/// Syllables of Korean given names as (romanised, hanja, hangul); a given
+/// name is two of them, which gives thousands of names as in a real register.
+const SYLLABLES: &[(&str, &str, &str)] = &[
+    ("min", "敏", "민"),
+    ("jun", "俊", "준"),
+    ("seo", "瑞", "서"),
+    ("yeon", "姸", "연"),
+    ("do", "道", "도"),
+    ("yun", "允", "윤"),
+    ("ha", "夏", "하"),
+    ("eun", "恩", "은"),
+    ("ji", "智", "지"),
+    ("ho", "浩", "호"),
+    ("u", "宇", "우"),
+    ("su", "秀", "수"),
+    ("a", "雅", "아"),
+    ("hyeon", "賢", "현"),
+    ("ye", "藝", "예"),
+    ("jin", "珍", "진"),
+    ("yeong", "英", "영"),
+    ("hui", "姬", "희"),
+    ("cheol", "哲", "철"),
+    ("na", "娜", "나"),
+    ("tae", "太", "태"),
+    ("yang", "陽", "양"),
+    ("seong", "成", "성"),
+    ("jae", "在", "재"),
+    ("hye", "惠", "혜"),
+    ("gyeong", "京", "경"),
+    ("mi", "美", "미"),
+    ("jeong", "貞", "정"),
+    ("dong", "東", "동"),
+    ("seok", "錫", "석"),
+    ("sang", "相", "상"),
+    ("hun", "勳", "훈"),
+    ("gi", "基", "기"),
+    ("yong", "龍", "용"),
+    ("ju", "周", "주"),
+    ("won", "元", "원"),
+    ("seung", "承", "승"),
+    ("hyeok", "赫", "혁"),
+    ("so", "素", "소"),
+    ("yu", "柔", "유"),
+    ("chae", "彩", "채"),
+    ("da", "多", "다"),
+    ("bin", "彬", "빈"),
+    ("geon", "健", "건"),
+    ("gyu", "奎", "규"),
+    ("han", "漢", "한"),
+    ("seul", "瑟", "슬"),
+    ("il", "一", "일"),
 ];
 
 const LATIN_SURNAMES: &[&str] =
@@ -82,9 +129,23 @@ pub fn patient(seed: u64, index: u64) -> Patient {
     let mut rng = StdRng::seed_from_u64(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let korean = index % 5 != 4;
     let name = if korean {
-        let (sr, sh, sk) = SURNAMES[rng.gen_range(0..SURNAMES.len())];
-        let (gr, gh, gk) = GIVEN_NAMES[rng.gen_range(0..GIVEN_NAMES.len())];
-        format!("{sr}^{gr}={sh}^{gh}={sk}^{gk}")
+        let total: u32 = SURNAMES.iter().map(|s| s.3).sum();
+        let mut pick = rng.gen_range(0..total);
+        let (sr, sh, sk, _) = SURNAMES
+            .iter()
+            .find(|s| {
+                if pick < s.3 {
+                    return true;
+                }
+                pick -= s.3;
+                false
+            })
+            .copied()
+            .unwrap_or(SURNAMES[0]);
+        let (r1, h1, k1) = SYLLABLES[rng.gen_range(0..SYLLABLES.len())];
+        let (r2, h2, k2) = SYLLABLES[rng.gen_range(0..SYLLABLES.len())];
+        let romanised = capitalise(&format!("{r1}{r2}"));
+        format!("{sr}^{romanised}={sh}^{h1}{h2}={sk}^{k1}{k2}")
     } else {
         let surname = LATIN_SURNAMES[rng.gen_range(0..LATIN_SURNAMES.len())];
         let given = LATIN_GIVEN[rng.gen_range(0..LATIN_GIVEN.len())];
@@ -96,6 +157,14 @@ pub fn patient(seed: u64, index: u64) -> Patient {
         korean,
         birth_date: format!("{:04}{:02}{:02}", rng.gen_range(1930..2020), rng.gen_range(1..=12), rng.gen_range(1..=28)),
         sex: if rng.gen_bool(0.5) { "M" } else { "F" },
+    }
+}
+
+fn capitalise(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
