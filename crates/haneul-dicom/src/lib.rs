@@ -7,6 +7,7 @@
 
 pub mod dict;
 pub mod header;
+pub mod json;
 pub mod levels;
 pub mod matching;
 pub mod meta;
