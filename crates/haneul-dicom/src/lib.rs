@@ -12,6 +12,7 @@ pub mod levels;
 pub mod matching;
 pub mod meta;
 pub mod model;
+pub mod qido;
 pub mod read;
 pub mod transcode;
 pub mod ts;
