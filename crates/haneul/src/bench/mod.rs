@@ -255,10 +255,10 @@ struct FindReport {
 /// Hangul form, alternating.
 fn name_prefix(patient: &synth::Patient, variant: u64) -> String {
     let groups: Vec<&str> = patient.name.split('=').collect();
-    let group =
-        if patient.korean && variant % 2 == 1 { groups.get(2).copied().unwrap_or(groups[0]) } else { groups[0] };
+    let hangul = patient.korean && variant % 2 == 1;
+    let group = if hangul { groups.get(2).copied().unwrap_or(groups[0]) } else { groups[0] };
     let (surname, given) = group.split_once('^').unwrap_or((group, ""));
-    let given_prefix: String = given.chars().take(if patient.korean && variant % 2 == 1 { 1 } else { 3 }).collect();
+    let given_prefix: String = given.chars().take(if hangul { 2 } else { 4 }).collect();
     format!("{surname}^{given_prefix}*")
 }
 

@@ -96,9 +96,56 @@ const SYLLABLES: &[(&str, &str, &str)] = &[
     ("il", "一", "일"),
 ];
 
-const LATIN_SURNAMES: &[&str] =
-    &["Smith", "Garcia", "Müller", "Dubois", "Rossi", "Nguyen", "Tanaka", "Silva", "Novak", "Jensen"];
-const LATIN_GIVEN: &[&str] = &["John", "Maria", "Jürgen", "Élodie", "Luca", "Anh", "Hiroshi", "Ana", "Petra", "Lars"];
+const LATIN_SURNAMES: &[&str] = &[
+    "Smith",
+    "Garcia",
+    "Müller",
+    "Dubois",
+    "Rossi",
+    "Nguyen",
+    "Tanaka",
+    "Silva",
+    "Novak",
+    "Jensen",
+    "Kowalski",
+    "Ivanova",
+    "O'Brien",
+    "Andersson",
+    "Yilmaz",
+    "Papadopoulos",
+    "Fernández",
+    "Schneider",
+    "Moreau",
+    "Haddad",
+    "Nakamura",
+    "Kumar",
+    "Okafor",
+    "Dvořák",
+    "Lindqvist",
+    "Costa",
+    "Bianchi",
+    "Weber",
+    "Petrov",
+    "Sato",
+    "Wong",
+    "Singh",
+    "Horvat",
+    "Nowak",
+    "Eriksen",
+    "Gallagher",
+    "Rahman",
+    "Schmidt",
+    "Lopez",
+    "Tran",
+    "Kaya",
+    "Mendes",
+];
+const LATIN_GIVEN: &[&str] = &[
+    "John", "Maria", "Jürgen", "Élodie", "Luca", "Anh", "Hiroshi", "Ana", "Petra", "Lars", "Fatima", "Olga", "Sean",
+    "Ingrid", "Mehmet", "Eleni", "Javier", "Anja", "Camille", "Omar", "Aiko", "Priya", "Chinedu", "Tomáš", "Astrid",
+    "Beatriz", "Giulia", "Felix", "Dmitri", "Yuki", "Mei", "Arjun", "Zeynep", "Siobhan", "Nadia", "Klaus", "Carmen",
+    "Linh", "Emre", "Rosa",
+];
 
 const STUDY_DESCRIPTIONS: &[&str] =
     &["CT CHEST W/O CONTRAST", "CT ABDOMEN PELVIS", "흉부 CT", "CT BRAIN", "복부 CT 조영", "CT SPINE"];
