@@ -19,8 +19,9 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d)
 RESULTS="$OUT/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 HANEUL="$ROOT/target/release/haneul"
-ORTHANC_PORT=4242
-HANEUL_PORT=11112
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+ORTHANC_PORT=$(free_port)
+HANEUL_PORT=$(free_port)
 
 cleanup() {
     [[ -n "${ORTHANC_PID:-}" ]] && kill "$ORTHANC_PID" 2>/dev/null || true
@@ -38,8 +39,9 @@ if ! command -v Orthanc >/dev/null; then
 fi
 (cd "$ROOT" && cargo build --release -q -p haneul)
 
-wait_port() {
-    for _ in $(seq 1 200); do
+wait_port() { # port pid
+    for _ in $(seq 1 400); do
+        if ! kill -0 "$2" 2>/dev/null; then echo "process $2 exited before listening on $1" >&2; return 1; fi
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
         sleep 0.05
     done
@@ -57,14 +59,14 @@ EOF
     # Orthanc 1.10 networks through DCMTK, which disables Nagle only when told so.
     TCP_NODELAY=1 Orthanc "$WORK/orthanc.json" >"$WORK/orthanc.log" 2>&1 &
     ORTHANC_PID=$!
-    wait_port $ORTHANC_PORT
+    wait_port $ORTHANC_PORT $ORTHANC_PID
 }
 
 start_haneul() {
     local data=$1
     "$HANEUL" serve --data "$data" --dicom-port $HANEUL_PORT --http "" >"$WORK/haneul.log" 2>&1 &
     HANEUL_PID=$!
-    wait_port $HANEUL_PORT
+    wait_port $HANEUL_PORT $HANEUL_PID
 }
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
