@@ -42,9 +42,17 @@ pub trait Catalog: Send + Sync {
     /// in the order of `batch.instances`.
     fn commit(&self, batch: &CommitBatch<'_>) -> Result<Vec<CommitOutcome>>;
 
-    /// Remove instances, and the series, studies and patients left empty,
-    /// in one transaction with `event`; returns what was removed.
-    fn remove_instances(&self, sop_uids: &[String], event: Option<&Event>) -> Result<Vec<StoredInstance>>;
+    /// Remove instances with their superseded versions, and the series,
+    /// studies and patients left empty, in one transaction with `event`.
+    /// The files of everything removed are put in the trash in the same
+    /// transaction: the caller deletes them, then calls [`Catalog::empty_trash`].
+    fn remove_instances(&self, sop_uids: &[String], event: Option<&Event>) -> Result<Removed>;
+
+    /// Blob paths removed from the catalog whose files may still exist.
+    fn trash(&self) -> Result<Vec<String>>;
+
+    /// Forget trashed paths once their files are gone.
+    fn empty_trash(&self, paths: &[String]) -> Result<()>;
 
     /// Instances whose blob was not yet known to be durable when they were
     /// committed and has not been settled since.

@@ -160,6 +160,14 @@ pub struct StoredInstance {
     pub settled: bool,
 }
 
+/// What a removal took out of the catalog.
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    pub instances: Vec<StoredInstance>,
+    /// Every file to delete: the instances' and their superseded versions'.
+    pub trashed_paths: Vec<String>,
+}
+
 /// A journal entry to append.
 #[derive(Debug, Clone, Default)]
 pub struct Event {

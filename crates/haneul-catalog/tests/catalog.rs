@@ -177,7 +177,11 @@ fn removal_cleans_up_parents_and_summaries() {
     ];
     commit(&catalog, &items, DuplicatePolicy::KeepFirst);
     let removed = catalog.remove_instances(&["1.1.2.1".into(), "nope".into()], None).expect("remove");
-    assert_eq!(removed.len(), 1);
+    assert_eq!(removed.instances.len(), 1);
+    assert_eq!(removed.trashed_paths, vec![items[1].instance.blob.path.clone()]);
+    assert_eq!(catalog.trash().expect("trash"), removed.trashed_paths, "files wait in the trash until deleted");
+    catalog.empty_trash(&removed.trashed_paths).expect("empty");
+    assert!(catalog.trash().expect("trash").is_empty());
     let views = find(&catalog, &query("STUDY", &[(tags::MODALITIES_IN_STUDY, VR::CS, "")]));
     assert_eq!(views[0].strings(tags::MODALITIES_IN_STUDY), ["CT"]);
     catalog.remove_instances(&["1.1.1.1".into()], None).expect("remove");

@@ -248,9 +248,14 @@ impl Archive {
                 tracing::error!(%error, sop_instance_uid = %sop_instance_uid, "blob fsync failed after commit; rolling back");
                 let event = Event::new("ingest-rolled-back", &origin)
                     .with_detail(serde_json::json!({ "reason": error.to_string() }));
-                if let Err(rollback) =
-                    self.catalog().remove_instances(std::slice::from_ref(&sop_instance_uid), Some(&event))
-                {
+                let rolled_back = self
+                    .catalog()
+                    .remove_instances(std::slice::from_ref(&sop_instance_uid), Some(&event))
+                    .map_err(ArchiveError::from)
+                    .and_then(|removed| {
+                        crate::recovery::empty_trash(self.blobs(), self.catalog().as_ref(), &removed.trashed_paths)
+                    });
+                if let Err(rollback) = rolled_back {
                     tracing::error!(%rollback, "rollback failed; start-up recovery will repair it");
                 }
                 return Err(error);

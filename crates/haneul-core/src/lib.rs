@@ -16,12 +16,14 @@
 //! Protocol edges (DIMSE, DICOMweb, CLI import) call this crate; they never
 //! reach the catalog or blob store themselves.
 
+mod access;
 mod committer;
 mod ingest;
 pub mod metrics;
 mod recovery;
 mod verify;
 
+pub use access::DiskUsage;
 pub use haneul_catalog::{CommitOutcome, DuplicatePolicy, Event, Origin, Statistics, StoredEvent, StoredInstance};
 pub use ingest::{Ingest, IngestError, IngestFormat, IngestReport, RejectReason};
 pub use metrics::Metrics;

@@ -32,11 +32,29 @@ pub struct RecoveryReport {
     pub settled: usize,
     /// Instances rolled back because their blob did not survive.
     pub rolled_back: Vec<String>,
+    /// Files of earlier removals deleted now.
+    pub trash_emptied: usize,
+}
+
+/// Delete the files of removed instances, then forget them.
+pub(crate) fn empty_trash(blobs: &BlobStore, catalog: &dyn Catalog, paths: &[String]) -> Result<(), ArchiveError> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    for path in paths {
+        blobs.delete(path)?;
+    }
+    catalog.empty_trash(paths)?;
+    Ok(())
 }
 
 pub(crate) fn recover(blobs: &BlobStore, catalog: &dyn Catalog) -> Result<RecoveryReport, ArchiveError> {
     let origin = Origin { actor: "haneul".into(), address: "local".into(), session: "recovery".into() };
     let mut report = RecoveryReport::default();
+    // Files of removals that were committed but not yet deleted.
+    let leftover = catalog.trash()?;
+    report.trash_emptied = leftover.len();
+    empty_trash(blobs, catalog, &leftover)?;
     settle_or_roll_back(blobs, catalog, &origin, &mut report)?;
     let scan_from = catalog.setting(SCAN_FROM_KEY)?.unwrap_or_else(|| "0000".to_string());
     for shard in blobs.shards_since(&scan_from)? {
@@ -100,10 +118,8 @@ fn settle_or_roll_back(
         let uids: Vec<String> = lost.iter().map(|instance| instance.sop_uid.clone()).collect();
         let event =
             Event::new("recovery-rolled-back", origin).with_detail(serde_json::json!({ "sop_instance_uids": uids }));
-        catalog.remove_instances(&uids, Some(&event))?;
-        for instance in &lost {
-            blobs.delete(&instance.blob.path)?;
-        }
+        let removed = catalog.remove_instances(&uids, Some(&event))?;
+        empty_trash(blobs, catalog, &removed.trashed_paths)?;
         report.rolled_back = uids;
     }
     if !settled.is_empty() {

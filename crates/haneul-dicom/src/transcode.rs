@@ -32,7 +32,12 @@ pub enum TranscodeError {
     TooLong { tag: Tag, vr: VR, length: usize },
     #[error("deflate stream error: {0}")]
     Deflate(String),
+    #[error("{tag} is stored as {vr:?} but the dictionary makes it a sequence, which Implicit VR cannot express")]
+    VrConflict { tag: Tag, vr: VR },
 }
+
+/// Largest inflated data set accepted, against deflate bombs.
+const MAX_INFLATED: u64 = 2 << 30;
 
 #[derive(Clone, Copy)]
 struct Layout {
@@ -63,9 +68,12 @@ pub fn transcode(input: &[u8], from: &TransferSyntax, to: &TransferSyntax) -> Re
     }
     let inflated;
     let source = if from.deflated {
-        let mut decoder = flate2::read::DeflateDecoder::new(input);
+        let mut decoder = flate2::read::DeflateDecoder::new(input).take(MAX_INFLATED + 1);
         let mut buffer = Vec::with_capacity(input.len() * 3);
         decoder.read_to_end(&mut buffer).map_err(|e| TranscodeError::Deflate(e.to_string()))?;
+        if buffer.len() as u64 > MAX_INFLATED {
+            return Err(TranscodeError::Deflate(format!("inflates beyond {MAX_INFLATED} bytes")));
+        }
         inflated = buffer;
         &inflated[..]
     } else {
@@ -229,6 +237,11 @@ fn copy_dataset(
         if header.tag.element() == 0x0000 {
             continue; // group lengths would be wrong after re-encoding
         }
+        // In Implicit VR a reader takes the dictionary's word for the VR; a
+        // value the dictionary calls a sequence would be misread as items.
+        if !to.explicit && header.vr != VR::UN && dict::implicit_vr(header.tag) == VR::SQ {
+            return Err(TranscodeError::VrConflict { tag: header.tag, vr: header.vr });
+        }
         write_header(out, header.tag, header.vr, value.len(), to)?;
         let unit = swap_unit(header.vr);
         if from.big_endian == to.big_endian || unit == 1 {
@@ -347,6 +360,18 @@ mod tests {
         let count = |bytes: &[u8]| bytes.windows(4).filter(|w| *w == escape_sequence).count();
         assert_eq!(count(&implicit), count(&explicit));
         assert!(count(&explicit) > 0);
+    }
+
+    #[test]
+    fn a_vr_that_implicit_readers_would_take_for_a_sequence_is_refused() {
+        // (0008,103F) is a sequence in the dictionary; here it was stored as PN.
+        let explicit = [0x08, 0x00, 0x3f, 0x10, b'P', b'N', 0x02, 0x00, b'A', b' '];
+        let result = transcode(
+            &explicit,
+            lookup(ts::EXPLICIT_VR_LITTLE_ENDIAN).expect("known"),
+            lookup(ts::IMPLICIT_VR_LITTLE_ENDIAN).expect("known"),
+        );
+        assert!(matches!(result, Err(TranscodeError::VrConflict { .. })), "{result:?}");
     }
 
     #[test]

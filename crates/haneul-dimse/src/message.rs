@@ -28,6 +28,8 @@ pub enum DimseError {
     TooLarge(u64),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("peer idle for {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// What the next message of the peer is.
@@ -45,11 +47,25 @@ pub struct DimseReader<R> {
     /// Fragments of a command not yet complete (kept here so reads stay cancel-safe).
     partial_command: Vec<u8>,
     partial_context: Option<u8>,
+    /// How long a peer may pause in the middle of sending a data set.
+    data_timeout: Option<std::time::Duration>,
 }
 
 impl<R: AsyncRead + Unpin> DimseReader<R> {
     pub fn new(pdus: PduReader<R>) -> Self {
-        DimseReader { pdus, pending: VecDeque::new(), partial_command: Vec::new(), partial_context: None }
+        DimseReader {
+            pdus,
+            pending: VecDeque::new(),
+            partial_command: Vec::new(),
+            partial_context: None,
+            data_timeout: None,
+        }
+    }
+
+    /// Abort data sets whose next fragment does not arrive within `timeout`,
+    /// so a stalled peer cannot hold an association, a file and memory forever.
+    pub fn set_data_timeout(&mut self, timeout: std::time::Duration) {
+        self.data_timeout = Some(timeout);
     }
 
     async fn next_pdv(&mut self) -> Result<Option<Pdv>, DimseError> {
@@ -113,7 +129,13 @@ impl<R: AsyncRead + Unpin> DimseReader<R> {
 
     /// The next fragment of the data set following a command: `(bytes, is_last)`.
     pub async fn next_data_fragment(&mut self, context_id: u8) -> Result<(Bytes, bool), DimseError> {
-        let Some(pdv) = self.next_pdv().await? else {
+        let next = match self.data_timeout {
+            Some(timeout) => {
+                tokio::time::timeout(timeout, self.next_pdv()).await.map_err(|_| DimseError::Timeout(timeout))?
+            }
+            None => self.next_pdv().await,
+        };
+        let Some(pdv) = next? else {
             return Err(DimseError::Protocol("A-RELEASE-RQ in the middle of a data set".into()));
         };
         if pdv.is_command {

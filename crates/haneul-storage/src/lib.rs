@@ -80,6 +80,8 @@ struct Shared {
     existing_shards: Mutex<HashSet<String>>,
     /// Files created ahead of use (durable stores only).
     pool: Option<Arc<Pool>>,
+    /// The thread filling the pool, joined at shutdown.
+    pool_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl BlobStore {
@@ -97,6 +99,7 @@ impl BlobStore {
                 inflight: InflightMap::default(),
                 existing_shards: Mutex::new(HashSet::new()),
                 pool: pool.clone(),
+                pool_thread: Mutex::new(None),
             }),
         };
         Ok(store)
@@ -109,18 +112,25 @@ impl BlobStore {
             return Ok(());
         };
         let filler = self.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("haneul-blob-pool".into())
             .spawn(move || pool::run(filler, pool))
             .map_err(|e| StorageError::io(&self.shared.root, e))?;
+        *lock(&self.shared.pool_thread) = Some(thread);
         Ok(())
     }
 
     /// Stop creating files ahead of use and delete the unused ones.
     pub fn shutdown(&self) {
-        if let Some(pool) = &self.shared.pool {
-            pool.drain();
+        let Some(pool) = &self.shared.pool else {
+            return;
+        };
+        pool.stop();
+        // Wait for a batch being created to be discarded before emptying the pool.
+        if let Some(thread) = lock(&self.shared.pool_thread).take() {
+            let _ = thread.join();
         }
+        pool.drain();
     }
 
     pub fn root(&self) -> &Path {

@@ -55,10 +55,15 @@ impl Pool {
         taken
     }
 
-    /// Stop refilling and delete every ready file.
-    pub fn drain(&self) {
+    /// Stop refilling; the filler thread exits after its current batch.
+    pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         self.wanted.notify_all();
+    }
+
+    /// Stop refilling and delete every ready file.
+    pub fn drain(&self) {
+        self.stop();
         let mut ready = lock(self);
         for file in ready.drain(..) {
             discard(file);

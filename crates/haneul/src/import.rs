@@ -111,19 +111,19 @@ async fn import_files(archive: &Arc<Archive>, files: Vec<PathBuf>, jobs: usize) 
             continue;
         };
         match result {
-            Ok(report) => {
-                match report.outcome {
-                    CommitOutcome::Stored => summary.stored += 1,
-                    CommitOutcome::AlreadyStored => summary.already_stored += 1,
-                    CommitOutcome::DuplicateIgnored => summary.duplicates_kept_first += 1,
-                    CommitOutcome::Replaced { .. } => summary.replaced += 1,
-                    CommitOutcome::DuplicateRejected { reason } => {
-                        summary.rejected.entry(reason).or_default().push(path);
-                        continue;
-                    }
+            Ok(report) => match report.outcome {
+                CommitOutcome::Stored => {
+                    summary.stored += 1;
+                    summary.bytes += report.size;
                 }
-                summary.bytes += report.size;
-            }
+                CommitOutcome::Replaced { .. } => {
+                    summary.replaced += 1;
+                    summary.bytes += report.size;
+                }
+                CommitOutcome::AlreadyStored => summary.already_stored += 1,
+                CommitOutcome::DuplicateIgnored => summary.duplicates_kept_first += 1,
+                CommitOutcome::DuplicateRejected { reason } => summary.rejected.entry(reason).or_default().push(path),
+            },
             Err(IngestError::Rejected { detail, .. }) => summary.rejected.entry(detail).or_default().push(path),
             Err(error) => summary.failed.push((path, error.to_string())),
         }

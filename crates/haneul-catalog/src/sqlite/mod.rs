@@ -170,21 +170,48 @@ impl Catalog for SqliteCatalog {
         Ok(outcomes)
     }
 
-    fn remove_instances(&self, sop_uids: &[String], event: Option<&Event>) -> Result<Vec<StoredInstance>> {
+    fn remove_instances(&self, sop_uids: &[String], event: Option<&Event>) -> Result<Removed> {
         let mut connection = lock(&self.writer);
         let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let at_ms = now_ms();
-        let mut removed = Vec::new();
+        let mut removed = Removed::default();
         for uid in sop_uids {
             if let Some(instance) = remove_one(&tx, uid)? {
-                removed.push(instance);
+                removed.trashed_paths.push(instance.blob.path.clone());
+                removed.instances.push(instance);
+                let superseded: Vec<String> = tx
+                    .prepare_cached("DELETE FROM superseded WHERE sop_uid = ?1 RETURNING blob_path")?
+                    .query_map([uid], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                removed.trashed_paths.extend(superseded);
             }
+        }
+        for path in &removed.trashed_paths {
+            tx.prepare_cached("INSERT OR IGNORE INTO trash (blob_path) VALUES (?1)")?.execute([path])?;
         }
         if let Some(event) = event {
             insert_event(&tx, event, at_ms)?;
         }
         tx.commit()?;
         Ok(removed)
+    }
+
+    fn trash(&self) -> Result<Vec<String>> {
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached("SELECT blob_path FROM trash")?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+    }
+
+    fn empty_trash(&self, paths: &[String]) -> Result<()> {
+        let mut connection = lock(&self.writer);
+        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for path in paths {
+            tx.prepare_cached("DELETE FROM trash WHERE blob_path = ?1")?.execute([path])?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn unsettled_instances(&self) -> Result<Vec<StoredInstance>> {

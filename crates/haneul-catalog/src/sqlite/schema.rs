@@ -93,6 +93,10 @@ CREATE INDEX IF NOT EXISTS superseded_sop ON superseded(sop_uid);
 CREATE TABLE IF NOT EXISTS unsettled (
     blob_path TEXT PRIMARY KEY
 ) WITHOUT ROWID;
+-- Files of removed instances, deleted after the removal commits.
+CREATE TABLE IF NOT EXISTS trash (
+    blob_path TEXT PRIMARY KEY
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     at_ms INTEGER NOT NULL,

@@ -179,17 +179,23 @@ impl DicomServer {
                 peer_implementation: None,
             };
             let origin = Origin { actor: calling_ae, address: peer.to_string(), session: id };
+            let mut reader = DimseReader::new(pdu_reader);
+            reader.set_data_timeout(self.settings.idle_timeout);
             let mut session = Session {
                 server: Arc::clone(&self),
                 info,
                 origin,
-                reader: DimseReader::new(pdu_reader),
+                reader,
                 writer: DimseWriter::new(pdu_writer),
                 closed: false,
             };
             match session.run().await {
                 Ok(()) => info!("association released"),
                 Err(DimseError::Aborted) => info!("association aborted by peer"),
+                Err(DimseError::Timeout(idle)) => {
+                    info!(idle_seconds = idle.as_secs(), "idle association aborted");
+                    let _ = session.writer.send_control(&abort_pdu()).await;
+                }
                 Err(DimseError::Pdu(crate::pdu::PduError::Closed)) => info!("peer closed the connection"),
                 Err(error) => {
                     warn!(%error, "aborting association");
@@ -244,11 +250,7 @@ impl Session {
         loop {
             let received = match tokio::time::timeout(idle, self.reader.next_command()).await {
                 Ok(received) => received?,
-                Err(_) => {
-                    info!(idle_seconds = idle.as_secs(), "idle association aborted");
-                    let _ = self.writer.send_control(&abort_pdu()).await;
-                    return Ok(());
-                }
+                Err(_) => return Err(DimseError::Timeout(idle)),
             };
             match received {
                 Received::ReleaseRequest => {
