@@ -34,8 +34,9 @@ pub enum IngestFormat {
     /// A bare data set (DIMSE C-STORE): Haneul writes the file meta group
     /// from these values, then the bytes exactly as received.
     Dataset { transfer_syntax_uid: String, sop_class_uid: String, sop_instance_uid: String },
-    /// A complete Part 10 file (import, STOW-RS), stored byte for byte.
-    Part10,
+    /// A complete Part 10 file (import, STOW-RS), stored byte for byte;
+    /// refused if it does not belong to `expected_study_uid` when given.
+    Part10 { expected_study_uid: Option<String> },
 }
 
 /// Why an instance was refused.
@@ -299,7 +300,7 @@ impl Archive {
                 std::fs::File::open(&path).map_err(|e| IngestError::Storage(format!("{}: {e}", path.display())))?;
             let layout = read_layout(&mut std::io::BufReader::new(&mut file)).map_err(unreadable)?;
             match layout {
-                FileLayout::Part10(_) => Ok((IngestFormat::Part10, std::fs::read(&path))),
+                FileLayout::Part10(_) => Ok((IngestFormat::Part10 { expected_study_uid: None }, std::fs::read(&path))),
                 FileLayout::BareDataset { transfer_syntax_uid } => {
                     // A bare data set needs its UIDs for the meta group we write in front of it.
                     let header = read_instance_header(&mut file, &header_options()).map_err(unreadable)?;
@@ -437,15 +438,31 @@ fn validate(header: &InstanceHeader, format: &IngestFormat) -> Result<Prepared, 
         (IngestFormat::Dataset { sop_class_uid, sop_instance_uid, .. }, _) => {
             (sop_class_uid.as_str(), sop_instance_uid.as_str())
         }
-        (IngestFormat::Part10, Some(meta)) => {
+        (IngestFormat::Part10 { .. }, Some(meta)) => {
             (meta.media_storage_sop_class_uid.as_str(), meta.media_storage_sop_instance_uid.as_str())
         }
-        (IngestFormat::Part10, None) => ("", ""),
+        (IngestFormat::Part10 { .. }, None) => ("", ""),
     };
     if !declared_instance.is_empty() && declared_instance != sop_instance_uid {
         return Err(IngestError::rejected(
             RejectReason::Inconsistent,
             format!("SOP Instance UID {sop_instance_uid} in the data set differs from {declared_instance} announced"),
+        ));
+    }
+    if let IngestFormat::Part10 { expected_study_uid: Some(expected) } = format {
+        if *expected != study_instance_uid {
+            return Err(IngestError::rejected(
+                RejectReason::Inconsistent,
+                format!("instance belongs to study {study_instance_uid}, not {expected}"),
+            ));
+        }
+    }
+    if haneul_dicom::dict::uid_name(&sop_class_uid).is_some()
+        && !haneul_dicom::dict::is_storage_sop_class(&sop_class_uid)
+    {
+        return Err(IngestError::rejected(
+            RejectReason::Inconsistent,
+            format!("{sop_class_uid} is not a storage SOP class"),
         ));
     }
     if !declared_class.is_empty() && declared_class != sop_class_uid {

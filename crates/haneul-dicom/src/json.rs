@@ -44,8 +44,8 @@ fn write_dataset(out: &mut String, dataset: &Dataset, bulk: &dyn BulkUri, path_p
     out.push('{');
     let mut first = true;
     for element in dataset.iter() {
-        // Group lengths and the file meta group do not belong in the JSON model.
-        if element.tag.element() == 0x0000 || element.tag.group() == 0x0002 {
+        // Group lengths do not belong in the JSON model.
+        if element.tag.element() == 0x0000 {
             continue;
         }
         if !first {

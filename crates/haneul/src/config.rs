@@ -63,8 +63,16 @@ pub enum CommitmentDeliveryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Address of the HTTP endpoint (metrics, status); empty disables it.
+    /// Address of the HTTP endpoint (DICOMweb, REST API, metrics); empty disables it.
     pub listen: String,
+    /// Path prefix of the DICOMweb resources.
+    pub base_path: String,
+    /// Public URL for RetrieveURL and BulkDataURI (behind a proxy); empty: from the request's Host.
+    pub public_url: String,
+    /// Origins allowed by CORS; ["*"] allows any.
+    pub cors_origins: Vec<String>,
+    /// Largest STOW-RS request body, in bytes.
+    pub max_upload_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,7 +131,14 @@ impl Default for CommitmentConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "0.0.0.0:8080".into() }
+        let web = haneul_dicomweb::WebConfig::default();
+        HttpConfig {
+            listen: "0.0.0.0:8080".into(),
+            base_path: web.base_path,
+            public_url: String::new(),
+            cors_origins: web.cors_origins,
+            max_upload_bytes: web.max_upload_bytes,
+        }
     }
 }
 
@@ -167,6 +182,31 @@ impl Config {
             self.http.listen.parse::<SocketAddr>().map_err(|_| {
                 anyhow::anyhow!("http.listen: {:?} is not an address like 0.0.0.0:8080", self.http.listen)
             })?;
+        }
+        let base_path = &self.http.base_path;
+        if !base_path.starts_with('/')
+            || base_path.len() < 2
+            || base_path.ends_with('/')
+            || base_path.contains(['{', '}', '?', '#'])
+        {
+            bail!("http.base_path: {base_path:?} must be a path like /dicom-web");
+        }
+        let public_url = &self.http.public_url;
+        let has_scheme = public_url.starts_with("http://") || public_url.starts_with("https://");
+        if !public_url.is_empty() && !has_scheme {
+            bail!("http.public_url: {:?} must start with http:// or https://", self.http.public_url);
+        }
+        if self.http.max_upload_bytes < 1024 {
+            bail!("http.max_upload_bytes: {} is too small (at least 1024)", self.http.max_upload_bytes);
+        }
+        for (index, origin) in self.http.cors_origins.iter().enumerate() {
+            let valid = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://")) && !origin.ends_with('/'));
+            if !valid {
+                bail!(
+                    "http.cors_origins[{index}]: {origin:?} must be \"*\" or an origin like https://viewer.example.org"
+                );
+            }
         }
         if !(4096..=16 * 1024 * 1024).contains(&self.dicom.max_pdu_length) {
             bail!("dicom.max_pdu_length: {} is outside 4096..=16777216", self.dicom.max_pdu_length);
@@ -212,6 +252,22 @@ impl Config {
             .listen
             .parse::<SocketAddr>()
             .map_err(|_| anyhow::anyhow!("dicom.listen: {:?} is not an address like 0.0.0.0:11112", self.dicom.listen))
+    }
+
+    pub fn web_config(&self) -> haneul_dicomweb::WebConfig {
+        haneul_dicomweb::WebConfig {
+            base_path: self.http.base_path.clone(),
+            public_url: Some(self.http.public_url.clone()).filter(|url| !url.is_empty()),
+            cors_origins: self.http.cors_origins.clone(),
+            max_upload_bytes: self.http.max_upload_bytes,
+            ae_title: self.dicom.ae_title.clone(),
+            dicom_port: self.dicom_listen().map(|address| address.port()).unwrap_or(11112),
+            known_aes: self
+                .known_aes
+                .iter()
+                .map(|ae| haneul_dicomweb::AeInfo { title: ae.title.clone(), host: ae.host.clone(), port: ae.port })
+                .collect(),
+        }
     }
 
     pub fn server_settings(&self) -> ServerSettings {
@@ -275,6 +331,9 @@ mod tests {
             ("[[known_ae]]\ntitle = \"A\"\nhost = \"\"\nport = 104\n", "known_ae[0].host"),
             ("[[known_ae]]\ntitle = \"A\"\nhost = \"h\"\nport = 104\n[[known_ae]]\ntitle = \"A\"\nhost = \"h\"\nport = 105\n", "known_ae[1].title"),
             ("[dicom]\nmax_associations = -1\n", "max_associations"),
+            ("[http]\nbase_path = \"dicom-web\"\n", "http.base_path"),
+            ("[http]\ncors_origins = [\"viewer.example.org\"]\n", "http.cors_origins[0]"),
+            ("[http]\npublic_url = \"ftp://x\"\n", "http.public_url"),
         ] {
             let error = format!("{:#}", Config::parse(text).expect_err(text));
             assert!(error.contains(key), "{key} not named in: {error}");

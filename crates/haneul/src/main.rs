@@ -2,7 +2,6 @@
 
 mod bench;
 mod config;
-mod http;
 mod import;
 mod logging;
 mod serve;

@@ -78,12 +78,12 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
         info!(address = %http_listener.local_addr()?, "HTTP listening");
         let mut stop = stop.clone();
-        let archive = Arc::clone(&archive);
+        let state = haneul_dicomweb::WebState::new(Arc::clone(&archive), config.web_config());
         Some(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             };
-            crate::http::serve(http_listener, archive, shutdown).await
+            haneul_dicomweb::serve(http_listener, state, shutdown).await
         }))
     };
 

@@ -213,7 +213,7 @@ pub(super) fn view_columns(level: Level, needs: CountNeeds) -> String {
         ));
     }
     if level == Level::Image {
-        columns.push("i.pk, i.attrs".to_string());
+        columns.push("i.pk, i.attrs, i.transfer_syntax".to_string());
     }
     columns.join(", ")
 }
@@ -314,6 +314,8 @@ pub(super) fn row_to_view(
     let instance_pk = get_i64(14)?;
     let instance = decode_attrs(&get_bytes(15)?, || format!("instance row {instance_pk}"))?;
     merge_into(&mut view, &instance);
+    // The stored transfer syntax, as WADO-RS metadata reports it.
+    view.put(Element::text(tags::TRANSFER_SYNTAX_UID, VR::UI, get_text(16)?));
     Ok(view)
 }
 

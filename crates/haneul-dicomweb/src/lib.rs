@@ -1,0 +1,305 @@
+//! The HTTP edge: DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI, PS3.18) and
+//! the REST API for what DICOMweb does not cover.
+//!
+//! Handlers translate HTTP into archive-core calls (the same query model
+//! and matcher as C-FIND); they never touch the catalog or the blob store.
+//! Every route is listed once in [`routes`], which builds the router and is
+//! checked against the OpenAPI document (`openapi.json`).
+
+mod api;
+mod error;
+pub mod media;
+mod qido;
+mod rendered;
+mod retrieve;
+mod stow;
+mod wado_uri;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{delete, get, MethodRouter};
+use axum::Router;
+use haneul_core::{Archive, Origin};
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+pub use error::{ApiError, ApiResult};
+
+/// Settings of the HTTP edge.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Path prefix of DICOMweb resources, e.g. `/dicom-web`.
+    pub base_path: String,
+    /// Public URL of the server (`https://pacs.example.org`) for RetrieveURL
+    /// and BulkDataURI; by default taken from the request's Host.
+    pub public_url: Option<String>,
+    /// Origins allowed by CORS; `*` allows any.
+    pub cors_origins: Vec<String>,
+    /// Largest STOW-RS request body.
+    pub max_upload_bytes: u64,
+    /// Our AE title and DICOM port, for the REST API.
+    pub ae_title: String,
+    pub dicom_port: u16,
+    pub known_aes: Vec<AeInfo>,
+}
+
+/// A remote application entity, as the REST API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AeInfo {
+    pub title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            base_path: "/dicom-web".into(),
+            public_url: None,
+            cors_origins: vec!["*".into()],
+            max_upload_bytes: 8 << 30,
+            ae_title: "HANEUL".into(),
+            dicom_port: 11112,
+            known_aes: Vec::new(),
+        }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct WebState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    archive: Arc<Archive>,
+    config: WebConfig,
+    started: Instant,
+    /// (when, instances stored so far), sampled for the recent ingest rate.
+    samples: std::sync::Mutex<std::collections::VecDeque<(Instant, u64)>>,
+}
+
+impl WebState {
+    pub fn new(archive: Arc<Archive>, config: WebConfig) -> WebState {
+        let state = WebState {
+            inner: Arc::new(Inner { archive, config, started: Instant::now(), samples: Default::default() }),
+        };
+        // Sample the stored-instance counter every 5 s for a one-minute rate.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&state.inner);
+            runtime.spawn(async move {
+                let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    ticks.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    let stored = inner.archive.metrics().instances_stored.get();
+                    let mut samples = inner.samples.lock().unwrap_or_else(|p| p.into_inner());
+                    samples.push_back((Instant::now(), stored));
+                    while samples.len() > 13 {
+                        samples.pop_front();
+                    }
+                }
+            });
+        }
+        state
+    }
+
+    /// Instances stored per second over about the last minute.
+    pub fn recent_ingest_rate(&self) -> f64 {
+        let samples = self.inner.samples.lock().unwrap_or_else(|p| p.into_inner());
+        match (samples.front(), samples.back()) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 => (n1 - n0) as f64 / (*t1 - *t0).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+
+    pub fn archive(&self) -> &Arc<Archive> {
+        &self.inner.archive
+    }
+
+    pub fn config(&self) -> &WebConfig {
+        &self.inner.config
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.inner.started.elapsed()
+    }
+}
+
+/// Who asked and where to point URLs back to, per request.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub id: String,
+    pub origin: Origin,
+    /// `scheme://host` as the client reached us.
+    pub public_root: String,
+}
+
+impl RequestContext {
+    /// URL of the DICOMweb service root, e.g. `http://host:8080/dicom-web`.
+    pub fn service_url(&self, state: &WebState) -> String {
+        format!("{}{}", self.public_root, state.config().base_path)
+    }
+}
+
+async fn request_context(State(state): State<WebState>, mut request: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.to_string());
+    let public_root = public_root(&state, request.headers());
+    let user_agent =
+        request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("http").to_string();
+    let origin = Origin { actor: user_agent, address: peer.unwrap_or_else(|| "unknown".into()), session: id.clone() };
+    let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
+    request.extensions_mut().insert(RequestContext { id: id.clone(), origin, public_root });
+    let started = Instant::now();
+    let response = {
+        let _guard = span.enter();
+        next.run(request)
+    }
+    .await;
+    let status = response.status().as_u16();
+    let _guard = span.enter();
+    tracing::info!(status, millis = started.elapsed().as_millis() as u64, "http");
+    response
+}
+
+fn public_root(state: &WebState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.config().public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let header_text =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let scheme = header_text("x-forwarded-proto").unwrap_or("http");
+    let host = header_text("x-forwarded-host").or_else(|| header_text("host")).unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}
+
+/// One route: path, the methods it answers, and the handlers.
+pub struct Route {
+    pub path: String,
+    pub methods: &'static [&'static str],
+    pub handler: MethodRouter<WebState>,
+}
+
+fn route(path: String, methods: &'static [&'static str], handler: MethodRouter<WebState>) -> Route {
+    Route { path, methods, handler }
+}
+
+/// Every HTTP resource Haneul serves.
+pub fn routes(base_path: &str) -> Vec<Route> {
+    let b = base_path.trim_end_matches('/');
+    let study = format!("{b}/studies/{{study}}");
+    let series = format!("{study}/series/{{series}}");
+    let instance = format!("{series}/instances/{{instance}}");
+    let frames = format!("{instance}/frames/{{frames}}");
+    vec![
+        route(format!("{b}/studies"), &["GET", "POST"], get(qido::studies).post(stow::store)),
+        route(study.clone(), &["GET", "POST"], get(retrieve::study).post(stow::store_in_study)),
+        route(format!("{study}/metadata"), &["GET"], get(retrieve::study_metadata)),
+        route(format!("{study}/rendered"), &["GET"], get(retrieve::study_rendered)),
+        route(format!("{study}/thumbnail"), &["GET"], get(retrieve::study_thumbnail)),
+        route(format!("{study}/series"), &["GET"], get(qido::study_series)),
+        route(format!("{study}/instances"), &["GET"], get(qido::study_instances)),
+        route(series.clone(), &["GET"], get(retrieve::series)),
+        route(format!("{series}/metadata"), &["GET"], get(retrieve::series_metadata)),
+        route(format!("{series}/rendered"), &["GET"], get(retrieve::series_rendered)),
+        route(format!("{series}/thumbnail"), &["GET"], get(retrieve::series_thumbnail)),
+        route(format!("{series}/instances"), &["GET"], get(qido::series_instances)),
+        route(instance.clone(), &["GET"], get(retrieve::instance)),
+        route(format!("{instance}/metadata"), &["GET"], get(retrieve::instance_metadata)),
+        route(format!("{instance}/rendered"), &["GET"], get(retrieve::instance_rendered)),
+        route(format!("{instance}/thumbnail"), &["GET"], get(retrieve::instance_thumbnail)),
+        route(format!("{instance}/bulkdata/{{path}}"), &["GET"], get(retrieve::bulkdata)),
+        route(frames.clone(), &["GET"], get(retrieve::frames)),
+        route(format!("{frames}/rendered"), &["GET"], get(retrieve::frames_rendered)),
+        route(format!("{frames}/thumbnail"), &["GET"], get(retrieve::frames_thumbnail)),
+        route(format!("{b}/series"), &["GET"], get(qido::all_series)),
+        route(format!("{b}/instances"), &["GET"], get(qido::all_instances)),
+        route("/wado".into(), &["GET"], get(wado_uri::wado)),
+        route("/api/status".into(), &["GET"], get(api::status)),
+        route("/api/statistics".into(), &["GET"], get(api::statistics)),
+        route("/api/aes".into(), &["GET"], get(api::aes)),
+        route("/api/studies/{study}".into(), &["DELETE"], delete(api::delete_study)),
+        route("/api/series/{series}".into(), &["DELETE"], delete(api::delete_series)),
+        route("/api/instances/{instance}".into(), &["DELETE"], delete(api::delete_instance)),
+        route("/metrics".into(), &["GET"], get(api::metrics)),
+    ]
+}
+
+/// The complete router with CORS, compression and request context.
+pub fn router(state: WebState) -> Router {
+    let mut router = Router::new();
+    for route in routes(&state.config().base_path) {
+        router = router.route(&route.path, route.handler);
+    }
+    let cors = cors_layer(&state.config().cors_origins);
+    // JSON compresses well; DICOM and images do not, and are left alone.
+    let compressible = SizeAbove::new(1024)
+        .and(NotForContentType::const_new("multipart/related"))
+        .and(NotForContentType::const_new("application/dicom"))
+        .and(NotForContentType::const_new("application/octet-stream"))
+        .and(NotForContentType::IMAGES);
+    router
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_context))
+        .layer(CompressionLayer::new().gzip(true).br(true).compress_when(compressible))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::HeaderName::from_static("cross-origin-resource-policy"),
+            HeaderValue::from_static("cross-origin"),
+        ))
+        .layer(cors)
+        .with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::ACCEPT,
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::RANGE,
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([header::CONTENT_TYPE, header::CONTENT_LENGTH, header::ETAG, header::CONTENT_RANGE])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+async fn fallback(request: Request) -> ApiError {
+    ApiError::NotFound(format!("no resource at {}", request.uri().path()))
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    let body = serde_json::json!({ "error": format!("{} is not allowed on {}", request.method(), request.uri().path()), "status": 405 });
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+use axum::response::IntoResponse;
+
+/// Serve the router on a listener until `shutdown` resolves (HTTP/1.1 and
+/// HTTP/2 over cleartext, keep-alive).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: WebState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
+        tracing::error!(%error, "HTTP server stopped");
+    }
+}

@@ -1,0 +1,332 @@
+//! STOW-RS: `multipart/related` uploads of Part 10 instances, or of DICOM
+//! JSON metadata with bulk data parts. Instances stream into the archive
+//! core part by part (bounded memory) and are durable before the answer, as
+//! with C-STORE.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use futures_util::TryStreamExt;
+use haneul_core::{CommitOutcome, IngestError, IngestFormat, IngestReport, RejectReason};
+use haneul_dicom::json::{read_array, write_object};
+use haneul_dicom::meta::{encode_file_meta, NewFileMeta};
+use haneul_dicom::write::{write_dataset, Encoding};
+use haneul_dicom::{tags, ts, Dataset, Element, Tag, Value, VR};
+
+use crate::error::{ApiError, ApiResult};
+use crate::media::parse_media_type;
+use crate::qido::DICOM_JSON;
+use crate::{RequestContext, WebState};
+
+const FAILURE_REASON: Tag = Tag(0x0008, 0x1197);
+const WARNING_REASON: Tag = Tag(0x0008, 0x1196);
+const FAILED_SOP_SEQUENCE: Tag = Tag(0x0008, 0x1198);
+const REFERENCED_SOP_SEQUENCE: Tag = Tag(0x0008, 0x1199);
+
+/// Largest metadata or bulk data part kept in memory (JSON uploads).
+const MAX_BUFFERED_PART: u64 = 1 << 30;
+
+pub async fn store(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    stow(state, ctx, headers, body, None).await
+}
+
+pub async fn store_in_study(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    stow(state, ctx, headers, body, Some(study)).await
+}
+
+/// The outcome of one part or instance.
+struct Outcome {
+    sop_class: String,
+    sop_instance: String,
+    study: String,
+    /// Failure reason (a C-STORE status), if refused.
+    failure: Option<u16>,
+    /// Warning reason, if stored with a warning.
+    warning: Option<u16>,
+}
+
+fn outcome_of(result: Result<IngestReport, IngestError>) -> Outcome {
+    match result {
+        Ok(report) => {
+            let warning = matches!(report.outcome, CommitOutcome::DuplicateIgnored).then_some(0xB006);
+            let failure = matches!(report.outcome, CommitOutcome::DuplicateRejected { .. }).then_some(0x0111);
+            Outcome {
+                sop_class: report.sop_class_uid,
+                sop_instance: report.sop_instance_uid,
+                study: report.study_instance_uid,
+                failure,
+                warning,
+            }
+        }
+        Err(error) => {
+            let reason = match &error {
+                IngestError::Rejected {
+                    reason: RejectReason::Unreadable | RejectReason::UnsupportedTransferSyntax,
+                    ..
+                } => 0xC000,
+                IngestError::Rejected {
+                    reason: RejectReason::MissingAttribute(_) | RejectReason::Inconsistent,
+                    ..
+                } => 0xA900,
+                IngestError::Rejected { reason: RejectReason::Duplicate, .. } => 0x0111,
+                _ => 0xA700,
+            };
+            tracing::warn!(%error, "STOW-RS part refused");
+            Outcome {
+                sop_class: String::new(),
+                sop_instance: String::new(),
+                study: String::new(),
+                failure: Some(reason),
+                warning: None,
+            }
+        }
+    }
+}
+
+async fn stow(
+    state: WebState,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    body: Body,
+    study: Option<String>,
+) -> ApiResult<Response> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::UnsupportedMediaType("STOW-RS needs Content-Type: multipart/related".into()))?;
+    let media = parse_media_type(content_type);
+    if media.essence != "multipart/related" {
+        return Err(ApiError::UnsupportedMediaType(format!("{} is not multipart/related", media.essence)));
+    }
+    let part_type = media.part_type().unwrap_or_else(|| "application/dicom".into());
+    if part_type != "application/dicom" && part_type != DICOM_JSON {
+        return Err(ApiError::UnsupportedMediaType(format!("parts of type {part_type} are not accepted")));
+    }
+    let boundary = media
+        .param("boundary")
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::BadRequest("multipart/related without a boundary".into()))?;
+    let limit = state.config().max_upload_bytes;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "request of {} bytes exceeds the limit of {limit}",
+            declared.unwrap_or(0)
+        )));
+    }
+    let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
+    let stream = body.into_data_stream().map_err(|error| std::io::Error::other(error.to_string()));
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+
+    let mut outcomes = Vec::new();
+    let mut metadata: Vec<String> = Vec::new();
+    let mut bulk: HashMap<String, Vec<u8>> = HashMap::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(error) => return Err(multipart_error(error)),
+        };
+        let field_type = field
+            .content_type()
+            .map(|mime| mime.essence_str().to_ascii_lowercase())
+            .unwrap_or_else(|| part_type.clone());
+        let location = field.headers().get("content-location").and_then(|v| v.to_str().ok()).map(str::to_string);
+        match field_type.as_str() {
+            "application/dicom" => outcomes.push(store_part(&state, &ctx, field, study.clone()).await?),
+            t if t == DICOM_JSON || t == "application/json" => metadata.push(read_text(field).await?),
+            _ => {
+                let bytes = read_bytes(field).await?;
+                if let Some(location) = location {
+                    bulk.insert(location, bytes);
+                }
+            }
+        }
+    }
+    for text in &metadata {
+        let resolve = |uri: &str| bulk.get(uri).cloned();
+        let datasets =
+            read_array(text, &resolve).map_err(|error| ApiError::BadRequest(format!("metadata part: {error}")))?;
+        for dataset in datasets {
+            outcomes.push(store_json_instance(&state, &ctx, dataset, study.clone()).await);
+        }
+    }
+    if outcomes.is_empty() {
+        return Err(ApiError::BadRequest("no instance in the request".into()));
+    }
+    Ok(respond(&state, &ctx, study.as_deref(), outcomes))
+}
+
+fn multipart_error(error: multer::Error) -> ApiError {
+    match error {
+        multer::Error::StreamSizeExceeded { limit } | multer::Error::FieldSizeExceeded { limit, .. } => {
+            ApiError::PayloadTooLarge(format!("request exceeds the limit of {limit} bytes"))
+        }
+        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
+    }
+}
+
+async fn store_part(
+    state: &WebState,
+    ctx: &RequestContext,
+    mut field: multer::Field<'_>,
+    study: Option<String>,
+) -> ApiResult<Outcome> {
+    let archive = state.archive();
+    let format = IngestFormat::Part10 { expected_study_uid: study };
+    let mut ingest = match archive.begin_ingest(format, ctx.origin.clone()) {
+        Ok(ingest) => ingest,
+        Err(error) => return Ok(outcome_of(Err(error))),
+    };
+    let mut write_error = None;
+    loop {
+        match field.chunk().await {
+            Ok(Some(chunk)) => {
+                if write_error.is_none() {
+                    if let Err(error) = ingest.write(&chunk).await {
+                        write_error = Some(error);
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(error) => return Err(multipart_error(error)),
+        }
+    }
+    let result = match write_error {
+        Some(error) => Err(error),
+        None => archive.finish_ingest(ingest).await,
+    };
+    Ok(outcome_of(result))
+}
+
+async fn read_bytes(mut field: multer::Field<'_>) -> ApiResult<Vec<u8>> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if (bytes.len() + chunk.len()) as u64 > MAX_BUFFERED_PART {
+            return Err(ApiError::PayloadTooLarge(format!("a part exceeds {MAX_BUFFERED_PART} bytes")));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+async fn read_text(field: multer::Field<'_>) -> ApiResult<String> {
+    String::from_utf8(read_bytes(field).await?).map_err(|_| ApiError::BadRequest("metadata part is not UTF-8".into()))
+}
+
+/// Build a Part 10 file from DICOM JSON metadata (bulk data already
+/// resolved) and store it.
+async fn store_json_instance(
+    state: &WebState,
+    ctx: &RequestContext,
+    mut dataset: Dataset,
+    study: Option<String>,
+) -> Outcome {
+    let uid = |dataset: &Dataset, tag| dataset.string(tag).unwrap_or_default().to_string();
+    let sop_class = uid(&dataset, tags::SOP_CLASS_UID);
+    let sop_instance = uid(&dataset, tags::SOP_INSTANCE_UID);
+    let syntax = dataset
+        .string(tags::TRANSFER_SYNTAX_UID)
+        .map(str::to_string)
+        .unwrap_or_else(|| ts::EXPLICIT_VR_LITTLE_ENDIAN.to_string());
+    dataset.remove(tags::TRANSFER_SYNTAX_UID);
+    let study_uid = uid(&dataset, tags::STUDY_INSTANCE_UID);
+    let refused = |reason| Outcome {
+        sop_class: sop_class.clone(),
+        sop_instance: sop_instance.clone(),
+        study: study_uid.clone(),
+        failure: Some(reason),
+        warning: None,
+    };
+    // Compressed bulk data would need encapsulation from its part's type;
+    // JSON uploads are taken in Explicit VR Little Endian.
+    if syntax != ts::EXPLICIT_VR_LITTLE_ENDIAN {
+        tracing::warn!(%syntax, "STOW-RS JSON upload in a transfer syntax other than Explicit VR Little Endian");
+        return refused(0xC000);
+    }
+    // Text from JSON is Unicode; write it as UTF-8.
+    dataset.put(Element::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, Value::Strings(vec!["ISO_IR 192".into()])));
+    let charset = haneul_dicom::charset::SpecificCharacterSet::utf8();
+    let mut file = encode_file_meta(&NewFileMeta {
+        sop_class_uid: &sop_class,
+        sop_instance_uid: &sop_instance,
+        transfer_syntax_uid: &syntax,
+        source_ae_title: None,
+    });
+    if let Err(error) = write_dataset(&mut file, &dataset, Encoding::EXPLICIT_LE, &charset) {
+        tracing::warn!(%error, "STOW-RS JSON instance cannot be encoded");
+        return refused(0xC000);
+    }
+    let archive = state.archive();
+    let format = IngestFormat::Part10 { expected_study_uid: study };
+    let mut ingest = match archive.begin_ingest(format, ctx.origin.clone()) {
+        Ok(ingest) => ingest,
+        Err(error) => return outcome_of(Err(error)),
+    };
+    if let Err(error) = ingest.write(&file).await {
+        return outcome_of(Err(error));
+    }
+    outcome_of(archive.finish_ingest(ingest).await)
+}
+
+fn respond(state: &WebState, ctx: &RequestContext, study: Option<&str>, outcomes: Vec<Outcome>) -> Response {
+    let service = ctx.service_url(state);
+    let mut referenced = Vec::new();
+    let mut failed = Vec::new();
+    let mut warnings = false;
+    for outcome in &outcomes {
+        let mut item = Dataset::new();
+        item.put(Element::text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, outcome.sop_class.clone()));
+        item.put(Element::text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, outcome.sop_instance.clone()));
+        if let Some(reason) = outcome.failure {
+            item.put(Element::new(FAILURE_REASON, VR::US, Value::U16(vec![reason])));
+            failed.push(item);
+            continue;
+        }
+        if let Some(reason) = outcome.warning {
+            warnings = true;
+            item.put(Element::new(WARNING_REASON, VR::US, Value::U16(vec![reason])));
+        }
+        let url = format!("{service}/studies/{}/instances/{}", outcome.study, outcome.sop_instance);
+        item.put(Element::text(tags::RETRIEVE_URL, VR::UR, url));
+        referenced.push(item);
+    }
+    let mut response = Dataset::new();
+    let study_uid =
+        study.map(str::to_string).or_else(|| outcomes.iter().find(|o| o.failure.is_none()).map(|o| o.study.clone()));
+    if let Some(study_uid) = study_uid.filter(|uid| !uid.is_empty()) {
+        response.put(Element::text(tags::RETRIEVE_URL, VR::UR, format!("{service}/studies/{study_uid}")));
+    }
+    let status = if referenced.is_empty() {
+        StatusCode::CONFLICT
+    } else if !failed.is_empty() || warnings {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    if !referenced.is_empty() {
+        response.put(Element::new(REFERENCED_SOP_SEQUENCE, VR::SQ, Value::Sequence(referenced)));
+    }
+    if !failed.is_empty() {
+        response.put(Element::new(FAILED_SOP_SEQUENCE, VR::SQ, Value::Sequence(failed)));
+    }
+    let mut body = String::new();
+    write_object(&mut body, &response, &|_: &str, _: &haneul_dicom::BulkRef| String::new());
+    (status, [(header::CONTENT_TYPE, DICOM_JSON)], body).into_response()
+}
