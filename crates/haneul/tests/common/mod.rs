@@ -141,6 +141,16 @@ impl Server {
         format!("127.0.0.1:{}", self.dicom_port)
     }
 
+    /// Root URL of the DICOMweb service, e.g. `http://127.0.0.1:8080/dicom-web`.
+    pub fn dicomweb_url(&self) -> String {
+        format!("http://127.0.0.1:{}/dicom-web", self.http_port)
+    }
+
+    /// Root URL of the HTTP server (for `/api`, `/wado`, `/metrics`).
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
     /// The server's log so far (all runs).
     pub fn log(&self) -> String {
         (0..=self.log_index)
@@ -173,6 +183,7 @@ impl Server {
             .spawn()
             .expect("starting haneul serve");
         wait_for_port(self.dicom_port, &mut child, &self.log_path());
+        wait_for_port(self.http_port, &mut child, &self.log_path());
         self.child = Some(child);
     }
 
