@@ -101,3 +101,10 @@ pub async fn metrics(State(state): State<WebState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.archive().metrics().render_prometheus())
         .into_response()
 }
+
+/// The OpenAPI document of the whole HTTP surface (checked against [`crate::routes`] by tests).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}

@@ -26,11 +26,12 @@ use axum::response::Response;
 use axum::routing::{delete, get, MethodRouter};
 use axum::Router;
 use haneul_core::{Archive, Origin};
-use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::predicate::{Predicate, SizeAbove};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
+pub use api::OPENAPI;
 pub use error::{ApiError, ApiResult};
 
 /// Settings of the HTTP edge.
@@ -230,6 +231,7 @@ pub fn routes(base_path: &str) -> Vec<Route> {
         route("/api/studies/{study}".into(), &["DELETE"], delete(api::delete_study)),
         route("/api/series/{series}".into(), &["DELETE"], delete(api::delete_series)),
         route("/api/instances/{instance}".into(), &["DELETE"], delete(api::delete_instance)),
+        route("/api/openapi.json".into(), &["GET"], get(api::openapi)),
         route("/metrics".into(), &["GET"], get(api::metrics)),
     ]
 }
@@ -242,11 +244,7 @@ pub fn router(state: WebState) -> Router {
     }
     let cors = cors_layer(&state.config().cors_origins);
     // JSON compresses well; DICOM and images do not, and are left alone.
-    let compressible = SizeAbove::new(1024)
-        .and(NotForContentType::const_new("multipart/related"))
-        .and(NotForContentType::const_new("application/dicom"))
-        .and(NotForContentType::const_new("application/octet-stream"))
-        .and(NotForContentType::IMAGES);
+    let compressible = SizeAbove::new(1024).and(is_json);
     router
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
@@ -258,6 +256,13 @@ pub fn router(state: WebState) -> Router {
         ))
         .layer(cors)
         .with_state(state)
+}
+
+/// Whether a response is JSON (`application/json`, `application/dicom+json`).
+fn is_json(_: axum::http::StatusCode, _: axum::http::Version, headers: &HeaderMap, _: &axum::http::Extensions) -> bool {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("application/dicom+json")
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {
