@@ -144,3 +144,121 @@ pub fn transcode(data: &[u8]) {
         }
     }
 }
+
+/// Levels a QIDO-RS search can be at.
+const QIDO_LEVELS: [haneul_dicom::levels::Level; 3] =
+    [haneul_dicom::levels::Level::Study, haneul_dicom::levels::Level::Series, haneul_dicom::levels::Level::Image];
+
+/// QIDO-RS parameters as the HTTP edge hands them over (already
+/// percent-decoded name/value pairs) into the shared C-FIND query model; a
+/// query that parses must also answer and match a data set.
+pub fn qido_params(data: &[u8]) {
+    let (selector, bytes) = split(data);
+    let level = QIDO_LEVELS[selector as usize % QIDO_LEVELS.len()];
+    let text = String::from_utf8_lossy(bytes);
+    let params: Vec<(String, String)> = text
+        .split('&')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (name.to_string(), value.to_string())
+        })
+        .collect();
+    let Ok(request) = haneul_dicom::qido::parse(level, &[], &params) else {
+        return;
+    };
+    let mut candidate = haneul_dicom::Dataset::new();
+    for (tag, vr, value) in [
+        (haneul_dicom::tags::PATIENT_NAME, haneul_dicom::VR::PN, "김^민지=金^珉志=김^민지"),
+        (haneul_dicom::tags::STUDY_DATE, haneul_dicom::VR::DA, "20261120"),
+        (haneul_dicom::tags::STUDY_TIME, haneul_dicom::VR::TM, "101500.25"),
+        (haneul_dicom::tags::MODALITY, haneul_dicom::VR::CS, "CT"),
+        (haneul_dicom::tags::STUDY_INSTANCE_UID, haneul_dicom::VR::UI, "1.2.3.4"),
+    ] {
+        candidate.put(haneul_dicom::Element::text(tag, vr, value));
+    }
+    let _ = request.query.matches(&candidate);
+    let _ = request.query.response(&candidate);
+}
+
+/// DICOM JSON (STOW-RS metadata parts): what reads must write and read again
+/// to the same data set.
+pub fn dicom_json(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let no_bulk = |_: &str| None;
+    let Ok(datasets) = haneul_dicom::json::read_array(text, &no_bulk) else {
+        return;
+    };
+    let mut written = String::new();
+    let bulk = |_: &str, _: &haneul_dicom::BulkRef| String::new();
+    haneul_dicom::json::write_array(&mut written, &datasets, &bulk);
+    match haneul_dicom::json::read_array(&written, &no_bulk) {
+        Ok(again) => assert_eq!(again.len(), datasets.len(), "round trip changed the number of data sets"),
+        Err(error) => panic!("DICOM JSON written from a parsed document does not read back: {error}"),
+    }
+}
+
+/// Transfer syntaxes `pixel_frame` decodes in.
+const PIXEL_SYNTAXES: [&str; 9] = [
+    ts::EXPLICIT_VR_LITTLE_ENDIAN,
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90",
+];
+
+/// A frame of pixel data as WADO-RS frames and rendered resources decode it:
+/// the image attributes come from the first bytes, the frame from the rest.
+/// Encapsulated values are split into frames; what decodes is rendered.
+pub fn pixel_frame(data: &[u8]) {
+    use haneul_dicom::{tags, Dataset, Element, Value, VR};
+    if data.len() < 4 {
+        return;
+    }
+    let (head, frame) = data.split_at(4);
+    let syntax = PIXEL_SYNTAXES[head[0] as usize % PIXEL_SYNTAXES.len()];
+    let rows = u16::from(head[1] % 64) + 1;
+    let columns = u16::from(head[2] % 64) + 1;
+    let (bits, samples, photometric) = match head[3] % 6 {
+        0 => (8, 1, "MONOCHROME2"),
+        1 => (16, 1, "MONOCHROME1"),
+        2 => (8, 3, "RGB"),
+        3 => (8, 3, "YBR_FULL_422"),
+        4 => (16, 1, "MONOCHROME2"),
+        _ => (8, 1, "PALETTE COLOR"),
+    };
+    let mut ds = Dataset::new();
+    for (tag, value) in [
+        (tags::ROWS, rows),
+        (tags::COLUMNS, columns),
+        (tags::BITS_ALLOCATED, bits),
+        (tags::BITS_STORED, bits),
+        (tags::HIGH_BIT, bits - 1),
+        (tags::SAMPLES_PER_PIXEL, samples),
+        (tags::PIXEL_REPRESENTATION, u16::from(head[3] & 0x80 != 0)),
+    ] {
+        ds.put(Element::new(tag, VR::US, Value::U16(vec![value])));
+    }
+    ds.put(Element::text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, photometric));
+    let Ok(info) = haneul_pixel::ImageInfo::from_dataset(&ds) else {
+        return;
+    };
+    if let Ok(encapsulated) = haneul_pixel::split_encapsulated(frame) {
+        let _ = haneul_pixel::frames_of_fragment_bytes(1 + u32::from(head[1] % 4), &encapsulated, None);
+    }
+    let Ok(decoded) = haneul_pixel::decode_frame(&info, syntax, frame) else {
+        return;
+    };
+    let options = haneul_pixel::RenderOptions {
+        format: haneul_pixel::ImageFormat::Png,
+        quality: 90,
+        window: None,
+        viewport: Some(haneul_pixel::Viewport { width: 32, height: 32, source: None }),
+    };
+    let _ = haneul_pixel::render_decoded(&info, 0, &decoded, &options);
+}

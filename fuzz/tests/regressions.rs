@@ -6,7 +6,7 @@ use std::path::Path;
 
 type Target = (&'static str, fn(&[u8]));
 
-fn targets() -> [Target; 6] {
+fn targets() -> [Target; 9] {
     [
         ("read_dataset", haneul_fuzz::read_dataset),
         ("read_layout", haneul_fuzz::read_layout),
@@ -14,6 +14,9 @@ fn targets() -> [Target; 6] {
         ("pdu_reader", haneul_fuzz::pdu_reader),
         ("dimse_reader", haneul_fuzz::dimse_reader),
         ("transcode", haneul_fuzz::transcode),
+        ("qido_params", haneul_fuzz::qido_params),
+        ("dicom_json", haneul_fuzz::dicom_json),
+        ("pixel_frame", haneul_fuzz::pixel_frame),
     ]
 }
 
