@@ -154,7 +154,8 @@ impl RequestContext {
 async fn request_context(State(state): State<WebState>, mut request: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.to_string());
-    let public_root = public_root(&state, request.headers());
+    let listen_port = request.extensions().get::<ListenPort>().map(|port| port.0);
+    let public_root = public_root(state.config().public_url.as_deref(), request.headers(), listen_port);
     let user_agent =
         request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("http").to_string();
     let origin = Origin { actor: user_agent, address: peer.unwrap_or_else(|| "unknown".into()), session: id.clone() };
@@ -172,15 +173,38 @@ async fn request_context(State(state): State<WebState>, mut request: Request, ne
     response
 }
 
-fn public_root(state: &WebState, headers: &HeaderMap) -> String {
-    if let Some(url) = &state.config().public_url {
+/// The port the HTTP listener is bound to (a request extension set by [`serve`]).
+#[derive(Debug, Clone, Copy)]
+struct ListenPort(u16);
+
+fn public_root(public_url: Option<&str>, headers: &HeaderMap, listen_port: Option<u16>) -> String {
+    if let Some(url) = public_url {
         return url.trim_end_matches('/').to_string();
     }
     let header_text =
         |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
     let scheme = header_text("x-forwarded-proto").unwrap_or("http");
     let host = header_text("x-forwarded-host").or_else(|| header_text("host")).unwrap_or("localhost");
-    format!("{scheme}://{host}")
+    // Some clients (dicomweb-client among them) send Host without the port.
+    // A direct request came in on our listening port, so the URLs we hand
+    // out must name it; behind a proxy the forwarded headers decide.
+    let proxied = ["x-forwarded-host", "x-forwarded-proto", "forwarded"].iter().any(|name| header_text(name).is_some());
+    match listen_port {
+        Some(port) if !proxied && port != 80 && !names_port(host) => format!("{scheme}://{host}:{port}"),
+        _ => format!("{scheme}://{host}"),
+    }
+}
+
+/// Whether a Host value (`name`, `name:port`, `[v6]`, `[v6]:port`) has a port.
+fn names_port(host: &str) -> bool {
+    match host.rsplit_once(':') {
+        Some((name, port)) => {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!name.starts_with('[') || name.ends_with(']'))
+        }
+        None => false,
+    }
 }
 
 /// One route: path, the methods it answers, and the handlers.
@@ -303,8 +327,44 @@ pub async fn serve(
     state: WebState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut router = router(state);
+    if let Ok(local) = listener.local_addr() {
+        router = router.layer(axum::Extension(ListenPort(local.port())));
+    }
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
         tracing::error!(%error, "HTTP server stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (header::HeaderName::from_static(name), HeaderValue::from_static(value)))
+            .collect()
+    }
+
+    #[test]
+    fn public_root_adds_the_listening_port_when_a_direct_client_leaves_it_out() {
+        // dicomweb-client sends `Host: 127.0.0.1` to a server on port 8080.
+        assert_eq!(public_root(None, &headers(&[("host", "127.0.0.1")]), Some(8080)), "http://127.0.0.1:8080");
+        assert_eq!(public_root(None, &headers(&[("host", "pacs:9000")]), Some(8080)), "http://pacs:9000");
+        assert_eq!(public_root(None, &headers(&[("host", "[::1]")]), Some(8080)), "http://[::1]:8080");
+        assert_eq!(public_root(None, &headers(&[("host", "[::1]:8042")]), Some(8080)), "http://[::1]:8042");
+        assert_eq!(public_root(None, &headers(&[("host", "pacs")]), Some(80)), "http://pacs");
+        assert_eq!(public_root(None, &headers(&[("host", "pacs")]), None), "http://pacs");
+    }
+
+    #[test]
+    fn public_root_behind_a_proxy_follows_the_forwarded_headers() {
+        let proxied = headers(&[("host", "pacs"), ("x-forwarded-proto", "https")]);
+        assert_eq!(public_root(None, &proxied, Some(8080)), "https://pacs");
+        let forwarded = headers(&[("host", "internal:8080"), ("x-forwarded-host", "pacs.example.org")]);
+        assert_eq!(public_root(None, &forwarded, Some(8080)), "http://pacs.example.org");
+        assert_eq!(public_root(Some("https://pacs.example.org/"), &proxied, Some(8080)), "https://pacs.example.org");
     }
 }

@@ -383,6 +383,26 @@ pub async fn render_instance(
 /// The data set of a compressed instance decompressed to Explicit VR Little
 /// Endian (without file meta information).
 pub async fn decompress_instance(archive: &Arc<Archive>, instance: &StoredInstance) -> ApiResult<Vec<u8>> {
+    let (mut dataset, decompressed) = decompress(archive, instance).await?;
+    tokio::task::spawn_blocking(move || {
+        decompressed.apply(&mut dataset);
+        encode_dataset(&dataset)
+    })
+    .await
+    .map_err(|error| ApiError::Internal(error.to_string()))?
+}
+
+/// Encapsulated Pixel Data as its value reads in Explicit VR Little Endian,
+/// the default syntax of bulk data: every frame decoded, one after another.
+pub async fn decompressed_pixel_data(archive: &Arc<Archive>, instance: &StoredInstance) -> ApiResult<Vec<u8>> {
+    Ok(decompress(archive, instance).await?.1.pixel_data)
+}
+
+/// The header data set of a compressed instance and its decoded pixel data.
+async fn decompress(
+    archive: &Arc<Archive>,
+    instance: &StoredInstance,
+) -> ApiResult<(Dataset, haneul_pixel::DecompressedInstance)> {
     let image = open_image(archive, instance.clone()).await?;
     let last = image.pixel.fragments.last().map(|(offset, length)| offset + length).unwrap_or(image.pixel.offset);
     // Items start 8 bytes before their data; the whole value runs from the
@@ -391,7 +411,7 @@ pub async fn decompress_instance(archive: &Arc<Archive>, instance: &StoredInstan
     let value = archive.read_range(instance, image.at(start), last + 8 - start).await?;
     let syntax = image.syntax().uid;
     let info = image.info.clone();
-    let mut dataset = image.header.parsed.dataset.clone();
+    let dataset = image.header.parsed.dataset.clone();
     tokio::task::spawn_blocking(move || {
         let extended = match dataset.get(tags::EXTENDED_OFFSET_TABLE).map(|e| &e.value) {
             Some(Value::Bytes(bytes)) => Some(bytes.clone()),
@@ -399,8 +419,7 @@ pub async fn decompress_instance(archive: &Arc<Archive>, instance: &StoredInstan
         };
         let decompressed = haneul_pixel::decompress_pixel_data(&info, syntax, &value, VR::OB, extended.as_deref())
             .map_err(pixel_error)?;
-        decompressed.apply(&mut dataset);
-        encode_dataset(&dataset)
+        Ok((dataset, decompressed))
     })
     .await
     .map_err(|error| ApiError::Internal(error.to_string()))?

@@ -19,7 +19,7 @@ use haneul_dicom::{tags, ts, BulkRef, Dataset, Element, Value, VR};
 use tokio::io::AsyncReadExt;
 
 use crate::error::{ApiError, ApiResult};
-use crate::media::{negotiate_dicom, negotiate_octets, new_boundary, require_json, SyntaxChoice};
+use crate::media::{negotiate_dicom, negotiate_octets, new_boundary, require_json, SyntaxChoice, DEFAULT_SYNTAX};
 use crate::qido::{bulk_uri, DICOM_JSON};
 use crate::{rendered, RequestContext, WebState};
 
@@ -394,6 +394,31 @@ fn byte_range(headers: &HeaderMap, length: u64) -> ApiResult<Option<(u64, u64)>>
     Ok(Some((first, last)))
 }
 
+/// `length` bytes at `offset` of a deflated instance's inflated data set.
+async fn inflated_value(
+    archive: &Arc<Archive>,
+    stored: &StoredInstance,
+    offset: u64,
+    length: u64,
+) -> ApiResult<Vec<u8>> {
+    let deflated = archive.read_range(stored, stored.dataset_offset, stored.blob.size - stored.dataset_offset).await?;
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        // Inflate no further than the value's end: a bound against deflate bombs too.
+        let mut inflated = Vec::new();
+        flate2::read::DeflateDecoder::new(&deflated[..])
+            .take(offset + length)
+            .read_to_end(&mut inflated)
+            .map_err(|error| ApiError::Internal(format!("inflating stored instance: {error}")))?;
+        if (inflated.len() as u64) < offset + length {
+            return Err(ApiError::Internal("stored deflated instance ends before its bulk data".into()));
+        }
+        Ok(inflated.split_off(offset as usize))
+    })
+    .await
+    .map_err(|error| ApiError::Internal(error.to_string()))?
+}
+
 pub async fn bulkdata(
     State(state): State<WebState>,
     Extension(ctx): Extension<RequestContext>,
@@ -414,31 +439,40 @@ pub async fn bulkdata(
             let syntax = ts::lookup(&stored.transfer_syntax)
                 .ok_or_else(|| ApiError::Internal("unknown stored syntax".into()))?;
             if syntax.deflated {
-                return Err(ApiError::NotFound(
-                    "bulk data of deflated instances is served through the instance".into(),
-                ));
+                // Offsets count in the inflated data set.
+                inflated_value(state.archive(), stored, *offset, *length).await?
+            } else {
+                // Ranges read only what is asked.
+                if let Some((first, last)) = byte_range(&headers, *length)? {
+                    let bytes = state
+                        .archive()
+                        .read_range(stored, stored.dataset_offset + offset + first, last - first + 1)
+                        .await?;
+                    let content_range = format!("bytes {first}-{last}/{length}");
+                    return Ok((
+                        StatusCode::PARTIAL_CONTENT,
+                        [
+                            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                            (header::CONTENT_RANGE, content_range),
+                        ],
+                        bytes,
+                    )
+                        .into_response());
+                }
+                state.archive().read_range(stored, stored.dataset_offset + offset, *length).await?
             }
-            // Ranges read only what is asked.
-            if let Some((first, last)) = byte_range(&headers, *length)? {
-                let bytes = state
-                    .archive()
-                    .read_range(stored, stored.dataset_offset + offset + first, last - first + 1)
-                    .await?;
-                let content_range = format!("bytes {first}-{last}/{length}");
-                return Ok((
-                    StatusCode::PARTIAL_CONTENT,
-                    [
-                        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                        (header::CONTENT_RANGE, content_range),
-                    ],
-                    bytes,
-                )
-                    .into_response());
-            }
-            state.archive().read_range(stored, stored.dataset_offset + offset, *length).await?
         }
         Value::Bulk(BulkRef { length: None, .. }) => {
-            return Err(ApiError::NotFound("encapsulated pixel data is served as frames".into()));
+            // Encapsulated Pixel Data. In the default syntax its value is the
+            // decoded frames one after another; asked as stored (or as
+            // images), it is the frames as stored, one part each.
+            let default_syntax = matches!(&accept.syntax, SyntaxChoice::Syntax(uid) if uid == DEFAULT_SYNTAX);
+            if !default_syntax || accept.part_type != "application/octet-stream" {
+                let count = view.int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+                let all = (1..=count).map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+                return rendered::frames(&state, &ctx, &headers, target, &all).await;
+            }
+            rendered::decompressed_pixel_data(state.archive(), stored).await?
         }
         _ => return Err(ApiError::NotFound(format!("{path} is not bulk data"))),
     };

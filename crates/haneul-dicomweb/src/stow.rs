@@ -13,7 +13,7 @@ use axum::Extension;
 use futures_util::TryStreamExt;
 use haneul_core::{CommitOutcome, IngestError, IngestFormat, IngestReport, RejectReason};
 use haneul_dicom::json::{read_array, write_object};
-use haneul_dicom::meta::{encode_file_meta, NewFileMeta};
+use haneul_dicom::meta::{encode_file_meta, read_layout, FileLayout, NewFileMeta};
 use haneul_dicom::write::{write_dataset, Encoding};
 use haneul_dicom::{tags, ts, Dataset, Element, Tag, Value, VR};
 
@@ -54,6 +54,7 @@ struct Outcome {
     sop_class: String,
     sop_instance: String,
     study: String,
+    series: String,
     /// Failure reason (a C-STORE status), if refused.
     failure: Option<u16>,
     /// Warning reason, if stored with a warning.
@@ -69,6 +70,7 @@ fn outcome_of(result: Result<IngestReport, IngestError>) -> Outcome {
                 sop_class: report.sop_class_uid,
                 sop_instance: report.sop_instance_uid,
                 study: report.study_instance_uid,
+                series: report.series_instance_uid,
                 failure,
                 warning,
             }
@@ -91,6 +93,7 @@ fn outcome_of(result: Result<IngestReport, IngestError>) -> Outcome {
                 sop_class: String::new(),
                 sop_instance: String::new(),
                 study: String::new(),
+                series: String::new(),
                 failure: Some(reason),
                 warning: None,
             }
@@ -195,9 +198,14 @@ async fn store_part(
         Err(error) => return Ok(outcome_of(Err(error))),
     };
     let mut write_error = None;
+    // The start of the part, to name the instance if it is refused.
+    let mut head = Vec::new();
     loop {
         match field.chunk().await {
             Ok(Some(chunk)) => {
+                if head.len() < PART_HEAD_BYTES {
+                    head.extend_from_slice(&chunk[..chunk.len().min(PART_HEAD_BYTES - head.len())]);
+                }
                 if write_error.is_none() {
                     if let Err(error) = ingest.write(&chunk).await {
                         write_error = Some(error);
@@ -212,7 +220,24 @@ async fn store_part(
         Some(error) => Err(error),
         None => archive.finish_ingest(ingest).await,
     };
-    Ok(outcome_of(result))
+    let mut outcome = outcome_of(result);
+    if outcome.failure.is_some() && outcome.sop_instance.is_empty() {
+        name_refused_part(&mut outcome, &head);
+    }
+    Ok(outcome)
+}
+
+/// How much of a part is kept to name it when refused: enough for any
+/// realistic file meta group.
+const PART_HEAD_BYTES: usize = 16 * 1024;
+
+/// A refused part's SOP Class and Instance UIDs from its file meta group, so
+/// that the Failed SOP Sequence says which instance failed (PS3.18 10.5.3.1).
+fn name_refused_part(outcome: &mut Outcome, head: &[u8]) {
+    if let Ok(FileLayout::Part10(meta)) = read_layout(&mut &head[..]) {
+        outcome.sop_class = meta.media_storage_sop_class_uid;
+        outcome.sop_instance = meta.media_storage_sop_instance_uid;
+    }
 }
 
 async fn read_bytes(mut field: multer::Field<'_>) -> ApiResult<Vec<u8>> {
@@ -247,10 +272,12 @@ async fn store_json_instance(
         .unwrap_or_else(|| ts::EXPLICIT_VR_LITTLE_ENDIAN.to_string());
     dataset.remove(tags::TRANSFER_SYNTAX_UID);
     let study_uid = uid(&dataset, tags::STUDY_INSTANCE_UID);
+    let series_uid = uid(&dataset, tags::SERIES_INSTANCE_UID);
     let refused = |reason| Outcome {
         sop_class: sop_class.clone(),
         sop_instance: sop_instance.clone(),
         study: study_uid.clone(),
+        series: series_uid.clone(),
         failure: Some(reason),
         warning: None,
     };
@@ -303,7 +330,9 @@ fn respond(state: &WebState, ctx: &RequestContext, study: Option<&str>, outcomes
             warnings = true;
             item.put(Element::new(WARNING_REASON, VR::US, Value::U16(vec![reason])));
         }
-        let url = format!("{service}/studies/{}/instances/{}", outcome.study, outcome.sop_instance);
+        // The Retrieve Instance resource (PS3.18 10.5.3.1): study, series and instance.
+        let url =
+            format!("{service}/studies/{}/series/{}/instances/{}", outcome.study, outcome.series, outcome.sop_instance);
         item.put(Element::text(tags::RETRIEVE_URL, VR::UR, url));
         referenced.push(item);
     }
@@ -329,4 +358,40 @@ fn respond(state: &WebState, ctx: &RequestContext, study: Option<&str>, outcomes
     let mut body = String::new();
     write_object(&mut body, &response, &|_: &str, _: &haneul_dicom::BulkRef| String::new());
     (status, [(header::CONTENT_TYPE, DICOM_JSON)], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> Outcome {
+        Outcome {
+            sop_class: String::new(),
+            sop_instance: String::new(),
+            study: String::new(),
+            series: String::new(),
+            failure: Some(0xC000),
+            warning: None,
+        }
+    }
+
+    #[test]
+    fn refused_parts_are_named_from_their_file_meta() {
+        let mut file = encode_file_meta(&NewFileMeta {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.7",
+            sop_instance_uid: "1.2.3.4",
+            transfer_syntax_uid: ts::EXPLICIT_VR_LITTLE_ENDIAN,
+            source_ae_title: None,
+        });
+        file.extend_from_slice(b"\x08\x00\x20\x00DA\xff\xff truncated");
+        let mut outcome = refused();
+        name_refused_part(&mut outcome, &file);
+        assert_eq!(
+            (outcome.sop_class.as_str(), outcome.sop_instance.as_str()),
+            ("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4")
+        );
+        let mut garbage = refused();
+        name_refused_part(&mut garbage, b"not dicom at all");
+        assert!(garbage.sop_instance.is_empty());
+    }
 }

@@ -4,6 +4,7 @@
 //! (see `bench/compare-orthanc.sh`).
 
 pub mod synth;
+pub mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ pub enum BenchCommand {
     Find(FindArgs),
     /// Fill an archive directory directly with synthetic studies (for `find`).
     Fill(FillArgs),
+    /// Measure a DICOMweb server (Haneul's, Orthanc's plugin, any) given its base URL.
+    #[command(subcommand)]
+    Web(web::WebCommand),
 }
 
 #[derive(Args)]
@@ -108,6 +112,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Store(args) => runtime.block_on(store(args)),
         BenchCommand::Find(args) => runtime.block_on(find(args)),
         BenchCommand::Fill(args) => runtime.block_on(fill(args)),
+        BenchCommand::Web(command) => runtime.block_on(web::run(command)),
     }
 }
 
