@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run every test of Haneul on a fresh Debian machine: installs what the tests
-# need (DCMTK; a Python venv with pydicom, pynetdicom and numpy), then runs
-# the whole Rust test suite, whose integration tests start the real server
-# and talk to it with those real peers.
+# need (DCMTK; Chromium, Node.js and a Korean font for the OHIF viewer test;
+# a Python venv with pydicom, pynetdicom, dicomweb-client and numpy; the
+# pinned OHIF build and playwright-core from npm), then runs the whole Rust
+# test suite, whose integration tests start the real server and talk to it
+# with those real peers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,10 @@ need_apt=()
 command -v storescu >/dev/null || need_apt+=(dcmtk)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
+[[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+fc-list 2>/dev/null | grep -qi nanum || need_apt+=(fonts-nanum)
 if (( ${#need_apt[@]} )); then
     echo "installing: ${need_apt[*]}"
     $sudo_cmd apt-get update -qq
@@ -23,5 +29,8 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/test-requirements.txt
 export HANEUL_PYTHON="$PWD/.venv/bin/python"
+# playwright-core, and the prebuilt OHIF viewer fetched by its postinstall step
+# (kept when the pinned version is already there).
+(cd crates/haneul/tests/ohif && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo test --workspace --locked "$@"
