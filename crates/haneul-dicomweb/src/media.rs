@@ -102,11 +102,12 @@ pub enum SyntaxChoice {
 }
 
 impl SyntaxChoice {
+    /// The choice a `transfer-syntax` parameter makes; `default` (a UID, or
+    /// `*` for as stored) when it is absent.
     fn from_param(value: Option<&str>, default: &str) -> SyntaxChoice {
-        match value.map(str::trim) {
-            Some("*") => SyntaxChoice::AsStored,
-            Some(uid) if !uid.is_empty() => SyntaxChoice::Syntax(uid.to_string()),
-            _ => SyntaxChoice::Syntax(default.to_string()),
+        match value.map(str::trim).filter(|uid| !uid.is_empty()).unwrap_or(default) {
+            "*" => SyntaxChoice::AsStored,
+            uid => SyntaxChoice::Syntax(uid.to_string()),
         }
     }
 }
@@ -265,6 +266,10 @@ mod tests {
         let frames = negotiate_octets(&headers("multipart/related; type=application/octet-stream; transfer-syntax=*"))
             .expect("frames");
         assert_eq!(frames.syntax, SyntaxChoice::AsStored);
+        // dicomweb-client's default for frames, and image types without a syntax: as stored.
+        for accept in ["multipart/related; type=\"*/*\"", "multipart/related; type=\"image/jpeg\"", "image/jp2"] {
+            assert_eq!(negotiate_octets(&headers(accept)).expect(accept).syntax, SyntaxChoice::AsStored, "{accept}");
+        }
         assert_eq!(negotiate_rendered(&headers("image/*")).expect("image"), ImageKind::Jpeg);
         assert_eq!(negotiate_rendered(&headers("image/png")).expect("png"), ImageKind::Png);
     }

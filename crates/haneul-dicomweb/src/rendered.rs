@@ -120,8 +120,35 @@ impl Image {
         Ok(bytes)
     }
 
+    /// Frame `index` of a big-endian OW value of 8- or 1-bit samples: the value
+    /// is swapped in 16-bit words as a whole, so the word-aligned span that
+    /// holds the frame is read and swapped before the frame is cut out.
+    async fn big_endian_word_frame(&self, archive: &Arc<Archive>, index: u32) -> ApiResult<Vec<u8>> {
+        if index >= self.info.number_of_frames {
+            return Err(ApiError::NotFound(format!(
+                "frame {} does not exist (the instance has {})",
+                index + 1,
+                self.info.number_of_frames
+            )));
+        }
+        let length = self.info.frame_length() as u64;
+        let value_length = self.pixel.length.unwrap_or(0);
+        let start = length * u64::from(index);
+        let aligned = start & !1;
+        let end = ((start + length + 1) & !1).min(value_length);
+        let short = || ApiError::NotFound(format!("frame {} lies beyond the pixel data", index + 1));
+        let span = end.checked_sub(aligned).ok_or_else(short)?;
+        let mut words = archive.read_range(&self.instance, self.at(self.pixel.offset) + aligned, span).await?;
+        haneul_pixel::big_endian_value_to_little_endian(&mut words, self.info.bits_allocated, VR::OW);
+        let skip = (start - aligned) as usize;
+        words.get(skip..skip + length as usize).map(<[u8]>::to_vec).ok_or_else(short)
+    }
+
     /// Frame `index` as native little-endian samples, decoding if stored compressed.
     async fn native_frame(&self, archive: &Arc<Archive>, index: u32) -> ApiResult<(ImageInfo, Vec<u8>)> {
+        if self.syntax().big_endian && self.pixel.vr == VR::OW && self.info.bits_allocated < 16 {
+            return Ok((self.info.clone(), self.big_endian_word_frame(archive, index).await?));
+        }
         let mut bytes = self.stored_frame(archive, index).await?;
         let syntax = self.syntax().uid;
         if !self.syntax().encapsulated {

@@ -1,6 +1,7 @@
 //! WADO-RS: instances (stored bytes, or transcoded), metadata from the
 //! catalog without touching any file, frames, bulk data and rendered images.
 
+use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -16,7 +17,6 @@ use haneul_dicom::matching::Query;
 use haneul_dicom::meta::{encode_file_meta, NewFileMeta};
 use haneul_dicom::transcode::{can_transcode, transcode};
 use haneul_dicom::{tags, ts, BulkRef, Dataset, Element, Value, VR};
-use tokio::io::AsyncReadExt;
 
 use crate::error::{ApiError, ApiResult};
 use crate::media::{negotiate_dicom, negotiate_octets, new_boundary, require_json, SyntaxChoice, DEFAULT_SYNTAX};
@@ -224,25 +224,49 @@ async fn stream_part(
             "--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={}\r\n\r\n",
             instance.transfer_syntax
         );
-        sender.send(Ok(Bytes::from(header))).await.map_err(|_| closed())?;
-        let file = archive.open_instance(instance)?;
-        let mut file = tokio::fs::File::from_std(file);
-        let mut remaining = instance.blob.size;
-        while remaining > 0 {
-            let mut chunk = vec![0u8; remaining.min(256 * 1024) as usize];
-            file.read_exact(&mut chunk)
-                .await
-                .map_err(|e| ApiError::Internal(format!("reading stored instance: {e}")))?;
-            remaining -= chunk.len() as u64;
-            sender.send(Ok(Bytes::from(chunk))).await.map_err(|_| closed())?;
-        }
-    } else {
-        let (bytes, syntax) = rebuilt_instance(archive, instance, &delivery).await?;
-        let header = format!("--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={syntax}\r\n\r\n");
-        sender.send(Ok(Bytes::from(header))).await.map_err(|_| closed())?;
-        sender.send(Ok(Bytes::from(bytes))).await.map_err(|_| closed())?;
+        let (archive, instance, sender) = (Arc::clone(archive), instance.clone(), sender.clone());
+        return tokio::task::spawn_blocking(move || send_stored(&archive, &instance, header.into_bytes(), &sender))
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))?;
     }
+    let (bytes, syntax) = rebuilt_instance(archive, instance, &delivery).await?;
+    let header = format!("--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={syntax}\r\n\r\n");
+    sender.send(Ok(Bytes::from(header))).await.map_err(|_| closed())?;
+    sender.send(Ok(Bytes::from(bytes))).await.map_err(|_| closed())?;
     sender.send(Ok(Bytes::from_static(b"\r\n"))).await.map_err(|_| closed())
+}
+
+/// Bytes of a stored file read at once when it is streamed out: with the
+/// channel's four messages, what one retrieve holds in memory.
+const STREAM_CHUNK: u64 = 1024 * 1024;
+
+/// Stream a stored file as one part, on a blocking thread: each chunk is read
+/// straight into the buffer that goes out (no zero-filling, no copy through
+/// an async file's buffer, one hand-off per chunk), the part's header rides
+/// in the first chunk and its closing CRLF in the last, so an instance of
+/// up to a MiB is one message.
+fn send_stored(archive: &Archive, instance: &StoredInstance, header: Vec<u8>, sender: &PartSender) -> ApiResult<()> {
+    let closed = || ApiError::Internal("client went away".into());
+    let mut file = archive.open_instance(instance)?;
+    let mut remaining = instance.blob.size;
+    let mut buffer = header;
+    loop {
+        let wanted = remaining.min(STREAM_CHUNK);
+        buffer.reserve_exact(wanted as usize + 2);
+        let read = (&mut file)
+            .take(wanted)
+            .read_to_end(&mut buffer)
+            .map_err(|e| ApiError::Internal(format!("reading stored instance: {e}")))?;
+        if read as u64 != wanted {
+            return Err(ApiError::Internal(format!("stored instance {} is shorter than catalogued", instance.sop_uid)));
+        }
+        remaining -= wanted;
+        if remaining == 0 {
+            buffer.extend_from_slice(b"\r\n");
+            return sender.blocking_send(Ok(Bytes::from(buffer))).map_err(|_| closed());
+        }
+        sender.blocking_send(Ok(Bytes::from(std::mem::take(&mut buffer)))).map_err(|_| closed())?;
+    }
 }
 
 /// WADO-URI's `application/dicom`: one instance, not multipart.
@@ -394,6 +418,23 @@ fn byte_range(headers: &HeaderMap, length: u64) -> ApiResult<Option<(u64, u64)>>
     Ok(Some((first, last)))
 }
 
+/// A binary value read from a big-endian file, in little-endian order: OW,
+/// OF/OL and OD/OV in their units; Pixel Data of 32-bit samples in 32-bit ones.
+fn to_little_endian(value: &mut [u8], element: &Element, view: &Dataset) {
+    if element.tag == tags::PIXEL_DATA {
+        let bits = view.int(tags::BITS_ALLOCATED).and_then(|b| u16::try_from(b).ok()).unwrap_or(16);
+        haneul_pixel::big_endian_value_to_little_endian(value, bits, element.vr);
+        return;
+    }
+    let unit = match element.vr {
+        VR::OW => 2,
+        VR::OF | VR::OL => 4,
+        VR::OD | VR::OV => 8,
+        _ => return,
+    };
+    value.chunks_exact_mut(unit).for_each(<[u8]>::reverse);
+}
+
 /// `length` bytes at `offset` of a deflated instance's inflated data set.
 async fn inflated_value(
     archive: &Arc<Archive>,
@@ -441,6 +482,12 @@ pub async fn bulkdata(
             if syntax.deflated {
                 // Offsets count in the inflated data set.
                 inflated_value(state.archive(), stored, *offset, *length).await?
+            } else if syntax.big_endian {
+                // Bulk data goes out little endian, as inline values do; a
+                // range is cut from the swapped value.
+                let mut value = state.archive().read_range(stored, stored.dataset_offset + offset, *length).await?;
+                to_little_endian(&mut value, element, view);
+                value
             } else {
                 // Ranges read only what is asked.
                 if let Some((first, last)) = byte_range(&headers, *length)? {
@@ -576,6 +623,20 @@ mod tests {
         assert!(byte_range(&headers, 100).is_err());
         headers.insert(header::RANGE, HeaderValue::from_static("items=1-2"));
         assert!(byte_range(&headers, 100).is_err());
+    }
+
+    #[test]
+    fn big_endian_bulk_values_go_out_little_endian() {
+        let mut view = Dataset::new();
+        view.put(Element::new(tags::BITS_ALLOCATED, VR::US, Value::U16(vec![8])));
+        let element = |tag, vr| Element::new(tag, vr, Value::Empty);
+        let mut value = vec![1, 2, 3, 4, 5, 6, 7, 8];
+        to_little_endian(&mut value, &element(tags::PIXEL_DATA, VR::OW), &view);
+        assert_eq!(value, [2, 1, 4, 3, 6, 5, 8, 7], "8-bit samples in OW are swapped in words");
+        to_little_endian(&mut value, &element(tags::PIXEL_DATA, VR::OB), &view);
+        assert_eq!(value, [2, 1, 4, 3, 6, 5, 8, 7], "OB is a byte stream");
+        to_little_endian(&mut value, &element(haneul_dicom::Tag(0x0028, 0x1201), VR::OF), &view);
+        assert_eq!(value, [3, 4, 1, 2, 7, 8, 5, 6]);
     }
 
     #[test]

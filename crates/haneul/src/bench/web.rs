@@ -98,6 +98,11 @@ pub struct QidoArgs {
     /// Attributes asked for besides the defaults (includefield), e.g. 00080061.
     #[arg(long)]
     includefield: Vec<String>,
+    /// Query only the alphabetic (Latin) form of names; by default Korean
+    /// patients are asked for by their Hangul name every other query. For
+    /// servers that keep no ideographic or phonetic name group.
+    #[arg(long)]
+    alphabetic: bool,
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
@@ -203,11 +208,14 @@ fn print<T: Serialize>(json: bool, report: &T, text: impl FnOnce() -> String) ->
     Ok(())
 }
 
-/// Percent-encode a query parameter value (everything but unreserved characters).
+/// Percent-encode a query parameter value: everything but unreserved
+/// characters and the `*` and `^` of DICOM name queries, which go as they
+/// are, as viewers send them (Orthanc's DICOMweb plugin 1.7 does not decode
+/// escapes in query values, so `Kim%5EMin%2A` matches nothing there).
 fn encode_component(value: &str) -> String {
     let mut out = String::with_capacity(value.len() * 3);
     for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'*' | b'^') {
             out.push(char::from(byte));
         } else {
             out.push_str(&format!("%{byte:02X}"));
@@ -412,7 +420,8 @@ async fn qido(args: QidoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     for query_index in 0..args.queries {
         let patient = synth::patient(args.seed, rng.gen_range(0..args.patients.max(1)));
-        let name = name_prefix(&patient, query_index as u64);
+        let variant = if args.alphabetic { 0 } else { query_index as u64 };
+        let name = name_prefix(&patient, variant);
         let url = format!(
             "{}/studies?PatientName={}&limit={}{extra}",
             base(&args.server),
@@ -480,8 +489,8 @@ enum ScanState {
 /// Counts the parts of a `multipart/related` body as it streams in, with
 /// memory bounded by the delimiter and the header lines, not the content.
 pub struct MultipartScanner {
-    /// `CRLF--boundary`: a delimiter, CRLF included, as RFC 2046 has it.
-    delimiter: Vec<u8>,
+    /// Finds `CRLF--boundary`: a delimiter, CRLF included, as RFC 2046 has it.
+    finder: memchr::memmem::Finder<'static>,
     state: ScanState,
     pending: Vec<u8>,
     current: Option<PartInfo>,
@@ -495,7 +504,7 @@ impl MultipartScanner {
         delimiter.extend_from_slice(boundary.as_bytes());
         // The body's first delimiter has no CRLF before it: supply one.
         MultipartScanner {
-            delimiter,
+            finder: memchr::memmem::Finder::new(&delimiter).into_owned(),
             state: ScanState::Preamble,
             pending: b"\r\n".to_vec(),
             current: None,
@@ -516,16 +525,45 @@ impl MultipartScanner {
         if self.state == ScanState::Done {
             return Ok(());
         }
+        if self.skip_content(chunk) {
+            return Ok(());
+        }
         self.pending.extend_from_slice(chunk);
         let consumed = self.scan()?;
         self.pending.drain(..consumed);
         Ok(())
     }
 
+    /// Take a chunk that holds no delimiter, in content or preamble, without
+    /// copying it into `pending` (most of a body); false leaves it to `scan`.
+    fn skip_content(&mut self, chunk: &[u8]) -> bool {
+        let keep = self.finder.needle().len() - 1;
+        if !matches!(self.state, ScanState::Preamble | ScanState::Content)
+            || self.pending.len() > keep
+            || chunk.len() < keep
+        {
+            return false;
+        }
+        // A delimiter could start in `pending` and end in the chunk.
+        let mut seam = self.pending.clone();
+        seam.extend_from_slice(&chunk[..keep]);
+        if self.finder.find(&seam).is_some() || self.finder.find(chunk).is_some() {
+            return false;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        take_content(&mut self.current, &pending);
+        take_content(&mut self.current, &chunk[..chunk.len() - keep]);
+        self.pending = pending;
+        self.pending.clear();
+        self.pending.extend_from_slice(&chunk[chunk.len() - keep..]);
+        true
+    }
+
     /// Walk `pending` as far as it can be understood; returns the bytes used up.
     fn scan(&mut self) -> anyhow::Result<usize> {
         let mut position = 0;
-        let finder = memchr::memmem::Finder::new(&self.delimiter);
+        let finder = self.finder.clone();
+        let delimiter = finder.needle();
         loop {
             let rest = &self.pending[position..];
             match self.state {
@@ -536,12 +574,12 @@ impl MultipartScanner {
                         if let Some(part) = self.current.take() {
                             self.parts.push(part);
                         }
-                        position += at + self.delimiter.len();
+                        position += at + delimiter.len();
                         self.state = ScanState::AfterDelimiter;
                     }
                     None => {
                         // Keep what could be the start of a delimiter.
-                        let safe = rest.len().saturating_sub(self.delimiter.len() - 1);
+                        let safe = rest.len().saturating_sub(delimiter.len() - 1);
                         take_content(&mut self.current, &rest[..safe]);
                         return Ok(position + safe);
                     }
@@ -1143,7 +1181,8 @@ mod tests {
 
     #[test]
     fn query_values_are_percent_encoded() {
-        assert_eq!(encode_component("Kim^Min*"), "Kim%5EMin%2A");
+        assert_eq!(encode_component("Kim^Min*"), "Kim^Min*");
         assert_eq!(encode_component("김"), "%EA%B9%80");
+        assert_eq!(encode_component("O'Brien&x=1 +"), "O%27Brien%26x%3D1%20%2B");
     }
 }

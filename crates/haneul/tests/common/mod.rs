@@ -100,6 +100,8 @@ pub struct Server {
     pub http_port: u16,
     pub ae_title: String,
     extra_config: String,
+    /// Extra lines of the generated `[http]` table (e.g. `max_upload_bytes = 65536`).
+    http_config: String,
     log_index: u32,
 }
 
@@ -111,6 +113,11 @@ impl Server {
 
     /// Start with extra TOML appended to the generated config (e.g. `[[known_ae]]` blocks).
     pub fn start_with(extra_config: &str) -> Server {
+        Server::start_with_http("", extra_config)
+    }
+
+    /// Start with extra lines in the `[http]` table and extra TOML appended.
+    pub fn start_with_http(http_config: &str, extra_config: &str) -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut server = Server {
             child: None,
@@ -119,6 +126,7 @@ impl Server {
             http_port: free_port(),
             ae_title: "HANEUL".into(),
             extra_config: extra_config.to_string(),
+            http_config: http_config.to_string(),
             log_index: 0,
         };
         server.spawn();
@@ -161,11 +169,12 @@ impl Server {
 
     fn write_config(&self) {
         let config = format!(
-            "[storage]\ndata_dir = {:?}\n\n[dicom]\nae_title = {:?}\nlisten = \"127.0.0.1:{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n[log]\nlevel = \"info,haneul_dimse=debug\"\n\n{}\n",
+            "[storage]\ndata_dir = {:?}\n\n[dicom]\nae_title = {:?}\nlisten = \"127.0.0.1:{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n{}\n\n[log]\nlevel = \"info,haneul_dimse=debug\"\n\n{}\n",
             self.data_dir().display().to_string(),
             self.ae_title,
             self.dicom_port,
             self.http_port,
+            self.http_config,
             self.extra_config
         );
         std::fs::write(self.config_path(), config).expect("writing config");
