@@ -32,5 +32,7 @@ export HANEUL_PYTHON="$PWD/.venv/bin/python"
 # playwright-core, and the prebuilt OHIF viewer fetched by its postinstall step
 # (kept when the pinned version is already there).
 (cd crates/haneul/tests/ohif && npm ci --no-audit --no-fund --loglevel=error)
+# playwright-core for the built-in viewer's browser test (viewer_e2e.rs).
+(cd crates/haneul/tests/viewer && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo test --workspace --locked "$@"

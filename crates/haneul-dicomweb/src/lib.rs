@@ -262,13 +262,20 @@ pub fn routes(base_path: &str) -> Vec<Route> {
 
 /// The complete router with CORS, compression and request context.
 pub fn router(state: WebState) -> Router {
-    let mut router = Router::new();
+    router_with(state, Router::new())
+}
+
+/// The complete router with `extra` routes merged in (the built-in viewer);
+/// paths that neither serves still get the JSON 404.
+pub fn router_with(state: WebState, extra: Router<WebState>) -> Router {
+    let mut router = extra;
     for route in routes(&state.config().base_path) {
         router = router.route(&route.path, route.handler);
     }
     let cors = cors_layer(&state.config().cors_origins);
-    // JSON compresses well; DICOM and images do not, and are left alone.
-    let compressible = SizeAbove::new(1024).and(is_json);
+    // JSON and the viewer's text (HTML, JS, CSS, SVG) compress well; DICOM and
+    // images do not, and are left alone.
+    let compressible = SizeAbove::new(1024).and(is_compressible);
     router
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
@@ -282,11 +289,27 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// Whether a response is JSON (`application/json`, `application/dicom+json`).
-fn is_json(_: axum::http::StatusCode, _: axum::http::Version, headers: &HeaderMap, _: &axum::http::Extensions) -> bool {
+/// Whether a response is worth compressing: JSON (`application/json`,
+/// `application/dicom+json`) and text the web viewer loads (`text/html`,
+/// `text/javascript`, `text/css`, `image/svg+xml`).
+fn is_compressible(
+    _: axum::http::StatusCode,
+    _: axum::http::Version,
+    headers: &HeaderMap,
+    _: &axum::http::Extensions,
+) -> bool {
+    const TYPES: [&str; 7] = [
+        "application/json",
+        "application/dicom+json",
+        "text/html",
+        "text/javascript",
+        "application/javascript",
+        "text/css",
+        "image/svg+xml",
+    ];
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("application/dicom+json")
+    TYPES.iter().any(|kind| essence.eq_ignore_ascii_case(kind))
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {
@@ -327,7 +350,17 @@ pub async fn serve(
     state: WebState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let mut router = router(state);
+    serve_with(listener, state, Router::new(), shutdown).await
+}
+
+/// [`serve`] with `extra` routes merged into the router (see [`router_with`]).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: WebState,
+    extra: Router<WebState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut router = router_with(state, extra);
     if let Ok(local) = listener.local_addr() {
         router = router.layer(axum::Extension(ListenPort(local.port())));
     }

@@ -389,6 +389,48 @@ async fn json_is_compressed_when_the_client_asks() {
 }
 
 #[tokio::test]
+async fn viewer_text_is_compressed_and_images_are_not() {
+    // The web viewer's assets come through `router_with`; its text compresses, images do not.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let archive = Archive::open(ArchiveConfig::new(dir.path().join("data"))).expect("opening the archive");
+    let asset = |content_type: &'static str| {
+        axum::routing::get(move || async move { ([(header::CONTENT_TYPE, content_type)], "let x = 1;\n".repeat(400)) })
+    };
+    let extra = Router::new()
+        .route("/", asset("text/html; charset=utf-8"))
+        .route("/viewer/app.js", asset("text/javascript; charset=utf-8"))
+        .route("/viewer/viewer.css", asset("text/css; charset=utf-8"))
+        .route("/viewer/favicon.svg", asset("image/svg+xml"))
+        .route("/viewer/picture.jpg", asset("image/jpeg"));
+    let router = haneul_dicomweb::router_with(WebState::new(Arc::clone(&archive), WebConfig::default()), extra);
+    let fetch = |path: &'static str, encoding: &'static str| {
+        let router = router.clone();
+        async move {
+            let request =
+                Request::get(path).header(header::ACCEPT_ENCODING, encoding).body(Body::empty()).expect("request");
+            let response = router.oneshot(request).await.expect("the router answers");
+            let encoding = response
+                .headers()
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.to_str().expect("ASCII").to_string())
+                .unwrap_or_default();
+            let body = to_bytes(response.into_body(), usize::MAX).await.expect("reading the body").to_vec();
+            (encoding, body)
+        }
+    };
+    for path in ["/", "/viewer/app.js", "/viewer/viewer.css", "/viewer/favicon.svg"] {
+        let (encoding, body) = fetch(path, "gzip").await;
+        assert_eq!(encoding, "gzip", "{path}");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text).expect("gunzip");
+        assert_eq!(text, "let x = 1;\n".repeat(400), "{path}");
+        assert_eq!(fetch(path, "br").await.0, "br", "{path}");
+    }
+    let (encoding, body) = fetch("/viewer/picture.jpg", "gzip, br").await;
+    assert_eq!((encoding.as_str(), body.len()), ("", 4400));
+}
+
+#[tokio::test]
 async fn cors_preflight_allows_the_headers_viewers_send() {
     let harness = Harness::new();
     let request = Request::builder()

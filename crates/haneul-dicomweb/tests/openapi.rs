@@ -43,10 +43,12 @@ fn every_route_is_documented_and_every_documented_path_is_served() {
                 .map(move |method| (path.clone(), method.to_string()))
         })
         .collect();
-    let served: BTreeSet<(String, String)> = haneul_dicomweb::routes("/dicom-web")
+    let mut served: BTreeSet<(String, String)> = haneul_dicomweb::routes("/dicom-web")
         .iter()
         .flat_map(|route| route.methods.iter().map(move |method| (route.path.clone(), method.to_ascii_lowercase())))
         .collect();
+    // `haneul serve` merges in the built-in viewer's static files.
+    served.extend(haneul_viewer::PATHS.iter().map(|path| (path.to_string(), "get".to_string())));
     let undocumented: Vec<_> = served.difference(&documented).collect();
     let not_served: Vec<_> = documented.difference(&served).collect();
     assert!(undocumented.is_empty(), "routes missing from openapi.json: {undocumented:?}");

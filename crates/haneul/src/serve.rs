@@ -79,11 +79,12 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         info!(address = %http_listener.local_addr()?, "HTTP listening");
         let mut stop = stop.clone();
         let state = haneul_dicomweb::WebState::new(Arc::clone(&archive), config.web_config());
+        let viewer = haneul_viewer::router_with_base(&config.http.base_path);
         Some(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             };
-            haneul_dicomweb::serve(http_listener, state, shutdown).await
+            haneul_dicomweb::serve_with(http_listener, state, viewer, shutdown).await
         }))
     };
 

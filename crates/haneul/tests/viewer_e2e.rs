@@ -1,0 +1,124 @@
+//! The built-in web viewer (crate `haneul-viewer`, served at `/` by `haneul
+//! serve`) in a real browser: Debian's headless Chromium driven by
+//! `playwright-core` (`tests/viewer/viewer.mjs`) against the real binary,
+//! filled over DIMSE with a synthetic CT phantom (`tests/viewer/make_data.py`).
+//! scripts/test.sh installs Chromium and the Node package (`npm ci` in
+//! `tests/viewer`). Screenshots stay in `$CARGO_TARGET_TMPDIR/viewer_e2e`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use common::{dcmtk, python, run, Server};
+
+/// One browser at a time: the benchmark's timings must not share the CPU.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+fn viewer_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/viewer")
+}
+
+fn require_browser_tools() -> PathBuf {
+    let dir = viewer_dir();
+    let node = common::require("node");
+    assert!(
+        dir.join("node_modules/playwright-core/package.json").is_file(),
+        "playwright-core is not installed; run scripts/test.sh (npm ci in crates/haneul/tests/viewer)"
+    );
+    let chromium = std::env::var_os("HANEUL_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
+    assert!(chromium.is_file(), "no Chromium at {}; run scripts/test.sh, which installs it", chromium.display());
+    node
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("viewer_e2e").join(name);
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).expect("creating the output directory");
+    out
+}
+
+/// Make the test data and store `subdir` of it over DIMSE.
+fn load(server: &Server, bench: Option<usize>) -> PathBuf {
+    let data = server.dir.path().join("viewer-data");
+    let mut make = Command::new(python());
+    make.arg(viewer_dir().join("make_data.py")).arg(&data);
+    if let Some(slices) = bench {
+        make.args(["--bench", &slices.to_string()]);
+    }
+    assert!(run(&mut make).status.success(), "making the test data failed");
+    let subdir = if bench.is_some() { "bench" } else { "main" };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join(subdir))
+        .expect("test data directory")
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
+    files.sort();
+    let started = Instant::now();
+    let port = server.dicom_port.to_string();
+    // JPEG Baseline files (jpeg*.dcm) go in an association of their own that proposes it.
+    let (jpeg, files): (Vec<PathBuf>, Vec<PathBuf>) = files
+        .into_iter()
+        .partition(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("jpeg")));
+    let store = run(dcmtk("storescu").args(["-aec", &server.ae_title, "127.0.0.1", &port]).args(&files));
+    assert!(store.status.success(), "C-STORE of the test data failed");
+    if !jpeg.is_empty() {
+        let store = run(dcmtk("storescu").args(["-xy", "-aec", &server.ae_title, "127.0.0.1", &port]).args(&jpeg));
+        assert!(store.status.success(), "C-STORE of the JPEG test data failed");
+    }
+    eprintln!("stored {} files in {:.1} s", files.len() + jpeg.len(), started.elapsed().as_secs_f64());
+    data
+}
+
+fn browser(node: &Path, mode: &str, server: &Server, data: &Path, out: &Path) -> String {
+    let mut command = Command::new(node);
+    command
+        .current_dir(viewer_dir())
+        .arg("viewer.mjs")
+        .arg(mode)
+        .arg(server.http_url())
+        .arg(data.join("expected.json"))
+        .arg(out);
+    let result = run(&mut command);
+    let stdout = String::from_utf8_lossy(&result.stdout).to_string();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&result.stderr));
+    assert!(
+        result.status.success(),
+        "the viewer check ({mode}) failed: {}; its output is above, screenshots are in {}",
+        stdout.lines().find(|line| line.starts_with("VIEWER E2E FAILED")).unwrap_or("no result line"),
+        out.display()
+    );
+    stdout
+}
+
+/// Desktop and tablet: search a Korean name, open a CT, scroll, window by
+/// preset and drag (pixels checked), measure the phantom's disc within 1 %,
+/// angle, attribute browser, 1×2 with the prior, invert/rotate/reset,
+/// low-bandwidth mode, RGB pixels, SR and failed-frame messages, no storage;
+/// the tablet by touch (swipe, drag, pinch) in landscape and portrait.
+#[test]
+fn viewer_flows_on_desktop_and_tablet() {
+    let node = require_browser_tools();
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let out = out_dir("flows");
+    let server = Server::start();
+    let data = load(&server, None);
+    browser(&node, "flows", &server, &data, &out);
+    eprintln!("viewer screenshots: {}", out.display());
+}
+
+/// Time to first image and to the full stack of a 500-slice 512×512 CT
+/// (printed, not asserted; HANEUL_VIEWER_BENCH_SLICES changes the size).
+#[test]
+fn viewer_benchmark_500_slice_ct() {
+    let node = require_browser_tools();
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let slices = std::env::var("HANEUL_VIEWER_BENCH_SLICES").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let out = out_dir("bench");
+    let server = Server::start();
+    let data = load(&server, Some(slices));
+    let stdout = browser(&node, "bench", &server, &data, &out);
+    let line = stdout.lines().find(|line| line.starts_with("BENCH")).expect("a BENCH line");
+    println!("{line}");
+}
