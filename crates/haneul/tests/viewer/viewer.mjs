@@ -518,14 +518,33 @@ async function desktop() {
 async function tablet() {
   const context = await newPage({ viewport: { width: 1024, height: 768 }, deviceScaleFactor: 2, hasTouch: true, isMobile: true });
   const cdp = await context.newCDPSession(page);
-  const touch = async (type, points) => cdp.send('Input.dispatchTouchEvent', { type, touchPoints: points.map((p, id) => ({ x: p.x, y: p.y, id })) });
-  const swipe = async (from, to, steps = 10) => {
-    await touch('touchStart', [from]);
-    for (let i = 1; i <= steps; i++) {
-      await touch('touchMove', [{ x: from.x + ((to.x - from.x) * i) / steps, y: from.y + ((to.y - from.y) * i) / steps }]);
+  // Touch gestures carry explicit timestamps, 16 ms apart like a finger
+  // sampled at 60 Hz, and end with the finger held still for 150 ms: a
+  // sequence that ends moving makes Chromium start a fling, and the next tap
+  // then only stops the fling and never becomes a click (as on a real
+  // tablet), so a later tap in the test would be lost at random. Timestamps
+  // are laid out to end at the moment the gesture is sent, so they stay in
+  // order with the taps Playwright sends in real time.
+  let last = 0;
+  const gesture = async steps => {
+    const span = steps.reduce((sum, step) => sum + (step.dt ?? 0.016), 0);
+    let at = Math.max(last + 0.001, Date.now() / 1000 - span);
+    for (const { type, points, dt = 0.016 } of steps) {
+      at += dt;
+      await cdp.send('Input.dispatchTouchEvent', { type, timestamp: at, touchPoints: points.map((p, id) => ({ x: p.x, y: p.y, id })) });
     }
-    await touch('touchEnd', []);
+    last = at;
   };
+  // Fingers that go from `from` to `to` (lists of points) in `moves` moves.
+  const drag = (from, to, moves) => {
+    const steps = [{ type: 'touchStart', points: from, dt: 0 }];
+    for (let i = 1; i <= moves; i++) {
+      steps.push({ type: 'touchMove', points: from.map((p, k) => ({ x: p.x + ((to[k].x - p.x) * i) / moves, y: p.y + ((to[k].y - p.y) * i) / moves })) });
+    }
+    steps.push({ type: 'touchMove', points: to, dt: 0.15 }, { type: 'touchEnd', points: [] });
+    return gesture(steps);
+  };
+  const swipe = (from, to, moves = 10) => drag([from], [to], moves);
 
   step('tablet: search and open by tapping');
   await searchAndOpen(true);
@@ -548,18 +567,22 @@ async function tablet() {
   check(/L: -5\d\d/.test(wl) && after[0] > before[0] + 80, `touch W/L: ${wl}, disc ${before} → ${after}`);
 
   step('tablet: pinch to zoom');
-  await touch('touchStart', [{ x: centre.x - 40, y: centre.y }, { x: centre.x + 40, y: centre.y }]);
-  for (let i = 1; i <= 8; i++) {
-    await touch('touchMove', [{ x: centre.x - 40 - 10 * i, y: centre.y }, { x: centre.x + 40 + 10 * i, y: centre.y }]);
-  }
-  await touch('touchEnd', []);
+  await drag(
+    [{ x: centre.x - 40, y: centre.y }, { x: centre.x + 40, y: centre.y }],
+    [{ x: centre.x - 120, y: centre.y }, { x: centre.x + 120, y: centre.y }],
+    8,
+  );
   const zoom = parseFloat((await textOf('overlay-zoom-0')).replace('Zoom: ', ''));
   check(Math.abs(zoom - 3) < 0.15, `pinching from 80 to 240 px zooms 3×: ${zoom}`);
   await page.tap(testid('action-reset'));
 
   step('tablet: portrait, measure by touch');
   await page.setViewportSize({ width: 768, height: 1024 });
-  await page.waitForTimeout(200);
+  // The pane has taken the portrait layout (the series strip moves below it).
+  await waitInPage('the portrait layout', () => {
+    const pane = document.querySelector('[data-testid="pane-canvas-0"]').getBoundingClientRect();
+    return innerWidth === 768 && pane.width > 600 && pane.height > 400;
+  });
   const box = await page.locator(testid('pane-canvas-0')).boundingBox();
   check(box && box.width > 600 && box.height > 400, `portrait: the pane is ${JSON.stringify(box)}`);
   check(await page.locator('[data-testid="thumb"]').first().isVisible(), 'portrait: the series strip is visible');
@@ -569,10 +592,6 @@ async function tablet() {
 
   step('tablet: 1×2 with the prior by tapping the timeline');
   await page.setViewportSize({ width: 1024, height: 768 });
-  // Let the page lay out for landscape again before tapping (a tap right after
-  // the resize may be hit-tested against the portrait layout).
-  await page.evaluate(() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))));
-  await page.waitForTimeout(200);
   await page.tap(testid('layout-1x2'));
   await waitInPage('tapping 1×2 splits the view', () => window.haneulViewer.layout === '1x2');
   await page.tap(`[data-testid="timeline-item"][data-study-uid="${expected.prior.study}"]`);
