@@ -10,9 +10,11 @@
 //! Invariant: the catalog never touches instance files; it stores only their
 //! relative paths, sizes and digests.
 
+mod accounts;
 mod records;
 mod sqlite;
 
+pub use accounts::*;
 pub use records::*;
 pub use sqlite::SqliteCatalog;
 
@@ -31,6 +33,10 @@ pub enum CatalogError {
     SchemaTooNew { found: i64, supported: i64 },
     #[error("catalog is busy: {0}")]
     Busy(String),
+    #[error("{0} already exists")]
+    Duplicate(String),
+    #[error("stored record is invalid: {0}")]
+    CorruptRecord(String),
 }
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
@@ -83,4 +89,34 @@ pub trait Catalog: Send + Sync {
 
     /// Journal events with a sequence number above `after`.
     fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>>;
+
+    /// Add a user account; a taken name (in any ASCII case) is [`CatalogError::Duplicate`].
+    fn create_user(&self, user: &NewUserRecord<'_>) -> Result<UserRecord>;
+
+    /// Add a user account only if there is none at all (first start).
+    /// `None` when accounts already exist.
+    fn create_first_user(&self, user: &NewUserRecord<'_>) -> Result<Option<UserRecord>>;
+
+    /// The account with this name (ASCII case ignored).
+    fn user(&self, name: &str) -> Result<Option<UserRecord>>;
+
+    /// Every account, by name.
+    fn users(&self) -> Result<Vec<UserRecord>>;
+
+    /// Change an account; `false` when there is no account with this name.
+    fn update_user(&self, name: &str, change: UserChange<'_>) -> Result<bool>;
+
+    /// Store a new API token of the user named `token.user`; `false` when
+    /// there is no such user.
+    fn create_token(&self, token: &TokenRecord) -> Result<bool>;
+
+    /// The token with this id, with its user's current name.
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
+
+    /// Every token (revoked and expired ones included), oldest first.
+    fn tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// Mark a token revoked at `at_ms` unless it already is; `false` when
+    /// there is no token with this id.
+    fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool>;
 }

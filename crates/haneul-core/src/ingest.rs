@@ -84,6 +84,8 @@ pub struct IngestReport {
     pub series_instance_uid: String,
     pub transfer_syntax_uid: String,
     pub size: u64,
+    /// Patient ID of the instance (for the audit trail).
+    pub patient_id: String,
 }
 
 /// What `finish_ingest` hands to its blocking task.
@@ -535,6 +537,7 @@ impl Prepared {
             series_instance_uid: self.series_instance_uid.clone(),
             transfer_syntax_uid: self.transfer_syntax_uid.clone(),
             size: blob.size,
+            patient_id: self.patient.patient_id.clone(),
         }
     }
 

@@ -11,23 +11,33 @@
 //!   ([`Archive::find_instances`], [`Archive::open_instance`]).
 //! - **Journal** ([`Archive::journal`]): every store, query and retrieve is
 //!   recorded with who asked.
+//! - **Audit** ([`Archive::audit`]): the edges record every access to
+//!   patient data in the hash-chained trail of `haneul-audit`, written on a
+//!   background thread.
 //! - **Recovery** at start-up and **verify** on demand.
+//! - **Users** ([`Archive::users`], [`users`]): accounts, Argon2id password
+//!   hashes, API tokens, roles and the permission matrix.
 //!
 //! Protocol edges (DIMSE, DICOMweb, CLI import) call this crate; they never
 //! reach the catalog or blob store themselves.
 
 mod access;
+mod audit_access;
 mod committer;
 mod ingest;
 pub mod metrics;
 mod recovery;
+pub mod users;
 mod verify;
 
 pub use access::DiskUsage;
+pub use audit_access::{add_view as audit_add_view, query_keys};
+pub use haneul_audit as audit;
 pub use haneul_catalog::{CommitOutcome, DuplicatePolicy, Event, Origin, Statistics, StoredEvent, StoredInstance};
 pub use ingest::{Ingest, IngestError, IngestFormat, IngestReport, RejectReason};
 pub use metrics::Metrics;
 pub use recovery::RecoveryReport;
+pub use users::{Permission, PermissionMatrix, Permissions, Role, User, Users, UsersError};
 pub use verify::{verify_archive, VerifyProblem, VerifyReport};
 
 use std::fs::File;
@@ -49,11 +59,18 @@ pub struct ArchiveConfig {
     pub duplicate_policy: DuplicatePolicy,
     /// Largest group-commit batch.
     pub max_commit_batch: usize,
+    /// Keep the audit trail in `<data_dir>/audit` (off only for tools and tests).
+    pub audit: bool,
 }
 
 impl ArchiveConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> ArchiveConfig {
-        ArchiveConfig { data_dir: data_dir.into(), duplicate_policy: DuplicatePolicy::KeepFirst, max_commit_batch: 256 }
+        ArchiveConfig {
+            data_dir: data_dir.into(),
+            duplicate_policy: DuplicatePolicy::KeepFirst,
+            max_commit_batch: 256,
+            audit: true,
+        }
     }
 }
 
@@ -71,6 +88,8 @@ pub enum ArchiveError {
     ShuttingDown,
     #[error("internal task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Audit(#[from] haneul_audit::AuditError),
 }
 
 pub const CATALOG_FILE: &str = "catalog.sqlite";
@@ -85,6 +104,7 @@ pub struct Archive {
     committer: Committer,
     metrics: Arc<Metrics>,
     recovery: RecoveryReport,
+    auditor: haneul_audit::Auditor,
     _lock: File,
 }
 
@@ -96,6 +116,13 @@ impl Archive {
         std::fs::create_dir_all(&data_dir)
             .map_err(|source| ArchiveError::DataDir { path: data_dir.clone(), source })?;
         let lock = take_lock(&data_dir)?;
+        let auditor = if config.audit {
+            let (auditor, opened) = haneul_audit::Auditor::open(data_dir.join(haneul_audit::AUDIT_DIR))?;
+            tracing::info!(last_seq = opened.last_seq, "audit trail opened");
+            auditor
+        } else {
+            haneul_audit::Auditor::disabled()
+        };
         let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(data_dir.join(CATALOG_FILE))?);
         let blobs = BlobStore::open(data_dir.join(BLOB_DIR), true)?;
         let recovery = recovery::recover(&blobs, catalog.as_ref())?;
@@ -108,7 +135,7 @@ impl Archive {
             config.max_commit_batch,
             Arc::clone(&metrics),
         );
-        Ok(Arc::new(Archive { config, blobs, catalog, committer, metrics, recovery, _lock: lock }))
+        Ok(Arc::new(Archive { config, blobs, catalog, committer, metrics, recovery, auditor, _lock: lock }))
     }
 
     pub fn config(&self) -> &ArchiveConfig {
@@ -127,6 +154,16 @@ impl Archive {
     /// Append an event to the journal (batched with the next commit).
     pub fn journal(&self, event: Event) {
         self.committer.append_events(vec![event]);
+    }
+
+    /// Record an access in the audit trail (queued; never waits for the disk
+    /// unless the writer is far behind).
+    pub fn audit(&self, entry: haneul_audit::Entry) {
+        self.auditor.record(entry);
+    }
+
+    pub fn auditor(&self) -> &haneul_audit::Auditor {
+        &self.auditor
     }
 
     /// Wait until everything handed to the committer so far is committed.
@@ -207,6 +244,8 @@ impl Archive {
     pub async fn shutdown(&self) {
         self.blobs.shutdown();
         self.committer.flush().await;
+        let auditor = self.auditor.clone();
+        let _ = tokio::task::spawn_blocking(move || auditor.flush()).await;
         // With nothing in flight, no file can be unreferenced: the next start
         // need not list any shard. Otherwise scan from the oldest in flight.
         let scan_from = if self.blobs.has_inflight() {
@@ -217,6 +256,11 @@ impl Archive {
         if let Err(error) = self.catalog.set_setting(recovery::SCAN_FROM_KEY, &scan_from) {
             tracing::warn!(%error, "could not record clean shutdown");
         }
+    }
+
+    /// User accounts and API tokens (synchronous: call from blocking threads).
+    pub fn users(&self) -> Users {
+        Users::new(Arc::clone(&self.catalog))
     }
 
     pub(crate) fn blobs(&self) -> &BlobStore {
@@ -247,19 +291,7 @@ fn take_lock(data_dir: &Path) -> Result<File, ArchiveError> {
 }
 
 fn query_event(kind: &str, query: &Query, origin: &Origin) -> Event {
-    let keys: serde_json::Map<String, serde_json::Value> = query
-        .constraints
-        .iter()
-        .map(|key| {
-            let name =
-                haneul_dicom::dict::keyword(key.tag).map(str::to_string).unwrap_or_else(|| format!("{}", key.tag));
-            (name, serde_json::Value::String(format!("{:?}", key.matcher)))
-        })
-        .collect();
-    let mut event = Event::new(kind, origin).with_detail(serde_json::json!({
-        "level": query.level.as_str(),
-        "keys": keys,
-    }));
+    let mut event = Event::new(kind, origin).with_detail(query_keys(query));
     let unique = |tag| {
         query.constraint(tag).and_then(|key| key.matcher.hint()).and_then(|hint| match hint {
             haneul_dicom::matching::IndexHint::Equals(value) => Some(value.to_string()),

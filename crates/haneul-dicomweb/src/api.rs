@@ -1,4 +1,4 @@
-//! The REST API: status, statistics, known AEs, removal, metrics.
+//! The REST API: status, statistics, known AEs, removal, the audit trail, metrics.
 
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -65,7 +65,19 @@ async fn remove(state: WebState, ctx: RequestContext, level: Level, uid: String)
     if uid.is_empty() || uid.len() > 64 {
         return Err(ApiError::BadRequest(format!("{uid:?} is not a UID")));
     }
-    let removed = state.archive().remove(level, &uid, &ctx.origin).await?;
+    let removed = state.archive().remove(level, &uid, &ctx.origin).await;
+    let audit =
+        ctx.audit_entry(haneul_core::audit::Action::Delete).detail("level", level.as_str()).detail("uid", uid.as_str());
+    let audit = match &removed {
+        Ok(0) => audit.failed("nothing stored"),
+        Ok(count) => audit.detail("instances", *count),
+        Err(error) => audit.failed(error),
+    };
+    match level {
+        Level::Study => state.archive().audit_instances(audit.study(&uid), &[]),
+        _ => state.archive().audit(audit),
+    }
+    let removed = removed?;
     if removed == 0 {
         return Err(ApiError::NotFound(format!("no {} {uid} is stored", level.as_str().to_lowercase())));
     }
@@ -107,4 +119,60 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct AuditParams {
+    patient: Option<String>,
+    study: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Search the audit trail (newest first); the search is itself recorded.
+pub async fn audit(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+    axum::extract::Query(params): axum::extract::Query<AuditParams>,
+) -> ApiResult<Response> {
+    use haneul_core::audit::{self, Action, Filter};
+    let bound = |text: &Option<String>, end| {
+        text.as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| audit::parse_bound(t, end))
+            .transpose()
+            .map_err(ApiError::BadRequest)
+    };
+    let action = match params.action.as_deref().filter(|a| !a.is_empty()) {
+        Some(name) => Some(
+            serde_json::from_value::<Action>(serde_json::Value::String(name.to_string()))
+                .map_err(|_| ApiError::BadRequest(format!("{name:?} is not an audit action")))?,
+        ),
+        None => None,
+    };
+    let nonempty = |text: Option<String>| text.filter(|t| !t.is_empty());
+    let filter = Filter {
+        patient: nonempty(params.patient),
+        study: nonempty(params.study),
+        actor: nonempty(params.actor),
+        action,
+        from: bound(&params.from, false)?,
+        to: bound(&params.to, true)?,
+    };
+    let limit = params.limit.unwrap_or(100).clamp(1, 10_000);
+    let Some(dir) = state.archive().auditor().dir().map(std::path::Path::to_path_buf) else {
+        return Err(ApiError::NotFound("the audit trail is switched off".into()));
+    };
+    let mut entry = ctx.audit_entry(Action::Query).detail("resource", "audit trail");
+    entry = entry.patients(filter.patient.iter()).studies(filter.study.iter());
+    let search_filter = filter.clone();
+    let found = tokio::task::spawn_blocking(move || audit::search(&dir, &search_filter, limit))
+        .await
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    state.archive().audit(entry.outcome_of(&found).detail("matches", found.as_ref().map_or(0, Vec::len)));
+    let records = found.map_err(|error| ApiError::Internal(error.to_string()))?;
+    Ok(Json(serde_json::json!({ "count": records.len(), "records": records })).into_response())
 }

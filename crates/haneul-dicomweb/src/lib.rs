@@ -145,6 +145,13 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// An audit record of this request. Without authentication the actor is
+    /// `anonymous`; the source is the client's address.
+    pub fn audit_entry(&self, action: haneul_core::audit::Action) -> haneul_core::audit::Entry {
+        let source = haneul_core::audit::source_host(&self.origin.address);
+        haneul_core::audit::Entry::new(action, "anonymous", source, &self.id)
+    }
+
     /// URL of the DICOMweb service root, e.g. `http://host:8080/dicom-web`.
     pub fn service_url(&self, state: &WebState) -> String {
         format!("{}{}", self.public_root, state.config().base_path)
@@ -255,6 +262,7 @@ pub fn routes(base_path: &str) -> Vec<Route> {
         route("/api/studies/{study}".into(), &["DELETE"], delete(api::delete_study)),
         route("/api/series/{series}".into(), &["DELETE"], delete(api::delete_series)),
         route("/api/instances/{instance}".into(), &["DELETE"], delete(api::delete_instance)),
+        route("/api/audit".into(), &["GET"], get(api::audit)),
         route("/api/openapi.json".into(), &["GET"], get(api::openapi)),
         route("/metrics".into(), &["GET"], get(api::metrics)),
     ]

@@ -8,6 +8,8 @@ use haneul_dicom::json::write_object;
 use haneul_dicom::levels::{computed, Level};
 use haneul_dicom::{qido, tags, BulkRef, Dataset, Element, Tag, VR};
 
+use haneul_core::audit::Action;
+
 use crate::error::{ApiError, ApiResult};
 use crate::media::require_json;
 use crate::{RequestContext, WebState};
@@ -67,7 +69,14 @@ async fn search(
     require_json(headers)?;
     let params = query_pairs(raw);
     let request = qido::parse(level, scope, &params).map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    let matches = state.archive().search(request.query.clone(), request.offset, request.limit, &ctx.origin).await?;
+    let matches = state.archive().search(request.query.clone(), request.offset, request.limit, &ctx.origin).await;
+    let mut audit = ctx.audit_entry(Action::Query).detail("query", haneul_core::query_keys(&request.query));
+    for view in matches.iter().flatten() {
+        haneul_core::audit_add_view(&mut audit, view);
+    }
+    let count = matches.as_ref().map_or(0, Vec::len);
+    state.archive().audit(audit.detail("matches", count).outcome_of(&matches));
+    let matches = matches?;
     let service = ctx.service_url(state);
     let responses: Vec<Dataset> = matches
         .iter()

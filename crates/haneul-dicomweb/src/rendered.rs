@@ -16,6 +16,8 @@ use haneul_pixel::{ImageFormat, ImageInfo, RenderOptions};
 use crate::error::{ApiError, ApiResult};
 use crate::media::{negotiate_octets, negotiate_rendered, new_boundary, ImageKind, SyntaxChoice};
 use crate::qido::query_pairs;
+use haneul_core::audit::Action;
+
 use crate::retrieve::{stored_instances, Target};
 use crate::{RequestContext, WebState};
 
@@ -203,7 +205,7 @@ pub async fn frames(
 ) -> ApiResult<Response> {
     let accept = negotiate_octets(headers)?;
     let numbers = frame_numbers(list)?;
-    let instance = stored_instances(state, ctx, &target)
+    let instance = stored_instances(state, ctx, &target, Some(Action::Retrieve), "frames")
         .await?
         .into_iter()
         .next()
@@ -349,7 +351,8 @@ pub async fn rendered(
         ImageKind::Png => "image/png",
     };
     let archive = state.archive();
-    let instances = stored_instances(state, ctx, &target).await?;
+    let what = if thumbnail { "thumbnail" } else { "rendered" };
+    let instances = stored_instances(state, ctx, &target, Some(Action::View), what).await?;
     let single = |bytes: Vec<u8>| ([(header::CONTENT_TYPE, media_type)], bytes).into_response();
     if thumbnail || target.instance.is_some() {
         let instance =

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
+use haneul_core::audit::Action;
 use haneul_core::{Archive, StoredInstance};
 use haneul_dicom::json::write_object;
 use haneul_dicom::levels::{InformationModel, Level};
@@ -64,14 +65,27 @@ impl Target {
     }
 }
 
-/// Every stored instance under a target; 404 when there is none.
+/// Every stored instance under a target; 404 when there is none. Recorded
+/// in the audit trail as `action` on `what` unless `action` is `None` (the
+/// caller records it otherwise).
 pub async fn stored_instances(
     state: &WebState,
     ctx: &RequestContext,
     target: &Target,
+    action: Option<Action>,
+    what: &str,
 ) -> ApiResult<Vec<StoredInstance>> {
     let query = target.query(target.level())?;
-    let instances = state.archive().find_instances(query, &ctx.origin).await?;
+    let found = state.archive().find_instances(query, &ctx.origin).await;
+    if let Some(action) = action {
+        let audit = ctx.audit_entry(action).detail("resource", what).study(&target.study);
+        let audit = match &found {
+            Ok(instances) if instances.is_empty() => audit.failed(format!("no {} is stored", target.describe())),
+            _ => audit.outcome_of(&found),
+        };
+        state.archive().audit_instances(audit, found.as_deref().unwrap_or_default());
+    }
+    let instances = found?;
     if instances.is_empty() {
         return Err(ApiError::NotFound(format!("no {} is stored", target.describe())));
     }
@@ -79,9 +93,26 @@ pub async fn stored_instances(
 }
 
 /// The catalog views (all levels merged) of every instance under a target.
-pub async fn instance_views(state: &WebState, ctx: &RequestContext, target: &Target) -> ApiResult<Vec<Dataset>> {
+/// Recorded in the audit trail as a retrieve of `what`.
+pub async fn instance_views(
+    state: &WebState,
+    ctx: &RequestContext,
+    target: &Target,
+    what: &str,
+) -> ApiResult<Vec<Dataset>> {
     let query = target.query(Level::Image)?;
-    let views = state.archive().search(query, 0, None, &ctx.origin).await?;
+    let views = state.archive().search(query, 0, None, &ctx.origin).await;
+    let mut audit = ctx.audit_entry(Action::Retrieve).detail("resource", what).study(&target.study);
+    for view in views.iter().flatten() {
+        haneul_core::audit_add_view(&mut audit, view);
+    }
+    let audit = match &views {
+        Ok(views) if views.is_empty() => audit.failed(format!("no {} is stored", target.describe())),
+        Ok(views) => audit.detail("instances", views.len()),
+        Err(error) => audit.failed(error),
+    };
+    state.archive().audit(audit);
+    let views = views?;
     if views.is_empty() {
         return Err(ApiError::NotFound(format!("no {} is stored", target.describe())));
     }
@@ -276,13 +307,13 @@ pub async fn send_for_wado(
     target: Target,
     accept: crate::media::DicomAccept,
 ) -> ApiResult<Response> {
-    let instances = stored_instances(state, ctx, &target).await?;
+    let instances = stored_instances(state, ctx, &target, Some(Action::Retrieve), "wado-uri").await?;
     send_instances(state, instances, accept.syntax, false).await
 }
 
 async fn retrieve(state: WebState, ctx: RequestContext, headers: HeaderMap, target: Target) -> ApiResult<Response> {
     let accept = negotiate_dicom(&headers, target.instance.is_some())?;
-    let instances = stored_instances(&state, &ctx, &target).await?;
+    let instances = stored_instances(&state, &ctx, &target, Some(Action::Retrieve), "instances").await?;
     send_instances(&state, instances, accept.syntax, accept.multipart).await
 }
 
@@ -317,7 +348,7 @@ pub async fn instance(
 /// values; built from the catalog, so no instance file is read.
 async fn metadata(state: WebState, ctx: RequestContext, headers: HeaderMap, target: Target) -> ApiResult<Response> {
     require_json(&headers)?;
-    let views = instance_views(&state, &ctx, &target).await?;
+    let views = instance_views(&state, &ctx, &target, "metadata").await?;
     let service = ctx.service_url(&state);
     let mut body = String::with_capacity(views.len() * 4096 + 2);
     body.push('[');
@@ -468,8 +499,8 @@ pub async fn bulkdata(
 ) -> ApiResult<Response> {
     let accept = negotiate_octets(&headers)?;
     let target = Target { study, series: Some(series), instance: Some(instance) };
-    let views = instance_views(&state, &ctx, &target).await?;
-    let stored = stored_instances(&state, &ctx, &target).await?;
+    let views = instance_views(&state, &ctx, &target, "bulkdata").await?;
+    let stored = stored_instances(&state, &ctx, &target, None, "bulkdata").await?;
     let (Some(view), Some(stored)) = (views.first(), stored.first()) else {
         return Err(ApiError::NotFound(format!("no {} is stored", target.describe())));
     };

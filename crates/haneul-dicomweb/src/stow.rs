@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use futures_util::TryStreamExt;
 use haneul_core::{CommitOutcome, IngestError, IngestFormat, IngestReport, RejectReason};
 use haneul_dicom::json::{read_array, write_object};
 use haneul_dicom::meta::{encode_file_meta, read_layout, FileLayout, NewFileMeta};
@@ -35,8 +34,8 @@ pub async fn store(
     Extension(ctx): Extension<RequestContext>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Response> {
-    stow(state, ctx, headers, body, None).await
+) -> Response {
+    answer(stow(state, ctx, headers, body, None).await)
 }
 
 pub async fn store_in_study(
@@ -45,8 +44,23 @@ pub async fn store_in_study(
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Response> {
-    stow(state, ctx, headers, body, Some(study)).await
+) -> Response {
+    answer(stow(state, ctx, headers, body, Some(study)).await)
+}
+
+/// A STOW-RS answer. After a body too large to read to its end, the client
+/// is told not to reuse the connection: the server closes it, and a client
+/// that sent its next request on it would see it dropped without an answer.
+fn answer(result: ApiResult<Response>) -> Response {
+    match result {
+        Ok(response) => response,
+        Err(error @ ApiError::PayloadTooLarge(_)) => {
+            let mut response = error.into_response();
+            response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            response
+        }
+        Err(error) => error.into_response(),
+    }
 }
 
 /// The outcome of one part or instance.
@@ -59,6 +73,19 @@ struct Outcome {
     failure: Option<u16>,
     /// Warning reason, if stored with a warning.
     warning: Option<u16>,
+}
+
+/// Record a stored (or refused) instance in the audit trail, then answer for it.
+fn audited(state: &WebState, ctx: &RequestContext, result: Result<IngestReport, IngestError>) -> Outcome {
+    let audit = ctx.audit_entry(haneul_core::audit::Action::Store);
+    state.archive().audit(match &result {
+        Ok(report) => audit
+            .patient(&report.patient_id)
+            .study(&report.study_instance_uid)
+            .detail("sop_instance_uid", report.sop_instance_uid.as_str()),
+        Err(error) => audit.failed(error),
+    });
+    outcome_of(result)
 }
 
 fn outcome_of(result: Result<IngestReport, IngestError>) -> Outcome {
@@ -108,6 +135,9 @@ async fn stow(
     body: Body,
     study: Option<String>,
 ) -> ApiResult<Response> {
+    // Read by a task of its own from here on, so that whatever the answer,
+    // the body is read to its end and the connection stays usable.
+    let body = drained_on_early_answer(body);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -134,8 +164,7 @@ async fn stow(
         )));
     }
     let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
-    let stream = body.into_data_stream().map_err(|error| std::io::Error::other(error.to_string()));
-    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let mut multipart = multer::Multipart::with_constraints(body, boundary, constraints);
 
     let mut outcomes = Vec::new();
     let mut metadata: Vec<String> = Vec::new();
@@ -176,6 +205,45 @@ async fn stow(
     Ok(respond(&state, &ctx, study.as_deref(), outcomes))
 }
 
+/// Most of a request body read and thrown away after an early answer.
+const MAX_DRAINED_BYTES: u64 = 16 << 20;
+
+/// The request body as a stream read by a task of its own. When the handler
+/// answers before the end of the body (too large, malformed), the task goes on
+/// reading and discarding what the client still sends, up to
+/// [`MAX_DRAINED_BYTES`]: closing a socket with unread data makes the kernel
+/// reset the connection, and the client may then never see the 413 or 400.
+fn drained_on_early_answer(
+    body: Body,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let mut data = body.into_data_stream();
+    tokio::spawn(async move {
+        let mut drained = 0u64;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut data).await {
+            let chunk = chunk.map_err(|error| std::io::Error::other(error.to_string()));
+            if sender.is_closed() {
+                drained += chunk.as_ref().map_or(0, |bytes| bytes.len() as u64);
+                if drained > MAX_DRAINED_BYTES {
+                    return;
+                }
+                continue;
+            }
+            let failed = chunk.is_err();
+            if let Err(tokio::sync::mpsc::error::SendError(Ok(unsent))) = sender.send(chunk).await {
+                drained += unsent.len() as u64;
+            }
+            if failed {
+                return;
+            }
+        }
+    });
+    futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+    )
+}
+
 fn multipart_error(error: multer::Error) -> ApiError {
     match error {
         multer::Error::StreamSizeExceeded { limit } | multer::Error::FieldSizeExceeded { limit, .. } => {
@@ -195,7 +263,7 @@ async fn store_part(
     let format = IngestFormat::Part10 { expected_study_uid: study };
     let mut ingest = match archive.begin_ingest(format, ctx.origin.clone()) {
         Ok(ingest) => ingest,
-        Err(error) => return Ok(outcome_of(Err(error))),
+        Err(error) => return Ok(audited(state, ctx, Err(error))),
     };
     let mut write_error = None;
     // The start of the part, to name the instance if it is refused.
@@ -220,7 +288,7 @@ async fn store_part(
         Some(error) => Err(error),
         None => archive.finish_ingest(ingest).await,
     };
-    let mut outcome = outcome_of(result);
+    let mut outcome = audited(state, ctx, result);
     if outcome.failure.is_some() && outcome.sop_instance.is_empty() {
         name_refused_part(&mut outcome, &head);
     }
@@ -304,12 +372,12 @@ async fn store_json_instance(
     let format = IngestFormat::Part10 { expected_study_uid: study };
     let mut ingest = match archive.begin_ingest(format, ctx.origin.clone()) {
         Ok(ingest) => ingest,
-        Err(error) => return outcome_of(Err(error)),
+        Err(error) => return audited(state, ctx, Err(error)),
     };
     if let Err(error) = ingest.write(&file).await {
-        return outcome_of(Err(error));
+        return audited(state, ctx, Err(error));
     }
-    outcome_of(archive.finish_ingest(ingest).await)
+    audited(state, ctx, archive.finish_ingest(ingest).await)
 }
 
 fn respond(state: &WebState, ctx: &RequestContext, study: Option<&str>, outcomes: Vec<Outcome>) -> Response {

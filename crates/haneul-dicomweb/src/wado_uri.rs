@@ -10,6 +10,8 @@ use haneul_pixel::{ImageFormat, RenderOptions, Viewport, VoiFunction, Window};
 use crate::error::{ApiError, ApiResult};
 use crate::media::{DicomAccept, SyntaxChoice};
 use crate::qido::query_pairs;
+use haneul_core::audit::Action;
+
 use crate::retrieve::{stored_instances, Target};
 use crate::{rendered, RequestContext, WebState};
 
@@ -58,7 +60,7 @@ pub async fn wado(
                     .ok_or_else(|| ApiError::BadRequest(format!("frameNumber {number:?} is not a frame number")))?,
                 None => 0,
             };
-            let instance = stored_instances(&state, &ctx, &target)
+            let instance = stored_instances(&state, &ctx, &target, Some(Action::View), "wado-uri rendered")
                 .await?
                 .into_iter()
                 .next()

@@ -1,10 +1,12 @@
 //! The `haneul` command: the archive server and its tools.
 
+mod audit;
 mod bench;
 mod config;
 mod import;
 mod logging;
 mod serve;
+mod users;
 mod verify;
 
 use std::path::PathBuf;
@@ -56,6 +58,15 @@ enum Command {
     /// Generate synthetic studies and measure a DICOM node.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Manage user accounts (add, passwd, disable, enable, list).
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// Manage API tokens for scripts and services (create, revoke, list).
+    #[command(subcommand)]
+    Token(users::TokenCommand),
+    /// Check (verify) and search the tamper-evident audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Check a configuration file and exit.
     CheckConfig {
         /// The file to check.
@@ -70,6 +81,9 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Bench(command) => bench::run(command),
+        Command::User(command) => users::run_user(command),
+        Command::Token(command) => users::run_token(command),
+        Command::Audit(command) => audit::run(command),
         Command::CheckConfig { path } => Config::load(&path).map(|_| {
             println!("{}: valid", path.display());
             ExitCode::SUCCESS

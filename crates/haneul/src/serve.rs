@@ -61,6 +61,7 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         removed_unreferenced = recovery.unreferenced_removed.len(),
         "archive open"
     );
+    create_initial_admin(&archive).await?;
 
     let dicom_address = config.dicom_listen()?;
     let listener = tokio::net::TcpListener::bind(dicom_address)
@@ -102,6 +103,30 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     }
     archive.shutdown().await;
     info!("stopped");
+    Ok(())
+}
+
+/// On first start (no account at all), create the `admin` account with the
+/// password from `HANEUL_ADMIN_PASSWORD`, or a random one shown once here.
+async fn create_initial_admin(archive: &haneul_core::Archive) -> anyhow::Result<()> {
+    use haneul_core::users::{ADMIN_PASSWORD_ENV, INITIAL_ADMIN};
+    let password = std::env::var(ADMIN_PASSWORD_ENV).ok().filter(|password| !password.is_empty());
+    let users = archive.users();
+    let created = tokio::task::spawn_blocking(move || users.ensure_initial_admin(password))
+        .await
+        .context("creating the first user")?
+        .with_context(|| format!("cannot create the first user {INITIAL_ADMIN:?} ({ADMIN_PASSWORD_ENV})"))?;
+    let Some(admin) = created else {
+        return Ok(());
+    };
+    info!(user = %admin.user.name, from_environment = admin.generated_password.is_none(), "created the first administrator");
+    if let Some(password) = admin.generated_password {
+        let rule = "=".repeat(72);
+        eprintln!(
+            "\n{rule}\n  Haneul first start: created the administrator account.\n\n      user:     {}\n      password: {password}\n\n  This password is shown only once and must be changed at the first\n  sign-in (or now: haneul user passwd {} --password-stdin).\n  Set {ADMIN_PASSWORD_ENV} before the first start to choose it instead.\n{rule}\n",
+            admin.user.name, admin.user.name
+        );
+    }
     Ok(())
 }
 

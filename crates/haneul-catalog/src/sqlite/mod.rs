@@ -2,6 +2,7 @@
 //! mode lets them run beside the writer), commits durable at return
 //! (`synchronous = FULL`).
 
+mod accounts;
 mod query;
 mod schema;
 mod write;
@@ -17,6 +18,7 @@ use haneul_dicom::matching::Query;
 use haneul_dicom::Dataset;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use crate::accounts::{NewUserRecord, TokenRecord, UserChange, UserRecord};
 use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
 use query::{
@@ -365,5 +367,49 @@ impl Catalog for SqliteCatalog {
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
+    }
+
+    fn create_user(&self, user: &NewUserRecord<'_>) -> Result<UserRecord> {
+        accounts::insert_user(&lock(&self.writer), user)
+    }
+
+    fn create_first_user(&self, user: &NewUserRecord<'_>) -> Result<Option<UserRecord>> {
+        let mut connection = lock(&self.writer);
+        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let existing: i64 = tx.query_row("SELECT COUNT(*) FROM users", [], |row| row.get(0))?;
+        if existing > 0 {
+            return Ok(None);
+        }
+        let created = accounts::insert_user(&tx, user)?;
+        tx.commit()?;
+        Ok(Some(created))
+    }
+
+    fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        self.with_reader(|connection| accounts::select_user(connection, name))
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>> {
+        self.with_reader(accounts::select_users)
+    }
+
+    fn update_user(&self, name: &str, change: UserChange<'_>) -> Result<bool> {
+        accounts::update_user(&lock(&self.writer), name, change)
+    }
+
+    fn create_token(&self, token: &TokenRecord) -> Result<bool> {
+        accounts::insert_token(&lock(&self.writer), token)
+    }
+
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        self.with_reader(|connection| accounts::select_token(connection, id))
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.with_reader(accounts::select_tokens)
+    }
+
+    fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool> {
+        accounts::revoke_token(&lock(&self.writer), id, at_ms)
     }
 }

@@ -4,7 +4,7 @@
 //! would cost three extra page writes in every store's commit. Queries count
 //! with the indexes instead, and only when a response asks for a count.
 
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS settings (
@@ -110,4 +110,28 @@ CREATE TABLE IF NOT EXISTS events (
     sop_uid TEXT,
     detail TEXT NOT NULL
 );
+-- Accounts (schema version 2). Credentials are stored only hashed: an
+-- Argon2id PHC string per password, a BLAKE3 digest per API token secret.
+CREATE TABLE IF NOT EXISTS users (
+    pk INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    must_change_password INTEGER NOT NULL DEFAULT 0,
+    -- JSON list of site names; empty: every site.
+    sites TEXT NOT NULL DEFAULT '[]',
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id TEXT PRIMARY KEY,
+    user_pk INTEGER NOT NULL REFERENCES users(pk),
+    name TEXT NOT NULL,
+    secret_hash BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER,
+    revoked_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens(user_pk);
 "#;

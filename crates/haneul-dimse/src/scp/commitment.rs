@@ -77,6 +77,18 @@ pub(super) async fn handle(
         "failed": report.failed.len(),
     });
     session.archive().journal(event);
+    let audit = session
+        .audit_entry(haneul_core::audit::Action::Query)
+        .detail("service", "storage-commitment")
+        .detail("transaction_uid", request.transaction_uid.as_str())
+        .detail("committed", report.committed.len())
+        .detail("failed", report.failed.len());
+    let (archive, committed) =
+        (Arc::clone(session.archive()), report.committed.iter().map(|(_, uid)| uid.clone()).collect());
+    tokio::spawn(async move {
+        let stored = archive.instances_by_sop_uid(committed).await.unwrap_or_default();
+        archive.audit_instances(audit, &stored);
+    });
     info!(
         transaction_uid = %request.transaction_uid,
         committed = report.committed.len(),

@@ -1,5 +1,6 @@
 //! C-FIND SCP: one pending response per match, C-CANCEL honoured between them.
 
+use haneul_core::audit::Action;
 use haneul_dicom::levels::computed;
 use haneul_dicom::matching::Query;
 use haneul_dicom::read::read_dataset_bytes;
@@ -75,6 +76,7 @@ pub(super) async fn handle(
     let retrieve_ae = session.settings().ae_title.clone();
     let mut sent = 0usize;
     let mut cancelled = false;
+    let mut audit = session.audit_entry(Action::Query).detail("query", haneul_core::query_keys(&query));
     let final_status = loop {
         tokio::select! {
             biased;
@@ -92,9 +94,11 @@ pub(super) async fn handle(
                 None => break status::SUCCESS,
                 Some(Err(error)) => {
                     warn!(%error, "query failed");
+                    audit = audit.failed(&error);
                     break status::UNABLE_TO_PROCESS;
                 }
                 Some(Ok(view)) => {
+                    haneul_core::audit_add_view(&mut audit, &view);
                     let mut response_identifier = query.response(&view);
                     if query.return_keys.iter().any(|(t, _)| *t == computed::RETRIEVE_AE_TITLE) {
                         response_identifier.put(Element::text(computed::RETRIEVE_AE_TITLE, VR::AE, retrieve_ae.clone()));
@@ -117,6 +121,7 @@ pub(super) async fn handle(
         }
     };
     drop(matches);
+    session.archive().audit(audit.detail("matches", sent).detail("cancelled", cancelled));
     info!(level = query.level.as_str(), matches = sent, cancelled, "C-FIND");
     let response = Command::response_to(&command, field::C_FIND_RSP, final_status);
     session.writer.send(context_id, &response, None).await

@@ -311,6 +311,11 @@ impl Session {
     fn archive(&self) -> &Arc<Archive> {
         &self.server.archive
     }
+
+    /// An audit record of this association: the calling AE from the peer's address.
+    fn audit_entry(&self, action: haneul_core::audit::Action) -> haneul_core::audit::Entry {
+        haneul_core::audit::Entry::new(action, &self.info.calling_ae, self.info.peer.ip().to_string(), &self.info.id)
+    }
 }
 
 /// Error comments are LO: at most 64 characters.

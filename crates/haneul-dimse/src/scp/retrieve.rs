@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
 
+use haneul_core::audit::Action;
 use haneul_core::{Event, StoredInstance};
 use haneul_dicom::matching::Query;
 use haneul_dicom::read::read_dataset_bytes;
@@ -106,10 +107,16 @@ pub(super) async fn handle(
     } else {
         None
     };
+    let audit = session
+        .audit_entry(Action::Retrieve)
+        .detail("service", if is_move { "C-MOVE" } else { "C-GET" })
+        .detail("query", haneul_core::query_keys(&query))
+        .detail("destination", destination.as_ref().map(|d| d.title.clone()));
     let instances = match session.archive().find_instances(query, &session.origin).await {
         Ok(instances) => instances,
         Err(error) => {
             warn!(%error, "retrieve lookup failed");
+            session.archive().audit(audit.failed(&error));
             return fail(
                 session,
                 context_id,
@@ -131,6 +138,7 @@ pub(super) async fn handle(
             Err(error) => {
                 warn!(destination = %known.title, %error, "cannot reach the move destination");
                 let comment = format!("cannot reach {}: {error}", known.title);
+                session.archive().audit_instances(audit.failed(&comment), &instances);
                 return fail(
                     session,
                     context_id,
@@ -212,6 +220,17 @@ pub(super) async fn handle(
         "cancelled": cancelled,
     });
     session.archive().journal(event);
+    let audit = audit
+        .detail("completed", progress.completed)
+        .detail("failed", progress.failed)
+        .detail("warning", progress.warning)
+        .detail("cancelled", cancelled);
+    let audit = if progress.completed == 0 && progress.warning == 0 && progress.failed > 0 {
+        audit.failed(format!("{} sub-operations failed", progress.failed))
+    } else {
+        audit
+    };
+    session.archive().audit_instances(audit, &instances);
     info!(
         destination = destination.as_ref().map(|d| d.title.as_str()).unwrap_or("(same association)"),
         completed = progress.completed,

@@ -1,5 +1,6 @@
 //! C-STORE SCP: stream the data set into the archive, answer after it is durable.
 
+use haneul_core::audit::Action;
 use haneul_core::{CommitOutcome, IngestError, IngestFormat, RejectReason};
 use haneul_dicom::dict;
 use tracing::{info, warn};
@@ -37,6 +38,9 @@ pub(super) async fn handle(
             session.reader.skip_data_set(context_id, limit).await?;
         }
         warn!(sop_instance_uid = %sop_instance, %reason, "C-STORE refused");
+        session.archive().audit(
+            session.audit_entry(Action::Store).detail("sop_instance_uid", sop_instance.as_str()).failed(&reason),
+        );
         return respond(session, context_id, &command, &sop_instance, code, Some(&reason)).await;
     }
 
@@ -50,6 +54,9 @@ pub(super) async fn handle(
         Err(error) => {
             session.reader.skip_data_set(context_id, limit).await?;
             warn!(%error, "cannot start storing");
+            session.archive().audit(
+                session.audit_entry(Action::Store).detail("sop_instance_uid", sop_instance.as_str()).failed(&error),
+            );
             let comment = error.to_string();
             return respond(session, context_id, &command, &sop_instance, status::OUT_OF_RESOURCES, Some(&comment))
                 .await;
@@ -99,6 +106,11 @@ pub(super) async fn handle(
         }
         Err(error) => (status::OUT_OF_RESOURCES, Some(error.to_string())),
     };
+    let entry = session.audit_entry(Action::Store).detail("sop_instance_uid", sop_instance.as_str());
+    session.archive().audit(match &result {
+        Ok(report) => entry.patient(&report.patient_id).study(&report.study_instance_uid),
+        Err(error) => entry.failed(error),
+    });
     match &result {
         Ok(report) => info!(
             sop_instance_uid = %report.sop_instance_uid,

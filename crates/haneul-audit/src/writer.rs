@@ -1,0 +1,356 @@
+//! The background writer: records arrive over a bounded channel and are
+//! appended in batches, one `fdatasync` per batch.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+use time::Date;
+
+use crate::record::{check_line, line_digest, Entry, GENESIS};
+use crate::{file_date, file_name, trail_files, AuditError};
+
+/// How many records may wait for the writer before `record` blocks.
+const QUEUE: usize = 16_384;
+/// Most records appended per batch (and per fdatasync).
+const MAX_BATCH: usize = 4_096;
+
+enum Message {
+    Record(Box<Entry>),
+    Flush(mpsc::Sender<()>),
+}
+
+/// Counters of the writer, for metrics and the status page.
+#[derive(Debug, Default, Serialize, Clone, Copy, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Records appended and synced.
+    pub written: u64,
+    /// Times `record` had to wait because the queue was full.
+    pub waits: u64,
+    /// Records that could not be written (the writer failed or stopped); each is logged.
+    pub lost: u64,
+    /// Failed appends or syncs.
+    pub write_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    written: AtomicU64,
+    waits: AtomicU64,
+    lost: AtomicU64,
+    write_errors: AtomicU64,
+}
+
+/// What opening the trail found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OpenReport {
+    /// Sequence number of the last record found (0 for a new trail).
+    pub last_seq: u64,
+    /// A final line without its newline (left by a crash) that was cut off:
+    /// the file and how many bytes were removed.
+    pub truncated: Option<(PathBuf, u64)>,
+}
+
+/// A handle for recording; cheap to clone. A disabled auditor records nothing.
+#[derive(Clone, Default)]
+pub struct Auditor {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    sender: Option<SyncSender<Message>>,
+    counters: Arc<Counters>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer drain what is queued and stop.
+        self.sender.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor").field("dir", &self.dir()).finish()
+    }
+}
+
+impl Auditor {
+    /// An auditor that records nothing (audit switched off, or tools that
+    /// need no trail).
+    pub fn disabled() -> Auditor {
+        Auditor { inner: None }
+    }
+
+    /// Open the trail in `dir` (created if needed), continue its chain from
+    /// the last record and start the writer thread.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<(Auditor, OpenReport), AuditError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| AuditError::io(&dir, source))?;
+        let (tail, report) = resume(&dir)?;
+        let counters = Arc::new(Counters::default());
+        let (sender, receiver) = mpsc::sync_channel(QUEUE);
+        let writer = Writer { dir: dir.clone(), tail, file: None, counters: Arc::clone(&counters) };
+        let thread = std::thread::Builder::new()
+            .name("haneul-audit".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|source| AuditError::io(&dir, source))?;
+        let inner = Inner { dir, sender: Some(sender), counters, thread: Some(thread) };
+        Ok((Auditor { inner: Some(Arc::new(inner)) }, report))
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// The trail's directory, when enabled.
+    pub fn dir(&self) -> Option<&Path> {
+        self.inner.as_ref().map(|inner| inner.dir.as_path())
+    }
+
+    /// Queue a record. Returns at once unless the queue is full, in which
+    /// case it waits for the writer (counted and logged) rather than drop it.
+    pub fn record(&self, entry: Entry) {
+        let Some(inner) = &self.inner else { return };
+        let Some(sender) = &inner.sender else { return };
+        match sender.try_send(Message::Record(Box::new(entry))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(message)) => {
+                let waits = inner.counters.waits.fetch_add(1, Ordering::Relaxed) + 1;
+                if waits.is_power_of_two() {
+                    tracing::warn!(waits, "audit queue full; waiting for the audit writer");
+                }
+                if sender.send(message).is_err() {
+                    lost(&inner.counters);
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => lost(&inner.counters),
+        }
+    }
+
+    /// Wait until everything recorded so far is on disk (blocking).
+    pub fn flush(&self) {
+        let Some(sender) = self.inner.as_ref().and_then(|inner| inner.sender.as_ref()) else { return };
+        let (done, wait) = mpsc::channel();
+        if sender.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    pub fn stats(&self) -> AuditStats {
+        let Some(inner) = &self.inner else { return AuditStats::default() };
+        let counters = &inner.counters;
+        AuditStats {
+            written: counters.written.load(Ordering::Relaxed),
+            waits: counters.waits.load(Ordering::Relaxed),
+            lost: counters.lost.load(Ordering::Relaxed),
+            write_errors: counters.write_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn lost(counters: &Counters) {
+    let lost = counters.lost.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::error!(lost, "audit writer is not running; record not written");
+}
+
+/// Where the chain stands.
+#[derive(Debug, Clone)]
+struct Tail {
+    seq: u64,
+    prev: String,
+    /// Day of the newest file, which new records never go before.
+    date: Option<Date>,
+}
+
+struct Writer {
+    dir: PathBuf,
+    tail: Tail,
+    file: Option<(Date, File)>,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    fn run(mut self, receiver: Receiver<Message>) {
+        let mut batch = Vec::new();
+        while let Ok(first) = receiver.recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(&mut batch);
+        }
+    }
+
+    fn write_batch(&mut self, batch: &mut Vec<Message>) {
+        let mut waiters = Vec::new();
+        let mut buffer = Vec::with_capacity(batch.len() * 512);
+        let mut pending = 0u64;
+        let start = self.tail.clone();
+        let mut result = Ok(());
+        for message in batch.drain(..) {
+            let entry = match message {
+                Message::Record(entry) => entry,
+                Message::Flush(done) => {
+                    waiters.push(done);
+                    continue;
+                }
+            };
+            if result.is_err() {
+                pending += 1;
+                continue;
+            }
+            let date = match self.tail.date {
+                Some(current) if current > entry.time.date() => current,
+                _ => entry.time.date(),
+            };
+            if self.file.as_ref().is_none_or(|(open, _)| *open != date) {
+                result = self.append(&buffer).and_then(|()| self.open_day(date));
+                if result.is_err() {
+                    pending += 1;
+                    continue;
+                }
+                self.counters.written.fetch_add(pending, Ordering::Relaxed);
+                pending = 0;
+                buffer.clear();
+            }
+            self.tail.seq += 1;
+            let line = entry.to_line(self.tail.seq, &self.tail.prev);
+            self.tail.prev = line_digest(line.as_bytes());
+            self.tail.date = Some(date);
+            buffer.extend_from_slice(line.as_bytes());
+            buffer.push(b'\n');
+            pending += 1;
+        }
+        if result.is_ok() {
+            result = self.append(&buffer);
+        }
+        match result {
+            Ok(()) => {
+                self.counters.written.fetch_add(pending, Ordering::Relaxed);
+            }
+            Err(error) => {
+                self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.counters.lost.fetch_add(pending, Ordering::Relaxed);
+                tracing::error!(%error, records = pending, "could not append to the audit trail");
+                // Start again from what is really on disk.
+                self.file = None;
+                match resume(&self.dir) {
+                    Ok((tail, _)) => self.tail = tail,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot re-read the audit trail");
+                        self.tail = start;
+                    }
+                }
+            }
+        }
+        for done in waiters {
+            let _ = done.send(());
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let Some((date, file)) = &mut self.file else { return Ok(()) };
+        let path = self.dir.join(file_name(*date));
+        file.write_all(bytes).and_then(|()| file.sync_data()).map_err(|source| AuditError::io(&path, source))
+    }
+
+    fn open_day(&mut self, date: Date) -> Result<(), AuditError> {
+        let path = self.dir.join(file_name(date));
+        let existed = path.exists();
+        let file =
+            OpenOptions::new().create(true).append(true).open(&path).map_err(|source| AuditError::io(&path, source))?;
+        if !existed {
+            file.sync_all().map_err(|source| AuditError::io(&path, source))?;
+            sync_dir(&self.dir)?;
+        }
+        self.file = Some((date, file));
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    #[cfg(unix)]
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| AuditError::io(dir, source))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Find where the chain ends: the last complete line of the newest file
+/// holding one. A final line without its newline is cut off (logged).
+fn resume(dir: &Path) -> Result<(Tail, OpenReport), AuditError> {
+    let mut report = OpenReport::default();
+    let files = trail_files(dir)?;
+    let newest = files.last().map(|path| file_date(path));
+    for (index, path) in files.iter().enumerate().rev() {
+        let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| AuditError::io(path, e))?;
+        let (last_line, partial) = read_tail(&mut file).map_err(|e| AuditError::io(path, e))?;
+        if partial > 0 {
+            if index + 1 != files.len() {
+                return Err(AuditError::Corrupt(format!(
+                    "{} ends without a newline but is not the newest audit file",
+                    path.display()
+                )));
+            }
+            let length = file.metadata().map_err(|e| AuditError::io(path, e))?.len();
+            tracing::warn!(file = %path.display(), bytes = partial, "audit trail ends in a partial record (crash?); cutting it off");
+            file.set_len(length - partial).and_then(|()| file.sync_all()).map_err(|e| AuditError::io(path, e))?;
+            report.truncated = Some((path.clone(), partial));
+        }
+        let Some(line) = last_line else { continue };
+        let record = check_line(&line).map_err(|problem| {
+            AuditError::Corrupt(format!(
+                "the last record of {} is unsound ({problem:?}); run `haneul audit verify`",
+                path.display()
+            ))
+        })?;
+        report.last_seq = record.seq;
+        let tail = Tail { seq: record.seq, prev: line_digest(&line), date: newest.flatten() };
+        return Ok((tail, report));
+    }
+    Ok((Tail { seq: 0, prev: GENESIS.to_string(), date: newest.flatten() }, report))
+}
+
+/// The last complete line of a file (without its newline) and the length of
+/// a partial line after it, reading only the end of the file.
+fn read_tail(file: &mut File) -> std::io::Result<(Option<Vec<u8>>, u64)> {
+    let length = file.metadata()?.len();
+    let mut window: u64 = 64 * 1024;
+    loop {
+        let start = length.saturating_sub(window);
+        let mut bytes = Vec::with_capacity((length - start) as usize);
+        file.seek(SeekFrom::Start(start))?;
+        Read::take(&mut *file, length - start).read_to_end(&mut bytes)?;
+        let partial = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(end) => (bytes.len() - end - 1) as u64,
+            None if start == 0 => return Ok((None, bytes.len() as u64)),
+            None => {
+                window *= 4;
+                continue;
+            }
+        };
+        let complete = &bytes[..bytes.len() - partial as usize - 1];
+        match complete.iter().rposition(|&b| b == b'\n') {
+            Some(begin) => return Ok((Some(complete[begin + 1..].to_vec()), partial)),
+            None if start == 0 => return Ok((Some(complete.to_vec()), partial)),
+            None => window *= 4,
+        }
+    }
+}

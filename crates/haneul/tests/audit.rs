@@ -1,0 +1,175 @@
+//! The audit trail on a real server: DCMTK stores and finds, an HTTP client
+//! reads metadata, and every access is in the hash-chained trail with the
+//! right actor, address and patient; `haneul audit verify` passes on the real
+//! trail and fails once one byte of it is changed.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{dcmtk, haneul_bin, pydicom_data, run, Server};
+use serde_json::Value;
+
+const PATIENT: &str = "1CT1";
+const STUDY: &str = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
+
+/// A plain HTTP/1.1 GET; returns the status and the body.
+fn http_get(server: &Server, path: &str, accept: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.http_port)).expect("connecting to HTTP");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept: {accept}\r\nUser-Agent: audit-test\r\nConnection: close\r\n\r\n",
+        server.http_port
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.into() };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn haneul_audit(data: &Path, args: &[&str]) -> std::process::Output {
+    run(Command::new(haneul_bin()).arg("audit").args(args).arg("--data").arg(data))
+}
+
+fn search(data: &Path) -> Vec<Value> {
+    let output = haneul_audit(data, &["search", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice::<Vec<Value>>(&output.stdout).expect("search --json prints a JSON array")
+}
+
+fn find<'a>(records: &'a [Value], action: &str, actor: &str) -> Option<&'a Value> {
+    records.iter().find(|r| r["action"] == action && r["actor"] == actor)
+}
+
+fn names(record: &Value, key: &str) -> Vec<String> {
+    record[key].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn accesses_are_recorded_and_the_trail_verifies() {
+    let mut server = Server::start();
+    let port = server.dicom_port.to_string();
+    let data = server.data_dir();
+
+    let ct = pydicom_data().join("test_files/CT_small.dcm");
+    let store = run(dcmtk("storescu").args(["-aet", "MODALITY1", "-aec", "HANEUL", "127.0.0.1", &port]).arg(&ct));
+    assert!(store.status.success(), "C-STORE failed");
+    let find_output = run(dcmtk("findscu").args([
+        "-aet",
+        "READER7",
+        "-aec",
+        "HANEUL",
+        "-S",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &format!("PatientID={PATIENT}"),
+        "-k",
+        "StudyInstanceUID=",
+        "127.0.0.1",
+        &port,
+    ]));
+    assert!(find_output.status.success(), "C-FIND failed");
+    let (status, body) = http_get(&server, &format!("/dicom-web/studies/{STUDY}/metadata"), "application/dicom+json");
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http_get(&server, "/dicom-web/studies/1.2.3.4.404/metadata", "application/dicom+json");
+    assert_eq!(status, 404);
+
+    // Records are written in the background; wait for them.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let records = loop {
+        let records = search(&data);
+        let done = find(&records, "store", "MODALITY1").is_some()
+            && find(&records, "query", "READER7").is_some()
+            && records.iter().filter(|r| r["action"] == "retrieve" && r["actor"] == "anonymous").count() >= 2;
+        if done {
+            break records;
+        }
+        assert!(Instant::now() < deadline, "audit records did not appear: {records:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let store = find(&records, "store", "MODALITY1").unwrap();
+    assert_eq!(store["source"], "127.0.0.1");
+    assert_eq!(store["outcome"], "success");
+    assert_eq!(names(store, "patients"), vec![PATIENT]);
+    assert_eq!(names(store, "studies"), vec![STUDY]);
+    assert!(store["session"].as_str().is_some_and(|s| !s.is_empty()));
+
+    let query = find(&records, "query", "READER7").unwrap();
+    assert_eq!(query["source"], "127.0.0.1");
+    assert_eq!(query["detail"]["matches"], 1);
+    assert!(query["detail"]["query"]["keys"]["PatientID"].is_string(), "{query}");
+    assert_eq!(names(query, "patients"), vec![PATIENT]);
+
+    let retrieves: Vec<&Value> =
+        records.iter().filter(|r| r["action"] == "retrieve" && r["actor"] == "anonymous").collect();
+    let metadata = retrieves.iter().find(|r| r["outcome"] == "success").expect("a successful retrieve");
+    assert_eq!(metadata["source"], "127.0.0.1");
+    assert_eq!(metadata["detail"]["resource"], "metadata");
+    assert_eq!(names(metadata, "patients"), vec![PATIENT]);
+    assert_eq!(names(metadata, "studies"), vec![STUDY]);
+    let missing = retrieves.iter().find(|r| r["outcome"] == "failure").expect("the failed retrieve");
+    assert_eq!(names(missing, "studies"), vec!["1.2.3.4.404"]);
+
+    // The REST search finds the same records by patient.
+    let (status, body) = http_get(&server, &format!("/api/audit?patient={PATIENT}&limit=50"), "application/json");
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let actions: Vec<&str> =
+        answer["records"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    for action in ["store", "query", "retrieve"] {
+        assert!(actions.contains(&action), "{action} missing from {answer:#}");
+    }
+    let (status, _) = http_get(&server, "/api/audit?from=yesterday", "application/json");
+    assert_eq!(status, 400);
+    let (_, body) = http_get(&server, "/api/audit?actor=READER7&action=query", "application/json");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["count"], 1, "{answer:#}");
+
+    // Stopped cleanly, everything is on disk: the real trail verifies.
+    server.stop();
+    let verify = haneul_audit(&data, &["verify"]);
+    let text = String::from_utf8_lossy(&verify.stdout).into_owned();
+    assert_eq!(verify.status.code(), Some(0), "{text}");
+    assert!(text.contains("intact"), "{text}");
+    let verify = haneul_audit(&data, &["verify", "--json"]);
+    let report: Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert!(report["records"].as_u64().unwrap() >= 5, "{report:#}");
+
+    // One byte changed: the actor of the first record.
+    let files: Vec<_> = std::fs::read_dir(data.join("audit")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let at = bytes.windows(9).position(|w| w == b"MODALITY1").expect("the store record");
+    let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+    bytes[at + 8] = b'2';
+    std::fs::write(&files[0], bytes).unwrap();
+    let verify = haneul_audit(&data, &["verify"]);
+    let text = String::from_utf8_lossy(&verify.stdout).into_owned();
+    assert_eq!(verify.status.code(), Some(1), "{text}");
+    assert!(text.contains("BROKEN") && text.contains(&format!("line {line}:")), "{text}");
+    assert!(text.contains("altered"), "{text}");
+}
