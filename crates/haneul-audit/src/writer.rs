@@ -1,5 +1,5 @@
 //! The background writer: records arrive over a bounded channel and are
-//! appended in batches, one `fdatasync` per batch.
+//! appended in batches gathered over up to 100 ms, one `fdatasync` per batch.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use time::Date;
@@ -19,6 +20,9 @@ use crate::{file_date, file_name, trail_files, AuditError};
 const QUEUE: usize = 16_384;
 /// Most records appended per batch (and per fdatasync).
 const MAX_BATCH: usize = 4_096;
+/// How long the writer gathers records after the first of a batch, unless a
+/// flush is asked for: records reach the disk at most this much later.
+const GATHER: Duration = Duration::from_millis(100);
 
 enum Message {
     Record(Box<Entry>),
@@ -184,10 +188,19 @@ impl Writer {
     fn run(mut self, receiver: Receiver<Message>) {
         let mut batch = Vec::new();
         while let Ok(first) = receiver.recv() {
+            // Gather what arrives in the next moments into the same append and
+            // fdatasync: one flush per record would compete with the archive's
+            // own flushes of instance files and catalog on the same disk.
+            let deadline = Instant::now() + GATHER;
+            let mut flush_asked = matches!(first, Message::Flush(_));
             batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(message) => batch.push(message),
+            while batch.len() < MAX_BATCH && !flush_asked {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
+                match receiver.recv_timeout(left) {
+                    Ok(message) => {
+                        flush_asked = matches!(message, Message::Flush(_));
+                        batch.push(message);
+                    }
                     Err(_) => break,
                 }
             }

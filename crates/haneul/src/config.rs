@@ -18,6 +18,7 @@ pub struct Config {
     pub dicom: DicomConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub audit: AuditConfig,
     /// Remote application entities: move destinations, storage commitment
     /// requesters and, from other hosts than loopback, who may associate.
     #[serde(rename = "known_ae")]
@@ -82,6 +83,20 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter such as `info` or `haneul_dimse=debug,info`.
     pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Record every access to patient data in `<data_dir>/audit`. Off only to
+    /// measure what the trail costs: accesses then go unrecorded.
+    pub enabled: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { enabled: true }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use haneul_core::{Archive, ArchiveConfig};
 use haneul_dimse::DicomServer;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{logging, ArchiveOptions};
 
@@ -49,8 +49,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     let data_dir = config.storage.data_dir.clone();
-    let archive_config =
-        ArchiveConfig { duplicate_policy: config.storage.duplicate_policy, ..ArchiveConfig::new(&data_dir) };
+    let archive_config = ArchiveConfig {
+        duplicate_policy: config.storage.duplicate_policy,
+        audit: config.audit.enabled,
+        ..ArchiveConfig::new(&data_dir)
+    };
+    if !config.audit.enabled {
+        warn!("the audit trail is off ([audit] enabled = false): accesses to patient data are not recorded");
+    }
     let archive = tokio::task::spawn_blocking(move || Archive::open(archive_config))
         .await
         .context("opening the archive")?
