@@ -15,6 +15,7 @@ command -v storescu >/dev/null || need_apt+=(dcmtk)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
 [[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
+command -v openssl >/dev/null || need_apt+=(openssl)  # test certificate authorities
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 fc-list 2>/dev/null | grep -qi nanum || need_apt+=(fonts-nanum)

@@ -12,6 +12,7 @@
 //! and which patients and studies.
 
 mod record;
+pub mod syslog;
 mod writer;
 
 pub use record::{check_line, line_digest, Action, Entry, LineProblem, Outcome, Record, GENESIS, MAX_IDS};

@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use serde::Serialize;
 use time::Date;
 
 use crate::record::{check_line, line_digest, Entry, GENESIS};
+use crate::syslog::{self, Forwarded, SyslogCounters, SyslogSettings};
 use crate::{file_date, file_name, trail_files, AuditError};
 
 /// How many records may wait for the writer before `record` blocks.
@@ -40,6 +41,13 @@ pub struct AuditStats {
     pub lost: u64,
     /// Failed appends or syncs.
     pub write_errors: u64,
+    /// Audit messages delivered to the syslog collector.
+    pub syslog_sent: u64,
+    /// Audit messages not delivered: failed UDP sends, those left at shutdown
+    /// and those dropped because the forwarding queue was full.
+    pub syslog_failed: u64,
+    /// Failed syslog sends and connection attempts.
+    pub syslog_errors: u64,
 }
 
 #[derive(Default)]
@@ -48,6 +56,7 @@ struct Counters {
     waits: AtomicU64,
     lost: AtomicU64,
     write_errors: AtomicU64,
+    syslog: Arc<SyslogCounters>,
 }
 
 /// What opening the trail found.
@@ -71,13 +80,23 @@ struct Inner {
     sender: Option<SyncSender<Message>>,
     counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
+    forward: Forward,
+    forwarder: Mutex<Option<JoinHandle<()>>>,
 }
+
+/// Where the writer hands records once they are on disk (when forwarding).
+type Forward = Arc<Mutex<Option<SyncSender<Forwarded>>>>;
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the channel lets the writer drain what is queued and stop.
         self.sender.take();
         if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // Then the forwarder sends what it holds (one try each) and stops.
+        self.forward.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = self.forwarder.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = thread.join();
         }
     }
@@ -104,12 +123,20 @@ impl Auditor {
         let (tail, report) = resume(&dir)?;
         let counters = Arc::new(Counters::default());
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
-        let writer = Writer { dir: dir.clone(), tail, file: None, counters: Arc::clone(&counters) };
+        let forward: Forward = Arc::default();
+        let writer = Writer {
+            dir: dir.clone(),
+            tail,
+            file: None,
+            counters: Arc::clone(&counters),
+            forward: Arc::clone(&forward),
+        };
         let thread = std::thread::Builder::new()
             .name("haneul-audit".into())
             .spawn(move || writer.run(receiver))
             .map_err(|source| AuditError::io(&dir, source))?;
-        let inner = Inner { dir, sender: Some(sender), counters, thread: Some(thread) };
+        let inner =
+            Inner { dir, sender: Some(sender), counters, thread: Some(thread), forward, forwarder: Mutex::new(None) };
         Ok((Auditor { inner: Some(Arc::new(inner)) }, report))
     }
 
@@ -151,14 +178,33 @@ impl Auditor {
         }
     }
 
+    /// Forward every record, once on disk, to a syslog collector as a DICOM
+    /// audit message (see [`crate::syslog`]). At most once per auditor.
+    pub fn forward_to_syslog(&self, settings: SyslogSettings) -> Result<(), String> {
+        let Some(inner) = &self.inner else { return Err("the audit trail is off".into()) };
+        let mut forward = inner.forward.lock().unwrap_or_else(|e| e.into_inner());
+        if forward.is_some() {
+            return Err("audit records are already forwarded".into());
+        }
+        let (sender, receiver) = mpsc::sync_channel(syslog::QUEUE);
+        let thread = syslog::spawn(settings, receiver, Arc::clone(&inner.counters.syslog))?;
+        *inner.forwarder.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        *forward = Some(sender);
+        Ok(())
+    }
+
     pub fn stats(&self) -> AuditStats {
         let Some(inner) = &self.inner else { return AuditStats::default() };
         let counters = &inner.counters;
+        let syslog = &counters.syslog;
         AuditStats {
             written: counters.written.load(Ordering::Relaxed),
             waits: counters.waits.load(Ordering::Relaxed),
             lost: counters.lost.load(Ordering::Relaxed),
             write_errors: counters.write_errors.load(Ordering::Relaxed),
+            syslog_sent: syslog.sent.load(Ordering::Relaxed),
+            syslog_failed: syslog.failed.load(Ordering::Relaxed) + syslog.dropped.load(Ordering::Relaxed),
+            syslog_errors: syslog.errors.load(Ordering::Relaxed),
         }
     }
 }
@@ -182,6 +228,7 @@ struct Writer {
     tail: Tail,
     file: Option<(Date, File)>,
     counters: Arc<Counters>,
+    forward: Forward,
 }
 
 impl Writer {
@@ -214,6 +261,10 @@ impl Writer {
         let mut pending = 0u64;
         let start = self.tail.clone();
         let mut result = Ok(());
+        let forward = self.forward.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Records appended but not yet synced, and those on disk (to forward).
+        let mut unsynced = Vec::new();
+        let mut synced = Vec::new();
         for message in batch.drain(..) {
             let entry = match message {
                 Message::Record(entry) => entry,
@@ -239,6 +290,7 @@ impl Writer {
                 self.counters.written.fetch_add(pending, Ordering::Relaxed);
                 pending = 0;
                 buffer.clear();
+                synced.append(&mut unsynced);
             }
             self.tail.seq += 1;
             let line = entry.to_line(self.tail.seq, &self.tail.prev);
@@ -247,6 +299,9 @@ impl Writer {
             buffer.extend_from_slice(line.as_bytes());
             buffer.push(b'\n');
             pending += 1;
+            if forward.is_some() {
+                unsynced.push(entry);
+            }
         }
         if result.is_ok() {
             result = self.append(&buffer);
@@ -254,6 +309,7 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.counters.written.fetch_add(pending, Ordering::Relaxed);
+                synced.append(&mut unsynced);
             }
             Err(error) => {
                 self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -267,6 +323,14 @@ impl Writer {
                         tracing::error!(%error, "cannot re-read the audit trail");
                         self.tail = start;
                     }
+                }
+            }
+        }
+        if let Some(forward) = forward {
+            for entry in synced {
+                // Never wait for the collector: a full queue drops the message.
+                if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = forward.try_send(entry) {
+                    syslog::dropped(&self.counters.syslog);
                 }
             }
         }

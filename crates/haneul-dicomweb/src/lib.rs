@@ -13,6 +13,7 @@ mod qido;
 mod rendered;
 mod retrieve;
 mod stow;
+pub mod tls;
 mod wado_uri;
 
 use std::net::SocketAddr;
@@ -161,8 +162,8 @@ impl RequestContext {
 async fn request_context(State(state): State<WebState>, mut request: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.to_string());
-    let listen_port = request.extensions().get::<ListenPort>().map(|port| port.0);
-    let public_root = public_root(state.config().public_url.as_deref(), request.headers(), listen_port);
+    let listen = request.extensions().get::<ListenPort>().copied();
+    let public_root = public_root(state.config().public_url.as_deref(), request.headers(), listen);
     let user_agent =
         request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("http").to_string();
     let origin = Origin { actor: user_agent, address: peer.unwrap_or_else(|| "unknown".into()), session: id.clone() };
@@ -180,24 +181,30 @@ async fn request_context(State(state): State<WebState>, mut request: Request, ne
     response
 }
 
-/// The port the HTTP listener is bound to (a request extension set by [`serve`]).
+/// The port the HTTP listener is bound to and whether it speaks TLS (a
+/// request extension set by [`serve`] and [`tls::serve_tls`]).
 #[derive(Debug, Clone, Copy)]
-struct ListenPort(u16);
+struct ListenPort {
+    port: u16,
+    https: bool,
+}
 
-fn public_root(public_url: Option<&str>, headers: &HeaderMap, listen_port: Option<u16>) -> String {
+fn public_root(public_url: Option<&str>, headers: &HeaderMap, listen: Option<ListenPort>) -> String {
     if let Some(url) = public_url {
         return url.trim_end_matches('/').to_string();
     }
     let header_text =
         |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-    let scheme = header_text("x-forwarded-proto").unwrap_or("http");
+    let direct_scheme = if listen.is_some_and(|listen| listen.https) { "https" } else { "http" };
+    let scheme = header_text("x-forwarded-proto").unwrap_or(direct_scheme);
     let host = header_text("x-forwarded-host").or_else(|| header_text("host")).unwrap_or("localhost");
     // Some clients (dicomweb-client among them) send Host without the port.
     // A direct request came in on our listening port, so the URLs we hand
     // out must name it; behind a proxy the forwarded headers decide.
     let proxied = ["x-forwarded-host", "x-forwarded-proto", "forwarded"].iter().any(|name| header_text(name).is_some());
-    match listen_port {
-        Some(port) if !proxied && port != 80 && !names_port(host) => format!("{scheme}://{host}:{port}"),
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    match listen.map(|listen| listen.port) {
+        Some(port) if !proxied && port != default_port && !names_port(host) => format!("{scheme}://{host}:{port}"),
         _ => format!("{scheme}://{host}"),
     }
 }
@@ -370,7 +377,7 @@ pub async fn serve_with(
 ) {
     let mut router = router_with(state, extra);
     if let Ok(local) = listener.local_addr() {
-        router = router.layer(axum::Extension(ListenPort(local.port())));
+        router = router.layer(axum::Extension(ListenPort { port: local.port(), https: false }));
     }
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
@@ -389,23 +396,38 @@ mod tests {
             .collect()
     }
 
+    fn plain(port: u16) -> Option<ListenPort> {
+        Some(ListenPort { port, https: false })
+    }
+
+    fn https(port: u16) -> Option<ListenPort> {
+        Some(ListenPort { port, https: true })
+    }
+
+    #[test]
+    fn public_root_over_tls_says_https_and_leaves_out_port_443() {
+        assert_eq!(public_root(None, &headers(&[("host", "pacs")]), https(8443)), "https://pacs:8443");
+        assert_eq!(public_root(None, &headers(&[("host", "pacs")]), https(443)), "https://pacs");
+        assert_eq!(public_root(None, &headers(&[("host", "pacs:8443")]), https(8443)), "https://pacs:8443");
+    }
+
     #[test]
     fn public_root_adds_the_listening_port_when_a_direct_client_leaves_it_out() {
         // dicomweb-client sends `Host: 127.0.0.1` to a server on port 8080.
-        assert_eq!(public_root(None, &headers(&[("host", "127.0.0.1")]), Some(8080)), "http://127.0.0.1:8080");
-        assert_eq!(public_root(None, &headers(&[("host", "pacs:9000")]), Some(8080)), "http://pacs:9000");
-        assert_eq!(public_root(None, &headers(&[("host", "[::1]")]), Some(8080)), "http://[::1]:8080");
-        assert_eq!(public_root(None, &headers(&[("host", "[::1]:8042")]), Some(8080)), "http://[::1]:8042");
-        assert_eq!(public_root(None, &headers(&[("host", "pacs")]), Some(80)), "http://pacs");
+        assert_eq!(public_root(None, &headers(&[("host", "127.0.0.1")]), plain(8080)), "http://127.0.0.1:8080");
+        assert_eq!(public_root(None, &headers(&[("host", "pacs:9000")]), plain(8080)), "http://pacs:9000");
+        assert_eq!(public_root(None, &headers(&[("host", "[::1]")]), plain(8080)), "http://[::1]:8080");
+        assert_eq!(public_root(None, &headers(&[("host", "[::1]:8042")]), plain(8080)), "http://[::1]:8042");
+        assert_eq!(public_root(None, &headers(&[("host", "pacs")]), plain(80)), "http://pacs");
         assert_eq!(public_root(None, &headers(&[("host", "pacs")]), None), "http://pacs");
     }
 
     #[test]
     fn public_root_behind_a_proxy_follows_the_forwarded_headers() {
         let proxied = headers(&[("host", "pacs"), ("x-forwarded-proto", "https")]);
-        assert_eq!(public_root(None, &proxied, Some(8080)), "https://pacs");
+        assert_eq!(public_root(None, &proxied, plain(8080)), "https://pacs");
         let forwarded = headers(&[("host", "internal:8080"), ("x-forwarded-host", "pacs.example.org")]);
-        assert_eq!(public_root(None, &forwarded, Some(8080)), "http://pacs.example.org");
-        assert_eq!(public_root(Some("https://pacs.example.org/"), &proxied, Some(8080)), "https://pacs.example.org");
+        assert_eq!(public_root(None, &forwarded, plain(8080)), "http://pacs.example.org");
+        assert_eq!(public_root(Some("https://pacs.example.org/"), &proxied, plain(8080)), "https://pacs.example.org");
     }
 }

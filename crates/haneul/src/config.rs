@@ -74,6 +74,35 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Largest STOW-RS request body, in bytes.
     pub max_upload_bytes: u64,
+    /// HTTPS: present, the HTTP endpoint speaks only TLS.
+    pub tls: Option<HttpTlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// PEM certificate chain of the server, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf certificate.
+    pub key_file: PathBuf,
+    /// PEM CA certificates that sign accepted client certificates.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// `none`, `optional` or `required`.
+    #[serde(default = "client_auth_none")]
+    pub client_auth: ClientAuthConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthConfig {
+    None,
+    Optional,
+    Required,
+}
+
+fn client_auth_none() -> ClientAuthConfig {
+    ClientAuthConfig::None
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,11 +120,39 @@ pub struct AuditConfig {
     /// Record every access to patient data in `<data_dir>/audit`. Off only to
     /// measure what the trail costs: accesses then go unrecorded.
     pub enabled: bool,
+    /// Forward records to a syslog collector as DICOM audit messages.
+    pub syslog: SyslogConfig,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { enabled: true }
+        AuditConfig { enabled: true, syslog: SyslogConfig::default() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogConfig {
+    /// `udp://host:514`, `tcp://host:6514` or `tls://host:6514`; empty: off.
+    pub target: String,
+    /// PEM certificate authorities for the collector's certificate (tls:// only).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl SyslogConfig {
+    /// The forwarder's target, when one is configured.
+    pub fn target(&self) -> anyhow::Result<Option<haneul_core::audit::syslog::Target>> {
+        if self.target.is_empty() {
+            return Ok(None);
+        }
+        let target = haneul_core::audit::syslog::Target::parse(&self.target)
+            .map_err(|error| anyhow::anyhow!("audit.syslog.target: {error}"))?;
+        let tls = target.transport == haneul_core::audit::syslog::Transport::Tls;
+        match (&self.ca_file, tls) {
+            (None, true) => bail!("audit.syslog.ca_file: a tls:// target needs the collector's CA certificates"),
+            (Some(_), false) => bail!("audit.syslog.ca_file: only for a tls:// target"),
+            _ => Ok(Some(target)),
+        }
     }
 }
 
@@ -153,6 +210,7 @@ impl Default for HttpConfig {
             public_url: String::new(),
             cors_origins: web.cors_origins,
             max_upload_bytes: web.max_upload_bytes,
+            tls: None,
         }
     }
 }
@@ -223,6 +281,7 @@ impl Config {
                 );
             }
         }
+        self.http_tls_checked()?;
         if !(4096..=16 * 1024 * 1024).contains(&self.dicom.max_pdu_length) {
             bail!("dicom.max_pdu_length: {} is outside 4096..=16777216", self.dicom.max_pdu_length);
         }
@@ -243,6 +302,9 @@ impl Config {
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             bail!("storage.data_dir: must not be empty");
+        }
+        if self.audit.syslog.target()?.is_some() && !self.audit.enabled {
+            bail!("audit.syslog.target: forwarding needs the audit trail ([audit] enabled = true)");
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             bail!("log.level: {:?} is not a valid filter: {error}", self.log.level);
@@ -267,6 +329,51 @@ impl Config {
             .listen
             .parse::<SocketAddr>()
             .map_err(|_| anyhow::anyhow!("dicom.listen: {:?} is not an address like 0.0.0.0:11112", self.dicom.listen))
+    }
+
+    /// The `[http.tls]` settings, checked for consistency (the files are read
+    /// when the server starts, see [`Config::http_tls`]).
+    fn http_tls_checked(&self) -> anyhow::Result<Option<haneul_dicomweb::tls::TlsSettings>> {
+        use haneul_dicomweb::tls::ClientAuth;
+        let Some(tls) = &self.http.tls else {
+            return Ok(None);
+        };
+        for (key, path) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+            if path.as_os_str().is_empty() {
+                bail!("http.tls.{key}: must name a PEM file");
+            }
+        }
+        let client_auth = match tls.client_auth {
+            ClientAuthConfig::None => ClientAuth::None,
+            ClientAuthConfig::Optional => ClientAuth::Optional,
+            ClientAuthConfig::Required => ClientAuth::Required,
+        };
+        match (client_auth, &tls.client_ca_file) {
+            (ClientAuth::None, Some(_)) => {
+                bail!("http.tls.client_ca_file: set client_auth = \"optional\" or \"required\" to check client certificates")
+            }
+            (ClientAuth::Optional | ClientAuth::Required, None) => {
+                bail!("http.tls.client_auth: client certificates need client_ca_file, the CA that signs them")
+            }
+            _ => {}
+        }
+        Ok(Some(haneul_dicomweb::tls::TlsSettings {
+            cert_file: tls.cert_file.clone(),
+            key_file: tls.key_file.clone(),
+            client_ca_file: tls.client_ca_file.clone(),
+            client_auth,
+        }))
+    }
+
+    /// The HTTPS configuration from `[http.tls]`, its files read and checked;
+    /// `None` for plain HTTP. Errors name the key and the file.
+    pub fn http_tls(&self) -> anyhow::Result<Option<std::sync::Arc<haneul_dicomweb::tls::ServerConfig>>> {
+        let Some(settings) = self.http_tls_checked()? else {
+            return Ok(None);
+        };
+        let config =
+            haneul_dicomweb::tls::server_config(&settings).map_err(|error| anyhow::anyhow!("http.tls.{error}"))?;
+        Ok(Some(config))
     }
 
     pub fn web_config(&self) -> haneul_dicomweb::WebConfig {
@@ -329,6 +436,40 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_https_block_is_valid_once_uncommented() {
+        let example = include_str!("../../../haneul.example.toml");
+        let start = example.find("# [http.tls]").expect("the example documents [http.tls]");
+        let block: String = example[start..]
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with('[') || line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));
+        let tls = config.http.tls.expect("[http.tls] parsed");
+        assert_eq!(tls.client_auth, ClientAuthConfig::Required);
+        let error = format!("{:#}", config_with_missing_files().http_tls().expect_err("no such files"));
+        assert!(error.contains("http.tls.cert_file") && error.contains("/nonexistent/cert.pem"), "{error}");
+    }
+
+    fn config_with_missing_files() -> Config {
+        Config::parse("[http.tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n")
+            .expect("valid until the files are read")
+    }
+
+    #[test]
+    fn syslog_forwarding_is_off_by_default_and_parses() {
+        assert!(Config::parse("").unwrap().audit.syslog.target().unwrap().is_none());
+        let config =
+            Config::parse("[audit.syslog]\ntarget = \"tls://collector:6514\"\nca_file = \"ca.pem\"\n").unwrap();
+        let target = config.audit.syslog.target().unwrap().expect("a target");
+        assert_eq!((target.host.as_str(), target.port), ("collector", 6514));
+        let error = Config::parse("[audit]\nenabled = false\n[audit.syslog]\ntarget = \"udp://h:514\"\n").unwrap_err();
+        assert!(format!("{error:#}").contains("audit.syslog.target"), "{error:#}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_name() {
         let error = Config::parse("[dicom]\nae_tittle = \"X\"\n").expect_err("typo must fail");
         assert!(error.to_string().contains("ae_tittle"), "{error}");
@@ -349,6 +490,16 @@ mod tests {
             ("[http]\nbase_path = \"dicom-web\"\n", "http.base_path"),
             ("[http]\ncors_origins = [\"viewer.example.org\"]\n", "http.cors_origins[0]"),
             ("[http]\npublic_url = \"ftp://x\"\n", "http.public_url"),
+            ("[http.tls]\ncert_file = \"c.pem\"\n", "key_file"),
+            ("[http.tls]\ncert_file = \"\"\nkey_file = \"k.pem\"\n", "http.tls.cert_file"),
+            ("[http.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_auth = \"required\"\n", "http.tls.client_auth"),
+            ("[http.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_auth = \"maybe\"\n", "client_auth"),
+            ("[http.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_ca_file = \"ca.pem\"\n", "http.tls.client_ca_file"),
+            ("[http.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nciphers = \"all\"\n", "ciphers"),
+            ("[audit.syslog]\ntarget = \"syslog.example.org:514\"\n", "audit.syslog.target"),
+            ("[audit.syslog]\ntarget = \"tls://syslog.example.org:6514\"\n", "audit.syslog.ca_file"),
+            ("[audit.syslog]\ntarget = \"udp://h:514\"\nca_file = \"ca.pem\"\n", "audit.syslog.ca_file"),
+            ("[audit.syslog]\ntarget = \"udp://h:514\"\nport = 514\n", "port"),
         ] {
             let error = format!("{:#}", Config::parse(text).expect_err(text));
             assert!(error.contains(key), "{key} not named in: {error}");

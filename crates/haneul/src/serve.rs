@@ -61,6 +61,15 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         .await
         .context("opening the archive")?
         .with_context(|| format!("cannot open the archive in {}", data_dir.display()))?;
+    if let Some(target) = config.audit.syslog.target()? {
+        let settings = haneul_core::audit::syslog::SyslogSettings {
+            target: target.clone(),
+            ca_file: config.audit.syslog.ca_file.clone(),
+            identity: haneul_core::audit::syslog::Identity::new(&config.dicom.ae_title),
+        };
+        archive.auditor().forward_to_syslog(settings).map_err(|error| anyhow::anyhow!("audit.syslog: {error}"))?;
+        info!(%target, "forwarding audit records to syslog");
+    }
     let recovery = archive.recovery_report();
     info!(
         data_dir = %config.storage.data_dir.display(),
@@ -80,10 +89,11 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     let http_task = if config.http.listen.is_empty() {
         None
     } else {
+        let tls = config.http_tls()?;
         let http_listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
-        info!(address = %http_listener.local_addr()?, "HTTP listening");
+        info!(address = %http_listener.local_addr()?, tls = tls.is_some(), "HTTP listening");
         let mut stop = stop.clone();
         let state = haneul_dicomweb::WebState::new(Arc::clone(&archive), config.web_config());
         let viewer = haneul_viewer::router_with_base(&config.http.base_path);
@@ -91,7 +101,10 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
             let shutdown = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             };
-            haneul_dicomweb::serve_with(http_listener, state, viewer, shutdown).await
+            match tls {
+                Some(tls) => haneul_dicomweb::tls::serve_tls(http_listener, tls, state, viewer, shutdown).await,
+                None => haneul_dicomweb::serve_with(http_listener, state, viewer, shutdown).await,
+            }
         }))
     };
 
