@@ -146,6 +146,27 @@ impl Archive {
         &self.metrics
     }
 
+    /// Every metric in the Prometheus text format: the archive's own and the
+    /// audit trail's writer and syslog forwarder.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut out = self.metrics.render_prometheus();
+        let audit = self.auditor.stats();
+        let counters = [
+            ("haneul_audit_records_written_total", "Audit records appended and synced", audit.written),
+            ("haneul_audit_queue_waits_total", "Times recording waited for a full audit queue", audit.waits),
+            ("haneul_audit_records_lost_total", "Audit records that could not be written", audit.lost),
+            ("haneul_audit_write_errors_total", "Failed appends or syncs of the audit trail", audit.write_errors),
+            ("haneul_audit_syslog_sent_total", "Audit messages delivered to syslog", audit.syslog_sent),
+            ("haneul_audit_syslog_failed_total", "Audit messages not delivered to syslog", audit.syslog_failed),
+            ("haneul_audit_syslog_errors_total", "Failed syslog sends and connections", audit.syslog_errors),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        out
+    }
+
     /// What start-up recovery found and repaired.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.recovery

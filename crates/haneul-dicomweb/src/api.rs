@@ -110,8 +110,7 @@ pub async fn delete_instance(
 }
 
 pub async fn metrics(State(state): State<WebState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.archive().metrics().render_prometheus())
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.archive().render_metrics()).into_response()
 }
 
 /// The OpenAPI document of the whole HTTP surface (checked against [`crate::routes`] by tests).

@@ -149,6 +149,25 @@ fn accesses_are_recorded_and_the_trail_verifies() {
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["count"], 1, "{answer:#}");
 
+    // The writer's counters are in the metrics: the records found above were
+    // written (counted just after their append reaches the disk).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, metrics) = http_get(&server, "/metrics", "text/plain");
+        assert_eq!(status, 200);
+        assert!(metrics.contains("\nhaneul_audit_records_lost_total 0\n"), "{metrics}");
+        let written = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("haneul_audit_records_written_total "))
+            .and_then(|value| value.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no audit counter in the metrics:\n{metrics}"));
+        if written >= records.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{written} audit records counted, {} on disk", records.len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // Stopped cleanly, everything is on disk: the real trail verifies.
     server.stop();
     let verify = haneul_audit(&data, &["verify"]);
