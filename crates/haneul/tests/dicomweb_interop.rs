@@ -9,7 +9,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{pydicom_data, run_peer, Server};
+use common::{parse_peer_output, pydicom_data, run_peer, Server};
 use serde_json::{json, Value};
 
 /// Malformed pydicom test files: truncated, or missing their transfer syntax.
@@ -20,23 +20,9 @@ const BAD_FILES: [&str; 3] = ["MR_truncated.dcm", "rtplan_truncated.dcm", "meta_
 const INCONSISTENT_CHARSET_FILES: [&str; 4] =
     ["chrJapMulti.dcm", "chrJapMultiExplicitIR6.dcm", "chrSQEncoding.dcm", "chrSQEncoding1.dcm"];
 
-/// The JSON document a peer printed (its last line that starts with `{`).
+/// The JSON document a peer printed, given its spec.
 fn peer(script: &str, spec: &Value) -> Value {
-    let spec = spec.to_string();
-    let output = run_peer(script, &[&spec]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{script} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|line| line.starts_with('{'))
-        .unwrap_or_else(|| panic!("{script} printed no JSON:\n{stdout}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{script} printed invalid JSON ({e}):\n{line}"))
+    parse_peer_output(script, &run_peer(script, &[&spec.to_string()]))
 }
 
 /// The spec every peer gets: the DICOMweb root and the HTTP root.

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{free_port, haneul_bin, pydicom_data, run, run_peer, Server};
+use common::{free_port, haneul_bin, parse_peer_output, pydicom_data, run, run_peer, Server};
 use serde_json::{json, Value};
 
 const SUCCESS: u64 = 0x0000;
@@ -20,23 +20,6 @@ const COMMITMENT_INSTANCE: &str = "1.2.840.10008.1.20.1.1";
 const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
 const IR149: [&str; 2] = ["", "ISO 2022 IR 149"];
 const UTF8: [&str; 1] = ["ISO_IR 192"];
-
-/// The JSON document a peer printed (its last line that starts with `{`).
-fn parse_peer_output(script: &str, output: &std::process::Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{script} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|line| line.starts_with('{'))
-        .unwrap_or_else(|| panic!("{script} printed no JSON:\n{stdout}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{script} printed invalid JSON ({e}):\n{line}"))
-}
 
 /// Run a peer against the server: `script 127.0.0.1 PORT SPEC`.
 fn peer(script: &str, server: &Server, spec: &Value) -> Value {

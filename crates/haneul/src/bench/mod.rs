@@ -164,17 +164,7 @@ async fn store(args: StoreArgs) -> anyhow::Result<ExitCode> {
     }
     let geometry = Geometry::for_kind(args.kind, args.size_mb);
     let pixels = Arc::new(synth::pixels(geometry));
-    let per_study = args.per_study.max(1);
-    let mut instances = Vec::with_capacity(args.count);
-    let mut current_study = None;
-    for index in 0..args.count {
-        if index % per_study == 0 {
-            let study_index = (index / per_study) as u64;
-            current_study = Some(synth::study(args.seed, study_index, synth::patient(args.seed, study_index)));
-        }
-        let study = current_study.as_ref().context("a study was just generated")?;
-        instances.push(synth::instance(study, (index % per_study) as u32 + 1, geometry));
-    }
+    let instances = synth::instances(args.seed, args.count, args.per_study, geometry);
     let total_bytes: usize = instances.iter().map(|i| i.len(&pixels)).sum();
     let mut queues: Vec<Vec<synth::Instance>> = (0..args.associations).map(|_| Vec::new()).collect();
     for (index, instance) in instances.into_iter().enumerate() {

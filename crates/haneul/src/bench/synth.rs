@@ -306,6 +306,21 @@ fn strings(values: &[&str]) -> Value {
     Value::Strings(values.iter().map(|v| v.to_string()).collect())
 }
 
+/// `count` instances in studies of `per_study` each (the last may be
+/// shorter), patients and studies drawn from `seed`.
+pub fn instances(seed: u64, count: usize, per_study: usize, geometry: Geometry) -> Vec<Instance> {
+    let per_study = per_study.max(1);
+    let mut instances = Vec::with_capacity(count);
+    let mut study_index = 0u64;
+    while instances.len() < count {
+        let study = study(seed, study_index, patient(seed, study_index));
+        let in_this_study = per_study.min(count - instances.len());
+        instances.extend((1..=in_this_study as u32).map(|number| instance(&study, number, geometry)));
+        study_index += 1;
+    }
+    instances
+}
+
 /// Build the header of instance `number` of a study (everything but the pixel values).
 pub fn instance(study: &Study, number: u32, geometry: Geometry) -> Instance {
     let sop_instance_uid = uid::generate();

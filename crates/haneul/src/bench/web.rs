@@ -925,16 +925,8 @@ async fn stow(args: StowArgs) -> anyhow::Result<ExitCode> {
     }
     let geometry = Geometry::for_kind(args.kind, args.size_mb);
     let pixels = Bytes::from(synth::pixels(geometry));
-    let per_study = args.per_study.max(1);
     let mut files = Vec::with_capacity(args.count);
-    let mut current_study = None;
-    for index in 0..args.count {
-        if index % per_study == 0 {
-            let study_index = (index / per_study) as u64;
-            current_study = Some(synth::study(args.seed, study_index, synth::patient(args.seed, study_index)));
-        }
-        let study = current_study.as_ref().context("a study was just generated")?;
-        let instance = synth::instance(study, (index % per_study) as u32 + 1, geometry);
+    for instance in synth::instances(args.seed, args.count, args.per_study, geometry) {
         let meta = encode_file_meta(&NewFileMeta {
             sop_class_uid: instance.sop_class_uid,
             sop_instance_uid: &instance.sop_instance_uid,

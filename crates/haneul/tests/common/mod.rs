@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago (the OS picks it).
 /// A free port on loopback, never one this process handed out before: the
 /// kernel may give the same ephemeral port to two binds in a row once the
 /// first is closed, and a server given it for both DICOM and HTTP fails.
@@ -82,6 +81,24 @@ pub fn run(command: &mut Command) -> Output {
         );
     }
     output
+}
+
+/// The JSON document a peer script printed (its last line that starts with
+/// `{`), after checking that it succeeded.
+pub fn parse_peer_output(script: &str, output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|line| line.starts_with('{'))
+        .unwrap_or_else(|| panic!("{script} printed no JSON:\n{stdout}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{script} printed invalid JSON ({e}):\n{line}"))
 }
 
 /// Run a Python peer script from tests/peers with arguments; returns its output.
