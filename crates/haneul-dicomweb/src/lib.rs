@@ -7,6 +7,7 @@
 //! checked against the OpenAPI document (`openapi.json`).
 
 mod api;
+pub mod auth;
 mod error;
 pub mod media;
 mod qido;
@@ -24,7 +25,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{delete, get, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use haneul_core::{Archive, Origin};
 use tower_http::compression::predicate::{Predicate, SizeAbove};
@@ -33,6 +34,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use api::OPENAPI;
+pub use auth::{Access, AuthConfig, AuthMethod, OidcConfig, Principal};
 pub use error::{ApiError, ApiResult};
 
 /// Settings of the HTTP edge.
@@ -51,6 +53,16 @@ pub struct WebConfig {
     pub ae_title: String,
     pub dicom_port: u16,
     pub known_aes: Vec<AeInfo>,
+    pub auth: AuthConfig,
+}
+
+impl WebConfig {
+    /// Requests without credentials act as `role` (in-process tests, and
+    /// servers that only listen on loopback).
+    pub fn with_anonymous_role(mut self, role: haneul_core::Role) -> WebConfig {
+        self.auth.anonymous_role = Some(role);
+        self
+    }
 }
 
 /// A remote application entity, as the REST API lists it.
@@ -71,6 +83,7 @@ impl Default for WebConfig {
             ae_title: "HANEUL".into(),
             dicom_port: 11112,
             known_aes: Vec::new(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -84,6 +97,7 @@ pub struct WebState {
 struct Inner {
     archive: Arc<Archive>,
     config: WebConfig,
+    auth: auth::Auth,
     started: Instant,
     /// (when, instances stored so far), sampled for the recent ingest rate.
     samples: std::sync::Mutex<std::collections::VecDeque<(Instant, u64)>>,
@@ -92,7 +106,13 @@ struct Inner {
 impl WebState {
     pub fn new(archive: Arc<Archive>, config: WebConfig) -> WebState {
         let state = WebState {
-            inner: Arc::new(Inner { archive, config, started: Instant::now(), samples: Default::default() }),
+            inner: Arc::new(Inner {
+                archive,
+                auth: auth::Auth::new(config.auth.clone()),
+                config,
+                started: Instant::now(),
+                samples: Default::default(),
+            }),
         };
         // Sample the stored-instance counter every 5 s for a one-minute rate.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -131,6 +151,10 @@ impl WebState {
         &self.inner.config
     }
 
+    pub(crate) fn auth(&self) -> &auth::Auth {
+        &self.inner.auth
+    }
+
     pub fn uptime(&self) -> std::time::Duration {
         self.inner.started.elapsed()
     }
@@ -143,14 +167,22 @@ pub struct RequestContext {
     pub origin: Origin,
     /// `scheme://host` as the client reached us.
     pub public_root: String,
+    /// Who the request acts as, once authenticated.
+    pub principal: Option<Principal>,
 }
 
 impl RequestContext {
-    /// An audit record of this request. Without authentication the actor is
-    /// `anonymous`; the source is the client's address.
+    /// An audit record of this request: the actor is the signed-in user
+    /// (`anonymous` where the server lets anonymous requests in); the source
+    /// is the client's address.
     pub fn audit_entry(&self, action: haneul_core::audit::Action) -> haneul_core::audit::Entry {
         let source = haneul_core::audit::source_host(&self.origin.address);
-        haneul_core::audit::Entry::new(action, "anonymous", source, &self.id)
+        let actor = self.principal.as_ref().map_or("anonymous", |principal| principal.user.as_str());
+        let entry = haneul_core::audit::Entry::new(action, actor, source, &self.id);
+        match &self.principal {
+            Some(principal) => entry.detail("auth", serde_json::to_value(principal.method).unwrap_or_default()),
+            None => entry,
+        }
     }
 
     /// URL of the DICOMweb service root, e.g. `http://host:8080/dicom-web`.
@@ -168,7 +200,7 @@ async fn request_context(State(state): State<WebState>, mut request: Request, ne
         request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("http").to_string();
     let origin = Origin { actor: user_agent, address: peer.unwrap_or_else(|| "unknown".into()), session: id.clone() };
     let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
-    request.extensions_mut().insert(RequestContext { id: id.clone(), origin, public_root });
+    request.extensions_mut().insert(RequestContext { id: id.clone(), origin, public_root, principal: None });
     let started = Instant::now();
     let response = {
         let _guard = span.enter();
@@ -221,57 +253,75 @@ fn names_port(host: &str) -> bool {
     }
 }
 
-/// One route: path, the methods it answers, and the handlers.
+/// One route: path, the methods it answers with what each needs, and the handlers.
 pub struct Route {
     pub path: String,
-    pub methods: &'static [&'static str],
+    pub methods: &'static [(&'static str, Access)],
     pub handler: MethodRouter<WebState>,
 }
 
-fn route(path: String, methods: &'static [&'static str], handler: MethodRouter<WebState>) -> Route {
+fn route(path: String, methods: &'static [(&'static str, Access)], handler: MethodRouter<WebState>) -> Route {
     Route { path, methods, handler }
 }
 
-/// Every HTTP resource Haneul serves.
+/// Every HTTP resource Haneul serves, with the permission each method needs.
 pub fn routes(base_path: &str) -> Vec<Route> {
+    use auth::Access::{Needs, Public, SignedIn};
+    use haneul_core::Permission::{Audit, Configure, Delete, Monitor, Query, Retrieve, Store, View};
     let b = base_path.trim_end_matches('/');
     let study = format!("{b}/studies/{{study}}");
     let series = format!("{study}/series/{{series}}");
     let instance = format!("{series}/instances/{{instance}}");
     let frames = format!("{instance}/frames/{{frames}}");
+    const QUERY: &[(&str, Access)] = &[("GET", Needs(Query))];
+    const RETRIEVE: &[(&str, Access)] = &[("GET", Needs(Retrieve))];
+    const VIEW: &[(&str, Access)] = &[("GET", Needs(View))];
+    const MONITOR: &[(&str, Access)] = &[("GET", Needs(Monitor))];
     vec![
-        route(format!("{b}/studies"), &["GET", "POST"], get(qido::studies).post(stow::store)),
-        route(study.clone(), &["GET", "POST"], get(retrieve::study).post(stow::store_in_study)),
-        route(format!("{study}/metadata"), &["GET"], get(retrieve::study_metadata)),
-        route(format!("{study}/rendered"), &["GET"], get(retrieve::study_rendered)),
-        route(format!("{study}/thumbnail"), &["GET"], get(retrieve::study_thumbnail)),
-        route(format!("{study}/series"), &["GET"], get(qido::study_series)),
-        route(format!("{study}/instances"), &["GET"], get(qido::study_instances)),
-        route(series.clone(), &["GET"], get(retrieve::series)),
-        route(format!("{series}/metadata"), &["GET"], get(retrieve::series_metadata)),
-        route(format!("{series}/rendered"), &["GET"], get(retrieve::series_rendered)),
-        route(format!("{series}/thumbnail"), &["GET"], get(retrieve::series_thumbnail)),
-        route(format!("{series}/instances"), &["GET"], get(qido::series_instances)),
-        route(instance.clone(), &["GET"], get(retrieve::instance)),
-        route(format!("{instance}/metadata"), &["GET"], get(retrieve::instance_metadata)),
-        route(format!("{instance}/rendered"), &["GET"], get(retrieve::instance_rendered)),
-        route(format!("{instance}/thumbnail"), &["GET"], get(retrieve::instance_thumbnail)),
-        route(format!("{instance}/bulkdata/{{path}}"), &["GET"], get(retrieve::bulkdata)),
-        route(frames.clone(), &["GET"], get(retrieve::frames)),
-        route(format!("{frames}/rendered"), &["GET"], get(retrieve::frames_rendered)),
-        route(format!("{frames}/thumbnail"), &["GET"], get(retrieve::frames_thumbnail)),
-        route(format!("{b}/series"), &["GET"], get(qido::all_series)),
-        route(format!("{b}/instances"), &["GET"], get(qido::all_instances)),
-        route("/wado".into(), &["GET"], get(wado_uri::wado)),
-        route("/api/status".into(), &["GET"], get(api::status)),
-        route("/api/statistics".into(), &["GET"], get(api::statistics)),
-        route("/api/aes".into(), &["GET"], get(api::aes)),
-        route("/api/studies/{study}".into(), &["DELETE"], delete(api::delete_study)),
-        route("/api/series/{series}".into(), &["DELETE"], delete(api::delete_series)),
-        route("/api/instances/{instance}".into(), &["DELETE"], delete(api::delete_instance)),
-        route("/api/audit".into(), &["GET"], get(api::audit)),
-        route("/api/openapi.json".into(), &["GET"], get(api::openapi)),
-        route("/metrics".into(), &["GET"], get(api::metrics)),
+        route(
+            format!("{b}/studies"),
+            &[("GET", Needs(Query)), ("POST", Needs(Store))],
+            get(qido::studies).post(stow::store),
+        ),
+        route(
+            study.clone(),
+            &[("GET", Needs(Retrieve)), ("POST", Needs(Store))],
+            get(retrieve::study).post(stow::store_in_study),
+        ),
+        route(format!("{study}/metadata"), RETRIEVE, get(retrieve::study_metadata)),
+        route(format!("{study}/rendered"), VIEW, get(retrieve::study_rendered)),
+        route(format!("{study}/thumbnail"), VIEW, get(retrieve::study_thumbnail)),
+        route(format!("{study}/series"), QUERY, get(qido::study_series)),
+        route(format!("{study}/instances"), QUERY, get(qido::study_instances)),
+        route(series.clone(), RETRIEVE, get(retrieve::series)),
+        route(format!("{series}/metadata"), RETRIEVE, get(retrieve::series_metadata)),
+        route(format!("{series}/rendered"), VIEW, get(retrieve::series_rendered)),
+        route(format!("{series}/thumbnail"), VIEW, get(retrieve::series_thumbnail)),
+        route(format!("{series}/instances"), QUERY, get(qido::series_instances)),
+        route(instance.clone(), RETRIEVE, get(retrieve::instance)),
+        route(format!("{instance}/metadata"), RETRIEVE, get(retrieve::instance_metadata)),
+        route(format!("{instance}/rendered"), VIEW, get(retrieve::instance_rendered)),
+        route(format!("{instance}/thumbnail"), VIEW, get(retrieve::instance_thumbnail)),
+        route(format!("{instance}/bulkdata/{{path}}"), RETRIEVE, get(retrieve::bulkdata)),
+        route(frames.clone(), RETRIEVE, get(retrieve::frames)),
+        route(format!("{frames}/rendered"), VIEW, get(retrieve::frames_rendered)),
+        route(format!("{frames}/thumbnail"), VIEW, get(retrieve::frames_thumbnail)),
+        route(format!("{b}/series"), QUERY, get(qido::all_series)),
+        route(format!("{b}/instances"), QUERY, get(qido::all_instances)),
+        route("/wado".into(), RETRIEVE, get(wado_uri::wado)),
+        route("/api/login".into(), &[("POST", Public)], post(auth::login)),
+        route("/api/logout".into(), &[("POST", SignedIn)], post(auth::logout)),
+        route("/api/session".into(), &[("GET", SignedIn)], get(auth::session)),
+        route("/api/password".into(), &[("POST", SignedIn)], post(auth::password)),
+        route("/api/status".into(), MONITOR, get(api::status)),
+        route("/api/statistics".into(), MONITOR, get(api::statistics)),
+        route("/api/aes".into(), &[("GET", Needs(Configure))], get(api::aes)),
+        route("/api/studies/{study}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_study)),
+        route("/api/series/{series}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_series)),
+        route("/api/instances/{instance}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_instance)),
+        route("/api/audit".into(), &[("GET", Needs(Audit))], get(api::audit)),
+        route("/api/openapi.json".into(), &[("GET", SignedIn)], get(api::openapi)),
+        route("/metrics".into(), MONITOR, get(api::metrics)),
     ]
 }
 
@@ -285,7 +335,9 @@ pub fn router(state: WebState) -> Router {
 pub fn router_with(state: WebState, extra: Router<WebState>) -> Router {
     let mut router = extra;
     for route in routes(&state.config().base_path) {
-        router = router.route(&route.path, route.handler);
+        let gate = auth::Gate { state: state.clone(), methods: route.methods };
+        router = router
+            .route(&route.path, route.handler.route_layer(axum::middleware::from_fn_with_state(gate, auth::gate)));
     }
     let cors = cors_layer(&state.config().cors_origins);
     // JSON and the viewer's text (HTML, JS, CSS, SVG) compress well; DICOM and
@@ -294,12 +346,22 @@ pub fn router_with(state: WebState, extra: Router<WebState>) -> Router {
     router
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), request_context))
         .layer(CompressionLayer::new().gzip(true).br(true).compress_when(compressible))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::HeaderName::from_static("cross-origin-resource-policy"),
             HeaderValue::from_static("cross-origin"),
         ))
+        // The API's answers are data, never pages: nothing in them may run,
+        // load or be framed. The viewer's page sets its own, wider policy.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
         .layer(cors)
         .with_state(state)
 }

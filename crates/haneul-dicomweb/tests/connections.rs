@@ -30,7 +30,7 @@ async fn start() -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding");
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let state = WebState::new(Arc::clone(&archive), WebConfig::default());
+    let state = WebState::new(Arc::clone(&archive), WebConfig::default().with_anonymous_role(haneul_core::Role::Admin));
     tokio::spawn(serve(listener, state, async move {
         let _ = stopped.await;
     }));

@@ -29,7 +29,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        Harness::with_config(WebConfig::default())
+        Harness::with_config(WebConfig::default().with_anonymous_role(haneul_core::Role::Admin))
     }
 
     fn with_config(config: WebConfig) -> Harness {
@@ -402,7 +402,10 @@ async fn viewer_text_is_compressed_and_images_are_not() {
         .route("/viewer/viewer.css", asset("text/css; charset=utf-8"))
         .route("/viewer/favicon.svg", asset("image/svg+xml"))
         .route("/viewer/picture.jpg", asset("image/jpeg"));
-    let router = haneul_dicomweb::router_with(WebState::new(Arc::clone(&archive), WebConfig::default()), extra);
+    let router = haneul_dicomweb::router_with(
+        WebState::new(Arc::clone(&archive), WebConfig::default().with_anonymous_role(haneul_core::Role::Admin)),
+        extra,
+    );
     let fetch = |path: &'static str, encoding: &'static str| {
         let router = router.clone();
         async move {
@@ -450,7 +453,10 @@ async fn cors_preflight_allows_the_headers_viewers_send() {
     }
 
     // With a configured list, other origins get no CORS grant.
-    let config = WebConfig { cors_origins: vec!["https://viewer.example.org".into()], ..WebConfig::default() };
+    let config = WebConfig {
+        cors_origins: vec!["https://viewer.example.org".into()],
+        ..WebConfig::default().with_anonymous_role(haneul_core::Role::Admin)
+    };
     let harness = Harness::with_config(config);
     let ask =
         |origin: &str| Request::get("/api/status").header(header::ORIGIN, origin).body(Body::empty()).expect("request");
@@ -463,7 +469,8 @@ async fn cors_preflight_allows_the_headers_viewers_send() {
 
 #[tokio::test]
 async fn client_mistakes_get_4xx_with_a_readable_body() {
-    let config = WebConfig { max_upload_bytes: 4096, ..WebConfig::default() };
+    let config =
+        WebConfig { max_upload_bytes: 4096, ..WebConfig::default().with_anonymous_role(haneul_core::Role::Admin) };
     let harness = Harness::with_config(config);
     let first = spec(4, 1, 1);
     harness.store(&[part10(&first)]).await;
@@ -568,8 +575,18 @@ async fn deleting_a_series_removes_it_and_records_who_asked() {
     let removed = [spec(7, 2, 2), spec(7, 2, 3)];
     harness.store(&[part10(&kept), part10(&removed[0]), part10(&removed[1])]).await;
 
+    let admin = haneul_core::users::NewUser {
+        name: "kim.admin".into(),
+        role: haneul_core::Role::Admin,
+        password: "a long enough password".into(),
+        sites: vec![],
+        must_change_password: false,
+    };
+    harness.archive.users().create_user(&admin).expect("creating the admin");
+    let token = harness.archive.users().create_token("kim.admin", "console", None).expect("a token").secret;
     let request = Request::delete(format!("/api/series/{}", removed[0].series))
         .header(header::USER_AGENT, "pacs-admin-console")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Body::empty())
         .expect("request");
     let reply = harness.send(request).await;
@@ -587,7 +604,7 @@ async fn deleting_a_series_removes_it_and_records_who_asked() {
     let events = harness.archive.events_after(0, 1000).await.expect("journal");
     let removal = events.iter().find(|event| event.kind == "removed").expect("a removal event");
     assert_eq!(removal.series_uid.as_deref(), Some(removed[0].series.as_str()));
-    assert_eq!(removal.origin.actor, "pacs-admin-console");
+    assert_eq!(removal.origin.actor, "kim.admin", "the signed-in user, not the user agent");
 }
 
 #[tokio::test]

@@ -45,7 +45,9 @@ fn every_route_is_documented_and_every_documented_path_is_served() {
         .collect();
     let mut served: BTreeSet<(String, String)> = haneul_dicomweb::routes("/dicom-web")
         .iter()
-        .flat_map(|route| route.methods.iter().map(move |method| (route.path.clone(), method.to_ascii_lowercase())))
+        .flat_map(|route| {
+            route.methods.iter().map(move |(method, _)| (route.path.clone(), method.to_ascii_lowercase()))
+        })
         .collect();
     // `haneul serve` merges in the built-in viewer's static files.
     served.extend(haneul_viewer::PATHS.iter().map(|path| (path.to_string(), "get".to_string())));

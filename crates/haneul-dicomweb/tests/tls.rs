@@ -86,7 +86,7 @@ async fn serves_http2_over_tls_despite_failed_handshakes_and_shuts_down_graceful
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding");
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let state = WebState::new(Arc::clone(&archive), WebConfig::default());
+    let state = WebState::new(Arc::clone(&archive), WebConfig::default().with_anonymous_role(haneul_core::Role::Admin));
     let server = tokio::spawn(serve_tls(listener, tls, state, axum::Router::new(), async move {
         let _ = stopped.await;
     }));

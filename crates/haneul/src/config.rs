@@ -76,6 +76,92 @@ pub struct HttpConfig {
     pub max_upload_bytes: u64,
     /// HTTPS: present, the HTTP endpoint speaks only TLS.
     pub tls: Option<HttpTlsConfig>,
+    /// Allow a non-loopback `listen` without `[http.tls]` (behind a TLS proxy, or a closed network).
+    pub insecure: bool,
+    /// Role of requests without credentials; "" (the default): they are refused with 401.
+    /// Only with a loopback `listen`.
+    pub anonymous_role: String,
+    pub sessions: SessionsConfig,
+    pub login: LoginConfig,
+    /// OpenID Connect bearer tokens from the hospital's identity provider.
+    pub oidc: Option<OidcTomlConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// A viewer session ends after this many minutes without a request.
+    pub idle_timeout_minutes: u64,
+    /// A viewer session ends this many hours after sign-in.
+    pub lifetime_hours: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig { idle_timeout_minutes: 30, lifetime_hours: 12 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// Failed sign-ins in a row that lock an account (0: never).
+    pub max_failures: u32,
+    /// Minutes a locked account (or address) waits.
+    pub lockout_minutes: u64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig { max_failures: 5, lockout_minutes: 15 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcTomlConfig {
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// The issuer's JWKS (http:// or https://).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// A JWKS file instead of `jwks_url`.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// PEM authorities for an https `jwks_url` (default: the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    #[serde(default)]
+    pub sites_claim: Option<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    #[serde(default = "default_jwks_refresh")]
+    pub refresh_minutes: u64,
+    /// Provider role → Haneul role; empty: the claim holds Haneul role names.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, String>,
+}
+
+fn default_user_claim() -> String {
+    "preferred_username".into()
+}
+
+fn default_role_claim() -> String {
+    "roles".into()
+}
+
+fn default_leeway() -> u64 {
+    60
+}
+
+fn default_jwks_refresh() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,12 +291,17 @@ impl Default for HttpConfig {
     fn default() -> Self {
         let web = haneul_dicomweb::WebConfig::default();
         HttpConfig {
-            listen: "0.0.0.0:8080".into(),
+            listen: "127.0.0.1:8080".into(),
             base_path: web.base_path,
             public_url: String::new(),
             cors_origins: web.cors_origins,
             max_upload_bytes: web.max_upload_bytes,
             tls: None,
+            insecure: false,
+            anonymous_role: String::new(),
+            sessions: SessionsConfig::default(),
+            login: LoginConfig::default(),
+            oidc: None,
         }
     }
 }
@@ -282,6 +373,8 @@ impl Config {
             }
         }
         self.http_tls_checked()?;
+        self.http_exposure_checked()?;
+        self.auth_config()?;
         if !(4096..=16 * 1024 * 1024).contains(&self.dicom.max_pdu_length) {
             bail!("dicom.max_pdu_length: {} is outside 4096..=16777216", self.dicom.max_pdu_length);
         }
@@ -365,6 +458,98 @@ impl Config {
         }))
     }
 
+    /// A listener reachable from the network must speak TLS unless the
+    /// operator says otherwise; anonymous access only on loopback.
+    fn http_exposure_checked(&self) -> anyhow::Result<()> {
+        let Ok(address) = self.http.listen.parse::<SocketAddr>() else {
+            return Ok(());
+        };
+        let loopback = address.ip().is_loopback();
+        if !loopback && self.http.tls.is_none() && !self.http.insecure {
+            bail!(
+                "http.listen: {address} is reachable from the network without TLS; configure [http.tls], \
+                 or set http.insecure = true behind a TLS proxy"
+            );
+        }
+        if !loopback && !self.http.anonymous_role.is_empty() {
+            bail!("http.anonymous_role: lets requests in without credentials, only allowed on a loopback http.listen");
+        }
+        Ok(())
+    }
+
+    /// Whether the HTTP endpoint is exposed without TLS by `http.insecure`.
+    pub fn http_insecure_exposure(&self) -> bool {
+        let exposed = self.http.listen.parse::<SocketAddr>().is_ok_and(|address| !address.ip().is_loopback());
+        exposed && self.http.tls.is_none()
+    }
+
+    /// Authentication settings of the HTTP edge from `[http]`, `[http.sessions]`,
+    /// `[http.login]` and `[http.oidc]`.
+    pub fn auth_config(&self) -> anyhow::Result<haneul_dicomweb::AuthConfig> {
+        use haneul_core::Role;
+        let parse_role = |key: &str, name: &str| -> anyhow::Result<Role> {
+            name.parse::<Role>().map_err(|error| anyhow::anyhow!("{key}: {error}"))
+        };
+        let anonymous_role = match self.http.anonymous_role.trim() {
+            "" => None,
+            name => Some(parse_role("http.anonymous_role", name)?),
+        };
+        let sessions = &self.http.sessions;
+        if sessions.idle_timeout_minutes == 0 {
+            bail!("http.sessions.idle_timeout_minutes: must be at least 1");
+        }
+        if sessions.lifetime_hours == 0 {
+            bail!("http.sessions.lifetime_hours: must be at least 1");
+        }
+        let oidc = match &self.http.oidc {
+            None => None,
+            Some(oidc) => {
+                if oidc.issuer.trim().is_empty() {
+                    bail!("http.oidc.issuer: must name the identity provider's issuer");
+                }
+                if oidc.audiences.iter().all(|audience| audience.trim().is_empty()) {
+                    bail!("http.oidc.audiences: list at least one accepted audience");
+                }
+                match (&oidc.jwks_url, &oidc.jwks_file) {
+                    (None, None) => bail!("http.oidc.jwks_url: set the issuer's JWKS URL (or jwks_file)"),
+                    (Some(_), Some(_)) => bail!("http.oidc.jwks_file: set jwks_url or jwks_file, not both"),
+                    (Some(url), None) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                        bail!("http.oidc.jwks_url: {url:?} must start with http:// or https://")
+                    }
+                    _ => {}
+                }
+                if oidc.refresh_minutes == 0 {
+                    bail!("http.oidc.refresh_minutes: must be at least 1");
+                }
+                let mut role_map = std::collections::BTreeMap::new();
+                for (theirs, ours) in &oidc.roles {
+                    role_map.insert(theirs.clone(), parse_role(&format!("http.oidc.roles.{theirs}"), ours)?);
+                }
+                Some(haneul_dicomweb::OidcConfig {
+                    issuer: oidc.issuer.clone(),
+                    audiences: oidc.audiences.clone(),
+                    jwks_url: oidc.jwks_url.clone(),
+                    jwks_file: oidc.jwks_file.clone(),
+                    ca_file: oidc.ca_file.clone(),
+                    user_claim: oidc.user_claim.clone(),
+                    role_claim: oidc.role_claim.clone(),
+                    role_map,
+                    sites_claim: oidc.sites_claim.clone(),
+                    leeway: Duration::from_secs(oidc.leeway_seconds),
+                    refresh: Duration::from_secs(oidc.refresh_minutes * 60),
+                })
+            }
+        };
+        Ok(haneul_dicomweb::AuthConfig {
+            anonymous_role,
+            session_idle: Duration::from_secs(sessions.idle_timeout_minutes * 60),
+            session_lifetime: Duration::from_secs(sessions.lifetime_hours * 3600),
+            max_failed_logins: self.http.login.max_failures,
+            lockout: Duration::from_secs(self.http.login.lockout_minutes * 60),
+            oidc,
+        })
+    }
+
     /// The HTTPS configuration from `[http.tls]`, its files read and checked;
     /// `None` for plain HTTP. Errors name the key and the file.
     pub fn http_tls(&self) -> anyhow::Result<Option<std::sync::Arc<haneul_dicomweb::tls::ServerConfig>>> {
@@ -376,8 +561,8 @@ impl Config {
         Ok(Some(config))
     }
 
-    pub fn web_config(&self) -> haneul_dicomweb::WebConfig {
-        haneul_dicomweb::WebConfig {
+    pub fn web_config(&self) -> anyhow::Result<haneul_dicomweb::WebConfig> {
+        Ok(haneul_dicomweb::WebConfig {
             base_path: self.http.base_path.clone(),
             public_url: Some(self.http.public_url.clone()).filter(|url| !url.is_empty()),
             cors_origins: self.http.cors_origins.clone(),
@@ -389,7 +574,8 @@ impl Config {
                 .iter()
                 .map(|ae| haneul_dicomweb::AeInfo { title: ae.title.clone(), host: ae.host.clone(), port: ae.port })
                 .collect(),
-        }
+            auth: self.auth_config()?,
+        })
     }
 
     pub fn server_settings(&self) -> ServerSettings {
@@ -435,17 +621,31 @@ mod tests {
         assert_eq!(config.known_aes.len(), 1);
     }
 
-    #[test]
-    fn the_documented_https_block_is_valid_once_uncommented() {
+    /// The commented-out example block that starts with `# [table]`, uncommented.
+    fn documented_block(table: &str) -> String {
         let example = include_str!("../../../haneul.example.toml");
-        let start = example.find("# [http.tls]").expect("the example documents [http.tls]");
-        let block: String = example[start..]
+        let start = example.find(&format!("# [{table}]")).unwrap_or_else(|| panic!("the example documents [{table}]"));
+        example[start..]
             .lines()
             .take_while(|line| line.starts_with('#'))
             .filter_map(|line| line.strip_prefix("# "))
             .filter(|line| line.starts_with('[') || line.contains(" = "))
             .map(|line| format!("{line}\n"))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_oidc_block_is_valid_once_uncommented() {
+        let block = documented_block("http.oidc");
+        let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));
+        let oidc = config.auth_config().expect("valid").oidc.expect("[http.oidc] parsed");
+        assert_eq!(oidc.role_map.get("pacs-radiologist"), Some(&haneul_core::Role::Radiologist));
+        assert_eq!(oidc.role_claim, "realm_access.roles");
+    }
+
+    #[test]
+    fn the_documented_https_block_is_valid_once_uncommented() {
+        let block = documented_block("http.tls");
         let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));
         let tls = config.http.tls.expect("[http.tls] parsed");
         assert_eq!(tls.client_auth, ClientAuthConfig::Required);

@@ -94,8 +94,14 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
         info!(address = %http_listener.local_addr()?, tls = tls.is_some(), "HTTP listening");
+        if config.http_insecure_exposure() {
+            warn!(
+                address = %config.http.listen,
+                "HTTP is reachable from the network without TLS (http.insecure = true): passwords, tokens and images cross the network in clear unless a TLS proxy is in front"
+            );
+        }
         let mut stop = stop.clone();
-        let state = haneul_dicomweb::WebState::new(Arc::clone(&archive), config.web_config());
+        let state = haneul_dicomweb::WebState::new(Arc::clone(&archive), config.web_config()?);
         let viewer = haneul_viewer::router_with_base(&config.http.base_path);
         Some(tokio::spawn(async move {
             let shutdown = async move {

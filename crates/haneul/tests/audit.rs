@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,36 +15,10 @@ use serde_json::Value;
 const PATIENT: &str = "1CT1";
 const STUDY: &str = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
 
-/// A plain HTTP/1.1 GET; returns the status and the body.
+/// A GET with the administrator's token; returns the status and the body.
 fn http_get(server: &Server, path: &str, accept: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", server.http_port)).expect("connecting to HTTP");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept: {accept}\r\nUser-Agent: audit-test\r\nConnection: close\r\n\r\n",
-        server.http_port
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.into() };
-    (status, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
+    let response = server.get(path, accept);
+    (response.status, response.text())
 }
 
 fn haneul_audit(data: &Path, args: &[&str]) -> std::process::Output {
@@ -103,7 +75,7 @@ fn accesses_are_recorded_and_the_trail_verifies() {
         let records = search(&data);
         let done = find(&records, "store", "MODALITY1").is_some()
             && find(&records, "query", "READER7").is_some()
-            && records.iter().filter(|r| r["action"] == "retrieve" && r["actor"] == "anonymous").count() >= 2;
+            && records.iter().filter(|r| r["action"] == "retrieve" && r["actor"] == "admin").count() >= 2;
         if done {
             break records;
         }
@@ -125,7 +97,7 @@ fn accesses_are_recorded_and_the_trail_verifies() {
     assert_eq!(names(query, "patients"), vec![PATIENT]);
 
     let retrieves: Vec<&Value> =
-        records.iter().filter(|r| r["action"] == "retrieve" && r["actor"] == "anonymous").collect();
+        records.iter().filter(|r| r["action"] == "retrieve" && r["actor"] == "admin").collect();
     let metadata = retrieves.iter().find(|r| r["outcome"] == "success").expect("a successful retrieve");
     assert_eq!(metadata["source"], "127.0.0.1");
     assert_eq!(metadata["detail"]["resource"], "metadata");

@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -132,17 +132,8 @@ impl Message {
     }
 }
 
-/// A plain HTTP/1.1 GET; returns the status.
 fn http_get(server: &Server, path: &str) -> u16 {
-    let mut stream = TcpStream::connect(("127.0.0.1", server.http_port)).expect("connecting to HTTP");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/dicom+json\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    String::from_utf8_lossy(&response).split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+    server.get(path, "application/dicom+json").status
 }
 
 /// Store with DCMTK, query with QIDO-RS, and check what the collector got.
@@ -180,7 +171,7 @@ fn store_query_and_check(target: &str, received: mpsc::Receiver<Vec<u8>>) {
 
     let query = messages.iter().find(|m| m.event_id() == "110112").unwrap();
     assert_eq!(query.first("EventIdentification", "EventActionCode"), Some("E"));
-    assert_eq!(query.requestor(), ("anonymous", "127.0.0.1"));
+    assert_eq!(query.requestor(), ("admin", "127.0.0.1"));
     assert_eq!(query.objects("1"), vec![PATIENT]);
 }
 

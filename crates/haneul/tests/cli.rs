@@ -594,6 +594,15 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
     ("[log]\nlevel = \"info,[\"\n", "log.level"),
     ("[[known_ae]]\ntitle = \"A\"\nhost = \"\"\nport = 104\n", "known_ae[0].host"),
     ("[dicom]\nae_title = \"HANEUL\"\n[dicom]\nlisten = \"0.0.0.0:104\"\n", "dicom"),
+    ("[http]\nlisten = \"0.0.0.0:8080\"\n", "http.insecure"),
+    ("[http]\nlisten = \"0.0.0.0:8080\"\ninsecure = true\nanonymous_role = \"admin\"\n", "http.anonymous_role"),
+    ("[http]\nanonymous_role = \"doctor\"\n", "http.anonymous_role"),
+    ("[http.sessions]\nidle_timeout_minutes = 0\n", "http.sessions.idle_timeout_minutes"),
+    ("[http.oidc]\nissuer = \"https://idp\"\naudiences = [\"haneul\"]\n", "http.oidc.jwks_url"),
+    (
+        "[http.oidc]\nissuer = \"https://idp\"\naudiences = [\"h\"]\njwks_file = \"k.json\"\n[http.oidc.roles]\nx = \"boss\"\n",
+        "http.oidc.roles.x",
+    ),
 ];
 
 #[test]

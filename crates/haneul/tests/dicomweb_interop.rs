@@ -27,7 +27,7 @@ fn peer(script: &str, spec: &Value) -> Value {
 
 /// The spec every peer gets: the DICOMweb root and the HTTP root.
 fn spec(server: &Server) -> Value {
-    json!({ "url": server.dicomweb_url(), "http": server.http_url() })
+    json!({ "url": server.dicomweb_url(), "http": server.http_url(), "token": server.token })
 }
 
 fn with(mut spec: Value, extra: Value) -> Value {

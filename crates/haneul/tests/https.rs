@@ -133,14 +133,15 @@ fn https_serves_http2_and_http1_with_hsts_and_refuses_plain_http() {
     let mut server = Server::start_with_http("", &pki.config(""));
     let url = https_url(&server, "/api/status");
     let ca = ca(&pki);
+    let auth = format!("Authorization: {}", server.authorization());
 
-    let output = curl(&["-i", "--http2", "--cacert", &ca, &url]);
+    let output = curl(&["-i", "--http2", "--cacert", &ca, "-H", &auth, &url]);
     assert!(output.status.success(), "HTTPS over HTTP/2 failed: {}\n{}", text(&output), server.log());
     let head = head(&output);
     assert!(head.starts_with("http/2 200"), "ALPN must give HTTP/2: {head}");
     assert!(head.contains("strict-transport-security: max-age=31536000"), "no HSTS: {head}");
 
-    let output = curl(&["-i", "--http1.1", "--cacert", &ca, &url]);
+    let output = curl(&["-i", "--http1.1", "--cacert", &ca, "-H", &auth, &url]);
     assert!(output.status.success(), "HTTPS over HTTP/1.1 failed: {}", text(&output));
     let head = self::head(&output);
     assert!(head.starts_with("http/1.1 200"), "{head}");
@@ -153,17 +154,26 @@ fn https_serves_http2_and_http1_with_hsts_and_refuses_plain_http() {
     // Plain HTTP to the TLS port gets no HTTP answer; the server goes on.
     let output = curl(&["-i", &format!("http://127.0.0.1:{}/api/status", server.http_port)]);
     assert!(!output.status.success() && !text(&output).contains("200 OK"), "plain HTTP answered: {}", text(&output));
-    let output = curl(&["-i", "--cacert", &ca, &url]);
+    let output = curl(&["-i", "--cacert", &ca, "-H", &auth, &url]);
     assert!(output.status.success(), "HTTPS after a failed handshake: {}", text(&output));
+
+    // A sign-in over TLS gets a Secure session cookie.
+    let user = server.add_user("dr.tls", "clinician");
+    let login = format!("{{\"user\": \"{user}\", \"password\": \"{}\"}}", common::USER_PASSWORD);
+    let login_url = https_url(&server, "/api/login");
+    let output = curl(&["-i", "--cacert", &ca, "-H", "Content-Type: application/json", "-d", &login, &login_url]);
+    let head = self::head(&output);
+    assert!(head.contains(" 200") && head.contains("set-cookie: haneul_session="), "{}", text(&output));
+    assert!(head.contains("; secure"), "the cookie must be Secure under TLS: {head}");
 
     // dicomweb-client (requests) stores and searches over HTTPS, trusting the CA.
     let script = r#"
 import sys, pydicom, requests
 from dicomweb_client.api import DICOMwebClient
-url, ca, path = sys.argv[1:4]
+url, ca, path, token = sys.argv[1:5]
 session = requests.Session()
 session.verify = ca
-client = DICOMwebClient(url=url, session=session)
+client = DICOMwebClient(url=url, session=session, headers={"Authorization": "Bearer " + token})
 dataset = pydicom.dcmread(path)
 client.store_instances(datasets=[dataset])
 studies = client.search_for_studies(search_filters={"StudyInstanceUID": dataset.StudyInstanceUID})
@@ -179,6 +189,7 @@ print("ok", found, retrieve)
     let output = Command::new(python())
         .args(["-c", script, &dicomweb, &ca])
         .arg(&ct)
+        .arg(&server.token)
         // requests prefers these to the session's CA file.
         .env_remove("REQUESTS_CA_BUNDLE")
         .env_remove("CURL_CA_BUNDLE")
@@ -215,6 +226,7 @@ fn required_client_certificates_are_checked() {
     let mut server = Server::start_with_http("", &pki.config(&client_ca));
     let url = https_url(&server, "/api/status");
     let ca = ca(&pki);
+    let auth = format!("Authorization: {}", server.authorization());
 
     let output = curl(&["-i", "--cacert", &ca, &url]);
     assert!(!output.status.success(), "a client without a certificate got in: {}", text(&output));
@@ -226,7 +238,7 @@ fn required_client_certificates_are_checked() {
     assert!(!output.status.success(), "a client of another CA got in: {}", text(&output));
 
     let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
-    let output = curl(&["-i", "--cacert", &ca, "--cert", &display(&cert), "--key", &display(&key), &url]);
+    let output = curl(&["-i", "--cacert", &ca, "--cert", &display(&cert), "--key", &display(&key), "-H", &auth, &url]);
     assert!(output.status.success(), "the client certificate was refused: {}\n{}", text(&output), server.log());
     assert!(head(&output).contains(" 200"), "{}", head(&output));
     server.stop();

@@ -73,6 +73,9 @@ fn ohif_lists_studies_and_shows_a_ct_image() {
     let wado = format!("{}/wado", server.http_url());
     let mut browser = Command::new(node);
     browser.current_dir(ohif_dir()).arg("e2e.mjs").arg(&dicomweb).arg(&wado).arg(data.join("expected.json")).arg(&out);
+    // Read-only credentials, as a clinician's viewer has them.
+    let clinician = server.add_user("dr.ohif", "clinician");
+    browser.env("HANEUL_AUTHORIZATION", format!("Bearer {}", server.create_token(&clinician, "ohif")));
     let result = run(&mut browser);
     let stdout = String::from_utf8_lossy(&result.stdout);
     let stderr = String::from_utf8_lossy(&result.stderr);

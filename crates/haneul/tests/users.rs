@@ -86,7 +86,7 @@ fn assert_not_stored(data_dir: &Path, secrets: &[&str]) {
 
 #[test]
 fn first_start_creates_the_admin_once_with_a_banner() {
-    let mut server = Server::start();
+    let mut server = Server::start_with_generated_admin_password();
     let log = server.log();
     assert_eq!(log.matches(BANNER).count(), 1, "one banner on first start:\n{log}");
     let password = log

@@ -96,10 +96,12 @@ pub enum Permission {
     Configure,
     /// Reading and verifying the audit trail.
     Audit,
+    /// Status, statistics and metrics (monitoring systems).
+    Monitor,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::Query,
         Permission::Retrieve,
         Permission::View,
@@ -110,6 +112,7 @@ impl Permission {
         Permission::ExportDeidentified,
         Permission::Configure,
         Permission::Audit,
+        Permission::Monitor,
     ];
 
     fn bit(self) -> u16 {
@@ -171,7 +174,7 @@ impl Default for PermissionMatrix {
         matrix.set(Role::Clinician, Permissions::of(&read));
         matrix.set(Role::Technologist, Permissions::of(&[Query, Retrieve, View, Store, Correct]));
         matrix.set(Role::Researcher, Permissions::of(&[ExportDeidentified]));
-        matrix.set(Role::Service, Permissions::of(&[Query, Retrieve, Store]));
+        matrix.set(Role::Service, Permissions::of(&[Query, Retrieve, Store, Monitor]));
         matrix
     }
 }
@@ -215,7 +218,7 @@ mod tests {
         for permission in [Query, Retrieve, View] {
             assert!(matrix.allows(Role::Clinician, permission), "{permission:?}");
         }
-        for permission in [Store, Correct, Delete, Export, ExportDeidentified, Configure, Audit] {
+        for permission in [Store, Correct, Delete, Export, ExportDeidentified, Configure, Audit, Monitor] {
             assert!(!matrix.allows(Role::Clinician, permission), "{permission:?}");
         }
     }

@@ -134,7 +134,18 @@ pub struct Server {
     /// Extra lines of the generated `[http]` table (e.g. `max_upload_bytes = 65536`).
     http_config: String,
     log_index: u32,
+    /// An API token of the first administrator (`Bearer` credentials), made at first start.
+    pub token: String,
+    /// Whether the first administrator's password comes from HANEUL_ADMIN_PASSWORD
+    /// (else the server generates one and prints it).
+    admin_password_from_env: bool,
 }
+
+/// The password of users made with [`Server::add_user`].
+pub const USER_PASSWORD: &str = "test-user-password-1";
+
+/// The first administrator's password in every test server (HANEUL_ADMIN_PASSWORD).
+pub const ADMIN_PASSWORD: &str = "test-admin-password-1";
 
 impl Server {
     /// Start with the default settings.
@@ -149,6 +160,16 @@ impl Server {
 
     /// Start with extra lines in the `[http]` table and extra TOML appended.
     pub fn start_with_http(http_config: &str, extra_config: &str) -> Server {
+        Server::start_configured(http_config, extra_config, true)
+    }
+
+    /// Start without HANEUL_ADMIN_PASSWORD: the server generates the first
+    /// administrator's password and prints it once.
+    pub fn start_with_generated_admin_password() -> Server {
+        Server::start_configured("", "", false)
+    }
+
+    fn start_configured(http_config: &str, extra_config: &str, admin_password_from_env: bool) -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut server = Server {
             child: None,
@@ -159,9 +180,43 @@ impl Server {
             extra_config: extra_config.to_string(),
             http_config: http_config.to_string(),
             log_index: 0,
+            token: String::new(),
+            admin_password_from_env,
         };
         server.spawn();
+        server.token = server.create_token("admin", "tests");
         server
+    }
+
+    /// A new API token for `user`, made with `haneul token create`.
+    pub fn create_token(&self, user: &str, name: &str) -> String {
+        let output = run(Command::new(haneul_bin())
+            .args(["token", "create", user, "--name", name, "--config"])
+            .arg(self.config_path()));
+        assert!(output.status.success(), "haneul token create: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).expect("UTF-8 token").trim().to_string()
+    }
+
+    /// Add a user with `haneul user add` (password [`USER_PASSWORD`]); returns the name.
+    pub fn add_user(&self, name: &str, role: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new(haneul_bin())
+            .args(["user", "add", name, "--role", role, "--password-stdin", "--config"])
+            .arg(self.config_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running haneul user add");
+        child.stdin.take().expect("stdin").write_all(format!("{USER_PASSWORD}\n").as_bytes()).expect("password");
+        let output = child.wait_with_output().expect("haneul user add");
+        assert!(output.status.success(), "haneul user add: {}", String::from_utf8_lossy(&output.stderr));
+        name.to_string()
+    }
+
+    /// The `Authorization` header value of the administrator's token.
+    pub fn authorization(&self) -> String {
+        format!("Bearer {}", self.token)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -214,14 +269,18 @@ impl Server {
     fn spawn(&mut self) {
         self.write_config();
         let log = std::fs::File::create(self.log_path()).expect("log file");
-        let mut child = Command::new(haneul_bin())
+        let mut command = Command::new(haneul_bin());
+        command
             .args(["serve", "--config"])
             .arg(self.config_path())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .stdin(Stdio::null())
-            .spawn()
-            .expect("starting haneul serve");
+            .env_remove("HANEUL_ADMIN_PASSWORD");
+        if self.admin_password_from_env {
+            command.env("HANEUL_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        }
+        let mut child = command.spawn().expect("starting haneul serve");
         wait_for_port(self.dicom_port, &mut child, &self.log_path());
         wait_for_port(self.http_port, &mut child, &self.log_path());
         self.child = Some(child);
@@ -275,4 +334,83 @@ pub fn dcmtk(tool: &str) -> Command {
     let mut command = Command::new(require(tool));
     command.env("TCP_NODELAY", "1");
     command
+}
+
+/// An HTTP/1.1 response as [`http_request`] returns it.
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A plain HTTP/1.1 request to the server's HTTP port (one connection,
+/// `Connection: close`); `headers` are added as given.
+pub fn http_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting to HTTP");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body)).expect("sending the request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("reading the response");
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|line| line.split(' ').nth(1)).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    let raw = &response[split + 4..];
+    let chunked = headers.iter().any(|(name, value)| name == "transfer-encoding" && value.contains("chunked"));
+    let body = if chunked { dechunk(raw) } else { raw.to_vec() };
+    HttpResponse { status, headers, body }
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..end]).ok().and_then(|size| usize::from_str_radix(size.trim(), 16).ok());
+        let rest = &body[end + 2..];
+        match size {
+            Some(size) if size > 0 && rest.len() >= size => {
+                out.extend_from_slice(&rest[..size]);
+                body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+impl Server {
+    /// A GET with the administrator's token.
+    pub fn get(&self, path: &str, accept: &str) -> HttpResponse {
+        let authorization = self.authorization();
+        http_request(
+            self.http_port,
+            "GET",
+            path,
+            &[("Accept", accept), ("Authorization", &authorization), ("User-Agent", "haneul-tests")],
+            b"",
+        )
+    }
 }

@@ -2,6 +2,45 @@
 // OHIF configuration for the end-to-end test: one DICOMweb data source, the
 // Haneul server under test. serve.mjs replaces __DICOMWEB_ROOT__ (e.g.
 // http://127.0.0.1:8042/dicom-web) and __WADO_URI_ROOT__ (…/wado).
+// Credentials for Haneul. A deployment signs users in with OHIF's `oidc`
+// settings and sends the identity provider's JWT as a Bearer token, which
+// Haneul checks against the provider's keys ([http.oidc]). The test has no
+// identity provider, so it sends an API token the same way: serve.mjs puts
+// it in __HANEUL_AUTHORIZATION__, and every request to Haneul's origin (the
+// DICOMweb client's XHRs and the thumbnail fetches) carries it.
+(function sendCredentialsToHaneul() {
+  const authorization = '__HANEUL_AUTHORIZATION__';
+  const haneul = new URL('__DICOMWEB_ROOT__').origin;
+  const toHaneul = url => {
+    try {
+      return new URL(url, window.location.href).origin === haneul;
+    } catch {
+      return false;
+    }
+  };
+  const { open, send } = XMLHttpRequest.prototype;
+  XMLHttpRequest.prototype.open = function (method, url, ...rest) {
+    this.haneulCredentials = toHaneul(url);
+    return open.call(this, method, url, ...rest);
+  };
+  XMLHttpRequest.prototype.send = function (body) {
+    if (this.haneulCredentials) {
+      this.setRequestHeader('Authorization', authorization);
+    }
+    return send.call(this, body);
+  };
+  const fetchWithoutCredentials = window.fetch.bind(window);
+  window.fetch = (input, init = {}) => {
+    const url = input instanceof Request ? input.url : String(input);
+    if (!toHaneul(url)) {
+      return fetchWithoutCredentials(input, init);
+    }
+    const headers = new Headers(init.headers ?? (input instanceof Request ? input.headers : undefined));
+    headers.set('Authorization', authorization);
+    return fetchWithoutCredentials(input, { ...init, headers });
+  };
+})();
+
 window.config = {
   name: 'haneul-e2e',
   routerBasename: null,

@@ -97,7 +97,8 @@ if (!existsSync(join(distDir, 'index.html'))) {
   await fail(`no OHIF build at ${distDir}; run npm ci in crates/haneul/tests/ohif (scripts/test.sh does)`);
 }
 
-server = (await serveOhif({ dicomwebRoot, wadoUriRoot, log: line => networkErrors.push(line) })).server;
+const authorization = process.env.HANEUL_AUTHORIZATION ?? '';
+server = (await serveOhif({ dicomwebRoot, wadoUriRoot, authorization, log: line => networkErrors.push(line) })).server;
 const appUrl = `http://127.0.0.1:${server.address().port}`;
 step(`OHIF served at ${appUrl}, DICOMweb at ${dicomwebRoot}`);
 

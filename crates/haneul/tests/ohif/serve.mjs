@@ -28,12 +28,14 @@ const types = {
   '.txt': 'text/plain; charset=utf-8',
 };
 
-/** Start serving on 127.0.0.1 (a free port); resolves to { server, url }. */
-export async function serveOhif({ dicomwebRoot, wadoUriRoot, log = () => {} }) {
+/** Start serving on 127.0.0.1 (a free port); resolves to { server, url }.
+ * `authorization` is the Authorization header value sent to Haneul. */
+export async function serveOhif({ dicomwebRoot, wadoUriRoot, authorization, log = () => {} }) {
   const template = await readFile(join(here, 'app-config.template.js'), 'utf8');
   const appConfig = template
     .replaceAll('__DICOMWEB_ROOT__', dicomwebRoot)
-    .replaceAll('__WADO_URI_ROOT__', wadoUriRoot);
+    .replaceAll('__WADO_URI_ROOT__', wadoUriRoot)
+    .replaceAll('__HANEUL_AUTHORIZATION__', authorization.replaceAll("'", ''));
   const index = await readFile(join(distDir, 'index.html'));
   const isolation = {
     'Cross-Origin-Opener-Policy': 'same-origin',
@@ -77,6 +79,7 @@ export async function serveOhif({ dicomwebRoot, wadoUriRoot, log = () => {} }) {
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const dicomwebRoot = process.argv[2] ?? 'http://127.0.0.1:8042/dicom-web';
   const wadoUriRoot = process.argv[3] ?? dicomwebRoot.replace(/\/[^/]*$/, '/wado');
-  const { url } = await serveOhif({ dicomwebRoot, wadoUriRoot, log: console.log });
+  const authorization = process.env.HANEUL_AUTHORIZATION ?? '';
+  const { url } = await serveOhif({ dicomwebRoot, wadoUriRoot, authorization, log: console.log });
   console.log(`OHIF at ${url} for ${dicomwebRoot}`);
 }

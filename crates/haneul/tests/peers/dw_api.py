@@ -12,17 +12,16 @@ prints {"studies_before": n, "studies_after": n, "instances_before": n,
 
 import sys
 
-import requests
 
 sys.dont_write_bytecode = True  # importing dw_util must leave no __pycache__ in the tree
-from dw_util import check, client, emit, spec, stow_broad_set, value_of
+from dw_util import authorized_session, check, client, emit, spec, stow_broad_set, value_of
 
 
 def main():
     options = spec()
     url, http = options["url"], options["http"]
     dw = client(url)
-    session = requests.Session()
+    session = authorized_session()
     stored = stow_broad_set(dw, options["files"])
     datasets = [ds for ds, _ in stored.values()]
     studies = {str(d.StudyInstanceUID) for d in datasets}

@@ -14,7 +14,7 @@ import requests
 from requests.exceptions import HTTPError
 
 sys.dont_write_bytecode = True  # importing dw_util must leave no __pycache__ in the tree
-from dw_util import check, client, emit, fail, spec, stow_broad_set
+from dw_util import authorized_session, check, client, emit, fail, spec, stow_broad_set
 
 MULTIPART_DICOM = 'multipart/related; type="application/dicom"; boundary=b0undary'
 
@@ -23,7 +23,7 @@ def main():
     options = spec()
     url = options["url"]
     dw = client(url)
-    session = requests.Session()
+    session = authorized_session()
     stored = stow_broad_set(dw, ["CT_small.dcm", "MR_small.dcm", "SC_rgb_rle_2frame.dcm", "JPGExtended.dcm"])
     ct, _ = stored["CT_small.dcm"]
     two, _ = stored["SC_rgb_rle_2frame.dcm"]

@@ -14,12 +14,11 @@ import sys
 
 import numpy
 import pydicom
-import requests
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pack_bits, pixel_array
 
 sys.dont_write_bytecode = True  # importing dw_util must leave no __pycache__ in the tree
-from dw_util import LOSSLESS, check, client, emit, spec, stow_broad_set
+from dw_util import LOSSLESS, authorized_session, check, client, emit, spec, stow_broad_set
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 OCTETS = (("application/octet-stream", EXPLICIT_LE),)
@@ -74,7 +73,7 @@ def main():
         resource = f"{url}/studies/{uids[0]}/series/{uids[1]}/instances/{uids[2]}"
         if original.file_meta.TransferSyntaxUID.is_deflated:
             # Frames of deflated instances are not served: a clean 406, never a 500.
-            answer = requests.get(f"{resource}/frames/1", headers={"Accept": "application/octet-stream"})
+            answer = authorized_session().get(f"{resource}/frames/1", headers={"Accept": "application/octet-stream"})
             check(answer.status_code == 406, f"{name}: frames of a deflated instance: {answer.status_code}")
             continue
 
@@ -118,7 +117,7 @@ def main():
             check(default == got[:1], f"{name}: default frame 1 differs from the octet-stream one")
 
         # A single-part answer when asked for application/octet-stream alone.
-        answer = requests.get(f"{resource}/frames/1", headers={"Accept": "application/octet-stream"})
+        answer = authorized_session().get(f"{resource}/frames/1", headers={"Accept": "application/octet-stream"})
         check(answer.status_code == 200 and answer.content == got[0],
               f"{name}: single-part frame 1: {answer.status_code}, {len(answer.content)} bytes")
         check(answer.headers.get("Content-Type", "").startswith("application/octet-stream"),

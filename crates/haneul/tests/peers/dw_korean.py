@@ -11,10 +11,9 @@ prints {"stored": n, "korean": [file names whose charset is IR 149],
 import sys
 import urllib.parse
 
-import requests
 
 sys.dont_write_bytecode = True  # importing dw_util must leave no __pycache__ in the tree
-from dw_util import CHARSET_FILES, check, client, emit, load, spec, stow, stow_outcome, value_of
+from dw_util import CHARSET_FILES, authorized_session, check, client, emit, load, spec, stow, stow_outcome, value_of
 
 
 def groups(name):
@@ -74,13 +73,13 @@ def main():
     # The same with plain requests and hand-written percent encoding (UTF-8).
     encoded = "%EA%B9%80*"
     check(urllib.parse.unquote(encoded) == "김*", "the hand-written encoding is not 김*")
-    answer = requests.get(f"{url}/studies?PatientName={encoded}&includefield=PatientName",
+    answer = authorized_session().get(f"{url}/studies?PatientName={encoded}&includefield=PatientName",
                           headers={"Accept": "application/dicom+json"})
     check(answer.status_code == 200, f"GET with %-encoding: {answer.status_code} {answer.text[:200]}")
     check(answer.headers.get("Content-Type", "").startswith("application/dicom+json"), "content type")
     check(found_names(answer.json()) == queries["김*"], "plain GET with %-encoded 김* differs from dicomweb-client")
     # Lower-case hex digits and an encoded wildcard decode the same.
-    answer = requests.get(f"{url}/studies?PatientName=%ea%b9%80%2A")
+    answer = authorized_session().get(f"{url}/studies?PatientName=%ea%b9%80%2A")
     check(answer.status_code == 200 and found_names(answer.json()) == queries["김*"], "lower-case %-encoding")
 
     # Metadata of every kept file: each text attribute decoded as pydicom does.

@@ -9,13 +9,12 @@ prints {"instances": n, "attributes": n compared, "bulk": n URIs fetched,
 
 import sys
 
-import requests
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import DSfloat, IS, PersonName
 
 sys.dont_write_bytecode = True  # importing dw_util must leave no __pycache__ in the tree
-from dw_util import check, client, emit, fail, spec, stow_broad_set
+from dw_util import authorized_session, check, client, emit, fail, spec, stow_broad_set
 
 # JSON text is Unicode, so the character set does not apply; trailing padding
 # is not an attribute.
@@ -96,7 +95,7 @@ def main():
     options = spec()
     dw = client(options["url"])
     stored = stow_broad_set(dw, options["files"])
-    session = requests.Session()
+    session = authorized_session()
     counts = {"instances": 0, "attributes": 0, "bulk": 0, "ranges": 0, "big_endian": 0}
 
     def fetch(uri):

@@ -12,11 +12,11 @@ import os
 import sys
 
 import pydicom
-import requests
 
 sys.dont_write_bytecode = True  # importing dw_util must leave no __pycache__ in the tree
 from dw_util import (
     TEST_FILES,
+    authorized_session,
     check,
     client,
     emit,
@@ -38,7 +38,7 @@ def main():
     options = spec()
     url = options["url"]
     dw = client(url)
-    session = requests.Session()
+    session = authorized_session()
     stored = stow_broad_set(dw, options["files"])
     result = {"stored": len(stored)}
 

@@ -13,6 +13,7 @@ import sys
 import warnings
 
 import pydicom
+import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import UID
 
@@ -80,11 +81,17 @@ LOSSLESS = {
 }
 
 
+# Credentials from the spec ("token"), sent with every request.
+AUTHORIZATION = {}
+
+
 def spec():
     """The JSON spec passed as the last command-line argument; "files"
     defaults to the broad set."""
     document = json.loads(sys.argv[-1])
     document.setdefault("files", BROAD_SET)
+    if document.get("token"):
+        AUTHORIZATION["Authorization"] = "Bearer " + document["token"]
     return document
 
 
@@ -105,7 +112,14 @@ def check(condition, message):
 
 def client(url):
     # dicomweb-client retries nothing by default, so a 5xx shows up as it is.
-    return DICOMwebClient(url, timeout=60)
+    return DICOMwebClient(url, timeout=60, headers=dict(AUTHORIZATION))
+
+
+def authorized_session():
+    """A requests session that sends the spec's credentials."""
+    http = requests.Session()
+    http.headers.update(AUTHORIZATION)
+    return http
 
 
 def unique_uid(name, what):

@@ -14,11 +14,10 @@ import sys
 
 import numpy
 import pydicom
-import requests
 from PIL import Image
 
 sys.dont_write_bytecode = True  # importing dw_util must leave no __pycache__ in the tree
-from dw_util import LOSSLESS, check, client, emit, spec, stow_broad_set
+from dw_util import LOSSLESS, authorized_session, check, client, emit, spec, stow_broad_set
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
@@ -27,7 +26,7 @@ def main():
     options = spec()
     dw = client(options["url"])
     wado = f"{options['http']}/wado"
-    session = requests.Session()
+    session = authorized_session()
     stored = stow_broad_set(dw, options["files"])
     result = {"identical": 0, "explicit_le": 0, "jpeg": 0, "errors": {}}
 
