@@ -184,10 +184,14 @@ EOF
 }
 
 start_haneul_web() { # data
-    "$HANEUL" serve --data "$1" --dicom-port $HANEUL_PORT --http "127.0.0.1:$HANEUL_HTTP_PORT" >>"$WORK/haneul.log" 2>&1 &
+    HANEUL_ADMIN_PASSWORD=bench-admin-password "$HANEUL" serve --data "$1" --dicom-port $HANEUL_PORT \
+        --http "127.0.0.1:$HANEUL_HTTP_PORT" >>"$WORK/haneul.log" 2>&1 &
     HANEUL_PID=$!
     wait_port $HANEUL_PORT $HANEUL_PID
     wait_port $HANEUL_HTTP_PORT $HANEUL_PID
+    # Haneul runs as deployed, every request authenticated (an API token);
+    # Orthanc with its default of no authentication on loopback.
+    HANEUL_TOKEN=$("$HANEUL" token create admin --name bench --data "$1" 2>/dev/null)
 }
 
 HANEUL_WEB="http://127.0.0.1:$HANEUL_HTTP_PORT/dicom-web"
@@ -225,7 +229,7 @@ PY
 
 # "study series count" of the largest series a DICOMweb server lists.
 largest_series() { # url
-    curl -sf "$1/series?includefield=0020000D&includefield=00201209" | python3 -c '
+    curl -sf -H "Authorization: Bearer ${HANEUL_TOKEN:-}" "$1/series?includefield=0020000D&includefield=00201209" | python3 -c '
 import json, sys
 def first(o, t):
     v = o.get(t, {}).get("Value", [None])[0]
@@ -237,7 +241,9 @@ print(study, series, n)'
 
 run_web() { # system scenario bench-web-args...
     local system=$1 scenario=$2 json; shift 2
-    json=$("$HANEUL" bench web "$@" --url "$(web_url "$system")" --json)
+    local token=""
+    [[ $system == haneul ]] && token=$HANEUL_TOKEN
+    json=$(HANEUL_TOKEN=$token "$HANEUL" bench web "$@" --url "$(web_url "$system")" --json)
     record "$system" "$scenario" "$json"
     echo "  $system $scenario: $json" | cut -c1-240
 }

@@ -16,7 +16,7 @@ pub mod syslog;
 mod writer;
 
 pub use record::{check_line, line_digest, Action, Entry, LineProblem, Outcome, Record, GENESIS, MAX_IDS};
-pub use writer::{AuditStats, Auditor, OpenReport};
+pub use writer::{submit, AuditStats, Auditor, OpenReport, Submitted};
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -35,6 +35,9 @@ pub enum AuditError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("audit trail is damaged: {0}")]
     Corrupt(String),
+    /// Another process (the running server) writes this trail.
+    #[error("{0}: another process is writing this audit trail")]
+    Busy(PathBuf),
 }
 
 impl AuditError {

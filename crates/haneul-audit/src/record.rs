@@ -56,8 +56,9 @@ pub enum Outcome {
 /// A record being made: who did what to which patients and studies, and how
 /// it ended. The time is taken when the entry is created; the sequence number
 /// and the chain are added by the writer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
+    #[serde(with = "time::serde::rfc3339")]
     pub time: OffsetDateTime,
     pub action: Action,
     /// User name, or the calling AE title over DIMSE.
@@ -71,7 +72,9 @@ pub struct Entry {
     pub outcome: Outcome,
     /// Anything else worth keeping: query keys, counts, the failure.
     pub detail: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
     patients_omitted: u64,
+    #[serde(default)]
     studies_omitted: u64,
 }
 

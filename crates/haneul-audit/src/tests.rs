@@ -231,3 +231,47 @@ fn bounds_and_sources_parse() {
     assert_eq!(source_host("[::1]:80"), "::1");
     assert_eq!(source_host("local"), "local");
 }
+
+#[test]
+fn one_process_writes_and_others_submit_through_the_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auditor, _) = Auditor::open(dir.path()).unwrap();
+    assert!(matches!(Auditor::open(dir.path()), Err(AuditError::Busy(_))), "a second writer is refused");
+    auditor.record(entry("FIRST"));
+    let change = Entry::new(Action::ConfigChange, "kim (cli)", "localhost", "cli").detail("change", "user add");
+    assert_eq!(submit(dir.path(), change).unwrap(), Submitted::Queued);
+    auditor.flush();
+    let records = search(dir.path(), &Filter::default(), 10).unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let queued = records.iter().find(|record| record.action == Action::ConfigChange).expect("the submitted record");
+    assert_eq!(queued.actor, "kim (cli)");
+    assert_eq!(queued.detail["change"], "user add");
+    let inbox: Vec<_> = std::fs::read_dir(dir.path().join("inbox")).unwrap().collect();
+    assert!(inbox.is_empty(), "the inbox is emptied once the records are on disk");
+
+    // Without a running writer the record goes straight into the trail.
+    drop(auditor);
+    assert_eq!(submit(dir.path(), entry("LATER")).unwrap(), Submitted::Written);
+    let report = verify(dir.path()).unwrap();
+    assert!(report.intact() && report.records == 3, "{report:?}");
+}
+
+#[test]
+fn records_left_in_the_inbox_are_appended_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auditor, _) = Auditor::open(dir.path()).unwrap();
+    // Submitted while the writer runs, which then stops before its next look.
+    let inbox = dir.path().join("inbox");
+    let record = serde_json::to_vec(&entry("QUEUED")).unwrap();
+    drop(auditor);
+    std::fs::write(inbox.join("000000000000000000000001-1-00000000.json"), record).unwrap();
+    std::fs::write(inbox.join("000000000000000000000002-1-00000000.json"), b"{ not a record").unwrap();
+    write(dir.path(), vec![]);
+    let records = search(dir.path(), &Filter::default(), 10).unwrap();
+    assert_eq!(records.iter().map(|r| r.patients.clone()).collect::<Vec<_>>(), vec![vec!["QUEUED".to_string()]]);
+    let left: Vec<String> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["000000000000000000000002-1-00000000.bad"], "an unreadable record is kept aside");
+}

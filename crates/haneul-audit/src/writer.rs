@@ -1,5 +1,12 @@
 //! The background writer: records arrive over a bounded channel and are
 //! appended in batches gathered over up to 100 ms, one `fdatasync` per batch.
+//!
+//! One process writes a trail: the writer holds an exclusive lock on
+//! `.writer.lock` in the trail's directory for as long as it runs. Other
+//! processes (the command-line tools beside a running server) hand their
+//! records to it through `inbox/`, one durable file per record, which the
+//! writer appends at its next batch (at least every second) and then removes;
+//! see [`submit`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -24,6 +31,10 @@ const MAX_BATCH: usize = 4_096;
 /// How long the writer gathers records after the first of a batch, unless a
 /// flush is asked for: records reach the disk at most this much later.
 const GATHER: Duration = Duration::from_millis(100);
+/// How often an idle writer looks into the inbox.
+const INBOX_POLL: Duration = Duration::from_secs(1);
+const LOCK_FILE: &str = ".writer.lock";
+const INBOX: &str = "inbox";
 
 enum Message {
     Record(Box<Entry>),
@@ -116,10 +127,23 @@ impl Auditor {
     }
 
     /// Open the trail in `dir` (created if needed), continue its chain from
-    /// the last record and start the writer thread.
+    /// the last record and start the writer thread. [`AuditError::Busy`]
+    /// when another process writes the trail.
     pub fn open(dir: impl Into<PathBuf>) -> Result<(Auditor, OpenReport), AuditError> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|source| AuditError::io(&dir, source))?;
+        std::fs::create_dir_all(dir.join(INBOX)).map_err(|source| AuditError::io(&dir, source))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| AuditError::io(&lock_path, source))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(AuditError::Busy(dir)),
+            Err(std::fs::TryLockError::Error(source)) => return Err(AuditError::io(&lock_path, source)),
+        }
         let (tail, report) = resume(&dir)?;
         let counters = Arc::new(Counters::default());
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
@@ -130,6 +154,7 @@ impl Auditor {
             file: None,
             counters: Arc::clone(&counters),
             forward: Arc::clone(&forward),
+            _lock: lock,
         };
         let thread = std::thread::Builder::new()
             .name("haneul-audit".into())
@@ -229,12 +254,27 @@ struct Writer {
     file: Option<(Date, File)>,
     counters: Arc<Counters>,
     forward: Forward,
+    /// Held while the writer runs (released when the file closes).
+    _lock: File,
 }
 
 impl Writer {
     fn run(mut self, receiver: Receiver<Message>) {
         let mut batch = Vec::new();
-        while let Ok(first) = receiver.recv() {
+        loop {
+            let first = match receiver.recv_timeout(INBOX_POLL) {
+                Ok(first) => first,
+                Err(timeout_or_stop) => {
+                    let inbox = self.read_inbox(&mut batch);
+                    if self.write_batch(&mut batch) {
+                        self.clear_inbox(inbox);
+                    }
+                    match timeout_or_stop {
+                        mpsc::RecvTimeoutError::Timeout => continue,
+                        mpsc::RecvTimeoutError::Disconnected => return,
+                    }
+                }
+            };
             // Gather what arrives in the next moments into the same append and
             // fdatasync: one flush per record would compete with the archive's
             // own flushes of instance files and catalog on the same disk.
@@ -251,11 +291,60 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.write_batch(&mut batch);
+            // Read last, so a flush asked for after a record was submitted
+            // finds that record.
+            let inbox = self.read_inbox(&mut batch);
+            if self.write_batch(&mut batch) {
+                self.clear_inbox(inbox);
+            }
         }
     }
 
-    fn write_batch(&mut self, batch: &mut Vec<Message>) {
+    /// Queue the records other processes left in the inbox, oldest first;
+    /// returns their files, to remove once the batch is on disk.
+    fn read_inbox(&self, batch: &mut Vec<Message>) -> Vec<PathBuf> {
+        let inbox = self.dir.join(INBOX);
+        let Ok(entries) = std::fs::read_dir(&inbox) else { return Vec::new() };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+            .collect();
+        files.sort();
+        files.retain(|path| match std::fs::read(path).map(|bytes| serde_json::from_slice::<Entry>(&bytes)) {
+            Ok(Ok(entry)) => {
+                batch.push(Message::Record(Box::new(entry)));
+                true
+            }
+            // A file being written has no name ending in .json yet; anything
+            // else unreadable is kept aside for a human, not lost.
+            Ok(Err(error)) => {
+                tracing::error!(file = %path.display(), %error, "unreadable record in the audit inbox; renamed to .bad");
+                let _ = std::fs::rename(path, path.with_extension("bad"));
+                false
+            }
+            Err(error) => {
+                tracing::error!(file = %path.display(), %error, "cannot read the audit inbox");
+                false
+            }
+        });
+        files
+    }
+
+    /// Remove inbox files whose records are now in the trail. A crash before
+    /// this appends them again at the next start: a record twice, never none.
+    fn clear_inbox(&self, files: Vec<PathBuf>) {
+        for path in files {
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), %error, "cannot remove a record from the audit inbox");
+            }
+        }
+    }
+
+    /// Append and sync a batch; false when it could not be written.
+    fn write_batch(&mut self, batch: &mut Vec<Message>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
         let mut waiters = Vec::new();
         let mut buffer = Vec::with_capacity(batch.len() * 512);
         let mut pending = 0u64;
@@ -306,6 +395,7 @@ impl Writer {
         if result.is_ok() {
             result = self.append(&buffer);
         }
+        let written = result.is_ok();
         match result {
             Ok(()) => {
                 self.counters.written.fetch_add(pending, Ordering::Relaxed);
@@ -337,6 +427,7 @@ impl Writer {
         for done in waiters {
             let _ = done.send(());
         }
+        written
     }
 
     fn append(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
@@ -360,6 +451,54 @@ impl Writer {
         self.file = Some((date, file));
         Ok(())
     }
+}
+
+/// Where [`submit`] put a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Appended to the trail and synced (no other process was writing it).
+    Written,
+    /// Left durably in the inbox of the process that writes the trail.
+    Queued,
+}
+
+/// Record one entry from a process that may not own the trail (the
+/// command-line tools): written directly when no other process writes it,
+/// else left in its inbox for the writer to append.
+pub fn submit(dir: &Path, entry: Entry) -> Result<Submitted, AuditError> {
+    match Auditor::open(dir) {
+        Ok((auditor, _)) => {
+            auditor.record(entry);
+            auditor.flush();
+            Ok(Submitted::Written)
+        }
+        Err(AuditError::Busy(_)) => {
+            let inbox = dir.join(INBOX);
+            let bytes = serde_json::to_vec(&entry).map_err(|error| AuditError::Corrupt(error.to_string()))?;
+            let nanos = entry.time.unix_timestamp_nanos();
+            let name = format!("{nanos:024}-{}-{:08x}", std::process::id(), rand_suffix());
+            // Written under a temporary name and renamed, so the writer never
+            // reads half a record.
+            let temporary = inbox.join(format!("{name}.tmp"));
+            let path = inbox.join(format!("{name}.json"));
+            let mut file = File::create(&temporary).map_err(|source| AuditError::io(&temporary, source))?;
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(|source| AuditError::io(&temporary, source))?;
+            std::fs::rename(&temporary, &path).map_err(|source| AuditError::io(&path, source))?;
+            sync_dir(&inbox)?;
+            Ok(Submitted::Queued)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// A few bits that differ between records submitted in the same nanosecond.
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    hasher.finish() as u32
 }
 
 fn sync_dir(dir: &Path) -> Result<(), AuditError> {

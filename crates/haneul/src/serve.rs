@@ -40,14 +40,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.http.listen = http;
     }
     config.validate()?;
+    let config_file = match &args.archive.config {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Some((path.display().to_string(), blake3::hash(&bytes).to_hex().to_string()))
+        }
+        None => None,
+    };
     logging::init(&config.log);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(serve(config))?;
+    runtime.block_on(serve(config, config_file))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
+/// `config_file`: the configuration file and its BLAKE3 digest, if one was given.
+async fn serve(config: crate::config::Config, config_file: Option<(String, String)>) -> anyhow::Result<()> {
     let data_dir = config.storage.data_dir.clone();
     let archive_config = ArchiveConfig {
         duplicate_policy: config.storage.duplicate_policy,
@@ -77,6 +85,16 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         "archive open"
     );
     create_initial_admin(&archive).await?;
+    // Each start is a configuration change in the trail: which file, with
+    // which content (its digest), so a changed setting shows between starts.
+    let (file, digest) = config_file.unwrap_or_else(|| ("built-in defaults".into(), String::new()));
+    let start =
+        haneul_core::audit::Entry::new(haneul_core::audit::Action::ConfigChange, "haneul", "localhost", "start")
+            .detail("change", "server start")
+            .detail("config", file)
+            .detail("config_blake3", digest)
+            .detail("version", env!("CARGO_PKG_VERSION"));
+    archive.audit(start);
 
     let dicom_address = config.dicom_listen()?;
     let listener = tokio::net::TcpListener::bind(dicom_address)

@@ -130,6 +130,35 @@ fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     Ok((line.to_string(), false))
 }
 
+/// Record a change of accounts or tokens in the audit trail, as done by the
+/// operating-system user at the command line. The running server appends it
+/// (through the trail's inbox) when it owns the trail.
+fn record_change(options: &ArchiveOptions, change: &str, details: &[(&str, &str)]) -> anyhow::Result<()> {
+    use haneul_core::audit::{self, Action, Entry};
+    let config = options.load()?;
+    if !config.audit.enabled {
+        return Ok(());
+    }
+    let os_user = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    let mut entry = Entry::new(
+        Action::ConfigChange,
+        format!("{os_user} (command line)"),
+        "localhost",
+        format!("cli-{}", std::process::id()),
+    )
+    .detail("change", change);
+    for (key, value) in details {
+        entry = entry.detail(key, *value);
+    }
+    let dir = config.storage.data_dir.join(audit::AUDIT_DIR);
+    audit::submit(&dir, entry)
+        .with_context(|| format!("{change} was done, but recording it in the audit trail failed"))?;
+    Ok(())
+}
+
 fn print_generated(name: &str, password: &str) {
     println!("password for {name}: {password}");
     eprintln!("this password is shown only once; {name} must change it at the next sign-in");
@@ -144,6 +173,9 @@ pub fn run_user(command: UserCommand) -> anyhow::Result<ExitCode> {
             let new = NewUser { name: args.name, role, password, sites: args.sites, must_change_password: generated };
             let user = users.create_user(&new)?;
             println!("added user {} (role {})", user.name, user.role);
+            let sites = user.sites.join(",");
+            let role = user.role.to_string();
+            record_change(&args.archive, "user add", &[("user", &user.name), ("role", &role), ("sites", &sites)])?;
             if generated {
                 print_generated(&user.name, &new.password);
             }
@@ -153,6 +185,7 @@ pub fn run_user(command: UserCommand) -> anyhow::Result<ExitCode> {
             let (password, generated) = password(args.password_stdin)?;
             users.change_password(&args.name, &password, generated)?;
             println!("changed the password of {}", args.name);
+            record_change(&args.archive, "user passwd", &[("user", &args.name)])?;
             if generated {
                 print_generated(&args.name, &password);
             }
@@ -160,10 +193,12 @@ pub fn run_user(command: UserCommand) -> anyhow::Result<ExitCode> {
         UserCommand::Disable(args) => {
             open(&args.archive, false)?.set_disabled(&args.name, true)?;
             println!("disabled user {}", args.name);
+            record_change(&args.archive, "user disable", &[("user", &args.name)])?;
         }
         UserCommand::Enable(args) => {
             open(&args.archive, false)?.set_disabled(&args.name, false)?;
             println!("enabled user {}", args.name);
+            record_change(&args.archive, "user enable", &[("user", &args.name)])?;
         }
         UserCommand::List(args) => {
             let users = open(&args.archive, false)?.list()?;
@@ -190,10 +225,14 @@ pub fn run_token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 "created token {} for {} (expires {expires}); it is shown only once, keep it now",
                 created.token.id, created.token.user
             );
+            let token = &created.token;
+            let details = [("token", token.id.as_str()), ("user", token.user.as_str()), ("name", token.name.as_str())];
+            record_change(&args.archive, "token create", &details)?;
         }
         TokenCommand::Revoke(args) => {
             open(&args.archive, false)?.revoke_token(&args.id)?;
             println!("revoked token {}", args.id.trim());
+            record_change(&args.archive, "token revoke", &[("token", args.id.trim())])?;
         }
         TokenCommand::List(args) => {
             let tokens = open(&args.archive, false)?.tokens()?;

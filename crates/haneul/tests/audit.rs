@@ -15,6 +15,72 @@ use serde_json::Value;
 const PATIENT: &str = "1CT1";
 const STUDY: &str = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
 
+/// Wait until the trail holds records that `done` accepts; returns them all.
+fn wait_for_records(data: &Path, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let records = search(data);
+        if done(&records) {
+            return records;
+        }
+        assert!(Instant::now() < deadline, "{what}: not in the audit trail: {records:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sign-ins, sign-outs, refusals and changes of accounts are recorded with
+/// who, from where and the outcome; a change made with the command-line tools
+/// while the server runs reaches the trail through its inbox.
+#[test]
+fn sign_ins_refusals_and_account_changes_are_recorded() {
+    let server = Server::start();
+    let data = server.data_dir();
+    let clinician = server.add_user("dr.audit", "clinician");
+    let port = server.http_port;
+    let login = |password: &str| {
+        let body = serde_json::json!({ "user": clinician, "password": password }).to_string();
+        common::http_request(port, "POST", "/api/login", &[("Content-Type", "application/json")], body.as_bytes())
+    };
+    assert_eq!(login("not the password").status, 401);
+    let signed_in = login(common::USER_PASSWORD);
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text());
+    let cookie = signed_in.header("set-cookie").and_then(|c| c.split(';').next()).expect("a cookie").to_string();
+    let csrf = signed_in.json()["csrf_token"].as_str().expect("a CSRF token").to_string();
+    let with_session = [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str())];
+    let denied = common::http_request(port, "DELETE", &format!("/api/studies/{STUDY}"), &with_session, b"");
+    assert_eq!(denied.status, 403, "clinicians do not delete: {}", denied.text());
+    assert_eq!(common::http_request(port, "POST", "/api/logout", &with_session, b"").status, 204);
+
+    let records = wait_for_records(&data, "sign-in records", |records| {
+        ["login", "login-failed", "permission-denied", "logout"]
+            .iter()
+            .all(|action| records.iter().any(|r| r["action"] == *action && r["actor"] == clinician.as_str()))
+    });
+    let of = |action: &str| records.iter().find(|r| r["action"] == action && r["actor"] == clinician.as_str()).unwrap();
+    assert_eq!(of("login")["outcome"], "success");
+    assert_eq!(of("login")["source"], "127.0.0.1");
+    assert_eq!(of("login-failed")["outcome"], "failure");
+    assert_eq!(of("login-failed")["detail"]["error"], "wrong password", "{}", of("login-failed"));
+    assert_eq!(of("permission-denied")["detail"]["permission"], "delete");
+    assert_eq!(of("logout")["detail"]["reason"], "logout");
+
+    // The harness made a token and a user with the command-line tools while
+    // the server ran; each start records the configuration file's digest.
+    let records = wait_for_records(&data, "configuration changes", |records| {
+        let change =
+            |name: &str| records.iter().any(|r| r["action"] == "config-change" && r["detail"]["change"] == name);
+        change("token create") && change("user add") && change("server start")
+    });
+    let added = records.iter().find(|r| r["detail"]["change"] == "user add").unwrap();
+    assert_eq!(added["detail"]["user"], clinician.as_str());
+    assert_eq!(added["detail"]["role"], "clinician");
+    assert!(added["actor"].as_str().is_some_and(|actor| actor.ends_with("(command line)")), "{added}");
+    let start = records.iter().find(|r| r["detail"]["change"] == "server start").unwrap();
+    assert_eq!(start["detail"]["config_blake3"].as_str().map(str::len), Some(64), "{start}");
+    let verify = haneul_audit(&data, &["verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
 /// A GET with the administrator's token; returns the status and the body.
 fn http_get(server: &Server, path: &str, accept: &str) -> (u16, String) {
     let response = server.get(path, accept);
@@ -151,7 +217,11 @@ fn accesses_are_recorded_and_the_trail_verifies() {
     assert!(report["records"].as_u64().unwrap() >= 5, "{report:#}");
 
     // One byte changed: the actor of the first record.
-    let files: Vec<_> = std::fs::read_dir(data.join("audit")).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = std::fs::read_dir(data.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
+        .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let mut bytes = std::fs::read(&files[0]).unwrap();
     let at = bytes.windows(9).position(|w| w == b"MODALITY1").expect("the store record");

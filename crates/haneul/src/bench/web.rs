@@ -59,6 +59,9 @@ pub struct Server {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Sent as `Authorization: Bearer TOKEN` with every request (a Haneul API token).
+    #[arg(long, env = "HANEUL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -183,6 +186,16 @@ fn client(server: &Server, connections: usize) -> anyhow::Result<reqwest::Client
         .no_proxy()
         .pool_max_idle_per_host(connections.max(1))
         .user_agent("haneul-bench");
+    let builder = match server.token.as_deref().map(str::trim).filter(|token| !token.is_empty()) {
+        Some(token) => {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the token is not a valid header value")?;
+            value.set_sensitive(true);
+            let headers = [(reqwest::header::AUTHORIZATION, value)].into_iter().collect();
+            builder.default_headers(headers)
+        }
+        None => builder,
+    };
     let builder = if server.http2 { builder.http2_prior_knowledge() } else { builder.http1_only() };
     builder.build().context("cannot build the HTTP client")
 }

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# What authentication and the audit trail cost (issue 5's benchmark): the same
+# release binary, on the same machine, in interleaved rounds, configured
+#   off: [audit] enabled = false, [http] anonymous_role = "admin" (no credentials checked)
+#   on:  the defaults (audit trail on, every HTTP request with an API token)
+# and measured for C-STORE ingest (one association), STOW-RS ingest (one
+# connection) and QIDO-RS (study level, patient-name prefixes). Prints each
+# round and the medians with the ratio on/off.
+#
+#   cargo build --release && bench/security-overhead.sh
+# Environment: ROUNDS (5), COUNT instances per ingest run (1000), QIDO_STUDIES (2000),
+# QIDO_QUERIES (500).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+HANEUL="$ROOT/target/release/haneul"
+ROUNDS=${ROUNDS:-5}
+COUNT=${COUNT:-1000}
+QIDO_STUDIES=${QIDO_STUDIES:-2000}
+QIDO_QUERIES=${QIDO_QUERIES:-500}
+WORK=$(mktemp -d /tmp/haneul-security-bench.XXXXXX)
+RESULTS="$WORK/results.jsonl"
+[[ -x $HANEUL ]] || { echo "build first: cargo build --release" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+DICOM_PORT=$(free_port)
+HTTP_PORT=$(free_port)
+PID=
+cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK/data-"*; }
+trap cleanup EXIT
+
+wait_port() { # port
+    for _ in $(seq 1 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        kill -0 "$PID" 2>/dev/null || { echo "haneul exited:" >&2; tail -20 "$WORK/haneul.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "haneul did not listen on $1" >&2; exit 1
+}
+
+start() { # mode data
+    local mode=$1 data=$2 config="$WORK/$1.toml"
+    {
+        printf '[storage]\ndata_dir = "%s"\n[dicom]\nlisten = "127.0.0.1:%s"\n' "$data" "$DICOM_PORT"
+        printf '[http]\nlisten = "127.0.0.1:%s"\n' "$HTTP_PORT"
+        if [[ $mode == off ]]; then printf 'anonymous_role = "admin"\n[audit]\nenabled = false\n'; fi
+    } >"$config"
+    HANEUL_ADMIN_PASSWORD=bench-admin-password "$HANEUL" serve --config "$config" >>"$WORK/haneul.log" 2>&1 &
+    PID=$!
+    wait_port "$DICOM_PORT"
+    wait_port "$HTTP_PORT"
+    TOKEN=""
+    if [[ $mode == on ]]; then TOKEN=$("$HANEUL" token create admin --name bench --config "$config" 2>/dev/null); fi
+}
+
+stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+
+record() { # mode measure json
+    printf '{"mode":"%s","measure":"%s","result":%s}\n' "$1" "$2" "$3" >>"$RESULTS"
+}
+
+measure() { # mode round
+    local mode=$1 round=$2 data="$WORK/data-$1" json
+    rm -rf "$data"
+    "$HANEUL" bench fill --data "$data" --studies "$QIDO_STUDIES" --instances-per-study 1 >/dev/null 2>&1
+    start "$mode" "$data"
+    json=$("$HANEUL" bench store --target "127.0.0.1:$DICOM_PORT" --called-ae HANEUL --kind small \
+        --count "$COUNT" --seed "$round" --json)
+    record "$mode" c-store "$json"
+    json=$(HANEUL_TOKEN=$TOKEN "$HANEUL" bench web stow --kind small --count "$COUNT" --seed $((round + 1000)) \
+        --url "http://127.0.0.1:$HTTP_PORT/dicom-web" --json)
+    record "$mode" stow "$json"
+    json=$(HANEUL_TOKEN=$TOKEN "$HANEUL" bench web qido --patients $((QIDO_STUDIES / 2)) --queries "$QIDO_QUERIES" \
+        --seed "$round" --url "http://127.0.0.1:$HTTP_PORT/dicom-web" --json)
+    record "$mode" qido "$json"
+    echo "  $mode: $(tail -3 "$RESULTS" | python3 -c '
+import json, sys
+rows = [json.loads(line) for line in sys.stdin]
+print("  ".join(f"{r[\"measure\"]} " + (f"{r[\"result\"][\"instances_per_second\"]:.0f} inst/s" if "instances_per_second" in r["result"] else f"{r[\"result\"][\"queries_per_second\"]:.0f} q/s p95 {r[\"result\"][\"latency\"][\"p95_ms\"]:.2f} ms") for r in rows))')"
+    stop
+    rm -rf "$data"
+}
+
+echo "== security overhead: $ROUNDS interleaved rounds, $COUNT instances per ingest, QIDO on $QIDO_STUDIES studies ($WORK)"
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round"
+    if (( round % 2 )); then order="off on"; else order="on off"; fi
+    for mode in $order; do measure "$mode" "$round"; done
+done
+
+python3 - "$RESULTS" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+def values(mode, measure, path):
+    out = []
+    for row in rows:
+        if row["mode"] == mode and row["measure"] == measure:
+            value = row["result"]
+            for key in path.split("."):
+                value = value[key]
+            out.append(value)
+    return out
+print()
+print("| measure | off (median) | on (median) | on/off |")
+print("|---|---|---|---|")
+for label, measure, path, unit in [
+    ("C-STORE, 1 association", "c-store", "instances_per_second", "inst/s"),
+    ("STOW-RS, 1 connection", "stow", "instances_per_second", "inst/s"),
+    ("QIDO-RS rate", "qido", "queries_per_second", "q/s"),
+    ("QIDO-RS p50", "qido", "latency.p50_ms", "ms"),
+    ("QIDO-RS p95", "qido", "latency.p95_ms", "ms"),
+]:
+    off, on = statistics.median(values("off", measure, path)), statistics.median(values("on", measure, path))
+    print(f"| {label} | {off:.2f} {unit} | {on:.2f} {unit} | {on / off:.3f} |")
+PY
