@@ -12,6 +12,12 @@ pub struct Origin {
     pub address: String,
     /// Association or request id, to find the matching log lines.
     pub session: String,
+    /// Site that data stored by this peer belongs to ("": the archive's default).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub site: String,
+    /// Sites whose data this peer may see; empty: every site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
 }
 
 /// Where an instance's bytes are.

@@ -56,7 +56,7 @@ fn instance(spec: &Spec<'_>, digest_byte: u8) -> NewInstance {
             attrs: ds(&[(tags::SOP_INSTANCE_UID, VR::UI, spec.sop)]),
             blob_durable: true,
         },
-        origin: Origin { actor: "TEST".into(), address: "local".into(), session: "t".into() },
+        origin: Origin { actor: "TEST".into(), address: "local".into(), session: "t".into(), ..Origin::default() },
     }
 }
 
@@ -285,4 +285,61 @@ fn stored_text_survives_a_round_trip_with_binary_values() {
     commit(&catalog, &[item], DuplicatePolicy::KeepFirst);
     let views = find(&catalog, &query("IMAGE", &[(tags::ROWS, VR::US, "")]));
     assert_eq!(views[0].int(tags::ROWS), Some(512));
+}
+
+/// Studies keep the site of their first instance; a query limited to sites
+/// sees, at every level, only what lies under studies of those sites.
+#[test]
+fn queries_limited_to_sites_see_only_those_sites() {
+    let (_dir, catalog) = open();
+    let at =
+        |site: &str, item: NewInstance| NewInstance { origin: Origin { site: site.into(), ..item.origin }, ..item };
+    let items = [
+        at("seoul", instance(&spec("P1", "Kim^A", "7.1", "7.1.1", "CT", "7.1.1.1"), 1)),
+        at("busan", instance(&spec("P1", "Kim^A", "7.2", "7.2.1", "MR", "7.2.1.1"), 2)),
+        at("busan", instance(&spec("P2", "Lee^B", "7.3", "7.3.1", "CT", "7.3.1.1"), 3)),
+        // A later instance from another site does not move the study.
+        at("busan", instance(&spec("P1", "Kim^A", "7.1", "7.1.1", "CT", "7.1.1.2"), 4)),
+    ];
+    commit(&catalog, &items, DuplicatePolicy::KeepFirst);
+    let scoped = |level: &str, sites: &[&str]| {
+        let mut query = query(level, &[]);
+        query.sites = sites.iter().map(|site| site.to_string()).collect();
+        query
+    };
+    let uids = |found: Vec<Dataset>, tag| {
+        let mut uids: Vec<String> = found.iter().filter_map(|view| view.string(tag).map(str::to_string)).collect();
+        uids.sort();
+        uids
+    };
+    assert_eq!(uids(find(&catalog, &scoped("STUDY", &["seoul"])), tags::STUDY_INSTANCE_UID), vec!["7.1"]);
+    assert_eq!(uids(find(&catalog, &scoped("STUDY", &["busan"])), tags::STUDY_INSTANCE_UID), vec!["7.2", "7.3"]);
+    assert_eq!(uids(find(&catalog, &scoped("STUDY", &[])), tags::STUDY_INSTANCE_UID).len(), 3, "no limit");
+    assert_eq!(uids(find(&catalog, &scoped("PATIENT", &["seoul"])), tags::PATIENT_ID), vec!["P1"]);
+    assert_eq!(uids(find(&catalog, &scoped("PATIENT", &["busan"])), tags::PATIENT_ID), vec!["P1", "P2"]);
+    assert_eq!(uids(find(&catalog, &scoped("IMAGE", &["seoul"])), tags::SOP_INSTANCE_UID), vec!["7.1.1.1", "7.1.1.2"]);
+    assert!(find(&catalog, &scoped("SERIES", &["daegu"])).is_empty());
+    let retrieve = catalog.find_instances(&scoped("STUDY", &["busan"])).expect("find_instances");
+    assert_eq!(retrieve.len(), 2);
+}
+
+/// A catalog made before studies had a site is upgraded in place.
+#[test]
+fn a_version_2_catalog_gets_the_site_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("catalog.sqlite");
+    drop(SqliteCatalog::open(&path).expect("open"));
+    {
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection.execute_batch("DROP INDEX studies_site; ALTER TABLE studies DROP COLUMN site;").unwrap();
+        connection.pragma_update(None, "user_version", 2).unwrap();
+    }
+    let catalog = SqliteCatalog::open(&path).expect("the upgrade");
+    commit(&catalog, &[instance(&spec("P1", "Kim^A", "8.1", "8.1.1", "CT", "8.1.1.1"), 1)], DuplicatePolicy::KeepFirst);
+    let mut query = query("STUDY", &[]);
+    query.sites = vec![String::new()];
+    assert_eq!(find(&catalog, &query).len(), 1, "studies stored without a site have the empty site");
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+    assert_eq!(version, 3);
 }

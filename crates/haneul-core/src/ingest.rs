@@ -153,7 +153,10 @@ fn now_ms() -> i64 {
 
 impl Archive {
     /// Start receiving one instance.
-    pub fn begin_ingest(&self, format: IngestFormat, origin: Origin) -> Result<Ingest, IngestError> {
+    pub fn begin_ingest(&self, format: IngestFormat, mut origin: Origin) -> Result<Ingest, IngestError> {
+        if origin.site.is_empty() {
+            origin.site.clone_from(&self.config().default_site);
+        }
         let writer = self.blobs().create()?;
         let mut buffer = Vec::with_capacity(64 * 1024);
         if let IngestFormat::Dataset { transfer_syntax_uid, sop_class_uid, sop_instance_uid } = &format {

@@ -61,6 +61,8 @@ pub struct ArchiveConfig {
     pub max_commit_batch: usize,
     /// Keep the audit trail in `<data_dir>/audit` (off only for tools and tests).
     pub audit: bool,
+    /// Site of new studies whose sender names none ("": no site).
+    pub default_site: String,
 }
 
 impl ArchiveConfig {
@@ -70,6 +72,7 @@ impl ArchiveConfig {
             duplicate_policy: DuplicatePolicy::KeepFirst,
             max_commit_batch: 256,
             audit: true,
+            default_site: String::new(),
         }
     }
 }
@@ -194,7 +197,13 @@ impl Archive {
 
     /// Run a query; matches arrive on the returned channel in a stable order.
     /// Dropping the receiver stops the query (C-CANCEL).
-    pub fn find(&self, query: Query, origin: &Origin) -> tokio::sync::mpsc::Receiver<Result<Dataset, ArchiveError>> {
+    /// Only studies of the requester's sites are seen (`origin.scope`).
+    pub fn find(
+        &self,
+        mut query: Query,
+        origin: &Origin,
+    ) -> tokio::sync::mpsc::Receiver<Result<Dataset, ArchiveError>> {
+        query.sites.clone_from(&origin.scope);
         self.metrics.queries.inc();
         self.journal(query_event("query", &query, origin));
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
@@ -208,8 +217,10 @@ impl Archive {
         receiver
     }
 
-    /// The instances a retrieve (C-MOVE, C-GET, WADO) of `query` covers.
-    pub async fn find_instances(&self, query: Query, origin: &Origin) -> Result<Vec<StoredInstance>, ArchiveError> {
+    /// The instances a retrieve (C-MOVE, C-GET, WADO) of `query` covers,
+    /// within the requester's sites (`origin.scope`).
+    pub async fn find_instances(&self, mut query: Query, origin: &Origin) -> Result<Vec<StoredInstance>, ArchiveError> {
+        query.sites.clone_from(&origin.scope);
         let catalog = Arc::clone(&self.catalog);
         let event_query = query.clone();
         let found = run_blocking(move || catalog.find_instances(&query).map_err(ArchiveError::from)).await?;

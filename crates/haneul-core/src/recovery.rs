@@ -49,7 +49,8 @@ pub(crate) fn empty_trash(blobs: &BlobStore, catalog: &dyn Catalog, paths: &[Str
 }
 
 pub(crate) fn recover(blobs: &BlobStore, catalog: &dyn Catalog) -> Result<RecoveryReport, ArchiveError> {
-    let origin = Origin { actor: "haneul".into(), address: "local".into(), session: "recovery".into() };
+    let origin =
+        Origin { actor: "haneul".into(), address: "local".into(), session: "recovery".into(), ..Origin::default() };
     let mut report = RecoveryReport::default();
     // Files of removals that were committed but not yet deleted.
     let leftover = catalog.trash()?;

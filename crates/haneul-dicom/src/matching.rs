@@ -73,6 +73,10 @@ pub struct Query {
     pub return_keys: Vec<(Tag, VR)>,
     /// The identifier's own character set, preferred for responses.
     pub charset: SpecificCharacterSet,
+    /// Only studies of these sites (and what lies under them), empty: every
+    /// site. Set by the archive from the requester's scope, never from the
+    /// identifier; the catalog applies it exactly, not as a narrowing.
+    pub sites: Vec<String>,
 }
 
 /// Keys that steer the query itself rather than match attributes.
@@ -106,7 +110,7 @@ impl Query {
                 constraints.push(KeyMatch { tag: element.tag, vr: element.vr, matcher });
             }
         }
-        Ok(Query { level, model, constraints, return_keys, charset })
+        Ok(Query { level, model, constraints, return_keys, charset, sites: Vec::new() })
     }
 
     /// The constraint on one attribute, if the query has one.

@@ -198,7 +198,12 @@ async fn request_context(State(state): State<WebState>, mut request: Request, ne
     let public_root = public_root(state.config().public_url.as_deref(), request.headers(), listen);
     let user_agent =
         request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("http").to_string();
-    let origin = Origin { actor: user_agent, address: peer.unwrap_or_else(|| "unknown".into()), session: id.clone() };
+    let origin = Origin {
+        actor: user_agent,
+        address: peer.unwrap_or_else(|| "unknown".into()),
+        session: id.clone(),
+        ..Origin::default()
+    };
     let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
     request.extensions_mut().insert(RequestContext { id: id.clone(), origin, public_root, principal: None });
     let started = Instant::now();

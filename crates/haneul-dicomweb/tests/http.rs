@@ -658,3 +658,69 @@ async fn the_openapi_document_is_served() {
     assert_eq!(reply.json()["openapi"], "3.0.3");
     assert_eq!(reply.text(), haneul_dicomweb::OPENAPI);
 }
+
+/// A user limited to sites stores into their site and sees only their
+/// sites' studies, by search and by retrieve; an unlimited user sees all.
+#[tokio::test]
+async fn users_limited_to_sites_see_and_store_only_their_sites_data() {
+    let harness = Harness::with_config(WebConfig::default());
+    let users = harness.archive.users();
+    let mut tokens = std::collections::HashMap::new();
+    for (name, role, sites) in [
+        ("seoul.tech", haneul_core::Role::Technologist, vec!["seoul".to_string()]),
+        ("busan.tech", haneul_core::Role::Technologist, vec!["busan".to_string()]),
+        ("network.admin", haneul_core::Role::Admin, vec![]),
+    ] {
+        let new = haneul_core::users::NewUser {
+            name: name.into(),
+            role,
+            password: "a long enough password".into(),
+            sites,
+            must_change_password: false,
+        };
+        users.create_user(&new).expect("creating a user");
+        let token = users.create_token(name, "tests", None).expect("a token").secret;
+        tokens.insert(name, format!("Bearer {token}"));
+    }
+    let request = |method: &str, uri: String, user: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, tokens[user].as_str())
+            .header(header::ACCEPT, "application/dicom+json")
+    };
+    let (seoul, busan) = (spec(71, 1, 1), spec(72, 1, 1));
+    for (user, instance) in [("seoul.tech", &seoul), ("busan.tech", &busan)] {
+        let (content_type, body) = multipart(&[part10(instance)], true);
+        let stow = request("POST", "/dicom-web/studies".into(), user)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .expect("request");
+        let reply = harness.send(stow).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+
+    let studies_seen = |user: &'static str, uri: &'static str| {
+        let request = request("GET", uri.into(), user).body(Body::empty()).expect("request");
+        let harness = &harness;
+        async move {
+            let reply = harness.send(request).await;
+            assert_eq!(reply.status, StatusCode::OK, "{user} {uri}: {}", reply.text());
+            let mut studies: Vec<String> =
+                reply.json().as_array().expect("array").iter().map(|m| string_value(m, "0020000D")).collect();
+            studies.sort();
+            studies.dedup();
+            studies
+        }
+    };
+    for uri in ["/dicom-web/studies", "/dicom-web/series", "/dicom-web/instances"] {
+        assert_eq!(studies_seen("seoul.tech", uri).await, vec![seoul.study.clone()], "{uri}");
+        assert_eq!(studies_seen("busan.tech", uri).await, vec![busan.study.clone()], "{uri}");
+        assert_eq!(studies_seen("network.admin", uri).await, vec![seoul.study.clone(), busan.study.clone()]);
+    }
+    let other_site = format!("/dicom-web/studies/{}/metadata", busan.study);
+    let reply = harness.send(request("GET", other_site.clone(), "seoul.tech").body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "another site's study is not there for seoul");
+    let reply = harness.send(request("GET", other_site, "busan.tech").body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}

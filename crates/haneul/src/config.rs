@@ -30,6 +30,9 @@ pub struct Config {
 pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub duplicate_policy: DuplicatePolicy,
+    /// Site (institution) of new studies when neither the sending AE nor the
+    /// uploading user names one; "" for none.
+    pub site: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,7 +262,11 @@ pub struct KnownAeConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { data_dir: PathBuf::from("./haneul-data"), duplicate_policy: DuplicatePolicy::KeepFirst }
+        StorageConfig {
+            data_dir: PathBuf::from("./haneul-data"),
+            duplicate_policy: DuplicatePolicy::KeepFirst,
+            site: String::new(),
+        }
     }
 }
 
@@ -310,6 +317,14 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { format: LogFormat::Text, level: "info".into() }
     }
+}
+
+/// A site name: empty, or up to 64 printable characters without a comma.
+fn check_site(key: &str, site: &str) -> anyhow::Result<()> {
+    if site.len() > 64 || site.trim() != site || site.chars().any(|c| c.is_control() || c == ',') {
+        bail!("{key}: {site:?} is not a site name (up to 64 characters, no comma, no surrounding spaces)");
+    }
+    Ok(())
 }
 
 /// An AE title: 1 to 16 characters of the default repertoire, no backslash,
@@ -396,6 +411,7 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             bail!("storage.data_dir: must not be empty");
         }
+        check_site("storage.site", &self.storage.site)?;
         if self.audit.syslog.target()?.is_some() && !self.audit.enabled {
             bail!("audit.syslog.target: forwarding needs the audit trail ([audit] enabled = true)");
         }

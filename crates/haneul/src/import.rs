@@ -91,6 +91,7 @@ async fn import_files(archive: &Arc<Archive>, files: Vec<PathBuf>, jobs: usize) 
         actor: "haneul-import".into(),
         address: "local".into(),
         session: haneul_dimse::association::new_association_id(),
+        ..Origin::default()
     };
     let permits = Arc::new(tokio::sync::Semaphore::new(jobs));
     let mut tasks = tokio::task::JoinSet::new();

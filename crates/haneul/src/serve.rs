@@ -60,6 +60,7 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
     let archive_config = ArchiveConfig {
         duplicate_policy: config.storage.duplicate_policy,
         audit: config.audit.enabled,
+        default_site: config.storage.site.clone(),
         ..ArchiveConfig::new(&data_dir)
     };
     if !config.audit.enabled {

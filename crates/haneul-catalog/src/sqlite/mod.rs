@@ -24,7 +24,7 @@ use crate::{Catalog, CatalogError, Result};
 use query::{
     narrowing_for, row_to_view, select_for, stored_instance, view_columns, AttrCache, CountNeeds, INSTANCE_COLUMNS,
 };
-use schema::{SCHEMA, SCHEMA_VERSION};
+use schema::{ADDED_COLUMNS, SCHEMA, SCHEMA_VERSION};
 use write::{commit_one, insert_event, remove_one};
 
 /// Idle reader connections kept for reuse.
@@ -46,6 +46,23 @@ impl Drop for SqliteCatalog {
 
 /// WAL frames (pages) above which a RESTART checkpoint bounds the WAL: about 64 MiB.
 const WAL_RESTART_FRAMES: i64 = 16_384;
+
+/// Bring tables made by an earlier version up to date (see [`ADDED_COLUMNS`]).
+fn add_missing_columns(connection: &Connection, version: i64) -> Result<()> {
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    for (table, column, definition) in ADDED_COLUMNS {
+        let mut statement = connection.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let columns: Vec<String> = statement.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
+        // No table yet: SCHEMA creates it whole.
+        if !columns.is_empty() && !columns.iter().any(|name| name == column) {
+            connection.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
+            tracing::info!(table, column, from_version = version, "catalog schema upgraded");
+        }
+    }
+    Ok(())
+}
 
 /// Copy the WAL into the database file every so often, off the commit path.
 /// PASSIVE checkpoints never block the writer, but under continuous writes
@@ -111,6 +128,7 @@ impl SqliteCatalog {
         if version > SCHEMA_VERSION {
             return Err(CatalogError::SchemaTooNew { found: version, supported: SCHEMA_VERSION });
         }
+        add_missing_columns(&writer, version)?;
         writer.execute_batch(SCHEMA)?;
         writer.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         let checkpointer = Connection::open(&path)?;
@@ -357,7 +375,12 @@ impl Catalog for SqliteCatalog {
                     seq: row.get(0)?,
                     at_ms: row.get(1)?,
                     kind: row.get(2)?,
-                    origin: Origin { actor: row.get(3)?, address: row.get(4)?, session: row.get(5)? },
+                    origin: Origin {
+                        actor: row.get(3)?,
+                        address: row.get(4)?,
+                        session: row.get(5)?,
+                        ..Origin::default()
+                    },
                     patient_id: row.get(6)?,
                     study_uid: row.get(7)?,
                     series_uid: row.get(8)?,

@@ -110,6 +110,16 @@ pub(super) fn narrowing_for(query: &Query, available: Level) -> Narrowing {
             .clauses
             .push(format!("p.pk IN (SELECT p.pk FROM patients p WHERE {})", patient_clauses.join(" AND ")));
     }
+    if !query.sites.is_empty() {
+        // Exact, unlike the narrowing clauses: the matcher never sees the site.
+        let placeholders: Vec<String> = query.sites.iter().map(|site| narrowing.param(site.as_str())).collect();
+        let sites = placeholders.join(", ");
+        narrowing.clauses.push(if available >= Level::Study {
+            format!("s.site IN ({sites})")
+        } else {
+            format!("EXISTS (SELECT 1 FROM studies ss WHERE ss.patient_pk = p.pk AND ss.site IN ({sites}))")
+        });
+    }
     for key in &query.constraints {
         let tag = key.tag;
         match tag {

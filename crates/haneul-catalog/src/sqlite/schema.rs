@@ -4,7 +4,15 @@
 //! would cost three extra page writes in every store's commit. Queries count
 //! with the indexes instead, and only when a response asks for a count.
 
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
+
+/// Columns added to existing tables since version 1: (table, column, its
+/// definition). Catalogs made earlier get them before `SCHEMA` (all
+/// `IF NOT EXISTS`) adds new tables and indexes.
+pub(super) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // Version 3: studies carry the site they belong to.
+    ("studies", "site", "TEXT NOT NULL DEFAULT ''"),
+];
 
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS settings (
@@ -29,6 +37,8 @@ CREATE INDEX IF NOT EXISTS patients_patient_id ON patients(patient_id);
 CREATE INDEX IF NOT EXISTS patients_name_alphabetic ON patients(name_alphabetic);
 CREATE INDEX IF NOT EXISTS patients_name_ideographic ON patients(name_ideographic);
 CREATE INDEX IF NOT EXISTS patients_name_phonetic ON patients(name_phonetic);
+-- site: the site (institution) a study belongs to, set by its first
+-- instance; users limited to sites see only theirs. '': none assigned.
 CREATE TABLE IF NOT EXISTS studies (
     pk INTEGER PRIMARY KEY,
     patient_pk INTEGER NOT NULL REFERENCES patients(pk),
@@ -43,9 +53,11 @@ CREATE TABLE IF NOT EXISTS studies (
     modalities TEXT NOT NULL DEFAULT '',
     sop_classes TEXT NOT NULL DEFAULT '',
     attrs BLOB NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    site TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_pk);
+CREATE INDEX IF NOT EXISTS studies_site ON studies(site);
 CREATE INDEX IF NOT EXISTS studies_date ON studies(study_date);
 CREATE INDEX IF NOT EXISTS studies_accession ON studies(accession);
 CREATE TABLE IF NOT EXISTS series (

@@ -284,8 +284,8 @@ fn upsert_study(tx: &Transaction<'_>, item: &NewInstance, patient_pk: i64, at_ms
     }
     tx.prepare_cached(
         "INSERT INTO studies (patient_pk, study_uid, study_date, study_time, accession, study_id, description,
-                              referring_physician, attrs, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                              referring_physician, attrs, created_ms, site)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         patient_pk,
@@ -298,6 +298,7 @@ fn upsert_study(tx: &Transaction<'_>, item: &NewInstance, patient_pk: i64, at_ms
         study.referring_physician,
         encode_attrs(&study.attrs),
         at_ms,
+        item.origin.site,
     ])?;
     Ok(tx.last_insert_rowid())
 }

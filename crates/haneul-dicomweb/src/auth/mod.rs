@@ -203,6 +203,12 @@ pub(crate) async fn authenticate(State(state): State<WebState>, mut request: Req
     if let Some(principal) = principal {
         if let Some(ctx) = request.extensions_mut().get_mut::<RequestContext>() {
             ctx.origin.actor = principal.user.clone();
+            // A user limited to sites sees only their data, and what a user
+            // of one site stores belongs to it.
+            ctx.origin.scope.clone_from(&principal.sites);
+            if let [site] = principal.sites.as_slice() {
+                ctx.origin.site.clone_from(site);
+            }
             ctx.principal = Some(principal);
         }
     }

@@ -178,7 +178,7 @@ impl DicomServer {
                 local_max_pdu_length: self.settings.max_pdu_length,
                 peer_implementation: None,
             };
-            let origin = Origin { actor: calling_ae, address: peer.to_string(), session: id };
+            let origin = Origin { actor: calling_ae, address: peer.to_string(), session: id, ..Origin::default() };
             let mut reader = DimseReader::new(pdu_reader);
             reader.set_data_timeout(self.settings.idle_timeout);
             let mut session = Session {

@@ -322,7 +322,12 @@ async fn fill(args: FillArgs) -> anyhow::Result<ExitCode> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let origin = Origin { actor: "haneul-bench-fill".into(), address: "local".into(), session: "fill".into() };
+    let origin = Origin {
+        actor: "haneul-bench-fill".into(),
+        address: "local".into(),
+        session: "fill".into(),
+        ..Origin::default()
+    };
     let permits = Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for study_index in 0..args.studies {
