@@ -15,7 +15,7 @@ mod record;
 pub mod syslog;
 mod writer;
 
-pub use record::{check_line, line_digest, Action, Entry, LineProblem, Outcome, Record, GENESIS, MAX_IDS};
+pub use record::{check_line, line_digest, Action, Entry, LineProblem, Outcome, Record, GENESIS, MAX_IDS, TLS_SUBJECT};
 pub use writer::{submit, AuditStats, Auditor, OpenReport, Submitted};
 
 use std::fs::File;

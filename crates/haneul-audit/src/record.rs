@@ -11,6 +11,11 @@ pub const MAX_IDS: usize = 100;
 /// The digest that the first record of a trail follows.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Detail key of the subject (RFC 4514) of the certificate the requester
+/// presented over TLS; the syslog forwarder reports it as the requester's
+/// AlternativeUserID.
+pub const TLS_SUBJECT: &str = "tls_subject";
+
 /// What was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -254,6 +254,10 @@ pub fn audit_message(entry: &Entry, identity: &Identity) -> String {
     // The peer: the user or calling AE that asked, from its IP address.
     out.push_str("<ActiveParticipant");
     attribute(&mut out, "UserID", if entry.actor.is_empty() { "unknown" } else { &entry.actor });
+    // The identity its TLS client certificate vouched for, when it showed one.
+    if let Some(serde_json::Value::String(subject)) = entry.detail.get(crate::TLS_SUBJECT) {
+        attribute(&mut out, "AlternativeUserID", subject);
+    }
     attribute(&mut out, "UserIsRequestor", "true");
     let host = crate::source_host(&entry.source);
     if !host.is_empty() {

@@ -177,6 +177,13 @@ fn failures_and_security_events_are_coded() {
     assert_eq!(attr(all(&elements, "EventIdentification")[0], "EventOutcomeIndicator"), Some("4"));
     assert_eq!(attr(all(&elements, "ActiveParticipant")[0], "NetworkAccessPointID"), Some("::1"));
 
+    assert_eq!(attr(all(&elements, "ActiveParticipant")[0], "AlternativeUserID"), None, "no TLS client certificate");
+    let over_tls =
+        Entry::new(Action::PermissionDenied, "CT1", "10.0.0.7", "a").detail(crate::TLS_SUBJECT, "CN=CT1,O=A&B");
+    let elements = parse_xml(&audit_message(&over_tls, &identity())).unwrap();
+    let requester = all(&elements, "ActiveParticipant")[0];
+    assert_eq!((attr(requester, "UserID"), attr(requester, "AlternativeUserID")), (Some("CT1"), Some("CN=CT1,O=A&B")));
+
     let failed = Entry::new(Action::Query, "WS", "10.0.0.9", "a").failed("bad key </EventID>\u{1}\ttab");
     let xml = audit_message(&failed, &identity());
     let elements = parse_xml(&xml).unwrap_or_else(|e| panic!("{e}: {xml}"));

@@ -90,6 +90,8 @@ pub struct Metrics {
     pub instances_sent: Counter,
     pub associations: Counter,
     pub associations_rejected: Counter,
+    /// Requests refused because the requester's role lacks the permission.
+    pub permission_denied: Counter,
     pub active_associations: Gauge,
     /// Writing, parsing and validating a received instance.
     pub ingest_prepare_seconds: Histogram,
@@ -104,7 +106,7 @@ pub struct Metrics {
 impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
-        let counters: [(&str, &str, &Counter); 10] = [
+        let counters: [(&str, &str, &Counter); 11] = [
             ("haneul_instances_stored_total", "Instances newly stored", &self.instances_stored),
             ("haneul_bytes_stored_total", "Bytes of newly stored instances", &self.bytes_stored),
             ("haneul_duplicates_total", "Instances received again (identical or not)", &self.duplicates),
@@ -115,6 +117,11 @@ impl Metrics {
             ("haneul_instances_sent_total", "Instances sent by retrieves", &self.instances_sent),
             ("haneul_associations_total", "DICOM associations accepted", &self.associations),
             ("haneul_associations_rejected_total", "DICOM associations rejected", &self.associations_rejected),
+            (
+                "haneul_permission_denied_total",
+                "Requests refused because the role lacks the permission",
+                &self.permission_denied,
+            ),
         ];
         let mut out = String::new();
         for (name, help, counter) in counters {

@@ -10,6 +10,7 @@ use dicom_ul::pdu::{
 };
 use haneul_dicom::meta::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use haneul_dicom::{dict, ts};
+use tokio::io::AsyncRead;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -97,7 +98,11 @@ pub struct AcceptPolicy {
 pub enum Refusal {
     CallingAeNotRecognized,
     CalledAeNotRecognized,
+    /// Every slot of `max_associations` is taken.
     Busy,
+    /// The calling AE or its address already has as many associations open
+    /// as it may (`max_associations_per_ae`, `max_associations_per_ip`).
+    LimitExceeded,
 }
 
 /// Negotiate the presentation contexts of an A-ASSOCIATE-RQ.
@@ -194,8 +199,16 @@ pub(crate) fn rejection_pdu(refusal: Refusal) -> Pdu {
         Refusal::Busy => AssociationRJSource::ServiceProviderPresentation(
             dicom_ul::pdu::AssociationRJServiceProviderPresentationReason::TemporaryCongestion,
         ),
+        Refusal::LimitExceeded => AssociationRJSource::ServiceProviderPresentation(
+            dicom_ul::pdu::AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
     };
-    let result = if refusal == Refusal::Busy { AssociationRJResult::Transient } else { AssociationRJResult::Permanent };
+    // Both go away as associations end: the peer may try again later.
+    let result = if matches!(refusal, Refusal::Busy | Refusal::LimitExceeded) {
+        AssociationRJResult::Transient
+    } else {
+        AssociationRJResult::Permanent
+    };
     Pdu::AssociationRJ(AssociationRJ { result, source })
 }
 
@@ -213,8 +226,8 @@ pub(crate) fn split_stream(
 }
 
 /// Read the A-ASSOCIATE-RQ that opens an association.
-pub(crate) async fn read_request(
-    reader: &mut PduReader<OwnedReadHalf>,
+pub(crate) async fn read_request<R: AsyncRead + Unpin>(
+    reader: &mut PduReader<R>,
     wait: Duration,
 ) -> Result<AssociationRQ, AssociationError> {
     let incoming = tokio::time::timeout(wait, reader.read()).await.map_err(|_| AssociationError::Timeout(wait))??;
@@ -387,6 +400,36 @@ mod tests {
             abstract_syntax: abstract_syntax.into(),
             transfer_syntaxes: tss.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn rejections_say_whether_to_try_again() {
+        use dicom_ul::pdu::AssociationRJServiceProviderPresentationReason as Provider;
+        let rejection = |refusal| match rejection_pdu(refusal) {
+            Pdu::AssociationRJ(reject) => (reject.result, reject.source),
+            other => panic!("not an A-ASSOCIATE-RJ: {other:?}"),
+        };
+        assert_eq!(
+            rejection(Refusal::LimitExceeded),
+            (
+                AssociationRJResult::Transient,
+                AssociationRJSource::ServiceProviderPresentation(Provider::LocalLimitExceeded)
+            )
+        );
+        assert_eq!(
+            rejection(Refusal::Busy),
+            (
+                AssociationRJResult::Transient,
+                AssociationRJSource::ServiceProviderPresentation(Provider::TemporaryCongestion)
+            )
+        );
+        assert_eq!(
+            rejection(Refusal::CallingAeNotRecognized),
+            (
+                AssociationRJResult::Permanent,
+                AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+            )
+        );
     }
 
     #[test]

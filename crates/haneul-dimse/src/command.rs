@@ -46,6 +46,8 @@ pub mod status {
     pub const CLASS_INSTANCE_CONFLICT: u16 = 0x0119;
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
     pub const NO_SUCH_ACTION: u16 = 0x0123;
+    /// Refused: not authorized (PS3.7 C.5): the requester's role does not allow the operation.
+    pub const NOT_AUTHORIZED: u16 = 0x0124;
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
     pub const MISTYPED_ARGUMENT: u16 = 0x0212;
     pub const INVALID_ARGUMENT_VALUE: u16 = 0x0115;

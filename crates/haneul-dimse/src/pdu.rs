@@ -159,11 +159,19 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         self.peer_max_pdu_length as usize - 6
     }
 
+    /// Write the PDU in `scratch` and flush it: a TLS stream keeps what the
+    /// socket did not take at once in its own buffer until flushed, and the
+    /// peer waits for it (on plain TCP the flush does nothing).
+    async fn write_scratch(&mut self) -> Result<(), PduError> {
+        self.stream.write_all(&self.scratch).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
     pub async fn send_control(&mut self, pdu: &Pdu) -> Result<(), PduError> {
         self.scratch.clear();
         dicom_ul::pdu::write_pdu(&mut self.scratch, pdu).map_err(|error| PduError::Encode(error.to_string()))?;
-        self.stream.write_all(&self.scratch).await?;
-        Ok(())
+        self.write_scratch().await
     }
 
     /// Send one fragment as its own PDU.
@@ -183,8 +191,7 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         self.scratch.push(context_id);
         self.scratch.push(u8::from(is_command) | (u8::from(is_last) << 1));
         self.scratch.extend_from_slice(data);
-        self.stream.write_all(&self.scratch).await?;
-        Ok(())
+        self.write_scratch().await
     }
 
     /// Send a command and a small data set as two PDVs of one PDU, in one
@@ -202,8 +209,7 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
             self.scratch.push(u8::from(is_command) | 0x02);
             self.scratch.extend_from_slice(part);
         }
-        self.stream.write_all(&self.scratch).await?;
-        Ok(())
+        self.write_scratch().await
     }
 
     /// Send a whole command or data set held in memory, fragmented as needed.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use haneul_core::DuplicatePolicy;
+use haneul_core::{DuplicatePolicy, Role};
 use haneul_dimse::{CommitmentDelivery, KnownAe, ServerSettings};
 use serde::Deserialize;
 
@@ -45,9 +45,39 @@ pub struct DicomConfig {
     pub max_identifier_bytes: u64,
     pub idle_timeout_seconds: u64,
     pub max_associations: usize,
+    /// Associations one calling AE title may have open at once; 0: no limit.
+    pub max_associations_per_ae: usize,
+    /// Associations one peer address may have open at once; 0: no limit.
+    pub max_associations_per_ip: usize,
     pub allow_any_loopback: bool,
+    /// Allow the plain (unencrypted) listener on a non-loopback address.
+    pub insecure: bool,
     pub outbound_timeout_seconds: u64,
     pub storage_commitment: CommitmentConfig,
+    /// DICOM TLS (PS3.15 B.1): present, a second listener speaks only TLS.
+    pub tls: Option<DicomTlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomTlsConfig {
+    /// Address and port of the TLS listener.
+    #[serde(default = "dicom_tls_listen")]
+    pub listen: String,
+    /// PEM certificate chain of the server, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf certificate.
+    pub key_file: PathBuf,
+    /// PEM CA certificates that sign accepted client certificates.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// `none`, `optional` or `required`.
+    #[serde(default = "client_auth_none")]
+    pub client_auth: ClientAuthConfig,
+}
+
+fn dicom_tls_listen() -> String {
+    "127.0.0.1:2762".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +288,16 @@ pub struct KnownAeConfig {
     pub title: String,
     pub host: String,
     pub port: u16,
+    /// What its associations may do: a role name (`Role::from_str`).
+    #[serde(default = "service_role")]
+    pub role: String,
+    /// Site of the studies this AE stores ("": `storage.site`).
+    #[serde(default)]
+    pub site: String,
+}
+
+fn service_role() -> String {
+    Role::Service.as_str().into()
 }
 
 impl Default for StorageConfig {
@@ -275,15 +315,21 @@ impl Default for DicomConfig {
         let server = ServerSettings::default();
         DicomConfig {
             ae_title: server.ae_title,
-            listen: "0.0.0.0:11112".into(),
+            // Loopback: plain DICOM reaches the network only when asked for
+            // (`insecure`), or through [dicom.tls].
+            listen: "127.0.0.1:11112".into(),
             max_pdu_length: server.max_pdu_length,
             max_dataset_bytes: server.max_dataset_size,
             max_identifier_bytes: server.max_identifier_size,
             idle_timeout_seconds: server.idle_timeout.as_secs(),
             max_associations: server.max_associations,
+            max_associations_per_ae: server.max_associations_per_ae,
+            max_associations_per_ip: server.max_associations_per_ip,
             allow_any_loopback: server.allow_any_loopback,
+            insecure: false,
             outbound_timeout_seconds: server.outbound_timeout.as_secs(),
             storage_commitment: CommitmentConfig::default(),
+            tls: None,
         }
     }
 }
@@ -339,6 +385,43 @@ fn check_ae_title(key: &str, title: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The settings of a `[*.tls]` table (`table` names it in errors), checked
+/// for consistency; the files are read when the server starts.
+fn tls_settings(
+    table: &str,
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: &Option<PathBuf>,
+    client_auth: ClientAuthConfig,
+) -> anyhow::Result<haneul_tls::TlsSettings> {
+    use haneul_tls::ClientAuth;
+    for (key, path) in [("cert_file", cert_file), ("key_file", key_file)] {
+        if path.as_os_str().is_empty() {
+            bail!("{table}.{key}: must name a PEM file");
+        }
+    }
+    let client_auth = match client_auth {
+        ClientAuthConfig::None => ClientAuth::None,
+        ClientAuthConfig::Optional => ClientAuth::Optional,
+        ClientAuthConfig::Required => ClientAuth::Required,
+    };
+    match (client_auth, client_ca_file) {
+        (ClientAuth::None, Some(_)) => {
+            bail!("{table}.client_ca_file: set client_auth = \"optional\" or \"required\" to check client certificates")
+        }
+        (ClientAuth::Optional | ClientAuth::Required, None) => {
+            bail!("{table}.client_auth: client certificates need client_ca_file, the CA that signs them")
+        }
+        _ => {}
+    }
+    Ok(haneul_tls::TlsSettings {
+        cert_file: cert_file.to_path_buf(),
+        key_file: key_file.to_path_buf(),
+        client_ca_file: client_ca_file.clone(),
+        client_auth,
+    })
+}
+
 impl Config {
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -356,7 +439,19 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         check_ae_title("dicom.ae_title", &self.dicom.ae_title)?;
-        self.dicom_listen()?;
+        let dicom_address = self.dicom_listen()?;
+        if !dicom_address.ip().is_loopback() && !self.dicom.insecure {
+            bail!(
+                "dicom.insecure: dicom.listen = \"{dicom_address}\" is not a loopback address, and plain DICOM \
+                 there crosses the network unencrypted; set dicom.insecure = true to allow it, or keep \
+                 dicom.listen on loopback and serve the network with [dicom.tls]"
+            );
+        }
+        if let Some(tls) = self.dicom_tls_checked()? {
+            if tls.0 == dicom_address {
+                bail!("dicom.tls.listen: {} is dicom.listen already; give TLS its own port", tls.0);
+            }
+        }
         if !self.http.listen.is_empty() {
             self.http.listen.parse::<SocketAddr>().map_err(|_| {
                 anyhow::anyhow!("http.listen: {:?} is not an address like 0.0.0.0:8080", self.http.listen)
@@ -429,6 +524,8 @@ impl Config {
             if self.known_aes[..index].iter().any(|other| other.title == ae.title) {
                 bail!("known_ae[{index}].title: {:?} is listed twice", ae.title);
             }
+            ae.role.parse::<Role>().map_err(|error| anyhow::anyhow!("known_ae[{index}].role: {error}"))?;
+            check_site(&format!("known_ae[{index}].site"), &ae.site)?;
         }
         Ok(())
     }
@@ -442,36 +539,36 @@ impl Config {
 
     /// The `[http.tls]` settings, checked for consistency (the files are read
     /// when the server starts, see [`Config::http_tls`]).
-    fn http_tls_checked(&self) -> anyhow::Result<Option<haneul_dicomweb::tls::TlsSettings>> {
-        use haneul_dicomweb::tls::ClientAuth;
+    fn http_tls_checked(&self) -> anyhow::Result<Option<haneul_tls::TlsSettings>> {
         let Some(tls) = &self.http.tls else {
             return Ok(None);
         };
-        for (key, path) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
-            if path.as_os_str().is_empty() {
-                bail!("http.tls.{key}: must name a PEM file");
-            }
-        }
-        let client_auth = match tls.client_auth {
-            ClientAuthConfig::None => ClientAuth::None,
-            ClientAuthConfig::Optional => ClientAuth::Optional,
-            ClientAuthConfig::Required => ClientAuth::Required,
+        tls_settings("http.tls", &tls.cert_file, &tls.key_file, &tls.client_ca_file, tls.client_auth).map(Some)
+    }
+
+    /// The `[dicom.tls]` listen address and settings, checked for
+    /// consistency (the files are read by [`Config::dicom_tls`]).
+    fn dicom_tls_checked(&self) -> anyhow::Result<Option<(SocketAddr, haneul_tls::TlsSettings)>> {
+        let Some(tls) = &self.dicom.tls else {
+            return Ok(None);
         };
-        match (client_auth, &tls.client_ca_file) {
-            (ClientAuth::None, Some(_)) => {
-                bail!("http.tls.client_ca_file: set client_auth = \"optional\" or \"required\" to check client certificates")
-            }
-            (ClientAuth::Optional | ClientAuth::Required, None) => {
-                bail!("http.tls.client_auth: client certificates need client_ca_file, the CA that signs them")
-            }
-            _ => {}
-        }
-        Ok(Some(haneul_dicomweb::tls::TlsSettings {
-            cert_file: tls.cert_file.clone(),
-            key_file: tls.key_file.clone(),
-            client_ca_file: tls.client_ca_file.clone(),
-            client_auth,
-        }))
+        let listen = tls
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| anyhow::anyhow!("dicom.tls.listen: {:?} is not an address like 0.0.0.0:2762", tls.listen))?;
+        let settings = tls_settings("dicom.tls", &tls.cert_file, &tls.key_file, &tls.client_ca_file, tls.client_auth)?;
+        Ok(Some((listen, settings)))
+    }
+
+    /// The DICOM TLS listener from `[dicom.tls]`: its address and the rustls
+    /// configuration, files read and checked; `None` without that table.
+    /// Errors name the key and the file.
+    pub fn dicom_tls(&self) -> anyhow::Result<Option<(SocketAddr, std::sync::Arc<haneul_tls::ServerConfig>)>> {
+        let Some((listen, settings)) = self.dicom_tls_checked()? else {
+            return Ok(None);
+        };
+        let config = haneul_tls::server_config(&settings).map_err(|error| anyhow::anyhow!("dicom.tls.{error}"))?;
+        Ok(Some((listen, std::sync::Arc::new(config))))
     }
 
     /// A listener reachable from the network must speak TLS unless the
@@ -568,7 +665,7 @@ impl Config {
 
     /// The HTTPS configuration from `[http.tls]`, its files read and checked;
     /// `None` for plain HTTP. Errors name the key and the file.
-    pub fn http_tls(&self) -> anyhow::Result<Option<std::sync::Arc<haneul_dicomweb::tls::ServerConfig>>> {
+    pub fn http_tls(&self) -> anyhow::Result<Option<std::sync::Arc<haneul_tls::ServerConfig>>> {
         let Some(settings) = self.http_tls_checked()? else {
             return Ok(None);
         };
@@ -602,12 +699,22 @@ impl Config {
             max_identifier_size: self.dicom.max_identifier_bytes,
             idle_timeout: Duration::from_secs(self.dicom.idle_timeout_seconds),
             max_associations: self.dicom.max_associations,
+            max_associations_per_ae: self.dicom.max_associations_per_ae,
+            max_associations_per_ip: self.dicom.max_associations_per_ip,
             allow_any_loopback: self.dicom.allow_any_loopback,
             known_aes: self
                 .known_aes
                 .iter()
-                .map(|ae| KnownAe { title: ae.title.clone(), host: ae.host.clone(), port: ae.port })
+                .map(|ae| KnownAe {
+                    title: ae.title.clone(),
+                    host: ae.host.clone(),
+                    port: ae.port,
+                    // Checked by `validate`.
+                    role: ae.role.parse().unwrap_or(Role::Service),
+                    site: ae.site.clone(),
+                })
                 .collect(),
+            permissions: haneul_core::PermissionMatrix::default(),
             commitment_delivery: match self.dicom.storage_commitment.delivery {
                 CommitmentDeliveryConfig::SameAssociation => CommitmentDelivery::SameAssociation,
                 CommitmentDeliveryConfig::NewAssociation => CommitmentDelivery::NewAssociation,
@@ -637,8 +744,27 @@ mod tests {
         assert_eq!(config.known_aes.len(), 1);
     }
 
-    /// The commented-out example block that starts with `# [table]`, uncommented.
-    fn documented_block(table: &str) -> String {
+    #[test]
+    fn the_documented_oidc_block_is_valid_once_uncommented() {
+        let block = example_block("http.oidc");
+        let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));
+        let oidc = config.auth_config().expect("valid").oidc.expect("[http.oidc] parsed");
+        assert_eq!(oidc.role_map.get("pacs-radiologist"), Some(&haneul_core::Role::Radiologist));
+        assert_eq!(oidc.role_claim, "realm_access.roles");
+    }
+
+    #[test]
+    fn the_documented_https_block_is_valid_once_uncommented() {
+        let block = example_block("http.tls");
+        let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));
+        let tls = config.http.tls.expect("[http.tls] parsed");
+        assert_eq!(tls.client_auth, ClientAuthConfig::Required);
+        let error = format!("{:#}", config_with_missing_files().http_tls().expect_err("no such files"));
+        assert!(error.contains("http.tls.cert_file") && error.contains("/nonexistent/cert.pem"), "{error}");
+    }
+
+    /// The commented-out `table` block of the example, uncommented.
+    fn example_block(table: &str) -> String {
         let example = include_str!("../../../haneul.example.toml");
         let start = example.find(&format!("# [{table}]")).unwrap_or_else(|| panic!("the example documents [{table}]"));
         example[start..]
@@ -651,22 +777,42 @@ mod tests {
     }
 
     #[test]
-    fn the_documented_oidc_block_is_valid_once_uncommented() {
-        let block = documented_block("http.oidc");
+    fn the_documented_dicom_tls_block_is_valid_once_uncommented() {
+        let block = example_block("dicom.tls");
         let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));
-        let oidc = config.auth_config().expect("valid").oidc.expect("[http.oidc] parsed");
-        assert_eq!(oidc.role_map.get("pacs-radiologist"), Some(&haneul_core::Role::Radiologist));
-        assert_eq!(oidc.role_claim, "realm_access.roles");
+        let tls = config.dicom.tls.as_ref().expect("[dicom.tls] parsed");
+        assert_eq!(tls.client_auth, ClientAuthConfig::Required);
+        assert_eq!(tls.listen, "0.0.0.0:2762", "TLS may listen on the network without dicom.insecure");
+        let error = format!("{:#}", config.dicom_tls().expect_err("no such files"));
+        assert!(error.contains("dicom.tls.cert_file") && error.contains("/etc/haneul/tls/server.pem"), "{error}");
+        let defaulted = Config::parse("[dicom.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n").expect("valid");
+        assert_eq!(defaulted.dicom.tls.expect("[dicom.tls]").listen, "127.0.0.1:2762");
     }
 
     #[test]
-    fn the_documented_https_block_is_valid_once_uncommented() {
-        let block = documented_block("http.tls");
-        let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));
-        let tls = config.http.tls.expect("[http.tls] parsed");
-        assert_eq!(tls.client_auth, ClientAuthConfig::Required);
-        let error = format!("{:#}", config_with_missing_files().http_tls().expect_err("no such files"));
-        assert!(error.contains("http.tls.cert_file") && error.contains("/nonexistent/cert.pem"), "{error}");
+    fn plain_dicom_leaves_loopback_only_when_insecure() {
+        let config = Config::parse("").expect("defaults");
+        assert!(config.dicom_listen().expect("valid").ip().is_loopback(), "the default listen is loopback");
+        for listen in ["0.0.0.0:11112", "[::]:11112", "192.0.2.10:104"] {
+            let text = format!("[dicom]\nlisten = \"{listen}\"\n");
+            let error = format!("{:#}", Config::parse(&text).expect_err(listen));
+            assert!(error.contains("dicom.insecure") && error.contains(listen), "{error}");
+            Config::parse(&format!("{text}insecure = true\n")).unwrap_or_else(|e| panic!("{listen}: {e:#}"));
+        }
+        Config::parse("[dicom]\nlisten = \"[::1]:11112\"\n").expect("IPv6 loopback");
+    }
+
+    #[test]
+    fn known_ae_roles_default_to_service_and_reach_the_server() {
+        let config = Config::parse(
+            "[[known_ae]]\ntitle = \"CT1\"\nhost = \"10.0.0.7\"\nport = 104\n\
+             [[known_ae]]\ntitle = \"VIEWER\"\nhost = \"10.0.0.8\"\nport = 104\nrole = \"Clinician\"\n",
+        )
+        .expect("valid");
+        let settings = config.server_settings();
+        assert_eq!(settings.known_aes[0].role, Role::Service);
+        assert_eq!(settings.known_aes[1].role, Role::Clinician);
+        assert_eq!((settings.max_associations_per_ae, settings.max_associations_per_ip), (32, 64));
     }
 
     fn config_with_missing_files() -> Config {
@@ -703,6 +849,17 @@ mod tests {
             ("[[known_ae]]\ntitle = \"A\"\nhost = \"\"\nport = 104\n", "known_ae[0].host"),
             ("[[known_ae]]\ntitle = \"A\"\nhost = \"h\"\nport = 104\n[[known_ae]]\ntitle = \"A\"\nhost = \"h\"\nport = 105\n", "known_ae[1].title"),
             ("[dicom]\nmax_associations = -1\n", "max_associations"),
+            ("[dicom]\nmax_associations_per_ae = -1\n", "max_associations_per_ae"),
+            ("[dicom]\nmax_associations_per_ip = \"many\"\n", "max_associations_per_ip"),
+            ("[dicom]\nlisten = \"0.0.0.0:11112\"\n", "dicom.insecure"),
+            ("[[known_ae]]\ntitle = \"A\"\nhost = \"h\"\nport = 104\nrole = \"doctor\"\n", "known_ae[0].role"),
+            ("[dicom.tls]\ncert_file = \"c.pem\"\n", "key_file"),
+            ("[dicom.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nlisten = \"here\"\n", "dicom.tls.listen"),
+            ("[dicom]\nlisten = \"127.0.0.1:2762\"\n[dicom.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", "dicom.tls.listen"),
+            ("[dicom.tls]\ncert_file = \"\"\nkey_file = \"k.pem\"\n", "dicom.tls.cert_file"),
+            ("[dicom.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_auth = \"required\"\n", "dicom.tls.client_auth"),
+            ("[dicom.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_ca_file = \"ca.pem\"\n", "dicom.tls.client_ca_file"),
+            ("[dicom.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nprotocols = \"TLSv1\"\n", "protocols"),
             ("[http]\nbase_path = \"dicom-web\"\n", "http.base_path"),
             ("[http]\ncors_origins = [\"viewer.example.org\"]\n", "http.cors_origins[0]"),
             ("[http]\npublic_url = \"ftp://x\"\n", "http.public_url"),

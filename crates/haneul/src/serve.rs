@@ -102,6 +102,23 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         .await
         .with_context(|| format!("cannot listen for DICOM on {dicom_address} (dicom.listen)"))?;
     info!(address = %listener.local_addr()?, ae_title = %config.dicom.ae_title, "DICOM listening");
+    if !dicom_address.ip().is_loopback() {
+        // `validate` let this through only with dicom.insecure = true.
+        warn!(
+            address = %dicom_address,
+            "plain DICOM listens on a non-loopback address (dicom.insecure = true): associations there are not encrypted"
+        );
+    }
+    let tls_listener = match config.dicom_tls()? {
+        Some((address, tls)) => {
+            let tls_listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for DICOM TLS on {address} (dicom.tls.listen)"))?;
+            info!(address = %tls_listener.local_addr()?, ae_title = %config.dicom.ae_title, "DICOM TLS listening");
+            Some((tls_listener, tls))
+        }
+        None => None,
+    };
     let dicom = DicomServer::new(Arc::clone(&archive), config.server_settings());
 
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
@@ -133,15 +150,21 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         }))
     };
 
-    let mut dicom_stop = stop.clone();
-    let dicom_task = tokio::spawn(dicom.serve(listener, async move {
-        let _ = dicom_stop.wait_for(|stopped| *stopped).await;
-    }));
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let dicom_tls_task = tls_listener.map(|(tls_listener, tls)| {
+        tokio::spawn(Arc::clone(&dicom).serve_tls(tls_listener, tls, stopped(stop.clone())))
+    });
+    let dicom_task = tokio::spawn(dicom.serve(listener, stopped(stop.clone())));
 
     wait_for_signal().await;
     info!("shutting down");
     let _ = stop_sender.send(true);
     let _ = dicom_task.await;
+    if let Some(task) = dicom_tls_task {
+        let _ = task.await;
+    }
     if let Some(task) = http_task {
         let _ = task.await;
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dcmtk, free_port, pydicom_data, python, run, Server};
+use common::{dcmtk, dimse_statuses, free_port, pydicom_data, python, run, text, wait_until, Server};
 
 // ---------------------------------------------------------------------------
 // The sample files
@@ -161,11 +161,6 @@ fn propose_option(ts: &str) -> &'static str {
 // Running the tools
 // ---------------------------------------------------------------------------
 
-/// stdout and stderr of a DCMTK tool together (DCMTK logs on stderr).
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout))
-}
-
 /// Run `python -c script args...` with pydicom available; returns stdout.
 fn python_eval(script: &str, args: &[String]) -> String {
     let output = run(Command::new(python()).arg("-c").arg(script).args(args));
@@ -186,15 +181,6 @@ fn store_with_status(server: &Server, sample: &Sample) -> (Output, Option<u16>) 
     let output = storescu(server, &["-d", propose_option(&sample.ts)], &[&sample.path]);
     let status = dimse_statuses(&text(&output)).first().copied();
     (output, status)
-}
-
-/// Every `DIMSE Status : 0x....` in a DCMTK debug log, in order.
-fn dimse_statuses(log: &str) -> Vec<u16> {
-    log.lines()
-        .filter(|line| line.contains("DIMSE Status"))
-        .filter_map(|line| line.split("0x").nth(1))
-        .filter_map(|hex| u16::from_str_radix(hex.get(..4)?, 16).ok())
-        .collect()
 }
 
 /// Store every sample storescu is able to send, grouped by transfer syntax
@@ -600,20 +586,6 @@ fn movescu(server: &Server, destination: &str, keys: &[&str], debug: bool) -> Ou
     }
     command.arg("127.0.0.1").arg(server.dicom_port.to_string());
     run(&mut command)
-}
-
-/// Poll `condition` until it holds or `limit` passes.
-fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 // ---------------------------------------------------------------------------

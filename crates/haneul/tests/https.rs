@@ -4,106 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{pydicom_data, python, require, Server};
-
-/// A test PKI in a temporary directory: `ca.pem`, `server.pem`/`server.key`
-/// (for 127.0.0.1 and localhost) and `client.pem`/`client.key`.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let pki = Pki { dir };
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Haneul Test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        pki.issue("server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
-        pki.issue("client", "HANEUL-TEST-CLIENT", "extendedKeyUsage=clientAuth\n");
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let output =
-            Command::new(require("openssl")).args(args).current_dir(self.dir.path()).output().expect("openssl");
-        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    }
-
-    /// A leaf certificate `<name>.pem` with key `<name>.key`, signed by the CA.
-    fn issue(&self, name: &str, common_name: &str, extensions: &str) {
-        let (key, csr, pem, ext) =
-            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
-        let extensions = format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{extensions}");
-        std::fs::write(self.path(&ext), extensions).expect("writing extensions");
-        self.openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={common_name}"),
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
-    }
-
-    /// The `[http.tls]` table for this PKI, with extra lines.
-    fn config(&self, extra: &str) -> String {
-        format!(
-            "[http.tls]\ncert_file = {:?}\nkey_file = {:?}\n{extra}",
-            self.path("server.pem").display().to_string(),
-            self.path("server.key").display().to_string()
-        )
-    }
-}
+use common::{audit_search, pydicom_data, python, require, text, Pki, Server};
 
 fn https_url(server: &Server, path: &str) -> String {
     format!("https://127.0.0.1:{}{path}", server.http_port)
@@ -113,10 +17,6 @@ fn curl(args: &[&str]) -> Output {
     Command::new(require("curl")).args(["-sS", "--max-time", "20"]).args(args).output().expect("running curl")
 }
 
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
-
 /// The status line and headers curl printed with `-i`, lower-cased.
 fn head(output: &Output) -> String {
     let all = String::from_utf8_lossy(&output.stdout).to_lowercase();
@@ -124,13 +24,13 @@ fn head(output: &Output) -> String {
 }
 
 fn ca(pki: &Pki) -> String {
-    pki.path("ca.pem").display().to_string()
+    pki.file("ca.pem")
 }
 
 #[test]
 fn https_serves_http2_and_http1_with_hsts_and_refuses_plain_http() {
     let pki = Pki::new();
-    let mut server = Server::start_with_http("", &pki.config(""));
+    let mut server = Server::start_with_http("", &pki.config("http.tls", ""));
     let url = https_url(&server, "/api/status");
     let ca = ca(&pki);
     let auth = format!("Authorization: {}", server.authorization());
@@ -202,18 +102,12 @@ print("ok", found, retrieve)
     // record of the query names it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
-        let output = Command::new(common::haneul_bin())
-            .args(["audit", "search", "--json", "--data"])
-            .arg(server.data_dir())
-            .output()
-            .expect("running haneul audit search");
-        let records: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap_or_default();
-        let query = records.iter().find(|record| record["action"] == "query");
-        if let Some(query) = query {
+        let records = audit_search(&server.data_dir(), &["--action", "query"]);
+        if let Some(query) = records.first() {
             assert_eq!(query["source"], "127.0.0.1", "{query}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no audit record of the query: {records:#?}");
+        assert!(std::time::Instant::now() < deadline, "no audit record of the query");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     server.stop();
@@ -223,7 +117,7 @@ print("ok", found, retrieve)
 fn required_client_certificates_are_checked() {
     let pki = Pki::new();
     let client_ca = format!("client_auth = \"required\"\nclient_ca_file = {:?}\n", ca(&pki));
-    let mut server = Server::start_with_http("", &pki.config(&client_ca));
+    let mut server = Server::start_with_http("", &pki.config("http.tls", &client_ca));
     let url = https_url(&server, "/api/status");
     let ca = ca(&pki);
     let auth = format!("Authorization: {}", server.authorization());

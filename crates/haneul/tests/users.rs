@@ -291,3 +291,47 @@ fn users_and_tokens_from_the_command_line() {
     }
     assert!(users_json(data).iter().all(|user| user["name"] != "admin"));
 }
+
+/// Studies sent by a known AE belong to its site; a user limited to that site
+/// finds only them over DICOMweb, an unlimited administrator finds all.
+#[test]
+fn a_known_aes_studies_belong_to_its_site() {
+    let server =
+        Server::start_with("[[known_ae]]\ntitle = \"SEOULCT\"\nhost = \"127.0.0.1\"\nport = 104\nsite = \"seoul\"\n");
+    let port = server.dicom_port.to_string();
+    let files = common::pydicom_data().join("test_files");
+    for (calling, file) in [("SEOULCT", "CT_small.dcm"), ("OTHERMR", "MR_small.dcm")] {
+        let store = run(common::dcmtk("storescu")
+            .args(["-aet", calling, "-aec", "HANEUL", "127.0.0.1", &port])
+            .arg(files.join(file)));
+        assert!(store.status.success(), "C-STORE from {calling} failed");
+    }
+    let added = haneul_with_stdin(
+        &server.data_dir(),
+        &["user", "add", "seoul.doc", "--role", "clinician", "--site", "seoul", "--password-stdin"],
+        "a long enough password\n",
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let token = server.create_token("seoul.doc", "tests");
+    let modalities = |authorization: &str| -> Vec<String> {
+        let response = common::http_request(
+            server.http_port,
+            "GET",
+            "/dicom-web/studies?includefield=00080061",
+            &[("Accept", "application/dicom+json"), ("Authorization", authorization)],
+            b"",
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+        let mut found: Vec<String> = response
+            .json()
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|study| study["00080061"]["Value"][0].as_str().unwrap_or_default().to_string())
+            .collect();
+        found.sort();
+        found
+    };
+    assert_eq!(modalities(&format!("Bearer {token}")), vec!["CT"], "seoul's user sees seoul's CT only");
+    assert_eq!(modalities(&server.authorization()), vec!["CT", "MR"]);
+}

@@ -115,6 +115,23 @@ impl Permission {
         Permission::Monitor,
     ];
 
+    /// The name used in configuration, logs and audit records (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Query => "query",
+            Permission::Retrieve => "retrieve",
+            Permission::View => "view",
+            Permission::Store => "store",
+            Permission::Correct => "correct",
+            Permission::Delete => "delete",
+            Permission::Export => "export",
+            Permission::ExportDeidentified => "export-deidentified",
+            Permission::Configure => "configure",
+            Permission::Audit => "audit",
+            Permission::Monitor => "monitor",
+        }
+    }
+
     fn bit(self) -> u16 {
         1 << (self as u16)
     }
@@ -268,5 +285,12 @@ mod tests {
         assert_eq!(set.without(Audit).with(Store), Permissions::of(&[Store, Query]));
         assert_eq!(format!("{set:?}"), "{Query, Audit}");
         assert_eq!(Permissions::all().iter().count(), Permission::ALL.len());
+    }
+
+    #[test]
+    fn permission_names_are_their_serialized_form() {
+        for permission in Permission::ALL {
+            assert_eq!(serde_json::to_string(&permission).unwrap(), format!("\"{}\"", permission.as_str()));
+        }
     }
 }

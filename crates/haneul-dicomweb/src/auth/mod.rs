@@ -421,20 +421,16 @@ pub(crate) async fn gate(State(gate): State<Gate>, request: Request, next: Next)
     if !gate.state.auth().matrix.allows(principal.role, permission) {
         let entry = ctx
             .audit_entry(Action::PermissionDenied)
-            .failed(format!("the {} role may not {}", principal.role, permission_name(permission)))
-            .detail("permission", permission_name(permission))
+            .failed(format!("the {} role may not {}", principal.role, permission.as_str()))
+            .detail("permission", permission.as_str())
             .detail("request", format!("{} {}", request.method(), request.uri().path()));
         gate.state.archive().audit(entry);
         return error_response(
             StatusCode::FORBIDDEN,
-            &format!("the {} role may not {}", principal.role, permission_name(permission)),
+            &format!("the {} role may not {}", principal.role, permission.as_str()),
         );
     }
     next.run(request).await
-}
-
-fn permission_name(permission: Permission) -> String {
-    serde_json::to_value(permission).ok().and_then(|value| value.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 #[derive(Deserialize)]

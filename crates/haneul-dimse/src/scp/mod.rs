@@ -4,6 +4,7 @@
 
 mod commitment;
 mod find;
+mod limits;
 mod retrieve;
 mod store;
 
@@ -13,18 +14,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dicom_ul::pdu::Pdu;
-use haneul_core::{Archive, Origin};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use haneul_core::audit::Action;
+use haneul_core::{Archive, Origin, Permission, PermissionMatrix, Role};
+use haneul_tls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tracing::{info, warn, Instrument};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn, Instrument};
 
 use crate::association::{
-    abort_pdu, negotiate, new_association_id, read_request, rejection_pdu, split_stream, AcceptPolicy, AssociationInfo,
+    abort_pdu, negotiate, new_association_id, read_request, rejection_pdu, AcceptPolicy, AssociationInfo,
     NegotiatedContext, Refusal,
 };
 use crate::command::{command_name, field, status, tag, Command};
 use crate::message::{DimseError, DimseReader, DimseWriter, Received};
+use crate::pdu::{PduReader, PduWriter};
+use limits::{AssociationLimits, Exceeded, Occupied};
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The two halves of an accepted connection, plain TCP or TLS. Boxed so that
+/// one session type serves both: an indirect call per read or write of up
+/// to a PDU, never a copy.
+type ConnectionReader = Box<dyn AsyncRead + Send + Sync + Unpin>;
+type ConnectionWriter = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 
 /// A remote application entity Haneul knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +47,10 @@ pub struct KnownAe {
     pub title: String,
     pub host: String,
     pub port: u16,
+    /// What its associations may do (see [`ServerSettings::permissions`]).
+    pub role: Role,
+    /// Site of the studies it stores ("": the archive's default).
+    pub site: String,
 }
 
 impl KnownAe {
@@ -62,9 +81,18 @@ pub struct ServerSettings {
     /// An association idle this long is aborted.
     pub idle_timeout: Duration,
     pub max_associations: usize,
-    /// Accept any calling AE title from the loopback interface.
+    /// Associations one calling AE title may have open at once; 0: no limit.
+    pub max_associations_per_ae: usize,
+    /// Associations one peer address may have open at once; 0: no limit.
+    pub max_associations_per_ip: usize,
+    /// Accept any calling AE title from the loopback interface (with the
+    /// service role, or the known AE's own role for a known title).
     pub allow_any_loopback: bool,
     pub known_aes: Vec<KnownAe>,
+    /// Which DIMSE services each role may use: C-STORE and storage
+    /// commitment need Store, C-FIND Query, C-MOVE and C-GET Retrieve;
+    /// C-ECHO needs nothing.
+    pub permissions: PermissionMatrix,
     pub commitment_delivery: CommitmentDelivery,
     /// Re-hash blobs before confirming a storage commitment.
     pub commitment_verifies_digests: bool,
@@ -81,8 +109,11 @@ impl Default for ServerSettings {
             max_identifier_size: 1 << 20,
             idle_timeout: Duration::from_secs(300),
             max_associations: 256,
+            max_associations_per_ae: 32,
+            max_associations_per_ip: 64,
             allow_any_loopback: true,
             known_aes: Vec::new(),
+            permissions: PermissionMatrix::default(),
             commitment_delivery: CommitmentDelivery::SameAssociation,
             commitment_verifies_digests: true,
             outbound_timeout: Duration::from_secs(30),
@@ -96,21 +127,57 @@ impl ServerSettings {
     }
 }
 
+/// The permission a DIMSE request needs; `None` for those anyone
+/// associated may make (C-ECHO, C-CANCEL, responses, unknown operations,
+/// which are refused anyway).
+fn required_permission(command_field: u16) -> Option<Permission> {
+    match command_field {
+        field::C_STORE_RQ | field::N_ACTION_RQ => Some(Permission::Store),
+        field::C_FIND_RQ => Some(Permission::Query),
+        field::C_MOVE_RQ | field::C_GET_RQ => Some(Permission::Retrieve),
+        _ => None,
+    }
+}
+
 /// The DIMSE server.
 pub struct DicomServer {
     archive: Arc<Archive>,
     settings: Arc<ServerSettings>,
     slots: Arc<Semaphore>,
+    limits: Arc<AssociationLimits>,
 }
 
 impl DicomServer {
     pub fn new(archive: Arc<Archive>, settings: ServerSettings) -> Arc<DicomServer> {
         let slots = Arc::new(Semaphore::new(settings.max_associations.max(1)));
-        Arc::new(DicomServer { archive, settings: Arc::new(settings), slots })
+        let limits = AssociationLimits::new(settings.max_associations_per_ae, settings.max_associations_per_ip);
+        Arc::new(DicomServer { archive, settings: Arc::new(settings), slots, limits })
     }
 
-    /// Accept associations until `shutdown` resolves.
+    /// Accept associations over plain TCP until `shutdown` resolves.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.accept(listener, None, shutdown).await
+    }
+
+    /// Accept associations over TLS (PS3.15 B.1) until `shutdown` resolves:
+    /// each connection is handshaken with `tls` (10 s at most; a failure is
+    /// logged at debug and touches nothing else), then served exactly like a
+    /// plain one: same services, same access checks and limits.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<ServerConfig>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        self.accept(listener, Some(TlsAcceptor::from(tls)), shutdown).await
+    }
+
+    async fn accept(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        shutdown: impl Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -118,7 +185,8 @@ impl DicomServer {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let server = Arc::clone(&self);
-                        tokio::spawn(async move { server.handle_connection(stream, peer).await });
+                        let tls = tls.clone();
+                        tokio::spawn(async move { server.connection(stream, peer, tls).await });
                     }
                     Err(error) => {
                         warn!(%error, "accepting a DICOM connection failed");
@@ -129,14 +197,43 @@ impl DicomServer {
         }
     }
 
-    async fn handle_connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
-        let id = new_association_id();
-        let span = tracing::info_span!("association", id = %id, peer = %peer);
-        async move {
-            if let Err(error) = stream.set_nodelay(true) {
-                warn!(%error, "could not set TCP_NODELAY");
+    /// Set up the transport of one connection, then serve its association.
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>) {
+        if let Err(error) = stream.set_nodelay(true) {
+            warn!(%peer, %error, "could not set TCP_NODELAY");
+        }
+        let Some(tls) = tls else {
+            let (reader, writer) = stream.into_split();
+            return self.handle_connection(Box::new(reader), Box::new(writer), peer, None).await;
+        };
+        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                debug!(%peer, %error, "DICOM TLS handshake failed");
+                return;
             }
-            let (mut pdu_reader, mut pdu_writer) = split_stream(stream, self.settings.max_pdu_length);
+            Err(_) => {
+                debug!(%peer, "DICOM TLS handshake timed out");
+                return;
+            }
+        };
+        let client = TlsClient { subject: haneul_tls::peer_subject(stream.get_ref().1) };
+        let (reader, writer) = tokio::io::split(stream);
+        self.handle_connection(Box::new(reader), Box::new(writer), peer, Some(client)).await
+    }
+
+    async fn handle_connection(
+        self: Arc<Self>,
+        reader: ConnectionReader,
+        writer: ConnectionWriter,
+        peer: SocketAddr,
+        tls: Option<TlsClient>,
+    ) {
+        let id = new_association_id();
+        let span = tracing::info_span!("association", id = %id, peer = %peer, tls = tls.is_some());
+        async move {
+            let mut pdu_reader = PduReader::new(reader, self.settings.max_pdu_length);
+            let mut pdu_writer = PduWriter::new(writer);
             let request = match read_request(&mut pdu_reader, Duration::from_secs(30)).await {
                 Ok(request) => request,
                 Err(error) => {
@@ -147,16 +244,18 @@ impl DicomServer {
             };
             let calling_ae = request.calling_ae_title.trim().to_string();
             let called_ae = request.called_ae_title.trim().to_string();
-            let refusal = self.check_access(&calling_ae, &called_ae, peer.ip()).await;
-            let permit = if refusal.is_none() { Arc::clone(&self.slots).try_acquire_owned().ok() } else { None };
-            if refusal.is_some() || permit.is_none() {
-                let refusal = refusal.unwrap_or(Refusal::Busy);
-                warn!(calling_ae = %calling_ae, called_ae = %called_ae, ?refusal, "association rejected");
-                self.archive.metrics().associations_rejected.inc();
-                let _ = pdu_writer.send_control(&rejection_pdu(refusal)).await;
-                return;
-            }
-            let policy = AcceptPolicy { ae_title: self.settings.ae_title.clone(), max_pdu_length: self.settings.max_pdu_length };
+            let admission = match self.admit(&calling_ae, &called_ae, peer.ip()).await {
+                Ok(admission) => admission,
+                Err(refusal) => {
+                    warn!(calling_ae = %calling_ae, called_ae = %called_ae, ?refusal, "association rejected");
+                    self.archive.metrics().associations_rejected.inc();
+                    let _ = pdu_writer.send_control(&rejection_pdu(refusal)).await;
+                    return;
+                }
+            };
+            let role = admission.role;
+            let policy =
+                AcceptPolicy { ae_title: self.settings.ae_title.clone(), max_pdu_length: self.settings.max_pdu_length };
             let (accept, contexts, peer_max_pdu_length) = negotiate(&request, &policy);
             if let Err(error) = pdu_writer.send_control(&Pdu::AssociationAC(accept)).await {
                 warn!(%error, "could not send A-ASSOCIATE-AC");
@@ -164,7 +263,16 @@ impl DicomServer {
             }
             pdu_writer.set_peer_max_pdu_length(peer_max_pdu_length);
             let accepted = contexts.iter().filter(|pc| pc.accepted).count();
-            info!(calling_ae = %calling_ae, called_ae = %called_ae, contexts = contexts.len(), accepted, "association accepted");
+            let tls_subject = tls.and_then(|client| client.subject);
+            info!(
+                calling_ae = %calling_ae,
+                called_ae = %called_ae,
+                %role,
+                tls_subject = tls_subject.as_deref(),
+                contexts = contexts.len(),
+                accepted,
+                "association accepted"
+            );
             let metrics = Arc::clone(self.archive.metrics());
             metrics.associations.inc();
             metrics.active_associations.inc();
@@ -178,13 +286,18 @@ impl DicomServer {
                 local_max_pdu_length: self.settings.max_pdu_length,
                 peer_implementation: None,
             };
-            let origin = Origin { actor: calling_ae, address: peer.to_string(), session: id, ..Origin::default() };
+            // What a known AE stores belongs to its site.
+            let site = self.settings.known_ae(&calling_ae).map(|ae| ae.site.clone()).unwrap_or_default();
+            let origin =
+                Origin { actor: calling_ae, address: peer.to_string(), session: id, site, ..Origin::default() };
             let mut reader = DimseReader::new(pdu_reader);
             reader.set_data_timeout(self.settings.idle_timeout);
             let mut session = Session {
                 server: Arc::clone(&self),
                 info,
                 origin,
+                role,
+                tls_subject,
                 reader,
                 writer: DimseWriter::new(pdu_writer),
                 closed: false,
@@ -203,33 +316,66 @@ impl DicomServer {
                 }
             }
             metrics.active_associations.dec();
-            drop(permit);
+            drop(admission);
         }
         .instrument(span)
         .await
     }
 
-    /// Who may associate: our AE title must be called; calling AEs from
-    /// loopback are trusted if configured so, others must be known AEs
-    /// connecting from their configured host.
-    async fn check_access(&self, calling_ae: &str, called_ae: &str, peer: IpAddr) -> Option<Refusal> {
+    /// Let an association in, or say why not: access first, then the limits
+    /// per calling AE and address, then a slot of `max_associations`.
+    async fn admit(&self, calling_ae: &str, called_ae: &str, peer: IpAddr) -> Result<Admission, Refusal> {
+        let role = self.check_access(calling_ae, called_ae, peer).await?;
+        let occupied = self.limits.enter(calling_ae, peer).map_err(|exceeded| {
+            let limit = match exceeded {
+                Exceeded::CallingAe => "max_associations_per_ae",
+                Exceeded::PeerAddress => "max_associations_per_ip",
+            };
+            warn!(calling_ae, limit, "association limit reached");
+            Refusal::LimitExceeded
+        })?;
+        let permit = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| Refusal::Busy)?;
+        Ok(Admission { role, _occupied: occupied, _permit: permit })
+    }
+
+    /// Who may associate, and with which role: our AE title must be called;
+    /// from loopback, when so configured, any calling AE is accepted (a known
+    /// one with its role, any other as service); otherwise the calling AE
+    /// must be known and connect from its configured host.
+    async fn check_access(&self, calling_ae: &str, called_ae: &str, peer: IpAddr) -> Result<Role, Refusal> {
         if called_ae != self.settings.ae_title {
-            return Some(Refusal::CalledAeNotRecognized);
+            return Err(Refusal::CalledAeNotRecognized);
         }
+        let known = self.settings.known_ae(calling_ae);
         if peer.is_loopback() && self.settings.allow_any_loopback {
-            return None;
+            // No host check here: a loopback peer could name any title anyway.
+            return Ok(known.map_or(Role::Service, |known| known.role));
         }
-        let Some(known) = self.settings.known_ae(calling_ae) else {
-            return Some(Refusal::CallingAeNotRecognized);
+        let Some(known) = known else {
+            return Err(Refusal::CallingAeNotRecognized);
         };
         let resolved = tokio::net::lookup_host((known.host.as_str(), known.port)).await;
         let matches = resolved.map(|mut addresses| addresses.any(|address| address.ip() == peer)).unwrap_or(false);
         if matches {
-            None
+            Ok(known.role)
         } else {
-            Some(Refusal::CallingAeNotRecognized)
+            Err(Refusal::CallingAeNotRecognized)
         }
     }
+}
+
+/// An admitted association: its role, and its places in the limits and
+/// slots, given back when this is dropped.
+struct Admission {
+    role: Role,
+    _occupied: Occupied,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What the TLS handshake established about the client.
+struct TlsClient {
+    /// Subject of the verified client certificate, if one was presented.
+    subject: Option<String>,
 }
 
 /// One accepted association.
@@ -237,8 +383,12 @@ pub(crate) struct Session {
     server: Arc<DicomServer>,
     info: AssociationInfo,
     origin: Origin,
-    reader: DimseReader<OwnedReadHalf>,
-    writer: DimseWriter<OwnedWriteHalf>,
+    /// What the calling AE may do.
+    role: Role,
+    /// Subject of the client certificate over TLS, for the audit trail.
+    tls_subject: Option<String>,
+    reader: DimseReader<ConnectionReader>,
+    writer: DimseWriter<ConnectionWriter>,
     /// Set when a handler ended the association (e.g. the peer released it
     /// while Haneul waited for a reply).
     closed: bool,
@@ -275,6 +425,11 @@ impl Session {
         };
         let command_field = command.command_field().unwrap_or_default();
         tracing::debug!(command = command_name(command_field), context_id, "request");
+        if let Some(permission) = required_permission(command_field) {
+            if !self.settings().permissions.allows(self.role, permission) {
+                return self.refuse(context_id, &command, permission).await;
+            }
+        }
         match command_field {
             field::C_ECHO_RQ => {
                 if command.has_data_set() {
@@ -304,6 +459,45 @@ impl Session {
         }
     }
 
+    /// Answer a request the association's role does not allow with
+    /// 0124 "refused: not authorized" (PS3.7 C.5), after reading past its
+    /// data set; logged, counted and recorded in the audit trail.
+    async fn refuse(&mut self, context_id: u8, command: &Command, permission: Permission) -> Result<(), DimseError> {
+        let command_field = command.command_field().unwrap_or_default();
+        if command.has_data_set() {
+            let limit = if command_field == field::C_STORE_RQ {
+                self.settings().max_dataset_size
+            } else {
+                self.settings().max_identifier_size
+            };
+            self.reader.skip_data_set(context_id, limit).await?;
+        }
+        let service = command_name(command_field).trim_end_matches("-RQ");
+        let reason = format!("role {} lacks the {} permission", self.role, permission.as_str());
+        warn!(service, role = %self.role, permission = permission.as_str(), "request refused: not authorized");
+        self.archive().metrics().permission_denied.inc();
+        let instance =
+            command.text(tag::AFFECTED_SOP_INSTANCE_UID).or_else(|| command.text(tag::REQUESTED_SOP_INSTANCE_UID));
+        let mut entry = self
+            .audit_entry(Action::PermissionDenied)
+            .detail("service", service)
+            .detail("role", self.role.as_str())
+            .detail("permission", permission.as_str());
+        if let Some(instance) = instance {
+            entry = entry.detail("sop_instance_uid", instance);
+        }
+        self.archive().audit(entry.failed(&reason));
+        let mut response = Command::response_to(command, command_field | 0x8000, status::NOT_AUTHORIZED);
+        if let Some(instance) = instance {
+            response.set_text(tag::AFFECTED_SOP_INSTANCE_UID, instance);
+        }
+        if matches!(command_field, field::C_MOVE_RQ | field::C_GET_RQ) {
+            response.set_suboperations(None, 0, 0, 0);
+        }
+        response.set_text(tag::ERROR_COMMENT, error_comment(&reason));
+        self.writer.send(context_id, &response, None).await
+    }
+
     fn settings(&self) -> &ServerSettings {
         &self.server.settings
     }
@@ -312,9 +506,19 @@ impl Session {
         &self.server.archive
     }
 
-    /// An audit record of this association: the calling AE from the peer's address.
-    fn audit_entry(&self, action: haneul_core::audit::Action) -> haneul_core::audit::Entry {
-        haneul_core::audit::Entry::new(action, &self.info.calling_ae, self.info.peer.ip().to_string(), &self.info.id)
+    /// An audit record of this association: the calling AE from the peer's
+    /// address, and over TLS the subject of the client's certificate.
+    fn audit_entry(&self, action: Action) -> haneul_core::audit::Entry {
+        let entry = haneul_core::audit::Entry::new(
+            action,
+            &self.info.calling_ae,
+            self.info.peer.ip().to_string(),
+            &self.info.id,
+        );
+        match &self.tls_subject {
+            Some(subject) => entry.detail(haneul_core::audit::TLS_SUBJECT, subject.as_str()),
+            None => entry,
+        }
     }
 }
 
@@ -327,4 +531,30 @@ pub(crate) fn context_transfer_syntax(context: &NegotiatedContext) -> &'static h
     haneul_dicom::ts::lookup(&context.transfer_syntax)
         .or_else(|| haneul_dicom::ts::lookup(haneul_dicom::ts::IMPLICIT_VR_LITTLE_ENDIAN))
         .expect("implicit VR little endian is always known")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_needs_its_permission() {
+        assert_eq!(required_permission(field::C_ECHO_RQ), None);
+        assert_eq!(required_permission(field::C_CANCEL_RQ), None);
+        assert_eq!(required_permission(field::C_STORE_RQ), Some(Permission::Store));
+        assert_eq!(required_permission(field::N_ACTION_RQ), Some(Permission::Store));
+        assert_eq!(required_permission(field::C_FIND_RQ), Some(Permission::Query));
+        assert_eq!(required_permission(field::C_MOVE_RQ), Some(Permission::Retrieve));
+        assert_eq!(required_permission(field::C_GET_RQ), Some(Permission::Retrieve));
+        // With the built-in matrix: a service account does all of it, a
+        // clinician all but storing, a researcher none of it.
+        let matrix = PermissionMatrix::default();
+        let allowed = |role| {
+            [field::C_STORE_RQ, field::C_FIND_RQ, field::C_MOVE_RQ]
+                .map(|request| required_permission(request).is_some_and(|p| matrix.allows(role, p)))
+        };
+        assert_eq!(allowed(Role::Service), [true, true, true]);
+        assert_eq!(allowed(Role::Clinician), [false, true, true]);
+        assert_eq!(allowed(Role::Researcher), [false, false, false]);
+    }
 }

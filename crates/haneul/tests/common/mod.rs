@@ -131,6 +131,8 @@ pub struct Server {
     pub http_port: u16,
     pub ae_title: String,
     extra_config: String,
+    /// Extra lines of the generated `[dicom]` table (e.g. `allow_any_loopback = false`).
+    dicom_config: String,
     /// Extra lines of the generated `[http]` table (e.g. `max_upload_bytes = 65536`).
     http_config: String,
     log_index: u32,
@@ -160,16 +162,21 @@ impl Server {
 
     /// Start with extra lines in the `[http]` table and extra TOML appended.
     pub fn start_with_http(http_config: &str, extra_config: &str) -> Server {
-        Server::start_configured(http_config, extra_config, true)
+        Server::launch("", http_config, extra_config, true)
+    }
+
+    /// Start with extra lines in the `[dicom]` table and extra TOML appended.
+    pub fn start_with_dicom(dicom_config: &str, extra_config: &str) -> Server {
+        Server::launch(dicom_config, "", extra_config, true)
     }
 
     /// Start without HANEUL_ADMIN_PASSWORD: the server generates the first
     /// administrator's password and prints it once.
     pub fn start_with_generated_admin_password() -> Server {
-        Server::start_configured("", "", false)
+        Server::launch("", "", "", false)
     }
 
-    fn start_configured(http_config: &str, extra_config: &str, admin_password_from_env: bool) -> Server {
+    fn launch(dicom_config: &str, http_config: &str, extra_config: &str, admin_password_from_env: bool) -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut server = Server {
             child: None,
@@ -178,6 +185,7 @@ impl Server {
             http_port: free_port(),
             ae_title: "HANEUL".into(),
             extra_config: extra_config.to_string(),
+            dicom_config: dicom_config.to_string(),
             http_config: http_config.to_string(),
             log_index: 0,
             token: String::new(),
@@ -219,6 +227,14 @@ impl Server {
         format!("Bearer {}", self.token)
     }
 
+    /// Wait until the server also listens on `port` (a listener of its own
+    /// configuration, such as `[dicom.tls]`).
+    pub fn wait_for_listener(&mut self, port: u16) {
+        let log = self.log_path();
+        let child = self.child.as_mut().expect("the server is running");
+        wait_for_port(port, child, &log);
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -255,10 +271,11 @@ impl Server {
 
     fn write_config(&self) {
         let config = format!(
-            "[storage]\ndata_dir = {:?}\n\n[dicom]\nae_title = {:?}\nlisten = \"127.0.0.1:{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n{}\n\n[log]\nlevel = \"info,haneul_dimse=debug\"\n\n{}\n",
+            "[storage]\ndata_dir = {:?}\n\n[dicom]\nae_title = {:?}\nlisten = \"127.0.0.1:{}\"\n{}\n\n[http]\nlisten = \"127.0.0.1:{}\"\n{}\n\n[log]\nlevel = \"info,haneul_dimse=debug\"\n\n{}\n",
             self.data_dir().display().to_string(),
             self.ae_title,
             self.dicom_port,
+            self.dicom_config,
             self.http_port,
             self.http_config,
             self.extra_config
@@ -411,6 +428,154 @@ impl Server {
             path,
             &[("Accept", accept), ("Authorization", &authorization), ("User-Agent", "haneul-tests")],
             b"",
+        )
+    }
+}
+
+/// stdout and stderr of a tool together (DCMTK logs on stderr).
+pub fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout))
+}
+
+/// Every `DIMSE Status : 0x....` in a DCMTK debug log, in order.
+pub fn dimse_statuses(log: &str) -> Vec<u16> {
+    log.lines()
+        .filter(|line| line.contains("DIMSE Status"))
+        .filter_map(|line| line.split("0x").nth(1))
+        .filter_map(|hex| u16::from_str_radix(hex.get(..4)?, 16).ok())
+        .collect()
+}
+
+/// Poll `condition` until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The audit records `haneul audit search --json` finds in a data
+/// directory (newest first), narrowed by `args` (`--action`, `--actor`, …).
+pub fn audit_search(data_dir: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let output = Command::new(haneul_bin())
+        .args(["audit", "search", "--json", "--data"])
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("running haneul audit search");
+    assert!(output.status.success(), "haneul audit search {args:?} failed: {}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("audit search printed no JSON array ({e})"))
+}
+
+/// A test PKI made with the `openssl` CLI in a temporary directory:
+/// `ca.pem`/`ca.key`, `server.pem`/`server.key` (for 127.0.0.1 and
+/// localhost) and `client.pem`/`client.key` (CN `HANEUL-TEST-CLIENT`), all
+/// P-256 keys valid for two days.
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+/// The common name of the client certificate of a [`Pki`].
+pub const TEST_CLIENT_CN: &str = "HANEUL-TEST-CLIENT";
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pki = Pki { dir };
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Haneul Test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        pki.issue("server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+        pki.issue("client", TEST_CLIENT_CN, "extendedKeyUsage=clientAuth\n");
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A file of the PKI as a string, for command lines and TOML.
+    pub fn file(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let output =
+            Command::new(require("openssl")).args(args).current_dir(self.dir.path()).output().expect("openssl");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    /// A leaf certificate `<name>.pem` with key `<name>.key`, signed by the CA.
+    pub fn issue(&self, name: &str, common_name: &str, extensions: &str) {
+        let (key, csr, pem, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        let extensions = format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{extensions}");
+        std::fs::write(self.path(&ext), extensions).expect("writing extensions");
+        self.openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={common_name}"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+
+    /// A `[table]` (`http.tls`, `dicom.tls`) with the server's certificate
+    /// and key, and extra lines.
+    pub fn config(&self, table: &str, extra: &str) -> String {
+        format!(
+            "[{table}]\ncert_file = {:?}\nkey_file = {:?}\n{extra}",
+            self.file("server.pem"),
+            self.file("server.key")
         )
     }
 }
