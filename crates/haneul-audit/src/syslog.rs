@@ -375,26 +375,8 @@ struct Sender {
 /// The TLS client settings: the collector's certificate must chain to the
 /// authorities in `ca_file`.
 pub fn tls_config(settings: &SyslogSettings) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     let path = settings.ca_file.as_ref().ok_or("a tls:// syslog target needs ca_file")?;
-    let mut roots = rustls::RootCertStore::empty();
-    let certificates = CertificateDer::pem_file_iter(path)
-        .map_err(|error| format!("{}: {error}", path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| format!("{}: {error}", path.display()))?;
-    if certificates.is_empty() {
-        return Err(format!("{} holds no certificate", path.display()));
-    }
-    for certificate in certificates {
-        roots.add(certificate).map_err(|error| format!("{}: {error}", path.display()))?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|error| error.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    haneul_tls::client_config(path).map_err(|error| error.to_string())
 }
 
 impl Sender {

@@ -266,9 +266,7 @@ impl Writer {
                 Ok(first) => first,
                 Err(timeout_or_stop) => {
                     let inbox = self.read_inbox(&mut batch);
-                    if self.write_batch(&mut batch) {
-                        self.clear_inbox(inbox);
-                    }
+                    self.write_batch(&mut batch, inbox);
                     match timeout_or_stop {
                         mpsc::RecvTimeoutError::Timeout => continue,
                         mpsc::RecvTimeoutError::Disconnected => return,
@@ -294,9 +292,7 @@ impl Writer {
             // Read last, so a flush asked for after a record was submitted
             // finds that record.
             let inbox = self.read_inbox(&mut batch);
-            if self.write_batch(&mut batch) {
-                self.clear_inbox(inbox);
-            }
+            self.write_batch(&mut batch, inbox);
         }
     }
 
@@ -340,10 +336,11 @@ impl Writer {
         }
     }
 
-    /// Append and sync a batch; false when it could not be written.
-    fn write_batch(&mut self, batch: &mut Vec<Message>) -> bool {
+    /// Append and sync a batch, then remove the inbox files it holds (only
+    /// once written) and wake those waiting for a flush.
+    fn write_batch(&mut self, batch: &mut Vec<Message>, inbox: Vec<PathBuf>) {
         if batch.is_empty() {
-            return true;
+            return;
         }
         let mut waiters = Vec::new();
         let mut buffer = Vec::with_capacity(batch.len() * 512);
@@ -424,10 +421,12 @@ impl Writer {
                 }
             }
         }
+        if written {
+            self.clear_inbox(inbox);
+        }
         for done in waiters {
             let _ = done.send(());
         }
-        written
     }
 
     fn append(&mut self, bytes: &[u8]) -> Result<(), AuditError> {

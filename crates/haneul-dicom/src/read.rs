@@ -59,6 +59,9 @@ pub struct ReadOptions {
     pub stop_after_pixel_data: bool,
     pub max_depth: u32,
     pub max_fragments: usize,
+    /// Most bytes a deflated data set may inflate to (a deflate bomb ends
+    /// the read instead of keeping a thread busy for ever).
+    pub max_inflated: u64,
 }
 
 impl Default for ReadOptions {
@@ -69,6 +72,7 @@ impl Default for ReadOptions {
             stop_after_pixel_data: true,
             max_depth: 32,
             max_fragments: 4_000_000,
+            max_inflated: 4 << 30,
         }
     }
 }
@@ -167,10 +171,39 @@ impl<R: Read + Seek> Source for SeekSource<R> {
 /// Read a data set from `source`, encoded in `ts` (deflate is undone here).
 pub fn read_dataset<S: Source>(source: S, ts: &TransferSyntax, options: &ReadOptions) -> Result<ParsedDataset> {
     if ts.deflated {
-        let inflated = StreamSource(flate2::read::DeflateDecoder::new(source));
+        let limit = options.max_inflated;
+        let inflated =
+            StreamSource(InflateLimit { inner: flate2::read::DeflateDecoder::new(source), left: limit, limit });
         return Parser::new(inflated, ts, options).run();
     }
     Parser::new(source, ts, options).run()
+}
+
+/// A reader that fails once more than `limit` bytes came out of it.
+struct InflateLimit<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for InflateLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // Anything more is beyond the limit; the end of the stream is not.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("deflated data set inflates to more than {} bytes", self.limit),
+                )),
+            };
+        }
+        let wanted = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let read = self.inner.read(&mut buf[..wanted])?;
+        self.left -= read as u64;
+        Ok(read)
+    }
 }
 
 /// Read a small data set held in memory (C-FIND identifiers, command payloads).
@@ -180,6 +213,7 @@ pub fn read_dataset_bytes(bytes: &[u8], ts: &TransferSyntax) -> Result<Dataset> 
         // Identifiers are small; the cap only bounds what a deflate bomb could allocate.
         bulk_threshold: 64 << 20,
         max_inline_value: 64 << 20,
+        max_inflated: 64 << 20,
         ..ReadOptions::default()
     };
     let source = SeekSource::new(io::Cursor::new(bytes), 0, bytes.len() as u64);
@@ -749,6 +783,28 @@ mod tests {
         ));
         let ds = read_dataset_bytes(&bytes, explicit()).expect("parses");
         assert_eq!(ds.string(Tag(0x0010, 0x0010)), Some("Hong^Gildong=洪^吉洞=홍^길동"));
+    }
+
+    #[test]
+    fn a_deflate_bomb_ends_at_the_inflation_limit() {
+        use std::io::Write;
+        // 8 MiB of one OB value compress to a few KiB.
+        let mut plain = explicit_le(Tag(0x0009, 0x1010), b"OB", &vec![0u8; 8 << 20]);
+        plain.extend(explicit_le(Tag(0x0010, 0x0020), b"LO", b"P1"));
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&plain).unwrap();
+        let compressed = encoder.finish().unwrap();
+        assert!(compressed.len() < 64 << 10, "{} bytes", compressed.len());
+        let deflated = ts::lookup(ts::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN).expect("known");
+        let read = |max_inflated| {
+            let options = ReadOptions { stop_after_pixel_data: false, max_inflated, ..ReadOptions::default() };
+            let source = StreamSource(io::Cursor::new(compressed.clone()));
+            read_dataset(source, deflated, &options)
+        };
+        let error = read(1 << 20).expect_err("beyond the limit");
+        assert!(error.to_string().contains("inflates to more than 1048576 bytes"), "{error}");
+        let parsed = read(plain.len() as u64).expect("exactly at the limit");
+        assert_eq!(parsed.dataset.string(Tag(0x0010, 0x0020)), Some("P1"));
     }
 
     #[test]

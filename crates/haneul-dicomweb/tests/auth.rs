@@ -432,3 +432,18 @@ async fn oidc_tokens_are_checked_against_the_issuers_jwks() {
     }
     assert_eq!(fetches.load(Ordering::SeqCst), 1, "the JWKS is fetched once and kept");
 }
+
+#[tokio::test]
+async fn a_stale_session_cookie_does_not_block_signing_in_again() {
+    let harness = Harness::new(AuthConfig { session_idle: Duration::ZERO, ..AuthConfig::default() });
+    harness.add_user("kim", Role::Clinician, false);
+    let stale = harness.login("kim", PASSWORD).await.cookie();
+    let body = serde_json::json!({ "user": "kim", "password": PASSWORD }).to_string();
+    let again =
+        harness.call("POST", "/api/login", &[("cookie", &stale), ("content-type", "application/json")], &body).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    let protected = harness.call("GET", "/dicom-web/studies", &[("cookie", "haneul_session=unknown")], "").await;
+    assert_eq!(protected.status, StatusCode::UNAUTHORIZED);
+    assert!(protected.text().contains("sign in again"), "{}", protected.text());
+    assert!(protected.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"), "the cookie is cleared");
+}

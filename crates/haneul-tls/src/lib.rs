@@ -112,6 +112,24 @@ pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
     })
 }
 
+/// A client configuration trusting the CA certificates of `ca_file` (PEM),
+/// with the same protocol versions as the servers, for the connections
+/// Haneul opens itself (syslog over TLS, an OIDC issuer's keys).
+pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let key = "ca_file";
+    let failed = |reason: String| TlsError { key, path: ca_file.to_path_buf(), reason };
+    let mut roots = RootCertStore::empty();
+    for certificate in read_certificates(key, ca_file)? {
+        roots.add(certificate).map_err(|error| failed(format!("not a usable CA certificate: {error}")))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|error| failed(format!("TLS setup failed: {error}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The subject of the certificate a client presented and the server
 /// verified (the first of the chain), in RFC 4514 form; `None` when the
 /// client sent none or its subject cannot be read.

@@ -47,6 +47,8 @@ const FILES: &[(&str, &[u8])] = &[
     ("pixels.js", include_bytes!("../web/pixels.js")),
     ("tools.js", include_bytes!("../web/tools.js")),
     ("attributes.js", include_bytes!("../web/attributes.js")),
+    ("signin.js", include_bytes!("../web/signin.js")),
+    ("audit.js", include_bytes!("../web/audit.js")),
     ("favicon.svg", include_bytes!("../web/favicon.svg")),
 ];
 
@@ -186,6 +188,55 @@ mod tests {
                 assert!(FILES.iter().any(|(file, _)| *file == target), "{name} imports {from}, which is not served");
             }
         }
+    }
+
+    /// The page's CSP allows no inline script or style and no form actions:
+    /// nothing in the page may need them.
+    #[test]
+    fn the_page_needs_nothing_the_policy_forbids() {
+        let page = String::from_utf8_lossy(FILES.iter().find(|(name, _)| *name == "index.html").unwrap().1).to_string();
+        let lower = page.to_ascii_lowercase();
+        for (at, _) in lower.match_indices("<script") {
+            let tag = &lower[at..at + lower[at..].find('>').unwrap()];
+            assert!(tag.contains(" src="), "an inline script: {tag}");
+        }
+        assert!(!lower.contains("<style"), "an inline style element");
+        assert!(!lower.contains(" style="), "an inline style attribute");
+        assert!(!lower.contains(" action="), "a form action (the policy has form-action 'none')");
+        for tag in lower.split('<').skip(1) {
+            let tag = tag.split('>').next().unwrap_or_default();
+            let handler =
+                tag.split_whitespace().skip(1).any(|attribute| attribute.starts_with("on") && attribute.contains('='));
+            assert!(!handler, "an inline handler: <{tag}>");
+        }
+        assert!(lower.contains("id=\"signin-form\"") && lower.contains("id=\"password-form\""), "the sign-in forms");
+    }
+
+    /// Nothing patient-identifying, and no credential, goes into browser storage:
+    /// no module touches it (the session cookie is HttpOnly, the CSRF token stays in memory).
+    #[test]
+    fn no_module_uses_browser_storage() {
+        for (name, bytes) in FILES.iter().filter(|(name, _)| name.ends_with(".js")) {
+            let text = String::from_utf8_lossy(bytes);
+            for api in ["localStorage", "sessionStorage", "indexedDB", "document.cookie", "caches."] {
+                assert!(!text.contains(api), "{name} uses {api}");
+            }
+        }
+    }
+
+    /// Every state-changing request the viewer makes goes through the one
+    /// request function, which adds X-CSRF-Token.
+    #[test]
+    fn only_the_request_function_calls_fetch() {
+        for (name, bytes) in FILES.iter().filter(|(name, _)| name.ends_with(".js")) {
+            let text = String::from_utf8_lossy(bytes);
+            let calls =
+                text.matches("fetch(").count() - text.matches(".fetch(").count() - text.matches("async fetch(").count();
+            let expected = usize::from(*name == "dicomweb.js");
+            assert_eq!(calls, expected, "{name} calls fetch() {calls} times");
+        }
+        let api = String::from_utf8_lossy(FILES.iter().find(|(name, _)| *name == "dicomweb.js").unwrap().1).to_string();
+        assert!(api.contains("headers['X-CSRF-Token'] = this.csrf"), "dicomweb.js sends the CSRF token");
     }
 
     #[tokio::test]

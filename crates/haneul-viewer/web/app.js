@@ -1,10 +1,13 @@
-// The viewer application: pages, study opening, panes and layouts, toolbar,
-// keyboard, cine, timings. Nothing is written to browser storage: patient
-// data lives in memory only and is gone with the tab.
+// The application: sign-in and session, pages, study opening, panes and
+// layouts, toolbar, keyboard, cine, timings, the audit page. Nothing is
+// written to browser storage: patient data and the session's CSRF token live
+// in memory only, are dropped on signing out, and are gone with the tab.
 import { showAttributes } from './attributes.js';
+import { AuditPage } from './audit.js';
 import { T, first, formatDate, num, text } from './dicom.js';
 import { DicomWeb } from './dicomweb.js';
 import { CT_PRESETS } from './pixels.js';
+import { SignIn } from './signin.js';
 import { Loader, SliceState, Stack } from './stack.js';
 import { StudyList, studyRow } from './studylist.js';
 import { loadTimeline, renderTimeline } from './timeline.js';
@@ -12,13 +15,19 @@ import { Viewport } from './viewport.js';
 
 const NON_IMAGE_MODALITIES = new Set(['SR', 'PR', 'KO', 'DOC', 'RTSTRUCT', 'RTPLAN', 'SEG', 'REG']);
 const LAYOUTS = { '1x1': 1, '1x2': 2, '2x2': 4 };
+const PAGES = ['signin', 'studies', 'viewer', 'audit'];
+const SESSION_ENDED = 'Your session ended (no activity for a while, signed out elsewhere, or the server restarted). Sign in again.';
 const $ = id => document.getElementById(id);
 
 class App {
   constructor() {
     const base = document.querySelector('meta[name="haneul-dicomweb"]')?.content || '/dicom-web';
     this.api = new DicomWeb(base);
+    this.api.onUnauthorized = () => this.sessionEnded(SESSION_ENDED);
+    this.api.onPasswordRequired = () => this.passwordRequired();
     this.loader = new Loader(this.api, 6);
+    this.session = null;
+    this.epoch = 0;
     this.tool = 'wl';
     this.layout = '1x1';
     this.panes = [0, 1, 2, 3].map(i => new Viewport(this, i));
@@ -31,24 +40,185 @@ class App {
     this.cine = null;
     this.lastMeasurement = null;
     this.studyList = new StudyList(this.api, study => this.openStudy(study), study => this.showPatientTimeline(study));
+    this.audit = new AuditPage(this.api);
+    this.signIn = new SignIn(this.api, { onSignedIn: session => this.begin(session), onSignOut: () => this.signOut() });
     this.bindUi();
     this.setLayout('1x1');
+    this.boot();
+  }
+
+  // ---- session -------------------------------------------------------------
+
+  /** On load: carry on with the browser's session, or ask to sign in. */
+  async boot() {
+    this.showPage('signin');
+    let session;
+    try {
+      session = await this.api.session();
+    } catch (error) {
+      this.signIn.show(`The server cannot be asked who you are: ${error.message}`, 'error');
+      return;
+    }
+    if (session) this.begin(session);
+    else this.signIn.show('');
+  }
+
+  /** A session is open: change the password first if the server asks, else start. */
+  begin(session) {
+    if (session.must_change_password) {
+      this.session = null;
+      this.api.csrf = session.csrf_token || null;
+      this.showPage('signin');
+      this.signIn.showPasswordChange(session);
+      return;
+    }
+    this.start(session);
+  }
+
+  can(permission) {
+    return !!this.session?.permissions?.includes(permission);
+  }
+
+  start(session) {
+    this.session = session;
+    this.api.csrf = session.csrf_token || null;
+    this.signIn.hide();
+    document.body.classList.remove('signed-out');
+    $('user-info').textContent = `${session.user} · ${session.role}`;
+    $('user-info').title = `Signed in as ${session.user} (${session.role})${session.sites?.length ? `, sites ${session.sites.join(', ')}` : ''}`;
+    $('sign-out').textContent = session.method === 'anonymous' ? 'Sign in' : 'Sign out';
+    $('nav-audit').hidden = !this.can('audit');
+    $('nav-viewer').disabled = true;
     this.showPage('studies');
-    this.studyList.search();
-    this.api
-      .status()
-      .then(s => ($('server-status').textContent = `Haneul ${s.version} · ${s.statistics?.studies ?? '?'} studies`))
-      .catch(() => ($('server-status').textContent = 'server status unavailable'));
+    if (this.can('query')) {
+      this.studyList.search();
+    } else {
+      this.studyList.showMessage(`Your role (${session.role}) may not search or view studies.`, 'info');
+    }
+    if (this.can('monitor')) {
+      this.api
+        .status()
+        .then(s => this.session === session && ($('server-status').textContent = `Haneul ${s.version} · ${s.statistics?.studies ?? '?'} studies`))
+        .catch(() => this.session === session && ($('server-status').textContent = 'server status unavailable'));
+    }
+    this.watchIdle();
+  }
+
+  /** The sign-out button: end the session on the server, drop everything, back to the form. */
+  async signOut() {
+    const session = this.session;
+    this.clearSession();
+    if (session?.method === 'anonymous') {
+      this.signIn.show('');
+      return;
+    }
+    let message = 'You have signed out.';
+    let kind = 'info';
+    try {
+      await this.api.logout();
+    } catch (error) {
+      if (error.status !== 401) {
+        message = `Signed out here, but the server did not confirm it: ${error.message}`;
+        kind = 'error';
+      }
+    }
+    this.api.csrf = null;
+    this.signIn.show(message, kind);
+  }
+
+  /** A request answered 401: the session is over; nothing of it stays on the page. */
+  sessionEnded(message) {
+    if (!this.session && $('password-form').hidden) return; // signed out already
+    // The same person is most likely still there: offer their name again.
+    const user = this.session?.user || $('password-form').elements.user.value;
+    this.clearSession();
+    this.api.csrf = null;
+    this.signIn.show(message, 'info', { user });
+  }
+
+  /** A request answered 403 "change your password first" (set by an administrator meanwhile). */
+  passwordRequired() {
+    const session = this.session;
+    if (!session) return;
+    this.clearSession();
+    this.api.csrf = session.csrf_token || null;
+    this.signIn.showPasswordChange(session, 'An administrator asks you to change your password before you go on.');
+  }
+
+  /**
+   * The server ends a session after `idle_timeout_seconds` without a request;
+   * images on screen make none. Once that time has passed since the last
+   * request, ask the server: a 401 ends the session here too, and patient
+   * data leaves the screen instead of staying there unattended.
+   */
+  watchIdle() {
+    clearTimeout(this.idleTimer);
+    const session = this.session;
+    const idle = Number(session?.idle_timeout_seconds);
+    if (!session || !(idle > 0)) return;
+    const due = this.api.lastRequest + idle * 1000 + 2000;
+    this.idleTimer = setTimeout(async () => {
+      if (this.session !== session) return;
+      if (Date.now() < this.api.lastRequest + idle * 1000 + 2000) return this.watchIdle();
+      let alive;
+      try {
+        alive = await this.api.session();
+      } catch {
+        alive = session; // unreachable: try again later
+      }
+      if (this.session !== session) return;
+      if (alive) this.watchIdle();
+      else this.sessionEnded(SESSION_ENDED);
+    }, Math.max(1000, due - Date.now()));
+  }
+
+  /** Forget the session and every piece of patient data, on the page and in memory. */
+  clearSession() {
+    clearTimeout(this.idleTimer);
+    this.session = null;
+    this.epoch = (this.epoch || 0) + 1; // answers still under way are dropped
+    this.api.abortAll();
+    this.closeStudy();
+    this.studyList.clear();
+    this.audit.clear();
+    this.patientGeneration = (this.patientGeneration || 0) + 1;
+    $('patient-panel').hidden = true;
+    $('patient-title').textContent = '';
+    $('patient-timeline').replaceChildren();
+    const dialog = $('attributes');
+    if (dialog.open) dialog.close();
+    $('attr-rows').replaceChildren();
+    $('attr-filter').value = '';
+    $('attr-title').textContent = 'Attributes';
+    this.attributeSource = null;
+    this.patient = null;
+    this.timelineStudies = [];
+    this.timings = {};
+    this.timedStack = null;
+    this.lastMeasurement = null;
+    this.setLayout('1x1');
+    this.setActive(this.panes[0]);
+    $('nav-viewer').disabled = true;
+    $('nav-audit').hidden = true;
+    $('server-status').textContent = '';
+    $('user-info').textContent = '';
+    $('user-info').title = '';
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+    document.body.classList.add('signed-out');
+    this.showPage('signin');
   }
 
   // ---- pages ---------------------------------------------------------------
 
   showPage(page) {
-    $('studies-page').hidden = page !== 'studies';
-    $('viewer-page').hidden = page !== 'viewer';
+    if (page !== 'signin' && !this.session) page = 'signin';
+    if (page === 'audit' && !this.can('audit')) page = 'studies';
+    for (const name of PAGES) $(`${name}-page`).hidden = page !== name;
     $('nav-studies').classList.toggle('active', page === 'studies');
     $('nav-viewer').classList.toggle('active', page === 'viewer');
+    $('nav-audit').classList.toggle('active', page === 'audit');
     if (page === 'viewer') this.panes.forEach(p => p.draw());
+    if (page === 'audit') this.audit.shown();
   }
 
   /** Open a study from the list: its first image series in pane 1, one pane. */
@@ -79,7 +249,7 @@ class App {
     try {
       studies = await loadTimeline(this.api, study.id);
     } catch (error) {
-      if (generation === this.patientGeneration) list.textContent = error.message;
+      if (generation === this.patientGeneration && error.name !== 'AbortError') list.textContent = error.message;
       return;
     }
     if (generation !== this.patientGeneration) return;
@@ -99,10 +269,13 @@ class App {
   }
 
   async refreshTimeline(study) {
+    const epoch = this.epoch;
     try {
       const studies = await loadTimeline(this.api, study.id);
+      if (epoch !== this.epoch) return;
       this.timelineStudies = studies.length ? studies : [study];
     } catch (error) {
+      if (epoch !== this.epoch || error.name === 'AbortError') return;
       this.timelineStudies = [study];
       $('timeline').textContent = error.message;
       return;
@@ -132,13 +305,15 @@ class App {
   /** Show a study's series in the sidebar and its first image series in `pane`. */
   async openStudyInPane(study, pane, { timed = false } = {}) {
     pane.showMessage(`Loading study ${formatDate(study.date)} ${study.description || ''}…`, 'info');
+    const epoch = this.epoch;
     let series;
     try {
       series = await this.studySeries(study);
     } catch (error) {
-      pane.showMessage(error.message, 'error');
+      if (epoch === this.epoch && error.name !== 'AbortError') pane.showMessage(error.message, 'error');
       return;
     }
+    if (epoch !== this.epoch) return;
     if (!this.sidebarStudies.includes(study.uid)) this.sidebarStudies.push(study.uid);
     this.renderThumbnails();
     if (series.length === 0) {
@@ -162,13 +337,15 @@ class App {
   async openSeries(studyUid, seriesUid, pane, { timed = false } = {}) {
     this.stopCine();
     pane.showMessage('Loading series…', 'info');
+    const epoch = this.epoch;
     let stack;
     try {
       stack = await this.stack(studyUid, seriesUid);
     } catch (error) {
-      pane.showMessage(error.message, 'error');
+      if (epoch === this.epoch && error.name !== 'AbortError') pane.showMessage(error.message, 'error');
       return;
     }
+    if (epoch !== this.epoch) return;
     if (timed) {
       this.timings.series = seriesUid;
       this.timings.metadata = performance.now() - this.timings.start;
@@ -229,6 +406,7 @@ class App {
           img.loading = 'lazy';
           img.src = this.api.thumbnailUrl(studyUid, seriesUid);
           img.addEventListener('error', () => pic.replaceChildren(modality || 'no image'));
+          img.addEventListener('load', () => this.api.touch()); // the server counts it as activity
           pic.append(img);
         }
         const labelText = document.createElement('div');
@@ -455,6 +633,8 @@ class App {
     $('nav-studies').addEventListener('click', () => this.showPage('studies'));
     $('patient-close').addEventListener('click', () => ($('patient-panel').hidden = true));
     $('nav-viewer').addEventListener('click', () => this.showPage('viewer'));
+    $('nav-audit').addEventListener('click', () => this.showPage('audit'));
+    $('sign-out').addEventListener('click', () => this.signOut());
     $('low-bandwidth').addEventListener('change', e => this.setLowBandwidth(e.target.checked));
     for (const b of document.querySelectorAll('[data-tool]')) b.addEventListener('click', () => this.setTool(b.dataset.tool));
     for (const b of document.querySelectorAll('[data-action]')) b.addEventListener('click', () => this.action(b.dataset.action));

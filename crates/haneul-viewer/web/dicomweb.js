@@ -1,41 +1,55 @@
 // The only module that talks to the server: DICOMweb (QIDO-RS, WADO-RS) and
-// the documented REST API (/api/status).
+// the documented REST API (/api/session, /api/login, /api/logout,
+// /api/password, /api/audit, /api/status). Credentials are the session cookie
+// (HttpOnly, set by the server) and the CSRF token, which lives in this
+// object's memory only and goes in X-CSRF-Token on every POST and DELETE.
 import { T } from './dicom.js';
 
 export class HttpError extends Error {
-  constructor(status, message) {
+  constructor(status, message, { detail = '', retryAfter = null } = {}) {
     super(message);
     this.status = status;
+    this.detail = detail;
+    this.retryAfter = retryAfter;
   }
 }
 
 const UNCOMPRESSED = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1';
+const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
-async function failure(response, what) {
-  let detail = '';
+/** The server's error text of a failed answer (its JSON `error`, else the body). */
+async function errorDetail(response) {
   try {
     const body = await response.text();
     try {
-      detail = JSON.parse(body).error || body;
+      return String(JSON.parse(body).error || body);
     } catch {
-      detail = body;
+      return body;
     }
   } catch {
-    // no body
+    return '';
   }
-  return new HttpError(response.status, `${what}: HTTP ${response.status}${detail ? ` — ${String(detail).slice(0, 300)}` : ''}`);
 }
 
-async function get(url, accept, what, signal) {
-  let response;
-  try {
-    response = await fetch(url, { headers: { Accept: accept }, signal, credentials: 'same-origin', cache: 'no-store' });
-  } catch (error) {
-    if (error.name === 'AbortError') throw error;
-    throw new HttpError(0, `${what}: the server cannot be reached (${error.message})`);
+/** A readable error for a failed answer: what failed, why, and the status. */
+async function failure(response, what) {
+  const detail = (await errorDetail(response)).slice(0, 300);
+  const retry = Number(response.headers.get('retry-after'));
+  const retryAfter = Number.isFinite(retry) && retry > 0 ? retry : null;
+  let message;
+  if (response.status === 401) {
+    message = `${what}: not signed in${detail ? ` — ${detail}` : ''} (HTTP 401)`;
+  } else if (response.status === 403) {
+    message = `${what}: not allowed${detail ? ` — ${detail}` : ''} (HTTP 403)`;
+  } else {
+    message = `${what}: HTTP ${response.status}${detail ? ` — ${detail}` : ''}`;
   }
-  if (!response.ok) throw await failure(response, what);
-  return response;
+  return new HttpError(response.status, message, { detail, retryAfter });
+}
+
+/** Whether a 403 says the user must change their password before anything else. */
+export function isPasswordChangeRequired(error) {
+  return error instanceof HttpError && error.status === 403 && /change your password first/i.test(error.detail);
 }
 
 /** Split a multipart/related body into parts ({headers, body: Uint8Array}). */
@@ -89,11 +103,68 @@ export class DicomWeb {
   constructor(base) {
     this.base = String(base || '/dicom-web').replace(/\/+$/, '');
     this.stats = { requests: 0, bytes: 0 };
+    /** The session's CSRF token (memory only), sent in X-CSRF-Token on POST and DELETE. */
+    this.csrf = null;
+    /** Called with the HttpError when a request answers 401 (the session has ended). */
+    this.onUnauthorized = null;
+    /** Called when a request answers 403 "change your password first". */
+    this.onPasswordRequired = null;
+    /** When the last request was sent (ms, Date.now()): the server's idle timeout counts from it. */
+    this.lastRequest = 0;
+    this.controller = new AbortController();
+  }
+
+  /** Abort every request under way (signing out) and forget what was counted. */
+  abortAll() {
+    this.controller.abort();
+    this.controller = new AbortController();
+    this.stats = { requests: 0, bytes: 0 };
+  }
+
+  /** Note a request made outside this object (an <img> loading a thumbnail). */
+  touch() {
+    this.lastRequest = Date.now();
+  }
+
+  /**
+   * One request. `quiet`: a 401 is the caller's business (signing in, asking
+   * whether a session exists), not the end of a session.
+   */
+  async request(url, { method = 'GET', accept = 'application/json', body, what, signal, quiet = false } = {}) {
+    const headers = { Accept: accept };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (UNSAFE.has(method) && this.csrf) headers['X-CSRF-Token'] = this.csrf;
+    const signals = [this.controller.signal, signal].filter(Boolean);
+    const combined = signals.length > 1 && AbortSignal.any ? AbortSignal.any(signals) : signals[signals.length - 1];
+    let response;
+    this.lastRequest = Date.now();
+    try {
+      response = await fetch(url, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: combined,
+        credentials: 'same-origin',
+        cache: 'no-store',
+      });
+    } catch (error) {
+      if (error.name === 'AbortError') throw error;
+      throw new HttpError(0, `${what}: the server cannot be reached (${error.message})`);
+    }
+    if (response.ok) return response;
+    const error = await failure(response, what);
+    if (error.status === 401 && !quiet) this.onUnauthorized?.(error);
+    if (isPasswordChangeRequired(error)) this.onPasswordRequired?.(error);
+    throw error;
+  }
+
+  get(url, accept, what, signal) {
+    return this.request(url, { accept, what, signal });
   }
 
   async json(path, what, signal) {
     this.stats.requests++;
-    const response = await get(this.base + path, 'application/dicom+json', what, signal);
+    const response = await this.get(this.base + path, 'application/dicom+json', what, signal);
     if (response.status === 204) return [];
     const text = await response.text();
     this.stats.bytes += text.length;
@@ -151,7 +222,7 @@ export class DicomWeb {
     const what = numbers.length === 1
       ? `Frame ${list} of instance …${String(instance).slice(-12)}`
       : `Frames ${numbers[0]}–${numbers[numbers.length - 1]} of instance …${String(instance).slice(-12)}`;
-    const response = await get(this.frameUrl(study, series, instance, list), UNCOMPRESSED, what, signal);
+    const response = await this.get(this.frameUrl(study, series, instance, list), UNCOMPRESSED, what, signal);
     const buffer = await response.arrayBuffer();
     this.stats.bytes += buffer.byteLength;
     const type = response.headers.get('content-type') || '';
@@ -172,7 +243,7 @@ export class DicomWeb {
     // The URI names the server as the request's Host saw it; ask this origin.
     const url = new URL(uri, location.href);
     const target = url.origin === location.origin ? url.href : url.pathname + url.search;
-    const response = await get(target, 'application/octet-stream', 'Loading bulk data', signal);
+    const response = await this.get(target, 'application/octet-stream', 'Loading bulk data', signal);
     const buffer = await response.arrayBuffer();
     this.stats.bytes += buffer.byteLength;
     const type = response.headers.get('content-type') || '';
@@ -185,7 +256,7 @@ export class DicomWeb {
     this.stats.requests++;
     let url = `${this.frameUrl(study, series, instance, frame)}/rendered?quality=85`;
     if (window) url += `&window=${encodeURIComponent(`${+window.center.toFixed(2)},${+window.width.toFixed(2)},${(window.fn || 'linear').toLowerCase()}`)}`;
-    const response = await get(url, 'image/jpeg', `Rendered frame ${frame}`, signal);
+    const response = await this.get(url, 'image/jpeg', `Rendered frame ${frame}`, signal);
     const blob = await response.blob();
     this.stats.bytes += blob.size;
     return createImageBitmap(blob);
@@ -195,9 +266,49 @@ export class DicomWeb {
     return `${this.base}/studies/${enc(study)}/series/${enc(series)}/thumbnail?viewport=128,128`;
   }
 
-  /** REST: the server's status (version, counts). */
+  /** REST: the server's status (version, counts); needs the monitor permission. */
   async status() {
-    const response = await get('/api/status', 'application/json', 'Server status');
+    const response = await this.get('/api/status', 'application/json', 'Server status');
+    return response.json();
+  }
+
+  // ---- sign-in (REST, tag Authentication) ----------------------------------
+
+  /** Who this browser is signed in as: the session (with its CSRF token), or null. */
+  async session() {
+    try {
+      const response = await this.request('/api/session', { what: 'Checking the session', quiet: true });
+      return await response.json();
+    } catch (error) {
+      if (error.status === 401) return null;
+      throw error;
+    }
+  }
+
+  /** Sign in; the server sets the session cookie and answers with the session. */
+  async login(user, password) {
+    const response = await this.request('/api/login', { method: 'POST', body: { user, password }, what: 'Signing in', quiet: true });
+    return response.json();
+  }
+
+  /** End the session on the server (its cookie stops working). */
+  async logout() {
+    await this.request('/api/logout', { method: 'POST', what: 'Signing out', quiet: true });
+  }
+
+  async changePassword(currentPassword, newPassword) {
+    await this.request('/api/password', {
+      method: 'POST',
+      body: { current_password: currentPassword, new_password: newPassword },
+      what: 'Changing the password',
+    });
+  }
+
+  /** Search the audit trail: `filter` holds patient, study, actor, action, from, to, limit. */
+  async audit(filter, signal) {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(filter)) if (value !== undefined && value !== null && value !== '') params.set(key, String(value));
+    const response = await this.request(`/api/audit?${params}`, { what: 'Searching the audit trail', signal });
     return response.json();
   }
 }

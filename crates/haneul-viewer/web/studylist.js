@@ -83,6 +83,19 @@ export class StudyList {
     }
   }
 
+  /** Forget every study and the search (signing out): nothing of them stays on the page. */
+  clear() {
+    this.generation++;
+    this.form.reset();
+    this.offset = 0;
+    this.studies = [];
+    this.more = false;
+    this.sort = { key: 'date', descending: true };
+    this.showMessage('');
+    this.render();
+    this.pageInfo.textContent = '';
+  }
+
   quick(daysBack) {
     const today = new Date();
     const start = new Date(today);
@@ -111,7 +124,7 @@ export class StudyList {
       this.studies = answer.slice(0, PAGE).map(studyRow);
       this.showMessage(this.studies.length ? '' : 'No studies match the search.', 'info');
     } catch (error) {
-      if (generation !== this.generation) return;
+      if (generation !== this.generation || error.name === 'AbortError') return;
       this.studies = [];
       this.more = false;
       this.showMessage(error.message);

@@ -78,10 +78,25 @@ export class Viewport {
   clear() {
     this.unsubscribe?.();
     this.unsubscribe = null;
+    clearTimeout(this.renderTimer);
     this.stack = null;
     this.view = null;
+    this.index = 0;
+    this.renderedKey = null;
+    this.renderRequest = null;
+    this.pendingAngle = null;
+    this.gesture = null;
+    this.pointers.clear();
+    // Nothing of the patient stays in the overlays or the offscreen image.
+    for (const node of [this.sliceText, this.positionText, this.loadText, this.wlText, this.zoomText]) node.textContent = '';
+    for (const corner of ['tl', 'tr']) this.overlays[corner].textContent = '';
+    this.offscreen.width = 1;
+    this.offscreen.height = 1;
+    this.imageData = null;
+    this.renderedFrame = null;
+    this.progress.hidden = true;
     this.showMessage('Empty pane: choose a series.', 'info');
-    this.draw();
+    this.paint();
   }
 
   defaultView() {

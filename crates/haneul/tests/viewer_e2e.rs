@@ -2,8 +2,10 @@
 //! serve`) in a real browser: Debian's headless Chromium driven by
 //! `playwright-core` (`tests/viewer/viewer.mjs`) against the real binary,
 //! filled over DIMSE with a synthetic CT phantom (`tests/viewer/make_data.py`).
-//! scripts/test.sh installs Chromium and the Node package (`npm ci` in
-//! `tests/viewer`). Screenshots stay in `$CARGO_TARGET_TMPDIR/viewer_e2e`.
+//! Every scenario signs in through the viewer's sign-in form as users made
+//! with `haneul user add` (names and password in the environment of the
+//! script). scripts/test.sh installs Chromium and the Node package (`npm ci`
+//! in `tests/viewer`). Screenshots stay in `$CARGO_TARGET_TMPDIR/viewer_e2e`.
 
 mod common;
 
@@ -12,7 +14,10 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use common::{dcmtk, python, run, Server};
+use common::{dcmtk, http_request, python, run, Server, ADMIN_PASSWORD, USER_PASSWORD};
+
+/// The clinician every scenario signs in as.
+const CLINICIAN: &str = "dr.lee";
 
 /// One browser at a time: the benchmark's timings must not share the CPU.
 static BROWSER: Mutex<()> = Mutex::new(());
@@ -71,7 +76,7 @@ fn load(server: &Server, bench: Option<usize>) -> PathBuf {
     data
 }
 
-fn browser(node: &Path, mode: &str, server: &Server, data: &Path, out: &Path) -> String {
+fn browser(node: &Path, mode: &str, server: &Server, data: &Path, out: &Path, users: &[(&str, &str)]) -> String {
     let mut command = Command::new(node);
     command
         .current_dir(viewer_dir())
@@ -79,7 +84,12 @@ fn browser(node: &Path, mode: &str, server: &Server, data: &Path, out: &Path) ->
         .arg(mode)
         .arg(server.http_url())
         .arg(data.join("expected.json"))
-        .arg(out);
+        .arg(out)
+        .env("HANEUL_E2E_USER", server.add_user(CLINICIAN, "clinician"))
+        .env("HANEUL_E2E_PASSWORD", USER_PASSWORD);
+    for (variable, value) in users {
+        command.env(variable, value);
+    }
     let result = run(&mut command);
     let stdout = String::from_utf8_lossy(&result.stdout).to_string();
     eprintln!("{stdout}{}", String::from_utf8_lossy(&result.stderr));
@@ -92,7 +102,8 @@ fn browser(node: &Path, mode: &str, server: &Server, data: &Path, out: &Path) ->
     stdout
 }
 
-/// Desktop and tablet: search a Korean name, open a CT, scroll, window by
+/// Desktop and tablet, signed in as a clinician through the form: search a
+/// Korean name, open a CT, scroll, window by
 /// preset and drag (pixels checked), measure the phantom's disc within 1 %,
 /// angle, attribute browser, 1×2 with the prior, invert/rotate/reset,
 /// low-bandwidth mode, RGB pixels, SR and failed-frame messages, no storage;
@@ -104,7 +115,7 @@ fn viewer_flows_on_desktop_and_tablet() {
     let out = out_dir("flows");
     let server = Server::start();
     let data = load(&server, None);
-    browser(&node, "flows", &server, &data, &out);
+    browser(&node, "flows", &server, &data, &out, &[]);
     eprintln!("viewer screenshots: {}", out.display());
 }
 
@@ -118,7 +129,62 @@ fn viewer_benchmark_500_slice_ct() {
     let out = out_dir("bench");
     let server = Server::start();
     let data = load(&server, Some(slices));
-    let stdout = browser(&node, "bench", &server, &data, &out);
+    let stdout = browser(&node, "bench", &server, &data, &out, &[]);
     let line = stdout.lines().find(|line| line.starts_with("BENCH")).expect("a BENCH line");
     println!("{line}");
+}
+
+/// Signing in and out, in Korean locale and Seoul time: a wrong password
+/// (message, no data, no cookie), a lockout with its wait, the clinician's
+/// sign-in (HttpOnly cookie, CSRF token in memory only), sign-out (CSRF header
+/// sent, every trace of the patient gone, the old cookie refused — checked
+/// here too), a session ended elsewhere ("session ended"), a researcher's
+/// readable 403, a forced password change, and an administrator's audit page
+/// finding the clinician's sign-ins, queries and failures, which the clinician
+/// never sees.
+#[test]
+fn viewer_sign_in_sign_out_and_audit() {
+    let node = require_browser_tools();
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let out = out_dir("auth");
+    let server = Server::start();
+    let data = load(&server, None);
+    let admin = server.add_user("kim.admin", "admin");
+    let researcher = server.add_user("yoon.research", "researcher");
+    let locked = server.add_user("park.tech", "technologist");
+    let users = [
+        ("HANEUL_E2E_ADMIN", admin.as_str()),
+        ("HANEUL_E2E_RESEARCHER", researcher.as_str()),
+        ("HANEUL_E2E_LOCKED", locked.as_str()),
+        ("HANEUL_E2E_FIRST_ADMIN", "admin"),
+        ("HANEUL_E2E_FIRST_ADMIN_PASSWORD", ADMIN_PASSWORD),
+    ];
+    let stdout = browser(&node, "auth", &server, &data, &out, &users);
+    // The cookie of the session the clinician signed out of: refused from here too.
+    let old = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("OLD_COOKIE "))
+        .expect("the scenario prints the signed-out session's cookie");
+    let cookie = format!("haneul_session={}", old.trim());
+    for path in ["/api/session", "/dicom-web/studies", "/api/audit"] {
+        let answer =
+            http_request(server.http_port, "GET", path, &[("Cookie", &cookie), ("Accept", "application/json")], b"");
+        assert_eq!(answer.status, 401, "{path} with the signed-out cookie: {}", answer.text());
+        assert_eq!(answer.json()["status"], 401, "{path}: {}", answer.text());
+    }
+    // The same request with a live session works: the refusal above is about the cookie.
+    let login = http_request(
+        server.http_port,
+        "POST",
+        "/api/login",
+        &[("Content-Type", "application/json")],
+        format!("{{\"user\":\"{CLINICIAN}\",\"password\":\"{USER_PASSWORD}\"}}").as_bytes(),
+    );
+    assert_eq!(login.status, 200, "{}", login.text());
+    let fresh =
+        login.header("set-cookie").and_then(|value| value.split(';').next()).expect("a session cookie").to_string();
+    let answer = http_request(server.http_port, "GET", "/api/session", &[("Cookie", &fresh)], b"");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["user"], CLINICIAN);
+    eprintln!("viewer screenshots: {}", out.display());
 }

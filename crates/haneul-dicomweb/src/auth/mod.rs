@@ -198,6 +198,15 @@ pub(crate) async fn authenticate(State(state): State<WebState>, mut request: Req
     };
     let principal = match identify(&state, &ctx, request.method(), request.headers()).await {
         Ok(principal) => principal,
+        // A cookie of a session that has ended is no credential at all: public
+        // resources (the viewer's page, sign-in) still answer, protected ones
+        // refuse with the reason, and the cookie is cleared either way.
+        Err(refusal) if refusal.clear_cookie => {
+            request.extensions_mut().insert(EndedSession(refusal.message));
+            let mut response = next.run(request).await;
+            response.headers_mut().append(header::SET_COOKIE, clear_cookie());
+            return response;
+        }
         Err(refusal) => return refusal.into_response(),
     };
     if let Some(principal) = principal {
@@ -391,6 +400,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Why a presented session cookie did not count (a request extension).
+#[derive(Clone)]
+struct EndedSession(String);
+
 /// Per-route middleware state: the access each method needs.
 #[derive(Clone)]
 pub(crate) struct Gate {
@@ -410,7 +423,8 @@ pub(crate) async fn gate(State(gate): State<Gate>, request: Request, next: Next)
         return error_response(StatusCode::UNAUTHORIZED, "authentication required");
     };
     let Some(principal) = ctx.principal.as_ref() else {
-        return error_response(StatusCode::UNAUTHORIZED, "authentication required");
+        let message = request.extensions().get::<EndedSession>().map_or("authentication required", |ended| &ended.0);
+        return error_response(StatusCode::UNAUTHORIZED, message);
     };
     let Access::Needs(permission) = access else {
         return next.run(request).await;

@@ -244,23 +244,8 @@ where
 }
 
 fn client_tls(ca_file: Option<&PathBuf>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     let path = ca_file.cloned().unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_file_iter(&path).map_err(|error| format!("{}: {error}", path.display()))? {
-        let certificate = certificate.map_err(|error| format!("{}: {error}", path.display()))?;
-        roots.add(certificate).map_err(|error| format!("{}: {error}", path.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{} holds no certificate", path.display()));
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|error| error.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    haneul_tls::client_config(&path).map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

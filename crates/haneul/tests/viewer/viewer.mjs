@@ -2,9 +2,17 @@
 //
 //   node viewer.mjs flows HTTP_ROOT EXPECTED_JSON OUT_DIR
 //   node viewer.mjs bench HTTP_ROOT EXPECTED_JSON OUT_DIR
+//   node viewer.mjs auth  HTTP_ROOT EXPECTED_JSON OUT_DIR
+//
+// Credentials come in the environment: HANEUL_E2E_USER and HANEUL_E2E_PASSWORD
+// (a clinician, for every mode), and for `auth` HANEUL_E2E_ADMIN (an
+// administrator), HANEUL_E2E_RESEARCHER, HANEUL_E2E_LOCKED (an account to lock
+// out), all with HANEUL_E2E_PASSWORD, and HANEUL_E2E_FIRST_ADMIN with
+// HANEUL_E2E_FIRST_ADMIN_PASSWORD (an account that must change its password).
 //
 // `flows`, on a desktop window and then on an emulated tablet (1024×768,
-// touch, landscape and portrait): search the Korean name, open the CT, scroll
+// touch, landscape and portrait), each signed in through the sign-in form:
+// search the Korean name, open the CT, scroll
 // to a slice (overlay and the slice's marker pixels), window presets and drag
 // (disc bright under soft tissue, dark under bone), length and angle
 // measurements (the disc's 80 mm within 1 %), 1×2 layout with the prior,
@@ -15,16 +23,36 @@
 // nothing in browser storage; the viewer's HTTP headers (CSP, ETag/304,
 // gzip) and the JSON 404.
 // `bench`: open the large CT, report time to first image and to full stack.
+// `auth` (in Korean locale and Seoul time): the sign-in form before anything;
+// a wrong password (message, no data, no cookie); a lockout (message with the
+// wait from Retry-After); signing in (HttpOnly SameSite=Strict cookie, CSRF
+// token in memory only); signing out (X-CSRF-Token sent, everything of the
+// patient gone from page and memory, the old cookie refused: printed as
+// OLD_COOKIE for the Rust side to try too); a session ended elsewhere (the
+// next request's 401 brings back the form, "session ended"); a researcher's
+// readable 403; a forced password change; the administrator's audit page
+// finding the clinician's sign-ins, queries and failures, which the clinician
+// never sees.
 // Screenshots go to OUT_DIR. Exits 1 with "VIEWER E2E FAILED: ...".
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const [mode, root, expectedPath, outDir] = process.argv.slice(2);
-if (!outDir || !['flows', 'bench'].includes(mode)) {
-  console.error('usage: node viewer.mjs flows|bench HTTP_ROOT EXPECTED_JSON OUT_DIR');
+if (!outDir || !['flows', 'bench', 'auth'].includes(mode)) {
+  console.error('usage: node viewer.mjs flows|bench|auth HTTP_ROOT EXPECTED_JSON OUT_DIR');
   process.exit(2);
 }
+const env = name => {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`VIEWER E2E FAILED: ${name} is not set`);
+    process.exit(2);
+  }
+  return value;
+};
+const USER = env('HANEUL_E2E_USER');
+const PASSWORD = env('HANEUL_E2E_PASSWORD');
 const expected = JSON.parse(readFileSync(expectedPath, 'utf8'));
 const chromiumPath = process.env.HANEUL_CHROMIUM || '/usr/bin/chromium';
 const TIMEOUT = 30_000;
@@ -34,8 +62,8 @@ const step = text => console.log(`[${elapsed()}] ${text}`);
 
 const consoleLines = [];
 const pageErrors = [];
-const httpErrors = [];
-let expectedHttpErrors = 0;
+const httpErrors = []; // {status, method, path, text}: every answer ≥ 400 the pages got
+const expectedHttp = []; // {status, method, path: RegExp, why}: the ones the test provokes
 let browser;
 let page;
 
@@ -50,7 +78,9 @@ async function fail(message) {
       console.log(`(no failure screenshot: ${e.message})`);
     }
   }
-  for (const [title, lines] of [['HTTP errors', httpErrors], ['page errors', pageErrors], ['console', consoleLines]]) {
+  const httpLines = httpErrors.map(e => e.text);
+  const expectedLines = expectedHttp.map(e => `HTTP ${e.status} ${e.method} ${e.path} (${e.why})`);
+  for (const [title, lines] of [['HTTP errors', httpLines], ['expected HTTP errors', expectedLines], ['page errors', pageErrors], ['console', consoleLines]]) {
     console.log(`---- ${title} (${lines.length}) ----`);
     for (const line of lines.slice(-60)) console.log(line);
   }
@@ -138,12 +168,79 @@ function watch(p) {
   });
   p.on('pageerror', e => pageErrors.push(String(e.stack || e).slice(0, 800)));
   p.on('response', r => {
-    if (r.status() >= 400) httpErrors.push(`HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
+    if (r.status() >= 400) {
+      const method = r.request().method();
+      httpErrors.push({ status: r.status(), method, path: new URL(r.url()).pathname, text: `HTTP ${r.status()} ${method} ${r.url()}` });
+    }
   });
   p.on('requestfailed', r => {
     const why = r.failure()?.errorText ?? '';
-    if (!/ERR_ABORTED/.test(why)) httpErrors.push(`FAILED ${r.method()} ${r.url()}: ${why}`);
+    if (!/ERR_ABORTED/.test(why)) httpErrors.push({ status: 0, method: r.method(), path: '', text: `FAILED ${r.method()} ${r.url()}: ${why}` });
   });
+}
+
+/** The test provokes an error answer: `status` to `method` on a path matching `path`. */
+function expectHttp(status, method, path, why) {
+  expectedHttp.push({ status, method, path, why });
+}
+
+/** Every error answer was provoked by the test, and every provoked one came: as many, no others. */
+function checkHttpErrors() {
+  const unmatched = [...expectedHttp];
+  const unexpected = [];
+  for (const error of httpErrors) {
+    const at = unmatched.findIndex(e => e.status === error.status && e.method === error.method && e.path.test(error.path));
+    if (at >= 0) unmatched.splice(at, 1);
+    else unexpected.push(error.text);
+  }
+  check(unexpected.length === 0, `unexpected HTTP errors:\n${unexpected.join('\n')}`);
+  check(unmatched.length === 0, `HTTP errors that should have happened but did not:\n${unmatched.map(e => `${e.status} ${e.method} ${e.path} (${e.why})`).join('\n')}`);
+}
+
+const visible = id => page.isVisible(testid(id));
+
+/** The sign-in form is on screen and nothing of the archive is. */
+async function atSignInForm(what, messagePattern) {
+  await waitInPage(`${what}: the sign-in form`, () => {
+    const shown = id => !document.querySelector(`[data-testid="${id}"]`).closest('[hidden]');
+    return shown('signin-form') && !shown('studies-page') && !shown('viewer-page') && !shown('audit-page') && document.body.classList.contains('signed-out');
+  });
+  check(!(await visible('nav-studies')) && !(await visible('sign-out')) && !(await visible('low-bandwidth')), `${what}: the viewer's chrome is hidden while signed out`);
+  const rows = await page.$$eval('[data-testid="study-row"], [data-testid="thumb"], [data-testid="audit-row"], [data-testid="timeline-item"]', e => e.length);
+  check(rows === 0, `${what}: ${rows} rows of patient data on the sign-in page`);
+  if (messagePattern) await waitText('signin-message', messagePattern, what);
+}
+
+/** Fill and send the sign-in form (tapping on a touch device). */
+async function submitSignIn(user, password, tap = false) {
+  await page.fill(testid('signin-user'), user);
+  await page.fill(testid('signin-password'), password);
+  if (tap) await page.tap(testid('signin-submit'));
+  else await page.click(testid('signin-submit'));
+}
+
+/**
+ * Load the page without a session, sign in through the form and wait for the
+ * study list. Returns the login answer (with the CSRF token).
+ */
+async function signIn(user, password, { tap = false, role = 'clinician', load = true } = {}) {
+  if (load) {
+    await page.goto(root + '/', { waitUntil: 'domcontentloaded' });
+    expectHttp(401, 'GET', /^\/api\/session$/, 'the page asks who it is before anyone signed in');
+  }
+  await atSignInForm(`signing in as ${user}`);
+  const answer = page.waitForResponse(r => r.url().endsWith('/api/login') && r.request().method() === 'POST', { timeout: TIMEOUT });
+  await submitSignIn(user, password, tap);
+  const response = await answer;
+  check(response.status() === 200, `signing in as ${user}: HTTP ${response.status()}`);
+  const session = await response.json();
+  await waitInPage(`signed in as ${user}: the study list`, () =>
+    !document.body.classList.contains('signed-out') && !document.querySelector('[data-testid="studies-page"]').hidden);
+  const who = await textOf('user-info');
+  check(who === `${user} · ${role}`, `the chrome names the user and role: ${JSON.stringify(who)}`);
+  check(await visible('sign-out'), 'a sign-out button');
+  check(await page.evaluate(() => document.querySelector('[data-testid="signin-password"]').value === ''), 'the password does not stay in the form');
+  return session;
 }
 
 async function newPage(options) {
@@ -203,8 +300,9 @@ async function noStorage(what) {
 
 async function desktop() {
   const context = await newPage({ viewport: { width: 1400, height: 900 }, deviceScaleFactor: 1 });
-  step('desktop: study list');
-  await page.goto(root + '/', { waitUntil: 'domcontentloaded' });
+  step(`desktop: sign in as ${USER}, study list`);
+  await signIn(USER, PASSWORD);
+  check(!(await visible('nav-audit')), 'a clinician has no audit page');
   await waitInPage('the study list shows the stored studies', () => document.querySelectorAll('[data-testid="study-row"]').length === 3);
   const csp = (await page.request.get(root + '/')).headers()['content-security-policy'] ?? '';
   check(csp.startsWith("default-src 'self'"), `Content-Security-Policy: ${csp}`);
@@ -417,7 +515,7 @@ async function desktop() {
   const mrFrames = `**/series/${expected.hong.mr}/instances/*/frames/*`;
   await page.route(mrFrames, async route => {
     if (route.request().url().includes(`/instances/${encodeURIComponent(expected.hong.mrFailing)}/`)) {
-      expectedHttpErrors++;
+      expectHttp(503, 'GET', /\/frames\//, 'the injected frame failure');
       return route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"injected failure","status":503}' });
     }
     return route.fallback();
@@ -546,7 +644,8 @@ async function tablet() {
   };
   const swipe = (from, to, moves = 10) => drag([from], [to], moves);
 
-  step('tablet: search and open by tapping');
+  step(`tablet: sign in as ${USER}, search and open by tapping`);
+  await signIn(USER, PASSWORD, { tap: true });
   await searchAndOpen(true);
   await shot('tablet-landscape');
   const centre = await client(0, 128, 128);
@@ -602,10 +701,336 @@ async function tablet() {
   await context.close();
 }
 
+/** A request from outside the browser (Node's fetch) with a session cookie, and the CSRF token for POST. */
+async function outside(method, path, cookie, csrf) {
+  const headers = { Accept: 'application/json', Cookie: `haneul_session=${cookie}` };
+  if (csrf) headers['X-CSRF-Token'] = csrf;
+  const response = await fetch(root + path, { method, headers });
+  return { status: response.status, body: await response.text() };
+}
+
+async function sessionCookie(context) {
+  return (await context.cookies(root)).find(c => c.name === 'haneul_session');
+}
+
+/** Nothing of the patient is left on the page or in the viewer's memory. */
+async function nothingOfThePatient(what) {
+  const left = await page.evaluate(([name, id, studyUid]) => {
+    const app = window.haneulViewer;
+    const found = [];
+    const text = document.body.innerText + document.body.textContent;
+    if (text.includes(name)) found.push('the patient name in the page text');
+    if (text.includes(studyUid)) found.push('a study UID in the page text');
+    for (const input of document.querySelectorAll('input, select')) {
+      if (input.value && (input.value.includes(name) || input.value === id)) found.push(`the field ${input.name}`);
+    }
+    if (document.querySelectorAll('[data-testid="study-row"], [data-testid="thumb"], [data-testid="timeline-item"], [data-testid="patient-timeline-item"], [data-testid="audit-row"], [data-testid="attr-rows"] tr').length) {
+      found.push('rows or thumbnails');
+    }
+    if (app.studyList.studies.length) found.push('the study list in memory');
+    if (app.stacks.size || app.studies.size || app.timelineStudies.length || app.sidebarStudies.length) found.push('studies or stacks in memory');
+    if (app.panes.some(p => p.stack || p.view)) found.push('a pane with a stack');
+    if (app.patient || app.lastMeasurement || app.attributeSource || app.timedStack) found.push('the patient, a measurement or attributes in memory');
+    if (app.api.csrf !== null || app.session !== null) found.push('the session or its CSRF token in memory');
+    for (const pane of app.panes) {
+      const c = pane.canvas;
+      const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 0; i < data.length; i += 4) {
+        if (data[i] || data[i + 1] || data[i + 2]) {
+          found.push(`pane ${pane.number} still shows an image`);
+          break;
+        }
+      }
+      if (pane.offscreen.width > 1) found.push(`pane ${pane.number} keeps an image offscreen`);
+    }
+    return found;
+  }, [expected.koreanName, expected.patientId, expected.current.study]);
+  check(left.length === 0, `${what}: ${left.join(', ')}`);
+}
+
+/** The audit page's rows after one search with these fields (the others empty). */
+async function auditSearch(fields) {
+  for (const id of ['patient', 'study', 'actor', 'from', 'to']) await page.fill(testid(`audit-${id}`), fields[id] ?? '');
+  await page.selectOption(testid('audit-action'), fields.action ?? '');
+  const before = await page.$eval(testid('audit-count'), e => Number(e.dataset.searches || 0));
+  await page.click(testid('audit-submit'));
+  await waitInPage('the audit search answers', n => {
+    const count = document.querySelector('[data-testid="audit-count"]');
+    return Number(count.dataset.searches || 0) > n && count.dataset.state === 'done';
+  }, before);
+  const message = await textOf('audit-message');
+  const rows = await page.$$eval('[data-testid="audit-row"]', trs => trs.map(tr => ({
+    seq: Number(tr.dataset.seq),
+    action: tr.dataset.action,
+    actor: tr.dataset.actor,
+    outcome: tr.dataset.outcome,
+    time: tr.cells[0].textContent,
+    utc: tr.cells[0].title,
+    source: tr.cells[2].textContent,
+    patients: tr.cells[5].textContent,
+    studies: tr.cells[6].textContent,
+    detail: tr.cells[7].textContent,
+  })));
+  const count = await page.$eval(testid('audit-count'), e => (e.dataset.count === undefined ? null : Number(e.dataset.count)));
+  return { rows, count, message };
+}
+
+/**
+ * Search until `found(rows)` holds: records reach the trail asynchronously
+ * (within about 100 ms), so search again, every 100 ms, for up to 10 s.
+ */
+async function auditUntil(what, fields, found) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const result = await auditSearch(fields);
+    if (found(result.rows)) return result;
+    if (Date.now() > deadline) {
+      return fail(`${what}: not in the audit trail after 10 s of searching ${JSON.stringify(fields)}: ${result.message} ${JSON.stringify(result.rows.slice(0, 12))}`);
+    }
+    await new Promise(r => setTimeout(r, 100));
+  }
+}
+
+async function auth() {
+  const ADMIN = env('HANEUL_E2E_ADMIN');
+  const RESEARCHER = env('HANEUL_E2E_RESEARCHER');
+  const LOCKED = env('HANEUL_E2E_LOCKED');
+  const FIRST_ADMIN = env('HANEUL_E2E_FIRST_ADMIN');
+  const FIRST_ADMIN_PASSWORD = env('HANEUL_E2E_FIRST_ADMIN_PASSWORD');
+  const startedAt = Date.now();
+  const context = await newPage({ viewport: { width: 1400, height: 900 }, deviceScaleFactor: 1, locale: 'ko-KR', timezoneId: 'Asia/Seoul' });
+  const dicomweb = [];
+  page.on('request', r => {
+    if (new URL(r.url()).pathname.startsWith('/dicom-web/')) dicomweb.push(r.url());
+  });
+
+  step('auth: the sign-in form before anything');
+  await page.goto(root + '/', { waitUntil: 'domcontentloaded' });
+  expectHttp(401, 'GET', /^\/api\/session$/, 'the page asks who it is before anyone signed in');
+  await atSignInForm('on load');
+  const zone = await page.evaluate(() => [Intl.DateTimeFormat().resolvedOptions().timeZone, new Date().getTimezoneOffset()]);
+  check(zone[0] === 'Asia/Seoul' && zone[1] === -540, `the browser runs in Seoul time: ${zone}`);
+
+  step('auth: a wrong password');
+  await submitSignIn(USER, `${PASSWORD}-wrong`);
+  expectHttp(401, 'POST', /^\/api\/login$/, 'a wrong password');
+  await waitText('signin-message', /Wrong user name or password/, 'a wrong password says so');
+  await atSignInForm('after a wrong password');
+  check(!(await sessionCookie(context)), 'a wrong password sets no session cookie');
+  check(dicomweb.length === 0, `nothing was asked of DICOMweb before signing in: ${dicomweb.join(' ')}`);
+  check(await page.evaluate(() => document.querySelector('[data-testid="signin-password"]').value === ''), 'the wrong password is cleared from the form');
+
+  step(`auth: ${LOCKED} locked out after repeated failures`);
+  for (let i = 1; i <= 5; i++) {
+    const answer = page.waitForResponse(r => r.url().endsWith('/api/login'), { timeout: TIMEOUT });
+    await submitSignIn(LOCKED, `not-the-password-${i}`);
+    check((await answer).status() === 401, `failed sign-in ${i} of ${LOCKED}`);
+    expectHttp(401, 'POST', /^\/api\/login$/, `failed sign-in ${i} of ${LOCKED}`);
+    await waitText('signin-message', /Wrong user name or password/, `failed sign-in ${i}`);
+  }
+  // Now even the right password is refused, with the wait.
+  const lockedAnswer = page.waitForResponse(r => r.url().endsWith('/api/login'), { timeout: TIMEOUT });
+  await submitSignIn(LOCKED, PASSWORD);
+  const locked = await lockedAnswer;
+  expectHttp(429, 'POST', /^\/api\/login$/, `${LOCKED} is locked out`);
+  const retryAfter = Number(locked.headers()['retry-after']);
+  check(locked.status() === 429 && retryAfter > 0, `the sixth sign-in of ${LOCKED}: HTTP ${locked.status()}, Retry-After ${retryAfter}`);
+  const lockText = await waitText('signin-message', /locked.*Try again in/, 'the lockout says so');
+  const shown = /Try again in (\d+) min(?: (\d+) s)?/.exec(lockText);
+  check(shown && Number(shown[1]) * 60 + Number(shown[2] ?? 0) === retryAfter,
+    `the lockout message gives the wait of Retry-After (${retryAfter} s): ${JSON.stringify(lockText)}`);
+  await shot('auth-locked-out');
+  await atSignInForm('while locked out');
+
+  step(`auth: ${USER} signs in`);
+  const login = await signIn(USER, PASSWORD, { load: false });
+  check(typeof login.csrf_token === 'string' && login.csrf_token.length >= 16 && login.permissions.includes('query') && !login.permissions.includes('audit'),
+    `the clinician's session: ${JSON.stringify({ ...login, csrf_token: login.csrf_token ? '…' : login.csrf_token })}`);
+  await waitInPage('the study list shows the stored studies', () => document.querySelectorAll('[data-testid="study-row"]').length === 3);
+  check(!(await visible('nav-audit')) && !(await visible('audit-page')), 'a clinician sees no audit page');
+  const cookie = await sessionCookie(context);
+  check(cookie && cookie.httpOnly && cookie.sameSite === 'Strict' && cookie.path === '/', `the session cookie: ${JSON.stringify({ ...cookie, value: '…' })}`);
+  check(!(await page.evaluate(() => document.cookie)).includes('haneul_session'), 'scripts cannot read the session cookie');
+  const before = await outside('GET', '/api/session', cookie.value);
+  check(before.status === 200 && JSON.parse(before.body).user === USER, `the cookie works outside the browser while signed in: ${before.status} ${before.body}`);
+  await noStorage('signed in');
+  await page.click(`[data-testid="study-row"][data-study-uid="${expected.current.study}"]`);
+  await waitText('overlay-slice-0', /^Im: 1 \/ 40$/, 'the CT opens');
+  await page.waitForFunction(() => window.haneulViewer.panes[0].frame, null, { timeout: TIMEOUT });
+  await page.click(testid('action-attributes'));
+  await waitInPage('the attribute browser', () => document.querySelectorAll('[data-testid="attr-rows"] tr').length > 10);
+  await page.click(testid('attr-close'));
+  await shot('auth-signed-in');
+
+  step('auth: sign out');
+  const logoutRequest = page.waitForRequest(r => r.url().endsWith('/api/logout'), { timeout: TIMEOUT });
+  const logoutAnswer = page.waitForResponse(r => r.url().endsWith('/api/logout'), { timeout: TIMEOUT });
+  await page.click(testid('sign-out'));
+  const sent = await logoutRequest;
+  check(sent.method() === 'POST' && sent.headers()['x-csrf-token'] === login.csrf_token, `the sign-out sends the session's CSRF token: ${JSON.stringify(sent.headers()['x-csrf-token'])}`);
+  check((await logoutAnswer).status() === 204, 'the server ends the session');
+  await atSignInForm('after signing out', /signed out/);
+  await nothingOfThePatient('after signing out');
+  check(!(await sessionCookie(context)), 'the cookie is gone from the browser');
+  for (const path of ['/api/session', '/dicom-web/studies']) {
+    const after = await outside('GET', path, cookie.value);
+    check(after.status === 401, `the old cookie is refused for ${path}: ${after.status} ${after.body}`);
+  }
+  console.log(`OLD_COOKIE ${cookie.value}`);
+  await noStorage('signed out');
+  await shot('auth-signed-out');
+
+  step('auth: the session ends elsewhere; the next request brings back the form');
+  const again = await signIn(USER, PASSWORD, { load: false });
+  await waitInPage('the study list', () => document.querySelectorAll('[data-testid="study-row"]').length === 3);
+  const second = await sessionCookie(context);
+  check(second && second.value !== cookie.value, 'a new sign-in gets a new session cookie');
+  const ended = await outside('POST', '/api/logout', second.value, again.csrf_token);
+  check(ended.status === 204, `ending the session from outside: ${ended.status} ${ended.body}`);
+  await page.fill(testid('search-name'), expected.koreanSearch);
+  await page.click(testid('search-submit'));
+  expectHttp(401, 'GET', /^\/dicom-web\/studies$/, 'a search after the session ended');
+  await atSignInForm('after the session ended', /session ended/i);
+  await nothingOfThePatient('after the session ended');
+  check(await page.evaluate(user => document.querySelector('[data-testid="signin-user"]').value === user &&
+    document.querySelector('[data-testid="signin-password"]').value === '', USER), 'the form offers the same user name again, no password');
+  await shot('auth-session-ended');
+
+  step(`auth: ${RESEARCHER} (no query permission) gets readable refusals`);
+  await signIn(RESEARCHER, PASSWORD, { load: false, role: 'researcher' });
+  await waitText('list-message', /researcher.*may not search/, 'a researcher is told the role may not search');
+  check(!(await visible('nav-audit')), 'a researcher sees no audit page');
+  await page.click(testid('search-submit'));
+  expectHttp(403, 'GET', /^\/dicom-web\/studies$/, 'a researcher searches anyway');
+  await waitText('list-message', /not allowed — the researcher role may not query/, 'a 403 reads as a refusal, with the reason');
+  check((await page.$$('[data-testid="study-row"]')).length === 0, 'a researcher sees no studies');
+  await shot('auth-researcher');
+  await page.click(testid('sign-out'));
+  await atSignInForm('the researcher signed out', /signed out/);
+
+  step(`auth: ${FIRST_ADMIN} must change the password first`);
+  const askedBefore = dicomweb.length;
+  await submitSignIn(FIRST_ADMIN, FIRST_ADMIN_PASSWORD);
+  await waitInPage('the change-password form, and nothing else', () => {
+    const shown = id => !document.querySelector(`[data-testid="${id}"]`).closest('[hidden]');
+    return shown('password-form') && !shown('signin-form') && !shown('studies-page') && document.body.classList.contains('signed-out');
+  });
+  check(dicomweb.length === askedBefore && (await page.$$('[data-testid="study-row"]')).length === 0, 'nothing is searched before the password is changed');
+  const fillPassword = async (current, next, again2) => {
+    await page.fill(testid('password-current'), current);
+    await page.fill(testid('password-new'), next);
+    await page.fill(testid('password-again'), again2);
+    await page.click(testid('password-submit'));
+  };
+  await fillPassword(FIRST_ADMIN_PASSWORD, 'new-pass-one-1', 'new-pass-two-2');
+  await waitText('password-message', /differ/, 'two different new passwords');
+  await fillPassword(FIRST_ADMIN_PASSWORD, 'short', 'short');
+  expectHttp(400, 'POST', /^\/api\/password$/, 'a too short new password');
+  await waitText('password-message', /not accepted/, 'a too short password is refused with the reason');
+  await shot('auth-change-password');
+  const newPassword = `${FIRST_ADMIN_PASSWORD}-changed`;
+  const changed = page.waitForRequest(r => r.url().endsWith('/api/password'), { timeout: TIMEOUT });
+  await fillPassword(FIRST_ADMIN_PASSWORD, newPassword, newPassword);
+  check((await changed).headers()['x-csrf-token']?.length >= 16, 'the password change sends X-CSRF-Token');
+  await waitInPage('the viewer starts once the password is changed', () =>
+    !document.body.classList.contains('signed-out') && !document.querySelector('[data-testid="studies-page"]').hidden);
+  check(await visible('nav-audit'), 'an administrator has the audit page');
+  await page.click(testid('sign-out'));
+  await atSignInForm('the first administrator signed out', /signed out/);
+
+  step(`auth: ${ADMIN} searches the audit trail for ${USER}`);
+  await signIn(ADMIN, PASSWORD, { load: false, role: 'admin' });
+  check(await visible('nav-audit'), 'an administrator has the audit page');
+  await page.click(testid('nav-audit'));
+  await waitInPage('the audit page', () => !document.querySelector('[data-testid="audit-page"]').hidden);
+  // From a minute before this scenario began, in the browser's (Seoul) time: the viewer sends it in UTC.
+  const from = await page.evaluate(ms => {
+    const d = new Date(ms);
+    const pad = n => String(n).padStart(2, '0');
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }, startedAt - 60_000);
+  const mine = await auditUntil(`${USER}'s sign-ins, sign-outs and queries`, { actor: USER, from }, rows =>
+    rows.filter(r => r.action === 'login' && r.outcome === 'success').length === 2 &&
+    rows.some(r => r.action === 'login-failed' && r.outcome === 'failure') &&
+    rows.filter(r => r.action === 'logout').length === 2 &&
+    rows.some(r => r.action === 'query' && r.patients.split(', ').includes(expected.patientId)) &&
+    rows.some(r => r.action === 'retrieve' && r.studies.split('\n').includes(expected.current.study)));
+  check(mine.rows.every(r => r.actor === USER), `only ${USER}'s records: ${[...new Set(mine.rows.map(r => r.actor))]}`);
+  check(mine.count === mine.rows.length && (await textOf('audit-count')).startsWith(`${mine.count} records`), `the count: ${mine.count}, ${mine.rows.length} rows, ${await textOf('audit-count')}`);
+  check(mine.rows.every((r, i) => i === 0 || r.seq < mine.rows[i - 1].seq), 'newest first');
+  const seoul = new Intl.DateTimeFormat('sv-SE', { timeZone: 'Asia/Seoul', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+  for (const r of mine.rows) {
+    const utc = new Date(r.utc);
+    check(utc.getTime() >= startedAt - 60_000 && utc.getTime() <= Date.now() + 1000, `a record from before the from time or the future: ${r.utc}`);
+    check(r.time === seoul.format(utc), `times are shown in local (Seoul) time: ${r.time} for ${r.utc}`);
+    check(r.source === '127.0.0.1', `the source of ${r.action}: ${r.source}`);
+  }
+  check(mine.rows.some(r => r.action === 'query' && /\bmatches: 3\b/.test(r.detail)),
+    `the study list's query (3 matches) in the details: ${JSON.stringify(mine.rows.filter(r => r.action === 'query').map(r => r.detail))}`);
+  await shot('auth-audit');
+
+  const logins = await auditSearch({ actor: USER, action: 'login', from });
+  check(logins.rows.length === 2 && logins.rows.every(r => r.action === 'login' && r.actor === USER), `action=login: ${JSON.stringify(logins.rows)}`);
+  const failed = await auditSearch({ actor: USER, action: 'login-failed', from });
+  check(failed.rows.length === 1 && /wrong password/.test(failed.rows[0].detail), `action=login-failed: ${JSON.stringify(failed.rows)}`);
+  const patient = await auditSearch({ actor: USER, patient: expected.patientId, from });
+  check(patient.rows.length > 0 && patient.rows.every(r => r.patients.split(', ').includes(expected.patientId)) &&
+    patient.rows.some(r => r.action === 'query') && patient.rows.some(r => r.action === 'retrieve'),
+  `patient=${expected.patientId}: ${JSON.stringify(patient.rows.map(r => [r.action, r.patients]))}`);
+  const denied = await auditUntil(`${RESEARCHER}'s refused search`, { actor: RESEARCHER, action: 'permission-denied', from }, rows => rows.length === 1);
+  check(/query/.test(denied.rows[0].detail) && denied.rows[0].outcome === 'failure', `the refusal's record: ${JSON.stringify(denied.rows[0])}`);
+  const lockedOut = await auditSearch({ actor: LOCKED, from });
+  check(lockedOut.rows.length === 6 && lockedOut.rows.every(r => r.action === 'login-failed') && /locked out/.test(lockedOut.rows[0].detail),
+    `${LOCKED}'s five failures and the locked-out attempt: ${JSON.stringify(lockedOut.rows.map(r => r.detail))}`);
+  // A later "from" finds nothing: the time filter is applied.
+  const future = await page.evaluate(() => {
+    const d = new Date(Date.now() + 3_600_000);
+    const pad = n => String(n).padStart(2, '0');
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:00`;
+  });
+  const none = await auditSearch({ actor: USER, from: future });
+  check(none.rows.length === 0 && none.count === 0 && /No audit records/.test(none.message), `from an hour ahead: ${none.rows.length} rows, ${none.message}`);
+
+  step('auth: signing out clears the audit page too');
+  await auditSearch({ actor: USER, from });
+  await page.click(testid('sign-out'));
+  await atSignInForm('the administrator signed out', /signed out/);
+  await nothingOfThePatient('after the administrator signed out');
+  check(await page.evaluate(() => document.querySelector('[data-testid="audit-rows"]').children.length === 0 && !document.querySelector('[data-testid="audit-actor"]').value),
+    'the audit results and search are cleared');
+  await noStorage('auth');
+  await context.close();
+
+  step('auth: with no request for the idle timeout, the page asks the server and leaves the screen');
+  const idleContext = await newPage({ viewport: { width: 1024, height: 768 }, deviceScaleFactor: 1, locale: 'ko-KR', timezoneId: 'Asia/Seoul' });
+  await idleContext.clock.install();
+  const idleLogin = await signIn(USER, PASSWORD);
+  check(idleLogin.idle_timeout_seconds > 0, `the session's idle timeout: ${idleLogin.idle_timeout_seconds}`);
+  await waitInPage('the study list', () => document.querySelectorAll('[data-testid="study-row"]').length === 3);
+  await page.click(`[data-testid="study-row"][data-study-uid="${expected.current.study}"]`);
+  await page.waitForFunction(() => window.haneulViewer.panes[0].stack?.complete && window.haneulViewer.timings.firstImage !== undefined, null, { timeout: TIMEOUT });
+  // Halfway through, the page asks nothing: the session is not over yet.
+  const probes = [];
+  page.on('request', r => {
+    if (r.url().endsWith('/api/session')) probes.push(r.url());
+  });
+  await page.clock.fastForward(Math.floor(idleLogin.idle_timeout_seconds / 2) * 1000);
+  check(probes.length === 0 && !(await page.evaluate(() => document.body.classList.contains('signed-out'))), 'halfway through the idle timeout nothing happens');
+  // The server forgets the session (as its idle timeout would); the page learns it once the time is up.
+  const idleCookie = await sessionCookie(idleContext);
+  check((await outside('POST', '/api/logout', idleCookie.value, idleLogin.csrf_token)).status === 204, 'ending the session from outside');
+  await page.clock.fastForward((Math.ceil(idleLogin.idle_timeout_seconds / 2) + 5) * 1000);
+  expectHttp(401, 'GET', /^\/api\/session$/, 'the idle check finds the session over');
+  await atSignInForm('after the idle timeout', /session ended/i);
+  check(probes.length === 1, `one idle check: ${probes.length}`);
+  await nothingOfThePatient('after the idle timeout');
+  await idleContext.close();
+}
+
 async function bench() {
   await newPage({ viewport: { width: 1400, height: 900 }, deviceScaleFactor: 1 });
   const b = expected.bench;
-  await page.goto(root + '/', { waitUntil: 'domcontentloaded' });
+  await signIn(USER, PASSWORD);
   await waitInPage('the study list', () => document.querySelectorAll('[data-testid="study-row"]').length >= 1);
   await page.fill(testid('search-id'), b.patientId);
   await page.click(testid('search-submit'));
@@ -643,6 +1068,8 @@ try {
   if (mode === 'flows') {
     await desktop();
     await tablet();
+  } else if (mode === 'auth') {
+    await auth();
   } else {
     await bench();
   }
@@ -650,6 +1077,6 @@ try {
   await fail(`${e.message.split('\n')[0]}`);
 }
 check(pageErrors.length === 0, `page errors: ${pageErrors.join('\n')}`);
-check(httpErrors.length === expectedHttpErrors, `unexpected HTTP errors: ${httpErrors.join('\n')}`);
+checkHttpErrors();
 step(`${mode}: all checks passed`);
 await browser.close();
