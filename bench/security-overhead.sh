@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # What authentication and the audit trail cost (issue 5's benchmark): the same
 # release binary, on the same machine, in interleaved rounds, configured
-#   off: [audit] enabled = false, [http] anonymous_role = "admin" (no credentials checked)
-#   on:  the defaults (audit trail on, every HTTP request with an API token)
+#   off:   [audit] enabled = false, [http] anonymous_role = "admin" (no credentials checked)
+#   audit: the audit trail on, still no credentials
+#   on:    the defaults (audit trail on, every HTTP request with an API token)
 # and measured for C-STORE ingest (one association), STOW-RS ingest (one
 # connection) and QIDO-RS (study level, patient-name prefixes). Prints each
-# round and the medians with the ratio on/off.
+# round and the medians with the ratios to off.
 #
 #   cargo build --release && bench/security-overhead.sh
 # Environment: ROUNDS (5), COUNT instances per ingest run (1000), QIDO_STUDIES (2000),
@@ -42,7 +43,8 @@ start() { # mode data
     {
         printf '[storage]\ndata_dir = "%s"\n[dicom]\nlisten = "127.0.0.1:%s"\n' "$data" "$DICOM_PORT"
         printf '[http]\nlisten = "127.0.0.1:%s"\n' "$HTTP_PORT"
-        if [[ $mode == off ]]; then printf 'anonymous_role = "admin"\n[audit]\nenabled = false\n'; fi
+        if [[ $mode != on ]]; then printf 'anonymous_role = "admin"\n'; fi
+        if [[ $mode == off ]]; then printf '[audit]\nenabled = false\n'; fi
     } >"$config"
     HANEUL_ADMIN_PASSWORD=bench-admin-password "$HANEUL" serve --config "$config" >>"$WORK/haneul.log" 2>&1 &
     PID=$!
@@ -74,8 +76,12 @@ measure() { # mode round
     record "$mode" qido "$json"
     echo "  $mode: $(tail -3 "$RESULTS" | python3 -c '
 import json, sys
-rows = [json.loads(line) for line in sys.stdin]
-print("  ".join(f"{r[\"measure\"]} " + (f"{r[\"result\"][\"instances_per_second\"]:.0f} inst/s" if "instances_per_second" in r["result"] else f"{r[\"result\"][\"queries_per_second\"]:.0f} q/s p95 {r[\"result\"][\"latency\"][\"p95_ms\"]:.2f} ms") for r in rows))')"
+def show(row):
+    result = row["result"]
+    if "instances_per_second" in result:
+        return "%s %.0f inst/s" % (row["measure"], result["instances_per_second"])
+    return "%s %.0f q/s p95 %.2f ms" % (row["measure"], result["queries_per_second"], result["latency"]["p95_ms"])
+print("  ".join(show(json.loads(line)) for line in sys.stdin))')"
     stop
     rm -rf "$data"
 }
@@ -83,7 +89,11 @@ print("  ".join(f"{r[\"measure\"]} " + (f"{r[\"result\"][\"instances_per_second\
 echo "== security overhead: $ROUNDS interleaved rounds, $COUNT instances per ingest, QIDO on $QIDO_STUDIES studies ($WORK)"
 for round in $(seq 1 "$ROUNDS"); do
     echo "round $round"
-    if (( round % 2 )); then order="off on"; else order="on off"; fi
+    case $((round % 3)) in
+        1) order="off audit on" ;;
+        2) order="audit on off" ;;
+        *) order="on off audit" ;;
+    esac
     for mode in $order; do measure "$mode" "$round"; done
 done
 
@@ -100,8 +110,8 @@ def values(mode, measure, path):
             out.append(value)
     return out
 print()
-print("| measure | off (median) | on (median) | on/off |")
-print("|---|---|---|---|")
+print("| measure | off | audit | audit + auth | audit/off | (audit + auth)/off |")
+print("|---|---|---|---|---|---|")
 for label, measure, path, unit in [
     ("C-STORE, 1 association", "c-store", "instances_per_second", "inst/s"),
     ("STOW-RS, 1 connection", "stow", "instances_per_second", "inst/s"),
@@ -109,6 +119,6 @@ for label, measure, path, unit in [
     ("QIDO-RS p50", "qido", "latency.p50_ms", "ms"),
     ("QIDO-RS p95", "qido", "latency.p95_ms", "ms"),
 ]:
-    off, on = statistics.median(values("off", measure, path)), statistics.median(values("on", measure, path))
-    print(f"| {label} | {off:.2f} {unit} | {on:.2f} {unit} | {on / off:.3f} |")
+    off, audit, on = (statistics.median(values(mode, measure, path)) for mode in ("off", "audit", "on"))
+    print(f"| {label} | {off:.2f} {unit} | {audit:.2f} {unit} | {on:.2f} {unit} | {audit / off:.3f} | {on / off:.3f} |")
 PY

@@ -12,8 +12,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,86 @@ const INBOX: &str = "inbox";
 enum Message {
     Record(Box<Entry>),
     Flush(mpsc::Sender<()>),
+}
+
+/// The records waiting for the writer. Only the record that starts a batch
+/// (or a flush, or closing) wakes the writer; the rest of the batch just
+/// joins the queue, so a busy server pays a lock per record, not a thread
+/// wake-up.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    /// The writer has something to do.
+    wake_writer: Condvar,
+    /// The writer took the queue (there is room again).
+    room: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    messages: Vec<Message>,
+    flush_asked: bool,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue a message; false when the writer has stopped. Waits while the
+    /// queue is full (counted).
+    fn push(&self, message: Message, counters: &Counters) -> bool {
+        let mut state = self.lock();
+        if state.messages.len() >= QUEUE && !state.closed {
+            let waits = counters.waits.fetch_add(1, Ordering::Relaxed) + 1;
+            if waits.is_power_of_two() {
+                tracing::warn!(waits, "audit queue full; waiting for the audit writer");
+            }
+            while state.messages.len() >= QUEUE && !state.closed {
+                state = self.room.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        if state.closed {
+            return false;
+        }
+        let flush = matches!(message, Message::Flush(_));
+        state.messages.push(message);
+        state.flush_asked |= flush;
+        if flush || state.messages.len() == 1 || state.messages.len() == MAX_BATCH {
+            self.wake_writer.notify_one();
+        }
+        true
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake_writer.notify_one();
+        self.room.notify_all();
+    }
+
+    /// Wait for work: up to `INBOX_POLL` for a first message, then up to
+    /// `GATHER` more unless a flush is asked for or the batch is full.
+    /// Returns the messages and whether the queue is closed.
+    fn next_batch(&self) -> (Vec<Message>, bool) {
+        let mut state = self.lock();
+        if state.messages.is_empty() && !state.closed {
+            state = self.wake_writer.wait_timeout(state, INBOX_POLL).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        if !state.messages.is_empty() {
+            let deadline = Instant::now() + GATHER;
+            while !state.flush_asked && !state.closed && state.messages.len() < MAX_BATCH {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
+                state = self.wake_writer.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
+            }
+        }
+        state.flush_asked = false;
+        let batch = std::mem::take(&mut state.messages);
+        let closed = state.closed;
+        drop(state);
+        self.room.notify_all();
+        (batch, closed)
+    }
 }
 
 /// Counters of the writer, for metrics and the status page.
@@ -88,7 +168,7 @@ pub struct Auditor {
 
 struct Inner {
     dir: PathBuf,
-    sender: Option<SyncSender<Message>>,
+    queue: Arc<Queue>,
     counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
     forward: Forward,
@@ -100,8 +180,8 @@ type Forward = Arc<Mutex<Option<SyncSender<Forwarded>>>>;
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the channel lets the writer drain what is queued and stop.
-        self.sender.take();
+        // Closing the queue lets the writer drain what is queued and stop.
+        self.queue.close();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -146,7 +226,7 @@ impl Auditor {
         }
         let (tail, report) = resume(&dir)?;
         let counters = Arc::new(Counters::default());
-        let (sender, receiver) = mpsc::sync_channel(QUEUE);
+        let queue = Arc::new(Queue::default());
         let forward: Forward = Arc::default();
         let writer = Writer {
             dir: dir.clone(),
@@ -158,10 +238,12 @@ impl Auditor {
         };
         let thread = std::thread::Builder::new()
             .name("haneul-audit".into())
-            .spawn(move || writer.run(receiver))
+            .spawn({
+                let queue = Arc::clone(&queue);
+                move || writer.run(&queue)
+            })
             .map_err(|source| AuditError::io(&dir, source))?;
-        let inner =
-            Inner { dir, sender: Some(sender), counters, thread: Some(thread), forward, forwarder: Mutex::new(None) };
+        let inner = Inner { dir, queue, counters, thread: Some(thread), forward, forwarder: Mutex::new(None) };
         Ok((Auditor { inner: Some(Arc::new(inner)) }, report))
     }
 
@@ -178,27 +260,16 @@ impl Auditor {
     /// case it waits for the writer (counted and logged) rather than drop it.
     pub fn record(&self, entry: Entry) {
         let Some(inner) = &self.inner else { return };
-        let Some(sender) = &inner.sender else { return };
-        match sender.try_send(Message::Record(Box::new(entry))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(message)) => {
-                let waits = inner.counters.waits.fetch_add(1, Ordering::Relaxed) + 1;
-                if waits.is_power_of_two() {
-                    tracing::warn!(waits, "audit queue full; waiting for the audit writer");
-                }
-                if sender.send(message).is_err() {
-                    lost(&inner.counters);
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => lost(&inner.counters),
+        if !inner.queue.push(Message::Record(Box::new(entry)), &inner.counters) {
+            lost(&inner.counters);
         }
     }
 
     /// Wait until everything recorded so far is on disk (blocking).
     pub fn flush(&self) {
-        let Some(sender) = self.inner.as_ref().and_then(|inner| inner.sender.as_ref()) else { return };
+        let Some(inner) = &self.inner else { return };
         let (done, wait) = mpsc::channel();
-        if sender.send(Message::Flush(done)).is_ok() {
+        if inner.queue.push(Message::Flush(done), &inner.counters) {
             let _ = wait.recv();
         }
     }
@@ -259,40 +330,19 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, receiver: Receiver<Message>) {
-        let mut batch = Vec::new();
+    fn run(mut self, queue: &Queue) {
         loop {
-            let first = match receiver.recv_timeout(INBOX_POLL) {
-                Ok(first) => first,
-                Err(timeout_or_stop) => {
-                    let inbox = self.read_inbox(&mut batch);
-                    self.write_batch(&mut batch, inbox);
-                    match timeout_or_stop {
-                        mpsc::RecvTimeoutError::Timeout => continue,
-                        mpsc::RecvTimeoutError::Disconnected => return,
-                    }
-                }
-            };
-            // Gather what arrives in the next moments into the same append and
-            // fdatasync: one flush per record would compete with the archive's
-            // own flushes of instance files and catalog on the same disk.
-            let deadline = Instant::now() + GATHER;
-            let mut flush_asked = matches!(first, Message::Flush(_));
-            batch.push(first);
-            while batch.len() < MAX_BATCH && !flush_asked {
-                let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
-                match receiver.recv_timeout(left) {
-                    Ok(message) => {
-                        flush_asked = matches!(message, Message::Flush(_));
-                        batch.push(message);
-                    }
-                    Err(_) => break,
-                }
-            }
+            // One append and fdatasync for everything gathered: one flush per
+            // record would compete with the archive's own flushes of instance
+            // files and catalog on the same disk.
+            let (mut batch, closed) = queue.next_batch();
             // Read last, so a flush asked for after a record was submitted
             // finds that record.
             let inbox = self.read_inbox(&mut batch);
             self.write_batch(&mut batch, inbox);
+            if closed {
+                return;
+            }
         }
     }
 

@@ -108,6 +108,8 @@ pub struct Archive {
     metrics: Arc<Metrics>,
     recovery: RecoveryReport,
     auditor: haneul_audit::Auditor,
+    /// Recently verified API tokens (see [`users::TokenCache`]).
+    token_cache: Arc<users::TokenCache>,
     _lock: File,
 }
 
@@ -138,7 +140,17 @@ impl Archive {
             config.max_commit_batch,
             Arc::clone(&metrics),
         );
-        Ok(Arc::new(Archive { config, blobs, catalog, committer, metrics, recovery, auditor, _lock: lock }))
+        Ok(Arc::new(Archive {
+            config,
+            blobs,
+            catalog,
+            committer,
+            metrics,
+            recovery,
+            auditor,
+            token_cache: Arc::default(),
+            _lock: lock,
+        }))
     }
 
     pub fn config(&self) -> &ArchiveConfig {
@@ -292,7 +304,7 @@ impl Archive {
 
     /// User accounts and API tokens (synchronous: call from blocking threads).
     pub fn users(&self) -> Users {
-        Users::new(Arc::clone(&self.catalog))
+        Users::new(Arc::clone(&self.catalog), Arc::clone(&self.token_cache))
     }
 
     pub(crate) fn blobs(&self) -> &BlobStore {

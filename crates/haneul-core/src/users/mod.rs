@@ -303,15 +303,43 @@ fn parse_token(presented: &str) -> Option<(&str, [u8; TOKEN_SECRET_BYTES])> {
     URL_SAFE_NO_PAD.decode(secret).ok()?.try_into().ok().map(|secret| (id, secret))
 }
 
+/// How long a verified API token is taken on trust before the catalog is
+/// asked again. Revocations and disabled accounts through this process take
+/// effect at once; through another one (the command line beside a running
+/// server) within this time.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
+const TOKEN_CACHE_ENTRIES: usize = 10_000;
+
+/// Tokens verified in the last [`TOKEN_CACHE_TTL`], by the digest of the
+/// whole presented token: each request with a token would otherwise cost two
+/// catalog reads on a blocking thread.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], (User, ApiToken, std::time::Instant)>>,
+}
+
+impl TokenCache {
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], (User, ApiToken, std::time::Instant)>> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn forget(&self, keep: impl Fn(&User, &ApiToken) -> bool) {
+        self.entries().retain(|_, (user, token, _)| keep(user, token));
+    }
+}
+
 /// Accounts and tokens of one archive. Cheap to clone.
 #[derive(Clone)]
 pub struct Users {
     catalog: Arc<dyn Catalog>,
+    token_cache: Arc<TokenCache>,
 }
 
 impl Users {
-    pub(crate) fn new(catalog: Arc<dyn Catalog>) -> Users {
-        Users { catalog }
+    pub(crate) fn new(catalog: Arc<dyn Catalog>, token_cache: Arc<TokenCache>) -> Users {
+        Users { catalog, token_cache }
     }
 
     /// Open the accounts of the archive in `data_dir` without opening the
@@ -319,7 +347,7 @@ impl Users {
     /// SQLite arbitrates).
     pub fn open(data_dir: &Path) -> Result<Users> {
         let catalog = SqliteCatalog::open(data_dir.join(crate::CATALOG_FILE))?;
-        Ok(Users { catalog: Arc::new(catalog) })
+        Ok(Users { catalog: Arc::new(catalog), token_cache: Arc::default() })
     }
 
     pub fn create_user(&self, new: &NewUser) -> Result<User> {
@@ -413,6 +441,7 @@ impl Users {
     }
 
     pub fn set_disabled(&self, name: &str, disabled: bool) -> Result<()> {
+        self.token_cache.forget(|user, _| !user.name.eq_ignore_ascii_case(name));
         if self.catalog.update_user(name, UserChange::Disabled(disabled))? {
             Ok(())
         } else {
@@ -460,8 +489,34 @@ impl Users {
         Ok(CreatedToken { token, secret })
     }
 
+    /// A token verified within [`TOKEN_CACHE_TTL`] and not expired since:
+    /// no catalog read, cheap enough for async code.
+    pub fn cached_token(&self, presented: &str) -> Option<(User, ApiToken)> {
+        let key = *blake3::hash(presented.as_bytes()).as_bytes();
+        let mut entries = self.token_cache.entries();
+        let (user, token, verified) = entries.get(&key)?;
+        if verified.elapsed() >= TOKEN_CACHE_TTL || token.state_at(now_ms()) != TokenState::Active {
+            entries.remove(&key);
+            return None;
+        }
+        Some((user.clone(), token.clone()))
+    }
+
     /// The enabled user a presented token acts as, with the token.
     pub fn verify_token(&self, presented: &str) -> Result<(User, ApiToken)> {
+        let verified = self.verify_token_in_catalog(presented)?;
+        let mut entries = self.token_cache.entries();
+        if entries.len() >= TOKEN_CACHE_ENTRIES {
+            entries.retain(|_, (_, _, at)| at.elapsed() < TOKEN_CACHE_TTL);
+        }
+        if entries.len() < TOKEN_CACHE_ENTRIES {
+            let key = *blake3::hash(presented.as_bytes()).as_bytes();
+            entries.insert(key, (verified.0.clone(), verified.1.clone(), std::time::Instant::now()));
+        }
+        Ok(verified)
+    }
+
+    fn verify_token_in_catalog(&self, presented: &str) -> Result<(User, ApiToken)> {
         let (id, secret) = parse_token(presented).ok_or(UsersError::Unauthenticated(AuthFailure::MalformedToken))?;
         let record = self.catalog.token(id)?.ok_or(UsersError::Unauthenticated(AuthFailure::UnknownToken))?;
         // blake3::Hash compares in constant time. The secret is checked
@@ -483,6 +538,7 @@ impl Users {
     }
 
     pub fn revoke_token(&self, id: &str) -> Result<()> {
+        self.token_cache.forget(|_, token| token.id != id.trim());
         if self.catalog.revoke_token(id.trim(), now_ms())? {
             Ok(())
         } else {

@@ -229,3 +229,23 @@ fn unknown_and_disabled_users_cost_one_verification_like_a_wrong_password() {
     };
     assert_eq!(params(super::dummy_hash()), params(&stored));
 }
+
+#[test]
+fn verified_tokens_are_cached_until_revoked_or_disabled_here() {
+    let (_dir, users) = users_with_one();
+    let created = users.create_token("first", "viewer", None).unwrap();
+    assert!(users.cached_token(&created.secret).is_none(), "nothing is cached before a verification");
+    users.verify_token(&created.secret).unwrap();
+    let (user, token) = users.cached_token(&created.secret).expect("cached after verification");
+    assert_eq!((user.name.as_str(), token.id.as_str()), ("first", created.token.id.as_str()));
+    assert!(users.cached_token(&format!("{}x", created.secret)).is_none(), "only the exact token");
+
+    users.revoke_token(&created.token.id).unwrap();
+    assert!(users.cached_token(&created.secret).is_none(), "revocation empties the cache at once");
+    assert_eq!(failure(users.verify_token(&created.secret)), AuthFailure::RevokedToken);
+
+    let other = users.create_token("first", "script", None).unwrap();
+    users.verify_token(&other.secret).unwrap();
+    users.set_disabled("FIRST", true).unwrap();
+    assert!(users.cached_token(&other.secret).is_none(), "a disabled account's tokens leave the cache");
+}

@@ -280,10 +280,15 @@ async fn from_token(
     basic_user: Option<&str>,
 ) -> Result<Principal, Refusal> {
     let users = state.archive().users();
-    let presented = token.to_string();
-    let verified = tokio::task::spawn_blocking(move || users.verify_token(&presented))
-        .await
-        .map_err(|_| Refusal::unauthorized("token check failed"))?;
+    let verified = match users.cached_token(token) {
+        Some(verified) => Ok(verified),
+        None => {
+            let presented = token.to_string();
+            tokio::task::spawn_blocking(move || users.verify_token(&presented))
+                .await
+                .map_err(|_| Refusal::unauthorized("token check failed"))?
+        }
+    };
     let (user, token) = match verified {
         Ok(verified) => verified,
         Err(UsersError::Unauthenticated(failure)) => {
