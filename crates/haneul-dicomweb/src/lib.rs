@@ -8,6 +8,8 @@
 
 mod api;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod media;
 mod qido;
 mod rendered;
