@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Bounded fuzzing for CI: builds every fuzz target of fuzz/ in one
 # `cargo fuzz build`, then runs each for HANEUL_FUZZ_SECONDS (default 20;
-# 0 skips this step) from its committed seeds (fuzz/seeds/<target>), the
-# inputs that once crashed it (fuzz/regressions/<target>) and the local
-# working corpus (fuzz/corpus/<target>, ignored by git). Fails if any target
+# 0 skips this step) from its committed seeds (fuzz/seeds/<target>) and the
+# inputs that once crashed it (fuzz/regressions/<target>), into a corpus
+# thrown away afterwards, so that every run starts alike. Fails if any target
 # crashes, leaks, times out on one input or goes over its memory limit; the
 # input is then in fuzz/artifacts/<target>/ (replay it with
 # `cargo fuzz run <target> <file>`, or keep it under fuzz/regressions/).
@@ -65,8 +65,9 @@ trap 'rm -rf "$logs"' EXIT
 # One target for the bounded time; a failure leaves "$logs/<target>.failed".
 run_target() {
     local target=$1
-    local corpora=("corpus/$target")
-    mkdir -p "corpus/$target"
+    # libFuzzer writes what it finds into the first folder only.
+    local corpora=("$logs/corpus/$target")
+    mkdir -p "$logs/corpus/$target"
     for folder in seeds regressions; do
         if [[ -d $folder/$target ]]; then corpora+=("$folder/$target"); fi
     done
