@@ -4,7 +4,7 @@
 # a Python venv with pydicom, pynetdicom, dicomweb-client and numpy; the
 # pinned OHIF build and playwright-core from npm), then runs the whole Rust
 # test suite, whose integration tests start the real server and talk to it
-# with those real peers.
+# with those real peers, and runs every fuzz target for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,3 +37,6 @@ export HANEUL_PYTHON="$PWD/.venv/bin/python"
 (cd crates/haneul/tests/viewer && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo test --workspace --locked "$@"
+
+# Every fuzz target for a bounded time (HANEUL_FUZZ_SECONDS each, 0 skips).
+scripts/fuzz-ci.sh

@@ -262,3 +262,133 @@ pub fn pixel_frame(data: &[u8]) {
     };
     let _ = haneul_pixel::render_decoded(&info, 0, &decoded, &options);
 }
+
+/// Specific Character Set values `charset_decode` picks from: every kind of
+/// code the decoder has (default repertoire, single-byte parts, whole-value
+/// codes, ISO 2022 with one or several double-byte sets) plus odd spellings.
+const CHARSETS: [&str; 24] = [
+    "",
+    "ISO_IR 100",
+    "ISO_IR 101",
+    "ISO_IR 126",
+    "ISO_IR 127",
+    "ISO_IR 138",
+    "ISO_IR 144",
+    "ISO_IR 148",
+    "ISO_IR 166",
+    "ISO_IR 13",
+    "ISO_IR 203",
+    "ISO_IR 192",
+    "GB18030",
+    "GBK",
+    "\\ISO 2022 IR 149",
+    "ISO 2022 IR 6\\ISO 2022 IR 87",
+    "\\ISO 2022 IR 87\\ISO 2022 IR 159",
+    "ISO 2022 IR 13\\ISO 2022 IR 87",
+    "\\ISO 2022 IR 58",
+    "ISO 2022 IR 149",
+    "ISO 2022 IR 100\\ISO 2022 IR 149\\ISO 2022 IR 126",
+    "ISO 2022 IR 166\\ISO 2022 IR 13\\ISO 2022 IR 87",
+    "ISO_IR 192\\ISO 2022 IR 149",
+    "iso-ir 100\\ bogus \\ISO 2022 IR 144",
+];
+
+/// The three ways a value's delimiters reset the ISO 2022 state.
+const TEXT_KINDS: [haneul_dicom::charset::TextKind; 3] = [
+    haneul_dicom::charset::TextKind::PersonName,
+    haneul_dicom::charset::TextKind::MultiValued,
+    haneul_dicom::charset::TextKind::Text,
+];
+
+/// `haneul_charset` decoding and encoding. The first byte picks the value's
+/// kind (PN, multi-valued such as LO, or ST/LT/UT) and the Specific Character
+/// Set: one of [`CHARSETS`], or, for the last selector, the raw (0008,0005)
+/// value taken from the input up to its first newline. The rest is the value.
+///
+/// Decoding never fails. Whatever the set can encode, the same set must
+/// decode back to the same text, as `SpecificCharacterSet::encode` promises:
+/// checked for the decoded text and for the value read as UTF-8 text. A set
+/// written out by `to_raw` must parse back to the same terms, and
+/// `choose_for_texts` must pick a set that can carry the text.
+pub fn charset_decode(data: &[u8]) {
+    use haneul_dicom::charset::{choose_for_texts, SpecificCharacterSet};
+    let (selector, rest) = split(data);
+    let kind = TEXT_KINDS[selector as usize % TEXT_KINDS.len()];
+    let choice = selector as usize / TEXT_KINDS.len() % (CHARSETS.len() + 1);
+    let (set, value) = match CHARSETS.get(choice) {
+        Some(name) => (SpecificCharacterSet::from_raw(name.as_bytes()), rest),
+        None => {
+            let (raw, value) = rest.split_at(rest.iter().position(|&byte| byte == b'\n').unwrap_or(rest.len()));
+            (SpecificCharacterSet::from_raw(raw), value.get(1..).unwrap_or_default())
+        }
+    };
+    let reparsed = SpecificCharacterSet::from_raw(&set.to_raw());
+    assert_eq!(reparsed.terms(), set.terms(), "to_raw does not parse back to the same terms");
+
+    let decoded = set.decode(value, kind);
+    let texts = [decoded.as_str(), &String::from_utf8_lossy(value)];
+    for text in texts {
+        let encoded = set.encode(text, kind);
+        if let Some(bytes) = &encoded {
+            let again = set.decode(bytes, kind);
+            assert_eq!(
+                again,
+                text,
+                "{:?} ({kind:?}) encodes {text:?} as {bytes:?}, which decodes otherwise",
+                set.terms()
+            );
+        }
+        // The kind only decides where escapes go back to the initial state,
+        // never whether a character can be written.
+        assert_eq!(set.can_encode(text), encoded.is_some(), "can_encode disagrees with encode for {kind:?}");
+        let chosen = choose_for_texts([text], std::slice::from_ref(&set));
+        assert!(chosen.can_encode(text), "choose_for_texts picked {:?}, which cannot carry {text:?}", chosen.terms());
+    }
+}
+
+/// Chunk sizes the `multipart` body arrives in (0: all at once), so that
+/// boundaries and headers also straddle chunks as they do on a socket.
+const BODY_CHUNKS: [usize; 4] = [0, 1, 7, 100];
+
+/// STOW-RS request parsing as the server runs it
+/// (`haneul_dicomweb::fuzzing::stow_multipart`: Content-Type, boundary,
+/// multipart reader, part types and size limits, DICOM JSON metadata with
+/// bulk data parts). The first byte picks the chunk size of the body and the
+/// upload limit (bit 2: 256 bytes instead of the default 8 GiB); the
+/// Content-Type follows up to the first newline, then the body.
+///
+/// Errors are answers; every Part 10 file built from JSON metadata must read
+/// back, as ingest reads it.
+pub fn multipart(data: &[u8]) {
+    let (selector, rest) = split(data);
+    let (content_type, body) = rest.split_at(rest.iter().position(|&byte| byte == b'\n').unwrap_or(rest.len()));
+    let body = body.get(1..).unwrap_or_default();
+    // A header value the server can read as text: visible ASCII, space and tab.
+    let Some(content_type) = std::str::from_utf8(content_type)
+        .ok()
+        .filter(|text| text.bytes().all(|byte| byte == b'\t' || (0x20..0x7F).contains(&byte)))
+    else {
+        return;
+    };
+    let chunk = BODY_CHUNKS[selector as usize % BODY_CHUNKS.len()];
+    let chunks: Vec<bytes::Bytes> = if chunk == 0 {
+        vec![bytes::Bytes::copy_from_slice(body)]
+    } else {
+        body.chunks(chunk).map(bytes::Bytes::copy_from_slice).collect()
+    };
+    let limit = if selector & 4 == 0 { 8 << 30 } else { 256 };
+    let parsed = runtime().block_on(haneul_dicomweb::fuzzing::stow_multipart(content_type, chunks, limit));
+    let Ok(parts) = parsed else {
+        return;
+    };
+    for file in parts.from_json.iter().flatten() {
+        let layout = read_file_layout(&mut Cursor::new(file.as_slice()));
+        let Ok(FileLayout::Part10(meta)) = layout else {
+            panic!("a file built from DICOM JSON has no readable file meta: {layout:?}");
+        };
+        let start = usize::try_from(meta.dataset_offset).unwrap_or(usize::MAX).min(file.len());
+        if let Err(error) = read_dataset_bytes(&file[start..], syntax(ts::EXPLICIT_VR_LITTLE_ENDIAN)) {
+            panic!("a file built from DICOM JSON does not read back: {error}");
+        }
+    }
+}

@@ -1,12 +1,13 @@
 //! Replays saved inputs on the stable toolchain: every file under
-//! `regressions/<target>/` (and, when present, `artifacts/<target>/` and
-//! `corpus/<target>/`) goes through the target of that name.
+//! `regressions/<target>/` and `seeds/<target>/` (and, when present,
+//! `artifacts/<target>/` and `corpus/<target>/`) goes through the target of
+//! that name.
 
 use std::path::Path;
 
 type Target = (&'static str, fn(&[u8]));
 
-fn targets() -> [Target; 9] {
+fn targets() -> [Target; 11] {
     [
         ("read_dataset", haneul_fuzz::read_dataset),
         ("read_layout", haneul_fuzz::read_layout),
@@ -17,6 +18,8 @@ fn targets() -> [Target; 9] {
         ("qido_params", haneul_fuzz::qido_params),
         ("dicom_json", haneul_fuzz::dicom_json),
         ("pixel_frame", haneul_fuzz::pixel_frame),
+        ("charset_decode", haneul_fuzz::charset_decode),
+        ("multipart", haneul_fuzz::multipart),
     ]
 }
 
@@ -41,6 +44,11 @@ fn replay(folder: &str) -> usize {
 #[test]
 fn saved_regressions_pass() {
     eprintln!("replayed {} regression inputs", replay("regressions"));
+}
+
+#[test]
+fn seeds_pass() {
+    eprintln!("replayed {} seed inputs", replay("seeds"));
 }
 
 #[test]

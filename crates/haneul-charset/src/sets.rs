@@ -293,17 +293,22 @@ pub(crate) fn is_gr94(byte: u8) -> bool {
     (0xA1..=0xFE).contains(&byte)
 }
 
-/// Encode one character with `encoding`, accepting only a clean two-byte result.
+/// Encode one character with `encoding`, accepting only a clean two-byte result that
+/// decodes back to the same character: the WHATWG encoders map a few characters onto
+/// others first (EUC-JP writes U+2212 MINUS SIGN as the pair that decodes to U+FF0D),
+/// and the decoder would then read a different character than was written.
 fn encode_pair(encoding: &'static Encoding, ch: char) -> Option<[u8; 2]> {
     let mut buffer = [0u8; 4];
     let (bytes, _, had_unmappable) = encoding.encode(ch.encode_utf8(&mut buffer));
     if had_unmappable {
         return None;
     }
-    match *bytes {
-        [lead, trail] => Some([lead, trail]),
-        _ => None,
-    }
+    let pair = match *bytes {
+        [lead, trail] => [lead, trail],
+        _ => return None,
+    };
+    let decoded = encoding.decode_without_bom_handling_and_without_replacement(&pair)?;
+    decoded.chars().eq([ch]).then_some(pair)
 }
 
 #[cfg(test)]
@@ -354,6 +359,9 @@ mod tests {
         assert_eq!(G1Set::KsX1001.encode_char('\u{B620}'), None);
         assert_eq!(G0Set::JisX0208.encode_char('山'), Some([0x3B, 0x33]));
         assert_eq!(G0Set::JisX0208.encode_char('ｱ'), None);
+        // EUC-JP's encoder writes MINUS SIGN as FULLWIDTH HYPHEN-MINUS, which reads back as such.
+        assert_eq!(G0Set::JisX0208.encode_char('\u{2212}'), None);
+        assert_eq!(G0Set::JisX0208.encode_char('\u{FF0D}'), Some([0x21, 0x5D]));
         assert_eq!(G1Set::Gb2312.encode_char('王'), Some(EncodedChar::Double([0xCD, 0xF5])));
     }
 }

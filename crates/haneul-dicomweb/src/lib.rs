@@ -9,6 +9,8 @@
 mod api;
 pub mod auth;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod media;
 mod qido;
 mod rendered;

@@ -244,7 +244,7 @@ fn drained_on_early_answer(
     )
 }
 
-fn multipart_error(error: multer::Error) -> ApiError {
+pub(crate) fn multipart_error(error: multer::Error) -> ApiError {
     match error {
         multer::Error::StreamSizeExceeded { limit } | multer::Error::FieldSizeExceeded { limit, .. } => {
             ApiError::PayloadTooLarge(format!("request exceeds the limit of {limit} bytes"))
@@ -297,7 +297,7 @@ async fn store_part(
 
 /// How much of a part is kept to name it when refused: enough for any
 /// realistic file meta group.
-const PART_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const PART_HEAD_BYTES: usize = 16 * 1024;
 
 /// A refused part's SOP Class and Instance UIDs from its file meta group, so
 /// that the Failed SOP Sequence says which instance failed (PS3.18 10.5.3.1).
@@ -308,7 +308,7 @@ fn name_refused_part(outcome: &mut Outcome, head: &[u8]) {
     }
 }
 
-async fn read_bytes(mut field: multer::Field<'_>) -> ApiResult<Vec<u8>> {
+pub(crate) async fn read_bytes(mut field: multer::Field<'_>) -> ApiResult<Vec<u8>> {
     let mut bytes = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if (bytes.len() + chunk.len()) as u64 > MAX_BUFFERED_PART {
@@ -319,7 +319,7 @@ async fn read_bytes(mut field: multer::Field<'_>) -> ApiResult<Vec<u8>> {
     Ok(bytes)
 }
 
-async fn read_text(field: multer::Field<'_>) -> ApiResult<String> {
+pub(crate) async fn read_text(field: multer::Field<'_>) -> ApiResult<String> {
     String::from_utf8(read_bytes(field).await?).map_err(|_| ApiError::BadRequest("metadata part is not UTF-8".into()))
 }
 
