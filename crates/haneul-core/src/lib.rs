@@ -27,6 +27,7 @@ mod committer;
 mod ingest;
 pub mod metrics;
 mod recovery;
+pub mod replication;
 pub mod users;
 mod verify;
 
@@ -110,6 +111,7 @@ pub struct Archive {
     auditor: haneul_audit::Auditor,
     /// Recently verified API tokens (see [`users::TokenCache`]).
     token_cache: Arc<users::TokenCache>,
+    replication: replication::ReplicationStatus,
     _lock: File,
 }
 
@@ -149,6 +151,7 @@ impl Archive {
             recovery,
             auditor,
             token_cache: Arc::default(),
+            replication: replication::ReplicationStatus::default(),
             _lock: lock,
         }))
     }
@@ -159,6 +162,24 @@ impl Archive {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// What the replicators report about each peer.
+    pub fn replication(&self) -> &replication::ReplicationStatus {
+        &self.replication
+    }
+
+    /// A value kept in the catalog (replication cursors, recovery watermark).
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, ArchiveError> {
+        let catalog = Arc::clone(&self.catalog);
+        let key = key.to_string();
+        run_blocking(move || catalog.setting(&key).map_err(ArchiveError::from)).await
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<(), ArchiveError> {
+        let catalog = Arc::clone(&self.catalog);
+        let (key, value) = (key.to_string(), value.to_string());
+        run_blocking(move || catalog.set_setting(&key, &value).map_err(ArchiveError::from)).await
     }
 
     /// Every metric in the Prometheus text format: the archive's own and the
@@ -179,6 +200,7 @@ impl Archive {
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
+        self.replication.render_prometheus(&mut out);
         out
     }
 

@@ -18,6 +18,7 @@ pub async fn status(State(state): State<WebState>) -> ApiResult<Response> {
         "ae_title": state.config().ae_title,
         "dicom_port": state.config().dicom_port,
         "statistics": statistics,
+        "replication": state.archive().replication().snapshot(),
     }))
     .into_response())
 }

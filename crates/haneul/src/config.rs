@@ -23,6 +23,9 @@ pub struct Config {
     /// requesters and, from other hosts than loopback, who may associate.
     #[serde(rename = "known_ae")]
     pub known_aes: Vec<KnownAeConfig>,
+    /// Nodes every stored instance is replicated to.
+    #[serde(rename = "peer")]
+    pub peers: Vec<PeerConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -296,6 +299,23 @@ pub struct KnownAeConfig {
     pub site: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Name in status and metrics; also keys the peer's journal cursor.
+    pub name: String,
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+    /// Only "async" for now: stores are answered here and shipped in the background.
+    #[serde(default = "async_mode")]
+    pub mode: String,
+}
+
+fn async_mode() -> String {
+    "async".into()
+}
+
 fn service_role() -> String {
     Role::Service.as_str().into()
 }
@@ -527,7 +547,44 @@ impl Config {
             ae.role.parse::<Role>().map_err(|error| anyhow::anyhow!("known_ae[{index}].role: {error}"))?;
             check_site(&format!("known_ae[{index}].site"), &ae.site)?;
         }
+        for (index, peer) in self.peers.iter().enumerate() {
+            let valid_name = !peer.name.is_empty()
+                && peer.name.len() <= 64
+                && peer.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !valid_name {
+                bail!("peer[{index}].name: {:?} must be 1 to 64 letters, digits, '-', '_' or '.'", peer.name);
+            }
+            if self.peers[..index].iter().any(|other| other.name == peer.name) {
+                bail!("peer[{index}].name: {:?} is listed twice", peer.name);
+            }
+            check_ae_title(&format!("peer[{index}].ae_title"), &peer.ae_title)?;
+            if peer.host.trim().is_empty() {
+                bail!("peer[{index}].host: must not be empty");
+            }
+            if peer.port == 0 {
+                bail!("peer[{index}].port: must be 1 to 65535");
+            }
+            if peer.mode != "async" {
+                bail!("peer[{index}].mode: {:?} is not supported; only \"async\" replication exists so far", peer.mode);
+            }
+        }
         Ok(())
+    }
+
+    /// The replication peers, ready for `haneul_replication::run`.
+    pub fn replication_peers(&self) -> Vec<haneul_replication::Peer> {
+        self.peers
+            .iter()
+            .map(|peer| haneul_replication::Peer {
+                name: peer.name.clone(),
+                ae_title: peer.ae_title.clone(),
+                host: peer.host.clone(),
+                port: peer.port,
+                calling_ae: self.dicom.ae_title.clone(),
+                max_pdu_length: self.dicom.max_pdu_length,
+                timeout: Duration::from_secs(self.dicom.outbound_timeout_seconds),
+            })
+            .collect()
     }
 
     pub fn dicom_listen(&self) -> anyhow::Result<SocketAddr> {
@@ -742,6 +799,19 @@ mod tests {
         let example = include_str!("../../../haneul.example.toml");
         let config = Config::parse(example).expect("example config is valid");
         assert_eq!(config.known_aes.len(), 1);
+    }
+
+    #[test]
+    fn the_documented_peer_block_is_valid_once_uncommented() {
+        let block = example_block("[peer]");
+        let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));
+        let peers = config.replication_peers();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(
+            (peers[0].name.as_str(), peers[0].ae_title.as_str(), peers[0].port),
+            ("dr-site", "HANEUL_DR", 11112)
+        );
+        assert_eq!(peers[0].calling_ae, "HANEUL", "we call the peer with our own AE title");
     }
 
     #[test]

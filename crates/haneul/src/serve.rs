@@ -157,11 +157,22 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         tokio::spawn(Arc::clone(&dicom).serve_tls(tls_listener, tls, stopped(stop.clone())))
     });
     let dicom_task = tokio::spawn(dicom.serve(listener, stopped(stop.clone())));
+    let replicators: Vec<_> = config
+        .replication_peers()
+        .into_iter()
+        .map(|peer| {
+            info!(peer = %peer.name, ae_title = %peer.ae_title, host = %peer.host, port = peer.port, "replicating to peer");
+            tokio::spawn(haneul_replication::run(Arc::clone(&archive), peer, stop.clone()))
+        })
+        .collect();
 
     wait_for_signal().await;
     info!("shutting down");
     let _ = stop_sender.send(true);
     let _ = dicom_task.await;
+    for replicator in replicators {
+        let _ = replicator.await;
+    }
     if let Some(task) = dicom_tls_task {
         let _ = task.await;
     }

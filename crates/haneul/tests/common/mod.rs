@@ -162,28 +162,39 @@ impl Server {
 
     /// Start with extra lines in the `[http]` table and extra TOML appended.
     pub fn start_with_http(http_config: &str, extra_config: &str) -> Server {
-        Server::launch("", http_config, extra_config, true)
+        Server::launch("HANEUL", "", http_config, extra_config, true)
     }
 
     /// Start with extra lines in the `[dicom]` table and extra TOML appended.
     pub fn start_with_dicom(dicom_config: &str, extra_config: &str) -> Server {
-        Server::launch(dicom_config, "", extra_config, true)
+        Server::launch("HANEUL", dicom_config, "", extra_config, true)
     }
 
     /// Start without HANEUL_ADMIN_PASSWORD: the server generates the first
     /// administrator's password and prints it once.
     pub fn start_with_generated_admin_password() -> Server {
-        Server::launch("", "", "", false)
+        Server::launch("HANEUL", "", "", "", false)
     }
 
-    fn launch(dicom_config: &str, http_config: &str, extra_config: &str, admin_password_from_env: bool) -> Server {
+    /// Start with another AE title (several nodes that talk to each other).
+    pub fn start_as(ae_title: &str, extra_config: &str) -> Server {
+        Server::launch(ae_title, "", "", extra_config, true)
+    }
+
+    fn launch(
+        ae_title: &str,
+        dicom_config: &str,
+        http_config: &str,
+        extra_config: &str,
+        admin_password_from_env: bool,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut server = Server {
             child: None,
             dir,
             dicom_port: free_port(),
             http_port: free_port(),
-            ae_title: "HANEUL".into(),
+            ae_title: ae_title.into(),
             extra_config: extra_config.to_string(),
             dicom_config: dicom_config.to_string(),
             http_config: http_config.to_string(),
@@ -317,6 +328,12 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stop, replace the extra TOML, and start again on the same data and ports.
+    pub fn restart_with(&mut self, extra_config: &str) {
+        extra_config.clone_into(&mut self.extra_config);
+        self.restart();
     }
 
     /// Start again on the same data directory and ports.

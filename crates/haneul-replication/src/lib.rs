@@ -1,0 +1,267 @@
+//! Asynchronous replication: each peer gets every instance stored here, in
+//! journal order, over DIMSE C-STORE, exactly as stored.
+//!
+//! A replicator per peer reads the change journal after its cursor (kept in
+//! the catalog, so a restart resumes where it stopped), sends the instances
+//! of `instance-stored` events whose bytes are durable here, and moves the
+//! cursor only past instances the peer confirmed. The peer answers a C-STORE
+//! only once the instance is durable on its side, and takes the same bytes
+//! again without a second copy, so a retry after a lost answer is harmless
+//! (idempotent by SOP Instance UID and content). Instances that came from the
+//! peer itself are not sent back, so two nodes replicating to each other do
+//! not echo. Failures are retried with a pause doubling up to a minute, and
+//! the peer's lag is reported through [`haneul_core::replication`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use haneul_core::{Archive, StoredEvent, StoredInstance};
+use haneul_dicom::ts;
+use haneul_dimse::command::status;
+use haneul_dimse::{Client, ProposedContext, RequestParams, StoreData};
+use tokio::sync::watch;
+
+/// The journal kind of a newly stored instance.
+const STORED: &str = "instance-stored";
+/// Events read from the journal per round.
+const BATCH: usize = 256;
+/// How often an idle replicator looks at the journal.
+const POLL: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Journal events skipped (queries, other kinds) between two saves of the cursor.
+const SAVE_EVERY: i64 = 10_000;
+
+/// A node the archive replicates to.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Name in the configuration, status and metrics.
+    pub name: String,
+    /// The peer's AE title and address.
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+    /// Our AE title, as the peer knows us.
+    pub calling_ae: String,
+    pub max_pdu_length: u32,
+    pub timeout: Duration,
+}
+
+impl Peer {
+    fn cursor_key(&self) -> String {
+        format!("replication.{}.cursor", self.name)
+    }
+
+    fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Ship the journal to `peer` until `stop` turns true.
+pub async fn run(archive: Arc<Archive>, peer: Peer, mut stop: watch::Receiver<bool>) {
+    let status = archive.replication();
+    status.update(&peer.name, |s| {
+        s.address = format!("{}@{}", peer.ae_title, peer.address());
+        s.mode = "async".into();
+    });
+    let mut backoff = Duration::from_secs(1);
+    let mut cursor = None;
+    loop {
+        let pause = match round(&archive, &peer, &mut cursor).await {
+            Ok(()) => {
+                backoff = Duration::from_secs(1);
+                POLL
+            }
+            Err(error) => {
+                tracing::warn!(peer = %peer.name, %error, retry_in_s = backoff.as_secs(), "replication failed");
+                status.update(&peer.name, |s| {
+                    s.failures += 1;
+                    s.last_error = Some(error);
+                });
+                let pause = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                pause
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+/// Where shipping stands: in memory, and as last saved in the catalog.
+struct Cursor {
+    seq: i64,
+    saved: i64,
+}
+
+/// Ship what the journal holds after the cursor, until it is all confirmed
+/// (`Ok`) or something fails.
+async fn round(archive: &Archive, peer: &Peer, state: &mut Option<Cursor>) -> Result<(), String> {
+    let cursor_key = peer.cursor_key();
+    if state.is_none() {
+        let saved = match archive.setting(&cursor_key).await.map_err(|e| e.to_string())? {
+            Some(value) => value.parse().map_err(|_| format!("{cursor_key} holds {value:?}, not a number"))?,
+            None => 0,
+        };
+        *state = Some(Cursor { seq: saved, saved });
+    }
+    let Some(position) = state.as_mut() else { return Ok(()) };
+    let mut cursor = position.seq;
+    loop {
+        let events = archive.events_after(cursor, BATCH).await.map_err(|e| e.to_string())?;
+        let Some(last) = events.last().map(|event| event.seq) else {
+            archive.replication().update(&peer.name, |s| {
+                s.cursor = cursor;
+                s.head = s.head.max(cursor);
+                s.pending_instances = 0;
+                s.lag_seconds = 0.0;
+            });
+            return Ok(());
+        };
+        let wanted: Vec<&StoredEvent> = events.iter().filter(|event| to_ship(event, peer)).collect();
+        let oldest_ms = wanted.first().map(|event| event.at_ms);
+        archive.replication().update(&peer.name, |s| {
+            s.head = s.head.max(last);
+            s.pending_instances = wanted.len() as u64;
+            s.lag_seconds = oldest_ms.map_or(0.0, |at| (now_ms() - at).max(0) as f64 / 1000.0);
+        });
+        let (shipped_to, outcome) = ship(archive, peer, &wanted).await;
+        // Everything before the first instance not confirmed is done.
+        let done = match (&outcome, shipped_to) {
+            (Ok(()), _) => last,
+            (Err(_), Some(seq)) => seq,
+            (Err(_), None) => wanted.first().map_or(last, |event| event.seq - 1),
+        };
+        if done > cursor {
+            cursor = done;
+            position.seq = cursor;
+            // Saved when something was shipped, and otherwise now and then:
+            // the journal also holds queries, and skipping them again after
+            // a restart costs less than a catalog write per round.
+            if shipped_to.is_some() || cursor - position.saved >= SAVE_EVERY {
+                archive.set_setting(&cursor_key, &cursor.to_string()).await.map_err(|e| e.to_string())?;
+                position.saved = cursor;
+            }
+            archive.replication().update(&peer.name, |s| s.cursor = cursor);
+        }
+        outcome?;
+        if events.len() < BATCH {
+            return Ok(());
+        }
+    }
+}
+
+/// An instance stored here that the peer did not send us.
+fn to_ship(event: &StoredEvent, peer: &Peer) -> bool {
+    event.kind == STORED && event.sop_uid.is_some() && event.origin.actor != peer.ae_title
+}
+
+/// Send the instances of `events` in order over one association. Returns
+/// the sequence number of the last event whose instance the peer confirmed
+/// (or that needs nothing), and how it ended.
+async fn ship(archive: &Archive, peer: &Peer, events: &[&StoredEvent]) -> (Option<i64>, Result<(), String>) {
+    if events.is_empty() {
+        return (None, Ok(()));
+    }
+    let uids: Vec<String> = events.iter().filter_map(|event| event.sop_uid.clone()).collect();
+    let instances = match archive.instances_by_sop_uid(uids).await {
+        Ok(instances) => instances,
+        Err(error) => return (None, Err(error.to_string())),
+    };
+    let by_uid: HashMap<&str, &StoredInstance> =
+        instances.iter().map(|instance| (instance.sop_uid.as_str(), instance)).collect();
+    let mut client = match connect(peer, &instances).await {
+        Ok(client) => client,
+        Err(error) => return (None, Err(error)),
+    };
+    let mut confirmed = None;
+    let mut result = Ok(());
+    for event in events {
+        let Some(instance) = event.sop_uid.as_deref().and_then(|uid| by_uid.get(uid)) else {
+            // Removed since: nothing to send.
+            confirmed = Some(event.seq);
+            continue;
+        };
+        if !instance.settled {
+            result = Err(format!("{} is not yet durable here", instance.sop_uid));
+            break;
+        }
+        match send(archive, &mut client, instance).await {
+            Ok(answer) => {
+                if answer == status::WARNING_ELEMENTS_DISCARDED {
+                    // The peer holds other bytes under this UID and kept them.
+                    tracing::warn!(peer = %peer.name, sop = %instance.sop_uid, "peer kept a different instance with this UID");
+                    archive.replication().update(&peer.name, |s| {
+                        s.last_error = Some(format!("conflict: the peer keeps other bytes for {}", instance.sop_uid));
+                    });
+                }
+                confirmed = Some(event.seq);
+                archive.replication().update(&peer.name, |s| {
+                    s.shipped += 1;
+                    s.last_shipped_ms = Some(now_ms());
+                    s.pending_instances = s.pending_instances.saturating_sub(1);
+                });
+            }
+            Err(error) => {
+                result = Err(error);
+                break;
+            }
+        }
+    }
+    match result {
+        Ok(()) => {
+            let _ = client.release().await;
+        }
+        Err(_) => client.abort().await,
+    }
+    (confirmed, result)
+}
+
+/// Propose every (SOP class, stored transfer syntax) pair of the batch.
+async fn connect(peer: &Peer, instances: &[StoredInstance]) -> Result<Client, String> {
+    let pairs: BTreeSet<(&str, &str)> =
+        instances.iter().map(|instance| (instance.sop_class.as_str(), instance.transfer_syntax.as_str())).collect();
+    let mut proposed: Vec<ProposedContext> =
+        pairs.iter().map(|(class, syntax)| ProposedContext::new(class, &[syntax])).collect();
+    proposed.truncate(128);
+    if proposed.is_empty() {
+        proposed.push(ProposedContext::new(haneul_dimse::sop::VERIFICATION, &[ts::IMPLICIT_VR_LITTLE_ENDIAN]));
+    }
+    let params = RequestParams {
+        calling_ae: peer.calling_ae.clone(),
+        called_ae: peer.ae_title.clone(),
+        max_pdu_length: peer.max_pdu_length,
+        timeout: peer.timeout,
+    };
+    Client::connect(&peer.address(), &params, &proposed).await.map_err(|error| format!("association: {error}"))
+}
+
+/// C-STORE one instance as stored; returns the peer's success or warning status.
+async fn send(archive: &Archive, client: &mut Client, instance: &StoredInstance) -> Result<u16, String> {
+    let context = client
+        .info()
+        .find_context(&instance.sop_class, Some(&instance.transfer_syntax))
+        .map(|context| context.id)
+        .ok_or_else(|| {
+            format!("the peer accepts {} in {} for no context", instance.sop_class, instance.transfer_syntax)
+        })?;
+    let file = archive.open_instance(instance).map_err(|error| error.to_string())?;
+    let offset = instance.dataset_offset;
+    let length = instance.blob.size.saturating_sub(offset);
+    let response = client
+        .store(context, &instance.sop_class, &instance.sop_uid, StoreData::File { file, offset, length }, None)
+        .await
+        .map_err(|error| format!("C-STORE of {}: {error}", instance.sop_uid))?;
+    let answer = response.status().unwrap_or(status::PROCESSING_FAILURE);
+    if status::is_success_or_warning(answer) {
+        Ok(answer)
+    } else {
+        Err(format!("the peer refused {} with status {answer:04X}", instance.sop_uid))
+    }
+}

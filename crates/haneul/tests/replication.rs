@@ -1,0 +1,125 @@
+//! Asynchronous replication between two real nodes on loopback: what DCMTK
+//! stores on one arrives on the other with the same data set bytes; a peer
+//! that was down catches up from the journal; two nodes replicating to each
+//! other do not send back what they received.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{dcmtk, pydicom_data, run, Server};
+use serde_json::Value;
+
+const FILES: [&str; 5] = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "SC_rgb_small_odd.dcm", "rtplan.dcm"];
+
+fn peer(name: &str, node: &Server) -> String {
+    format!(
+        "[[peer]]\nname = \"{name}\"\nae_title = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n",
+        node.ae_title, node.dicom_port
+    )
+}
+
+fn store(node: &Server, calling_ae: &str, files: &[&str]) {
+    let port = node.dicom_port.to_string();
+    let paths = files.iter().map(|file| pydicom_data().join("test_files").join(file));
+    let output =
+        run(dcmtk("storescu").args(["-aet", calling_ae, "-aec", &node.ae_title, "127.0.0.1", &port]).args(paths));
+    assert!(output.status.success(), "C-STORE to {} failed", node.ae_title);
+}
+
+/// (study, series, SOP instance) UIDs a node holds.
+fn instances(node: &Server) -> BTreeSet<(String, String, String)> {
+    let response = node.get("/dicom-web/instances?includefield=0020000D&includefield=0020000E", "application/json");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let text = |object: &Value, tag: &str| object[tag]["Value"][0].as_str().unwrap_or_default().to_string();
+    response
+        .json()
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|object| (text(object, "0020000D"), text(object, "0020000E"), text(object, "00080018")))
+        .collect()
+}
+
+/// The data set of an instance as the node stored it: its file, sent as
+/// stored (`transfer-syntax=*`), without the file meta group.
+fn data_set(node: &Server, (study, series, sop): &(String, String, String)) -> Vec<u8> {
+    let path = format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}");
+    let response = node.get(&path, "multipart/related; type=\"application/dicom\"; transfer-syntax=*");
+    assert_eq!(response.status, 200, "{path}: {}", response.text());
+    let body = response.body;
+    let magic = body.windows(4).position(|w| w == b"DICM").expect("a Part 10 file in the answer");
+    let end = body.windows(4).rposition(|w| w == b"\r\n--").expect("the closing boundary");
+    let file = &body[magic - 128..end];
+    let group_length = u32::from_le_bytes(file[140..144].try_into().unwrap()) as usize;
+    file[144 + group_length..].to_vec()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A counter of the replication metrics for one peer.
+fn metric(node: &Server, name: &str, peer: &str) -> f64 {
+    let metrics = node.get("/metrics", "text/plain").text();
+    let prefix = format!("{name}{{peer=\"{peer}\"}} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|value| value.parse().ok()).unwrap_or(-1.0)
+}
+
+#[test]
+fn instances_reach_the_peer_byte_for_byte_and_a_stopped_peer_catches_up() {
+    let mut b = Server::start_as("NODEB", "");
+    let a = Server::start_as("NODEA", &peer("b", &b));
+
+    store(&a, "MODALITY", &FILES[..3]);
+    let stored = instances(&a);
+    assert_eq!(stored.len(), 3);
+    wait_until("the first instances on b", || instances(&b) == stored);
+    for instance in &stored {
+        assert_eq!(data_set(&a, instance), data_set(&b, instance), "{instance:?} differs");
+    }
+    wait_until("the shipped count", || metric(&a, "haneul_replication_shipped_total", "b") == 3.0);
+
+    // B goes down; A keeps storing, fails to ship and says so.
+    b.kill9();
+    store(&a, "MODALITY", &FILES[3..]);
+    wait_until("a failure to reach b", || metric(&a, "haneul_replication_failures_total", "b") >= 1.0);
+    let status = a.get("/api/status", "application/json").json();
+    let replication = &status["replication"][0];
+    assert_eq!(replication["peer"], "b", "{status:#}");
+    assert!(replication["last_error"].is_string(), "{status:#}");
+
+    b.start_again();
+    let all = instances(&a);
+    assert_eq!(all.len(), 5);
+    wait_until("b catching up", || instances(&b) == all);
+    for instance in &all {
+        assert_eq!(data_set(&a, instance), data_set(&b, instance), "{instance:?} differs");
+    }
+    wait_until("nothing pending", || metric(&a, "haneul_replication_pending_instances", "b") == 0.0);
+    assert_eq!(metric(&a, "haneul_replication_shipped_total", "b"), 5.0, "each instance shipped once");
+}
+
+#[test]
+fn two_nodes_replicating_to_each_other_do_not_echo() {
+    let mut b = Server::start_as("NODEB", "");
+    let a = Server::start_as("NODEA", &peer("b", &b));
+    b.restart_with(&peer("a", &a));
+
+    store(&a, "MODALITY", &FILES[..2]);
+    store(&b, "MODALITY", &FILES[2..3]);
+    wait_until("both nodes holding all three", || instances(&a).len() == 3 && instances(&b).len() == 3);
+    assert_eq!(instances(&a), instances(&b));
+    wait_until("a's shipments counted", || metric(&a, "haneul_replication_shipped_total", "b") == 2.0);
+    wait_until("b's shipment counted", || metric(&b, "haneul_replication_shipped_total", "a") == 1.0);
+    // Both journals are fully shipped: what came from the peer was never sent back.
+    wait_until("a idle", || metric(&a, "haneul_replication_pending_instances", "b") == 0.0);
+    wait_until("b idle", || metric(&b, "haneul_replication_pending_instances", "a") == 0.0);
+    assert_eq!(metric(&a, "haneul_replication_shipped_total", "b"), 2.0);
+    assert_eq!(metric(&b, "haneul_replication_shipped_total", "a"), 1.0);
+}
