@@ -58,6 +58,10 @@ pub enum IngestError {
     Rejected { reason: RejectReason, detail: String },
     #[error("storage failure: {0}")]
     Storage(String),
+    /// Stored here, but a synchronous replica did not confirm it (refused so
+    /// that the sender retries).
+    #[error("not confirmed by replica {peer}: {detail}")]
+    Replication { peer: String, detail: String },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
 }
@@ -185,9 +189,43 @@ impl Archive {
         // One blocking task does everything from here to the durable commit,
         // so an instance crosses threads once, not at every step.
         let archive = Arc::clone(self);
-        tokio::task::spawn_blocking(move || archive.finish_blocking(pending))
+        let report = tokio::task::spawn_blocking(move || archive.finish_blocking(pending))
             .await
-            .map_err(|error| IngestError::Storage(error.to_string()))?
+            .map_err(|error| IngestError::Storage(error.to_string()))??;
+        self.replicate_synchronously(&report).await?;
+        Ok(report)
+    }
+
+    /// Wait until every synchronous replica holds the instance (the one now
+    /// current here, also after an identical or ignored duplicate, so that a
+    /// sender retrying a refused store gets it confirmed).
+    async fn replicate_synchronously(&self, report: &IngestReport) -> Result<(), IngestError> {
+        let replicas = self.sync_replicas();
+        if replicas.is_empty() {
+            return Ok(());
+        }
+        let found = self.instances_by_sop_uid(vec![report.sop_instance_uid.clone()]).await?;
+        let Some(instance) = found.into_iter().next() else {
+            return Ok(());
+        };
+        for replica in replicas {
+            let Err(detail) = replica.confirm(self, instance.clone()).await else { continue };
+            let peer = replica.name().to_string();
+            match replica.on_failure() {
+                crate::replication::SyncFailure::Refuse => {
+                    tracing::warn!(%peer, sop_instance_uid = %instance.sop_uid, %detail, "store refused: the synchronous replica did not confirm it");
+                    return Err(IngestError::Replication { peer, detail });
+                }
+                crate::replication::SyncFailure::Async => {
+                    tracing::error!(%peer, sop_instance_uid = %instance.sop_uid, %detail, "synchronous replica unreachable; acknowledged without it, shipped later");
+                    self.replication().update(&peer, |status| {
+                        status.sync_fallbacks += 1;
+                        status.last_error = Some(detail);
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn finish_blocking(&self, pending: Pending) -> Result<IngestReport, IngestError> {

@@ -112,6 +112,7 @@ pub struct Archive {
     /// Recently verified API tokens (see [`users::TokenCache`]).
     token_cache: Arc<users::TokenCache>,
     replication: replication::ReplicationStatus,
+    sync_replicas: std::sync::RwLock<Vec<Arc<dyn replication::SyncReplica>>>,
     _lock: File,
 }
 
@@ -152,6 +153,7 @@ impl Archive {
             auditor,
             token_cache: Arc::default(),
             replication: replication::ReplicationStatus::default(),
+            sync_replicas: std::sync::RwLock::default(),
             _lock: lock,
         }))
     }
@@ -167,6 +169,15 @@ impl Archive {
     /// What the replicators report about each peer.
     pub fn replication(&self) -> &replication::ReplicationStatus {
         &self.replication
+    }
+
+    /// From now on, every store waits for `replica` to confirm it too.
+    pub fn add_sync_replica(&self, replica: Arc<dyn replication::SyncReplica>) {
+        self.sync_replicas.write().unwrap_or_else(|poisoned| poisoned.into_inner()).push(replica);
+    }
+
+    pub(crate) fn sync_replicas(&self) -> Vec<Arc<dyn replication::SyncReplica>> {
+        self.sync_replicas.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// A value kept in the catalog (replication cursors, recovery watermark).

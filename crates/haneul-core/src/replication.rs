@@ -27,6 +27,9 @@ pub struct PeerStatus {
     pub shipped: u64,
     /// Failed attempts (association or store) since start.
     pub failures: u64,
+    /// Stores acknowledged without this synchronous peer's confirmation
+    /// (`on_failure = "async"`); each one is an alarm.
+    pub sync_fallbacks: u64,
     pub last_error: Option<String>,
     /// When the peer last confirmed an instance (Unix ms).
     pub last_shipped_ms: Option<i64>,
@@ -65,13 +68,19 @@ impl ReplicationStatus {
         if peers.is_empty() {
             return;
         }
-        let series: [Series; 4] = [
+        let series: [Series; 5] = [
             ("haneul_replication_pending_instances", "gauge", "Instances not yet confirmed by the peer", |p| {
                 p.pending_instances as f64
             }),
             ("haneul_replication_lag_seconds", "gauge", "Age of the oldest unconfirmed instance", |p| p.lag_seconds),
             ("haneul_replication_shipped_total", "counter", "Instances the peer confirmed", |p| p.shipped as f64),
             ("haneul_replication_failures_total", "counter", "Failed replication attempts", |p| p.failures as f64),
+            (
+                "haneul_replication_sync_fallbacks_total",
+                "counter",
+                "Stores acknowledged without a synchronous peer",
+                |p| p.sync_fallbacks as f64,
+            ),
         ];
         for (name, kind, help, value) in series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -81,4 +90,27 @@ impl ReplicationStatus {
             }
         }
     }
+}
+
+/// What a store does when a synchronous replica cannot confirm it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncFailure {
+    /// The store fails (the sender retries): nothing is acknowledged that the
+    /// replica does not hold (RPO 0), at the price of refusing while it is away.
+    Refuse,
+    /// The store succeeds and the instance is shipped later; the fallback is
+    /// counted and reported (an alarm for the PACS team).
+    Async,
+}
+
+/// A future of a synchronous replica.
+pub type ReplicaFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// A node that must hold an instance durably before its store is acknowledged
+/// here. Implemented by the replication layer, called by ingest.
+pub trait SyncReplica: Send + Sync {
+    fn name(&self) -> &str;
+    fn on_failure(&self) -> SyncFailure;
+    /// Make `instance` (stored and durable here) durable on the replica.
+    fn confirm<'a>(&'a self, archive: &'a crate::Archive, instance: crate::StoredInstance) -> ReplicaFuture<'a>;
 }

@@ -12,10 +12,11 @@
 //! not echo. Failures are retried with a pause doubling up to a minute, and
 //! the peer's lag is reported through [`haneul_core::replication`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use haneul_core::replication::{ReplicaFuture, SyncFailure, SyncReplica};
 use haneul_core::{Archive, StoredEvent, StoredInstance};
 use haneul_dicom::ts;
 use haneul_dimse::command::status;
@@ -61,17 +62,22 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Ship the journal to `peer` until `stop` turns true.
-pub async fn run(archive: Arc<Archive>, peer: Peer, mut stop: watch::Receiver<bool>) {
+/// Instances a synchronous peer already confirmed (see [`SyncPeer::confirmed`]).
+pub type Confirmed = Arc<std::sync::Mutex<HashSet<String>>>;
+
+/// Ship the journal to `peer` until `stop` turns true. For a synchronous
+/// peer, `confirmed` holds what its stores already delivered; the journal
+/// then only catches up on what they did not.
+pub async fn run(archive: Arc<Archive>, peer: Peer, confirmed: Option<Confirmed>, mut stop: watch::Receiver<bool>) {
     let status = archive.replication();
     status.update(&peer.name, |s| {
         s.address = format!("{}@{}", peer.ae_title, peer.address());
-        s.mode = "async".into();
+        s.mode = if confirmed.is_some() { "sync" } else { "async" }.into();
     });
     let mut backoff = Duration::from_secs(1);
     let mut cursor = None;
     loop {
-        let pause = match round(&archive, &peer, &mut cursor).await {
+        let pause = match round(&archive, &peer, confirmed.as_ref(), &mut cursor).await {
             Ok(()) => {
                 backoff = Duration::from_secs(1);
                 POLL
@@ -102,7 +108,12 @@ struct Cursor {
 
 /// Ship what the journal holds after the cursor, until it is all confirmed
 /// (`Ok`) or something fails.
-async fn round(archive: &Archive, peer: &Peer, state: &mut Option<Cursor>) -> Result<(), String> {
+async fn round(
+    archive: &Archive,
+    peer: &Peer,
+    confirmed: Option<&Confirmed>,
+    state: &mut Option<Cursor>,
+) -> Result<(), String> {
     let cursor_key = peer.cursor_key();
     if state.is_none() {
         let saved = match archive.setting(&cursor_key).await.map_err(|e| e.to_string())? {
@@ -124,7 +135,11 @@ async fn round(archive: &Archive, peer: &Peer, state: &mut Option<Cursor>) -> Re
             });
             return Ok(());
         };
-        let wanted: Vec<&StoredEvent> = events.iter().filter(|event| to_ship(event, peer)).collect();
+        let wanted: Vec<&StoredEvent> = events
+            .iter()
+            .filter(|event| to_ship(event, peer))
+            .filter(|event| !already_confirmed(confirmed, event))
+            .collect();
         let oldest_ms = wanted.first().map(|event| event.at_ms);
         archive.replication().update(&peer.name, |s| {
             s.head = s.head.max(last);
@@ -155,6 +170,13 @@ async fn round(archive: &Archive, peer: &Peer, state: &mut Option<Cursor>) -> Re
             return Ok(());
         }
     }
+}
+
+/// Whether a synchronous store already delivered this event's instance
+/// (forgotten once seen: the journal holds each store once).
+fn already_confirmed(confirmed: Option<&Confirmed>, event: &StoredEvent) -> bool {
+    let (Some(confirmed), Some(uid)) = (confirmed, event.sop_uid.as_deref()) else { return false };
+    confirmed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(uid)
 }
 
 /// An instance stored here that the peer did not send us.
@@ -225,8 +247,12 @@ async fn ship(archive: &Archive, peer: &Peer, events: &[&StoredEvent]) -> (Optio
 
 /// Propose every (SOP class, stored transfer syntax) pair of the batch.
 async fn connect(peer: &Peer, instances: &[StoredInstance]) -> Result<Client, String> {
-    let pairs: BTreeSet<(&str, &str)> =
-        instances.iter().map(|instance| (instance.sop_class.as_str(), instance.transfer_syntax.as_str())).collect();
+    let pairs: BTreeSet<(String, String)> =
+        instances.iter().map(|instance| (instance.sop_class.clone(), instance.transfer_syntax.clone())).collect();
+    connect_pairs(peer, &pairs).await
+}
+
+async fn connect_pairs(peer: &Peer, pairs: &BTreeSet<(String, String)>) -> Result<Client, String> {
     let mut proposed: Vec<ProposedContext> =
         pairs.iter().map(|(class, syntax)| ProposedContext::new(class, &[syntax])).collect();
     proposed.truncate(128);
@@ -263,5 +289,104 @@ async fn send(archive: &Archive, client: &mut Client, instance: &StoredInstance)
         Ok(answer)
     } else {
         Err(format!("the peer refused {} with status {answer:04X}", instance.sop_uid))
+    }
+}
+
+/// A peer in synchronous mode: every store here waits for it
+/// ([`haneul_core::replication::SyncReplica`]). One association is kept open
+/// and reused; stores to the peer go one at a time.
+pub struct SyncPeer {
+    peer: Peer,
+    on_failure: SyncFailure,
+    association: tokio::sync::Mutex<Option<Open>>,
+    /// Instances this peer confirmed synchronously, so that the journal
+    /// shipper (which catches up after fallbacks) does not send them again.
+    confirmed: Arc<std::sync::Mutex<HashSet<String>>>,
+}
+
+/// An open association and the (SOP class, transfer syntax) pairs it was proposed.
+struct Open {
+    client: Client,
+    pairs: BTreeSet<(String, String)>,
+}
+
+/// Most confirmations remembered for the journal shipper.
+const MAX_CONFIRMED: usize = 100_000;
+
+impl SyncPeer {
+    pub fn new(peer: Peer, on_failure: SyncFailure) -> SyncPeer {
+        SyncPeer { peer, on_failure, association: tokio::sync::Mutex::new(None), confirmed: Arc::default() }
+    }
+
+    /// What the journal shipper of this peer may skip.
+    pub fn confirmed(&self) -> Arc<std::sync::Mutex<HashSet<String>>> {
+        Arc::clone(&self.confirmed)
+    }
+
+    async fn store(&self, archive: &Archive, instance: &StoredInstance) -> Result<u16, String> {
+        let mut open = self.association.lock().await;
+        let pair = (instance.sop_class.clone(), instance.transfer_syntax.clone());
+        // Reuse the association unless it lacks a context for this pair; a
+        // failure on a reused one (the peer closed it when idle) gets one
+        // more try on a fresh association.
+        for attempt in 0..2 {
+            let usable = open.as_ref().is_some_and(|open| open.pairs.contains(&pair));
+            if !usable {
+                let mut pairs = open.take().map(|old| old.pairs).unwrap_or_default();
+                pairs.insert(pair.clone());
+                let client = connect_pairs(&self.peer, &pairs).await?;
+                *open = Some(Open { client, pairs });
+            }
+            let Some(current) = open.as_mut() else { continue };
+            let sent = tokio::time::timeout(self.peer.timeout, send(archive, &mut current.client, instance)).await;
+            match sent {
+                Ok(Ok(status)) => return Ok(status),
+                Ok(Err(error)) if error.starts_with("the peer refused") => return Err(error),
+                Ok(Err(error)) if attempt == 1 => {
+                    *open = None;
+                    return Err(error);
+                }
+                Err(_) => {
+                    *open = None;
+                    return Err(format!("no answer within {} s", self.peer.timeout.as_secs()));
+                }
+                Ok(Err(_)) => *open = None,
+            }
+        }
+        Err("could not store on the peer".into())
+    }
+}
+
+impl SyncReplica for SyncPeer {
+    fn name(&self) -> &str {
+        &self.peer.name
+    }
+
+    fn on_failure(&self) -> SyncFailure {
+        self.on_failure
+    }
+
+    fn confirm<'a>(&'a self, archive: &'a Archive, instance: StoredInstance) -> ReplicaFuture<'a> {
+        Box::pin(async move {
+            let result = self.store(archive, &instance).await;
+            match &result {
+                Ok(_) => {
+                    let mut confirmed = self.confirmed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if confirmed.len() < MAX_CONFIRMED {
+                        confirmed.insert(instance.sop_uid.clone());
+                    }
+                    drop(confirmed);
+                    archive.replication().update(&self.peer.name, |s| {
+                        s.shipped += 1;
+                        s.last_shipped_ms = Some(now_ms());
+                    });
+                }
+                Err(error) => archive.replication().update(&self.peer.name, |s| {
+                    s.failures += 1;
+                    s.last_error = Some(error.clone());
+                }),
+            }
+            result.map(|_| ())
+        })
     }
 }

@@ -307,9 +307,15 @@ pub struct PeerConfig {
     pub ae_title: String,
     pub host: String,
     pub port: u16,
-    /// Only "async" for now: stores are answered here and shipped in the background.
+    /// "async": stores are answered here and shipped in the background;
+    /// "sync": a store is answered only once the peer holds it too.
     #[serde(default = "async_mode")]
     pub mode: String,
+    /// With mode "sync", when the peer cannot confirm: "refuse" the store (the
+    /// default; nothing acknowledged is missing there), or "async" (answer,
+    /// ship later, count an alarm).
+    #[serde(default)]
+    pub on_failure: Option<String>,
 }
 
 fn async_mode() -> String {
@@ -564,25 +570,40 @@ impl Config {
             if peer.port == 0 {
                 bail!("peer[{index}].port: must be 1 to 65535");
             }
-            if peer.mode != "async" {
-                bail!("peer[{index}].mode: {:?} is not supported; only \"async\" replication exists so far", peer.mode);
+            match (peer.mode.as_str(), peer.on_failure.as_deref()) {
+                ("async", None) | ("sync", None | Some("refuse" | "async")) => {}
+                ("async", Some(_)) => bail!("peer[{index}].on_failure: only for mode = \"sync\""),
+                ("sync", Some(other)) => {
+                    bail!("peer[{index}].on_failure: {other:?} is not \"refuse\" or \"async\"")
+                }
+                (other, _) => bail!("peer[{index}].mode: {other:?} is not \"async\" or \"sync\""),
             }
         }
         Ok(())
     }
 
-    /// The replication peers, ready for `haneul_replication::run`.
-    pub fn replication_peers(&self) -> Vec<haneul_replication::Peer> {
+    /// The replication peers, ready for `haneul_replication::run`, with what
+    /// a synchronous peer's failure does (`None`: asynchronous).
+    pub fn replication_peers(&self) -> Vec<(haneul_replication::Peer, Option<haneul_core::replication::SyncFailure>)> {
+        use haneul_core::replication::SyncFailure;
         self.peers
             .iter()
-            .map(|peer| haneul_replication::Peer {
-                name: peer.name.clone(),
-                ae_title: peer.ae_title.clone(),
-                host: peer.host.clone(),
-                port: peer.port,
-                calling_ae: self.dicom.ae_title.clone(),
-                max_pdu_length: self.dicom.max_pdu_length,
-                timeout: Duration::from_secs(self.dicom.outbound_timeout_seconds),
+            .map(|peer| {
+                let on_failure = match peer.on_failure.as_deref() {
+                    Some("async") => SyncFailure::Async,
+                    _ => SyncFailure::Refuse,
+                };
+                let sync = (peer.mode == "sync").then_some(on_failure);
+                let target = haneul_replication::Peer {
+                    name: peer.name.clone(),
+                    ae_title: peer.ae_title.clone(),
+                    host: peer.host.clone(),
+                    port: peer.port,
+                    calling_ae: self.dicom.ae_title.clone(),
+                    max_pdu_length: self.dicom.max_pdu_length,
+                    timeout: Duration::from_secs(self.dicom.outbound_timeout_seconds),
+                };
+                (target, sync)
             })
             .collect()
     }
@@ -807,11 +828,10 @@ mod tests {
         let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));
         let peers = config.replication_peers();
         assert_eq!(peers.len(), 1);
-        assert_eq!(
-            (peers[0].name.as_str(), peers[0].ae_title.as_str(), peers[0].port),
-            ("dr-site", "HANEUL_DR", 11112)
-        );
-        assert_eq!(peers[0].calling_ae, "HANEUL", "we call the peer with our own AE title");
+        let (peer, sync) = &peers[0];
+        assert_eq!((peer.name.as_str(), peer.ae_title.as_str(), peer.port), ("dr-site", "HANEUL_DR", 11112));
+        assert_eq!(peer.calling_ae, "HANEUL", "we call the peer with our own AE title");
+        assert_eq!(*sync, Some(haneul_core::replication::SyncFailure::Refuse), "sync, refusing by default");
     }
 
     #[test]

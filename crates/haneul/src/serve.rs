@@ -96,6 +96,21 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
             .detail("config_blake3", digest)
             .detail("version", env!("CARGO_PKG_VERSION"));
     archive.audit(start);
+    // Synchronous replicas are in place before the first store can arrive.
+    let peers: Vec<_> = config
+        .replication_peers()
+        .into_iter()
+        .map(|(peer, sync)| {
+            info!(peer = %peer.name, ae_title = %peer.ae_title, host = %peer.host, port = peer.port, synchronous = sync.is_some(), "replicating to peer");
+            let confirmed = sync.map(|on_failure| {
+                let replica = Arc::new(haneul_replication::SyncPeer::new(peer.clone(), on_failure));
+                let confirmed = replica.confirmed();
+                archive.add_sync_replica(replica);
+                confirmed
+            });
+            (peer, confirmed)
+        })
+        .collect();
 
     let dicom_address = config.dicom_listen()?;
     let listener = tokio::net::TcpListener::bind(dicom_address)
@@ -157,12 +172,11 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         tokio::spawn(Arc::clone(&dicom).serve_tls(tls_listener, tls, stopped(stop.clone())))
     });
     let dicom_task = tokio::spawn(dicom.serve(listener, stopped(stop.clone())));
-    let replicators: Vec<_> = config
-        .replication_peers()
+
+    let replicators: Vec<_> = peers
         .into_iter()
-        .map(|peer| {
-            info!(peer = %peer.name, ae_title = %peer.ae_title, host = %peer.host, port = peer.port, "replicating to peer");
-            tokio::spawn(haneul_replication::run(Arc::clone(&archive), peer, stop.clone()))
+        .map(|(peer, confirmed)| {
+            tokio::spawn(haneul_replication::run(Arc::clone(&archive), peer, confirmed, stop.clone()))
         })
         .collect();
 

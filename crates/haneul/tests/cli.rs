@@ -603,7 +603,7 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "[http.oidc]\nissuer = \"https://idp\"\naudiences = [\"h\"]\njwks_file = \"k.json\"\n[http.oidc.roles]\nx = \"boss\"\n",
         "http.oidc.roles.x",
     ),
-    ("[[peer]]\nname = \"dr\"\nae_title = \"B\"\nhost = \"h\"\nport = 104\nmode = \"sync\"\n", "peer[0].mode"),
+    ("[[peer]]\nname = \"dr\"\nae_title = \"B\"\nhost = \"h\"\nport = 104\nmode = \"fast\"\n", "peer[0].mode"),
     ("[[peer]]\nname = \"d r\"\nae_title = \"B\"\nhost = \"h\"\nport = 104\n", "peer[0].name"),
 ];
 

@@ -1,14 +1,17 @@
-//! Asynchronous replication between two real nodes on loopback: what DCMTK
+//! Replication between two real nodes on loopback. Asynchronous: what DCMTK
 //! stores on one arrives on the other with the same data set bytes; a peer
 //! that was down catches up from the journal; two nodes replicating to each
-//! other do not send back what they received.
+//! other do not send back what they received. Synchronous: a store is
+//! acknowledged only once the peer holds it, also when the receiving node is
+//! killed mid-stream; an unreachable peer refuses stores or, by choice, lets
+//! them through with an alarm.
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{dcmtk, pydicom_data, run, Server};
+use common::{dcmtk, dimse_statuses, parse_peer_output, pydicom_data, run, run_peer, Server};
 use serde_json::Value;
 
 const FILES: [&str; 5] = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "SC_rgb_small_odd.dcm", "rtplan.dcm"];
@@ -18,6 +21,21 @@ fn peer(name: &str, node: &Server) -> String {
         "[[peer]]\nname = \"{name}\"\nae_title = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n",
         node.ae_title, node.dicom_port
     )
+}
+
+fn sync_peer(name: &str, node: &Server, on_failure: &str) -> String {
+    format!("{}mode = \"sync\"\non_failure = \"{on_failure}\"\n", peer(name, node))
+}
+
+/// DIMSE statuses storescu received, one per file, in order.
+fn store_statuses(node: &Server, files: &[String]) -> Vec<u16> {
+    let port = node.dicom_port.to_string();
+    let output = dcmtk("storescu")
+        .args(["-d", "-aet", "MODALITY", "-aec", &node.ae_title, "127.0.0.1", &port])
+        .args(files)
+        .output()
+        .expect("running storescu");
+    dimse_statuses(&format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
 }
 
 fn store(node: &Server, calling_ae: &str, files: &[&str]) {
@@ -56,12 +74,8 @@ fn data_set(node: &Server, (study, series, sop): &(String, String, String)) -> V
     file[144 + group_length..].to_vec()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    assert!(common::wait_until(Duration::from_secs(60), done), "{what}: not within 60 s");
 }
 
 /// A counter of the replication metrics for one peer.
@@ -122,4 +136,84 @@ fn two_nodes_replicating_to_each_other_do_not_echo() {
     wait_until("b idle", || metric(&b, "haneul_replication_pending_instances", "a") == 0.0);
     assert_eq!(metric(&a, "haneul_replication_shipped_total", "b"), 2.0);
     assert_eq!(metric(&b, "haneul_replication_shipped_total", "a"), 1.0);
+}
+
+#[test]
+fn a_synchronous_peer_holds_every_acknowledged_instance() {
+    let mut b = Server::start_as("NODEB", "");
+    let a = Server::start_as("NODEA", &sync_peer("b", &b, "refuse"));
+
+    store(&a, "MODALITY", &FILES[..3]);
+    // No waiting: the acknowledgement itself means the peer has them.
+    let stored = instances(&a);
+    assert_eq!(stored.len(), 3);
+    assert_eq!(instances(&b), stored);
+    for instance in &stored {
+        assert_eq!(data_set(&a, instance), data_set(&b, instance), "{instance:?} differs");
+    }
+
+    // The peer is away: stores are refused (out of resources), so the
+    // modality keeps them and sends them again later.
+    b.kill9();
+    let file = pydicom_data().join("test_files").join(FILES[3]).display().to_string();
+    assert_eq!(store_statuses(&a, std::slice::from_ref(&file)), vec![0xA700], "refused while the peer is away");
+    b.start_again();
+    assert_eq!(store_statuses(&a, std::slice::from_ref(&file)), vec![0x0000], "accepted again once it is back");
+    assert_eq!(instances(&b), instances(&a));
+    assert_eq!(instances(&b).len(), 4);
+}
+
+#[test]
+fn a_synchronous_peer_may_be_bypassed_with_an_alarm() {
+    let mut b = Server::start_as("NODEB", "");
+    let a = Server::start_as("NODEA", &sync_peer("b", &b, "async"));
+    b.kill9();
+    store(&a, "MODALITY", &FILES[..2]);
+    assert_eq!(metric(&a, "haneul_replication_sync_fallbacks_total", "b"), 2.0);
+    b.start_again();
+    let stored = instances(&a);
+    wait_until("b catching up from the journal", || instances(&b) == stored);
+}
+
+/// kill -9 of the receiving node while a modality sends: whatever it
+/// acknowledged is on the peer.
+#[test]
+fn acknowledged_instances_survive_a_crash_of_the_receiving_node() {
+    let b = Server::start_as("NODEB", "");
+    let mut a = Server::start_as("NODEA", &sync_peer("b", &b, "refuse"));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = serde_json::json!({ "outdir": dir.path(), "count": 300, "prefix": "crash" }).to_string();
+    let generated = parse_peer_output("pn_gen.py", &run_peer("pn_gen.py", &[&spec]));
+    let files: Vec<(String, String)> = generated["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|file| (file["path"].as_str().unwrap().to_string(), file["sop_uid"].as_str().unwrap().to_string()))
+        .collect();
+    let log = dir.path().join("storescu.log");
+    let port = a.dicom_port.to_string();
+    let mut sender = dcmtk("storescu")
+        .args(["-d", "-aet", "MODALITY", "-aec", "NODEA", "127.0.0.1", &port])
+        .args(files.iter().map(|(path, _)| path))
+        // DCMTK logs on stderr.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("starting storescu");
+    // Kill once some stores were answered, in the middle of the stream.
+    let answered = || dimse_statuses(&std::fs::read_to_string(&log).unwrap_or_default()).len();
+    wait_until("the first answers", || answered() >= 20);
+    a.kill9();
+    let _ = sender.wait();
+    let statuses = dimse_statuses(&std::fs::read_to_string(&log).unwrap_or_default());
+    let acknowledged: BTreeSet<&str> = files
+        .iter()
+        .zip(&statuses)
+        .filter(|(_, status)| **status == 0x0000)
+        .map(|((_, sop), _)| sop.as_str())
+        .collect();
+    assert!(acknowledged.len() >= 20 && acknowledged.len() < files.len(), "{} acknowledged", acknowledged.len());
+    let on_b: BTreeSet<String> = instances(&b).into_iter().map(|(_, _, sop)| sop).collect();
+    let missing: Vec<&&str> = acknowledged.iter().filter(|sop| !on_b.contains(**sop)).collect();
+    assert!(missing.is_empty(), "acknowledged but not on the peer: {missing:?}");
 }
