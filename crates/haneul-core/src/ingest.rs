@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use haneul_catalog::{
     BlobInfo, CommitOutcome, DuplicatePolicy, Event, InstanceFacts, NewInstance, Origin, PatientFacts, SeriesFacts,
-    StudyFacts,
+    StoredInstance, StudyFacts,
 };
 use haneul_dicom::header::{read_instance_header, InstanceHeader};
 use haneul_dicom::levels::{level_of, Level};
@@ -99,6 +99,9 @@ struct Pending {
     whole_in_memory: bool,
     format: IngestFormat,
     origin: Origin,
+    /// Where to hand the validated instance at once, for synchronous
+    /// replicas to start on while the local fsync and commit run.
+    early: Option<tokio::sync::oneshot::Sender<StoredInstance>>,
 }
 
 /// An instance being received.
@@ -179,20 +182,44 @@ impl Archive {
         let Some(writer) = ingest.writer.take() else {
             return Err(IngestError::Storage("ingest writer already closed".into()));
         };
+        let replicas = self.sync_replicas();
+        let (early, early_instance) = match replicas.is_empty() {
+            true => (None, None),
+            false => {
+                let (sender, receiver) = tokio::sync::oneshot::channel();
+                (Some(sender), Some(receiver))
+            }
+        };
         let pending = Pending {
             writer,
             buffer: std::mem::take(&mut ingest.buffer),
             whole_in_memory: ingest.flushed == 0,
             format: ingest.format.clone(),
             origin: ingest.origin.clone(),
+            early,
         };
         // One blocking task does everything from here to the durable commit,
         // so an instance crosses threads once, not at every step.
         let archive = Arc::clone(self);
-        let report = tokio::task::spawn_blocking(move || archive.finish_blocking(pending))
-            .await
-            .map_err(|error| IngestError::Storage(error.to_string()))??;
-        self.replicate_synchronously(&report).await?;
+        let local = tokio::task::spawn_blocking(move || archive.finish_blocking(pending));
+        // Synchronous replicas get a new instance while it becomes durable
+        // here, so the two waits overlap instead of adding up.
+        let remote = async {
+            let Some(receiver) = early_instance else { return None };
+            let instance = receiver.await.ok()?;
+            let known = self.instances_by_sop_uid(vec![instance.sop_uid.clone()]).await.ok()?;
+            if !known.is_empty() {
+                // A duplicate: what the peer must hold is decided by the commit.
+                return None;
+            }
+            Some(self.confirm_on_replicas(&replicas, instance).await)
+        };
+        let (local, remote) = tokio::join!(local, remote);
+        let report = local.map_err(|error| IngestError::Storage(error.to_string()))??;
+        match remote {
+            Some(confirmed) if report.outcome.keeps_new_blob() => confirmed?,
+            _ => self.replicate_synchronously(&report).await?,
+        }
         Ok(report)
     }
 
@@ -208,6 +235,16 @@ impl Archive {
         let Some(instance) = found.into_iter().next() else {
             return Ok(());
         };
+        self.confirm_on_replicas(&replicas, instance).await
+    }
+
+    /// Have every synchronous replica confirm `instance`; a failure refuses
+    /// the store or is counted as a fallback, as each replica is configured.
+    async fn confirm_on_replicas(
+        &self,
+        replicas: &[Arc<dyn crate::replication::SyncReplica>],
+        instance: StoredInstance,
+    ) -> Result<(), IngestError> {
         for replica in replicas {
             let Err(detail) = replica.confirm(self, instance.clone()).await else { continue };
             let peer = replica.name().to_string();
@@ -229,7 +266,7 @@ impl Archive {
     }
 
     fn finish_blocking(&self, pending: Pending) -> Result<IngestReport, IngestError> {
-        let Pending { mut writer, buffer, whole_in_memory, format, origin } = pending;
+        let Pending { mut writer, buffer, whole_in_memory, format, origin, early } = pending;
         let started = Instant::now();
         writer.write_all(&buffer)?;
         writer.flush()?;
@@ -252,6 +289,19 @@ impl Archive {
             }
         };
         self.metrics().ingest_prepare_seconds.observe(started.elapsed());
+        if let Some(early) = early {
+            let _ = early.send(StoredInstance {
+                pk: 0,
+                sop_uid: prepared.sop_instance_uid.clone(),
+                sop_class: prepared.sop_class_uid.clone(),
+                transfer_syntax: prepared.transfer_syntax_uid.clone(),
+                study_uid: prepared.study_instance_uid.clone(),
+                series_uid: prepared.series_instance_uid.clone(),
+                blob: blob.clone(),
+                dataset_offset: prepared.dataset_offset,
+                settled: false,
+            });
+        }
         let report_base = prepared.report(&blob);
         let sop_instance_uid = prepared.sop_instance_uid.clone();
         // The row may be committed before the fsync has finished: it is then
