@@ -205,7 +205,7 @@ impl Archive {
         // Synchronous replicas get a new instance while it becomes durable
         // here, so the two waits overlap instead of adding up.
         let remote = async {
-            let Some(receiver) = early_instance else { return None };
+            let receiver = early_instance?;
             let instance = receiver.await.ok()?;
             let known = self.instances_by_sop_uid(vec![instance.sop_uid.clone()]).await.ok()?;
             if !known.is_empty() {
