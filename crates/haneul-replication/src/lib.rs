@@ -30,6 +30,10 @@ const BATCH: usize = 256;
 /// How often an idle replicator looks at the journal.
 const POLL: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Associations shipping a backlog at once.
+const LANES: usize = 4;
+/// Instances per lane before another lane is opened.
+const LANE_MIN_EVENTS: usize = 16;
 /// Journal events skipped (queries, other kinds) between two saves of the cursor.
 const SAVE_EVERY: i64 = 10_000;
 
@@ -184,9 +188,10 @@ fn to_ship(event: &StoredEvent, peer: &Peer) -> bool {
     event.kind == STORED && event.sop_uid.is_some() && event.origin.actor != peer.ae_title
 }
 
-/// Send the instances of `events` in order over one association. Returns
-/// the sequence number of the last event whose instance the peer confirmed
-/// (or that needs nothing), and how it ended.
+/// Send the instances of `events` over up to [`LANES`] associations at once
+/// (the peer's group commit then shares its disk flushes between them), each
+/// lane in journal order. Returns the sequence number up to which every
+/// event is confirmed (or needs nothing), and how it ended.
 async fn ship(archive: &Archive, peer: &Peer, events: &[&StoredEvent]) -> (Option<i64>, Result<(), String>) {
     if events.is_empty() {
         return (None, Ok(()));
@@ -198,16 +203,52 @@ async fn ship(archive: &Archive, peer: &Peer, events: &[&StoredEvent]) -> (Optio
     };
     let by_uid: HashMap<&str, &StoredInstance> =
         instances.iter().map(|instance| (instance.sop_uid.as_str(), instance)).collect();
-    let mut client = match connect(peer, &instances).await {
+    // Small batches go over one association; a backlog over several.
+    let lanes = events.len().div_ceil(LANE_MIN_EVENTS).clamp(1, LANES);
+    let lane_events: Vec<Vec<&StoredEvent>> =
+        (0..lanes).map(|lane| events.iter().skip(lane).step_by(lanes).copied().collect()).collect();
+    let outcomes =
+        futures_util::future::join_all(lane_events.iter().map(|lane| ship_lane(archive, peer, lane, &by_uid))).await;
+    let mut confirmed = HashSet::new();
+    let mut result = Ok(());
+    for (lane_confirmed, lane_result) in outcomes {
+        confirmed.extend(lane_confirmed);
+        if result.is_ok() {
+            result = lane_result;
+        }
+    }
+    // The cursor may move only over a prefix with nothing missing.
+    let done = events.iter().take_while(|event| confirmed.contains(&event.seq)).last().map(|event| event.seq);
+    (done, result)
+}
+
+/// One lane of [`ship`]: its events in order over one association; returns
+/// the sequence numbers confirmed and how it ended.
+async fn ship_lane(
+    archive: &Archive,
+    peer: &Peer,
+    events: &[&StoredEvent],
+    by_uid: &HashMap<&str, &StoredInstance>,
+) -> (Vec<i64>, Result<(), String>) {
+    let mut confirmed = Vec::new();
+    let lane_instances: Vec<StoredInstance> = events
+        .iter()
+        .filter_map(|event| {
+            event.sop_uid.as_deref().and_then(|uid| by_uid.get(uid)).map(|instance| (*instance).clone())
+        })
+        .collect();
+    if lane_instances.is_empty() {
+        // Removed since: nothing to send.
+        return (events.iter().map(|event| event.seq).collect(), Ok(()));
+    }
+    let mut client = match connect(peer, &lane_instances).await {
         Ok(client) => client,
-        Err(error) => return (None, Err(error)),
+        Err(error) => return (confirmed, Err(error)),
     };
-    let mut confirmed = None;
     let mut result = Ok(());
     for event in events {
         let Some(instance) = event.sop_uid.as_deref().and_then(|uid| by_uid.get(uid)) else {
-            // Removed since: nothing to send.
-            confirmed = Some(event.seq);
+            confirmed.push(event.seq);
             continue;
         };
         if !instance.settled {
@@ -223,7 +264,7 @@ async fn ship(archive: &Archive, peer: &Peer, events: &[&StoredEvent]) -> (Optio
                         s.last_error = Some(format!("conflict: the peer keeps other bytes for {}", instance.sop_uid));
                     });
                 }
-                confirmed = Some(event.seq);
+                confirmed.push(event.seq);
                 archive.replication().update(&peer.name, |s| {
                     s.shipped += 1;
                     s.last_shipped_ms = Some(now_ms());

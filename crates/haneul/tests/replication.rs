@@ -99,9 +99,20 @@ fn instances_reach_the_peer_byte_for_byte_and_a_stopped_peer_catches_up() {
     }
     wait_until("the shipped count", || metric(&a, "haneul_replication_shipped_total", "b") == 3.0);
 
-    // B goes down; A keeps storing, fails to ship and says so.
+    // B goes down; A keeps storing (enough for several associations to
+    // ship the backlog at once), fails to ship and says so.
     b.kill9();
     store(&a, "MODALITY", &FILES[3..]);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = serde_json::json!({ "outdir": dir.path(), "count": 60, "prefix": "backlog" }).to_string();
+    let generated = parse_peer_output("pn_gen.py", &run_peer("pn_gen.py", &[&spec]));
+    let backlog: Vec<String> = generated["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|file| file["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(store_statuses(&a, &backlog).iter().all(|status| *status == 0), "the backlog is stored on A");
     wait_until("a failure to reach b", || metric(&a, "haneul_replication_failures_total", "b") >= 1.0);
     let status = a.get("/api/status", "application/json").json();
     let replication = &status["replication"][0];
@@ -110,13 +121,13 @@ fn instances_reach_the_peer_byte_for_byte_and_a_stopped_peer_catches_up() {
 
     b.start_again();
     let all = instances(&a);
-    assert_eq!(all.len(), 5);
+    assert_eq!(all.len(), 65);
     wait_until("b catching up", || instances(&b) == all);
     for instance in &all {
         assert_eq!(data_set(&a, instance), data_set(&b, instance), "{instance:?} differs");
     }
     wait_until("nothing pending", || metric(&a, "haneul_replication_pending_instances", "b") == 0.0);
-    assert_eq!(metric(&a, "haneul_replication_shipped_total", "b"), 5.0, "each instance shipped once");
+    assert_eq!(metric(&a, "haneul_replication_shipped_total", "b"), 65.0, "each instance shipped once");
 }
 
 #[test]
