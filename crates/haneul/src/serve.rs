@@ -56,6 +56,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// `config_file`: the configuration file and its BLAKE3 digest, if one was given.
 async fn serve(config: crate::config::Config, config_file: Option<(String, String)>) -> anyhow::Result<()> {
+    // Taken before any listener is bound: a SIGTERM that arrives as soon as
+    // the ports answer must still stop the archive cleanly, not kill it.
+    let shutdown_signal = ShutdownSignal::install();
     let data_dir = config.storage.data_dir.clone();
     let archive_config = ArchiveConfig {
         duplicate_policy: config.storage.duplicate_policy,
@@ -180,7 +183,7 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         })
         .collect();
 
-    wait_for_signal().await;
+    shutdown_signal.wait().await;
     info!("shutting down");
     let _ = stop_sender.send(true);
     let _ = dicom_task.await;
@@ -222,24 +225,49 @@ async fn create_initial_admin(archive: &haneul_core::Archive) -> anyhow::Result<
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGTERM or Ctrl-C, with the handlers registered when it is made.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    fn install() -> ShutdownSignal {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let terminate = signal(SignalKind::terminate())
+                .inspect_err(|error| warn!(%error, "cannot handle SIGTERM; stop with Ctrl-C"))
+                .ok();
+            let interrupt = signal(SignalKind::interrupt()).ok();
+            ShutdownSignal { terminate, interrupt }
+        }
+        #[cfg(not(unix))]
+        ShutdownSignal {}
+    }
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            let ShutdownSignal { terminate, interrupt } = self;
+            let next = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            tokio::select! {
+                _ = next(terminate) => {}
+                _ = next(interrupt) => {}
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
