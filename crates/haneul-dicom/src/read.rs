@@ -421,7 +421,12 @@ impl<'o, S: Source> Parser<'o, S> {
             return self.read_element_sent_as_un(tag, dictionary_vr, length, charset, depth);
         }
         let undefined = length == UNDEFINED_LENGTH;
-        let is_sequence = vr == VR::SQ || (undefined && vr == VR::UN);
+        // Implicit VR names no VR: an undefined length there (other than
+        // encapsulated pixel data) can only be a sequence, whatever the
+        // dictionary says of the tag (a sequence written on a tag the
+        // dictionary knows as something else, as transcoding one does).
+        let implicit_sequence = undefined && !self.explicit_vr && !is_pixel_data(tag);
+        let is_sequence = vr == VR::SQ || (undefined && vr == VR::UN) || implicit_sequence;
         if is_sequence {
             let items = if vr == VR::UN {
                 // PS3.5 6.2.2: an undefined-length UN is a sequence in Implicit VR Little Endian.
@@ -805,6 +810,17 @@ mod tests {
         assert!(error.to_string().contains("inflates to more than 1048576 bytes"), "{error}");
         let parsed = read(plain.len() as u64).expect("exactly at the limit");
         assert_eq!(parsed.dataset.string(Tag(0x0010, 0x0020)), Some("P1"));
+    }
+
+    #[test]
+    fn an_undefined_length_in_implicit_vr_is_a_sequence_whatever_the_dictionary_says() {
+        // (0008,0001) is UL in the dictionary; here it holds an empty sequence.
+        let bytes = [0x08, 0x00, 0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0];
+        let implicit = ts::lookup(ts::IMPLICIT_VR_LITTLE_ENDIAN).expect("known");
+        let ds = read_dataset_bytes(&bytes, implicit).expect("parses");
+        assert!(
+            matches!(ds.get(Tag(0x0008, 0x0001)).map(|e| &e.value), Some(Value::Sequence(items)) if items.is_empty())
+        );
     }
 
     #[test]
