@@ -72,8 +72,11 @@ run_target() {
         if [[ -d $folder/$target ]]; then corpora+=("$folder/$target"); fi
     done
     # -timeout: an input that takes this long is a hang, not a slow machine.
+    # -seed: a fixed seed (HANEUL_FUZZ_SEED, default 1; 0 for a random one)
+    # makes a commit's run repeatable: the same inputs in the same order, so
+    # a red CI comes from the change, not from luck.
     if cargo "${toolchain[@]}" fuzz run "$target" "${corpora[@]}" -- \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 \
+        -max_total_time="$seconds" -seed="${HANEUL_FUZZ_SEED:-1}" -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 \
         >"$logs/$target.log" 2>&1; then
         local runs
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$target.log")
