@@ -142,18 +142,7 @@ async fn stow(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::UnsupportedMediaType("STOW-RS needs Content-Type: multipart/related".into()))?;
-    let media = parse_media_type(content_type);
-    if media.essence != "multipart/related" {
-        return Err(ApiError::UnsupportedMediaType(format!("{} is not multipart/related", media.essence)));
-    }
-    let part_type = media.part_type().unwrap_or_else(|| "application/dicom".into());
-    if part_type != "application/dicom" && part_type != DICOM_JSON {
-        return Err(ApiError::UnsupportedMediaType(format!("parts of type {part_type} are not accepted")));
-    }
-    let boundary = media
-        .param("boundary")
-        .map(str::to_string)
-        .ok_or_else(|| ApiError::BadRequest("multipart/related without a boundary".into()))?;
+    let request = StowRequest::parse(content_type)?;
     let limit = state.config().max_upload_bytes;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -163,46 +152,112 @@ async fn stow(
             declared.unwrap_or(0)
         )));
     }
-    let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
-    let mut multipart = multer::Multipart::with_constraints(body, boundary, constraints);
+    let mut sink = Store { state: &state, ctx: &ctx, study: study.clone(), outcomes: Vec::new() };
+    request.walk(body, limit, &mut sink).await?;
+    Ok(respond(&state, &ctx, study.as_deref(), sink.outcomes))
+}
 
-    let mut outcomes = Vec::new();
-    let mut metadata: Vec<String> = Vec::new();
-    let mut bulk: HashMap<String, Vec<u8>> = HashMap::new();
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(error) => return Err(multipart_error(error)),
-        };
-        let field_type = field
-            .content_type()
-            .map(|mime| mime.essence_str().to_ascii_lowercase())
-            .unwrap_or_else(|| part_type.clone());
-        let location = field.headers().get("content-location").and_then(|v| v.to_str().ok()).map(str::to_string);
-        match field_type.as_str() {
-            "application/dicom" => outcomes.push(store_part(&state, &ctx, field, study.clone()).await?),
-            t if t == DICOM_JSON || t == "application/json" => metadata.push(read_text(field).await?),
-            _ => {
-                let bytes = read_bytes(field).await?;
-                if let Some(location) = location {
-                    bulk.insert(location, bytes);
+/// A checked STOW-RS request: the type of parts without their own Content-Type, and the boundary.
+pub(crate) struct StowRequest {
+    part_type: String,
+    boundary: String,
+}
+
+/// Where [`StowRequest::walk`] hands what the body holds, in order.
+pub(crate) trait StowSink {
+    /// An `application/dicom` part, to be read to its end.
+    async fn part10(&mut self, field: multer::Field<'_>) -> ApiResult<()>;
+    /// An instance of the DICOM JSON metadata parts, its bulk data resolved.
+    async fn json_instance(&mut self, dataset: Dataset);
+    /// Whether the request held no instance at all.
+    fn is_empty(&self) -> bool;
+}
+
+impl StowRequest {
+    /// The checks of the request's Content-Type (PS3.18 10.5.1).
+    pub(crate) fn parse(content_type: &str) -> ApiResult<StowRequest> {
+        let media = parse_media_type(content_type);
+        if media.essence != "multipart/related" {
+            return Err(ApiError::UnsupportedMediaType(format!("{} is not multipart/related", media.essence)));
+        }
+        let part_type = media.part_type().unwrap_or_else(|| "application/dicom".into());
+        if part_type != "application/dicom" && part_type != DICOM_JSON {
+            return Err(ApiError::UnsupportedMediaType(format!("parts of type {part_type} are not accepted")));
+        }
+        let boundary = media
+            .param("boundary")
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::BadRequest("multipart/related without a boundary".into()))?;
+        Ok(StowRequest { part_type, boundary })
+    }
+
+    /// Read the body part by part (at most `limit` bytes in all): Part 10
+    /// parts go to the sink as they come; metadata and bulk data parts are
+    /// kept until the end, then each JSON instance goes to the sink.
+    pub(crate) async fn walk<S, E>(self, body: S, limit: u64, sink: &mut impl StowSink) -> ApiResult<()>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
+        let mut multipart = multer::Multipart::with_constraints(body, self.boundary, constraints);
+        let mut metadata: Vec<String> = Vec::new();
+        let mut bulk: HashMap<String, Vec<u8>> = HashMap::new();
+        while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+            let field_type = field
+                .content_type()
+                .map(|mime| mime.essence_str().to_ascii_lowercase())
+                .unwrap_or_else(|| self.part_type.clone());
+            let location = field.headers().get("content-location").and_then(|v| v.to_str().ok()).map(str::to_string);
+            match field_type.as_str() {
+                "application/dicom" => sink.part10(field).await?,
+                t if t == DICOM_JSON || t == "application/json" => metadata.push(read_text(field).await?),
+                _ => {
+                    let bytes = read_bytes(field).await?;
+                    if let Some(location) = location {
+                        bulk.insert(location, bytes);
+                    }
                 }
             }
         }
-    }
-    for text in &metadata {
-        let resolve = |uri: &str| bulk.get(uri).cloned();
-        let datasets =
-            read_array(text, &resolve).map_err(|error| ApiError::BadRequest(format!("metadata part: {error}")))?;
-        for dataset in datasets {
-            outcomes.push(store_json_instance(&state, &ctx, dataset, study.clone()).await);
+        for text in &metadata {
+            let resolve = |uri: &str| bulk.get(uri).cloned();
+            let datasets =
+                read_array(text, &resolve).map_err(|error| ApiError::BadRequest(format!("metadata part: {error}")))?;
+            for dataset in datasets {
+                sink.json_instance(dataset).await;
+            }
         }
+        if sink.is_empty() {
+            return Err(ApiError::BadRequest("no instance in the request".into()));
+        }
+        Ok(())
     }
-    if outcomes.is_empty() {
-        return Err(ApiError::BadRequest("no instance in the request".into()));
+}
+
+/// The handler's sink: every instance into the archive, one outcome each.
+struct Store<'a> {
+    state: &'a WebState,
+    ctx: &'a RequestContext,
+    study: Option<String>,
+    outcomes: Vec<Outcome>,
+}
+
+impl StowSink for Store<'_> {
+    async fn part10(&mut self, field: multer::Field<'_>) -> ApiResult<()> {
+        let outcome = store_part(self.state, self.ctx, field, self.study.clone()).await?;
+        self.outcomes.push(outcome);
+        Ok(())
     }
-    Ok(respond(&state, &ctx, study.as_deref(), outcomes))
+
+    async fn json_instance(&mut self, dataset: Dataset) {
+        let outcome = store_json_instance(self.state, self.ctx, dataset, self.study.clone()).await;
+        self.outcomes.push(outcome);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.outcomes.is_empty()
+    }
 }
 
 /// Most of a request body read and thrown away after an early answer.
@@ -271,9 +326,7 @@ async fn store_part(
     loop {
         match field.chunk().await {
             Ok(Some(chunk)) => {
-                if head.len() < PART_HEAD_BYTES {
-                    head.extend_from_slice(&chunk[..chunk.len().min(PART_HEAD_BYTES - head.len())]);
-                }
+                keep_head(&mut head, &chunk);
                 if write_error.is_none() {
                     if let Err(error) = ingest.write(&chunk).await {
                         write_error = Some(error);
@@ -297,18 +350,33 @@ async fn store_part(
 
 /// How much of a part is kept to name it when refused: enough for any
 /// realistic file meta group.
-pub(crate) const PART_HEAD_BYTES: usize = 16 * 1024;
+const PART_HEAD_BYTES: usize = 16 * 1024;
 
-/// A refused part's SOP Class and Instance UIDs from its file meta group, so
-/// that the Failed SOP Sequence says which instance failed (PS3.18 10.5.3.1).
-fn name_refused_part(outcome: &mut Outcome, head: &[u8]) {
-    if let Ok(FileLayout::Part10(meta)) = read_layout(&mut &head[..]) {
-        outcome.sop_class = meta.media_storage_sop_class_uid;
-        outcome.sop_instance = meta.media_storage_sop_instance_uid;
+/// Add what is still wanted of the part's first [`PART_HEAD_BYTES`].
+pub(crate) fn keep_head(head: &mut Vec<u8>, chunk: &[u8]) {
+    if head.len() < PART_HEAD_BYTES {
+        head.extend_from_slice(&chunk[..chunk.len().min(PART_HEAD_BYTES - head.len())]);
     }
 }
 
-pub(crate) async fn read_bytes(mut field: multer::Field<'_>) -> ApiResult<Vec<u8>> {
+/// A part's SOP Class and Instance UIDs from the file meta group at its start.
+pub(crate) fn part_uids(head: &[u8]) -> Option<(String, String)> {
+    match read_layout(&mut &head[..]) {
+        Ok(FileLayout::Part10(meta)) => Some((meta.media_storage_sop_class_uid, meta.media_storage_sop_instance_uid)),
+        _ => None,
+    }
+}
+
+/// A refused part's UIDs, so that the Failed SOP Sequence says which
+/// instance failed (PS3.18 10.5.3.1).
+fn name_refused_part(outcome: &mut Outcome, head: &[u8]) {
+    if let Some((sop_class, sop_instance)) = part_uids(head) {
+        outcome.sop_class = sop_class;
+        outcome.sop_instance = sop_instance;
+    }
+}
+
+async fn read_bytes(mut field: multer::Field<'_>) -> ApiResult<Vec<u8>> {
     let mut bytes = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if (bytes.len() + chunk.len()) as u64 > MAX_BUFFERED_PART {
@@ -319,8 +387,59 @@ pub(crate) async fn read_bytes(mut field: multer::Field<'_>) -> ApiResult<Vec<u8
     Ok(bytes)
 }
 
-pub(crate) async fn read_text(field: multer::Field<'_>) -> ApiResult<String> {
+async fn read_text(field: multer::Field<'_>) -> ApiResult<String> {
     String::from_utf8(read_bytes(field).await?).map_err(|_| ApiError::BadRequest("metadata part is not UTF-8".into()))
+}
+
+/// A Part 10 file built from DICOM JSON metadata, and the UIDs that name it.
+pub(crate) struct JsonInstance {
+    pub sop_class: String,
+    pub sop_instance: String,
+    pub study: String,
+    pub series: String,
+    /// The file, or why it cannot be stored (a failure reason of PS3.18).
+    pub file: Result<Vec<u8>, u16>,
+}
+
+impl JsonInstance {
+    /// Build the file from a data set whose bulk data is resolved.
+    pub(crate) fn build(mut dataset: Dataset) -> JsonInstance {
+        let uid = |dataset: &Dataset, tag| dataset.string(tag).unwrap_or_default().to_string();
+        let sop_class = uid(&dataset, tags::SOP_CLASS_UID);
+        let sop_instance = uid(&dataset, tags::SOP_INSTANCE_UID);
+        let study = uid(&dataset, tags::STUDY_INSTANCE_UID);
+        let series = uid(&dataset, tags::SERIES_INSTANCE_UID);
+        let syntax = dataset
+            .string(tags::TRANSFER_SYNTAX_UID)
+            .map(str::to_string)
+            .unwrap_or_else(|| ts::EXPLICIT_VR_LITTLE_ENDIAN.to_string());
+        dataset.remove(tags::TRANSFER_SYNTAX_UID);
+        let file = Self::encode(dataset, &sop_class, &sop_instance, &syntax);
+        JsonInstance { sop_class, sop_instance, study, series, file }
+    }
+
+    fn encode(mut dataset: Dataset, sop_class: &str, sop_instance: &str, syntax: &str) -> Result<Vec<u8>, u16> {
+        // Compressed bulk data would need encapsulation from its part's type;
+        // JSON uploads are taken in Explicit VR Little Endian.
+        if syntax != ts::EXPLICIT_VR_LITTLE_ENDIAN {
+            tracing::warn!(%syntax, "STOW-RS JSON upload in a transfer syntax other than Explicit VR Little Endian");
+            return Err(0xC000);
+        }
+        // Text from JSON is Unicode; write it as UTF-8.
+        dataset.put(Element::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, Value::Strings(vec!["ISO_IR 192".into()])));
+        let charset = haneul_dicom::charset::SpecificCharacterSet::utf8();
+        let mut file = encode_file_meta(&NewFileMeta {
+            sop_class_uid: sop_class,
+            sop_instance_uid: sop_instance,
+            transfer_syntax_uid: syntax,
+            source_ae_title: None,
+        });
+        if let Err(error) = write_dataset(&mut file, &dataset, Encoding::EXPLICIT_LE, &charset) {
+            tracing::warn!(%error, "STOW-RS JSON instance cannot be encoded");
+            return Err(0xC000);
+        }
+        Ok(file)
+    }
 }
 
 /// Build a Part 10 file from DICOM JSON metadata (bulk data already
@@ -328,46 +447,23 @@ pub(crate) async fn read_text(field: multer::Field<'_>) -> ApiResult<String> {
 async fn store_json_instance(
     state: &WebState,
     ctx: &RequestContext,
-    mut dataset: Dataset,
+    dataset: Dataset,
     study: Option<String>,
 ) -> Outcome {
-    let uid = |dataset: &Dataset, tag| dataset.string(tag).unwrap_or_default().to_string();
-    let sop_class = uid(&dataset, tags::SOP_CLASS_UID);
-    let sop_instance = uid(&dataset, tags::SOP_INSTANCE_UID);
-    let syntax = dataset
-        .string(tags::TRANSFER_SYNTAX_UID)
-        .map(str::to_string)
-        .unwrap_or_else(|| ts::EXPLICIT_VR_LITTLE_ENDIAN.to_string());
-    dataset.remove(tags::TRANSFER_SYNTAX_UID);
-    let study_uid = uid(&dataset, tags::STUDY_INSTANCE_UID);
-    let series_uid = uid(&dataset, tags::SERIES_INSTANCE_UID);
-    let refused = |reason| Outcome {
-        sop_class: sop_class.clone(),
-        sop_instance: sop_instance.clone(),
-        study: study_uid.clone(),
-        series: series_uid.clone(),
-        failure: Some(reason),
-        warning: None,
+    let instance = JsonInstance::build(dataset);
+    let file = match instance.file {
+        Ok(file) => file,
+        Err(reason) => {
+            return Outcome {
+                sop_class: instance.sop_class,
+                sop_instance: instance.sop_instance,
+                study: instance.study,
+                series: instance.series,
+                failure: Some(reason),
+                warning: None,
+            }
+        }
     };
-    // Compressed bulk data would need encapsulation from its part's type;
-    // JSON uploads are taken in Explicit VR Little Endian.
-    if syntax != ts::EXPLICIT_VR_LITTLE_ENDIAN {
-        tracing::warn!(%syntax, "STOW-RS JSON upload in a transfer syntax other than Explicit VR Little Endian");
-        return refused(0xC000);
-    }
-    // Text from JSON is Unicode; write it as UTF-8.
-    dataset.put(Element::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, Value::Strings(vec!["ISO_IR 192".into()])));
-    let charset = haneul_dicom::charset::SpecificCharacterSet::utf8();
-    let mut file = encode_file_meta(&NewFileMeta {
-        sop_class_uid: &sop_class,
-        sop_instance_uid: &sop_instance,
-        transfer_syntax_uid: &syntax,
-        source_ae_title: None,
-    });
-    if let Err(error) = write_dataset(&mut file, &dataset, Encoding::EXPLICIT_LE, &charset) {
-        tracing::warn!(%error, "STOW-RS JSON instance cannot be encoded");
-        return refused(0xC000);
-    }
     let archive = state.archive();
     let format = IngestFormat::Part10 { expected_study_uid: study };
     let mut ingest = match archive.begin_ingest(format, ctx.origin.clone()) {
