@@ -322,74 +322,16 @@ fn tls_needs_a_ca_file() {
     assert!(tls_config(&with_empty).is_err());
 }
 
-/// A test CA and a certificate for 127.0.0.1 signed by it, made with the
-/// openssl command; None when openssl is not installed.
-fn make_certificates(dir: &std::path::Path) -> Option<()> {
-    let openssl = |args: &[&str]| {
-        let status = std::process::Command::new("openssl").args(args).current_dir(dir).output();
-        match status {
-            Ok(output) => {
-                assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr))
-            }
-            Err(error) => return Err(error),
-        }
-        Ok(())
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    for (name, subject) in [("ca", "/CN=Haneul test CA"), ("other-ca", "/CN=Another CA")] {
-        let key = format!("{name}.key");
-        let pem = format!("{name}.pem");
-        let mut args = vec!["req", "-x509"];
-        args.extend(ec);
-        args.extend(["-keyout", &key, "-out", &pem, "-days", "2", "-subj", subject]);
-        args.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
-        if openssl(&args).is_err() {
-            eprintln!("openssl is not installed; skipping the TLS test");
-            return None;
-        }
-    }
-    let mut args = vec!["req"];
-    args.extend(ec);
-    args.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
-    openssl(&args).ok()?;
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ])
-    .ok()?;
-    Some(())
-}
-
 #[test]
 fn records_reach_a_tls_collector_that_the_ca_vouches_for() {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-    let dir = tempfile::tempdir().unwrap();
-    if make_certificates(dir.path()).is_none() {
-        return;
-    }
+    let pki = haneul_tls::test_pki::Pki::new();
+    let stranger = haneul_tls::test_pki::Pki::new();
     let certificates: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(dir.path().join("server.pem")).unwrap().collect::<Result<_, _>>().unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.path().join("server.key")).unwrap();
+        CertificateDer::pem_file_iter(pki.path("server.pem")).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap();
     let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -425,7 +367,7 @@ fn records_reach_a_tls_collector_that_the_ca_vouches_for() {
     let audit_dir = tempfile::tempdir().unwrap();
     let (auditor, _) = Auditor::open(audit_dir.path()).unwrap();
     let mut wrong = settings(&format!("tls://{address}"));
-    wrong.ca_file = Some(dir.path().join("other-ca.pem"));
+    wrong.ca_file = Some(stranger.path("ca.pem"));
     auditor.forward_to_syslog(wrong).unwrap();
     auditor.record(Entry::new(Action::Query, "NOPE", "10.0.0.3", "a"));
     wait_for("a refused handshake", || auditor.stats().syslog_errors > 0);
@@ -434,7 +376,7 @@ fn records_reach_a_tls_collector_that_the_ca_vouches_for() {
     let audit_dir = tempfile::tempdir().unwrap();
     let (auditor, _) = Auditor::open(audit_dir.path()).unwrap();
     let mut right = settings(&format!("tls://{address}"));
-    right.ca_file = Some(dir.path().join("ca.pem"));
+    right.ca_file = Some(pki.path("ca.pem"));
     auditor.forward_to_syslog(right).unwrap();
     auditor.record(Entry::new(Action::View, "alice", "10.0.0.4", "b").study("1.2.840.1"));
     let message = received.recv_timeout(Duration::from_secs(10)).expect("a message over TLS");

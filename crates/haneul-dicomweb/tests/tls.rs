@@ -3,7 +3,6 @@
 //! failed handshakes that leave other connections alone, graceful shutdown.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,51 +11,18 @@ use axum::http::{Request, StatusCode, Version};
 use haneul_core::{Archive, ArchiveConfig};
 use haneul_dicomweb::tls::{serve_tls, server_config, ClientAuth, TlsSettings, HSTS};
 use haneul_dicomweb::{WebConfig, WebState};
+use haneul_tls::test_pki::Pki;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl CLI");
-    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// A self-signed CA and a server certificate for localhost, in `dir`.
-fn make_pki(dir: &Path) -> TlsSettings {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let ca = ["req", "-x509", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Test CA"];
-    let ca_ext = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"];
-    openssl(dir, &[&ca[..], &ec[..], &ca_ext[..]].concat());
-    openssl(
-        dir,
-        &[&["req", "-new", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"][..], &ec].concat(),
-    );
-    std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n").expect("ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    );
+/// The server certificate of a test PKI as HTTPS settings.
+fn settings(pki: &Pki) -> TlsSettings {
     TlsSettings {
-        cert_file: dir.join("server.pem"),
-        key_file: dir.join("server.key"),
+        cert_file: pki.path("server.pem"),
+        key_file: pki.path("server.key"),
         client_ca_file: None,
         client_auth: ClientAuth::None,
     }
@@ -80,8 +46,8 @@ fn client(ca_file: &Path) -> tokio_rustls::TlsConnector {
 #[tokio::test]
 async fn serves_http2_over_tls_despite_failed_handshakes_and_shuts_down_gracefully() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let settings = make_pki(dir.path());
-    let tls = server_config(&settings).expect("server configuration");
+    let pki = Pki::new();
+    let tls = server_config(&settings(&pki)).expect("server configuration");
     let archive = Archive::open(ArchiveConfig::new(dir.path().join("data"))).expect("opening the archive");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding");
     let address = listener.local_addr().expect("address");
@@ -101,7 +67,7 @@ async fn serves_http2_over_tls_despite_failed_handshakes_and_shuts_down_graceful
 
     let stream = tokio::net::TcpStream::connect(address).await.expect("connecting");
     let name = ServerName::try_from("localhost").expect("server name");
-    let stream = client(&dir.path().join("ca.pem")).connect(name, stream).await.expect("TLS handshake");
+    let stream = client(&pki.path("ca.pem")).connect(name, stream).await.expect("TLS handshake");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
@@ -122,31 +88,28 @@ async fn serves_http2_over_tls_despite_failed_handshakes_and_shuts_down_graceful
 
 #[test]
 fn bad_files_are_named_with_their_setting() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let settings = make_pki(dir.path());
+    let pki = Pki::new();
+    let settings = settings(&pki);
     let error = |settings: &TlsSettings| server_config(settings).expect_err("must fail").to_string();
     let missing = PathBuf::from("/nonexistent/server.pem");
 
     let message = error(&TlsSettings { cert_file: missing.clone(), ..settings.clone() });
     assert!(message.starts_with("cert_file: /nonexistent/server.pem: cannot read"), "{message}");
 
-    let message = error(&TlsSettings { cert_file: dir.path().join("server.ext"), ..settings.clone() });
+    let message = error(&TlsSettings { cert_file: pki.path("server.ext"), ..settings.clone() });
     assert!(message.starts_with("cert_file: ") && message.contains("no PEM certificate"), "{message}");
 
-    let message = error(&TlsSettings { key_file: dir.path().join("server.pem"), ..settings.clone() });
+    let message = error(&TlsSettings { key_file: pki.path("server.pem"), ..settings.clone() });
     assert!(message.starts_with("key_file: "), "{message}");
 
-    let message = error(&TlsSettings { key_file: dir.path().join("ca.key"), ..settings.clone() });
+    let message = error(&TlsSettings { key_file: pki.path("ca.key"), ..settings.clone() });
     assert!(message.starts_with("key_file: ") && message.contains("does not go with cert_file"), "{message}");
 
     let message = error(&TlsSettings { client_auth: ClientAuth::Required, ..settings.clone() });
     assert!(message.starts_with("client_ca_file: "), "{message}");
 
-    let with_ca = TlsSettings {
-        client_auth: ClientAuth::Optional,
-        client_ca_file: Some(dir.path().join("ca.pem")),
-        ..settings.clone()
-    };
+    let with_ca =
+        TlsSettings { client_auth: ClientAuth::Optional, client_ca_file: Some(pki.path("ca.pem")), ..settings.clone() };
     server_config(&with_ca).expect("optional client certificates with a CA");
     let config = server_config(&settings).expect("valid files");
     assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);

@@ -8,6 +8,8 @@
 //! (ALPN for HTTP) and run the handshakes.
 
 mod subject;
+#[cfg(feature = "test-pki")]
+pub mod test_pki;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
