@@ -15,40 +15,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{to_bytes, Body};
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
-use axum::Router;
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use haneul_core::users::{NewUser, Role};
-use haneul_core::{Archive, ArchiveConfig, Permission, PermissionMatrix};
-use haneul_dicomweb::{router, AuthConfig, OidcConfig, WebConfig, WebState};
+use haneul_core::{Permission, PermissionMatrix};
+use haneul_dicomweb::{AuthConfig, OidcConfig, WebConfig};
 use serde_json::Value;
-use tower::ServiceExt;
 
 const PASSWORD: &str = "correct horse battery";
 
-struct Harness {
-    _dir: tempfile::TempDir,
-    archive: Arc<Archive>,
-    router: Router,
-}
+mod support;
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
+use support::{Harness, Reply};
 
 impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
     /// The session cookie set by this reply (`name=value`).
     fn cookie(&self) -> String {
         let set = self.headers.get(header::SET_COOKIE).expect("a Set-Cookie header").to_str().unwrap();
@@ -58,11 +40,7 @@ impl Reply {
 
 impl Harness {
     fn new(auth: AuthConfig) -> Harness {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let archive = Archive::open(ArchiveConfig::new(dir.path().join("data"))).expect("opening the archive");
-        let config = WebConfig { auth, ..WebConfig::default() };
-        let router = router(WebState::new(Arc::clone(&archive), config));
-        Harness { _dir: dir, archive, router }
+        Harness::with_config(WebConfig { auth, ..WebConfig::default() })
     }
 
     fn add_user(&self, name: &str, role: Role, must_change_password: bool) {
@@ -73,14 +51,6 @@ impl Harness {
     fn token(&self, user: &str) -> (String, String) {
         let created = self.archive.users().create_token(user, "tests", None).expect("creating a token");
         (created.token.id, created.secret)
-    }
-
-    async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(request).await.expect("the router answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = to_bytes(response.into_body(), usize::MAX).await.expect("reading the body").to_vec();
-        Reply { status, headers, body }
     }
 
     async fn call(&self, method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Reply {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use haneul_core::{Archive, ArchiveConfig};
 use haneul_dicom::charset::SpecificCharacterSet;
@@ -15,36 +15,19 @@ use haneul_dicom::json::read_array;
 use haneul_dicom::meta::{encode_file_meta, NewFileMeta};
 use haneul_dicom::write::{write_dataset, Encoding};
 use haneul_dicom::{tags, Dataset, Element, Value, VR};
-use haneul_dicomweb::{router, WebConfig, WebState};
+use haneul_dicomweb::{WebConfig, WebState};
 use tower::ServiceExt;
 
 const CT_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 
-struct Harness {
-    _dir: tempfile::TempDir,
-    archive: Arc<Archive>,
-    router: Router,
-}
+mod support;
+
+use support::{Harness, Reply};
 
 impl Harness {
     fn new() -> Harness {
         Harness::with_config(WebConfig::default().with_anonymous_role(haneul_core::Role::Admin))
-    }
-
-    fn with_config(config: WebConfig) -> Harness {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let archive = Archive::open(ArchiveConfig::new(dir.path().join("data"))).expect("opening the archive");
-        let router = router(WebState::new(Arc::clone(&archive), config));
-        Harness { _dir: dir, archive, router }
-    }
-
-    async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(request).await.expect("the router answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = to_bytes(response.into_body(), usize::MAX).await.expect("reading the body").to_vec();
-        Reply { status, headers, body }
     }
 
     async fn get(&self, uri: &str, accept: &str) -> Reply {
@@ -69,25 +52,7 @@ impl Harness {
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
 impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    fn header(&self, name: impl header::AsHeaderName) -> &str {
-        self.headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or("")
-    }
-
     /// The error body every refusal carries: `{"error": "...", "status": N}`.
     fn assert_error(&self, status: StatusCode) {
         assert_eq!(self.status, status, "{}", self.text());
@@ -331,7 +296,7 @@ async fn metadata_is_answered_from_the_catalog_without_reading_files() {
     let specs = [spec(9, 1, 1), spec(9, 1, 2)];
     harness.store(&specs.iter().map(part10).collect::<Vec<_>>()).await;
     // Take the stored files away: metadata must not need them.
-    let removed = remove_files_under(&harness._dir.path().join("data/blobs"));
+    let removed = remove_files_under(&harness.dir.path().join("data/blobs"));
     assert_eq!(removed, 2, "both instances' files were written");
     let uri = format!("/dicom-web/studies/{}/metadata", specs[0].study);
     let reply = harness.get(&uri, "application/dicom+json").await;
