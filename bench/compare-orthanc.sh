@@ -23,7 +23,8 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d)
 RESULTS="$OUT/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 HANEUL="$ROOT/target/release/haneul"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 ORTHANC_PORT=$(free_port)
 HANEUL_PORT=$(free_port)
 ORTHANC_HTTP_PORT=$(free_port)
@@ -55,16 +56,6 @@ if [[ -z "${SKIP_WEB:-}" ]]; then
     fi
 fi
 (cd "$ROOT" && cargo build --release -q -p haneul)
-
-wait_port() { # port pid
-    for _ in $(seq 1 400); do
-        if ! kill -0 "$2" 2>/dev/null; then echo "process $2 exited before listening on $1" >&2; return 1; fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "port $1 never opened" >&2
-    return 1
-}
 
 start_orthanc() {
     rm -rf "$WORK/orthanc"; mkdir -p "$WORK/orthanc"

@@ -17,7 +17,8 @@ RESYNC=${RESYNC:-10000}
 WORK=$(mktemp -d /tmp/haneul-replication-bench.XXXXXX)
 [[ -x $HANEUL ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 A_DICOM=$(free_port); A_HTTP=$(free_port); B_DICOM=$(free_port); B_HTTP=$(free_port)
 A_PID=; B_PID=
 cleanup() {
@@ -27,13 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() { # port pid
-    for _ in $(seq 1 600); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || { echo "a node exited:" >&2; tail -20 "$WORK"/*.log >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "no listener on $1" >&2; exit 1
+listening() { # port pid
+    wait_port "$1" "$2" || { tail -20 "$WORK"/*.log >&2; exit 1; }
 }
 
 start_node() { # name dicom-port http-port ae extra-toml
@@ -42,7 +38,7 @@ start_node() { # name dicom-port http-port ae extra-toml
         "$WORK/$name" "$4" "$2" "$3" "$5" >"$config"
     HANEUL_ADMIN_PASSWORD=bench-admin-password "$HANEUL" serve --config "$config" >>"$WORK/$name.log" 2>&1 &
     local pid=$!
-    wait_port "$2" "$pid"; wait_port "$3" "$pid"
+    listening "$2" "$pid"; listening "$3" "$pid"
     if [[ $name == a ]]; then A_PID=$pid; else B_PID=$pid; fi
 }
 stop_node() { # pid

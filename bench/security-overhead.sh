@@ -22,20 +22,16 @@ WORK=$(mktemp -d /tmp/haneul-security-bench.XXXXXX)
 RESULTS="$WORK/results.jsonl"
 [[ -x $HANEUL ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 DICOM_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 PID=
 cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK/data-"*; }
 trap cleanup EXIT
 
-wait_port() { # port
-    for _ in $(seq 1 600); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$PID" 2>/dev/null || { echo "haneul exited:" >&2; tail -20 "$WORK/haneul.log" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "haneul did not listen on $1" >&2; exit 1
+listening() { # port
+    wait_port "$1" "$PID" || { tail -20 "$WORK/haneul.log" >&2; exit 1; }
 }
 
 start() { # mode data
@@ -48,8 +44,8 @@ start() { # mode data
     } >"$config"
     HANEUL_ADMIN_PASSWORD=bench-admin-password "$HANEUL" serve --config "$config" >>"$WORK/haneul.log" 2>&1 &
     PID=$!
-    wait_port "$DICOM_PORT"
-    wait_port "$HTTP_PORT"
+    listening "$DICOM_PORT"
+    listening "$HTTP_PORT"
     TOKEN=""
     if [[ $mode == on ]]; then TOKEN=$("$HANEUL" token create admin --name bench --config "$config" 2>/dev/null); fi
 }
