@@ -12,13 +12,16 @@
 
 mod accounts;
 mod records;
+mod snapshot;
 mod sqlite;
 
 pub use accounts::*;
 pub use records::*;
+pub use snapshot::{BlobKind, CatalogSnapshot, ReferencedBlob, SnapshotCounts};
 pub use sqlite::SqliteCatalog;
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use haneul_dicom::matching::Query;
 use haneul_dicom::Dataset;
@@ -37,6 +40,8 @@ pub enum CatalogError {
     Duplicate(String),
     #[error("stored record is invalid: {0}")]
     CorruptRecord(String),
+    #[error("catalog snapshot path {0} is not valid UTF-8")]
+    SnapshotPath(std::path::PathBuf),
 }
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
@@ -86,6 +91,12 @@ pub trait Catalog: Send + Sync {
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;
 
     fn statistics(&self) -> Result<Statistics>;
+
+    /// Write a consistent copy of the whole catalog to `path`, which must not
+    /// exist yet: a self-contained SQLite database that [`SqliteCatalog::open`]
+    /// opens and [`CatalogSnapshot`] reads. It only reads the catalog, so it
+    /// is safe beside a running server (backups).
+    fn snapshot_into(&self, path: &Path) -> Result<()>;
 
     /// Journal events with a sequence number above `after`.
     fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>>;

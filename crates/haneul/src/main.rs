@@ -1,6 +1,7 @@
 //! The `haneul` command: the archive server and its tools.
 
 mod audit;
+mod backup;
 mod bench;
 mod config;
 mod import;
@@ -67,6 +68,11 @@ enum Command {
     /// Check (verify) and search the tamper-evident audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Back up the catalog and instance files to a write-once directory
+    /// (beside a running server); `backup list` and `backup drill` check backups.
+    Backup(backup::BackupArgs),
+    /// Restore a backup snapshot into an empty data directory.
+    Restore(backup::RestoreArgs),
     /// Check a configuration file and exit.
     CheckConfig {
         /// The file to check.
@@ -84,6 +90,8 @@ fn main() -> ExitCode {
         Command::User(command) => users::run_user(command),
         Command::Token(command) => users::run_token(command),
         Command::Audit(command) => audit::run(command),
+        Command::Backup(args) => backup::run_backup(args),
+        Command::Restore(args) => backup::run_restore(args),
         Command::CheckConfig { path } => Config::load(&path).map(|_| {
             println!("{}: valid", path.display());
             ExitCode::SUCCESS

@@ -142,6 +142,26 @@ impl SqliteCatalog {
         Ok(SqliteCatalog { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), stop_checkpoints: stop })
     }
 
+    /// Open an existing catalog for reading only, beside a running server
+    /// (backups): no schema change, no checkpoint thread, and every write
+    /// fails, so the live database is never altered.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteCatalog> {
+        let path = path.as_ref().to_path_buf();
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(&path, flags)?;
+        connection.busy_timeout(std::time::Duration::from_secs(30))?;
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(CatalogError::SchemaTooNew { found: version, supported: SCHEMA_VERSION });
+        }
+        Ok(SqliteCatalog {
+            path,
+            writer: Mutex::new(connection),
+            readers: Mutex::new(Vec::new()),
+            stop_checkpoints: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
     fn with_reader<T>(&self, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let pooled = lock(&self.readers).pop();
         let connection = match pooled {
@@ -360,6 +380,16 @@ impl Catalog for SqliteCatalog {
                 instances: count("SELECT COUNT(*) FROM instances")?,
                 stored_bytes: count("SELECT COALESCE(SUM(blob_size), 0) FROM instances")?,
             })
+        })
+    }
+
+    fn snapshot_into(&self, path: &Path) -> Result<()> {
+        let target = path.to_str().ok_or_else(|| CatalogError::SnapshotPath(path.to_path_buf()))?;
+        // VACUUM INTO runs in one read transaction: in WAL mode it sees one
+        // commit's state and holds back neither the writer nor checkpoints.
+        self.with_reader(|connection| {
+            connection.execute("VACUUM INTO ?1", [target])?;
+            Ok(())
         })
     }
 

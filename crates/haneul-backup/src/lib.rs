@@ -1,0 +1,636 @@
+//! Write-once backups of an archive, point-in-time restore into an empty
+//! node, and what a restore drill needs.
+//!
+//! A backup target ([`Target`]) holds:
+//!
+//! - `objects/<2 hex>/<64 hex>`: instance files by their BLAKE3 digest, so
+//!   every run is incremental (an object already there is checked, never
+//!   written again) and identical content is kept once;
+//! - `snapshots/<UTC time>/catalog.sqlite`: a consistent copy of the catalog
+//!   ([`haneul_catalog::Catalog::snapshot_into`]);
+//! - `snapshots/<UTC time>/manifest.json`: every blob the catalog references
+//!   (path, size, digest), written last, so a snapshot without a manifest is
+//!   incomplete and ignored.
+//!
+//! A backup only reads the archive (a catalog snapshot and the blob files), so
+//! it runs beside a serving node; every blob is hashed while it is copied and
+//! an object is published only when it matches the catalog's digest. Nothing
+//! published is ever opened for writing, replaced or deleted: an existing
+//! object whose content differs fails the run and stays as it is.
+//!
+//! This crate sits beside `haneul-core`: it reads through the catalog and
+//! storage APIs and writes only to its target and, on restore, into an empty
+//! data directory.
+
+mod manifest;
+mod target;
+mod when;
+
+pub use manifest::{object_key, BlobEntry, CatalogEntry, Counts, Manifest, MANIFEST_FORMAT};
+pub use target::{DirTarget, NewObject, Target};
+pub use when::{is_snapshot_name, parse_at};
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use haneul_catalog::{BlobKind, Catalog, CatalogError, CatalogSnapshot, ReferencedBlob};
+use haneul_storage::{BlobStore, StorageError};
+use manifest::{is_digest_hex, to_hex};
+
+/// The catalog's file inside a snapshot.
+const SNAPSHOT_CATALOG: &str = "catalog.sqlite";
+const MANIFEST_FILE: &str = "manifest.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("backup failed, no snapshot written: {}", list(.0))]
+    Problems(Vec<BackupProblem>),
+    #[error("no complete snapshot in {target}{}", .at.as_ref().map(|at| format!(" at or before {at}")).unwrap_or_default())]
+    NoSnapshot { target: String, at: Option<String> },
+    #[error("{0:?} is neither a snapshot name (20261123T101500Z) nor an RFC 3339 time (2026-11-23T10:15:00Z)")]
+    BadTime(String),
+    #[error("snapshot {snapshot} has no readable manifest: {detail}")]
+    BadManifest { snapshot: String, detail: String },
+    #[error("data directory {0} is not empty; restore only into an empty or new directory")]
+    DataDirNotEmpty(PathBuf),
+    #[error("the catalog of snapshot {snapshot} ({object}) does not match its manifest")]
+    CatalogDamaged { snapshot: String, object: String },
+    #[error("snapshot {snapshot} is incomplete: {}", list(.problems))]
+    Incomplete { snapshot: String, problems: Vec<RestoreProblem> },
+    #[error("cannot find a free snapshot name in {0}")]
+    NameTaken(String),
+}
+
+fn list<T: fmt::Display>(items: &[T]) -> String {
+    let shown: Vec<String> = items.iter().take(20).map(ToString::to_string).collect();
+    let more = items.len().saturating_sub(shown.len());
+    let mut text = shown.join("; ");
+    if more > 0 {
+        text.push_str(&format!("; … and {more} more"));
+    }
+    text
+}
+
+fn io_error(what: impl fmt::Display) -> impl FnOnce(io::Error) -> BackupError {
+    let what = what.to_string();
+    move |source| BackupError::Io { what, source }
+}
+
+pub type Result<T> = std::result::Result<T, BackupError>;
+
+/// Something a backup found that keeps it from writing a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupProblem {
+    /// A blob the catalog snapshot references is not in the blob store.
+    SourceMissing { path: String },
+    /// A blob's bytes do not hash to the catalog's digest (or size).
+    SourceMismatch { path: String },
+    /// An object already in the backup does not hash to its name.
+    ObjectDiffers { object: String },
+}
+
+impl fmt::Display for BackupProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackupProblem::SourceMissing { path } => {
+                write!(f, "archive file {path} is missing (removed since the snapshot, or lost: run haneul verify)")
+            }
+            BackupProblem::SourceMismatch { path } => {
+                write!(f, "archive file {path} does not match its catalog digest; not backed up (run haneul verify)")
+            }
+            BackupProblem::ObjectDiffers { object } => {
+                write!(f, "backup object {object} differs from the archive's copy; refusing to overwrite")
+            }
+        }
+    }
+}
+
+/// An object a restore could not use.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RestoreProblem {
+    Missing { object: String, path: String },
+    Damaged { object: String, path: String },
+}
+
+impl fmt::Display for RestoreProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreProblem::Missing { object, path } => write!(f, "backup object {object} (for {path}) is missing"),
+            RestoreProblem::Damaged { object, path } => {
+                write!(f, "backup object {object} (for {path}) does not match its digest")
+            }
+        }
+    }
+}
+
+/// The archive a backup reads.
+pub struct Source<'a> {
+    pub catalog: &'a dyn Catalog,
+    pub blobs: &'a BlobStore,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub snapshot: String,
+    /// Objects copied by this run.
+    pub objects_written: u64,
+    pub bytes_written: u64,
+    /// Objects a previous run had written, checked and kept.
+    pub objects_present: u64,
+    pub counts: Counts,
+}
+
+/// Back up `source` into `target`: a catalog snapshot, every referenced blob
+/// not yet in the target, and the manifest last. `scratch` is a directory
+/// for the catalog copy before it is stored. `progress` gets the blob bytes
+/// handled so far and their total.
+pub fn backup(
+    source: &Source<'_>,
+    target: &dyn Target,
+    scratch: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<BackupReport> {
+    let scratch = tempfile::Builder::new()
+        .prefix(".haneul-snapshot-")
+        .tempdir_in(scratch)
+        .map_err(io_error(format_args!("cannot make a scratch directory in {}", scratch.display())))?;
+    let (name, created) = claim_snapshot_name(target)?;
+    let catalog_copy = scratch.path().join(SNAPSHOT_CATALOG);
+    source.catalog.snapshot_into(&catalog_copy)?;
+    let snapshot = CatalogSnapshot::open(&catalog_copy)?;
+    let catalog_counts = snapshot.counts()?;
+    let referenced = snapshot.blobs()?;
+    drop(snapshot);
+
+    let total: u64 = referenced.iter().map(|blob| blob.size).sum();
+    let mut report = BackupReport {
+        snapshot: name.clone(),
+        objects_written: 0,
+        bytes_written: 0,
+        objects_present: 0,
+        counts: Counts::default(),
+    };
+    let mut problems = Vec::new();
+    let mut handled = HashSet::new();
+    let mut entries = Vec::with_capacity(referenced.len());
+    let mut done = 0;
+    progress(done, total);
+    for blob in &referenced {
+        let digest = to_hex(&blob.digest);
+        entries.push(BlobEntry {
+            path: blob.path.clone(),
+            size: blob.size,
+            digest: digest.clone(),
+            kind: kind_name(blob.kind).into(),
+        });
+        // Blobs with the same content share one object.
+        if handled.insert(digest.clone()) {
+            match store_object(source.blobs, target, blob, &digest)? {
+                Stored::Written => {
+                    report.objects_written += 1;
+                    report.bytes_written += blob.size;
+                }
+                Stored::Present => report.objects_present += 1,
+                Stored::Problem(problem) => {
+                    tracing::error!(%problem, "backup problem");
+                    problems.push(problem);
+                }
+            }
+        }
+        done += blob.size;
+        progress(done, total);
+    }
+    if !problems.is_empty() {
+        return Err(BackupError::Problems(problems));
+    }
+
+    let catalog_key = format!("snapshots/{name}/{SNAPSHOT_CATALOG}");
+    let mut catalog_file =
+        File::open(&catalog_copy).map_err(io_error(format_args!("cannot read {}", catalog_copy.display())))?;
+    let mut object = target.create(&catalog_key).map_err(io_error(target.locate(&catalog_key)))?;
+    let (catalog_size, catalog_digest) =
+        copy_hashing(&mut catalog_file, &mut object, &catalog_copy.display().to_string(), target)?;
+    object.publish().map_err(io_error(target.locate(&catalog_key)))?;
+
+    report.counts = Counts {
+        patients: catalog_counts.patients,
+        studies: catalog_counts.studies,
+        series: catalog_counts.series,
+        instances: catalog_counts.instances,
+        superseded: catalog_counts.superseded,
+        conflicts: catalog_counts.conflicts,
+        blobs: entries.len() as u64,
+        objects: handled.len() as u64,
+        bytes: total,
+    };
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        haneul_version: env!("CARGO_PKG_VERSION").into(),
+        snapshot: name.clone(),
+        created,
+        catalog: CatalogEntry {
+            file: SNAPSHOT_CATALOG.into(),
+            size: catalog_size,
+            digest: to_hex(&catalog_digest),
+            schema_version: catalog_counts.schema_version,
+        },
+        counts: report.counts.clone(),
+        blobs: entries,
+    };
+    let manifest_key = format!("snapshots/{name}/{MANIFEST_FILE}");
+    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|error| BackupError::Io {
+        what: format!("cannot encode the manifest of {name}"),
+        source: io::Error::other(error),
+    })?;
+    let mut object = target.create(&manifest_key).map_err(io_error(target.locate(&manifest_key)))?;
+    object.write_all(&bytes).map_err(io_error(target.locate(&manifest_key)))?;
+    object.publish().map_err(io_error(target.locate(&manifest_key)))?;
+    Ok(report)
+}
+
+fn kind_name(kind: BlobKind) -> &'static str {
+    match kind {
+        BlobKind::Instance => "instance",
+        BlobKind::Superseded => "superseded",
+        BlobKind::Conflict => "conflict",
+    }
+}
+
+/// A fresh snapshot name (the current UTC second) and the time as RFC 3339.
+/// Two runs in the same second: the later one waits for the next second.
+fn claim_snapshot_name(target: &dyn Target) -> Result<(String, String)> {
+    for _ in 0..5 {
+        let now = time::OffsetDateTime::now_utc();
+        let name = when::snapshot_name(now);
+        if target.claim_snapshot(&name).map_err(io_error(format_args!("cannot create snapshot {name}")))? {
+            return Ok((name, when::rfc3339(now)));
+        }
+        let rest_of_second = 1_000u64.saturating_sub(u64::from(now.millisecond())) + 1;
+        std::thread::sleep(std::time::Duration::from_millis(rest_of_second));
+    }
+    Err(BackupError::NameTaken(target.describe()))
+}
+
+enum Stored {
+    Written,
+    Present,
+    Problem(BackupProblem),
+}
+
+/// Back up the archive whose catalog is the file `catalog` and whose blob
+/// store is rooted at `blob_root`, opening both for reading only (beside a
+/// running server, and without the start-up recovery of a node).
+pub fn backup_files(
+    catalog: &Path,
+    blob_root: &Path,
+    target: &dyn Target,
+    scratch: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<BackupReport> {
+    if !catalog.is_file() || !blob_root.is_dir() {
+        return Err(BackupError::Io {
+            what: format!("no archive at {}", catalog.parent().unwrap_or(catalog).display()),
+            source: io::Error::new(io::ErrorKind::NotFound, "no catalog or blob directory"),
+        });
+    }
+    let catalog = haneul_catalog::SqliteCatalog::open_read_only(catalog)?;
+    let blobs = BlobStore::open(blob_root, false)?;
+    backup(&Source { catalog: &catalog, blobs: &blobs }, target, scratch, progress)
+}
+
+/// Make sure the target holds `blob`'s content under its digest.
+fn store_object(blobs: &BlobStore, target: &dyn Target, blob: &ReferencedBlob, digest: &str) -> Result<Stored> {
+    let key = object_key(digest);
+    if target.object_size(&key).map_err(io_error(target.locate(&key)))?.is_some() {
+        return check_existing(target, &key, blob);
+    }
+    let mut file = match blobs.open_blob(&blob.path) {
+        Ok(file) => file,
+        Err(StorageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(Stored::Problem(BackupProblem::SourceMissing { path: blob.path.clone() }));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let mut object = target.create(&key).map_err(io_error(target.locate(&key)))?;
+    let copied = copy_hashing(&mut file, &mut object, &blob.path, target)?;
+    if copied != (blob.size, blob.digest) {
+        // Dropping the unpublished object discards the copy.
+        return Ok(Stored::Problem(BackupProblem::SourceMismatch { path: blob.path.clone() }));
+    }
+    match object.publish() {
+        Ok(()) => Ok(Stored::Written),
+        // Another run published the same content meanwhile: check theirs.
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => check_existing(target, &key, blob),
+        Err(error) => Err(io_error(target.locate(&key))(error)),
+    }
+}
+
+/// An object already in the target must hold exactly `blob`'s bytes.
+fn check_existing(target: &dyn Target, key: &str, blob: &ReferencedBlob) -> Result<Stored> {
+    let mut object = target.open(key).map_err(io_error(target.locate(key)))?;
+    let found = hash_reader(&mut object).map_err(io_error(target.locate(key)))?;
+    if found == (blob.size, blob.digest) {
+        return Ok(Stored::Present);
+    }
+    Ok(Stored::Problem(BackupProblem::ObjectDiffers { object: target.locate(key) }))
+}
+
+fn hash_reader(reader: &mut dyn Read) -> io::Result<(u64, [u8; 32])> {
+    copy_and_hash(reader, &mut io::sink()).map_err(|(_, error)| error)
+}
+
+/// Which side of a copy failed.
+enum Side {
+    Read,
+    Write,
+}
+
+fn copy_and_hash(
+    reader: &mut dyn Read,
+    writer: &mut dyn Write,
+) -> std::result::Result<(u64, [u8; 32]), (Side, io::Error)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err((Side::Read, error)),
+        };
+        hasher.update(&buffer[..n]);
+        writer.write_all(&buffer[..n]).map_err(|error| (Side::Write, error))?;
+        size += n as u64;
+    }
+    Ok((size, *hasher.finalize().as_bytes()))
+}
+
+/// Copy an archive file (`what`) into a new object, hashing it.
+fn copy_hashing(
+    reader: &mut dyn Read,
+    object: &mut Box<dyn NewObject>,
+    what: &str,
+    target: &dyn Target,
+) -> Result<(u64, [u8; 32])> {
+    copy_and_hash(reader, object.as_mut()).map_err(|(side, source)| match side {
+        Side::Read => BackupError::Io { what: format!("cannot read {what}"), source },
+        Side::Write => BackupError::Io { what: format!("cannot write to {}", target.describe()), source },
+    })
+}
+
+/// A snapshot in a target.
+#[derive(Debug, Clone)]
+pub struct SnapshotListing {
+    pub name: String,
+    /// The manifest, or why there is no usable one (an incomplete snapshot).
+    pub manifest: std::result::Result<Manifest, String>,
+}
+
+/// Every snapshot in the target, oldest first, complete or not.
+pub fn list_snapshots(target: &dyn Target) -> Result<Vec<SnapshotListing>> {
+    let names = target.list("snapshots/").map_err(io_error(format_args!("cannot list {}", target.describe())))?;
+    let mut listings = Vec::new();
+    for name in names.into_iter().filter(|name| is_snapshot_name(name)) {
+        let manifest = match read_manifest(target, &name) {
+            Ok(manifest) => Ok(manifest),
+            Err(BackupError::BadManifest { detail, .. }) => Err(detail),
+            Err(error) => return Err(error),
+        };
+        listings.push(SnapshotListing { name, manifest });
+    }
+    Ok(listings)
+}
+
+/// The manifest of a snapshot, checked for form (not against the objects).
+pub fn read_manifest(target: &dyn Target, snapshot: &str) -> Result<Manifest> {
+    let bad = |detail: String| BackupError::BadManifest { snapshot: snapshot.to_string(), detail };
+    let key = format!("snapshots/{snapshot}/{MANIFEST_FILE}");
+    let mut bytes = Vec::new();
+    match target.open(&key) {
+        Ok(mut reader) => reader.read_to_end(&mut bytes).map_err(io_error(target.locate(&key)))?,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(bad("no manifest (incomplete)".into())),
+        Err(error) => return Err(io_error(target.locate(&key))(error)),
+    };
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|error| bad(error.to_string()))?;
+    if manifest.format != MANIFEST_FORMAT {
+        return Err(bad(format!("format {} is not {MANIFEST_FORMAT}", manifest.format)));
+    }
+    if manifest.snapshot != snapshot {
+        return Err(bad(format!("it names snapshot {}", manifest.snapshot)));
+    }
+    if !is_digest_hex(&manifest.catalog.digest) || manifest.catalog.file.contains('/') {
+        return Err(bad("its catalog entry is malformed".into()));
+    }
+    if let Some(entry) = manifest.blobs.iter().find(|entry| !is_digest_hex(&entry.digest)) {
+        return Err(bad(format!("blob {} has a malformed digest", entry.path)));
+    }
+    Ok(manifest)
+}
+
+/// The newest complete snapshot at or before `at` (a snapshot name or RFC
+/// 3339 time; `None`: the newest of all).
+pub fn choose_snapshot(target: &dyn Target, at: Option<&str>) -> Result<Manifest> {
+    let limit = match at {
+        Some(at) => Some(parse_at(at).ok_or_else(|| BackupError::BadTime(at.to_string()))?),
+        None => None,
+    };
+    let chosen = list_snapshots(target)?
+        .into_iter()
+        .rev()
+        .filter(|listing| limit.as_ref().is_none_or(|limit| listing.name.as_str() <= limit.as_str()))
+        .find_map(|listing| listing.manifest.ok());
+    chosen.ok_or_else(|| BackupError::NoSnapshot { target: target.describe(), at: limit })
+}
+
+/// Where a restore puts the catalog and the blobs.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The new node's data directory: absent or empty.
+    pub data_dir: PathBuf,
+    /// The catalog file's name in it.
+    pub catalog_file: String,
+    /// The blob store's directory in it.
+    pub blob_dir: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    /// Blobs written and verified against their digests.
+    pub blobs_restored: u64,
+    pub bytes: u64,
+    pub manifest: Manifest,
+}
+
+/// Restore snapshot `manifest` from `target` into the empty data directory
+/// of `layout`: every blob to its catalog path (each verified against its
+/// digest, fsynced), then the catalog, last, so a directory whose restore
+/// failed holds no catalog. Missing or damaged objects are all reported in
+/// [`BackupError::Incomplete`].
+pub fn restore(
+    target: &dyn Target,
+    manifest: &Manifest,
+    layout: &Layout,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RestoreReport> {
+    let snapshot = manifest.snapshot.as_str();
+    prepare_empty_dir(&layout.data_dir)?;
+    let staged_catalog = layout.data_dir.join(format!(".{}.restoring", layout.catalog_file));
+    restore_catalog(target, manifest, &staged_catalog)?;
+    check_catalog_against_manifest(&staged_catalog, manifest)?;
+
+    let blobs = BlobStore::open(layout.data_dir.join(&layout.blob_dir), false)?;
+    let mut new_entries: BTreeSet<PathBuf> = BTreeSet::new();
+    new_entries.insert(layout.data_dir.clone());
+    let mut problems = Vec::new();
+    let mut report =
+        RestoreReport { snapshot: snapshot.to_string(), blobs_restored: 0, bytes: 0, manifest: manifest.clone() };
+    let total = manifest.counts.bytes;
+    progress(0, total);
+    for entry in &manifest.blobs {
+        let destination = blobs.path_of(&entry.path)?;
+        if let Some(dir) = destination.parent() {
+            create_dirs(dir, &mut new_entries)?;
+            new_entries.insert(dir.to_path_buf());
+        }
+        let key = object_key(&entry.digest);
+        let mut object = match target.open(&key) {
+            Ok(object) => object,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                problems.push(RestoreProblem::Missing { object: target.locate(&key), path: entry.path.clone() });
+                continue;
+            }
+            Err(error) => return Err(io_error(target.locate(&key))(error)),
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&destination)
+            .map_err(io_error(format_args!("cannot create {}", destination.display())))?;
+        let (size, digest) = copy_and_hash(&mut object, &mut file).map_err(|(side, source)| match side {
+            Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(&key)), source },
+            Side::Write => BackupError::Io { what: format!("cannot write {}", destination.display()), source },
+        })?;
+        if (size, to_hex(&digest)) != (entry.size, entry.digest.clone()) {
+            drop(file);
+            // Our own new file, with bytes that are not the instance's.
+            let _ = fs::remove_file(&destination);
+            problems.push(RestoreProblem::Damaged { object: target.locate(&key), path: entry.path.clone() });
+            continue;
+        }
+        file.sync_all().map_err(io_error(format_args!("cannot sync {}", destination.display())))?;
+        report.blobs_restored += 1;
+        report.bytes += size;
+        progress(report.bytes, total);
+    }
+    for dir in &new_entries {
+        fsync_dir(dir)?;
+    }
+    if !problems.is_empty() {
+        let _ = fs::remove_file(&staged_catalog);
+        return Err(BackupError::Incomplete { snapshot: snapshot.to_string(), problems });
+    }
+    let catalog_path = layout.data_dir.join(&layout.catalog_file);
+    fs::rename(&staged_catalog, &catalog_path)
+        .map_err(io_error(format_args!("cannot move the catalog to {}", catalog_path.display())))?;
+    fsync_dir(&layout.data_dir)?;
+    Ok(report)
+}
+
+/// An absent directory is created; an existing one must be empty.
+fn prepare_empty_dir(dir: &Path) -> Result<()> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(BackupError::DataDirNotEmpty(dir.to_path_buf()));
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(io_error(format_args!("cannot create {}", dir.display())))?;
+            if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+                fsync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(error) => Err(io_error(format_args!("cannot read {}", dir.display()))(error)),
+    }
+}
+
+/// Copy the snapshot's catalog to `staged`, checking it against the manifest.
+fn restore_catalog(target: &dyn Target, manifest: &Manifest, staged: &Path) -> Result<()> {
+    let key = format!("snapshots/{}/{}", manifest.snapshot, manifest.catalog.file);
+    let mut object = target.open(&key).map_err(io_error(target.locate(&key)))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(staged)
+        .map_err(io_error(format_args!("cannot create {}", staged.display())))?;
+    let (size, digest) = copy_and_hash(&mut object, &mut file).map_err(|(side, source)| match side {
+        Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(&key)), source },
+        Side::Write => BackupError::Io { what: format!("cannot write {}", staged.display()), source },
+    })?;
+    if (size, to_hex(&digest)) != (manifest.catalog.size, manifest.catalog.digest.clone()) {
+        drop(file);
+        let _ = fs::remove_file(staged);
+        return Err(BackupError::CatalogDamaged { snapshot: manifest.snapshot.clone(), object: target.locate(&key) });
+    }
+    file.sync_all().map_err(io_error(format_args!("cannot sync {}", staged.display())))
+}
+
+/// The restored catalog must reference exactly the manifest's blobs: the
+/// manifest is what the restore copies and the drill checks.
+fn check_catalog_against_manifest(catalog: &Path, manifest: &Manifest) -> Result<()> {
+    let referenced: BTreeSet<(String, u64, String)> = CatalogSnapshot::open(catalog)?
+        .blobs()?
+        .into_iter()
+        .map(|blob| (blob.path, blob.size, to_hex(&blob.digest)))
+        .collect();
+    let listed: BTreeSet<(String, u64, String)> =
+        manifest.blobs.iter().map(|entry| (entry.path.clone(), entry.size, entry.digest.clone())).collect();
+    if referenced != listed {
+        return Err(BackupError::BadManifest {
+            snapshot: manifest.snapshot.clone(),
+            detail: format!(
+                "{} of its blobs are not in its catalog, and {} blobs of its catalog are not in it",
+                listed.difference(&referenced).count(),
+                referenced.difference(&listed).count()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Create `dir` and its missing parents, remembering each parent that gained
+/// an entry (to fsync once at the end).
+fn create_dirs(dir: &Path, new_entries: &mut BTreeSet<PathBuf>) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs(parent, new_entries)?;
+        new_entries.insert(parent.to_path_buf());
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(io_error(format_args!("cannot create {}", dir.display()))(error)),
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|dir| dir.sync_all()).map_err(io_error(format_args!("cannot sync {}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests;

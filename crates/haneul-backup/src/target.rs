@@ -1,0 +1,286 @@
+//! Where backups go: a [`Target`] stores named objects that, once published,
+//! Haneul never alters. [`DirTarget`] is a write-once directory; an S3
+//! bucket with object lock is meant to be another implementation.
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A store of write-once objects named by `/`-separated keys.
+pub trait Target: Send + Sync {
+    /// Where the target is, for messages.
+    fn describe(&self) -> String;
+
+    /// Where an object is, for messages (a file path, a URL).
+    fn locate(&self, key: &str) -> String;
+
+    /// The size of an object, or `None` when there is none with this key.
+    fn object_size(&self, key: &str) -> io::Result<Option<u64>>;
+
+    /// Read a published object.
+    fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>>;
+
+    /// Start a new object. Nothing is visible under `key` until
+    /// [`NewObject::publish`]; dropping the writer discards what was written.
+    fn create(&self, key: &str) -> io::Result<Box<dyn NewObject>>;
+
+    /// The names directly under a prefix (`snapshots/`), sorted.
+    fn list(&self, prefix: &str) -> io::Result<Vec<String>>;
+
+    /// Reserve a snapshot's name; `false` when another run already has it.
+    fn claim_snapshot(&self, name: &str) -> io::Result<bool>;
+}
+
+/// An object being written.
+pub trait NewObject: Write + Send {
+    /// Make the object durable and visible under its key. Fails with
+    /// [`io::ErrorKind::AlreadyExists`] when the key is taken, which is never
+    /// replaced.
+    fn publish(self: Box<Self>) -> io::Result<()>;
+}
+
+/// A write-once directory.
+///
+/// Every file is written to a temporary name in its final directory (created
+/// with `O_EXCL`), fsynced, made read-only (0444), and then hard-linked to its
+/// final name, which fails if that name exists, so nothing is ever replaced;
+/// the temporary name is removed and the directory fsynced. No published file
+/// is ever opened for writing, truncated or deleted.
+pub struct DirTarget {
+    root: PathBuf,
+}
+
+impl DirTarget {
+    /// Use (creating if needed) the directory `root`.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<DirTarget> {
+        let root = root.into();
+        fs::create_dir_all(&root)?;
+        Ok(DirTarget { root })
+    }
+
+    /// An existing backup directory (restores, drills, listings).
+    pub fn existing(root: impl Into<PathBuf>) -> io::Result<DirTarget> {
+        let root = root.into();
+        if !root.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no backup directory at {}", root.display())));
+        }
+        Ok(DirTarget { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file of a key, refusing anything but plain relative names.
+    pub fn path_of(&self, key: &str) -> io::Result<PathBuf> {
+        let relative = Path::new(key);
+        let plain = relative.components().all(|c| matches!(c, Component::Normal(_)));
+        if key.is_empty() || !plain {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid backup key {key:?}")));
+        }
+        Ok(self.root.join(relative))
+    }
+
+    /// Create the directories of `dir` under the root, fsyncing each parent
+    /// that gained an entry.
+    fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.ensure_dir(parent)?;
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => fsync_parent(dir),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl Target for DirTarget {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn locate(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+
+    fn object_size(&self, key: &str) -> io::Result<Option<u64>> {
+        match fs::symlink_metadata(self.path_of(key)?) {
+            Ok(metadata) if metadata.is_file() => Ok(Some(metadata.len())),
+            Ok(_) => Err(io::Error::other(format!("{} is not a plain file", self.locate(key)))),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(File::open(self.path_of(key)?)?))
+    }
+
+    fn create(&self, key: &str) -> io::Result<Box<dyn NewObject>> {
+        let path = self.path_of(key)?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
+        self.ensure_dir(&dir)?;
+        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("object");
+        // Unique per process and call; O_EXCL catches any other writer's leftover.
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let temp =
+            dir.join(format!(".{name}.{}-{}.partial", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed)));
+        let file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        Ok(Box::new(DirObject { file: Some(file), temp, path, dir }))
+    }
+
+    fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
+        let dir = if prefix.trim_end_matches('/').is_empty() {
+            self.root.clone()
+        } else {
+            self.path_of(prefix.trim_end_matches('/'))?
+        };
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            // Temporary names of unfinished writes start with a dot.
+            if let Some(name) = entry.file_name().to_str().filter(|name| !name.starts_with('.')) {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn claim_snapshot(&self, name: &str) -> io::Result<bool> {
+        let dir = self.path_of(&format!("snapshots/{name}"))?;
+        if let Some(parent) = dir.parent() {
+            self.ensure_dir(parent)?;
+        }
+        match fs::create_dir(&dir) {
+            Ok(()) => {
+                fsync_parent(&dir)?;
+                Ok(true)
+            }
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+struct DirObject {
+    /// `None` once published.
+    file: Option<File>,
+    temp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+impl Write for DirObject {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(file) => file.write(buf),
+            None => Err(io::Error::other("object already published")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl NewObject for DirObject {
+    fn publish(mut self: Box<Self>) -> io::Result<()> {
+        let Some(file) = self.file.take() else {
+            return Err(io::Error::other("object already published"));
+        };
+        file.sync_all()?;
+        file.set_permissions(Permissions::from_mode(0o444))?;
+        drop(file);
+        // A hard link, unlike rename, never replaces an existing name: a
+        // published object cannot be overwritten, not even by a race.
+        let linked = fs::hard_link(&self.temp, &self.path);
+        let removed = fs::remove_file(&self.temp);
+        linked?;
+        removed?;
+        fsync_dir(&self.dir)
+    }
+}
+
+impl Drop for DirObject {
+    fn drop(&mut self) {
+        // Not published (an error, or a copy that failed its digest): the
+        // temporary file is ours and never was an object.
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn fsync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(parent) => fsync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_object(target: &DirTarget, key: &str, content: &[u8]) -> io::Result<()> {
+        let mut object = target.create(key)?;
+        object.write_all(content)?;
+        object.publish()
+    }
+
+    #[test]
+    fn published_objects_are_read_only_and_never_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = DirTarget::open(dir.path()).expect("target");
+        write_object(&target, "objects/ab/abc", b"first").expect("first write");
+        let path = target.path_of("objects/ab/abc").expect("path");
+        assert_eq!(fs::metadata(&path).expect("metadata").permissions().mode() & 0o777, 0o444);
+        let error = write_object(&target, "objects/ab/abc", b"second").expect_err("a second write must fail");
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&path).expect("read"), b"first");
+        assert_eq!(target.list("objects/ab/").expect("list"), vec!["abc".to_string()], "no temporary file is left");
+        assert_eq!(target.object_size("objects/ab/abc").expect("size"), Some(5));
+        assert_eq!(target.object_size("objects/ab/none").expect("size"), None);
+    }
+
+    #[test]
+    fn unpublished_objects_leave_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = DirTarget::open(dir.path()).expect("target");
+        let mut object = target.create("objects/cd/cde").expect("create");
+        object.write_all(b"abandoned").expect("write");
+        drop(object);
+        assert_eq!(target.object_size("objects/cd/cde").expect("size"), None);
+        assert!(fs::read_dir(dir.path().join("objects/cd")).expect("dir").next().is_none(), "temporary file removed");
+    }
+
+    #[test]
+    fn keys_outside_the_target_and_taken_snapshot_names_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = DirTarget::open(dir.path()).expect("target");
+        assert!(target.create("../escape").is_err());
+        assert!(target.create("/etc/passwd").is_err());
+        assert!(target.claim_snapshot("20260101T000000Z").expect("claim"));
+        assert!(!target.claim_snapshot("20260101T000000Z").expect("claim again"));
+        assert_eq!(target.list("snapshots/").expect("list"), vec!["20260101T000000Z".to_string()]);
+    }
+}

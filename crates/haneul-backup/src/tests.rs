@@ -1,0 +1,215 @@
+//! Backups and restores of a small archive made with the real catalog and
+//! blob store.
+
+use std::os::unix::fs::PermissionsExt;
+
+use haneul_catalog::{
+    BlobInfo, CommitBatch, DuplicatePolicy, InstanceFacts, NewInstance, Origin, PatientFacts, SeriesFacts,
+    SqliteCatalog, StudyFacts,
+};
+
+use super::*;
+
+struct Archive {
+    dir: tempfile::TempDir,
+    catalog: SqliteCatalog,
+    blobs: BlobStore,
+}
+
+impl Archive {
+    fn new() -> Archive {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = SqliteCatalog::open(dir.path().join("catalog.sqlite")).expect("catalog");
+        let blobs = BlobStore::open(dir.path().join("blobs"), false).expect("blob store");
+        Archive { dir, catalog, blobs }
+    }
+
+    /// Store `content` as instance `sop` (a new version of it under `Replace`).
+    fn store(&self, sop: &str, content: &[u8]) -> String {
+        let mut writer = self.blobs.create().expect("create blob");
+        writer.write_all(content).expect("write blob");
+        let written = writer.finish().expect("finish blob");
+        let instance = NewInstance {
+            patient: PatientFacts { patient_id: "P1".into(), ..PatientFacts::default() },
+            study: StudyFacts { study_uid: "1.2.3".into(), ..StudyFacts::default() },
+            series: SeriesFacts { series_uid: "1.2.3.4".into(), modality: "CT".into(), ..SeriesFacts::default() },
+            instance: InstanceFacts {
+                sop_uid: sop.into(),
+                sop_class: "1.2.840.10008.5.1.4.1.1.7".into(),
+                instance_number: None,
+                transfer_syntax: "1.2.840.10008.1.2.1".into(),
+                dataset_offset: 0,
+                blob: BlobInfo { path: written.rel_path.clone(), size: written.size, digest: written.digest.0 },
+                received_ms: 0,
+                attrs: Default::default(),
+                blob_durable: true,
+            },
+            origin: Origin::default(),
+        };
+        let batch = CommitBatch {
+            instances: &[instance],
+            policy: DuplicatePolicy::Replace,
+            events: &[],
+            settled: &[],
+            scan_from: None,
+        };
+        self.catalog.commit(&batch).expect("commit");
+        written.rel_path
+    }
+
+    fn backup(&self, target: &DirTarget) -> Result<BackupReport> {
+        let source = Source { catalog: &self.catalog, blobs: &self.blobs };
+        let scratch = tempfile::tempdir().expect("scratch");
+        backup(&source, target, scratch.path(), &mut |_, _| {})
+    }
+}
+
+fn layout(dir: &Path) -> Layout {
+    Layout { data_dir: dir.to_path_buf(), catalog_file: "catalog.sqlite".into(), blob_dir: "blobs".into() }
+}
+
+fn object_path(target: &DirTarget, content: &[u8]) -> PathBuf {
+    target.path_of(&object_key(&to_hex(blake3::hash(content).as_bytes()))).expect("object path")
+}
+
+#[test]
+fn backup_and_restore_give_the_same_blobs_and_catalog_references() {
+    let archive = Archive::new();
+    let first = archive.store("1.1", b"first instance");
+    let old = archive.store("1.2", b"second instance, old version");
+    let new = archive.store("1.2", b"second instance, new version");
+    archive.store("1.3", b"first instance"); // same bytes as 1.1: one object
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let report = archive.backup(&target).expect("backup");
+    assert_eq!(report.objects_written, 3);
+    assert_eq!(report.objects_present, 0);
+    assert_eq!((report.counts.instances, report.counts.superseded, report.counts.blobs), (3, 1, 4));
+
+    let manifest = choose_snapshot(&target, None).expect("a snapshot");
+    assert_eq!(manifest.snapshot, report.snapshot);
+    let kinds: Vec<&str> = manifest.blobs.iter().map(|entry| entry.kind.as_str()).collect();
+    assert_eq!(kinds.iter().filter(|kind| **kind == "superseded").count(), 1);
+    let restored = tempfile::tempdir().expect("tempdir");
+    let data_dir = restored.path().join("data");
+    let restore_report = restore(&target, &manifest, &layout(&data_dir), &mut |_, _| {}).expect("restore");
+    assert_eq!(restore_report.blobs_restored, 4);
+    for path in [&first, &old, &new] {
+        assert_eq!(
+            fs::read(data_dir.join("blobs").join(path)).expect("restored blob"),
+            fs::read(archive.blobs.path_of(path).expect("path")).expect("original blob"),
+            "{path}"
+        );
+    }
+    let restored_catalog = CatalogSnapshot::open(&data_dir.join("catalog.sqlite")).expect("restored catalog");
+    let original = CatalogSnapshot::open(&archive.dir.path().join("catalog.sqlite")).expect("original catalog");
+    assert_eq!(restored_catalog.blobs().expect("blobs"), original.blobs().expect("blobs"));
+    assert_eq!(restored_catalog.counts().expect("counts"), original.counts().expect("counts"));
+}
+
+#[test]
+fn second_backup_writes_only_new_objects_and_leaves_old_ones_untouched() {
+    let archive = Archive::new();
+    archive.store("1.1", b"one");
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let first = archive.backup(&target).expect("first backup");
+    let object = object_path(&target, b"one");
+    let before = fs::metadata(&object).expect("object");
+    archive.store("1.2", b"two");
+    let second = archive.backup(&target).expect("second backup");
+    assert_ne!(first.snapshot, second.snapshot, "each run is its own snapshot");
+    assert_eq!((second.objects_written, second.objects_present), (1, 1));
+    let after = fs::metadata(&object).expect("object");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (before.ino(), before.mtime_nsec(), before.ctime_nsec()),
+        (after.ino(), after.mtime_nsec(), after.ctime_nsec())
+    );
+
+    // Point in time: the first snapshot holds only the first instance.
+    let at_first = choose_snapshot(&target, Some(&first.snapshot)).expect("first snapshot");
+    assert_eq!(at_first.counts.instances, 1);
+    assert_eq!(choose_snapshot(&target, None).expect("newest").counts.instances, 2);
+    assert!(matches!(choose_snapshot(&target, Some("2000-01-01T00:00:00Z")), Err(BackupError::NoSnapshot { .. })));
+}
+
+#[test]
+fn an_object_that_differs_is_refused_and_stays_as_it_is() {
+    let archive = Archive::new();
+    archive.store("1.1", b"original bytes");
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let target = DirTarget::open(backup_dir.path()).expect("target");
+    archive.backup(&target).expect("first backup");
+    let object = object_path(&target, b"original bytes");
+    fs::set_permissions(&object, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::write(&object, b"tampered").expect("tamper");
+    let snapshots_before = target.list("snapshots/").expect("list");
+
+    let error = archive.backup(&target).expect_err("a differing object must fail the run");
+    let BackupError::Problems(problems) = &error else { panic!("unexpected error {error}") };
+    assert_eq!(problems, &[BackupProblem::ObjectDiffers { object: object.display().to_string() }]);
+    assert!(error.to_string().contains("refusing to overwrite"), "{error}");
+    assert_eq!(fs::read(&object).expect("object"), b"tampered", "never overwritten");
+    let complete: Vec<_> = list_snapshots(&target)
+        .expect("list")
+        .into_iter()
+        .filter(|listing| listing.manifest.is_ok())
+        .map(|listing| listing.name)
+        .collect();
+    assert_eq!(complete, snapshots_before, "the failed run left no complete snapshot");
+}
+
+#[test]
+fn an_archive_file_that_fails_its_digest_is_not_backed_up() {
+    let archive = Archive::new();
+    let path = archive.store("1.1", b"good bytes");
+    fs::write(archive.blobs.path_of(&path).expect("path"), b"rotten byte").expect("corrupt");
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let error = archive.backup(&target).expect_err("a corrupt archive file must fail the run");
+    let BackupError::Problems(problems) = &error else { panic!("unexpected error {error}") };
+    assert_eq!(problems, &[BackupProblem::SourceMismatch { path }]);
+    assert!(target
+        .list("objects/")
+        .expect("list")
+        .iter()
+        .all(|dir| target.list(&format!("objects/{dir}/")).expect("list").is_empty()));
+    assert!(matches!(choose_snapshot(&target, None), Err(BackupError::NoSnapshot { .. })));
+}
+
+#[test]
+fn restore_refuses_a_non_empty_directory_and_reports_every_bad_object() {
+    let archive = Archive::new();
+    let kept = archive.store("1.1", b"kept");
+    let lost = archive.store("1.2", b"lost");
+    let damaged = archive.store("1.3", b"damaged");
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let target = DirTarget::open(backup_dir.path()).expect("target");
+    archive.backup(&target).expect("backup");
+    let manifest = choose_snapshot(&target, None).expect("snapshot");
+
+    let busy = tempfile::tempdir().expect("tempdir");
+    fs::write(busy.path().join("something"), b"x").expect("file");
+    let error = restore(&target, &manifest, &layout(busy.path()), &mut |_, _| {}).expect_err("non-empty");
+    assert!(matches!(error, BackupError::DataDirNotEmpty(_)), "{error}");
+
+    let lost_object = object_path(&target, b"lost");
+    let damaged_object = object_path(&target, b"damaged");
+    fs::remove_file(&lost_object).expect("remove");
+    fs::set_permissions(&damaged_object, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::write(&damaged_object, b"DAMAGED").expect("damage");
+    let into = tempfile::tempdir().expect("tempdir");
+    let error = restore(&target, &manifest, &layout(into.path()), &mut |_, _| {}).expect_err("incomplete");
+    let BackupError::Incomplete { problems, .. } = error else { panic!("unexpected error {error}") };
+    assert_eq!(
+        problems.into_iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            RestoreProblem::Missing { object: lost_object.display().to_string(), path: lost },
+            RestoreProblem::Damaged { object: damaged_object.display().to_string(), path: damaged.clone() },
+        ])
+    );
+    assert!(!into.path().join("catalog.sqlite").exists(), "no catalog after a failed restore");
+    assert!(into.path().join("blobs").join(&kept).is_file());
+    assert!(!into.path().join("blobs").join(&damaged).exists(), "no damaged copy left behind");
+}

@@ -1,0 +1,313 @@
+//! `haneul backup`, `haneul backup list`, `haneul backup drill` and
+//! `haneul restore`: write-once backups of the catalog and the instance
+//! files, point-in-time restore into an empty node, and a drill that proves
+//! a backup restores completely.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use haneul_backup::{BackupError, DirTarget, Layout, Manifest, RestoreProblem};
+use haneul_core::{verify_archive, Archive, ArchiveConfig, VerifyProblem, BLOB_DIR, CATALOG_FILE};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ArchiveOptions;
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    command: Option<BackupCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    archive: ArchiveOptions,
+    /// The backup directory (created if needed; files in it are never changed once written).
+    #[arg(long, value_name = "DIR", required = true)]
+    to: Option<PathBuf>,
+    /// Where the catalog copy is made before it is stored (default: the backup directory).
+    #[arg(long, value_name = "DIR")]
+    scratch: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// List the snapshots of a backup.
+    List(ListArgs),
+    /// Restore a snapshot into a temporary directory, verify everything, and report.
+    Drill(DrillArgs),
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// The backup directory.
+    #[arg(long, value_name = "DIR")]
+    from: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DrillArgs {
+    /// The backup directory.
+    #[arg(long, value_name = "DIR")]
+    from: PathBuf,
+    /// The newest snapshot at or before this time (RFC 3339 or a snapshot name); default: the newest.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Where the temporary restore goes (default: the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    scratch: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The backup directory.
+    #[arg(long, value_name = "DIR")]
+    from: PathBuf,
+    /// The newest snapshot at or before this time (RFC 3339 or a snapshot name); default: the newest.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// The new node's data directory (--data, or storage.data_dir of --config): absent or empty.
+    #[command(flatten)]
+    archive: ArchiveOptions,
+}
+
+fn byte_progress() -> ProgressBar {
+    let progress = ProgressBar::new(0);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    progress
+}
+
+fn layout(data_dir: &Path) -> Layout {
+    Layout { data_dir: data_dir.to_path_buf(), catalog_file: CATALOG_FILE.into(), blob_dir: BLOB_DIR.into() }
+}
+
+pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(BackupCommand::List(list)) => run_list(list),
+        Some(BackupCommand::Drill(drill)) => run_drill(drill),
+        None => run_once(args.run),
+    }
+}
+
+fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let Some(to) = args.to else {
+        anyhow::bail!("--to DIR is required");
+    };
+    let data_dir = args.archive.load()?.storage.data_dir;
+    let target = DirTarget::open(&to).with_context(|| format!("cannot use the backup directory {}", to.display()))?;
+    let scratch = args.scratch.unwrap_or_else(|| to.clone());
+    let progress = byte_progress();
+    let report = haneul_backup::backup_files(
+        &data_dir.join(CATALOG_FILE),
+        &data_dir.join(BLOB_DIR),
+        &target,
+        &scratch,
+        &mut |done, total| {
+            progress.set_length(total);
+            progress.set_position(done);
+        },
+    );
+    progress.finish_and_clear();
+    let report = report?;
+    let counts = &report.counts;
+    println!("snapshot:                {}", report.snapshot);
+    println!("objects written:         {} ({} bytes)", report.objects_written, report.bytes_written);
+    println!("objects already present: {}", report.objects_present);
+    println!(
+        "catalog:                 {} instances, {} studies, {} patients, {} blobs ({} bytes)",
+        counts.instances, counts.studies, counts.patients, counts.blobs, counts.bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let target = DirTarget::existing(&args.from)?;
+    let snapshots = haneul_backup::list_snapshots(&target)?;
+    if args.json {
+        let listing: Vec<serde_json::Value> = snapshots
+            .iter()
+            .map(|snapshot| match &snapshot.manifest {
+                Ok(manifest) => serde_json::json!({
+                    "snapshot": snapshot.name,
+                    "complete": true,
+                    "created": manifest.created,
+                    "haneul_version": manifest.haneul_version,
+                    "counts": manifest.counts,
+                }),
+                Err(reason) => serde_json::json!({ "snapshot": snapshot.name, "complete": false, "reason": reason }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&listing)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if snapshots.is_empty() {
+        println!("no snapshots in {}", args.from.display());
+    }
+    for snapshot in &snapshots {
+        match &snapshot.manifest {
+            Ok(manifest) => println!(
+                "{}  complete    {} instances, {} studies, {} objects, {} bytes",
+                snapshot.name,
+                manifest.counts.instances,
+                manifest.counts.studies,
+                manifest.counts.objects,
+                manifest.counts.bytes
+            ),
+            Err(reason) => println!("{}  incomplete  {reason}", snapshot.name),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = args.archive.load()?.storage.data_dir;
+    let target = DirTarget::existing(&args.from)?;
+    let manifest = haneul_backup::choose_snapshot(&target, args.at.as_deref())?;
+    let progress = byte_progress();
+    let report = haneul_backup::restore(&target, &manifest, &layout(&data_dir), &mut |done, total| {
+        progress.set_length(total);
+        progress.set_position(done);
+    });
+    progress.finish_and_clear();
+    let report = report?;
+    println!("restored snapshot {} (created {})", report.snapshot, manifest.created);
+    println!("into:      {}", data_dir.display());
+    println!("instances: {}", manifest.counts.instances);
+    println!("blobs:     {} ({} bytes, every one verified)", report.blobs_restored, report.bytes);
+    println!("start it with: haneul serve --data {}", data_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a drill found.
+#[derive(Default)]
+struct Drill {
+    objects_verified: u64,
+    restore_problems: Vec<RestoreProblem>,
+    verify_problems: Vec<VerifyProblem>,
+    /// Differences between the restored node and the manifest.
+    count_problems: Vec<String>,
+    instances: u64,
+    studies: u64,
+    bytes: u64,
+}
+
+impl Drill {
+    fn complete(&self) -> bool {
+        self.restore_problems.is_empty() && self.verify_problems.is_empty() && self.count_problems.is_empty()
+    }
+}
+
+fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
+    let target = DirTarget::existing(&args.from)?;
+    let manifest = haneul_backup::choose_snapshot(&target, args.at.as_deref())?;
+    let scratch = args.scratch.unwrap_or_else(std::env::temp_dir);
+    let work = tempfile::Builder::new()
+        .prefix("haneul-drill-")
+        .tempdir_in(&scratch)
+        .with_context(|| format!("cannot make a temporary directory in {}", scratch.display()))?;
+    let data_dir = work.path().join("data");
+    let drill = drill(&target, &manifest, &data_dir)?;
+    // Removed before the report, so a drill leaves nothing behind either way.
+    work.close().with_context(|| format!("cannot remove the drill's directory in {}", scratch.display()))?;
+
+    let counts = &manifest.counts;
+    println!(
+        "snapshot:          {} (created {}, haneul {})",
+        manifest.snapshot, manifest.created, manifest.haneul_version
+    );
+    println!("instances:         {} (manifest {})", drill.instances, counts.instances);
+    println!("studies:           {} (manifest {})", drill.studies, counts.studies);
+    println!("bytes:             {} (manifest {})", drill.bytes, counts.bytes);
+    println!("objects verified:  {} of {} blobs", drill.objects_verified, counts.blobs);
+    let missing = drill.restore_problems.iter().filter(|p| matches!(p, RestoreProblem::Missing { .. })).count();
+    println!("missing:           {missing}");
+    println!("mismatched:        {}", drill.restore_problems.len() - missing);
+    for problem in &drill.restore_problems {
+        println!("  {problem}");
+    }
+    if !drill.verify_problems.is_empty() {
+        println!("verify problems:   {}", drill.verify_problems.len());
+        for problem in &drill.verify_problems {
+            println!("  {}", serde_json::to_string(problem)?);
+        }
+    }
+    for problem in &drill.count_problems {
+        println!("  {problem}");
+    }
+    if drill.complete() {
+        println!("result:            complete");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("result:            INCOMPLETE");
+    Ok(ExitCode::FAILURE)
+}
+
+/// Restore into `data_dir`, start the archive there (start-up recovery
+/// included), then verify every blob and compare with the manifest.
+fn drill(target: &DirTarget, manifest: &Manifest, data_dir: &Path) -> anyhow::Result<Drill> {
+    let mut drill = Drill::default();
+    let progress = byte_progress();
+    let restored = haneul_backup::restore(target, manifest, &layout(data_dir), &mut |done, total| {
+        progress.set_length(total);
+        progress.set_position(done);
+    });
+    progress.finish_and_clear();
+    match restored {
+        Ok(report) => drill.objects_verified = report.blobs_restored,
+        Err(BackupError::Incomplete { problems, .. }) => {
+            drill.objects_verified = manifest.counts.blobs - problems.len() as u64;
+            drill.restore_problems = problems;
+            return Ok(drill);
+        }
+        Err(error) => return Err(error.into()),
+    }
+
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let statistics = runtime.block_on(async {
+        let config = ArchiveConfig { audit: false, ..ArchiveConfig::new(data_dir) };
+        let archive = tokio::task::spawn_blocking(move || Archive::open(config))
+            .await?
+            .context("the restored archive does not open")?;
+        let statistics = archive.statistics().await;
+        archive.shutdown().await;
+        anyhow::Ok(statistics?)
+    })?;
+    drop(runtime);
+    drill.instances = statistics.instances;
+    drill.studies = statistics.studies;
+    drill.bytes = manifest.blobs.iter().map(|blob| blob.size).sum();
+
+    let report = verify_archive(data_dir, &mut |_, _| {})?;
+    drill.verify_problems = report.problems;
+    let counts = &manifest.counts;
+    let expected_instance_bytes: u64 =
+        manifest.blobs.iter().filter(|blob| blob.kind == "instance").map(|blob| blob.size).sum();
+    let comparisons = [
+        ("patients", statistics.patients, counts.patients),
+        ("studies", statistics.studies, counts.studies),
+        ("series", statistics.series, counts.series),
+        ("instances", statistics.instances, counts.instances),
+        ("instances verified", report.instances_checked, counts.instances),
+        ("instance bytes", statistics.stored_bytes, expected_instance_bytes),
+    ];
+    for (what, found, expected) in comparisons {
+        if found != expected {
+            drill.count_problems.push(format!("{what}: {found} in the restored node, {expected} in the manifest"));
+        }
+    }
+    Ok(drill)
+}
