@@ -46,8 +46,10 @@ const MANIFEST_FILE: &str = "manifest.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    #[error("{what}: {source}")]
-    Io { what: String, source: io::Error },
+    // `cause`, not `source`: the message already ends with it, and a
+    // source would print it twice in an error chain.
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: io::Error },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -82,7 +84,7 @@ fn list<T: fmt::Display>(items: &[T]) -> String {
 
 fn io_error(what: impl fmt::Display) -> impl FnOnce(io::Error) -> BackupError {
     let what = what.to_string();
-    move |source| BackupError::Io { what, source }
+    move |source| BackupError::Io { what, cause: source }
 }
 
 pub type Result<T> = std::result::Result<T, BackupError>;
@@ -249,7 +251,7 @@ pub fn backup(
     let manifest_key = format!("snapshots/{name}/{MANIFEST_FILE}");
     let bytes = serde_json::to_vec_pretty(&manifest).map_err(|error| BackupError::Io {
         what: format!("cannot encode the manifest of {name}"),
-        source: io::Error::other(error),
+        cause: io::Error::other(error),
     })?;
     let mut object = target.create(&manifest_key).map_err(io_error(target.locate(&manifest_key)))?;
     object.write_all(&bytes).map_err(io_error(target.locate(&manifest_key)))?;
@@ -299,7 +301,7 @@ pub fn backup_files(
     if !catalog.is_file() || !blob_root.is_dir() {
         return Err(BackupError::Io {
             what: format!("no archive at {}", catalog.parent().unwrap_or(catalog).display()),
-            source: io::Error::new(io::ErrorKind::NotFound, "no catalog or blob directory"),
+            cause: io::Error::new(io::ErrorKind::NotFound, "no catalog or blob directory"),
         });
     }
     let catalog = haneul_catalog::SqliteCatalog::open_read_only(catalog)?;
@@ -383,8 +385,8 @@ fn copy_hashing(
     target: &dyn Target,
 ) -> Result<(u64, [u8; 32])> {
     copy_and_hash(reader, object.as_mut()).map_err(|(side, source)| match side {
-        Side::Read => BackupError::Io { what: format!("cannot read {what}"), source },
-        Side::Write => BackupError::Io { what: format!("cannot write to {}", target.describe()), source },
+        Side::Read => BackupError::Io { what: format!("cannot read {what}"), cause: source },
+        Side::Write => BackupError::Io { what: format!("cannot write to {}", target.describe()), cause: source },
     })
 }
 
@@ -518,8 +520,8 @@ pub fn restore(
             .open(&destination)
             .map_err(io_error(format_args!("cannot create {}", destination.display())))?;
         let (size, digest) = copy_and_hash(&mut object, &mut file).map_err(|(side, source)| match side {
-            Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(&key)), source },
-            Side::Write => BackupError::Io { what: format!("cannot write {}", destination.display()), source },
+            Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(&key)), cause: source },
+            Side::Write => BackupError::Io { what: format!("cannot write {}", destination.display()), cause: source },
         })?;
         if (size, to_hex(&digest)) != (entry.size, entry.digest.clone()) {
             drop(file);
@@ -577,8 +579,8 @@ fn restore_catalog(target: &dyn Target, manifest: &Manifest, staged: &Path) -> R
         .open(staged)
         .map_err(io_error(format_args!("cannot create {}", staged.display())))?;
     let (size, digest) = copy_and_hash(&mut object, &mut file).map_err(|(side, source)| match side {
-        Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(&key)), source },
-        Side::Write => BackupError::Io { what: format!("cannot write {}", staged.display()), source },
+        Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(&key)), cause: source },
+        Side::Write => BackupError::Io { what: format!("cannot write {}", staged.display()), cause: source },
     })?;
     if (size, to_hex(&digest)) != (manifest.catalog.size, manifest.catalog.digest.clone()) {
         drop(file);

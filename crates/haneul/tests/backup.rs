@@ -1,0 +1,343 @@
+//! `haneul backup`, `backup list`, `backup drill` and `restore` with the real
+//! binary: backups beside a running server, incremental runs that leave old
+//! objects untouched, point-in-time restore, a restored node serving
+//! byte-identical instances, and backups that Haneul refuses to overwrite.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{dcmtk, free_port, haneul_bin, pydicom_data, run, wait_for_port, Server};
+
+const FIRST_SET: [&str; 3] = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm"];
+const SECOND_SET: [&str; 2] = ["SC_rgb_small_odd.dcm", "rtplan.dcm"];
+/// Files `haneul import` takes (rtdose and rtplan announce another SOP Instance UID in their meta group).
+const IMPORT_SET: [&str; 3] = ["CT_small.dcm", "MR_small.dcm", "SC_rgb_small_odd.dcm"];
+
+fn haneul() -> Command {
+    Command::new(haneul_bin())
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn store(server: &Server, files: &[&str]) {
+    let port = server.dicom_port.to_string();
+    let paths = files.iter().map(|file| pydicom_data().join("test_files").join(file));
+    let output =
+        run(dcmtk("storescu").args(["-aet", "MODALITY", "-aec", &server.ae_title, "127.0.0.1", &port]).args(paths));
+    assert!(output.status.success(), "C-STORE of {files:?} failed");
+}
+
+/// Run `haneul backup` and return the snapshot name it printed.
+fn backup(args: &[&str], to: &Path) -> (String, Output) {
+    let output = run(haneul().arg("backup").arg("--to").arg(to).args(args));
+    assert!(output.status.success(), "haneul backup failed: {}", stderr(&output));
+    let text = stdout(&output);
+    let snapshot = text
+        .lines()
+        .find_map(|line| line.strip_prefix("snapshot:"))
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|| panic!("no snapshot name in:\n{text}"));
+    (snapshot, output)
+}
+
+/// The number after `label` in a summary line (`objects written: 2 (…)`).
+fn count(output: &Output, label: &str) -> u64 {
+    let text = stdout(output);
+    let line =
+        text.lines().find_map(|line| line.strip_prefix(label)).unwrap_or_else(|| panic!("no {label} in:\n{text}"));
+    line.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no count in {line:?}"))
+}
+
+/// Every file under `dir`, by path relative to it, with its bytes.
+fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap_or_else(|e| panic!("listing {}: {e}", current.display())) {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).expect("under dir").display().to_string();
+                files.insert(relative, std::fs::read(&path).expect("reading a file"));
+            }
+        }
+    }
+    files
+}
+
+/// (inode, modification time, change time) of every object in a backup.
+fn object_identities(backup: &Path) -> BTreeMap<String, (u64, i64, i64)> {
+    files_under(&backup.join("objects"))
+        .into_keys()
+        .map(|relative| {
+            let metadata = std::fs::metadata(backup.join("objects").join(&relative)).expect("object metadata");
+            let identity = (metadata.ino(), metadata.mtime_nsec() + metadata.mtime() * 1_000_000_000, metadata.ctime());
+            (relative, identity)
+        })
+        .collect()
+}
+
+/// The JSON report of `haneul verify`, which must be clean.
+fn verify_clean(data_dir: &Path) -> serde_json::Value {
+    let output = run(haneul().args(["verify", "--json", "--data"]).arg(data_dir));
+    assert!(output.status.success(), "verify of {} is not clean:\n{}", data_dir.display(), stdout(&output));
+    serde_json::from_slice(&output.stdout).expect("verify JSON")
+}
+
+/// Every instance file of an archive (path under `blobs/` → bytes). A
+/// running server keeps empty files created ahead of use; they hold no instance.
+fn blob_files(data_dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    files_under(&data_dir.join("blobs")).into_iter().filter(|(_, bytes)| !bytes.is_empty()).collect()
+}
+
+/// A `haneul serve` on a data directory made by a restore.
+struct Node {
+    child: Child,
+    http_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(data_dir: &Path) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (dicom_port, http_port) = (free_port(), free_port());
+        let config = dir.path().join("haneul.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[storage]\ndata_dir = {:?}\n\n[dicom]\nae_title = \"RESTORED\"\nlisten = \"127.0.0.1:{dicom_port}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+                data_dir.display().to_string()
+            ),
+        )
+        .expect("config");
+        let log_path = dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path).expect("log");
+        let mut child = haneul()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting the restored node");
+        wait_for_port(dicom_port, &mut child, &log_path);
+        wait_for_port(http_port, &mut child, &log_path);
+        Node { child, http_port, _dir: dir }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (study, series, SOP instance) UIDs the node at `port` holds.
+fn instances(port: u16, authorization: &str) -> BTreeSet<(String, String, String)> {
+    let response = common::http_request(
+        port,
+        "GET",
+        "/dicom-web/instances?includefield=0020000D&includefield=0020000E",
+        &[("Accept", "application/json"), ("Authorization", authorization)],
+        b"",
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let text = |object: &serde_json::Value, tag: &str| object[tag]["Value"][0].as_str().unwrap_or_default().to_string();
+    response
+        .json()
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|object| (text(object, "0020000D"), text(object, "0020000E"), text(object, "00080018")))
+        .collect()
+}
+
+/// An instance's Part 10 file as the node sends it (WADO-RS, as stored).
+fn instance_file(port: u16, authorization: &str, (study, series, sop): &(String, String, String)) -> Vec<u8> {
+    let path = format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}");
+    let accept = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
+    let response =
+        common::http_request(port, "GET", &path, &[("Accept", accept), ("Authorization", authorization)], b"");
+    assert_eq!(response.status, 200, "{path}: {}", response.text());
+    let body = response.body;
+    let magic = body.windows(4).position(|w| w == b"DICM").expect("a Part 10 file in the answer");
+    let end = body.windows(4).rposition(|w| w == b"\r\n--").expect("the closing boundary");
+    body[magic - 128..end].to_vec()
+}
+
+/// The snapshots `haneul backup list --json` shows: (name, complete).
+fn snapshots(backup: &Path) -> Vec<(String, bool)> {
+    let output = run(haneul().args(["backup", "list", "--json", "--from"]).arg(backup));
+    assert!(output.status.success(), "backup list: {}", stderr(&output));
+    let listing: serde_json::Value = serde_json::from_slice(&output.stdout).expect("list JSON");
+    listing
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|item| (item["snapshot"].as_str().expect("name").to_string(), item["complete"] == true))
+        .collect()
+}
+
+#[test]
+fn backups_beside_a_running_server_restore_to_byte_identical_archives() {
+    let mut server = Server::start();
+    let config = server.config_path().display().to_string();
+    let work = tempfile::tempdir().expect("tempdir");
+    let backup_dir = work.path().join("backup");
+
+    store(&server, &FIRST_SET);
+    let blobs_at_first = blob_files(&server.data_dir());
+    assert_eq!(blobs_at_first.len(), FIRST_SET.len());
+    let (first, output) = backup(&["--config", &config], &backup_dir);
+    assert_eq!(count(&output, "objects written:"), FIRST_SET.len() as u64);
+    let objects_at_first = object_identities(&backup_dir);
+    assert_eq!(objects_at_first.len(), FIRST_SET.len());
+
+    store(&server, &SECOND_SET);
+    let (second, output) = backup(&["--config", &config], &backup_dir);
+    assert_ne!(first, second);
+    assert_eq!(count(&output, "objects written:"), SECOND_SET.len() as u64, "only the new instances are copied");
+    assert_eq!(count(&output, "objects already present:"), FIRST_SET.len() as u64);
+    let objects_at_second = object_identities(&backup_dir);
+    for (object, identity) in &objects_at_first {
+        assert_eq!(objects_at_second.get(object), Some(identity), "object {object} was rewritten");
+    }
+    assert_eq!(snapshots(&backup_dir), vec![(first.clone(), true), (second.clone(), true)]);
+
+    // Point in time: the first snapshot holds exactly the first set.
+    let at_first = work.path().join("at-first");
+    let output =
+        run(haneul().args(["restore", "--from"]).arg(&backup_dir).args(["--at", &first, "--data"]).arg(&at_first));
+    assert!(output.status.success(), "restore --at {first}: {}", stderr(&output));
+    assert_eq!(blob_files(&at_first), blobs_at_first, "the first snapshot restores the first set's files exactly");
+    assert_eq!(verify_clean(&at_first)["instances_checked"], FIRST_SET.len());
+
+    // The newest snapshot, as a node: byte for byte what the original serves.
+    let latest = work.path().join("latest");
+    let output = run(haneul().args(["restore", "--from"]).arg(&backup_dir).arg("--data").arg(&latest));
+    assert!(output.status.success(), "restore: {}", stderr(&output));
+    assert_eq!(blob_files(&latest), blob_files(&server.data_dir()), "restored files are byte-identical");
+    let restored = Node::start(&latest);
+    let authorization = server.authorization();
+    let original = instances(server.http_port, &authorization);
+    assert_eq!(original.len(), FIRST_SET.len() + SECOND_SET.len());
+    assert_eq!(instances(restored.http_port, &authorization), original, "the restored node holds the same instances");
+    for instance in &original {
+        assert_eq!(
+            instance_file(restored.http_port, &authorization, instance),
+            instance_file(server.http_port, &authorization, instance),
+            "instance {} differs after the restore",
+            instance.2
+        );
+    }
+    assert_eq!(verify_clean(&latest)["instances_checked"], FIRST_SET.len() + SECOND_SET.len());
+    drop(restored);
+
+    let scratch = work.path().join("scratch");
+    std::fs::create_dir(&scratch).expect("scratch");
+    let output = run(haneul().args(["backup", "drill", "--from"]).arg(&backup_dir).arg("--scratch").arg(&scratch));
+    assert!(output.status.success(), "drill failed:\n{}{}", stdout(&output), stderr(&output));
+    assert!(stdout(&output).contains("result:            complete"), "{}", stdout(&output));
+    assert_eq!(count(&output, "objects verified:"), (FIRST_SET.len() + SECOND_SET.len()) as u64);
+    assert!(std::fs::read_dir(&scratch).expect("scratch").next().is_none(), "the drill removed its restore");
+    server.stop();
+}
+
+/// The objects of a snapshot, from its manifest: blob path → object file.
+fn manifest_objects(backup: &Path, snapshot: &str) -> BTreeMap<String, PathBuf> {
+    let manifest = std::fs::read(backup.join("snapshots").join(snapshot).join("manifest.json")).expect("manifest");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).expect("manifest JSON");
+    manifest["blobs"]
+        .as_array()
+        .expect("blobs")
+        .iter()
+        .map(|blob| {
+            let digest = blob["digest"].as_str().expect("digest");
+            (blob["path"].as_str().expect("path").to_string(), backup.join("objects").join(&digest[..2]).join(digest))
+        })
+        .collect()
+}
+
+/// What an attacker with the backup host's account could do: make a file writable and change it.
+fn tamper(object: &Path, content: &[u8]) {
+    std::fs::set_permissions(object, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::write(object, content).expect("overwrite");
+}
+
+#[test]
+fn damaged_backups_fail_the_drill_and_are_never_overwritten() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let data_dir = work.path().join("data");
+    let backup_dir = work.path().join("backup");
+    let files: Vec<PathBuf> = IMPORT_SET.iter().map(|file| pydicom_data().join("test_files").join(file)).collect();
+    let output = run(haneul().arg("import").arg("--data").arg(&data_dir).args(&files));
+    assert!(output.status.success(), "import: {}", stderr(&output));
+    let data = data_dir.display().to_string();
+    let (snapshot, _) = backup(&["--data", &data], &backup_dir);
+    let objects: Vec<PathBuf> = manifest_objects(&backup_dir, &snapshot).into_values().collect();
+    assert_eq!(objects.len(), IMPORT_SET.len());
+    for object in &objects {
+        let mode = std::fs::metadata(object).expect("object").permissions().mode();
+        assert_eq!(mode & 0o222, 0, "{} is writable", object.display());
+    }
+
+    // A restore never goes into a directory that holds something.
+    let busy = work.path().join("busy");
+    std::fs::create_dir(&busy).expect("dir");
+    std::fs::write(busy.join("notes.txt"), b"keep me").expect("file");
+    let output = run(haneul().args(["restore", "--from"]).arg(&backup_dir).arg("--data").arg(&busy));
+    assert!(!output.status.success(), "restore into a non-empty directory succeeded");
+    assert!(stderr(&output).contains("is not empty"), "{}", stderr(&output));
+    assert_eq!(std::fs::read_dir(&busy).expect("dir").count(), 1);
+
+    // An object whose content differs is refused, named, and left as it is.
+    let (damaged, removed) = (&objects[0], &objects[1]);
+    tamper(damaged, b"not the instance");
+    let output = run(haneul().arg("backup").arg("--to").arg(&backup_dir).args(["--data", &data]));
+    assert!(!output.status.success(), "a backup over a differing object succeeded");
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!(
+            "backup object {} differs from the archive's copy; refusing to overwrite",
+            damaged.display()
+        )),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(damaged).expect("object"), b"not the instance", "the object was overwritten");
+    let listed = snapshots(&backup_dir);
+    assert_eq!(
+        listed.iter().filter(|(_, complete)| *complete).count(),
+        1,
+        "the failed run completed a snapshot: {listed:?}"
+    );
+
+    // The drill names every damaged or missing object and fails.
+    std::fs::remove_file(removed).expect("remove");
+    let output = run(haneul().args(["backup", "drill", "--from"]).arg(&backup_dir).args(["--at", &snapshot]));
+    assert_eq!(output.status.code(), Some(1), "drill of a damaged backup:\n{}{}", stdout(&output), stderr(&output));
+    let report = stdout(&output);
+    assert!(report.contains(&format!("backup object {} (for ", damaged.display())), "{report}");
+    assert!(report.contains("does not match its digest"), "{report}");
+    assert!(report.contains(&format!("backup object {} (for ", removed.display())), "{report}");
+    assert!(report.contains("is missing"), "{report}");
+    assert!(report.contains("result:            INCOMPLETE"), "{report}");
+
+    // A restore of it fails too and leaves no catalog to start from.
+    let into = work.path().join("restored");
+    let output = run(haneul().args(["restore", "--from"]).arg(&backup_dir).arg("--data").arg(&into));
+    assert!(!output.status.success(), "restore of a damaged backup succeeded");
+    assert!(stderr(&output).contains(&removed.display().to_string()), "{}", stderr(&output));
+    assert!(!into.join("catalog.sqlite").exists());
+}
