@@ -201,6 +201,7 @@ struct Drill {
     count_problems: Vec<String>,
     instances: u64,
     studies: u64,
+    /// Bytes restored and verified against their digests.
     bytes: u64,
 }
 
@@ -266,7 +267,10 @@ fn drill(target: &DirTarget, manifest: &Manifest, data_dir: &Path) -> anyhow::Re
     });
     progress.finish_and_clear();
     match restored {
-        Ok(report) => drill.objects_verified = report.blobs_restored,
+        Ok(report) => {
+            drill.objects_verified = report.blobs_restored;
+            drill.bytes = report.bytes;
+        }
         Err(BackupError::Incomplete { problems, .. }) => {
             drill.objects_verified = manifest.counts.blobs - problems.len() as u64;
             drill.restore_problems = problems;
@@ -289,7 +293,6 @@ fn drill(target: &DirTarget, manifest: &Manifest, data_dir: &Path) -> anyhow::Re
     drop(runtime);
     drill.instances = statistics.instances;
     drill.studies = statistics.studies;
-    drill.bytes = manifest.blobs.iter().map(|blob| blob.size).sum();
 
     let report = verify_archive(data_dir, &mut |_, _| {})?;
     drill.verify_problems = report.problems;
