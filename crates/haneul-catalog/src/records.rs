@@ -92,6 +92,9 @@ pub struct NewInstance {
     pub series: SeriesFacts,
     pub instance: InstanceFacts,
     pub origin: Origin,
+    /// Overrides the batch's policy for this instance (replicated instances
+    /// use [`DuplicatePolicy::KeepBoth`]).
+    pub duplicate_policy: Option<DuplicatePolicy>,
 }
 
 /// Everything one catalog transaction records.
@@ -123,6 +126,11 @@ pub enum DuplicatePolicy {
     Reject,
     /// Make the new copy current; the old one is kept as a superseded version.
     Replace,
+    /// Keep the current copy and record the new one as a conflicting version
+    /// for review. Used for what a replication peer sends, never configured:
+    /// two sites holding different bytes under one UID both keep both.
+    #[serde(skip)]
+    KeepBoth,
 }
 
 /// What happened to one instance of a commit.
@@ -142,12 +150,18 @@ pub enum CommitOutcome {
     Replaced {
         superseded_path: String,
     },
+    /// Same UID, different bytes, from a replication peer: the current copy
+    /// stays, the new one is kept as a conflicting version (also when it
+    /// already was: same version again).
+    Conflict {
+        current_digest: [u8; 32],
+    },
 }
 
 impl CommitOutcome {
     /// Whether the new blob is now referenced by the catalog.
     pub fn keeps_new_blob(&self) -> bool {
-        matches!(self, CommitOutcome::Stored | CommitOutcome::Replaced { .. })
+        matches!(self, CommitOutcome::Stored | CommitOutcome::Replaced { .. } | CommitOutcome::Conflict { .. })
     }
 }
 
@@ -164,6 +178,26 @@ pub struct StoredInstance {
     pub dataset_offset: u64,
     /// False while the blob's fsync may still be running (see [`InstanceFacts::blob_durable`]).
     pub settled: bool,
+}
+
+/// A version of an instance kept beside the current one because a
+/// replication peer holds other bytes under the same UID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConflictRecord {
+    pub pk: i64,
+    pub sop_uid: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub transfer_syntax: String,
+    #[serde(skip)]
+    pub blob: BlobInfo,
+    pub dataset_offset: u64,
+    /// The node that sent this version.
+    pub source_ae: String,
+    pub detected_ms: i64,
+    /// BLAKE3 of this version and of the current one, hex.
+    pub digest: String,
+    pub current_digest: Option<String>,
 }
 
 /// What a removal took out of the catalog.

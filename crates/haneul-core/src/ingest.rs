@@ -310,7 +310,11 @@ impl Archive {
         // cannot leave an entry without its bytes. Replacing an instance
         // moves its old row aside, which cannot be undone that way, so that
         // policy waits for durability before committing.
-        let overlap = self.config().duplicate_policy != DuplicatePolicy::Replace;
+        // A replication peer's instance may become a conflicting version,
+        // which is recorded only once durable, like a replacement.
+        let from_peer = self.config().replication_peers.contains(&origin.actor);
+        let duplicate_policy = from_peer.then_some(DuplicatePolicy::KeepBoth);
+        let overlap = self.config().duplicate_policy != DuplicatePolicy::Replace && !from_peer;
         let commit = |item: NewInstance| {
             let commit_started = Instant::now();
             let outcome = self.committer().commit_blocking(item);
@@ -318,12 +322,12 @@ impl Archive {
             outcome
         };
         let (written, outcome) = if overlap {
-            let outcome = commit(prepared.into_new_instance(blob, origin.clone(), false));
+            let outcome = commit(prepared.into_new_instance(blob, origin.clone(), false, duplicate_policy));
             (wait_for(fsync), outcome)
         } else {
             let written = wait_for(fsync);
             let outcome = match &written {
-                Ok(_) => commit(prepared.into_new_instance(blob, origin.clone(), true)),
+                Ok(_) => commit(prepared.into_new_instance(blob, origin.clone(), true, duplicate_policy)),
                 Err(error) => Err(error.to_string()),
             };
             (written, outcome)
@@ -371,6 +375,15 @@ impl Archive {
             CommitOutcome::Stored => {
                 self.metrics().instances_stored.inc();
                 self.metrics().bytes_stored.add(written.size);
+            }
+            CommitOutcome::Conflict { current_digest } => {
+                self.metrics().replication_conflicts.inc();
+                tracing::warn!(
+                    sop_instance_uid = %sop_instance_uid,
+                    peer = %origin.actor,
+                    current_digest = %blake3::Hash::from(*current_digest).to_hex(),
+                    "replication conflict: the peer holds other bytes under this UID; both versions kept for review"
+                );
             }
             CommitOutcome::DuplicateRejected { reason } => {
                 self.metrics().duplicates.inc();
@@ -632,7 +645,13 @@ impl Prepared {
         }
     }
 
-    fn into_new_instance(self, blob: BlobInfo, origin: Origin, blob_durable: bool) -> NewInstance {
+    fn into_new_instance(
+        self,
+        blob: BlobInfo,
+        origin: Origin,
+        blob_durable: bool,
+        duplicate_policy: Option<DuplicatePolicy>,
+    ) -> NewInstance {
         NewInstance {
             patient: self.patient,
             study: self.study,
@@ -649,6 +668,7 @@ impl Prepared {
                 blob_durable,
             },
             origin,
+            duplicate_policy,
         }
     }
 }

@@ -78,7 +78,7 @@ fn instance_event(kind: &str, item: &NewInstance) -> Event {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -99,6 +99,7 @@ pub(super) fn commit_one(
     policy: DuplicatePolicy,
     at_ms: i64,
 ) -> Result<CommitOutcome> {
+    let policy = item.duplicate_policy.unwrap_or(policy);
     let existing = tx
         .prepare_cached(
             "SELECT i.pk, se.series_uid, i.blob_digest, i.blob_path, i.blob_size, i.transfer_syntax, i.dataset_offset, i.received_ms
@@ -174,6 +175,42 @@ fn commit_duplicate(
     event.detail["existing_digest"] = existing_digest.into();
     event.detail["existing_path"] = existing.path.clone().into();
     let outcome = match policy {
+        DuplicatePolicy::KeepBoth => {
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO conflicts (sop_uid, study_uid, series_uid, transfer_syntax, blob_path, blob_size,
+                                            blob_digest, dataset_offset, received_ms, source_ae, detected_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (sop_uid, blob_digest) DO NOTHING",
+                )?
+                .execute(params![
+                    item.instance.sop_uid,
+                    item.study.study_uid,
+                    item.series.series_uid,
+                    item.instance.transfer_syntax,
+                    item.instance.blob.path,
+                    item.instance.blob.size as i64,
+                    &item.instance.blob.digest[..],
+                    item.instance.dataset_offset as i64,
+                    item.instance.received_ms,
+                    item.origin.actor,
+                    at_ms,
+                ])?;
+            if inserted == 0 {
+                event.kind = "conflict-known".into();
+                insert_event(tx, &event, at_ms)?;
+                return Ok(CommitOutcome::AlreadyStored);
+            }
+            // Ingest commits a conflicting version only once its blob is
+            // durable, so it is never unsettled.
+            event.kind = "replication-conflict".into();
+            event.detail["digest"] = hex(&item.instance.blob.digest).into();
+            let mut current_digest = [0u8; 32];
+            if existing.digest.len() == 32 {
+                current_digest.copy_from_slice(&existing.digest);
+            }
+            CommitOutcome::Conflict { current_digest }
+        }
         DuplicatePolicy::KeepFirst => {
             event.kind = "duplicate-kept-first".into();
             CommitOutcome::DuplicateIgnored
