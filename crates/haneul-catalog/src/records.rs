@@ -75,6 +75,9 @@ pub struct InstanceFacts {
     /// Offset of the data set in the blob (after the file meta group).
     pub dataset_offset: u64,
     pub blob: BlobInfo,
+    /// BLAKE3 of the data set alone (the file without its meta group, which
+    /// names the sender): equal for copies of one instance on two nodes.
+    pub content_digest: Option<[u8; 32]>,
     pub received_ms: i64,
     /// Every instance-level attribute (large binary values as references).
     pub attrs: Dataset,

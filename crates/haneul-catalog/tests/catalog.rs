@@ -52,6 +52,7 @@ fn instance(spec: &Spec<'_>, digest_byte: u8) -> NewInstance {
                 size: 1000 + u64::from(digest_byte),
                 digest: [digest_byte; 32],
             },
+            content_digest: None,
             received_ms: 0,
             attrs: ds(&[(tags::SOP_INSTANCE_UID, VR::UI, spec.sop)]),
             blob_durable: true,
@@ -186,11 +187,23 @@ fn replicated_conflicts_keep_both_versions() {
     );
     assert_eq!(commit(&catalog, &[from_peer(2)], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
     assert_eq!(commit(&catalog, &[from_peer(1)], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
+    // Another file (its meta group names another sender) around the same data set.
+    let with_content = |digest_byte, content_byte| {
+        let mut item = from_peer(digest_byte);
+        item.instance.content_digest = Some([content_byte; 32]);
+        item.instance.blob.path = format!("2024/01/01/00/other-{digest_byte}.dcm");
+        item
+    };
+    assert_eq!(
+        commit(&catalog, &[with_content(7, 2)], DuplicatePolicy::KeepFirst),
+        [CommitOutcome::Conflict { current_digest: [1; 32] }]
+    );
+    assert_eq!(commit(&catalog, &[with_content(8, 2)], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
 
     let stored = catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup");
     assert_eq!(stored[0].blob.digest, [1; 32], "the local copy stays current");
     let conflicts = catalog.conflicts(None).expect("conflicts");
-    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts.len(), 2);
     assert_eq!((conflicts[0].sop_uid.as_str(), conflicts[0].source_ae.as_str()), ("9.9", "SITE_B"));
     assert_eq!(conflicts[0].blob.digest, [2; 32]);
     assert_eq!(conflicts[0].current_digest.as_deref(), Some("01".repeat(32).as_str()));

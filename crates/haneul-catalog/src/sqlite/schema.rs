@@ -12,6 +12,8 @@ pub(super) const SCHEMA_VERSION: i64 = 4;
 pub(super) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // Version 3: studies carry the site they belong to.
     ("studies", "site", "TEXT NOT NULL DEFAULT ''"),
+    // Version 4: the digest of the data set alone (NULL for older rows).
+    ("instances", "content_digest", "BLOB"),
 ];
 
 pub(super) const SCHEMA: &str = r#"
@@ -86,7 +88,11 @@ CREATE TABLE IF NOT EXISTS instances (
     dataset_offset INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
     source_ae TEXT NOT NULL,
-    attrs BLOB NOT NULL
+    attrs BLOB NOT NULL,
+    -- BLAKE3 of the data set without the file meta group (version 4; NULL
+    -- for instances stored earlier): equal for copies of one instance on
+    -- two nodes, whose meta groups name different senders.
+    content_digest BLOB
 );
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_pk);
 CREATE TABLE IF NOT EXISTS superseded (
@@ -118,6 +124,7 @@ CREATE TABLE IF NOT EXISTS conflicts (
     received_ms INTEGER NOT NULL,
     source_ae TEXT NOT NULL,
     detected_ms INTEGER NOT NULL,
+    content_digest BLOB,
     UNIQUE(sop_uid, blob_digest)
 );
 -- Blobs committed before their fsync had finished; see `InstanceFacts::blob_durable`.
