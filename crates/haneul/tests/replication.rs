@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{dcmtk, dimse_statuses, parse_peer_output, pydicom_data, run, run_peer, Server};
+use common::{dcmtk, dimse_statuses, http_request, parse_peer_output, pydicom_data, run, run_peer, Server};
 use serde_json::Value;
 
 const FILES: [&str; 5] = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "SC_rgb_small_odd.dcm", "rtplan.dcm"];
@@ -194,7 +194,11 @@ impl Link {
     }
 
     fn connect(&self, node: &Server) {
-        *self.state.target.lock().unwrap() = Some(node.dicom_port);
+        self.connect_port(node.dicom_port);
+    }
+
+    fn connect_port(&self, port: u16) {
+        *self.state.target.lock().unwrap() = Some(port);
     }
 
     fn cut(&self) {
@@ -294,6 +298,77 @@ fn active_active_sites_converge_after_a_partition_and_keep_both_versions_of_a_co
     }
     assert_eq!(metric_total(&a, "haneul_replication_conflicts_total"), 1.0);
     assert_eq!(metric_total(&b, "haneul_replication_conflicts_total"), 1.0);
+}
+
+/// Sign in over HTTP at `port` as a user made with `add_user`; the session cookie.
+fn sign_in(port: u16, user: &str) -> String {
+    let body = serde_json::json!({ "user": user, "password": common::USER_PASSWORD }).to_string();
+    let response = http_request(port, "POST", "/api/login", &[("Content-Type", "application/json")], body.as_bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    let cookie = response.header("set-cookie").expect("a session cookie");
+    cookie.split(';').next().unwrap().to_string()
+}
+
+/// The Study Instance UIDs QIDO-RS finds at `port` for a session.
+fn study_list(port: u16, cookie: &str) -> Result<BTreeSet<String>, u16> {
+    let response = http_request(port, "GET", "/dicom-web/studies", &[("Cookie", cookie)], b"");
+    if response.status != 200 {
+        return Err(response.status);
+    }
+    let studies = response.json();
+    Ok(studies
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|study| study["0020000D"]["Value"][0].as_str().unwrap_or_default().to_string())
+        .collect())
+}
+
+/// Failover as hospitals arrange it with two active sites: the modality has
+/// the second site as its secondary destination, and the viewer reaches the
+/// archive through a virtual IP (or DNS name) that moves to the surviving
+/// site. Nothing stored before the failure is missing there, new stores go
+/// on, and the failed site catches up when it returns.
+#[test]
+fn modalities_and_viewers_keep_working_against_the_surviving_site() {
+    let (to_a, to_b) = (Link::new(), Link::new());
+    let mut a = Server::start_as("SITEA", &to_b.peer("b", "SITEB"));
+    let b = Server::start_as("SITEB", &to_a.peer("a", "SITEA"));
+    to_a.connect(&a);
+    to_b.connect(&b);
+    let virtual_ip = Link::new();
+    virtual_ip.connect_port(a.http_port);
+    for node in [&a, &b] {
+        node.add_user("reader", "clinician");
+    }
+
+    store(&a, "MODALITY", &FILES[..2]);
+    wait_until("site b holding site a's instances", || instances(&b) == instances(&a));
+    let session = sign_in(virtual_ip.port, "reader");
+    let before = study_list(virtual_ip.port, &session).expect("the study list at site a");
+    assert_eq!(before.len(), 2);
+
+    a.kill9();
+    // The modality's primary destination fails; it sends to the secondary.
+    let port = a.dicom_port.to_string();
+    let file = pydicom_data().join("test_files").join(FILES[2]);
+    let refused = dcmtk("storescu").args(["-aet", "MODALITY", "-aec", "SITEA", "127.0.0.1", &port]).arg(&file).output();
+    assert!(!refused.expect("running storescu").status.success(), "site a is down");
+    store(&b, "MODALITY", &FILES[2..3]);
+
+    // The virtual IP moves to site b. Sessions are per site: the viewer is
+    // sent back to its sign-in page (401), and after signing in at site b
+    // finds every study, those stored at site a before it failed included.
+    virtual_ip.cut();
+    virtual_ip.connect_port(b.http_port);
+    assert_eq!(study_list(virtual_ip.port, &session), Err(401));
+    let session = sign_in(virtual_ip.port, "reader");
+    let after = study_list(virtual_ip.port, &session).expect("the study list at site b");
+    assert!(after.is_superset(&before), "{after:?} lacks some of {before:?}");
+    assert_eq!(after.len(), 3);
+
+    a.start_again();
+    wait_until("site a catching up with what site b took meanwhile", || instances(&a) == instances(&b));
 }
 
 /// The data set of a Part 10 file (its meta group is each node's own).
