@@ -7,7 +7,9 @@
 #   3. the time B needs to catch up on RESYNC instances stored while it was down.
 #
 #   cargo build --release && bench/replication.sh
-# Environment: ROUNDS (3), COUNT instances per ingest run (1000), RESYNC (10000).
+# Environment: ROUNDS (3), COUNT instances per ingest run (1000), RESYNC (10000),
+# B_ROOT: where node B keeps its data (default beside A's; a directory on another
+# device stands in for the second site's own disk, e.g. /dev/shm on a one-disk VM).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 HANEUL="$ROOT/target/release/haneul"
@@ -15,6 +17,10 @@ ROUNDS=${ROUNDS:-3}
 COUNT=${COUNT:-1000}
 RESYNC=${RESYNC:-10000}
 WORK=$(mktemp -d /tmp/haneul-replication-bench.XXXXXX)
+B_ROOT=${B_ROOT:-$WORK}
+data_dir() { # name
+    if [[ $1 == b ]]; then echo "$B_ROOT/b"; else echo "$WORK/$1"; fi
+}
 [[ -x $HANEUL ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 
 # shellcheck source=bench/lib.sh
@@ -24,7 +30,7 @@ A_PID=; B_PID=
 cleanup() {
     [[ -n $A_PID ]] && kill "$A_PID" 2>/dev/null || true
     [[ -n $B_PID ]] && kill "$B_PID" 2>/dev/null || true
-    rm -rf "$WORK"/a "$WORK"/b
+    rm -rf "$WORK"/a "$B_ROOT"/b
 }
 trap cleanup EXIT
 
@@ -35,7 +41,7 @@ listening() { # port pid
 start_node() { # name dicom-port http-port ae extra-toml
     local name=$1 config="$WORK/$1.toml"
     printf '[storage]\ndata_dir = "%s"\n[dicom]\nae_title = "%s"\nlisten = "127.0.0.1:%s"\n[http]\nlisten = "127.0.0.1:%s"\nanonymous_role = "admin"\n%s' \
-        "$WORK/$name" "$4" "$2" "$3" "$5" >"$config"
+        "$(data_dir "$name")" "$4" "$2" "$3" "$5" >"$config"
     HANEUL_ADMIN_PASSWORD=bench-admin-password "$HANEUL" serve --config "$config" >>"$WORK/$name.log" 2>&1 &
     local pid=$!
     listening "$2" "$pid"; listening "$3" "$pid"
@@ -59,7 +65,7 @@ echo "== C-STORE on A, 1 association, $COUNT small instances, $ROUNDS interleave
 for round in $(seq 1 "$ROUNDS"); do
     case $((round % 3)) in 1) order="standalone sync async" ;; 2) order="sync async standalone" ;; *) order="async standalone sync" ;; esac
     for mode in $order; do
-        rm -rf "$WORK/a" "$WORK/b"
+        rm -rf "$WORK/a" "$B_ROOT/b"
         start_node b "$B_DICOM" "$B_HTTP" NODEB ""
         extra=""; [[ $mode != standalone ]] && extra=$(peer_toml "$mode")
         start_node a "$A_DICOM" "$A_HTTP" NODEA "$extra"
@@ -72,7 +78,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo "== asynchronous lag while one association ingests $COUNT instances"
-rm -rf "$WORK/a" "$WORK/b"
+rm -rf "$WORK/a" "$B_ROOT/b"
 start_node b "$B_DICOM" "$B_HTTP" NODEB ""
 start_node a "$A_DICOM" "$A_HTTP" NODEA "$(peer_toml async)"
 "$HANEUL" bench store --target "127.0.0.1:$A_DICOM" --called-ae NODEA --kind small --count "$COUNT" --seed 77 --json \
@@ -94,7 +100,7 @@ echo "  B held everything $drained s after the last store was acknowledged"
 stop_node "$A_PID"; A_PID=; stop_node "$B_PID"; B_PID=
 
 echo "== resync: $RESYNC instances stored while B was down"
-rm -rf "$WORK/a" "$WORK/b"
+rm -rf "$WORK/a" "$B_ROOT/b"
 start_node b "$B_DICOM" "$B_HTTP" NODEB ""
 stop_node "$B_PID"; B_PID=
 start_node a "$A_DICOM" "$A_HTTP" NODEA "$(peer_toml async)"

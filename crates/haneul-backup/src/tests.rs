@@ -26,6 +26,10 @@ impl Archive {
 
     /// Store `content` as instance `sop` (a new version of it under `Replace`).
     fn store(&self, sop: &str, content: &[u8]) -> String {
+        self.store_with(sop, content, DuplicatePolicy::Replace)
+    }
+
+    fn store_with(&self, sop: &str, content: &[u8], policy: DuplicatePolicy) -> String {
         let mut writer = self.blobs.create().expect("create blob");
         writer.write_all(content).expect("write blob");
         let written = writer.finish().expect("finish blob");
@@ -40,19 +44,15 @@ impl Archive {
                 transfer_syntax: "1.2.840.10008.1.2.1".into(),
                 dataset_offset: 0,
                 blob: BlobInfo { path: written.rel_path.clone(), size: written.size, digest: written.digest.0 },
+                content_digest: None,
                 received_ms: 0,
                 attrs: Default::default(),
                 blob_durable: true,
             },
             origin: Origin::default(),
+            duplicate_policy: None,
         };
-        let batch = CommitBatch {
-            instances: &[instance],
-            policy: DuplicatePolicy::Replace,
-            events: &[],
-            settled: &[],
-            scan_from: None,
-        };
+        let batch = CommitBatch { instances: &[instance], policy, events: &[], settled: &[], scan_from: None };
         self.catalog.commit(&batch).expect("commit");
         written.rel_path
     }
@@ -79,22 +79,25 @@ fn backup_and_restore_give_the_same_blobs_and_catalog_references() {
     let old = archive.store("1.2", b"second instance, old version");
     let new = archive.store("1.2", b"second instance, new version");
     archive.store("1.3", b"first instance"); // same bytes as 1.1: one object
+    let conflict = archive.store_with("1.3", b"a peer's other version", DuplicatePolicy::KeepBoth);
     let backup_dir = tempfile::tempdir().expect("tempdir");
     let target = DirTarget::open(backup_dir.path()).expect("target");
     let report = archive.backup(&target).expect("backup");
-    assert_eq!(report.objects_written, 3);
+    assert_eq!(report.objects_written, 4);
     assert_eq!(report.objects_present, 0);
-    assert_eq!((report.counts.instances, report.counts.superseded, report.counts.blobs), (3, 1, 4));
+    let counts = &report.counts;
+    assert_eq!((counts.instances, counts.superseded, counts.conflicts, counts.blobs), (3, 1, 1, 5));
 
     let manifest = choose_snapshot(&target, None).expect("a snapshot");
     assert_eq!(manifest.snapshot, report.snapshot);
     let kinds: Vec<&str> = manifest.blobs.iter().map(|entry| entry.kind.as_str()).collect();
     assert_eq!(kinds.iter().filter(|kind| **kind == "superseded").count(), 1);
+    assert_eq!(kinds.iter().filter(|kind| **kind == "conflict").count(), 1);
     let restored = tempfile::tempdir().expect("tempdir");
     let data_dir = restored.path().join("data");
     let restore_report = restore(&target, &manifest, &layout(&data_dir), &mut |_, _| {}).expect("restore");
-    assert_eq!(restore_report.blobs_restored, 4);
-    for path in [&first, &old, &new] {
+    assert_eq!(restore_report.blobs_restored, 5);
+    for path in [&first, &old, &new, &conflict] {
         assert_eq!(
             fs::read(data_dir.join("blobs").join(path)).expect("restored blob"),
             fs::read(archive.blobs.path_of(path).expect("path")).expect("original blob"),

@@ -98,6 +98,10 @@ pub trait Catalog: Send + Sync {
     /// is safe beside a running server (backups).
     fn snapshot_into(&self, path: &Path) -> Result<()>;
 
+    /// Conflicting versions kept for review (all, or those of one SOP
+    /// Instance UID), oldest first, with the current version's digest.
+    fn conflicts(&self, sop_uid: Option<&str>) -> Result<Vec<ConflictRecord>>;
+
     /// Journal events with a sequence number above `after`.
     fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>>;
 

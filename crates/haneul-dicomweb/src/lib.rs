@@ -327,6 +327,8 @@ pub fn routes(base_path: &str) -> Vec<Route> {
         route("/api/series/{series}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_series)),
         route("/api/instances/{instance}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_instance)),
         route("/api/audit".into(), &[("GET", Needs(Audit))], get(api::audit)),
+        route("/api/replication/conflicts".into(), &[("GET", Needs(Query))], get(api::conflicts)),
+        route("/api/replication/conflicts/{id}".into(), &[("GET", Needs(Retrieve))], get(api::conflict_file)),
         route("/api/openapi.json".into(), &[("GET", SignedIn)], get(api::openapi)),
         route("/metrics".into(), MONITOR, get(api::metrics)),
     ]

@@ -49,6 +49,7 @@ const FILES: &[(&str, &[u8])] = &[
     ("attributes.js", include_bytes!("../web/attributes.js")),
     ("signin.js", include_bytes!("../web/signin.js")),
     ("audit.js", include_bytes!("../web/audit.js")),
+    ("replication.js", include_bytes!("../web/replication.js")),
     ("favicon.svg", include_bytes!("../web/favicon.svg")),
 ];
 

@@ -4,6 +4,7 @@
 // in memory only, are dropped on signing out, and are gone with the tab.
 import { showAttributes } from './attributes.js';
 import { AuditPage } from './audit.js';
+import { ReplicationPage } from './replication.js';
 import { T, first, formatDate, num, text } from './dicom.js';
 import { DicomWeb } from './dicomweb.js';
 import { CT_PRESETS } from './pixels.js';
@@ -15,7 +16,7 @@ import { Viewport } from './viewport.js';
 
 const NON_IMAGE_MODALITIES = new Set(['SR', 'PR', 'KO', 'DOC', 'RTSTRUCT', 'RTPLAN', 'SEG', 'REG']);
 const LAYOUTS = { '1x1': 1, '1x2': 2, '2x2': 4 };
-const PAGES = ['signin', 'studies', 'viewer', 'audit'];
+const PAGES = ['signin', 'studies', 'viewer', 'audit', 'replication'];
 const SESSION_ENDED = 'Your session ended (no activity for a while, signed out elsewhere, or the server restarted). Sign in again.';
 const $ = id => document.getElementById(id);
 
@@ -41,6 +42,7 @@ class App {
     this.lastMeasurement = null;
     this.studyList = new StudyList(this.api, study => this.openStudy(study), study => this.showPatientTimeline(study));
     this.audit = new AuditPage(this.api);
+    this.replication = new ReplicationPage(this.api, permission => this.can(permission));
     this.signIn = new SignIn(this.api, { onSignedIn: session => this.begin(session), onSignOut: () => this.signOut() });
     this.bindUi();
     this.setLayout('1x1');
@@ -88,6 +90,7 @@ class App {
     $('user-info').title = `Signed in as ${session.user} (${session.role})${session.sites?.length ? `, sites ${session.sites.join(', ')}` : ''}`;
     $('sign-out').textContent = session.method === 'anonymous' ? 'Sign in' : 'Sign out';
     $('nav-audit').hidden = !this.can('audit');
+    $('nav-replication').hidden = !this.can('monitor');
     $('nav-viewer').disabled = true;
     this.showPage('studies');
     if (this.can('query')) {
@@ -181,6 +184,7 @@ class App {
     this.closeStudy();
     this.studyList.clear();
     this.audit.clear();
+    this.replication.clear();
     this.patientGeneration = (this.patientGeneration || 0) + 1;
     $('patient-panel').hidden = true;
     $('patient-title').textContent = '';
@@ -200,6 +204,7 @@ class App {
     this.setActive(this.panes[0]);
     $('nav-viewer').disabled = true;
     $('nav-audit').hidden = true;
+    $('nav-replication').hidden = true;
     $('server-status').textContent = '';
     $('user-info').textContent = '';
     $('user-info').title = '';
@@ -213,12 +218,16 @@ class App {
   showPage(page) {
     if (page !== 'signin' && !this.session) page = 'signin';
     if (page === 'audit' && !this.can('audit')) page = 'studies';
+    if (page === 'replication' && !this.can('monitor')) page = 'studies';
     for (const name of PAGES) $(`${name}-page`).hidden = page !== name;
     $('nav-studies').classList.toggle('active', page === 'studies');
     $('nav-viewer').classList.toggle('active', page === 'viewer');
     $('nav-audit').classList.toggle('active', page === 'audit');
+    $('nav-replication').classList.toggle('active', page === 'replication');
     if (page === 'viewer') this.panes.forEach(p => p.draw());
     if (page === 'audit') this.audit.shown();
+    if (page === 'replication') this.replication.shown();
+    else this.replication.hidden();
   }
 
   /** Open a study from the list: its first image series in pane 1, one pane. */
@@ -634,6 +643,7 @@ class App {
     $('patient-close').addEventListener('click', () => ($('patient-panel').hidden = true));
     $('nav-viewer').addEventListener('click', () => this.showPage('viewer'));
     $('nav-audit').addEventListener('click', () => this.showPage('audit'));
+    $('nav-replication').addEventListener('click', () => this.showPage('replication'));
     $('sign-out').addEventListener('click', () => this.signOut());
     $('low-bandwidth').addEventListener('change', e => this.setLowBandwidth(e.target.checked));
     for (const b of document.querySelectorAll('[data-tool]')) b.addEventListener('click', () => this.setTool(b.dataset.tool));

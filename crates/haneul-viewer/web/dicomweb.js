@@ -1,6 +1,6 @@
 // The only module that talks to the server: DICOMweb (QIDO-RS, WADO-RS) and
 // the documented REST API (/api/session, /api/login, /api/logout,
-// /api/password, /api/audit, /api/status). Credentials are the session cookie
+// /api/password, /api/audit, /api/status, /api/replication/conflicts). Credentials are the session cookie
 // (HttpOnly, set by the server) and the CSRF token, which lives in this
 // object's memory only and goes in X-CSRF-Token on every POST and DELETE.
 import { T } from './dicom.js';
@@ -302,6 +302,12 @@ export class DicomWeb {
       body: { current_password: currentPassword, new_password: newPassword },
       what: 'Changing the password',
     });
+  }
+
+  /** The conflicting versions kept for review (replication); needs the query permission. */
+  async replicationConflicts() {
+    const response = await this.request('/api/replication/conflicts', { what: 'Listing replication conflicts' });
+    return response.json();
   }
 
   /** Search the audit trail: `filter` holds patient, study, actor, action, from, to, limit. */

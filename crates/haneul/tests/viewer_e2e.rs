@@ -141,13 +141,18 @@ fn viewer_benchmark_500_slice_ct() {
 /// here too), a session ended elsewhere ("session ended"), a researcher's
 /// readable 403, a forced password change, and an administrator's audit page
 /// finding the clinician's sign-ins, queries and failures, which the clinician
-/// never sees.
+/// never sees, and its replication page showing an unreachable peer's alarm.
 #[test]
 fn viewer_sign_in_sign_out_and_audit() {
     let node = require_browser_tools();
     let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let out = out_dir("auth");
-    let server = Server::start();
+    // A replication peer that never answers: the administrator's replication page shows the alarm.
+    let unreachable_peer = format!(
+        "[[peer]]\nname = \"dr-site\"\nae_title = \"DRSITE\"\nhost = \"127.0.0.1\"\nport = {}\n",
+        common::free_port()
+    );
+    let server = Server::start_with(&unreachable_peer);
     let data = load(&server, None);
     let admin = server.add_user("kim.admin", "admin");
     let researcher = server.add_user("yoon.research", "researcher");

@@ -22,10 +22,11 @@ use crate::accounts::{NewUserRecord, TokenRecord, UserChange, UserRecord};
 use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
 use query::{
-    narrowing_for, row_to_view, select_for, stored_instance, view_columns, AttrCache, CountNeeds, INSTANCE_COLUMNS,
+    digest_array, narrowing_for, row_to_view, select_for, stored_instance, view_columns, AttrCache, CountNeeds,
+    INSTANCE_COLUMNS,
 };
 use schema::{ADDED_COLUMNS, SCHEMA, SCHEMA_VERSION};
-use write::{commit_one, insert_event, remove_one};
+use write::{commit_one, hex, insert_event, remove_one};
 
 /// Idle reader connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
@@ -219,11 +220,13 @@ impl Catalog for SqliteCatalog {
             if let Some(instance) = remove_one(&tx, uid)? {
                 removed.trashed_paths.push(instance.blob.path.clone());
                 removed.instances.push(instance);
-                let superseded: Vec<String> = tx
-                    .prepare_cached("DELETE FROM superseded WHERE sop_uid = ?1 RETURNING blob_path")?
-                    .query_map([uid], |row| row.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
-                removed.trashed_paths.extend(superseded);
+                for table in ["superseded", "conflicts"] {
+                    let versions: Vec<String> = tx
+                        .prepare_cached(&format!("DELETE FROM {table} WHERE sop_uid = ?1 RETURNING blob_path"))?
+                        .query_map([uid], |row| row.get(0))?
+                        .collect::<rusqlite::Result<_>>()?;
+                    removed.trashed_paths.extend(versions);
+                }
             }
         }
         for path in &removed.trashed_paths {
@@ -337,7 +340,7 @@ impl Catalog for SqliteCatalog {
         let upper = format!("{prefix}\u{10FFFF}");
         self.with_reader(|connection| {
             let mut paths = HashSet::new();
-            for table in ["instances", "superseded"] {
+            for table in ["instances", "superseded", "conflicts"] {
                 let mut statement = connection.prepare_cached(&format!(
                     "SELECT blob_path FROM {table} WHERE blob_path >= ?1 AND blob_path < ?2"
                 ))?;
@@ -390,6 +393,35 @@ impl Catalog for SqliteCatalog {
         self.with_reader(|connection| {
             connection.execute("VACUUM INTO ?1", [target])?;
             Ok(())
+        })
+    }
+
+    fn conflicts(&self, sop_uid: Option<&str>) -> Result<Vec<ConflictRecord>> {
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT c.pk, c.sop_uid, c.study_uid, c.series_uid, c.transfer_syntax, c.blob_path, c.blob_size,
+                        c.blob_digest, c.dataset_offset, c.source_ae, c.detected_ms, i.blob_digest
+                 FROM conflicts c LEFT JOIN instances i ON i.sop_uid = c.sop_uid
+                 WHERE ?1 IS NULL OR c.sop_uid = ?1 ORDER BY c.pk",
+            )?;
+            let rows = statement.query_map([sop_uid], |row| {
+                let digest = digest_array(&row.get::<_, Vec<u8>>(7)?);
+                let current: Option<Vec<u8>> = row.get(11)?;
+                Ok(ConflictRecord {
+                    pk: row.get(0)?,
+                    sop_uid: row.get(1)?,
+                    study_uid: row.get(2)?,
+                    series_uid: row.get(3)?,
+                    transfer_syntax: row.get(4)?,
+                    blob: BlobInfo { path: row.get(5)?, size: row.get::<_, i64>(6)? as u64, digest },
+                    dataset_offset: row.get::<_, i64>(8)? as u64,
+                    source_ae: row.get(9)?,
+                    detected_ms: row.get(10)?,
+                    digest: hex(&digest),
+                    current_digest: current.map(|bytes| hex(&bytes)),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 

@@ -848,6 +848,7 @@ async function auth() {
     `the clinician's session: ${JSON.stringify({ ...login, csrf_token: login.csrf_token ? '…' : login.csrf_token })}`);
   await waitInPage('the study list shows the stored studies', () => document.querySelectorAll('[data-testid="study-row"]').length === 3);
   check(!(await visible('nav-audit')) && !(await visible('audit-page')), 'a clinician sees no audit page');
+  check(!(await visible('nav-replication')), 'a clinician sees no replication page');
   const cookie = await sessionCookie(context);
   check(cookie && cookie.httpOnly && cookie.sameSite === 'Strict' && cookie.path === '/', `the session cookie: ${JSON.stringify({ ...cookie, value: '…' })}`);
   check(!(await page.evaluate(() => document.cookie)).includes('haneul_session'), 'scripts cannot read the session cookie');
@@ -990,6 +991,19 @@ async function auth() {
   });
   const none = await auditSearch({ actor: USER, from: future });
   check(none.rows.length === 0 && none.count === 0 && /No audit records/.test(none.message), `from an hour ahead: ${none.rows.length} rows, ${none.message}`);
+
+  step('auth: the administrator sees the replication page, with the unreachable peer as an alarm');
+  check(await visible('nav-replication'), 'an administrator has the replication page');
+  await page.click(testid('nav-replication'));
+  await waitInPage('the peer with its failures and an alarm', () => {
+    const row = document.querySelector('[data-testid="replication-peer"]');
+    const alarms = document.querySelector('[data-testid="replication-alarms"]');
+    return row && row.dataset.peer === 'dr-site' && Number(row.dataset.failures) > 0 && !alarms.hidden && /dr-site: not shipping/.test(alarms.textContent);
+  });
+  const refreshes = Number(await page.getAttribute(testid('replication-peers'), 'data-refreshes'));
+  await waitInPage('the page refreshing itself', refreshes => Number(document.querySelector('[data-testid="replication-peers"]').dataset.refreshes) > refreshes, refreshes);
+  await shot('auth-replication');
+  await page.click(testid('nav-audit'));
 
   step('auth: signing out clears the audit page too');
   await auditSearch({ actor: USER, from });

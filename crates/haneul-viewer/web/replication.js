@@ -1,0 +1,134 @@
+// The replication page, for users whose role has the `monitor` permission:
+// each peer's mode, lag, queue, failures and last verify from /api/status,
+// alarms on top, and (with the `query` permission) the conflicting versions
+// kept for review. Refreshed every 5 s while shown.
+import { localTime } from './audit.js';
+
+const $ = id => document.getElementById(id);
+const REFRESH_MS = 5000;
+
+/** The alarms a peer's status raises, in words (empty when healthy). */
+export function peerAlarms(peer) {
+  const alarms = [];
+  if (peer.sync_fallbacks > 0) alarms.push(`${peer.sync_fallbacks} stores acknowledged without the synchronous peer`);
+  if (peer.lag_seconds > 60) alarms.push(`${Math.round(peer.lag_seconds)} s behind`);
+  if (peer.last_error && peer.pending_instances > 0) alarms.push(`not shipping: ${peer.last_error}`);
+  const verify = peer.last_verify;
+  if (verify && verify.equal === false) alarms.push('the last verify found differences');
+  return alarms;
+}
+
+function cell(tr, value, className = '') {
+  const td = document.createElement('td');
+  td.textContent = value ?? '';
+  if (className) td.className = className;
+  tr.append(td);
+}
+
+function verifyText(verify) {
+  if (!verify) return 'never';
+  const when = verify.finished_at ? localTime(verify.finished_at) : '';
+  return `${verify.equal ? 'equal' : 'differences'}${when ? ` · ${when}` : ''}`;
+}
+
+export class ReplicationPage {
+  constructor(api, can) {
+    this.api = api;
+    this.can = can;
+    this.peers = $('replication-peers');
+    this.conflicts = $('replication-conflicts');
+    this.alarms = $('replication-alarms');
+    this.message = $('replication-message');
+    this.timer = null;
+    this.generation = 0;
+  }
+
+  shown() {
+    this.refresh();
+  }
+
+  hidden() {
+    clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  async refresh() {
+    clearTimeout(this.timer);
+    const generation = ++this.generation;
+    try {
+      const status = await this.api.status();
+      const conflicts = this.can('query') ? await this.api.replicationConflicts() : [];
+      if (generation !== this.generation) return;
+      this.render(Array.isArray(status.replication) ? status.replication : [], conflicts);
+      this.message.hidden = true;
+    } catch (error) {
+      if (generation !== this.generation) return;
+      this.message.textContent = error.message;
+      this.message.hidden = false;
+    }
+    this.peers.dataset.refreshes = String(Number(this.peers.dataset.refreshes || 0) + 1);
+    if (!$('replication-page').hidden) this.timer = setTimeout(() => this.refresh(), REFRESH_MS);
+  }
+
+  render(peers, conflicts) {
+    const alarms = [];
+    const rows = document.createDocumentFragment();
+    for (const peer of peers) {
+      const tr = document.createElement('tr');
+      tr.dataset.testid = 'replication-peer';
+      tr.dataset.peer = peer.peer;
+      tr.dataset.failures = String(peer.failures ?? 0);
+      const peerAlarmList = peerAlarms(peer);
+      for (const alarm of peerAlarmList) alarms.push(`${peer.peer}: ${alarm}`);
+      cell(tr, peer.peer);
+      cell(tr, peer.mode);
+      cell(tr, peer.address);
+      cell(tr, `${(peer.lag_seconds ?? 0).toFixed(1)} s`);
+      cell(tr, String(peer.pending_instances ?? 0));
+      cell(tr, String(peer.shipped ?? 0));
+      cell(tr, String(peer.failures ?? 0), peer.failures ? 'bad' : '');
+      cell(tr, verifyText(peer.last_verify));
+      cell(tr, peer.last_error ?? '', 'detail');
+      rows.append(tr);
+    }
+    if (!peers.length) {
+      const tr = document.createElement('tr');
+      cell(tr, 'No peers are configured ([[peer]] in the configuration).', 'empty');
+      tr.firstChild.colSpan = 9;
+      rows.append(tr);
+    }
+    this.peers.replaceChildren(rows);
+    if (conflicts.length) alarms.push(`${conflicts.length} conflicting version${conflicts.length === 1 ? '' : 's'} to review`);
+    this.alarms.replaceChildren(...alarms.map(text => Object.assign(document.createElement('li'), { textContent: text })));
+    this.alarms.hidden = !alarms.length;
+    const conflictRows = document.createDocumentFragment();
+    for (const conflict of conflicts) {
+      const tr = document.createElement('tr');
+      tr.dataset.testid = 'replication-conflict';
+      cell(tr, localTime(new Date(conflict.detected_ms).toISOString()));
+      cell(tr, conflict.sop_instance_uid, 'uids');
+      cell(tr, conflict.study_instance_uid, 'uids');
+      cell(tr, conflict.source_ae);
+      cell(tr, `${conflict.digest.slice(0, 12)}… (here: ${(conflict.current_digest || '').slice(0, 12)}…)`);
+      conflictRows.append(tr);
+    }
+    if (!conflicts.length) {
+      const tr = document.createElement('tr');
+      cell(tr, this.can('query') ? 'None.' : 'Listing them needs the query permission.', 'empty');
+      tr.firstChild.colSpan = 5;
+      conflictRows.append(tr);
+    }
+    this.conflicts.replaceChildren(conflictRows);
+  }
+
+  /** Forget everything shown (signing out). */
+  clear() {
+    this.hidden();
+    this.generation++;
+    this.peers.replaceChildren();
+    this.conflicts.replaceChildren();
+    this.alarms.replaceChildren();
+    this.alarms.hidden = true;
+    this.message.hidden = true;
+  }
+}
