@@ -24,6 +24,7 @@
 mod access;
 mod audit_access;
 mod committer;
+pub mod digest_tree;
 mod ingest;
 pub mod metrics;
 mod recovery;
@@ -34,7 +35,9 @@ mod verify;
 pub use access::DiskUsage;
 pub use audit_access::{add_view as audit_add_view, query_keys};
 pub use haneul_audit as audit;
-pub use haneul_catalog::{CommitOutcome, DuplicatePolicy, Event, Origin, Statistics, StoredEvent, StoredInstance};
+pub use haneul_catalog::{
+    CommitOutcome, DuplicatePolicy, Event, HeldVersion, Origin, Statistics, StoredEvent, StoredInstance,
+};
 pub use ingest::{Ingest, IngestError, IngestFormat, IngestReport, RejectReason};
 pub use metrics::Metrics;
 pub use recovery::RecoveryReport;

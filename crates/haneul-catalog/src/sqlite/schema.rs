@@ -4,7 +4,7 @@
 //! would cost three extra page writes in every store's commit. Queries count
 //! with the indexes instead, and only when a response asks for a count.
 
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Columns added to existing tables since version 1: (table, column, its
 /// definition). Catalogs made earlier get them before `SCHEMA` (all
@@ -146,4 +146,17 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     revoked_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens(user_pk);
+-- Versions of an instance that a replication peer sent with different bytes
+-- (schema version 4): both versions are kept for review.
+CREATE TABLE IF NOT EXISTS conflicts (pk INTEGER PRIMARY KEY, sop_uid TEXT NOT NULL, study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, transfer_syntax TEXT NOT NULL, blob_path TEXT NOT NULL UNIQUE, blob_size INTEGER NOT NULL, blob_digest BLOB NOT NULL, dataset_offset INTEGER NOT NULL, received_ms INTEGER NOT NULL, source_ae TEXT NOT NULL, detected_ms INTEGER NOT NULL, UNIQUE(sop_uid, blob_digest));
+-- BLAKE3 of each stored version's data set (its bytes after the file meta
+-- group), for the anti-entropy digest tree: the file digest cannot serve,
+-- since each node writes its own meta group in front of a data set it
+-- receives over DIMSE. Filled on demand (a file is never modified, so a
+-- path's digest never changes) and dropped with the file. A new table only:
+-- every start creates it, older builds ignore it.
+CREATE TABLE IF NOT EXISTS dataset_digests (
+    blob_path TEXT PRIMARY KEY,
+    digest BLOB NOT NULL
+) WITHOUT ROWID;
 "#;
