@@ -87,6 +87,10 @@ pub trait Catalog: Send + Sync {
 
     fn statistics(&self) -> Result<Statistics>;
 
+    /// Conflicting versions kept for review (all, or those of one SOP
+    /// Instance UID), oldest first, with the current version's digest.
+    fn conflicts(&self, sop_uid: Option<&str>) -> Result<Vec<ConflictRecord>>;
+
     /// Journal events with a sequence number above `after`.
     fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>>;
 
@@ -121,11 +125,12 @@ pub trait Catalog: Send + Sync {
     /// visitor returns `false` to stop early.
     fn held_versions(&self, scope: VersionScope<'_>, visit: &mut dyn FnMut(HeldVersion) -> bool) -> Result<()>;
 
-    /// Up to `limit` versions whose data set digest is not yet recorded,
-    /// with a blob path above `after`, by blob path.
+    /// Up to `limit` versions without a content digest (stored before
+    /// schema version 4), with a blob path above `after`, by blob path.
     fn undigested_versions(&self, after: &str, limit: usize) -> Result<Vec<HeldVersion>>;
 
-    /// Record data set digests by blob path (see [`HeldVersion::dataset_digest`]).
+    /// Record the content digests of older versions by blob path, computed
+    /// from their files (see [`HeldVersion::dataset_digest`]).
     fn record_dataset_digests(&self, digests: &[(String, [u8; 32])]) -> Result<()>;
 
     /// Mark a token revoked at `at_ms` unless it already is; `false` when

@@ -75,6 +75,9 @@ pub struct InstanceFacts {
     /// Offset of the data set in the blob (after the file meta group).
     pub dataset_offset: u64,
     pub blob: BlobInfo,
+    /// BLAKE3 of the data set alone (the file without its meta group, which
+    /// names the sender): equal for copies of one instance on two nodes.
+    pub content_digest: Option<[u8; 32]>,
     pub received_ms: i64,
     /// Every instance-level attribute (large binary values as references).
     pub attrs: Dataset,
@@ -92,6 +95,9 @@ pub struct NewInstance {
     pub series: SeriesFacts,
     pub instance: InstanceFacts,
     pub origin: Origin,
+    /// Overrides the batch's policy for this instance (replicated instances
+    /// use [`DuplicatePolicy::KeepBoth`]).
+    pub duplicate_policy: Option<DuplicatePolicy>,
 }
 
 /// Everything one catalog transaction records.
@@ -123,6 +129,11 @@ pub enum DuplicatePolicy {
     Reject,
     /// Make the new copy current; the old one is kept as a superseded version.
     Replace,
+    /// Keep the current copy and record the new one as a conflicting version
+    /// for review. Used for what a replication peer sends, never configured:
+    /// two sites holding different bytes under one UID both keep both.
+    #[serde(skip)]
+    KeepBoth,
 }
 
 /// What happened to one instance of a commit.
@@ -142,12 +153,18 @@ pub enum CommitOutcome {
     Replaced {
         superseded_path: String,
     },
+    /// Same UID, different bytes, from a replication peer: the current copy
+    /// stays, the new one is kept as a conflicting version (also when it
+    /// already was: same version again).
+    Conflict {
+        current_digest: [u8; 32],
+    },
 }
 
 impl CommitOutcome {
     /// Whether the new blob is now referenced by the catalog.
     pub fn keeps_new_blob(&self) -> bool {
-        matches!(self, CommitOutcome::Stored | CommitOutcome::Replaced { .. })
+        matches!(self, CommitOutcome::Stored | CommitOutcome::Replaced { .. } | CommitOutcome::Conflict { .. })
     }
 }
 
@@ -164,6 +181,26 @@ pub struct StoredInstance {
     pub dataset_offset: u64,
     /// False while the blob's fsync may still be running (see [`InstanceFacts::blob_durable`]).
     pub settled: bool,
+}
+
+/// A version of an instance kept beside the current one because a
+/// replication peer holds other bytes under the same UID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConflictRecord {
+    pub pk: i64,
+    pub sop_uid: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub transfer_syntax: String,
+    #[serde(skip)]
+    pub blob: BlobInfo,
+    pub dataset_offset: u64,
+    /// The node that sent this version.
+    pub source_ae: String,
+    pub detected_ms: i64,
+    /// BLAKE3 of this version and of the current one, hex.
+    pub digest: String,
+    pub current_digest: Option<String>,
 }
 
 /// What a removal took out of the catalog.
@@ -233,7 +270,9 @@ pub struct HeldVersion {
     pub transfer_syntax: String,
     pub blob: BlobInfo,
     pub dataset_offset: u64,
-    /// BLAKE3 of the data set (the file after its meta group), once computed.
+    /// BLAKE3 of the data set (the file after its meta group): the content
+    /// digest, `None` for a version stored before schema version 4 until
+    /// anti-entropy computed it from the file.
     pub dataset_digest: Option<[u8; 32]>,
     /// False for a conflict, true for the current instance.
     pub current: bool,

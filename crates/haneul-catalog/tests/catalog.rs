@@ -52,11 +52,13 @@ fn instance(spec: &Spec<'_>, digest_byte: u8) -> NewInstance {
                 size: 1000 + u64::from(digest_byte),
                 digest: [digest_byte; 32],
             },
+            content_digest: None,
             received_ms: 0,
             attrs: ds(&[(tags::SOP_INSTANCE_UID, VR::UI, spec.sop)]),
             blob_durable: true,
         },
         origin: Origin { actor: "TEST".into(), address: "local".into(), session: "t".into(), ..Origin::default() },
+        duplicate_policy: None,
     }
 }
 
@@ -166,6 +168,54 @@ fn duplicate_policies() {
     {
         assert!(kinds.iter().any(|k| k == kind), "{kind} not journaled: {kinds:?}");
     }
+}
+
+#[test]
+fn replicated_conflicts_keep_both_versions() {
+    let (_dir, catalog) = open();
+    let local = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 1);
+    assert_eq!(commit(&catalog, std::slice::from_ref(&local), DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
+    let from_peer = |digest_byte| NewInstance {
+        origin: Origin { actor: "SITE_B".into(), ..local.origin.clone() },
+        duplicate_policy: Some(DuplicatePolicy::KeepBoth),
+        ..instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), digest_byte)
+    };
+    // The batch's policy is overridden by the instance's.
+    assert_eq!(
+        commit(&catalog, &[from_peer(2)], DuplicatePolicy::Reject),
+        [CommitOutcome::Conflict { current_digest: [1; 32] }]
+    );
+    assert_eq!(commit(&catalog, &[from_peer(2)], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
+    assert_eq!(commit(&catalog, &[from_peer(1)], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
+    // Another file (its meta group names another sender) around the same data set.
+    let with_content = |digest_byte, content_byte| {
+        let mut item = from_peer(digest_byte);
+        item.instance.content_digest = Some([content_byte; 32]);
+        item.instance.blob.path = format!("2024/01/01/00/other-{digest_byte}.dcm");
+        item
+    };
+    assert_eq!(
+        commit(&catalog, &[with_content(7, 2)], DuplicatePolicy::KeepFirst),
+        [CommitOutcome::Conflict { current_digest: [1; 32] }]
+    );
+    assert_eq!(commit(&catalog, &[with_content(8, 2)], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
+
+    let stored = catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup");
+    assert_eq!(stored[0].blob.digest, [1; 32], "the local copy stays current");
+    let conflicts = catalog.conflicts(None).expect("conflicts");
+    assert_eq!(conflicts.len(), 2);
+    assert_eq!((conflicts[0].sop_uid.as_str(), conflicts[0].source_ae.as_str()), ("9.9", "SITE_B"));
+    assert_eq!(conflicts[0].blob.digest, [2; 32]);
+    assert_eq!(conflicts[0].current_digest.as_deref(), Some("01".repeat(32).as_str()));
+    assert_eq!(catalog.conflicts(Some("other")).expect("conflicts").len(), 0);
+    let conflict_path = from_peer(2).instance.blob.path;
+    assert!(catalog.referenced_paths("2024/").expect("paths").contains(&conflict_path));
+    let kinds: Vec<String> = catalog.events_after(0, 100).expect("events").into_iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&"replication-conflict".to_string()), "{kinds:?}");
+
+    let removed = catalog.remove_instances(&["9.9".into()], None).expect("remove");
+    assert!(removed.trashed_paths.contains(&conflict_path), "removal takes the conflicting version too");
+    assert!(catalog.conflicts(None).expect("conflicts").is_empty());
 }
 
 #[test]
@@ -341,5 +391,5 @@ fn a_version_2_catalog_gets_the_site_column() {
     assert_eq!(find(&catalog, &query).len(), 1, "studies stored without a site have the empty site");
     let connection = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }

@@ -1,6 +1,6 @@
 //! The versions anti-entropy compares: current instances and kept conflicts,
-//! in study and SOP Instance UID order, with their data set digests recorded
-//! on demand and dropped with the instance.
+//! in study and SOP Instance UID order, with the content digests of versions
+//! stored before schema version 4 filled in from their files.
 
 use haneul_catalog::*;
 use haneul_dicom::{tags, Dataset, Element, VR};
@@ -36,11 +36,14 @@ fn instance(study: &str, sop: &str, digest_byte: u8) -> NewInstance {
             transfer_syntax: "1.2.840.10008.1.2.1".into(),
             dataset_offset: 200,
             blob: BlobInfo { path: format!("2024/01/01/00/{sop}.dcm"), size: 1000, digest: [digest_byte; 32] },
+            // Stored before content digests existed, except for 1.3.1.
+            content_digest: (sop == "1.3.1").then_some([digest_byte ^ 0xff; 32]),
             received_ms: 0,
             attrs: ds(&[(tags::SOP_INSTANCE_UID, VR::UI, sop)]),
             blob_durable: true,
         },
         origin: Origin { actor: "TEST".into(), address: "local".into(), session: "t".into(), ..Origin::default() },
+        duplicate_policy: None,
     }
 }
 
@@ -60,7 +63,12 @@ fn held_versions_include_conflicts_in_uid_order_and_digests_are_recorded_once() 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("catalog.sqlite");
     let catalog = SqliteCatalog::open(&path).expect("open");
-    let items = [instance("1.2", "1.2.2", 3), instance("1.1", "1.1.2", 2), instance("1.1", "1.1.1", 1)];
+    let items = [
+        instance("1.2", "1.2.2", 3),
+        instance("1.1", "1.1.2", 2),
+        instance("1.1", "1.1.1", 1),
+        instance("1.3", "1.3.1", 4),
+    ];
     catalog
         .commit(&CommitBatch {
             instances: &items,
@@ -84,7 +92,7 @@ fn held_versions_include_conflicts_in_uid_order_and_digests_are_recorded_once() 
     let all = versions(&catalog, VersionScope::All);
     let keys: Vec<(&str, &str, bool)> =
         all.iter().map(|v| (v.study_uid.as_str(), v.sop_uid.as_str(), v.current)).collect();
-    assert_eq!(keys.len(), 4);
+    assert_eq!(keys.len(), 5);
     assert_eq!(
         &keys[..2],
         [("1.1", "1.1.1", true), ("1.1", "1.1.1", false)],
@@ -92,7 +100,7 @@ fn held_versions_include_conflicts_in_uid_order_and_digests_are_recorded_once() 
     );
     assert_eq!(
         keys.iter().map(|(study, sop, _)| (*study, *sop)).collect::<Vec<_>>(),
-        [("1.1", "1.1.1"), ("1.1", "1.1.1"), ("1.1", "1.1.2"), ("1.2", "1.2.2")]
+        [("1.1", "1.1.1"), ("1.1", "1.1.1"), ("1.1", "1.1.2"), ("1.2", "1.2.2"), ("1.3", "1.3.1")]
     );
     let conflict = all.iter().find(|v| !v.current).expect("the conflict is a held version");
     assert_eq!(
@@ -100,13 +108,14 @@ fn held_versions_include_conflicts_in_uid_order_and_digests_are_recorded_once() 
         ("conflict.dcm", 180, [9; 32])
     );
     assert_eq!(conflict.sop_class, "1.2.840.10008.5.1.4.1.1.7", "the class of the current instance");
-    assert!(all.iter().all(|v| v.dataset_digest.is_none()));
+    assert!(all.iter().filter(|v| v.sop_uid != "1.3.1").all(|v| v.dataset_digest.is_none()));
+    assert_eq!(all[4].dataset_digest, Some([4 ^ 0xff; 32]), "the content digest recorded at ingest");
 
     assert_eq!(versions(&catalog, VersionScope::Study("1.1")).len(), 3);
     assert_eq!(versions(&catalog, VersionScope::Instance("1.1.1")).len(), 2);
     assert!(versions(&catalog, VersionScope::Instance("9.9")).is_empty());
 
-    // Undigested versions come by blob path, a page at a time.
+    // Versions without a content digest come by blob path, a page at a time.
     let first = catalog.undigested_versions("", 3).expect("first page");
     let paths: Vec<&str> = first.iter().map(|v| v.blob.path.as_str()).collect();
     assert_eq!(paths, ["2024/01/01/00/1.1.1.dcm", "2024/01/01/00/1.1.2.dcm", "2024/01/01/00/1.2.2.dcm"]);
@@ -121,13 +130,4 @@ fn held_versions_include_conflicts_in_uid_order_and_digests_are_recorded_once() 
     assert_eq!(undigested, ["2024/01/01/00/1.1.1.dcm", "2024/01/01/00/1.2.2.dcm"]);
     let by_path = |path: &str| versions(&catalog, VersionScope::All).into_iter().find(|v| v.blob.path == path);
     assert_eq!(by_path("conflict.dcm").and_then(|v| v.dataset_digest), Some([7; 32]));
-
-    // Removing the instance drops its recorded digest with its file.
-    catalog.remove_instances(&["1.1.2".to_string()], None).expect("remove");
-    let left: i64 = writer
-        .query_row("SELECT COUNT(*) FROM dataset_digests WHERE blob_path = '2024/01/01/00/1.1.2.dcm'", [], |row| {
-            row.get(0)
-        })
-        .expect("count");
-    assert_eq!(left, 0);
 }

@@ -2,11 +2,13 @@
 //! trips, whether they hold the same instances, and where they differ.
 //!
 //! - A **version** is one stored file of an instance: the current one, or one
-//!   kept as a conflict. It is identified by the BLAKE3 of its data set (the
-//!   bytes after the file meta group), not of the whole file: a node writes
-//!   its own meta group (with the sender's AE title) in front of a data set
-//!   it receives over DIMSE, so the same instance is stored in files that
-//!   differ only there.
+//!   kept as a conflict. It is identified by its content digest, the BLAKE3
+//!   of its data set (the bytes after the file meta group), not of the whole
+//!   file: a node writes its own meta group (with the sender's AE title) in
+//!   front of a data set it receives over DIMSE, so the same instance is
+//!   stored in files that differ only there. Versions stored before content
+//!   digests were recorded (schema version 4) get theirs computed from the
+//!   file at the next tree computation, and recorded.
 //! - **Instance** (leaf): BLAKE3 over the sorted, distinct digests of its versions.
 //! - **Study**: BLAKE3 over its sorted (SOP Instance UID, leaf) pairs.
 //! - **Bucket** (256, by the first byte of BLAKE3 of the Study Instance UID):
@@ -317,7 +319,7 @@ fn fill_digests(catalog: &dyn Catalog, blobs: &BlobStore, versions: &mut [HeldVe
     Ok(())
 }
 
-/// Digest every version stored since the last run (all of them the first time).
+/// Compute and record the content digest of every version stored without one.
 fn digest_backlog(catalog: &dyn Catalog, blobs: &BlobStore) -> Result<(), ArchiveError> {
     let mut after = String::new();
     loop {
@@ -339,8 +341,8 @@ fn versions_in(catalog: &dyn Catalog, scope: VersionScope<'_>) -> Result<Vec<Hel
 
 impl Archive {
     /// The digest tree of everything held, with the study listings of the
-    /// buckets in `keep`. Reads every version's entry in the catalog, and
-    /// the files stored since the last call.
+    /// buckets in `keep`. Reads every version's entry in the catalog, and the
+    /// files of versions without a content digest (once).
     pub async fn digest_tree(&self, keep: Vec<u8>) -> Result<(DigestTree, Vec<BucketListing>), ArchiveError> {
         let catalog = Arc::clone(self.catalog());
         let blobs = self.blobs().clone();
@@ -349,8 +351,8 @@ impl Archive {
             let mut builder = TreeBuilder::new(&keep);
             let mut failure = None;
             catalog.held_versions(VersionScope::All, &mut |version| {
-                // Stored after the backlog was digested: not yet compared.
-                let Some(digest) = version.dataset_digest else { return true };
+                // Unreadable when the backlog was digested (logged there).
+                let digest = version.dataset_digest.unwrap_or(UNREADABLE);
                 match builder.push(&version.study_uid, &version.sop_uid, digest) {
                     Ok(()) => true,
                     Err(error) => {

@@ -137,6 +137,9 @@ impl Ingest {
         let Some(mut writer) = self.writer.take() else {
             return Err(IngestError::Storage("ingest writer already closed".into()));
         };
+        if self.flushed == 0 {
+            hash_content_of_part10(&mut writer, &self.format, &self.buffer);
+        }
         let mut buffer = std::mem::take(&mut self.buffer);
         let (writer, buffer, result) = tokio::task::spawn_blocking(move || {
             // Start writing back to disk now, so the final fsync of a large
@@ -154,6 +157,18 @@ impl Ingest {
     }
 }
 
+/// Start the content digest of a Part 10 file at its data set, found in its
+/// first bytes (the file meta group is small and comes first). A file whose
+/// meta cannot be read gets none; it is refused further on anyway.
+fn hash_content_of_part10(writer: &mut BlobWriter, format: &IngestFormat, first_bytes: &[u8]) {
+    if !matches!(format, IngestFormat::Part10 { .. }) {
+        return;
+    }
+    if let Ok(FileLayout::Part10(meta)) = read_layout(&mut std::io::Cursor::new(first_bytes)) {
+        writer.hash_content_from(meta.dataset_offset);
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -164,7 +179,7 @@ impl Archive {
         if origin.site.is_empty() {
             origin.site.clone_from(&self.config().default_site);
         }
-        let writer = self.blobs().create()?;
+        let mut writer = self.blobs().create()?;
         let mut buffer = Vec::with_capacity(64 * 1024);
         if let IngestFormat::Dataset { transfer_syntax_uid, sop_class_uid, sop_instance_uid } = &format {
             buffer = encode_file_meta(&NewFileMeta {
@@ -173,6 +188,7 @@ impl Archive {
                 transfer_syntax_uid,
                 source_ae_title: Some(&origin.actor),
             });
+            writer.hash_content_from(buffer.len() as u64);
         }
         Ok(Ingest { writer: Some(writer), buffer, flushed: 0, format, origin })
     }
@@ -268,8 +284,12 @@ impl Archive {
     fn finish_blocking(&self, pending: Pending) -> Result<IngestReport, IngestError> {
         let Pending { mut writer, buffer, whole_in_memory, format, origin, early } = pending;
         let started = Instant::now();
+        if whole_in_memory {
+            hash_content_of_part10(&mut writer, &format, &buffer);
+        }
         writer.write_all(&buffer)?;
         writer.flush()?;
+        let content_digest = writer.content_digest().map(|digest| digest.0);
         let blob = BlobInfo { path: writer.rel_path().to_string(), size: writer.size(), digest: writer.digest().0 };
         let blob_path = blob.path.clone();
         // The fsync starts at once, so parsing, validation, the duplicate
@@ -310,7 +330,11 @@ impl Archive {
         // cannot leave an entry without its bytes. Replacing an instance
         // moves its old row aside, which cannot be undone that way, so that
         // policy waits for durability before committing.
-        let overlap = self.config().duplicate_policy != DuplicatePolicy::Replace;
+        // A replication peer's instance may become a conflicting version,
+        // which is recorded only once durable, like a replacement.
+        let from_peer = self.config().replication_peers.contains(&origin.actor);
+        let duplicate_policy = from_peer.then_some(DuplicatePolicy::KeepBoth);
+        let overlap = self.config().duplicate_policy != DuplicatePolicy::Replace && !from_peer;
         let commit = |item: NewInstance| {
             let commit_started = Instant::now();
             let outcome = self.committer().commit_blocking(item);
@@ -318,12 +342,15 @@ impl Archive {
             outcome
         };
         let (written, outcome) = if overlap {
-            let outcome = commit(prepared.into_new_instance(blob, origin.clone(), false));
+            let outcome =
+                commit(prepared.into_new_instance(blob, content_digest, origin.clone(), false, duplicate_policy));
             (wait_for(fsync), outcome)
         } else {
             let written = wait_for(fsync);
             let outcome = match &written {
-                Ok(_) => commit(prepared.into_new_instance(blob, origin.clone(), true)),
+                Ok(_) => {
+                    commit(prepared.into_new_instance(blob, content_digest, origin.clone(), true, duplicate_policy))
+                }
                 Err(error) => Err(error.to_string()),
             };
             (written, outcome)
@@ -371,6 +398,15 @@ impl Archive {
             CommitOutcome::Stored => {
                 self.metrics().instances_stored.inc();
                 self.metrics().bytes_stored.add(written.size);
+            }
+            CommitOutcome::Conflict { current_digest } => {
+                self.metrics().replication_conflicts.inc();
+                tracing::warn!(
+                    sop_instance_uid = %sop_instance_uid,
+                    peer = %origin.actor,
+                    current_digest = %blake3::Hash::from(*current_digest).to_hex(),
+                    "replication conflict: the peer holds other bytes under this UID; both versions kept for review"
+                );
             }
             CommitOutcome::DuplicateRejected { reason } => {
                 self.metrics().duplicates.inc();
@@ -632,7 +668,14 @@ impl Prepared {
         }
     }
 
-    fn into_new_instance(self, blob: BlobInfo, origin: Origin, blob_durable: bool) -> NewInstance {
+    fn into_new_instance(
+        self,
+        blob: BlobInfo,
+        content_digest: Option<[u8; 32]>,
+        origin: Origin,
+        blob_durable: bool,
+        duplicate_policy: Option<DuplicatePolicy>,
+    ) -> NewInstance {
         NewInstance {
             patient: self.patient,
             study: self.study,
@@ -644,11 +687,13 @@ impl Prepared {
                 transfer_syntax: self.transfer_syntax_uid,
                 dataset_offset: self.dataset_offset,
                 blob,
+                content_digest,
                 received_ms: now_ms(),
                 attrs: self.instance_attrs,
                 blob_durable,
             },
             origin,
+            duplicate_policy,
         }
     }
 }

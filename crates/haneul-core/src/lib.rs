@@ -36,7 +36,7 @@ pub use access::DiskUsage;
 pub use audit_access::{add_view as audit_add_view, query_keys};
 pub use haneul_audit as audit;
 pub use haneul_catalog::{
-    CommitOutcome, DuplicatePolicy, Event, HeldVersion, Origin, Statistics, StoredEvent, StoredInstance,
+    CommitOutcome, ConflictRecord, DuplicatePolicy, Event, HeldVersion, Origin, Statistics, StoredEvent, StoredInstance,
 };
 pub use ingest::{Ingest, IngestError, IngestFormat, IngestReport, RejectReason};
 pub use metrics::Metrics;
@@ -67,6 +67,9 @@ pub struct ArchiveConfig {
     pub audit: bool,
     /// Site of new studies whose sender names none ("": no site).
     pub default_site: String,
+    /// AE titles of the replication peers: what they send never replaces or
+    /// drops a version held here (see [`DuplicatePolicy::KeepBoth`]).
+    pub replication_peers: Vec<String>,
 }
 
 impl ArchiveConfig {
@@ -77,6 +80,7 @@ impl ArchiveConfig {
             max_commit_batch: 256,
             audit: true,
             default_site: String::new(),
+            replication_peers: Vec::new(),
         }
     }
 }
@@ -313,6 +317,18 @@ impl Archive {
     pub async fn statistics(&self) -> Result<Statistics, ArchiveError> {
         let catalog = Arc::clone(&self.catalog);
         run_blocking(move || catalog.statistics().map_err(ArchiveError::from)).await
+    }
+
+    /// Versions kept for review because a replication peer holds other bytes
+    /// under the same SOP Instance UID (all, or one instance's).
+    pub async fn conflicts(&self, sop_uid: Option<String>) -> Result<Vec<ConflictRecord>, ArchiveError> {
+        let catalog = Arc::clone(&self.catalog);
+        run_blocking(move || catalog.conflicts(sop_uid.as_deref()).map_err(ArchiveError::from)).await
+    }
+
+    /// Open the file of a conflicting version for reading.
+    pub fn open_conflict(&self, conflict: &ConflictRecord) -> Result<File, ArchiveError> {
+        Ok(self.blobs.open_blob(&conflict.blob.path)?)
     }
 
     pub async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, ArchiveError> {

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub instances_stored: Counter,
     pub bytes_stored: Counter,
     pub duplicates: Counter,
+    /// Versions a replication peer sent with other bytes than the current one.
+    pub replication_conflicts: Counter,
     pub ingest_rejected: Counter,
     pub commit_batches: Counter,
     pub committed_instances: Counter,
@@ -106,10 +108,15 @@ pub struct Metrics {
 impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
-        let counters: [(&str, &str, &Counter); 11] = [
+        let counters: [(&str, &str, &Counter); 12] = [
             ("haneul_instances_stored_total", "Instances newly stored", &self.instances_stored),
             ("haneul_bytes_stored_total", "Bytes of newly stored instances", &self.bytes_stored),
             ("haneul_duplicates_total", "Instances received again (identical or not)", &self.duplicates),
+            (
+                "haneul_replication_conflicts_total",
+                "Versions a replication peer sent with other bytes, kept for review",
+                &self.replication_conflicts,
+            ),
             ("haneul_ingest_rejected_total", "Instances refused at ingest", &self.ingest_rejected),
             ("haneul_commit_batches_total", "Catalog group commits", &self.commit_batches),
             ("haneul_committed_instances_total", "Instances recorded by group commits", &self.committed_instances),

@@ -110,6 +110,78 @@ pub async fn delete_instance(
     remove(state, ctx, Level::Image, uid).await
 }
 
+/// Conflicts span sites (the two versions came from two of them), so
+/// reviewing them is for principals who see every site.
+fn require_every_site(ctx: &RequestContext) -> ApiResult<()> {
+    if ctx.origin.scope.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden("reviewing replication conflicts needs access to every site".into()))
+}
+
+/// The conflicting versions kept for review: an instance that two sites
+/// stored with different bytes under one SOP Instance UID.
+pub async fn conflicts(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+) -> ApiResult<Response> {
+    require_every_site(&ctx)?;
+    let conflicts = state.archive().conflicts(None).await;
+    let entry = ctx.audit_entry(haneul_core::audit::Action::Query).detail("resource", "replication conflicts");
+    let entry = match &conflicts {
+        Ok(found) => entry.studies(found.iter().map(|c| c.study_uid.as_str())).detail("matches", found.len()),
+        Err(error) => entry.failed(error),
+    };
+    state.archive().audit_instances(entry, &[]);
+    let listed: Vec<serde_json::Value> = conflicts?
+        .iter()
+        .map(|conflict| {
+            serde_json::json!({
+                "id": conflict.pk,
+                "sop_instance_uid": conflict.sop_uid,
+                "study_instance_uid": conflict.study_uid,
+                "series_instance_uid": conflict.series_uid,
+                "transfer_syntax_uid": conflict.transfer_syntax,
+                "size": conflict.blob.size,
+                "digest": conflict.digest,
+                "current_digest": conflict.current_digest,
+                "source_ae": conflict.source_ae,
+                "detected_ms": conflict.detected_ms,
+            })
+        })
+        .collect();
+    Ok(Json(listed).into_response())
+}
+
+/// The exact bytes of one conflicting version (Part 10), to compare with
+/// the current one (WADO-RS).
+pub async fn conflict_file(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    require_every_site(&ctx)?;
+    let id: i64 = id.parse().map_err(|_| ApiError::BadRequest(format!("{id:?} is not a conflict id")))?;
+    let conflicts = state.archive().conflicts(None).await?;
+    let Some(conflict) = conflicts.into_iter().find(|conflict| conflict.pk == id) else {
+        return Err(ApiError::NotFound(format!("no conflicting version {id}")));
+    };
+    let file = state.archive().open_conflict(&conflict);
+    let entry = ctx
+        .audit_entry(haneul_core::audit::Action::Retrieve)
+        .study(&conflict.study_uid)
+        .detail("sop_instance_uid", conflict.sop_uid.as_str())
+        .detail("conflict_version", conflict.digest.as_str());
+    let entry = match &file {
+        Ok(_) => entry,
+        Err(error) => entry.failed(error),
+    };
+    state.archive().audit_instances(entry, &[]);
+    let file = tokio::fs::File::from_std(file?);
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok(([(header::CONTENT_TYPE, "application/dicom")], body).into_response())
+}
+
 pub async fn metrics(State(state): State<WebState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.archive().render_metrics()).into_response()
 }

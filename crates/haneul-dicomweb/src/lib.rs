@@ -328,6 +328,8 @@ pub fn routes(base_path: &str) -> Vec<Route> {
         route("/api/series/{series}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_series)),
         route("/api/instances/{instance}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_instance)),
         route("/api/audit".into(), &[("GET", Needs(Audit))], get(api::audit)),
+        route("/api/replication/conflicts".into(), &[("GET", Needs(Query))], get(api::conflicts)),
+        route("/api/replication/conflicts/{id}".into(), &[("GET", Needs(Retrieve))], get(api::conflict_file)),
         // Anti-entropy between peers: digests reveal only which UIDs are held
         // (what a query shows), the bytes are a retrieve.
         route("/api/replication/tree".into(), QUERY, get(replication::tree)),

@@ -357,6 +357,22 @@ mod tests {
     }
 
     #[test]
+    fn the_content_digest_covers_the_bytes_from_its_offset_across_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(dir.path(), false).expect("open");
+        let mut writer = store.create().expect("create");
+        assert!(writer.content_digest().is_none());
+        writer.write_all(b"me").expect("write");
+        assert!(!writer.hash_content_from(1), "too late: a byte past the offset was written");
+        assert!(writer.hash_content_from(4));
+        writer.write_all(b"ta").expect("write");
+        writer.write_all(b"data").expect("write");
+        writer.write_all(b" set").expect("write");
+        assert_eq!(writer.content_digest().expect("a content digest").0, *blake3::hash(b"data set").as_bytes());
+        assert_eq!(writer.digest().0, *blake3::hash(b"metadata set").as_bytes());
+    }
+
+    #[test]
     fn abandoned_writer_removes_its_file_and_leaves_flight() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = BlobStore::open(dir.path(), false).expect("open");

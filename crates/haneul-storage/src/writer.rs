@@ -29,6 +29,10 @@ pub struct BlobWriter {
     rel_path: String,
     abs_path: PathBuf,
     hasher: blake3::Hasher,
+    /// A second digest, of the bytes from an offset on: the data set without
+    /// the file meta group, which names the sender and so differs between
+    /// copies of one instance on two nodes.
+    content: Option<(u64, blake3::Hasher)>,
     size: u64,
     guard: Option<InflightGuard>,
     durable: bool,
@@ -59,6 +63,7 @@ impl BlobWriter {
             rel_path,
             abs_path,
             hasher: blake3::Hasher::new(),
+            content: None,
             size: 0,
             guard: Some(guard),
             durable,
@@ -88,12 +93,34 @@ impl BlobWriter {
         Digest(*self.hasher.finalize().as_bytes())
     }
 
+    /// Also digest the bytes from `offset` on (see [`content_digest`](Self::content_digest)).
+    /// False when more than `offset` bytes were already written.
+    pub fn hash_content_from(&mut self, offset: u64) -> bool {
+        if offset < self.size {
+            return false;
+        }
+        self.content = Some((offset, blake3::Hasher::new()));
+        true
+    }
+
+    /// Digest of the bytes written from the offset given to
+    /// [`hash_content_from`](Self::hash_content_from), if it was called.
+    pub fn content_digest(&self) -> Option<Digest> {
+        self.content.as_ref().map(|(_, hasher)| Digest(*hasher.finalize().as_bytes()))
+    }
+
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
         let Some(file) = self.file.as_mut() else {
             return Err(StorageError::io(&self.abs_path, io::ErrorKind::BrokenPipe.into()));
         };
         file.write_all(data).map_err(|e| StorageError::io(&self.abs_path, e))?;
         self.hasher.update(data);
+        if let Some((offset, content)) = self.content.as_mut() {
+            let before_offset = usize::try_from(offset.saturating_sub(self.size)).unwrap_or(usize::MAX);
+            if before_offset < data.len() {
+                content.update(&data[before_offset..]);
+            }
+        }
         self.size += data.len() as u64;
         Ok(())
     }

@@ -34,6 +34,8 @@ struct Summary {
     stored: usize,
     already_stored: usize,
     duplicates_kept_first: usize,
+    /// Kept beside the current version (only when importing as a replication peer).
+    conflicts: usize,
     replaced: usize,
     rejected: BTreeMap<String, Vec<PathBuf>>,
     failed: Vec<(PathBuf, String)>,
@@ -123,6 +125,7 @@ async fn import_files(archive: &Arc<Archive>, files: Vec<PathBuf>, jobs: usize) 
                 }
                 CommitOutcome::AlreadyStored => summary.already_stored += 1,
                 CommitOutcome::DuplicateIgnored => summary.duplicates_kept_first += 1,
+                CommitOutcome::Conflict { .. } => summary.conflicts += 1,
                 CommitOutcome::DuplicateRejected { reason } => summary.rejected.entry(reason).or_default().push(path),
             },
             Err(IngestError::Rejected { detail, .. }) => summary.rejected.entry(detail).or_default().push(path),
@@ -137,6 +140,9 @@ fn print_summary(summary: &Summary) {
     println!("stored:                    {} ({} bytes)", summary.stored, summary.bytes);
     println!("already stored (same):     {}", summary.already_stored);
     println!("duplicates, first kept:    {}", summary.duplicates_kept_first);
+    if summary.conflicts > 0 {
+        println!("conflicting versions kept: {}", summary.conflicts);
+    }
     if summary.replaced > 0 {
         println!("replaced older copies:     {}", summary.replaced);
     }

@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod import;
 mod logging;
+mod replication;
 mod serve;
 mod users;
 mod verify;
@@ -64,6 +65,9 @@ enum Command {
     /// Manage API tokens for scripts and services (create, revoke, list).
     #[command(subcommand)]
     Token(users::TokenCommand),
+    /// Anti-entropy with replication peers: `verify PEER` asks the running server to compare and repair.
+    #[command(subcommand)]
+    Replication(replication::ReplicationCommand),
     /// Check (verify) and search the tamper-evident audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::User(command) => users::run_user(command),
         Command::Token(command) => users::run_token(command),
         Command::Audit(command) => audit::run(command),
+        Command::Replication(command) => replication::run(command),
         Command::CheckConfig { path } => Config::load(&path).map(|_| {
             println!("{}: valid", path.display());
             ExitCode::SUCCESS

@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{dcmtk, dimse_statuses, parse_peer_output, pydicom_data, run, run_peer, Server};
+use common::{dcmtk, dimse_statuses, http_request, parse_peer_output, pydicom_data, run, run_peer, Server};
 use serde_json::Value;
 
 const FILES: [&str; 5] = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "SC_rgb_small_odd.dcm", "rtplan.dcm"];
@@ -147,6 +147,247 @@ fn two_nodes_replicating_to_each_other_do_not_echo() {
     wait_until("b idle", || metric(&b, "haneul_replication_pending_instances", "a") == 0.0);
     assert_eq!(metric(&a, "haneul_replication_shipped_total", "b"), 2.0);
     assert_eq!(metric(&b, "haneul_replication_shipped_total", "a"), 1.0);
+}
+
+/// A network link between two nodes that the test can cut and heal: a TCP
+/// relay to `target`; while cut, open connections are broken and new ones
+/// are closed at once, as when a WAN link or a firewall drops.
+struct Link {
+    port: u16,
+    state: std::sync::Arc<LinkState>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    target: std::sync::Mutex<Option<u16>>,
+    open: std::sync::Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl Link {
+    fn new() -> Link {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a link");
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(LinkState::default());
+        let shared = std::sync::Arc::clone(&state);
+        std::thread::spawn(move || {
+            for inbound in listener.incoming().flatten() {
+                let target = *shared.target.lock().unwrap();
+                let Some(outbound) = target.and_then(|port| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+                else {
+                    continue;
+                };
+                let mut open = shared.open.lock().unwrap();
+                for stream in [&inbound, &outbound] {
+                    open.push(stream.try_clone().expect("cloning a socket"));
+                }
+                for (mut from, mut to) in
+                    [(inbound.try_clone().unwrap(), outbound.try_clone().unwrap()), (outbound, inbound)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Link { port, state }
+    }
+
+    fn connect(&self, node: &Server) {
+        self.connect_port(node.dicom_port);
+    }
+
+    fn connect_port(&self, port: u16) {
+        *self.state.target.lock().unwrap() = Some(port);
+    }
+
+    fn cut(&self) {
+        *self.state.target.lock().unwrap() = None;
+        for stream in self.state.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// A `[[peer]]` block reaching `node` through this link.
+    fn peer(&self, name: &str, node_ae: &str) -> String {
+        format!("[[peer]]\nname = \"{name}\"\nae_title = \"{node_ae}\"\nhost = \"127.0.0.1\"\nport = {}\n", self.port)
+    }
+}
+
+/// (SOP Instance UID, BLAKE3 of the kept version) of a node's replication
+/// conflicts.
+fn conflicts(node: &Server) -> BTreeSet<(String, String, String)> {
+    let response = node.get("/api/replication/conflicts", "application/json");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let field = |conflict: &Value, name: &str| conflict[name].as_str().unwrap_or_default().to_string();
+    response
+        .json()
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|c| (field(c, "sop_instance_uid"), field(c, "digest"), field(c, "current_digest")))
+        .collect()
+}
+
+/// Active-active: both sites take stores while the link between them is
+/// down, then converge once it is back; an instance stored at both sites with
+/// different bytes is kept in both versions at both sites, and reported.
+#[test]
+fn active_active_sites_converge_after_a_partition_and_keep_both_versions_of_a_conflict() {
+    let (to_a, to_b) = (Link::new(), Link::new());
+    let a = Server::start_as("SITEA", &to_b.peer("b", "SITEB"));
+    let b = Server::start_as("SITEB", &to_a.peer("a", "SITEA"));
+    to_a.connect(&a);
+    to_b.connect(&b);
+
+    store(&a, "MODALITY", &FILES[..1]);
+    store(&b, "MODALITY", &FILES[1..2]);
+    wait_until("both sites holding both studies", || instances(&a).len() == 2 && instances(&b).len() == 2);
+
+    to_a.cut();
+    to_b.cut();
+    store(&a, "MODALITY", &FILES[2..3]);
+    store(&b, "MODALITY", &FILES[3..4]);
+    // A modality with a secondary destination sends one instance to both
+    // sites: the same data set, not a conflict, once the sites exchange it
+    // (each copy's meta group names its sender).
+    store(&b, "MODALITY", &FILES[2..3]);
+    // The same SOP Instance UID with other bytes at each site.
+    let original = pydicom_data().join("test_files").join(FILES[4]);
+    let mut bytes = std::fs::read(&original).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (at_a, at_b) = (dir.path().join("at-a.dcm"), dir.path().join("at-b.dcm"));
+    std::fs::write(&at_a, &bytes).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&at_b, &bytes).unwrap();
+    let paths = |path: &std::path::Path| vec![path.display().to_string()];
+    assert_eq!(store_statuses(&a, &paths(&at_a)), vec![0]);
+    assert_eq!(store_statuses(&b, &paths(&at_b)), vec![0]);
+    wait_until("a failing to reach b", || metric(&a, "haneul_replication_failures_total", "b") >= 1.0);
+    wait_until("b failing to reach a", || metric(&b, "haneul_replication_failures_total", "a") >= 1.0);
+    assert_eq!((instances(&a).len(), instances(&b).len()), (4, 5), "each site kept serving its own stores");
+
+    to_a.connect(&a);
+    to_b.connect(&b);
+    wait_until("both sites holding the same five instances", || {
+        let held = instances(&a);
+        held.len() == 5 && held == instances(&b)
+    });
+    wait_until("the conflict reported at both sites", || !conflicts(&a).is_empty() && !conflicts(&b).is_empty());
+    let sop = instances(&a).into_iter().find(|(_, _, sop)| bytes_hold(&at_a, sop)).expect("the conflicting instance").2;
+    // Each site keeps showing its own version and holds the other for review.
+    // (Digests are of each site's file, whose meta group names who sent it;
+    // the data sets are compared below.)
+    for node in [&a, &b] {
+        let listed = conflicts(node);
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let (listed_sop, version, current) = listed.first().cloned().unwrap();
+        assert_eq!(listed_sop, sop);
+        assert_ne!(version, current);
+    }
+    let instance = instances(&a).into_iter().find(|(_, _, uid)| *uid == sop).unwrap();
+    let (current_at_a, current_at_b) = (data_set(&a, &instance), data_set(&b, &instance));
+    assert_ne!(current_at_a, current_at_b, "each site still shows its own version");
+    for (node, other_sites_version) in [(&a, &current_at_b), (&b, &current_at_a)] {
+        let listed = node.get("/api/replication/conflicts", "application/json").json();
+        let id = listed[0]["id"].as_i64().expect("an id");
+        let file = node.get(&format!("/api/replication/conflicts/{id}"), "application/dicom");
+        assert_eq!(file.status, 200);
+        assert!(without_meta(&file.body) == *other_sites_version, "the other site's version, byte for byte");
+    }
+    assert_eq!(metric_total(&a, "haneul_replication_conflicts_total"), 1.0);
+    assert_eq!(metric_total(&b, "haneul_replication_conflicts_total"), 1.0);
+}
+
+/// Sign in over HTTP at `port` as a user made with `add_user`; the session cookie.
+fn sign_in(port: u16, user: &str) -> String {
+    let body = serde_json::json!({ "user": user, "password": common::USER_PASSWORD }).to_string();
+    let response = http_request(port, "POST", "/api/login", &[("Content-Type", "application/json")], body.as_bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    let cookie = response.header("set-cookie").expect("a session cookie");
+    cookie.split(';').next().unwrap().to_string()
+}
+
+/// The Study Instance UIDs QIDO-RS finds at `port` for a session.
+fn study_list(port: u16, cookie: &str) -> Result<BTreeSet<String>, u16> {
+    let response = http_request(port, "GET", "/dicom-web/studies", &[("Cookie", cookie)], b"");
+    if response.status != 200 {
+        return Err(response.status);
+    }
+    let studies = response.json();
+    Ok(studies
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|study| study["0020000D"]["Value"][0].as_str().unwrap_or_default().to_string())
+        .collect())
+}
+
+/// Failover as hospitals arrange it with two active sites: the modality has
+/// the second site as its secondary destination, and the viewer reaches the
+/// archive through a virtual IP (or DNS name) that moves to the surviving
+/// site. Nothing stored before the failure is missing there, new stores go
+/// on, and the failed site catches up when it returns.
+#[test]
+fn modalities_and_viewers_keep_working_against_the_surviving_site() {
+    let (to_a, to_b) = (Link::new(), Link::new());
+    let mut a = Server::start_as("SITEA", &to_b.peer("b", "SITEB"));
+    let b = Server::start_as("SITEB", &to_a.peer("a", "SITEA"));
+    to_a.connect(&a);
+    to_b.connect(&b);
+    let virtual_ip = Link::new();
+    virtual_ip.connect_port(a.http_port);
+    for node in [&a, &b] {
+        node.add_user("reader", "clinician");
+    }
+
+    store(&a, "MODALITY", &FILES[..2]);
+    wait_until("site b holding site a's instances", || instances(&b) == instances(&a));
+    let session = sign_in(virtual_ip.port, "reader");
+    let before = study_list(virtual_ip.port, &session).expect("the study list at site a");
+    assert_eq!(before.len(), 2);
+
+    a.kill9();
+    // The modality's primary destination fails; it sends to the secondary.
+    let port = a.dicom_port.to_string();
+    let file = pydicom_data().join("test_files").join(FILES[2]);
+    let refused = dcmtk("storescu").args(["-aet", "MODALITY", "-aec", "SITEA", "127.0.0.1", &port]).arg(&file).output();
+    assert!(!refused.expect("running storescu").status.success(), "site a is down");
+    store(&b, "MODALITY", &FILES[2..3]);
+
+    // The virtual IP moves to site b. Sessions are per site: the viewer is
+    // sent back to its sign-in page (401), and after signing in at site b
+    // finds every study, those stored at site a before it failed included.
+    virtual_ip.cut();
+    virtual_ip.connect_port(b.http_port);
+    assert_eq!(study_list(virtual_ip.port, &session), Err(401));
+    let session = sign_in(virtual_ip.port, "reader");
+    let after = study_list(virtual_ip.port, &session).expect("the study list at site b");
+    assert!(after.is_superset(&before), "{after:?} lacks some of {before:?}");
+    assert_eq!(after.len(), 3);
+
+    a.start_again();
+    wait_until("site a catching up with what site b took meanwhile", || instances(&a) == instances(&b));
+}
+
+/// The data set of a Part 10 file (its meta group is each node's own).
+fn without_meta(file: &[u8]) -> Vec<u8> {
+    let group_length = u32::from_le_bytes(file[140..144].try_into().unwrap()) as usize;
+    file[144 + group_length..].to_vec()
+}
+
+/// Whether a Part 10 file carries this SOP Instance UID.
+fn bytes_hold(path: &std::path::Path, sop: &str) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    bytes.windows(sop.len()).any(|window| window == sop.as_bytes())
+}
+
+/// A metric without labels.
+fn metric_total(node: &Server, name: &str) -> f64 {
+    let metrics = node.get("/metrics", "text/plain").text();
+    let prefix = format!("{name} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|value| value.parse().ok()).unwrap_or(-1.0)
 }
 
 #[test]

@@ -22,10 +22,11 @@ use crate::accounts::{NewUserRecord, TokenRecord, UserChange, UserRecord};
 use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
 use query::{
-    narrowing_for, row_to_view, select_for, stored_instance, view_columns, AttrCache, CountNeeds, INSTANCE_COLUMNS,
+    digest_array, narrowing_for, row_to_view, select_for, stored_instance, view_columns, AttrCache, CountNeeds,
+    INSTANCE_COLUMNS,
 };
 use schema::{ADDED_COLUMNS, SCHEMA, SCHEMA_VERSION};
-use write::{commit_one, insert_event, remove_one};
+use write::{commit_one, hex, insert_event, remove_one};
 
 /// Idle reader connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
@@ -199,16 +200,17 @@ impl Catalog for SqliteCatalog {
             if let Some(instance) = remove_one(&tx, uid)? {
                 removed.trashed_paths.push(instance.blob.path.clone());
                 removed.instances.push(instance);
-                let superseded: Vec<String> = tx
-                    .prepare_cached("DELETE FROM superseded WHERE sop_uid = ?1 RETURNING blob_path")?
-                    .query_map([uid], |row| row.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
-                removed.trashed_paths.extend(superseded);
+                for table in ["superseded", "conflicts"] {
+                    let versions: Vec<String> = tx
+                        .prepare_cached(&format!("DELETE FROM {table} WHERE sop_uid = ?1 RETURNING blob_path"))?
+                        .query_map([uid], |row| row.get(0))?
+                        .collect::<rusqlite::Result<_>>()?;
+                    removed.trashed_paths.extend(versions);
+                }
             }
         }
         for path in &removed.trashed_paths {
             tx.prepare_cached("INSERT OR IGNORE INTO trash (blob_path) VALUES (?1)")?.execute([path])?;
-            tx.prepare_cached("DELETE FROM dataset_digests WHERE blob_path = ?1")?.execute([path])?;
         }
         if let Some(event) = event {
             insert_event(&tx, event, at_ms)?;
@@ -318,7 +320,7 @@ impl Catalog for SqliteCatalog {
         let upper = format!("{prefix}\u{10FFFF}");
         self.with_reader(|connection| {
             let mut paths = HashSet::new();
-            for table in ["instances", "superseded"] {
+            for table in ["instances", "superseded", "conflicts"] {
                 let mut statement = connection.prepare_cached(&format!(
                     "SELECT blob_path FROM {table} WHERE blob_path >= ?1 AND blob_path < ?2"
                 ))?;
@@ -361,6 +363,35 @@ impl Catalog for SqliteCatalog {
                 instances: count("SELECT COUNT(*) FROM instances")?,
                 stored_bytes: count("SELECT COALESCE(SUM(blob_size), 0) FROM instances")?,
             })
+        })
+    }
+
+    fn conflicts(&self, sop_uid: Option<&str>) -> Result<Vec<ConflictRecord>> {
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT c.pk, c.sop_uid, c.study_uid, c.series_uid, c.transfer_syntax, c.blob_path, c.blob_size,
+                        c.blob_digest, c.dataset_offset, c.source_ae, c.detected_ms, i.blob_digest
+                 FROM conflicts c LEFT JOIN instances i ON i.sop_uid = c.sop_uid
+                 WHERE ?1 IS NULL OR c.sop_uid = ?1 ORDER BY c.pk",
+            )?;
+            let rows = statement.query_map([sop_uid], |row| {
+                let digest = digest_array(&row.get::<_, Vec<u8>>(7)?);
+                let current: Option<Vec<u8>> = row.get(11)?;
+                Ok(ConflictRecord {
+                    pk: row.get(0)?,
+                    sop_uid: row.get(1)?,
+                    study_uid: row.get(2)?,
+                    series_uid: row.get(3)?,
+                    transfer_syntax: row.get(4)?,
+                    blob: BlobInfo { path: row.get(5)?, size: row.get::<_, i64>(6)? as u64, digest },
+                    dataset_offset: row.get::<_, i64>(8)? as u64,
+                    source_ae: row.get(9)?,
+                    detected_ms: row.get(10)?,
+                    digest: hex(&digest),
+                    current_digest: current.map(|bytes| hex(&bytes)),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 
@@ -469,11 +500,10 @@ impl Catalog for SqliteCatalog {
         // here: a UNION in SQL would be sorted whole for every page.
         self.with_reader(|connection| {
             let mut found = Vec::new();
-            for (columns, path_column) in
-                [(CURRENT_VERSION_COLUMNS, "i.blob_path"), (CONFLICT_VERSION_COLUMNS, "c.blob_path")]
-            {
+            for (columns, table) in [(CURRENT_VERSION_COLUMNS, "i"), (CONFLICT_VERSION_COLUMNS, "c")] {
                 let mut statement = connection.prepare_cached(&format!(
-                    "SELECT {columns} WHERE {path_column} > ?1 AND d.blob_path IS NULL ORDER BY {path_column} LIMIT ?2"
+                    "SELECT {columns} WHERE {table}.blob_path > ?1 AND {table}.content_digest IS NULL
+                     ORDER BY {table}.blob_path LIMIT ?2"
                 ))?;
                 let rows = statement.query_map(params![after, limit as i64], held_version)?;
                 for row in rows {
@@ -490,8 +520,12 @@ impl Catalog for SqliteCatalog {
         let mut connection = lock(&self.writer);
         let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (path, digest) in digests {
-            tx.prepare_cached("INSERT OR REPLACE INTO dataset_digests (blob_path, digest) VALUES (?1, ?2)")?
+            for table in ["instances", "conflicts"] {
+                tx.prepare_cached(&format!(
+                    "UPDATE {table} SET content_digest = ?2 WHERE blob_path = ?1 AND content_digest IS NULL"
+                ))?
                 .execute(params![path, &digest[..]])?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -500,15 +534,14 @@ impl Catalog for SqliteCatalog {
 
 /// The columns of [`held_version`] for current instances, and their tables.
 const CURRENT_VERSION_COLUMNS: &str = "s.study_uid, i.sop_uid, i.sop_class, i.transfer_syntax, i.blob_path, \
-     i.blob_size, i.blob_digest, i.dataset_offset, d.digest, 1
-     FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies s ON s.pk = se.study_pk
-     LEFT JOIN dataset_digests d ON d.blob_path = i.blob_path";
+     i.blob_size, i.blob_digest, i.dataset_offset, i.content_digest, 1
+     FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies s ON s.pk = se.study_pk";
 
 /// The columns of [`held_version`] for kept conflicts, and their tables.
 const CONFLICT_VERSION_COLUMNS: &str = "c.study_uid, c.sop_uid, \
      COALESCE((SELECT sop_class FROM instances WHERE sop_uid = c.sop_uid), ''), c.transfer_syntax, c.blob_path, \
-     c.blob_size, c.blob_digest, c.dataset_offset, d.digest, 0
-     FROM conflicts c LEFT JOIN dataset_digests d ON d.blob_path = c.blob_path";
+     c.blob_size, c.blob_digest, c.dataset_offset, c.content_digest, 0
+     FROM conflicts c";
 
 fn digest_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Option<[u8; 32]>> {
     let bytes: Option<Vec<u8>> = row.get(index)?;

@@ -329,12 +329,18 @@ pub(super) fn row_to_view(
     Ok(view)
 }
 
-pub(super) fn stored_instance(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
-    let digest: Vec<u8> = row.get(6)?;
-    let mut digest_array = [0u8; 32];
-    if digest.len() == 32 {
-        digest_array.copy_from_slice(&digest);
+/// A stored digest as an array (zeros if the column holds something else,
+/// which `haneul verify` then reports as a mismatch).
+pub(super) fn digest_array(bytes: &[u8]) -> [u8; 32] {
+    let mut digest = [0u8; 32];
+    if bytes.len() == 32 {
+        digest.copy_from_slice(bytes);
     }
+    digest
+}
+
+pub(super) fn stored_instance(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
+    let digest_array = digest_array(&row.get::<_, Vec<u8>>(6)?);
     Ok(StoredInstance {
         pk: row.get(0)?,
         sop_uid: row.get(1)?,

@@ -12,6 +12,8 @@ pub(super) const SCHEMA_VERSION: i64 = 4;
 pub(super) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // Version 3: studies carry the site they belong to.
     ("studies", "site", "TEXT NOT NULL DEFAULT ''"),
+    // Version 4: the digest of the data set alone (NULL for older rows).
+    ("instances", "content_digest", "BLOB"),
 ];
 
 pub(super) const SCHEMA: &str = r#"
@@ -86,7 +88,11 @@ CREATE TABLE IF NOT EXISTS instances (
     dataset_offset INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
     source_ae TEXT NOT NULL,
-    attrs BLOB NOT NULL
+    attrs BLOB NOT NULL,
+    -- BLAKE3 of the data set without the file meta group (version 4; NULL
+    -- for instances stored earlier): equal for copies of one instance on
+    -- two nodes, whose meta groups name different senders.
+    content_digest BLOB
 );
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_pk);
 CREATE TABLE IF NOT EXISTS superseded (
@@ -101,6 +107,26 @@ CREATE TABLE IF NOT EXISTS superseded (
     superseded_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS superseded_sop ON superseded(sop_uid);
+-- Versions of an instance that a replication peer holds with other bytes
+-- than the current one here (schema version 4): kept for review, never
+-- dropped, so two sites that stored different content under one UID both end
+-- up holding both versions.
+CREATE TABLE IF NOT EXISTS conflicts (
+    pk INTEGER PRIMARY KEY,
+    sop_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    blob_path TEXT NOT NULL UNIQUE,
+    blob_size INTEGER NOT NULL,
+    blob_digest BLOB NOT NULL,
+    dataset_offset INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    source_ae TEXT NOT NULL,
+    detected_ms INTEGER NOT NULL,
+    content_digest BLOB,
+    UNIQUE(sop_uid, blob_digest)
+);
 -- Blobs committed before their fsync had finished; see `InstanceFacts::blob_durable`.
 CREATE TABLE IF NOT EXISTS unsettled (
     blob_path TEXT PRIMARY KEY
@@ -146,17 +172,4 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     revoked_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens(user_pk);
--- Versions of an instance that a replication peer sent with different bytes
--- (schema version 4): both versions are kept for review.
-CREATE TABLE IF NOT EXISTS conflicts (pk INTEGER PRIMARY KEY, sop_uid TEXT NOT NULL, study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, transfer_syntax TEXT NOT NULL, blob_path TEXT NOT NULL UNIQUE, blob_size INTEGER NOT NULL, blob_digest BLOB NOT NULL, dataset_offset INTEGER NOT NULL, received_ms INTEGER NOT NULL, source_ae TEXT NOT NULL, detected_ms INTEGER NOT NULL, UNIQUE(sop_uid, blob_digest));
--- BLAKE3 of each stored version's data set (its bytes after the file meta
--- group), for the anti-entropy digest tree: the file digest cannot serve,
--- since each node writes its own meta group in front of a data set it
--- receives over DIMSE. Filled on demand (a file is never modified, so a
--- path's digest never changes) and dropped with the file. A new table only:
--- every start creates it, older builds ignore it.
-CREATE TABLE IF NOT EXISTS dataset_digests (
-    blob_path TEXT PRIMARY KEY,
-    digest BLOB NOT NULL
-) WITHOUT ROWID;
 "#;

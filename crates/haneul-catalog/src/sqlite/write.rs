@@ -78,7 +78,7 @@ fn instance_event(kind: &str, item: &NewInstance) -> Event {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -91,6 +91,7 @@ struct ExistingInstance {
     transfer_syntax: String,
     dataset_offset: i64,
     received_ms: i64,
+    content_digest: Option<Vec<u8>>,
 }
 
 pub(super) fn commit_one(
@@ -99,9 +100,11 @@ pub(super) fn commit_one(
     policy: DuplicatePolicy,
     at_ms: i64,
 ) -> Result<CommitOutcome> {
+    let policy = item.duplicate_policy.unwrap_or(policy);
     let existing = tx
         .prepare_cached(
-            "SELECT i.pk, se.series_uid, i.blob_digest, i.blob_path, i.blob_size, i.transfer_syntax, i.dataset_offset, i.received_ms
+            "SELECT i.pk, se.series_uid, i.blob_digest, i.blob_path, i.blob_size, i.transfer_syntax, i.dataset_offset, i.received_ms,
+                    i.content_digest
              FROM instances i JOIN series se ON se.pk = i.series_pk WHERE i.sop_uid = ?1",
         )?
         .query_row([&item.instance.sop_uid], |row| {
@@ -114,6 +117,7 @@ pub(super) fn commit_one(
                 transfer_syntax: row.get(5)?,
                 dataset_offset: row.get(6)?,
                 received_ms: row.get(7)?,
+                content_digest: row.get(8)?,
             })
         })
         .optional()?;
@@ -127,8 +131,8 @@ pub(super) fn commit_one(
     let instance = &item.instance;
     tx.prepare_cached(
         "INSERT INTO instances (series_pk, sop_uid, sop_class, instance_number, transfer_syntax, blob_path, blob_size,
-                                blob_digest, dataset_offset, received_ms, source_ae, attrs)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                blob_digest, dataset_offset, received_ms, source_ae, attrs, content_digest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         series_pk,
@@ -143,6 +147,7 @@ pub(super) fn commit_one(
         instance.received_ms,
         item.origin.actor,
         encode_attrs(&instance.attrs),
+        instance.content_digest.as_ref().map(|digest| &digest[..]),
     ])?;
     if !instance.blob_durable {
         tx.prepare_cached("INSERT OR IGNORE INTO unsettled (blob_path) VALUES (?1)")?.execute([&instance.blob.path])?;
@@ -166,7 +171,13 @@ fn commit_duplicate(
 ) -> Result<CommitOutcome> {
     let mut event = instance_event("duplicate", item);
     let existing_digest = hex(&existing.digest);
-    if existing.digest.as_slice() == item.instance.blob.digest.as_slice() {
+    // The same data set under another file meta group (sent by another
+    // node, or by a modality to two nodes) is the same instance.
+    let same_content = match (&existing.content_digest, &item.instance.content_digest) {
+        (Some(existing), Some(new)) => existing.as_slice() == new.as_slice(),
+        _ => false,
+    };
+    if same_content || existing.digest.as_slice() == item.instance.blob.digest.as_slice() {
         event.kind = "duplicate-identical".into();
         insert_event(tx, &event, at_ms)?;
         return Ok(CommitOutcome::AlreadyStored);
@@ -174,6 +185,52 @@ fn commit_duplicate(
     event.detail["existing_digest"] = existing_digest.into();
     event.detail["existing_path"] = existing.path.clone().into();
     let outcome = match policy {
+        DuplicatePolicy::KeepBoth => {
+            let content_digest = item.instance.content_digest.as_ref().map(|digest| &digest[..]);
+            let known = tx
+                .prepare_cached(
+                    "SELECT 1 FROM conflicts WHERE sop_uid = ?1 AND (blob_digest = ?2 OR content_digest = ?3) LIMIT 1",
+                )?
+                .exists(params![item.instance.sop_uid, &item.instance.blob.digest[..], content_digest])?;
+            let inserted = if known {
+                0
+            } else {
+                tx.prepare_cached(
+                    "INSERT INTO conflicts (sop_uid, study_uid, series_uid, transfer_syntax, blob_path, blob_size,
+                                            blob_digest, dataset_offset, received_ms, source_ae, detected_ms,
+                                            content_digest)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?
+                .execute(params![
+                    item.instance.sop_uid,
+                    item.study.study_uid,
+                    item.series.series_uid,
+                    item.instance.transfer_syntax,
+                    item.instance.blob.path,
+                    item.instance.blob.size as i64,
+                    &item.instance.blob.digest[..],
+                    item.instance.dataset_offset as i64,
+                    item.instance.received_ms,
+                    item.origin.actor,
+                    at_ms,
+                    content_digest,
+                ])?
+            };
+            if inserted == 0 {
+                event.kind = "conflict-known".into();
+                insert_event(tx, &event, at_ms)?;
+                return Ok(CommitOutcome::AlreadyStored);
+            }
+            // Ingest commits a conflicting version only once its blob is
+            // durable, so it is never unsettled.
+            event.kind = "replication-conflict".into();
+            event.detail["digest"] = hex(&item.instance.blob.digest).into();
+            let mut current_digest = [0u8; 32];
+            if existing.digest.len() == 32 {
+                current_digest.copy_from_slice(&existing.digest);
+            }
+            CommitOutcome::Conflict { current_digest }
+        }
         DuplicatePolicy::KeepFirst => {
             event.kind = "duplicate-kept-first".into();
             CommitOutcome::DuplicateIgnored

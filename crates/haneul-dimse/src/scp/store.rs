@@ -88,6 +88,8 @@ pub(super) async fn handle(
         Ok(report) => match &report.outcome {
             CommitOutcome::Stored | CommitOutcome::Replaced { .. } => (status::SUCCESS, None),
             CommitOutcome::AlreadyStored => (status::SUCCESS, None),
+            // Durable here as a version kept for review: the sending peer is done.
+            CommitOutcome::Conflict { .. } => (status::SUCCESS, None),
             CommitOutcome::DuplicateIgnored => (
                 status::WARNING_ELEMENTS_DISCARDED,
                 Some("duplicate SOP Instance UID with other content; first copy kept".to_string()),
