@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::{Request, Response, Uri};
 pub use hyper::{Method, StatusCode};
+use hyper::{Request, Response, Uri};
 
 /// Where https peers' certificates are checked when no `ca_file` is set.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
