@@ -257,3 +257,27 @@ fn verify_needs_the_peers_url_and_token_and_names_the_missing_key() {
     let response = request(&a, "POST", "/api/replication/peers/b/verify?repair=maybe");
     assert_eq!(response.status, 400, "{}", response.text());
 }
+
+#[test]
+fn two_nodes_replicating_to_each_other_converge_to_identical_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Server::start_as("NODEB", "");
+    let a = Server::start_as("NODEA", &peer_with_api("b", &b, dir.path()));
+    b.restart_with(&peer_with_api("a", &a, dir.path()));
+    store(&a, &FILES[..2]);
+    store(&b, &FILES[2..4]);
+    wait_until("both nodes holding all four", || instances(&a).len() == 4 && instances(&b).len() == 4);
+    for (node, peer) in [(&a, "b"), (&b, "a")] {
+        let report = verify(node, peer, true);
+        assert_eq!(
+            (report["equal_at_start"].as_bool(), report["round_trips"].as_u64()),
+            (Some(true), Some(1)),
+            "{report:#}"
+        );
+    }
+    assert_eq!(
+        a.get("/api/replication/tree", "application/json").json(),
+        b.get("/api/replication/tree", "application/json").json()
+    );
+    assert_same_archives(&a, &b);
+}
