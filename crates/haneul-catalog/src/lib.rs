@@ -131,6 +131,19 @@ pub trait Catalog: Send + Sync {
     /// Every token (revoked and expired ones included), oldest first.
     fn tokens(&self) -> Result<Vec<TokenRecord>>;
 
+    /// Visit the versions held (current instances and kept conflicts) in
+    /// `scope`, ordered by study UID, then SOP Instance UID (bytewise); the
+    /// visitor returns `false` to stop early.
+    fn held_versions(&self, scope: VersionScope<'_>, visit: &mut dyn FnMut(HeldVersion) -> bool) -> Result<()>;
+
+    /// Up to `limit` versions without a content digest (stored before
+    /// schema version 4), with a blob path above `after`, by blob path.
+    fn undigested_versions(&self, after: &str, limit: usize) -> Result<Vec<HeldVersion>>;
+
+    /// Record the content digests of older versions by blob path, computed
+    /// from their files (see [`HeldVersion::dataset_digest`]).
+    fn record_dataset_digests(&self, digests: &[(String, [u8; 32])]) -> Result<()>;
+
     /// Mark a token revoked at `at_ms` unless it already is; `false` when
     /// there is no token with this id.
     fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool>;

@@ -257,3 +257,31 @@ pub struct Statistics {
     pub instances: u64,
     pub stored_bytes: u64,
 }
+
+/// One version of an instance the archive holds: the current one, or one
+/// kept as a conflict (a peer's different bytes under the same UID). What
+/// anti-entropy compares between nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldVersion {
+    pub study_uid: String,
+    pub sop_uid: String,
+    /// SOP class of the current instance ("" when a conflict outlived it).
+    pub sop_class: String,
+    pub transfer_syntax: String,
+    pub blob: BlobInfo,
+    pub dataset_offset: u64,
+    /// BLAKE3 of the data set (the file after its meta group): the content
+    /// digest, `None` for a version stored before schema version 4 until
+    /// anti-entropy computed it from the file.
+    pub dataset_digest: Option<[u8; 32]>,
+    /// False for a conflict, true for the current instance.
+    pub current: bool,
+}
+
+/// Which held versions to visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionScope<'a> {
+    All,
+    Study(&'a str),
+    Instance(&'a str),
+}

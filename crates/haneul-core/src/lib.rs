@@ -24,6 +24,7 @@
 mod access;
 mod audit_access;
 mod committer;
+pub mod digest_tree;
 mod ingest;
 pub mod metrics;
 mod recovery;
@@ -35,7 +36,7 @@ pub use access::DiskUsage;
 pub use audit_access::{add_view as audit_add_view, query_keys};
 pub use haneul_audit as audit;
 pub use haneul_catalog::{
-    CommitOutcome, ConflictRecord, DuplicatePolicy, Event, Origin, Statistics, StoredEvent, StoredInstance,
+    CommitOutcome, ConflictRecord, DuplicatePolicy, Event, HeldVersion, Origin, Statistics, StoredEvent, StoredInstance,
 };
 pub use ingest::{Ingest, IngestError, IngestFormat, IngestReport, RejectReason};
 pub use metrics::Metrics;

@@ -22,6 +22,11 @@ pub enum ApiError {
     #[error("{0}")]
     RangeNotSatisfiable(String),
     #[error("{0}")]
+    Conflict(String),
+    /// A node this one relies on (a replication peer) failed.
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -35,6 +40,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

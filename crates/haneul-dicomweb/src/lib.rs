@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod media;
 mod qido;
 mod rendered;
+mod replication;
 mod retrieve;
 mod stow;
 pub mod tls;
@@ -329,6 +330,13 @@ pub fn routes(base_path: &str) -> Vec<Route> {
         route("/api/audit".into(), &[("GET", Needs(Audit))], get(api::audit)),
         route("/api/replication/conflicts".into(), &[("GET", Needs(Query))], get(api::conflicts)),
         route("/api/replication/conflicts/{id}".into(), &[("GET", Needs(Retrieve))], get(api::conflict_file)),
+        // Anti-entropy between peers: digests reveal only which UIDs are held
+        // (what a query shows), the bytes are a retrieve.
+        route("/api/replication/tree".into(), QUERY, get(replication::tree)),
+        route("/api/replication/tree/{bucket}".into(), QUERY, get(replication::bucket)),
+        route("/api/replication/studies/{study}/digests".into(), QUERY, get(replication::study_digests)),
+        route("/api/replication/instances/{instance}/versions/{digest}".into(), RETRIEVE, get(replication::version)),
+        route("/api/replication/peers/{name}/verify".into(), &[("POST", Needs(Configure))], post(replication::verify)),
         route("/api/openapi.json".into(), &[("GET", SignedIn)], get(api::openapi)),
         route("/metrics".into(), MONITOR, get(api::metrics)),
     ]

@@ -11,6 +11,14 @@
 //! peer itself are not sent back, so two nodes replicating to each other do
 //! not echo. Failures are retried with a pause doubling up to a minute, and
 //! the peer's lag is reported through [`haneul_core::replication`].
+//!
+//! [`Verifier`] compares digest trees with a peer and repairs what differs
+//! (anti-entropy, `haneul replication verify`).
+
+pub mod http;
+mod verify;
+
+pub use verify::{verify_periodically, Verifier, VerifyPeer};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

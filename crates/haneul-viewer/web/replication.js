@@ -13,8 +13,7 @@ export function peerAlarms(peer) {
   if (peer.sync_fallbacks > 0) alarms.push(`${peer.sync_fallbacks} stores acknowledged without the synchronous peer`);
   if (peer.lag_seconds > 60) alarms.push(`${Math.round(peer.lag_seconds)} s behind`);
   if (peer.last_error && peer.pending_instances > 0) alarms.push(`not shipping: ${peer.last_error}`);
-  const verify = peer.last_verify;
-  if (verify && verify.equal === false) alarms.push('the last verify found differences');
+  if (peer.verify_alarm) alarms.push('differences remain after the last verify');
   return alarms;
 }
 
@@ -27,8 +26,9 @@ function cell(tr, value, className = '') {
 
 function verifyText(verify) {
   if (!verify) return 'never';
-  const when = verify.finished_at ? localTime(verify.finished_at) : '';
-  return `${verify.equal ? 'equal' : 'differences'}${when ? ` · ${when}` : ''}`;
+  const when = verify.finished_ms ? localTime(new Date(verify.finished_ms).toISOString()) : '';
+  const repaired = verify.pushed || verify.pulled ? ` (${verify.pushed} sent, ${verify.pulled} fetched)` : '';
+  return `${verify.equal ? 'equal' : `${verify.remaining} differing`}${repaired}${when ? ` · ${when}` : ''}`;
 }
 
 export class ReplicationPage {

@@ -26,6 +26,21 @@ pub struct Config {
     /// Nodes every stored instance is replicated to.
     #[serde(rename = "peer")]
     pub peers: Vec<PeerConfig>,
+    pub replication: ReplicationConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Minutes between two anti-entropy verifies of each peer with `url` and
+    /// `token_file` (with repair); 0: only on request.
+    pub verify_interval_minutes: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig { verify_interval_minutes: 60 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -316,6 +331,16 @@ pub struct PeerConfig {
     /// ship later, count an alarm).
     #[serde(default)]
     pub on_failure: Option<String>,
+    /// The peer's HTTP base URL (http:// or https://), for anti-entropy verify.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A file holding an API token (`hnl_…`) of the peer, with the query and
+    /// retrieve permissions, for verify.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// PEM authorities for an https `url` (default: the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn async_mode() -> String {
@@ -578,8 +603,55 @@ impl Config {
                 }
                 (other, _) => bail!("peer[{index}].mode: {other:?} is not \"async\" or \"sync\""),
             }
+            let https = match peer.url.as_deref() {
+                None => false,
+                Some(url) => {
+                    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+                        (Some(rest), _) => (true, rest),
+                        (None, Some(rest)) => (false, rest),
+                        (None, None) => bail!("peer[{index}].url: {url:?} must start with http:// or https://"),
+                    };
+                    if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
+                        bail!("peer[{index}].url: {url:?} must be a base URL like https://pacs-dr.example.org:8443");
+                    }
+                    https
+                }
+            };
+            if peer.token_file.as_ref().is_some_and(|path| path.as_os_str().is_empty()) {
+                bail!("peer[{index}].token_file: must name a file");
+            }
+            if peer.url.is_some() != peer.token_file.is_some() {
+                let missing = if peer.url.is_some() { "token_file" } else { "url" };
+                bail!("peer[{index}].{missing}: verify needs both url and token_file");
+            }
+            if peer.ca_file.is_some() && !https {
+                bail!("peer[{index}].ca_file: only for an https:// url");
+            }
         }
         Ok(())
+    }
+
+    /// The peers as anti-entropy verify needs them (with their HTTP API,
+    /// where configured), and the interval of the periodic verify.
+    pub fn verify_peers(&self) -> Vec<haneul_replication::VerifyPeer> {
+        self.replication_peers()
+            .into_iter()
+            .zip(&self.peers)
+            .enumerate()
+            .map(|(index, ((peer, _), config))| haneul_replication::VerifyPeer {
+                peer,
+                url: config.url.clone(),
+                token_file: config.token_file.clone(),
+                ca_file: config.ca_file.clone(),
+                config_key: format!("peer[{index}]"),
+            })
+            .collect()
+    }
+
+    /// How often each peer is verified in the background; `None`: never.
+    pub fn verify_interval(&self) -> Option<Duration> {
+        let minutes = self.replication.verify_interval_minutes;
+        (minutes > 0).then(|| Duration::from_secs(minutes * 60))
     }
 
     /// The replication peers, ready for `haneul_replication::run`, with what
@@ -832,6 +904,14 @@ mod tests {
         assert_eq!((peer.name.as_str(), peer.ae_title.as_str(), peer.port), ("dr-site", "HANEUL_DR", 11112));
         assert_eq!(peer.calling_ae, "HANEUL", "we call the peer with our own AE title");
         assert_eq!(*sync, Some(haneul_core::replication::SyncFailure::Refuse), "sync, refusing by default");
+        let verify = &config.verify_peers()[0];
+        assert_eq!(verify.url.as_deref(), Some("https://pacs-dr.example.org:8443"));
+        assert!(verify.token_file.is_some() && verify.ca_file.is_some());
+        assert_eq!(verify.config_key, "peer[0]");
+        assert_eq!(Config::parse("").unwrap().verify_interval(), Some(Duration::from_secs(3600)), "hourly by default");
+        let example = Config::parse(include_str!("../../../haneul.example.toml")).expect("valid");
+        assert_eq!(example.verify_interval(), Some(Duration::from_secs(3600)), "the example shows the default");
+        assert_eq!(Config::parse("[replication]\nverify_interval_minutes = 0\n").unwrap().verify_interval(), None);
     }
 
     #[test]
@@ -963,6 +1043,11 @@ mod tests {
             ("[audit.syslog]\ntarget = \"tls://syslog.example.org:6514\"\n", "audit.syslog.ca_file"),
             ("[audit.syslog]\ntarget = \"udp://h:514\"\nca_file = \"ca.pem\"\n", "audit.syslog.ca_file"),
             ("[audit.syslog]\ntarget = \"udp://h:514\"\nport = 514\n", "port"),
+            ("[[peer]]\nname = \"b\"\nae_title = \"B\"\nhost = \"h\"\nport = 104\nurl = \"ftp://h\"\ntoken_file = \"t\"\n", "peer[0].url"),
+            ("[[peer]]\nname = \"b\"\nae_title = \"B\"\nhost = \"h\"\nport = 104\nurl = \"http://h:8080\"\n", "peer[0].token_file"),
+            ("[[peer]]\nname = \"b\"\nae_title = \"B\"\nhost = \"h\"\nport = 104\ntoken_file = \"t\"\n", "peer[0].url"),
+            ("[[peer]]\nname = \"b\"\nae_title = \"B\"\nhost = \"h\"\nport = 104\nurl = \"http://h\"\ntoken_file = \"t\"\nca_file = \"ca.pem\"\n", "peer[0].ca_file"),
+            ("[replication]\nverify_interval = \"6h\"\n", "verify_interval"),
         ] {
             let error = format!("{:#}", Config::parse(text).expect_err(text));
             assert!(error.contains(key), "{key} not named in: {error}");

@@ -6,6 +6,7 @@ mod bench;
 mod config;
 mod import;
 mod logging;
+mod replication;
 mod serve;
 mod users;
 mod verify;
@@ -65,6 +66,9 @@ enum Command {
     /// Manage API tokens for scripts and services (create, revoke, list).
     #[command(subcommand)]
     Token(users::TokenCommand),
+    /// Anti-entropy with replication peers: `verify PEER` asks the running server to compare and repair.
+    #[command(subcommand)]
+    Replication(replication::ReplicationCommand),
     /// Check (verify) and search the tamper-evident audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Audit(command) => audit::run(command),
         Command::Backup(args) => backup::run_backup(args),
         Command::Restore(args) => backup::run_restore(args),
+        Command::Replication(command) => replication::run(command),
         Command::CheckConfig { path } => Config::load(&path).map(|_| {
             println!("{}: valid", path.display());
             ExitCode::SUCCESS

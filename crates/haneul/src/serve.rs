@@ -116,6 +116,19 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         })
         .collect();
 
+    // Anti-entropy: the verifier is in place before the HTTP edge can ask for it.
+    let verifier = match config.peers.is_empty() {
+        true => None,
+        false => {
+            let verifier = haneul_replication::Verifier::new(Arc::clone(&archive), config.verify_peers());
+            verifier.restore_reports().await;
+            archive
+                .replication()
+                .set_verifier(Arc::clone(&verifier) as Arc<dyn haneul_core::replication::PeerVerifier>);
+            Some(verifier)
+        }
+    };
+
     let dicom_address = config.dicom_listen()?;
     let listener = tokio::net::TcpListener::bind(dicom_address)
         .await
@@ -183,6 +196,23 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
             tokio::spawn(haneul_replication::run(Arc::clone(&archive), peer, confirmed, stop.clone()))
         })
         .collect();
+    let verifiers = match (&verifier, config.verify_interval()) {
+        (Some(verifier), Some(interval)) => config
+            .verify_peers()
+            .into_iter()
+            .filter(|peer| peer.url.is_some() && peer.token_file.is_some())
+            .map(|peer| {
+                info!(peer = %peer.peer.name, interval_minutes = interval.as_secs() / 60, "verifying the peer periodically");
+                tokio::spawn(haneul_replication::verify_periodically(
+                    Arc::clone(verifier),
+                    peer.peer.name,
+                    interval,
+                    stop.clone(),
+                ))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
 
     shutdown_signal.wait().await;
     info!("shutting down");
@@ -190,6 +220,11 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
     let _ = dicom_task.await;
     for replicator in replicators {
         let _ = replicator.await;
+    }
+    // A verify under way is cut short: what it repaired so far is durable,
+    // the rest is found again by the next one.
+    for task in verifiers {
+        task.abort();
     }
     if let Some(task) = dicom_tls_task {
         let _ = task.await;

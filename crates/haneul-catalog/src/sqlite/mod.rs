@@ -497,4 +497,100 @@ impl Catalog for SqliteCatalog {
     fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool> {
         accounts::revoke_token(&lock(&self.writer), id, at_ms)
     }
+
+    fn held_versions(&self, scope: VersionScope<'_>, visit: &mut dyn FnMut(HeldVersion) -> bool) -> Result<()> {
+        let (current_filter, conflict_filter, uid) = match scope {
+            VersionScope::All => ("1", "1", None),
+            VersionScope::Study(uid) => ("s.study_uid = ?1", "c.study_uid = ?1", Some(uid)),
+            VersionScope::Instance(uid) => ("i.sop_uid = ?1", "c.sop_uid = ?1", Some(uid)),
+        };
+        let sql = format!(
+            "SELECT {CURRENT_VERSION_COLUMNS} WHERE {current_filter}
+             UNION ALL
+             SELECT {CONFLICT_VERSION_COLUMNS} WHERE {conflict_filter}
+             ORDER BY 1, 2, 10 DESC"
+        );
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut rows = match uid {
+                Some(uid) => statement.query([uid])?,
+                None => statement.query([])?,
+            };
+            while let Some(row) = rows.next()? {
+                if !visit(held_version(row)?) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn undigested_versions(&self, after: &str, limit: usize) -> Result<Vec<HeldVersion>> {
+        // One keyset query per table (each walks its blob_path index), merged
+        // here: a UNION in SQL would be sorted whole for every page.
+        self.with_reader(|connection| {
+            let mut found = Vec::new();
+            for (columns, table) in [(CURRENT_VERSION_COLUMNS, "i"), (CONFLICT_VERSION_COLUMNS, "c")] {
+                let mut statement = connection.prepare_cached(&format!(
+                    "SELECT {columns} WHERE {table}.blob_path > ?1 AND {table}.content_digest IS NULL
+                     ORDER BY {table}.blob_path LIMIT ?2"
+                ))?;
+                let rows = statement.query_map(params![after, limit as i64], held_version)?;
+                for row in rows {
+                    found.push(row?);
+                }
+            }
+            found.sort_by(|a, b| a.blob.path.cmp(&b.blob.path));
+            found.truncate(limit);
+            Ok(found)
+        })
+    }
+
+    fn record_dataset_digests(&self, digests: &[(String, [u8; 32])]) -> Result<()> {
+        let mut connection = lock(&self.writer);
+        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (path, digest) in digests {
+            for table in ["instances", "conflicts"] {
+                tx.prepare_cached(&format!(
+                    "UPDATE {table} SET content_digest = ?2 WHERE blob_path = ?1 AND content_digest IS NULL"
+                ))?
+                .execute(params![path, &digest[..]])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// The columns of [`held_version`] for current instances, and their tables.
+const CURRENT_VERSION_COLUMNS: &str = "s.study_uid, i.sop_uid, i.sop_class, i.transfer_syntax, i.blob_path, \
+     i.blob_size, i.blob_digest, i.dataset_offset, i.content_digest, 1
+     FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies s ON s.pk = se.study_pk";
+
+/// The columns of [`held_version`] for kept conflicts, and their tables.
+const CONFLICT_VERSION_COLUMNS: &str = "c.study_uid, c.sop_uid, \
+     COALESCE((SELECT sop_class FROM instances WHERE sop_uid = c.sop_uid), ''), c.transfer_syntax, c.blob_path, \
+     c.blob_size, c.blob_digest, c.dataset_offset, c.content_digest, 0
+     FROM conflicts c";
+
+fn digest_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Option<[u8; 32]>> {
+    let bytes: Option<Vec<u8>> = row.get(index)?;
+    Ok(bytes.and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok()))
+}
+
+fn held_version(row: &rusqlite::Row<'_>) -> rusqlite::Result<HeldVersion> {
+    Ok(HeldVersion {
+        study_uid: row.get(0)?,
+        sop_uid: row.get(1)?,
+        sop_class: row.get(2)?,
+        transfer_syntax: row.get(3)?,
+        blob: BlobInfo {
+            path: row.get(4)?,
+            size: row.get::<_, i64>(5)?.max(0) as u64,
+            digest: digest_column(row, 6)?.unwrap_or([0; 32]),
+        },
+        dataset_offset: row.get::<_, i64>(7)?.max(0) as u64,
+        dataset_digest: digest_column(row, 8)?,
+        current: row.get(9)?,
+    })
 }

@@ -1,0 +1,161 @@
+//! `haneul replication verify PEER`: ask the running server to compare its
+//! archive with a peer's (anti-entropy) and repair the differences. The
+//! server runs it: this command must not open the archive beside it (opening
+//! runs start-up recovery, which removes files it does not know yet).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use haneul_core::replication::VerifyReport;
+use haneul_replication::http::HttpClient;
+
+/// The environment variable with an API token of the server (`hnl_…`).
+const TOKEN_ENV: &str = "HANEUL_TOKEN";
+/// A verify with repair after a long outage takes a while.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+#[derive(Subcommand)]
+pub enum ReplicationCommand {
+    /// Compare with a peer through digest trees and repair the differences
+    /// (exit 0: equal, 1: differences remain, 2: error).
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The peer's name in the server's [[peer]] blocks.
+    peer: String,
+    /// Only compare; leave differences as they are.
+    #[arg(long)]
+    no_repair: bool,
+    /// The server's configuration file (its http.listen and [http.tls] give the server's URL).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// The server's URL (instead of the one from --config), e.g. https://pacs.example.org:8443.
+    #[arg(long)]
+    server: Option<String>,
+    /// A file with an API token of the server (default: the HANEUL_TOKEN environment variable).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// PEM authorities for an https server (default: the system's).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(command: ReplicationCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ReplicationCommand::Verify(args) => verify(args),
+    }
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let server = server_url(&args)?;
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+        None => std::env::var(TOKEN_ENV).map_err(|_| {
+            anyhow::anyhow!("no credentials: set {TOKEN_ENV} to an API token of the server, or give --token-file")
+        })?,
+    };
+    if !token.trim().starts_with("hnl_") {
+        bail!("the token is not a Haneul API token (hnl_…)");
+    }
+    let client = HttpClient::new(&server, &token, args.ca_file.as_deref()).map_err(|error| anyhow::anyhow!(error))?;
+    let path = format!("/api/replication/peers/{}/verify?repair={}", args.peer, !args.no_repair);
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let (status, body) = runtime
+        .block_on(client.call(haneul_replication::http::Method::POST, &path, VERIFY_TIMEOUT))
+        .map_err(|error| anyhow::anyhow!(error))?;
+    if !status.is_success() {
+        bail!("{}", haneul_replication::http::failure(&client.base_url(), &path, status, &body));
+    }
+    let report: VerifyReport = serde_json::from_slice(&body).context("the server's answer is not a verify report")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", summary(&report));
+    }
+    Ok(if report.equal { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The server's URL: --server, or from the configuration's HTTP listener.
+fn server_url(args: &VerifyArgs) -> anyhow::Result<String> {
+    if let Some(server) = &args.server {
+        return Ok(server.clone());
+    }
+    let config = match &args.config {
+        Some(path) => crate::config::Config::load(path)?,
+        None => crate::config::Config::default(),
+    };
+    if config.http.listen.is_empty() {
+        bail!("http.listen is empty in the configuration: give the server's URL with --server");
+    }
+    let mut address: std::net::SocketAddr =
+        config.http.listen.parse().with_context(|| format!("http.listen: {:?}", config.http.listen))?;
+    // A wildcard listener is reached on loopback.
+    if address.ip().is_unspecified() {
+        address.set_ip(if address.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    let scheme = if config.http.tls.is_some() { "https" } else { "http" };
+    Ok(format!("{scheme}://{address}"))
+}
+
+fn plural(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+/// What a person reads: the verdict first, then what was done.
+fn summary(report: &VerifyReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let peer = &report.peer;
+    let held = format!(
+        "here {} and {}, on {peer} {} and {}",
+        plural(report.local_studies, "study", "studies"),
+        plural(report.local_instances, "instance", "instances"),
+        plural(report.peer_studies, "study", "studies"),
+        plural(report.peer_instances, "instance", "instances"),
+    );
+    let trips = plural(report.round_trips, "round trip", "round trips");
+    if report.equal_at_start {
+        let _ = writeln!(out, "{peer}: equal ({held}; {trips}, {:.2} s)", report.duration_seconds);
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{peer}: {} in {} differed ({} compared; {held})",
+        plural(report.differing_instances, "instance", "instances"),
+        plural(report.differing_studies, "study", "studies"),
+        plural(report.studies_compared, "study", "studies"),
+    );
+    if report.repair {
+        let _ = writeln!(
+            out,
+            "repair: {} sent to {peer}, {} taken from it, {}",
+            plural(report.pushed, "version", "versions"),
+            plural(report.pulled, "version", "versions"),
+            plural(report.failures, "failure", "failures"),
+        );
+    }
+    for error in &report.errors {
+        let _ = writeln!(out, "  {error}");
+    }
+    if report.equal {
+        let _ = writeln!(out, "{peer}: equal now ({trips}, {:.2} s)", report.duration_seconds);
+    } else {
+        let _ = writeln!(
+            out,
+            "{peer}: {} still differ ({trips}, {:.2} s){}",
+            plural(report.remaining, "instance", "instances"),
+            report.duration_seconds,
+            if report.repair { "" } else { "; run without --no-repair to repair" }
+        );
+    }
+    out
+}
