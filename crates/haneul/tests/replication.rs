@@ -212,6 +212,17 @@ impl Link {
     fn peer(&self, name: &str, node_ae: &str) -> String {
         format!("[[peer]]\nname = \"{name}\"\nae_title = \"{node_ae}\"\nhost = \"127.0.0.1\"\nport = {}\n", self.port)
     }
+
+    /// The same, with the peer's HTTP API (for verify) through `http`, and
+    /// its token in `token_file` (written once the peer runs).
+    fn peer_with_api(&self, name: &str, node_ae: &str, http: &Link, token_file: &std::path::Path) -> String {
+        format!(
+            "{}url = \"http://127.0.0.1:{}\"\ntoken_file = {:?}\n",
+            self.peer(name, node_ae),
+            http.port,
+            token_file.display().to_string()
+        )
+    }
 }
 
 /// (SOP Instance UID, BLAKE3 of the kept version) of a node's replication
@@ -234,11 +245,17 @@ fn conflicts(node: &Server) -> BTreeSet<(String, String, String)> {
 /// different bytes is kept in both versions at both sites, and reported.
 #[test]
 fn active_active_sites_converge_after_a_partition_and_keep_both_versions_of_a_conflict() {
-    let (to_a, to_b) = (Link::new(), Link::new());
-    let a = Server::start_as("SITEA", &to_b.peer("b", "SITEB"));
-    let b = Server::start_as("SITEB", &to_a.peer("a", "SITEA"));
+    let (to_a, to_b, to_a_api, to_b_api) = (Link::new(), Link::new(), Link::new(), Link::new());
+    let tokens = tempfile::tempdir().unwrap();
+    let (token_of_a, token_of_b) = (tokens.path().join("a.token"), tokens.path().join("b.token"));
+    let a = Server::start_as("SITEA", &to_b.peer_with_api("b", "SITEB", &to_b_api, &token_of_b));
+    let b = Server::start_as("SITEB", &to_a.peer_with_api("a", "SITEA", &to_a_api, &token_of_a));
+    std::fs::write(&token_of_a, &a.token).unwrap();
+    std::fs::write(&token_of_b, &b.token).unwrap();
     to_a.connect(&a);
     to_b.connect(&b);
+    to_a_api.connect_port(a.http_port);
+    to_b_api.connect_port(b.http_port);
 
     store(&a, "MODALITY", &FILES[..1]);
     store(&b, "MODALITY", &FILES[1..2]);
@@ -298,6 +315,24 @@ fn active_active_sites_converge_after_a_partition_and_keep_both_versions_of_a_co
     }
     assert_eq!(metric_total(&a, "haneul_replication_conflicts_total"), 1.0);
     assert_eq!(metric_total(&b, "haneul_replication_conflicts_total"), 1.0);
+
+    // Both sites hold the same versions of everything: identical digest
+    // trees, and verify (both ways) finds nothing to repair.
+    let tree = |node: &Server| node.get("/api/replication/tree", "application/json").json();
+    assert_eq!(tree(&a), tree(&b));
+    assert_eq!(tree(&a)["instances"], 5, "{:#}", tree(&a));
+    for (node, peer) in [(&a, "b"), (&b, "a")] {
+        let path = format!("/api/replication/peers/{peer}/verify?repair=true");
+        let auth = node.authorization();
+        let report = http_request(node.http_port, "POST", &path, &[("Authorization", &auth)], b"");
+        assert_eq!(report.status, 200, "{}", report.text());
+        let report = report.json();
+        assert_eq!(
+            (report["equal_at_start"].as_bool(), report["pushed"].as_u64(), report["pulled"].as_u64()),
+            (Some(true), Some(0), Some(0)),
+            "{report:#}"
+        );
+    }
 }
 
 /// Sign in over HTTP at `port` as a user made with `add_user`; the session cookie.
