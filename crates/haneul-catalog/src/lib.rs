@@ -57,7 +57,8 @@ pub trait Catalog: Send + Sync {
     /// studies and patients left empty, in one transaction with `event`.
     /// The files of everything removed are put in the trash in the same
     /// transaction: the caller deletes them, then calls [`Catalog::empty_trash`].
-    fn remove_instances(&self, sop_uids: &[String], event: Option<&Event>) -> Result<Removed>;
+    /// A deliberate removal is remembered (see [`RemovalKind`]).
+    fn remove_instances(&self, sop_uids: &[String], event: Option<&Event>, kind: RemovalKind) -> Result<Removed>;
 
     /// Blob paths removed from the catalog whose files may still exist.
     fn trash(&self) -> Result<Vec<String>>;

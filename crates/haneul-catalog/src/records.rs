@@ -159,6 +159,9 @@ pub enum CommitOutcome {
     Conflict {
         current_digest: [u8; 32],
     },
+    /// From a replication peer, an instance removed here: not stored again
+    /// (the peer had not yet learnt of the removal).
+    RemovedHere,
 }
 
 impl CommitOutcome {
@@ -209,6 +212,17 @@ pub struct Removed {
     pub instances: Vec<StoredInstance>,
     /// Every file to delete: the instances' and their superseded versions'.
     pub trashed_paths: Vec<String>,
+}
+
+/// Why instances are removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalKind {
+    /// Someone removed them: remembered in `removed_uids`, so that a
+    /// replication peer's copy does not bring them back.
+    Deliberate,
+    /// A store taken back (its file did not become durable) or repaired by
+    /// recovery: not remembered, the sender will send it again.
+    Undo,
 }
 
 /// A journal entry to append.

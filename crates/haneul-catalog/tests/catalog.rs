@@ -213,9 +213,42 @@ fn replicated_conflicts_keep_both_versions() {
     let kinds: Vec<String> = catalog.events_after(0, 100).expect("events").into_iter().map(|e| e.kind).collect();
     assert!(kinds.contains(&"replication-conflict".to_string()), "{kinds:?}");
 
-    let removed = catalog.remove_instances(&["9.9".into()], None).expect("remove");
+    let removed = catalog.remove_instances(&["9.9".into()], None, RemovalKind::Deliberate).expect("remove");
     assert!(removed.trashed_paths.contains(&conflict_path), "removal takes the conflicting version too");
     assert!(catalog.conflicts(None).expect("conflicts").is_empty());
+}
+
+#[test]
+fn a_deliberate_removal_is_not_undone_by_a_peer_but_by_a_new_store() {
+    let (_dir, catalog) = open();
+    let item = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 1);
+    let from_peer = NewInstance { duplicate_policy: Some(DuplicatePolicy::KeepBoth), ..item.clone() };
+    assert_eq!(commit(&catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
+    catalog.remove_instances(&["9.9".into()], None, RemovalKind::Undo).expect("undo");
+    assert_eq!(
+        commit(&catalog, std::slice::from_ref(&from_peer), DuplicatePolicy::KeepFirst),
+        [CommitOutcome::Stored],
+        "an undone store is not remembered"
+    );
+    catalog.remove_instances(&["9.9".into()], None, RemovalKind::Deliberate).expect("remove");
+    assert_eq!(
+        commit(&catalog, std::slice::from_ref(&from_peer), DuplicatePolicy::KeepFirst),
+        [CommitOutcome::RemovedHere]
+    );
+    assert!(catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup").is_empty());
+    assert_eq!(
+        commit(&catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst),
+        [CommitOutcome::Stored],
+        "a modality may store it again"
+    );
+    catalog.remove_instances(&["9.9".into()], None, RemovalKind::Deliberate).expect("remove");
+    assert_eq!(commit(&catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
+    catalog.remove_instances(&["9.9".into()], None, RemovalKind::Undo).expect("undo");
+    assert_eq!(
+        commit(&catalog, std::slice::from_ref(&from_peer), DuplicatePolicy::KeepFirst),
+        [CommitOutcome::Stored],
+        "the new store ended the removal"
+    );
 }
 
 #[test]
@@ -226,7 +259,8 @@ fn removal_cleans_up_parents_and_summaries() {
         instance(&spec("P1", "A", "1.1", "1.1.2", "MR", "1.1.2.1"), 2),
     ];
     commit(&catalog, &items, DuplicatePolicy::KeepFirst);
-    let removed = catalog.remove_instances(&["1.1.2.1".into(), "nope".into()], None).expect("remove");
+    let removed =
+        catalog.remove_instances(&["1.1.2.1".into(), "nope".into()], None, RemovalKind::Deliberate).expect("remove");
     assert_eq!(removed.instances.len(), 1);
     assert_eq!(removed.trashed_paths, vec![items[1].instance.blob.path.clone()]);
     assert_eq!(catalog.trash().expect("trash"), removed.trashed_paths, "files wait in the trash until deleted");
@@ -234,7 +268,7 @@ fn removal_cleans_up_parents_and_summaries() {
     assert!(catalog.trash().expect("trash").is_empty());
     let views = find(&catalog, &query("STUDY", &[(tags::MODALITIES_IN_STUDY, VR::CS, "")]));
     assert_eq!(views[0].strings(tags::MODALITIES_IN_STUDY), ["CT"]);
-    catalog.remove_instances(&["1.1.1.1".into()], None).expect("remove");
+    catalog.remove_instances(&["1.1.1.1".into()], None, RemovalKind::Deliberate).expect("remove");
     let statistics = catalog.statistics().expect("statistics");
     assert_eq!((statistics.patients, statistics.studies, statistics.series, statistics.instances), (0, 0, 0, 0));
 }

@@ -4,7 +4,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use haneul_catalog::{Event, Origin, StoredInstance};
+use haneul_catalog::{Event, Origin, RemovalKind, StoredInstance};
 use haneul_dicom::header::{read_instance_header, InstanceHeader};
 use haneul_dicom::levels::Level;
 use haneul_dicom::matching::Query;
@@ -93,7 +93,15 @@ impl Archive {
 
     /// Remove a study, series or instance and every instance below it;
     /// returns how many instances were removed. Recorded in the journal.
-    pub async fn remove(self: &Arc<Self>, level: Level, uid: &str, origin: &Origin) -> Result<usize, ArchiveError> {
+    /// `replicated_from`: the peer (AE title) that removed it first and passes
+    /// the removal on; journaled, so that it is not sent back there.
+    pub async fn remove(
+        self: &Arc<Self>,
+        level: Level,
+        uid: &str,
+        origin: &Origin,
+        replicated_from: Option<&str>,
+    ) -> Result<usize, ArchiveError> {
         let key = level.unique_key();
         let mut identifier = Dataset::new();
         identifier.put(haneul_dicom::Element::text(
@@ -114,6 +122,9 @@ impl Archive {
             "uid": uid,
             "instances": uids.len(),
         }));
+        if let Some(peer) = replicated_from {
+            event.detail["replicated_from"] = peer.into();
+        }
         match level {
             Level::Study => event.study_uid = Some(uid.to_string()),
             Level::Series => event.series_uid = Some(uid.to_string()),
@@ -122,7 +133,7 @@ impl Archive {
         }
         let archive = Arc::clone(self);
         run_blocking(move || {
-            let removed = archive.catalog().remove_instances(&uids, Some(&event))?;
+            let removed = archive.catalog().remove_instances(&uids, Some(&event), RemovalKind::Deliberate)?;
             crate::recovery::empty_trash(archive.blobs(), archive.catalog().as_ref(), &removed.trashed_paths)?;
             Ok(removed.instances.len())
         })

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use haneul_catalog::{
-    BlobInfo, CommitOutcome, DuplicatePolicy, Event, InstanceFacts, NewInstance, Origin, PatientFacts, SeriesFacts,
-    StoredInstance, StudyFacts,
+    BlobInfo, CommitOutcome, DuplicatePolicy, Event, InstanceFacts, NewInstance, Origin, PatientFacts, RemovalKind,
+    SeriesFacts, StoredInstance, StudyFacts,
 };
 use haneul_dicom::header::{read_instance_header, InstanceHeader};
 use haneul_dicom::levels::{level_of, Level};
@@ -371,7 +371,7 @@ impl Archive {
                     .with_detail(serde_json::json!({ "reason": error.to_string() }));
                 let rolled_back = self
                     .catalog()
-                    .remove_instances(std::slice::from_ref(&sop_instance_uid), Some(&event))
+                    .remove_instances(std::slice::from_ref(&sop_instance_uid), Some(&event), RemovalKind::Undo)
                     .map_err(ArchiveError::from)
                     .and_then(|removed| {
                         crate::recovery::empty_trash(self.blobs(), self.catalog().as_ref(), &removed.trashed_paths)
@@ -406,6 +406,13 @@ impl Archive {
                     peer = %origin.actor,
                     current_digest = %blake3::Hash::from(*current_digest).to_hex(),
                     "replication conflict: the peer holds other bytes under this UID; both versions kept for review"
+                );
+            }
+            CommitOutcome::RemovedHere => {
+                tracing::info!(
+                    sop_instance_uid = %sop_instance_uid,
+                    peer = %origin.actor,
+                    "replication peer sent an instance removed here; it stays removed"
                 );
             }
             CommitOutcome::DuplicateRejected { reason } => {

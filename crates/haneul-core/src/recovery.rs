@@ -13,7 +13,7 @@
 //! settled, otherwise its instance (never acknowledged) is rolled back. So
 //! no catalog entry is left without its blob either.
 
-use haneul_catalog::{Catalog, CommitBatch, Event, Origin};
+use haneul_catalog::{Catalog, CommitBatch, Event, Origin, RemovalKind};
 use haneul_storage::BlobStore;
 
 use crate::ArchiveError;
@@ -119,7 +119,7 @@ fn settle_or_roll_back(
         let uids: Vec<String> = lost.iter().map(|instance| instance.sop_uid.clone()).collect();
         let event =
             Event::new("recovery-rolled-back", origin).with_detail(serde_json::json!({ "sop_instance_uids": uids }));
-        let removed = catalog.remove_instances(&uids, Some(&event))?;
+        let removed = catalog.remove_instances(&uids, Some(&event), RemovalKind::Undo)?;
         empty_trash(blobs, catalog, &removed.trashed_paths)?;
         report.rolled_back = uids;
     }

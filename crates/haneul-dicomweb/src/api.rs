@@ -62,11 +62,29 @@ pub async fn aes(State(state): State<WebState>) -> Response {
     .into_response()
 }
 
-async fn remove(state: WebState, ctx: RequestContext, level: Level, uid: String) -> ApiResult<Response> {
+/// Options of a removal.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RemoveParams {
+    /// Set by a replication peer passing on a removal made there (its AE
+    /// title): the journal notes it, so the removal is not sent back to it.
+    replicated_from: Option<String>,
+}
+
+async fn remove(
+    state: WebState,
+    ctx: RequestContext,
+    level: Level,
+    uid: String,
+    params: RemoveParams,
+) -> ApiResult<Response> {
     if uid.is_empty() || uid.len() > 64 {
         return Err(ApiError::BadRequest(format!("{uid:?} is not a UID")));
     }
-    let removed = state.archive().remove(level, &uid, &ctx.origin).await;
+    let replicated_from = params.replicated_from.filter(|ae| !ae.is_empty());
+    if replicated_from.as_ref().is_some_and(|ae| ae.len() > 16) {
+        return Err(ApiError::BadRequest("replicated_from: an AE title has at most 16 characters".into()));
+    }
+    let removed = state.archive().remove(level, &uid, &ctx.origin, replicated_from.as_deref()).await;
     let audit =
         ctx.audit_entry(haneul_core::audit::Action::Delete).detail("level", level.as_str()).detail("uid", uid.as_str());
     let audit = match &removed {
@@ -90,24 +108,27 @@ pub async fn delete_study(
     State(state): State<WebState>,
     Extension(ctx): Extension<RequestContext>,
     Path(uid): Path<String>,
+    axum::extract::Query(params): axum::extract::Query<RemoveParams>,
 ) -> ApiResult<Response> {
-    remove(state, ctx, Level::Study, uid).await
+    remove(state, ctx, Level::Study, uid, params).await
 }
 
 pub async fn delete_series(
     State(state): State<WebState>,
     Extension(ctx): Extension<RequestContext>,
     Path(uid): Path<String>,
+    axum::extract::Query(params): axum::extract::Query<RemoveParams>,
 ) -> ApiResult<Response> {
-    remove(state, ctx, Level::Series, uid).await
+    remove(state, ctx, Level::Series, uid, params).await
 }
 
 pub async fn delete_instance(
     State(state): State<WebState>,
     Extension(ctx): Extension<RequestContext>,
     Path(uid): Path<String>,
+    axum::extract::Query(params): axum::extract::Query<RemoveParams>,
 ) -> ApiResult<Response> {
-    remove(state, ctx, Level::Image, uid).await
+    remove(state, ctx, Level::Image, uid, params).await
 }
 
 /// Conflicts span sites (the two versions came from two of them), so

@@ -16,6 +16,7 @@
 //! (anti-entropy, `haneul replication verify`).
 
 pub mod http;
+mod removals;
 mod verify;
 
 pub use verify::{verify_periodically, Verifier, VerifyPeer};
@@ -79,8 +80,15 @@ pub type Confirmed = Arc<std::sync::Mutex<HashSet<String>>>;
 
 /// Ship the journal to `peer` until `stop` turns true. For a synchronous
 /// peer, `confirmed` holds what its stores already delivered; the journal
-/// then only catches up on what they did not.
-pub async fn run(archive: Arc<Archive>, peer: Peer, confirmed: Option<Confirmed>, mut stop: watch::Receiver<bool>) {
+/// then only catches up on what they did not. Removals are passed on through
+/// the peer's REST API when `api` gives one (else they stay local).
+pub async fn run(
+    archive: Arc<Archive>,
+    peer: Peer,
+    confirmed: Option<Confirmed>,
+    api: Option<VerifyPeer>,
+    mut stop: watch::Receiver<bool>,
+) {
     let status = archive.replication();
     status.update(&peer.name, |s| {
         s.address = format!("{}@{}", peer.ae_title, peer.address());
@@ -89,7 +97,7 @@ pub async fn run(archive: Arc<Archive>, peer: Peer, confirmed: Option<Confirmed>
     let mut backoff = Duration::from_secs(1);
     let mut cursor = None;
     loop {
-        let pause = match round(&archive, &peer, confirmed.as_ref(), &mut cursor).await {
+        let pause = match round(&archive, &peer, confirmed.as_ref(), api.as_ref(), &mut cursor).await {
             Ok(()) => {
                 backoff = Duration::from_secs(1);
                 POLL
@@ -124,6 +132,7 @@ async fn round(
     archive: &Archive,
     peer: &Peer,
     confirmed: Option<&Confirmed>,
+    api: Option<&VerifyPeer>,
     state: &mut Option<Cursor>,
 ) -> Result<(), String> {
     let cursor_key = peer.cursor_key();
@@ -149,7 +158,7 @@ async fn round(
         };
         let wanted: Vec<&StoredEvent> = events
             .iter()
-            .filter(|event| to_ship(event, peer))
+            .filter(|event| to_ship(event, peer) || (api.is_some() && removals::to_remove(event, peer)))
             .filter(|event| !already_confirmed(confirmed, event))
             .collect();
         let oldest_ms = wanted.first().map(|event| event.at_ms);
@@ -158,7 +167,7 @@ async fn round(
             s.pending_instances = wanted.len() as u64;
             s.lag_seconds = oldest_ms.map_or(0.0, |at| (now_ms() - at).max(0) as f64 / 1000.0);
         });
-        let (shipped_to, outcome) = ship(archive, peer, &wanted).await;
+        let (shipped_to, outcome) = ship_in_order(archive, peer, api, &wanted).await;
         // Everything before the first instance not confirmed is done.
         let done = match (&outcome, shipped_to) {
             (Ok(()), _) => last,
@@ -194,6 +203,37 @@ fn already_confirmed(confirmed: Option<&Confirmed>, event: &StoredEvent) -> bool
 /// An instance stored here that the peer did not send us.
 fn to_ship(event: &StoredEvent, peer: &Peer) -> bool {
     event.kind == STORED && event.sop_uid.is_some() && event.origin.actor != peer.ae_title
+}
+
+/// Ship `events` in journal order: the stores between two removals with
+/// [`ship`], each removal once everything before it is confirmed (a study
+/// stored, then removed, must not be stored there after its removal).
+/// Returns the sequence number up to which every event is confirmed.
+async fn ship_in_order(
+    archive: &Archive,
+    peer: &Peer,
+    api: Option<&VerifyPeer>,
+    events: &[&StoredEvent],
+) -> (Option<i64>, Result<(), String>) {
+    let mut done = None;
+    for segment in events.split_inclusive(|event| event.kind == removals::REMOVED) {
+        let (stores, removal) = match segment.split_last() {
+            Some((last, stores)) if last.kind == removals::REMOVED => (stores, Some(*last)),
+            _ => (segment, None),
+        };
+        let (shipped_to, outcome) = ship(archive, peer, stores).await;
+        if outcome.is_err() {
+            return (shipped_to.or(done), outcome);
+        }
+        done = stores.last().map(|event| event.seq).or(done);
+        let (Some(removal), Some(api)) = (removal, api) else { continue };
+        if let Err(error) = removals::pass_on(api, removal).await {
+            return (done, Err(error));
+        }
+        archive.replication().update(&peer.name, |s| s.pending_instances = s.pending_instances.saturating_sub(1));
+        done = Some(removal.seq);
+    }
+    (done, Ok(()))
 }
 
 /// Send the instances of `events` over up to [`LANES`] associations at once

@@ -138,7 +138,7 @@ pub async fn verify_periodically(
     }
 }
 
-fn http_client(peer: &VerifyPeer) -> Result<HttpClient, VerifyError> {
+pub(crate) fn http_client(peer: &VerifyPeer) -> Result<HttpClient, VerifyError> {
     let not_configured = |detail: String| VerifyError::NotConfigured { peer: peer.peer.name.clone(), detail };
     let key = &peer.config_key;
     let Some(url) = &peer.url else {

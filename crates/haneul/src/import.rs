@@ -126,6 +126,7 @@ async fn import_files(archive: &Arc<Archive>, files: Vec<PathBuf>, jobs: usize) 
                 CommitOutcome::AlreadyStored => summary.already_stored += 1,
                 CommitOutcome::DuplicateIgnored => summary.duplicates_kept_first += 1,
                 CommitOutcome::Conflict { .. } => summary.conflicts += 1,
+                CommitOutcome::RemovedHere => summary.already_stored += 1,
                 CommitOutcome::DuplicateRejected { reason } => summary.rejected.entry(reason).or_default().push(path),
             },
             Err(IngestError::Rejected { detail, .. }) => summary.rejected.entry(detail).or_default().push(path),

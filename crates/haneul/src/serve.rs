@@ -192,8 +192,14 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
 
     let replicators: Vec<_> = peers
         .into_iter()
-        .map(|(peer, confirmed)| {
-            tokio::spawn(haneul_replication::run(Arc::clone(&archive), peer, confirmed, stop.clone()))
+        .zip(config.verify_peers())
+        .map(|((peer, confirmed), api)| {
+            // Removals go through the peer's REST API, when one is configured.
+            let api = (api.url.is_some() && api.token_file.is_some()).then_some(api);
+            if api.is_none() {
+                warn!(peer = %peer.name, "removals are not passed on to this peer: set its url and token_file");
+            }
+            tokio::spawn(haneul_replication::run(Arc::clone(&archive), peer, confirmed, api, stop.clone()))
         })
         .collect();
     let verifiers = match (&verifier, config.verify_interval()) {

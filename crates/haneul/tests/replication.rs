@@ -412,6 +412,63 @@ fn without_meta(file: &[u8]) -> Vec<u8> {
     file[144 + group_length..].to_vec()
 }
 
+/// Removals flow both ways through the peers' REST API, and what a site
+/// removed stays removed when the other site, not yet told, sends it back.
+#[test]
+fn removals_reach_the_other_site_and_are_not_undone_by_its_copies() {
+    let (to_a, to_b, to_a_api, to_b_api) = (Link::new(), Link::new(), Link::new(), Link::new());
+    let tokens = tempfile::tempdir().unwrap();
+    let (token_of_a, token_of_b) = (tokens.path().join("a.token"), tokens.path().join("b.token"));
+    let a = Server::start_as("SITEA", &to_b.peer_with_api("b", "SITEB", &to_b_api, &token_of_b));
+    let b = Server::start_as("SITEB", &to_a.peer_with_api("a", "SITEA", &to_a_api, &token_of_a));
+    std::fs::write(&token_of_a, &a.token).unwrap();
+    std::fs::write(&token_of_b, &b.token).unwrap();
+    for (link, port) in
+        [(&to_a, a.dicom_port), (&to_b, b.dicom_port), (&to_a_api, a.http_port), (&to_b_api, b.http_port)]
+    {
+        link.connect_port(port);
+    }
+    store(&a, "MODALITY", &FILES[..4]);
+    wait_until("b holding a's four instances", || instances(&b).len() == 4);
+    let held = instances(&a);
+    let remove = |node: &Server, resource: &str, uid: &str| {
+        let auth = node.authorization();
+        let path = format!("/api/{resource}/{uid}");
+        let answer = http_request(node.http_port, "DELETE", &path, &[("Authorization", &auth)], b"");
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+    };
+    let uids: Vec<&(String, String, String)> = held.iter().collect();
+
+    // A study removed at A goes at B; an instance removed at B goes at A.
+    remove(&a, "studies", &uids[0].0);
+    remove(&b, "instances", &uids[1].2);
+    wait_until("both sites without either", || {
+        let at_a = instances(&a);
+        at_a.len() == 2 && at_a == instances(&b)
+    });
+
+    // A removes a study while it cannot tell B; B's verify sends the study
+    // back to A, which keeps it removed; once A can tell B, B removes it too.
+    to_b_api.cut();
+    remove(&a, "studies", &uids[2].0);
+    let auth = b.authorization();
+    let verify = http_request(
+        b.http_port,
+        "POST",
+        "/api/replication/peers/a/verify?repair=true",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(verify.status, 200, "{}", verify.text());
+    assert!(verify.json()["pushed"].as_u64() >= Some(1), "b sent the study back: {}", verify.text());
+    assert!(!instances(&a).contains(uids[2]), "the study stays removed at a");
+    to_b_api.connect_port(b.http_port);
+    wait_until("b removing the study too", || instances(&b) == instances(&a));
+    assert_eq!(instances(&a).len(), 1);
+    let tree = |node: &Server| node.get("/api/replication/tree", "application/json").json();
+    assert_eq!(tree(&a), tree(&b));
+}
+
 /// Whether a Part 10 file carries this SOP Instance UID.
 fn bytes_hold(path: &std::path::Path, sop: &str) -> bool {
     let bytes = std::fs::read(path).unwrap();

@@ -211,13 +211,20 @@ impl Catalog for SqliteCatalog {
         Ok(outcomes)
     }
 
-    fn remove_instances(&self, sop_uids: &[String], event: Option<&Event>) -> Result<Removed> {
+    fn remove_instances(&self, sop_uids: &[String], event: Option<&Event>, kind: RemovalKind) -> Result<Removed> {
         let mut connection = lock(&self.writer);
         let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let at_ms = now_ms();
         let mut removed = Removed::default();
         for uid in sop_uids {
             if let Some(instance) = remove_one(&tx, uid)? {
+                if kind == RemovalKind::Deliberate {
+                    tx.prepare_cached(
+                        "INSERT INTO removed_uids (sop_uid, removed_ms) VALUES (?1, ?2)
+                         ON CONFLICT (sop_uid) DO UPDATE SET removed_ms = ?2",
+                    )?
+                    .execute(params![uid, at_ms])?;
+                }
                 removed.trashed_paths.push(instance.blob.path.clone());
                 removed.instances.push(instance);
                 for table in ["superseded", "conflicts"] {

@@ -131,6 +131,13 @@ CREATE TABLE IF NOT EXISTS conflicts (
 CREATE TABLE IF NOT EXISTS unsettled (
     blob_path TEXT PRIMARY KEY
 ) WITHOUT ROWID;
+-- SOP Instance UIDs removed here (schema version 4): a replication peer that
+-- had not yet learnt of the removal and sends the instance again (its journal
+-- or its verify) does not bring it back. A new store from anyone else clears it.
+CREATE TABLE IF NOT EXISTS removed_uids (
+    sop_uid TEXT PRIMARY KEY,
+    removed_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 -- Files of removed instances, deleted after the removal commits.
 CREATE TABLE IF NOT EXISTS trash (
     blob_path TEXT PRIMARY KEY

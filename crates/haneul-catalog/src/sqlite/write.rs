@@ -124,6 +124,18 @@ pub(super) fn commit_one(
     if let Some(existing) = existing {
         return commit_duplicate(tx, item, existing, policy, at_ms);
     }
+    // A peer's copy of an instance removed here stays removed; a store from
+    // anyone else is new and ends that.
+    if policy == DuplicatePolicy::KeepBoth {
+        let removed_here =
+            tx.prepare_cached("SELECT 1 FROM removed_uids WHERE sop_uid = ?1")?.exists([&item.instance.sop_uid])?;
+        if removed_here {
+            insert_event(tx, &instance_event("replicated-after-removal", item), at_ms)?;
+            return Ok(CommitOutcome::RemovedHere);
+        }
+    } else {
+        tx.prepare_cached("DELETE FROM removed_uids WHERE sop_uid = ?1")?.execute([&item.instance.sop_uid])?;
+    }
 
     let patient_pk = upsert_patient(tx, &item.patient, at_ms)?;
     let study_pk = upsert_study(tx, item, patient_pk, at_ms)?;

@@ -90,6 +90,8 @@ pub(super) async fn handle(
             CommitOutcome::AlreadyStored => (status::SUCCESS, None),
             // Durable here as a version kept for review: the sending peer is done.
             CommitOutcome::Conflict { .. } => (status::SUCCESS, None),
+            // Removed here on purpose: the sending peer is done with it.
+            CommitOutcome::RemovedHere => (status::SUCCESS, None),
             CommitOutcome::DuplicateIgnored => (
                 status::WARNING_ELEMENTS_DISCARDED,
                 Some("duplicate SOP Instance UID with other content; first copy kept".to_string()),
