@@ -103,13 +103,23 @@ echo "== resync: $RESYNC instances stored while B was down"
 rm -rf "$WORK/a" "$B_ROOT/b"
 start_node b "$B_DICOM" "$B_HTTP" NODEB ""
 stop_node "$B_PID"; B_PID=
-start_node a "$A_DICOM" "$A_HTTP" NODEA "$(peer_toml async)"
+api_toml=$(printf 'url = "http://127.0.0.1:%s"\ntoken_file = "%s"\n' "$B_HTTP" "$WORK/b.token")
+start_node a "$A_DICOM" "$A_HTTP" NODEA "$(peer_toml async)$api_toml"
 "$HANEUL" bench store --target "127.0.0.1:$A_DICOM" --called-ae NODEA --kind small --count "$RESYNC" \
     --associations 4 --seed 99 >/dev/null
 start_node b "$B_DICOM" "$B_HTTP" NODEB ""
 started=$(date +%s.%N)
 until [[ $(instances_on "$B_HTTP") -ge $RESYNC ]]; do sleep 0.2; done
 echo "  B caught up on $RESYNC instances in $(python3 -c "import time; print(f'{time.time() - $started:.1f}')") s"
+
+echo "== verify: A and B compared by digest trees ($RESYNC instances each)"
+HANEUL_ADMIN_PASSWORD=bench-admin-password "$HANEUL" token create admin --name bench --config "$WORK/b.toml" >"$WORK/b.token"
+for attempt in 1 2 3; do
+    curl -sf -X POST "http://127.0.0.1:$A_HTTP/api/replication/peers/b/verify?repair=false" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print(f"  equal={r[\"equal\"]} round_trips={r[\"round_trips\"]} duration={r[\"duration_seconds\"]:.2f} s instances={r[\"local_instances\"]}")'
+done
 
 python3 - "$RESULTS" <<'PY'
 import statistics, sys
