@@ -10,8 +10,7 @@ use dicom_ul::pdu::{
 };
 use haneul_dicom::meta::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use haneul_dicom::{dict, ts};
-use tokio::io::AsyncRead;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::message::{DimseReader, DimseWriter};
@@ -65,8 +64,28 @@ impl AssociationInfo {
 /// An established association: its agreement plus the two halves of the stream.
 pub struct Association {
     pub info: AssociationInfo,
-    pub reader: DimseReader<OwnedReadHalf>,
-    pub writer: DimseWriter<OwnedWriteHalf>,
+    pub reader: DimseReader<StreamReader>,
+    pub writer: DimseWriter<StreamWriter>,
+}
+
+/// The halves of a connection, plain TCP or TLS: one indirect call per read
+/// or write, no copy.
+pub(crate) type StreamReader = Box<dyn AsyncRead + Send + Sync + Unpin>;
+pub(crate) type StreamWriter = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
+/// DICOM TLS (PS3.15 B.1) for an association Haneul opens.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// Trusted CAs and, for mutual TLS, our client certificate (`haneul_tls::client_config`).
+    pub config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    /// The name the peer's certificate must carry (its host name or IP address).
+    pub server_name: String,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientTls({})", self.server_name)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +98,8 @@ pub enum AssociationError {
     Aborted,
     #[error("unexpected PDU during association setup: {0}")]
     Unexpected(String),
+    #[error("{0}")]
+    Tls(String),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("cannot connect to {address}: {source}")]
@@ -216,13 +237,39 @@ pub(crate) fn abort_pdu() -> Pdu {
     Pdu::AbortRQ { source: AbortRQSource::ServiceProvider(AbortRQServiceProviderReason::ReasonNotSpecified) }
 }
 
-/// Split a connected stream into PDU reader and writer halves.
-pub(crate) fn split_stream(
-    stream: TcpStream,
-    local_max_pdu_length: u32,
-) -> (PduReader<OwnedReadHalf>, PduWriter<OwnedWriteHalf>) {
-    let (read, write) = stream.into_split();
-    (PduReader::new(read, local_max_pdu_length), PduWriter::new(write))
+/// Connect to `address`, over DICOM TLS when `tls` says so, and split the
+/// connection into PDU reader and writer halves.
+async fn connect_stream(
+    address: &str,
+    params: &RequestParams,
+) -> Result<(PduReader<StreamReader>, PduWriter<StreamWriter>, SocketAddr), AssociationError> {
+    let connect_error = |source| AssociationError::Connect { address: address.to_string(), source };
+    let stream = tokio::time::timeout(params.timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| AssociationError::Timeout(params.timeout))?
+        .map_err(connect_error)?;
+    stream.set_nodelay(true).map_err(connect_error)?;
+    let peer = stream.peer_addr().map_err(connect_error)?;
+    let (read, write): (StreamReader, StreamWriter) = match &params.tls {
+        None => {
+            let (read, write) = stream.into_split();
+            (Box::new(read), Box::new(write))
+        }
+        Some(tls) => {
+            let name =
+                tokio_rustls::rustls::pki_types::ServerName::try_from(tls.server_name.clone()).map_err(|error| {
+                    AssociationError::Tls(format!("{:?} is not a server name: {error}", tls.server_name))
+                })?;
+            let handshake = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&tls.config)).connect(name, stream);
+            let stream = tokio::time::timeout(params.timeout, handshake)
+                .await
+                .map_err(|_| AssociationError::Timeout(params.timeout))?
+                .map_err(|error| AssociationError::Tls(format!("TLS with {address} failed: {error}")))?;
+            let (read, write) = tokio::io::split(stream);
+            (Box::new(read), Box::new(write))
+        }
+    };
+    Ok((PduReader::new(read, params.max_pdu_length), PduWriter::new(write), peer))
 }
 
 /// Read the A-ASSOCIATE-RQ that opens an association.
@@ -265,6 +312,8 @@ pub struct RequestParams {
     pub called_ae: String,
     pub max_pdu_length: u32,
     pub timeout: Duration,
+    /// Open the association over DICOM TLS.
+    pub tls: Option<ClientTls>,
 }
 
 /// Open an association to `address`.
@@ -273,14 +322,7 @@ pub async fn request(
     params: &RequestParams,
     proposed: &[ProposedContext],
 ) -> Result<Association, AssociationError> {
-    let stream = tokio::time::timeout(params.timeout, TcpStream::connect(address))
-        .await
-        .map_err(|_| AssociationError::Timeout(params.timeout))?
-        .map_err(|source| AssociationError::Connect { address: address.to_string(), source })?;
-    stream.set_nodelay(true).map_err(|source| AssociationError::Connect { address: address.to_string(), source })?;
-    let peer =
-        stream.peer_addr().map_err(|source| AssociationError::Connect { address: address.to_string(), source })?;
-    let (mut pdu_reader, mut pdu_writer) = split_stream(stream, params.max_pdu_length);
+    let (mut pdu_reader, mut pdu_writer, peer) = connect_stream(address, params).await?;
     let mut user_variables = vec![
         UserVariableItem::MaxLength(params.max_pdu_length),
         UserVariableItem::ImplementationClassUID(IMPLEMENTATION_CLASS_UID.to_string()),

@@ -14,6 +14,6 @@ pub mod scp;
 pub mod scu;
 pub mod sop;
 
-pub use association::{AssociationInfo, ProposedContext, RequestParams};
+pub use association::{AssociationInfo, ClientTls, ProposedContext, RequestParams};
 pub use scp::{CommitmentDelivery, DicomServer, KnownAe, ServerSettings};
 pub use scu::{Client, RetrieveSummary, ScuError, StoreData};

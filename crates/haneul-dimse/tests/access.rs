@@ -54,6 +54,7 @@ async fn connect(address: &str, calling_ae: &str) -> Result<Client, ScuError> {
         called_ae: "HANEUL".into(),
         max_pdu_length: 65_536,
         timeout: Duration::from_secs(10),
+        tls: None,
     };
     let mut proposed: Vec<ProposedContext> = [sop::VERIFICATION, sop::STUDY_ROOT_FIND, sop::STUDY_ROOT_MOVE]
         .iter()

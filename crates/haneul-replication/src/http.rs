@@ -15,7 +15,7 @@ pub use hyper::{Method, StatusCode};
 use hyper::{Request, Response, Uri};
 
 /// Where https peers' certificates are checked when no `ca_file` is set.
-const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Largest JSON answer read.
 const MAX_JSON_BYTES: usize = 256 << 20;
 
@@ -46,8 +46,13 @@ impl std::fmt::Debug for HttpClient {
 impl HttpClient {
     /// A client of the server at `url` (http:// or https://, optionally with
     /// a path prefix); https checks the server against `ca_file`, else the
-    /// system's authorities.
-    pub fn new(url: &str, token: &str, ca_file: Option<&Path>) -> Result<HttpClient, HttpError> {
+    /// system's authorities, and presents `identity` if the server asks.
+    pub fn new(
+        url: &str,
+        token: &str,
+        ca_file: Option<&Path>,
+        identity: Option<&haneul_tls::ClientIdentity>,
+    ) -> Result<HttpClient, HttpError> {
         let uri: Uri = url.trim_end_matches('/').parse().map_err(|error| format!("{url:?} is not a URL: {error}"))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
@@ -59,7 +64,7 @@ impl HttpClient {
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = if https {
             let path = ca_file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
-            Some(haneul_tls::client_config(&path).map_err(|error| error.to_string())?)
+            Some(haneul_tls::client_config_with_identity(&path, identity).map_err(|error| error.to_string())?)
         } else {
             None
         };

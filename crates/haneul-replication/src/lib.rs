@@ -59,6 +59,45 @@ pub struct Peer {
     pub calling_ae: String,
     pub max_pdu_length: u32,
     pub timeout: Duration,
+    /// DICOM TLS to the peer (its CA, and our certificate for mutual TLS).
+    pub tls: Option<PeerTls>,
+}
+
+/// DICOM TLS to a peer, from the configuration's files, read when first
+/// needed (`haneul serve` asks at start, so a bad file stops it there).
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    /// The peer's certificate authorities (PEM).
+    pub ca_file: std::path::PathBuf,
+    /// Our certificate, for a peer that requires client certificates.
+    pub identity: Option<haneul_tls::ClientIdentity>,
+    /// The name the peer's certificate must carry.
+    pub server_name: String,
+    /// How the configuration names the peer (`peer[0]`), for errors.
+    pub config_key: String,
+    loaded: Arc<std::sync::OnceLock<Result<haneul_dimse::ClientTls, String>>>,
+}
+
+impl PeerTls {
+    pub fn new(
+        ca_file: std::path::PathBuf,
+        identity: Option<haneul_tls::ClientIdentity>,
+        server_name: String,
+        config_key: String,
+    ) -> PeerTls {
+        PeerTls { ca_file, identity, server_name, config_key, loaded: Arc::default() }
+    }
+
+    /// The client side of DICOM TLS, or why the files are unusable.
+    pub fn client_tls(&self) -> Result<haneul_dimse::ClientTls, String> {
+        self.loaded
+            .get_or_init(|| {
+                haneul_tls::client_config_with_identity(&self.ca_file, self.identity.as_ref())
+                    .map(|config| haneul_dimse::ClientTls { config, server_name: self.server_name.clone() })
+                    .map_err(|error| format!("{}: {error}", self.config_key))
+            })
+            .clone()
+    }
 }
 
 impl Peer {
@@ -353,6 +392,7 @@ async fn connect_pairs(peer: &Peer, pairs: &BTreeSet<(String, String)>) -> Resul
         called_ae: peer.ae_title.clone(),
         max_pdu_length: peer.max_pdu_length,
         timeout: peer.timeout,
+        tls: peer.tls.as_ref().map(PeerTls::client_tls).transpose()?,
     };
     Client::connect(&peer.address(), &params, &proposed).await.map_err(|error| format!("association: {error}"))
 }

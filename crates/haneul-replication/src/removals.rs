@@ -93,6 +93,7 @@ mod tests {
             calling_ae: "SITEA".into(),
             max_pdu_length: 16384,
             timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 

@@ -42,6 +42,8 @@ pub struct VerifyPeer {
     pub token_file: Option<PathBuf>,
     /// CA certificates for an https `url` (`[[peer]] ca_file`).
     pub ca_file: Option<PathBuf>,
+    /// Our client certificate, for peers that ask for one (`[[peer]] cert_file`, `key_file`).
+    pub identity: Option<haneul_tls::ClientIdentity>,
     /// How the configuration names this peer's table, for errors (`peer[0]`).
     pub config_key: String,
 }
@@ -154,7 +156,8 @@ pub(crate) fn http_client(peer: &VerifyPeer) -> Result<HttpClient, VerifyError> 
     if !token.starts_with("hnl_") {
         return Err(not_configured(format!("{key}.token_file: {} holds no hnl_ API token", token_file.display())));
     }
-    HttpClient::new(url, token, peer.ca_file.as_deref()).map_err(|error| not_configured(format!("{key}.url: {error}")))
+    HttpClient::new(url, token, peer.ca_file.as_deref(), peer.identity.as_ref())
+        .map_err(|error| not_configured(format!("{key}.url: {error}")))
 }
 
 /// One verify under way.

@@ -79,10 +79,8 @@ fn read_certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDe
 /// No ALPN protocols are set; an edge that negotiates one adds it.
 pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
     let certificates = read_certificates("cert_file", &settings.cert_file)?;
-    let key_pem = read_pem("key_file", &settings.key_file)?;
+    let private_key = read_private_key(&settings.key_file)?;
     let key_error = |reason: String| TlsError { key: "key_file", path: settings.key_file.clone(), reason };
-    let private_key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|error| key_error(format!("no PEM private key (PKCS#8, PKCS#1 or SEC1): {error}")))?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -114,10 +112,35 @@ pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
     })
 }
 
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let key_pem = read_pem("key_file", path)?;
+    PrivateKeyDer::from_pem_slice(&key_pem).map_err(|error| TlsError {
+        key: "key_file",
+        path: path.to_path_buf(),
+        reason: format!("no PEM private key (PKCS#8, PKCS#1 or SEC1): {error}"),
+    })
+}
+
+/// A client certificate and its key (PEM files), for mutual TLS.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// A client configuration trusting the CA certificates of `ca_file` (PEM),
 /// with the same protocol versions as the servers, for the connections
 /// Haneul opens itself (syslog over TLS, an OIDC issuer's keys).
 pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    client_config_with_identity(ca_file, None)
+}
+
+/// [`client_config`] presenting `identity` when the server asks for a
+/// client certificate (replication peers over DICOM TLS or HTTPS).
+pub fn client_config_with_identity(
+    ca_file: &Path,
+    identity: Option<&ClientIdentity>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let key = "ca_file";
     let failed = |reason: String| TlsError { key, path: ca_file.to_path_buf(), reason };
     let mut roots = RootCertStore::empty();
@@ -127,8 +150,19 @@ pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsErr
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|error| failed(format!("TLS setup failed: {error}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => config.with_no_client_auth(),
+        Some(identity) => {
+            let certificates = read_certificates("cert_file", &identity.cert_file)?;
+            let private_key = read_private_key(&identity.key_file)?;
+            config.with_client_auth_cert(certificates, private_key).map_err(|error| TlsError {
+                key: "key_file",
+                path: identity.key_file.clone(),
+                reason: format!("does not go with cert_file {}: {error}", identity.cert_file.display()),
+            })?
+        }
+    };
     Ok(Arc::new(config))
 }
 

@@ -338,9 +338,27 @@ pub struct PeerConfig {
     /// retrieve permissions, for verify.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
-    /// PEM authorities for an https `url` (default: the system's).
+    /// PEM authorities of the peer's certificates, for an https `url` and
+    /// for `tls` (default: the system's).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Reach the peer's DICOM port over DICOM TLS (its `[dicom.tls]` listener).
+    #[serde(default)]
+    pub tls: bool,
+    /// The name the peer's certificate carries (default: `host`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Our client certificate and key (PEM), for a peer that requires client
+    /// certificates (DICOM TLS and https).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// A peer's `cert_file` and `key_file`, when given.
+fn client_identity(peer: &PeerConfig) -> Option<haneul_tls::ClientIdentity> {
+    Some(haneul_tls::ClientIdentity { cert_file: peer.cert_file.clone()?, key_file: peer.key_file.clone()? })
 }
 
 fn async_mode() -> String {
@@ -624,8 +642,18 @@ impl Config {
                 let missing = if peer.url.is_some() { "token_file" } else { "url" };
                 bail!("peer[{index}].{missing}: verify needs both url and token_file");
             }
-            if peer.ca_file.is_some() && !https {
-                bail!("peer[{index}].ca_file: only for an https:// url");
+            if peer.ca_file.is_some() && !https && !peer.tls {
+                bail!("peer[{index}].ca_file: only for an https:// url or tls = true");
+            }
+            if peer.cert_file.is_some() != peer.key_file.is_some() {
+                let missing = if peer.cert_file.is_some() { "key_file" } else { "cert_file" };
+                bail!("peer[{index}].{missing}: a client certificate needs both cert_file and key_file");
+            }
+            if peer.cert_file.is_some() && !https && !peer.tls {
+                bail!("peer[{index}].cert_file: only for an https:// url or tls = true");
+            }
+            if peer.server_name.is_some() && !peer.tls {
+                bail!("peer[{index}].server_name: only with tls = true");
             }
         }
         Ok(())
@@ -643,6 +671,7 @@ impl Config {
                 url: config.url.clone(),
                 token_file: config.token_file.clone(),
                 ca_file: config.ca_file.clone(),
+                identity: client_identity(config),
                 config_key: format!("peer[{index}]"),
             })
             .collect()
@@ -660,7 +689,8 @@ impl Config {
         use haneul_core::replication::SyncFailure;
         self.peers
             .iter()
-            .map(|peer| {
+            .enumerate()
+            .map(|(index, peer)| {
                 let on_failure = match peer.on_failure.as_deref() {
                     Some("async") => SyncFailure::Async,
                     _ => SyncFailure::Refuse,
@@ -674,6 +704,14 @@ impl Config {
                     calling_ae: self.dicom.ae_title.clone(),
                     max_pdu_length: self.dicom.max_pdu_length,
                     timeout: Duration::from_secs(self.dicom.outbound_timeout_seconds),
+                    tls: peer.tls.then(|| {
+                        haneul_replication::PeerTls::new(
+                            peer.ca_file.clone().unwrap_or_else(|| haneul_replication::http::SYSTEM_CA_BUNDLE.into()),
+                            client_identity(peer),
+                            peer.server_name.clone().unwrap_or_else(|| peer.host.clone()),
+                            format!("peer[{index}]"),
+                        )
+                    }),
                 };
                 (target, sync)
             })
@@ -901,12 +939,15 @@ mod tests {
         let peers = config.replication_peers();
         assert_eq!(peers.len(), 1);
         let (peer, sync) = &peers[0];
-        assert_eq!((peer.name.as_str(), peer.ae_title.as_str(), peer.port), ("dr-site", "HANEUL_DR", 11112));
+        assert_eq!((peer.name.as_str(), peer.ae_title.as_str(), peer.port), ("dr-site", "HANEUL_DR", 2762));
+        let tls = peer.tls.as_ref().expect("DICOM TLS to the peer");
+        assert_eq!(tls.server_name, "pacs-dr.hospital.example", "the host by default");
+        assert!(tls.identity.is_some(), "with our client certificate");
         assert_eq!(peer.calling_ae, "HANEUL", "we call the peer with our own AE title");
         assert_eq!(*sync, Some(haneul_core::replication::SyncFailure::Refuse), "sync, refusing by default");
         let verify = &config.verify_peers()[0];
         assert_eq!(verify.url.as_deref(), Some("https://pacs-dr.example.org:8443"));
-        assert!(verify.token_file.is_some() && verify.ca_file.is_some());
+        assert!(verify.token_file.is_some() && verify.ca_file.is_some() && verify.identity.is_some());
         assert_eq!(verify.config_key, "peer[0]");
         assert_eq!(Config::parse("").unwrap().verify_interval(), Some(Duration::from_secs(3600)), "hourly by default");
         let example = Config::parse(include_str!("../../../haneul.example.toml")).expect("valid");

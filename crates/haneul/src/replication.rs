@@ -65,7 +65,8 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if !token.trim().starts_with("hnl_") {
         bail!("the token is not a Haneul API token (hnl_…)");
     }
-    let client = HttpClient::new(&server, &token, args.ca_file.as_deref()).map_err(|error| anyhow::anyhow!(error))?;
+    let client =
+        HttpClient::new(&server, &token, args.ca_file.as_deref(), None).map_err(|error| anyhow::anyhow!(error))?;
     let path = format!("/api/replication/peers/{}/verify?repair={}", args.peer, !args.no_repair);
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;

@@ -100,12 +100,18 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
             .detail("config_blake3", digest)
             .detail("version", env!("CARGO_PKG_VERSION"));
     archive.audit(start);
+    // A peer's TLS files are read now, so that a bad one stops the start.
+    for (peer, _) in config.replication_peers() {
+        if let Some(tls) = &peer.tls {
+            tls.client_tls().map_err(|error| anyhow::anyhow!(error))?;
+        }
+    }
     // Synchronous replicas are in place before the first store can arrive.
     let peers: Vec<_> = config
         .replication_peers()
         .into_iter()
         .map(|(peer, sync)| {
-            info!(peer = %peer.name, ae_title = %peer.ae_title, host = %peer.host, port = peer.port, synchronous = sync.is_some(), "replicating to peer");
+            info!(peer = %peer.name, ae_title = %peer.ae_title, host = %peer.host, port = peer.port, synchronous = sync.is_some(), tls = peer.tls.is_some(), "replicating to peer");
             let confirmed = sync.map(|on_failure| {
                 let replica = Arc::new(haneul_replication::SyncPeer::new(peer.clone(), on_failure));
                 let confirmed = replica.confirmed();

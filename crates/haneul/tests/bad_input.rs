@@ -643,6 +643,7 @@ fn request_params(server: &dyn Node) -> RequestParams {
         called_ae: server.ae_title(),
         max_pdu_length: 65_536,
         timeout: Duration::from_secs(20),
+        tls: None,
     }
 }
 

@@ -146,6 +146,7 @@ fn find_instances(server: &Server, study: &str, series: &str) -> BTreeSet<String
             called_ae: server.ae_title.clone(),
             max_pdu_length: 65_536,
             timeout: Duration::from_secs(20),
+            tls: None,
         };
         let proposed = [ProposedContext::new(STUDY_ROOT_FIND, &[EXPLICIT_LE])];
         let mut client = Client::connect(&server.address(), &params, &proposed).await.expect("C-FIND association");

@@ -251,6 +251,7 @@ fn associations_per_calling_ae_are_limited() {
             called_ae: "HANEUL".into(),
             max_pdu_length: 65_536,
             timeout: Duration::from_secs(10),
+            tls: None,
         };
         let verification = [haneul_dimse::ProposedContext::new("1.2.840.10008.1.1", &["1.2.840.10008.1.2"])];
         runtime.block_on(haneul_dimse::Client::connect(&server.address(), &params, &verification))

@@ -287,6 +287,7 @@ async fn deliver_on_new_association(
         called_ae: destination.title.clone(),
         max_pdu_length: settings.max_pdu_length,
         timeout: settings.outbound_timeout,
+        tls: None,
     };
     let proposed = [ProposedContext {
         abstract_syntax: STORAGE_COMMITMENT_PUSH.to_string(),

@@ -17,7 +17,6 @@ use dicom_ul::pdu::Pdu;
 use haneul_core::audit::Action;
 use haneul_core::{Archive, Origin, Permission, PermissionMatrix, Role};
 use haneul_tls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -38,8 +37,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The two halves of an accepted connection, plain TCP or TLS. Boxed so that
 /// one session type serves both: an indirect call per read or write of up
 /// to a PDU, never a copy.
-type ConnectionReader = Box<dyn AsyncRead + Send + Sync + Unpin>;
-type ConnectionWriter = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+use crate::association::{StreamReader as ConnectionReader, StreamWriter as ConnectionWriter};
 
 /// A remote application entity Haneul knows.
 #[derive(Debug, Clone, PartialEq, Eq)]

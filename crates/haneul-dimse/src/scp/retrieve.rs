@@ -315,6 +315,7 @@ async fn open_destination(
         called_ae: destination.title.clone(),
         max_pdu_length: session.settings().max_pdu_length,
         timeout: session.settings().outbound_timeout,
+        tls: None,
     };
     Client::connect(&destination.address(), &params, &proposed).await
 }

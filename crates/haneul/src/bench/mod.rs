@@ -155,6 +155,7 @@ fn params(target: &Target) -> RequestParams {
         called_ae: target.called_ae.clone(),
         max_pdu_length: 262_144,
         timeout: Duration::from_secs(60),
+        tls: None,
     }
 }
 
