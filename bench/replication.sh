@@ -35,7 +35,7 @@ cleanup() {
 trap cleanup EXIT
 
 listening() { # port pid
-    wait_port "$1" "$2" || { tail -20 "$WORK"/*.log >&2; exit 1; }
+    wait_port "$1" "$2" || { tail -n 20 "$WORK"/*.log >&2; exit 1; }
 }
 
 start_node() { # name dicom-port http-port ae extra-toml
@@ -103,7 +103,7 @@ echo "== resync: $RESYNC instances stored while B was down"
 rm -rf "$WORK/a" "$B_ROOT/b"
 start_node b "$B_DICOM" "$B_HTTP" NODEB ""
 stop_node "$B_PID"; B_PID=
-api_toml=$(printf 'url = "http://127.0.0.1:%s"\ntoken_file = "%s"\n' "$B_HTTP" "$WORK/b.token")
+api_toml=$(printf '\nurl = "http://127.0.0.1:%s"\ntoken_file = "%s"\n' "$B_HTTP" "$WORK/b.token")
 start_node a "$A_DICOM" "$A_HTTP" NODEA "$(peer_toml async)$api_toml"
 "$HANEUL" bench store --target "127.0.0.1:$A_DICOM" --called-ae NODEA --kind small --count "$RESYNC" \
     --associations 4 --seed 99 >/dev/null
