@@ -115,10 +115,10 @@ echo "  B caught up on $RESYNC instances in $(python3 -c "import time; print(f'{
 echo "== verify: A and B compared by digest trees ($RESYNC instances each)"
 HANEUL_ADMIN_PASSWORD=bench-admin-password "$HANEUL" token create admin --name bench --config "$WORK/b.toml" >"$WORK/b.token"
 for attempt in 1 2 3; do
-    curl -sf -X POST "http://127.0.0.1:$A_HTTP/api/replication/peers/b/verify?repair=false" | python3 -c '
+    curl -sf -X POST "http://127.0.0.1:$A_HTTP/api/replication/peers/b/verify?repair=false" | python3 -c "
 import json, sys
 r = json.load(sys.stdin)
-print(f"  equal={r[\"equal\"]} round_trips={r[\"round_trips\"]} duration={r[\"duration_seconds\"]:.2f} s instances={r[\"local_instances\"]}")'
+print('  equal=%s round_trips=%s duration=%.2f s instances=%s' % (r['equal'], r['round_trips'], r['duration_seconds'], r['local_instances']))"
 done
 
 python3 - "$RESULTS" <<'PY'
