@@ -163,6 +163,9 @@ pub async fn run(
 struct Cursor {
     seq: i64,
     saved: i64,
+    /// Events after `seq` the peer already confirmed (a lane got further
+    /// than another that failed): not sent again when the round is retried.
+    beyond: HashSet<i64>,
 }
 
 /// Ship what the journal holds after the cursor, until it is all confirmed
@@ -180,7 +183,7 @@ async fn round(
             Some(value) => value.parse().map_err(|_| format!("{cursor_key} holds {value:?}, not a number"))?,
             None => 0,
         };
-        *state = Some(Cursor { seq: saved, saved });
+        *state = Some(Cursor { seq: saved, saved, beyond: HashSet::new() });
     }
     let Some(position) = state.as_mut() else { return Ok(()) };
     let mut cursor = position.seq;
@@ -198,7 +201,7 @@ async fn round(
         let wanted: Vec<&StoredEvent> = events
             .iter()
             .filter(|event| to_ship(event, peer) || (api.is_some() && removals::to_remove(event, peer)))
-            .filter(|event| !already_confirmed(confirmed, event))
+            .filter(|event| !already_confirmed(confirmed, event) && !position.beyond.contains(&event.seq))
             .collect();
         let oldest_ms = wanted.first().map(|event| event.at_ms);
         archive.replication().update(&peer.name, |s| {
@@ -206,7 +209,7 @@ async fn round(
             s.pending_instances = wanted.len() as u64;
             s.lag_seconds = oldest_ms.map_or(0.0, |at| (now_ms() - at).max(0) as f64 / 1000.0);
         });
-        let (shipped_to, outcome) = ship_in_order(archive, peer, api, &wanted).await;
+        let (shipped_to, outcome) = ship_in_order(archive, peer, api, &wanted, &mut position.beyond).await;
         // Everything before the first instance not confirmed is done.
         let done = match (&outcome, shipped_to) {
             (Ok(()), _) => last,
@@ -216,6 +219,7 @@ async fn round(
         if done > cursor {
             cursor = done;
             position.seq = cursor;
+            position.beyond.retain(|seq| *seq > cursor);
             // Saved when something was shipped, and otherwise now and then:
             // the journal also holds queries, and skipping them again after
             // a restart costs less than a catalog write per round.
@@ -253,6 +257,7 @@ async fn ship_in_order(
     peer: &Peer,
     api: Option<&VerifyPeer>,
     events: &[&StoredEvent],
+    confirmed: &mut HashSet<i64>,
 ) -> (Option<i64>, Result<(), String>) {
     let mut done = None;
     for segment in events.split_inclusive(|event| event.kind == removals::REMOVED) {
@@ -260,7 +265,7 @@ async fn ship_in_order(
             Some((last, stores)) if last.kind == removals::REMOVED => (stores, Some(*last)),
             _ => (segment, None),
         };
-        let (shipped_to, outcome) = ship(archive, peer, stores).await;
+        let (shipped_to, outcome) = ship(archive, peer, stores, confirmed).await;
         if outcome.is_err() {
             return (shipped_to.or(done), outcome);
         }
@@ -278,8 +283,14 @@ async fn ship_in_order(
 /// Send the instances of `events` over up to [`LANES`] associations at once
 /// (the peer's group commit then shares its disk flushes between them), each
 /// lane in journal order. Returns the sequence number up to which every
-/// event is confirmed (or needs nothing), and how it ended.
-async fn ship(archive: &Archive, peer: &Peer, events: &[&StoredEvent]) -> (Option<i64>, Result<(), String>) {
+/// event is confirmed (or needs nothing), and how it ended; adds every
+/// confirmed event to `all_confirmed`.
+async fn ship(
+    archive: &Archive,
+    peer: &Peer,
+    events: &[&StoredEvent],
+    all_confirmed: &mut HashSet<i64>,
+) -> (Option<i64>, Result<(), String>) {
     if events.is_empty() {
         return (None, Ok(()));
     }
@@ -306,6 +317,7 @@ async fn ship(archive: &Archive, peer: &Peer, events: &[&StoredEvent]) -> (Optio
     }
     // The cursor may move only over a prefix with nothing missing.
     let done = events.iter().take_while(|event| confirmed.contains(&event.seq)).last().map(|event| event.seq);
+    all_confirmed.extend(confirmed);
     (done, result)
 }
 
