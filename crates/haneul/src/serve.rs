@@ -100,15 +100,16 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
             .detail("config_blake3", digest)
             .detail("version", env!("CARGO_PKG_VERSION"));
     archive.audit(start);
-    // A peer's TLS files are read now, so that a bad one stops the start.
-    for (peer, _) in config.replication_peers() {
+    let replication_peers = config.replication_peers();
+    // A peer's TLS files are read now, so that a bad one stops the start
+    // (and are kept: clones share what was read).
+    for (peer, _) in &replication_peers {
         if let Some(tls) = &peer.tls {
             tls.client_tls().map_err(|error| anyhow::anyhow!(error))?;
         }
     }
     // Synchronous replicas are in place before the first store can arrive.
-    let peers: Vec<_> = config
-        .replication_peers()
+    let peers: Vec<_> = replication_peers
         .into_iter()
         .map(|(peer, sync)| {
             info!(peer = %peer.name, ae_title = %peer.ae_title, host = %peer.host, port = peer.port, synchronous = sync.is_some(), tls = peer.tls.is_some(), "replicating to peer");
