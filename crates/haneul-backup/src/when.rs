@@ -1,34 +1,23 @@
 //! Snapshot names are their UTC time to the second, `20261123T101500Z`, so
 //! they sort by time as text; `--at` takes such a name or an RFC 3339 time.
 
-use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+use time::format_description::well_known::Rfc3339;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+/// The form of a snapshot name.
+const SNAPSHOT_NAME: &[BorrowedFormatItem<'static>] = format_description!("[year][month][day]T[hour][minute][second]Z");
 
 /// The snapshot name of a moment.
 pub fn snapshot_name(at: OffsetDateTime) -> String {
-    let at = at.to_offset(UtcOffset::UTC);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
+    at.to_offset(UtcOffset::UTC).format(SNAPSHOT_NAME).unwrap_or_default()
 }
 
 /// RFC 3339 in UTC, to the second.
 pub fn rfc3339(at: OffsetDateTime) -> String {
     let at = at.to_offset(UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
+    at.replace_nanosecond(0).unwrap_or(at).format(&Rfc3339).unwrap_or_default()
 }
 
 /// Whether `name` has the form of a snapshot name (and is a real time).
@@ -37,31 +26,11 @@ pub fn is_snapshot_name(name: &str) -> bool {
 }
 
 fn parse_snapshot_name(name: &str) -> Option<OffsetDateTime> {
-    let bytes = name.as_bytes();
-    if bytes.len() != 16 || bytes[8] != b'T' || bytes[15] != b'Z' {
+    // Exactly the form written: four-digit year, no sign.
+    if name.len() != 16 || !name.starts_with(|c: char| c.is_ascii_digit()) {
         return None;
     }
-    let number = |range: std::ops::Range<usize>| -> Option<u32> {
-        let digits = name.get(range)?;
-        digits.bytes().all(|b| b.is_ascii_digit()).then(|| digits.parse().ok())?
-    };
-    moment(number(0..4)?, number(4..6)?, number(6..8)?, number(9..11)?, number(11..13)?, number(13..15)?, 0)
-}
-
-fn moment(
-    year: u32,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    second: u32,
-    offset_s: i32,
-) -> Option<OffsetDateTime> {
-    let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
-    let date = Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()?;
-    let time = Time::from_hms(u8::try_from(hour).ok()?, u8::try_from(minute).ok()?, u8::try_from(second).ok()?).ok()?;
-    let offset = UtcOffset::from_whole_seconds(offset_s).ok()?;
-    Some(PrimitiveDateTime::new(date, time).assume_offset(offset))
+    PrimitiveDateTime::parse(name, SNAPSHOT_NAME).ok().map(PrimitiveDateTime::assume_utc)
 }
 
 /// The latest snapshot name at or before `at`: a snapshot name, or an RFC
@@ -69,59 +38,14 @@ fn moment(
 /// of a second are ignored). `None` when it is neither.
 pub fn parse_at(at: &str) -> Option<String> {
     let at = at.trim();
-    if let Some(moment) = parse_snapshot_name(at) {
-        return Some(snapshot_name(moment));
-    }
-    let bytes = at.as_bytes();
-    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' || bytes[16] != b':' {
-        return None;
-    }
-    if !matches!(bytes[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let number = |range: std::ops::Range<usize>| -> Option<u32> {
-        let digits = at.get(range)?;
-        digits.bytes().all(|b| b.is_ascii_digit()).then(|| digits.parse().ok())?
-    };
-    let mut rest = &at[19..];
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        rest = &fraction[digits..];
-    }
-    let offset_s = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first() {
-                Some(b'+') => 1,
-                Some(b'-') => -1,
-                _ => return None,
-            };
-            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
-                return None;
-            }
-            let hours: i32 = rest[1..3].parse().ok()?;
-            let minutes: i32 = rest[4..6].parse().ok()?;
-            sign * (hours * 3600 + minutes * 60)
-        }
-    };
-    let moment = moment(
-        number(0..4)?,
-        number(5..7)?,
-        number(8..10)?,
-        number(11..13)?,
-        number(14..16)?,
-        number(17..19)?,
-        offset_s,
-    )?;
+    let moment = parse_snapshot_name(at).or_else(|| OffsetDateTime::parse(at, &Rfc3339).ok())?;
     Some(snapshot_name(moment))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::macros::datetime;
 
     #[test]
     fn names_and_times_agree() {
@@ -134,7 +58,7 @@ mod tests {
         }
         assert!(is_snapshot_name("20000229T235959Z"));
         assert!(!is_snapshot_name("20010229T235959Z"));
-        let moment = moment(2026, 1, 2, 3, 4, 5, 0).expect("a time");
+        let moment = datetime!(2026-01-02 03:04:05.678 UTC);
         assert_eq!(snapshot_name(moment), "20260102T030405Z");
         assert_eq!(rfc3339(moment), "2026-01-02T03:04:05Z");
     }
