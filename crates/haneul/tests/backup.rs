@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::{dcmtk, free_port, haneul_bin, pydicom_data, run, wait_for_port, Server};
+use common::{free_port, haneul_bin, held_instances, pydicom_data, run, stored_file, wait_for_port, Server};
 
 const FIRST_SET: [&str; 3] = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm"];
 const SECOND_SET: [&str; 2] = ["SC_rgb_small_odd.dcm", "rtplan.dcm"];
@@ -27,14 +27,6 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn store(server: &Server, files: &[&str]) {
-    let port = server.dicom_port.to_string();
-    let paths = files.iter().map(|file| pydicom_data().join("test_files").join(file));
-    let output =
-        run(dcmtk("storescu").args(["-aet", "MODALITY", "-aec", &server.ae_title, "127.0.0.1", &port]).args(paths));
-    assert!(output.status.success(), "C-STORE of {files:?} failed");
 }
 
 /// Run `haneul backup` and return the snapshot name it printed.
@@ -144,39 +136,6 @@ impl Drop for Node {
     }
 }
 
-/// (study, series, SOP instance) UIDs the node at `port` holds.
-fn instances(port: u16, authorization: &str) -> BTreeSet<(String, String, String)> {
-    let response = common::http_request(
-        port,
-        "GET",
-        "/dicom-web/instances?includefield=0020000D&includefield=0020000E",
-        &[("Accept", "application/json"), ("Authorization", authorization)],
-        b"",
-    );
-    assert_eq!(response.status, 200, "{}", response.text());
-    let text = |object: &serde_json::Value, tag: &str| object[tag]["Value"][0].as_str().unwrap_or_default().to_string();
-    response
-        .json()
-        .as_array()
-        .expect("an array")
-        .iter()
-        .map(|object| (text(object, "0020000D"), text(object, "0020000E"), text(object, "00080018")))
-        .collect()
-}
-
-/// An instance's Part 10 file as the node sends it (WADO-RS, as stored).
-fn instance_file(port: u16, authorization: &str, (study, series, sop): &(String, String, String)) -> Vec<u8> {
-    let path = format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}");
-    let accept = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
-    let response =
-        common::http_request(port, "GET", &path, &[("Accept", accept), ("Authorization", authorization)], b"");
-    assert_eq!(response.status, 200, "{path}: {}", response.text());
-    let body = response.body;
-    let magic = body.windows(4).position(|w| w == b"DICM").expect("a Part 10 file in the answer");
-    let end = body.windows(4).rposition(|w| w == b"\r\n--").expect("the closing boundary");
-    body[magic - 128..end].to_vec()
-}
-
 /// The snapshots `haneul backup list --json` shows: (name, complete).
 fn snapshots(backup: &Path) -> Vec<(String, bool)> {
     let output = run(haneul().args(["backup", "list", "--json", "--from"]).arg(backup));
@@ -197,7 +156,7 @@ fn backups_beside_a_running_server_restore_to_byte_identical_archives() {
     let work = tempfile::tempdir().expect("tempdir");
     let backup_dir = work.path().join("backup");
 
-    store(&server, &FIRST_SET);
+    server.store_samples("MODALITY", &FIRST_SET);
     let blobs_at_first = blob_files(&server.data_dir());
     assert_eq!(blobs_at_first.len(), FIRST_SET.len());
     let (first, output) = backup(&["--config", &config], &backup_dir);
@@ -205,7 +164,7 @@ fn backups_beside_a_running_server_restore_to_byte_identical_archives() {
     let objects_at_first = object_identities(&backup_dir);
     assert_eq!(objects_at_first.len(), FIRST_SET.len());
 
-    store(&server, &SECOND_SET);
+    server.store_samples("MODALITY", &SECOND_SET);
     let (second, output) = backup(&["--config", &config], &backup_dir);
     assert_ne!(first, second);
     assert_eq!(count(&output, "objects written:"), SECOND_SET.len() as u64, "only the new instances are copied");
@@ -231,13 +190,17 @@ fn backups_beside_a_running_server_restore_to_byte_identical_archives() {
     assert_eq!(blob_files(&latest), blob_files(&server.data_dir()), "restored files are byte-identical");
     let restored = Node::start(&latest);
     let authorization = server.authorization();
-    let original = instances(server.http_port, &authorization);
+    let original = held_instances(server.http_port, &authorization);
     assert_eq!(original.len(), FIRST_SET.len() + SECOND_SET.len());
-    assert_eq!(instances(restored.http_port, &authorization), original, "the restored node holds the same instances");
+    assert_eq!(
+        held_instances(restored.http_port, &authorization),
+        original,
+        "the restored node holds the same instances"
+    );
     for instance in &original {
         assert_eq!(
-            instance_file(restored.http_port, &authorization, instance),
-            instance_file(server.http_port, &authorization, instance),
+            stored_file(restored.http_port, &authorization, instance),
+            stored_file(server.http_port, &authorization, instance),
             "instance {} differs after the restore",
             instance.2
         );

@@ -9,9 +9,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use common::{dcmtk, dimse_statuses, http_request, parse_peer_output, pydicom_data, run, run_peer, Pki, Server};
+use common::{
+    dcmtk, dimse_statuses, eventually, http_request, parse_peer_output, pydicom_data, run_peer, without_meta, Pki,
+    Server,
+};
 use serde_json::Value;
 
 const FILES: [&str; 5] = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "SC_rgb_small_odd.dcm", "rtplan.dcm"];
@@ -38,71 +40,24 @@ fn store_statuses(node: &Server, files: &[String]) -> Vec<u16> {
     dimse_statuses(&format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
 }
 
-fn store(node: &Server, calling_ae: &str, files: &[&str]) {
-    let port = node.dicom_port.to_string();
-    let paths = files.iter().map(|file| pydicom_data().join("test_files").join(file));
-    let output =
-        run(dcmtk("storescu").args(["-aet", calling_ae, "-aec", &node.ae_title, "127.0.0.1", &port]).args(paths));
-    assert!(output.status.success(), "C-STORE to {} failed", node.ae_title);
-}
-
-/// (study, series, SOP instance) UIDs a node holds.
-fn instances(node: &Server) -> BTreeSet<(String, String, String)> {
-    let response = node.get("/dicom-web/instances?includefield=0020000D&includefield=0020000E", "application/json");
-    assert_eq!(response.status, 200, "{}", response.text());
-    let text = |object: &Value, tag: &str| object[tag]["Value"][0].as_str().unwrap_or_default().to_string();
-    response
-        .json()
-        .as_array()
-        .expect("an array")
-        .iter()
-        .map(|object| (text(object, "0020000D"), text(object, "0020000E"), text(object, "00080018")))
-        .collect()
-}
-
-/// The data set of an instance as the node stored it: its file, sent as
-/// stored (`transfer-syntax=*`), without the file meta group.
-fn data_set(node: &Server, (study, series, sop): &(String, String, String)) -> Vec<u8> {
-    let path = format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}");
-    let response = node.get(&path, "multipart/related; type=\"application/dicom\"; transfer-syntax=*");
-    assert_eq!(response.status, 200, "{path}: {}", response.text());
-    let body = response.body;
-    let magic = body.windows(4).position(|w| w == b"DICM").expect("a Part 10 file in the answer");
-    let end = body.windows(4).rposition(|w| w == b"\r\n--").expect("the closing boundary");
-    let file = &body[magic - 128..end];
-    let group_length = u32::from_le_bytes(file[140..144].try_into().unwrap()) as usize;
-    file[144 + group_length..].to_vec()
-}
-
-fn wait_until(what: &str, done: impl FnMut() -> bool) {
-    assert!(common::wait_until(Duration::from_secs(60), done), "{what}: not within 60 s");
-}
-
-/// A counter of the replication metrics for one peer.
-fn metric(node: &Server, name: &str, peer: &str) -> f64 {
-    let metrics = node.get("/metrics", "text/plain").text();
-    let prefix = format!("{name}{{peer=\"{peer}\"}} ");
-    metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|value| value.parse().ok()).unwrap_or(-1.0)
-}
-
 #[test]
 fn instances_reach_the_peer_byte_for_byte_and_a_stopped_peer_catches_up() {
     let mut b = Server::start_as("NODEB", "");
     let a = Server::start_as("NODEA", &peer("b", &b));
 
-    store(&a, "MODALITY", &FILES[..3]);
-    let stored = instances(&a);
+    a.store_samples("MODALITY", &FILES[..3]);
+    let stored = a.instances();
     assert_eq!(stored.len(), 3);
-    wait_until("the first instances on b", || instances(&b) == stored);
+    eventually("the first instances on b", || b.instances() == stored);
     for instance in &stored {
-        assert_eq!(data_set(&a, instance), data_set(&b, instance), "{instance:?} differs");
+        assert_eq!(a.data_set(instance), b.data_set(instance), "{instance:?} differs");
     }
-    wait_until("the shipped count", || metric(&a, "haneul_replication_shipped_total", "b") == 3.0);
+    eventually("the shipped count", || a.peer_metric("haneul_replication_shipped_total", "b") == 3.0);
 
     // B goes down; A keeps storing (enough for several associations to
     // ship the backlog at once), fails to ship and says so.
     b.kill9();
-    store(&a, "MODALITY", &FILES[3..]);
+    a.store_samples("MODALITY", &FILES[3..]);
     let dir = tempfile::tempdir().unwrap();
     let spec = serde_json::json!({ "outdir": dir.path(), "count": 60, "prefix": "backlog" }).to_string();
     let generated = parse_peer_output("pn_gen.py", &run_peer("pn_gen.py", &[&spec]));
@@ -113,21 +68,21 @@ fn instances_reach_the_peer_byte_for_byte_and_a_stopped_peer_catches_up() {
         .map(|file| file["path"].as_str().unwrap().to_string())
         .collect();
     assert!(store_statuses(&a, &backlog).iter().all(|status| *status == 0), "the backlog is stored on A");
-    wait_until("a failure to reach b", || metric(&a, "haneul_replication_failures_total", "b") >= 1.0);
+    eventually("a failure to reach b", || a.peer_metric("haneul_replication_failures_total", "b") >= 1.0);
     let status = a.get("/api/status", "application/json").json();
     let replication = &status["replication"][0];
     assert_eq!(replication["peer"], "b", "{status:#}");
     assert!(replication["last_error"].is_string(), "{status:#}");
 
     b.start_again();
-    let all = instances(&a);
+    let all = a.instances();
     assert_eq!(all.len(), 65);
-    wait_until("b catching up", || instances(&b) == all);
+    eventually("b catching up", || b.instances() == all);
     for instance in &all {
-        assert_eq!(data_set(&a, instance), data_set(&b, instance), "{instance:?} differs");
+        assert_eq!(a.data_set(instance), b.data_set(instance), "{instance:?} differs");
     }
-    wait_until("nothing pending", || metric(&a, "haneul_replication_pending_instances", "b") == 0.0);
-    assert_eq!(metric(&a, "haneul_replication_shipped_total", "b"), 65.0, "each instance shipped once");
+    eventually("nothing pending", || a.peer_metric("haneul_replication_pending_instances", "b") == 0.0);
+    assert_eq!(a.peer_metric("haneul_replication_shipped_total", "b"), 65.0, "each instance shipped once");
 }
 
 #[test]
@@ -136,17 +91,17 @@ fn two_nodes_replicating_to_each_other_do_not_echo() {
     let a = Server::start_as("NODEA", &peer("b", &b));
     b.restart_with(&peer("a", &a));
 
-    store(&a, "MODALITY", &FILES[..2]);
-    store(&b, "MODALITY", &FILES[2..3]);
-    wait_until("both nodes holding all three", || instances(&a).len() == 3 && instances(&b).len() == 3);
-    assert_eq!(instances(&a), instances(&b));
-    wait_until("a's shipments counted", || metric(&a, "haneul_replication_shipped_total", "b") == 2.0);
-    wait_until("b's shipment counted", || metric(&b, "haneul_replication_shipped_total", "a") == 1.0);
+    a.store_samples("MODALITY", &FILES[..2]);
+    b.store_samples("MODALITY", &FILES[2..3]);
+    eventually("both nodes holding all three", || a.instances().len() == 3 && b.instances().len() == 3);
+    assert_eq!(a.instances(), b.instances());
+    eventually("a's shipments counted", || a.peer_metric("haneul_replication_shipped_total", "b") == 2.0);
+    eventually("b's shipment counted", || b.peer_metric("haneul_replication_shipped_total", "a") == 1.0);
     // Both journals are fully shipped: what came from the peer was never sent back.
-    wait_until("a idle", || metric(&a, "haneul_replication_pending_instances", "b") == 0.0);
-    wait_until("b idle", || metric(&b, "haneul_replication_pending_instances", "a") == 0.0);
-    assert_eq!(metric(&a, "haneul_replication_shipped_total", "b"), 2.0);
-    assert_eq!(metric(&b, "haneul_replication_shipped_total", "a"), 1.0);
+    eventually("a idle", || a.peer_metric("haneul_replication_pending_instances", "b") == 0.0);
+    eventually("b idle", || b.peer_metric("haneul_replication_pending_instances", "a") == 0.0);
+    assert_eq!(a.peer_metric("haneul_replication_shipped_total", "b"), 2.0);
+    assert_eq!(b.peer_metric("haneul_replication_shipped_total", "a"), 1.0);
 }
 
 /// A network link between two nodes that the test can cut and heal: a TCP
@@ -225,6 +180,39 @@ impl Link {
     }
 }
 
+/// Sites A and B replicating to each other through links the test can cut:
+/// DICOM both ways, and each one's REST API (verify, removals) for the other.
+struct TwoSites {
+    a: Server,
+    b: Server,
+    /// Links towards A's and B's DICOM ports.
+    to_a: Link,
+    to_b: Link,
+    /// The link towards B's HTTP port (the one towards A's is never cut;
+    /// a link keeps relaying when its handle is dropped).
+    to_b_api: Link,
+    /// The files holding each site's token for the other.
+    tokens: tempfile::TempDir,
+}
+
+impl TwoSites {
+    fn start() -> TwoSites {
+        let (to_a, to_b, to_a_api, to_b_api) = (Link::new(), Link::new(), Link::new(), Link::new());
+        let tokens = tempfile::tempdir().unwrap();
+        let (token_of_a, token_of_b) = (tokens.path().join("a.token"), tokens.path().join("b.token"));
+        let a = Server::start_as("SITEA", &to_b.peer_with_api("b", "SITEB", &to_b_api, &token_of_b));
+        let b = Server::start_as("SITEB", &to_a.peer_with_api("a", "SITEA", &to_a_api, &token_of_a));
+        std::fs::write(&token_of_a, &a.token).unwrap();
+        std::fs::write(&token_of_b, &b.token).unwrap();
+        for (link, port) in
+            [(&to_a, a.dicom_port), (&to_b, b.dicom_port), (&to_a_api, a.http_port), (&to_b_api, b.http_port)]
+        {
+            link.connect_port(port);
+        }
+        TwoSites { a, b, to_a, to_b, to_b_api, tokens }
+    }
+}
+
 /// (SOP Instance UID, BLAKE3 of the kept version) of a node's replication
 /// conflicts.
 fn conflicts(node: &Server) -> BTreeSet<(String, String, String)> {
@@ -245,30 +233,20 @@ fn conflicts(node: &Server) -> BTreeSet<(String, String, String)> {
 /// different bytes is kept in both versions at both sites, and reported.
 #[test]
 fn active_active_sites_converge_after_a_partition_and_keep_both_versions_of_a_conflict() {
-    let (to_a, to_b, to_a_api, to_b_api) = (Link::new(), Link::new(), Link::new(), Link::new());
-    let tokens = tempfile::tempdir().unwrap();
-    let (token_of_a, token_of_b) = (tokens.path().join("a.token"), tokens.path().join("b.token"));
-    let a = Server::start_as("SITEA", &to_b.peer_with_api("b", "SITEB", &to_b_api, &token_of_b));
-    let b = Server::start_as("SITEB", &to_a.peer_with_api("a", "SITEA", &to_a_api, &token_of_a));
-    std::fs::write(&token_of_a, &a.token).unwrap();
-    std::fs::write(&token_of_b, &b.token).unwrap();
-    to_a.connect(&a);
-    to_b.connect(&b);
-    to_a_api.connect_port(a.http_port);
-    to_b_api.connect_port(b.http_port);
+    let TwoSites { a, b, to_a, to_b, tokens: _tokens, .. } = TwoSites::start();
 
-    store(&a, "MODALITY", &FILES[..1]);
-    store(&b, "MODALITY", &FILES[1..2]);
-    wait_until("both sites holding both studies", || instances(&a).len() == 2 && instances(&b).len() == 2);
+    a.store_samples("MODALITY", &FILES[..1]);
+    b.store_samples("MODALITY", &FILES[1..2]);
+    eventually("both sites holding both studies", || a.instances().len() == 2 && b.instances().len() == 2);
 
     to_a.cut();
     to_b.cut();
-    store(&a, "MODALITY", &FILES[2..3]);
-    store(&b, "MODALITY", &FILES[3..4]);
+    a.store_samples("MODALITY", &FILES[2..3]);
+    b.store_samples("MODALITY", &FILES[3..4]);
     // A modality with a secondary destination sends one instance to both
     // sites: the same data set, not a conflict, once the sites exchange it
     // (each copy's meta group names its sender).
-    store(&b, "MODALITY", &FILES[2..3]);
+    b.store_samples("MODALITY", &FILES[2..3]);
     // The same SOP Instance UID with other bytes at each site.
     let original = pydicom_data().join("test_files").join(FILES[4]);
     let mut bytes = std::fs::read(&original).unwrap();
@@ -281,18 +259,18 @@ fn active_active_sites_converge_after_a_partition_and_keep_both_versions_of_a_co
     let paths = |path: &std::path::Path| vec![path.display().to_string()];
     assert_eq!(store_statuses(&a, &paths(&at_a)), vec![0]);
     assert_eq!(store_statuses(&b, &paths(&at_b)), vec![0]);
-    wait_until("a failing to reach b", || metric(&a, "haneul_replication_failures_total", "b") >= 1.0);
-    wait_until("b failing to reach a", || metric(&b, "haneul_replication_failures_total", "a") >= 1.0);
-    assert_eq!((instances(&a).len(), instances(&b).len()), (4, 5), "each site kept serving its own stores");
+    eventually("a failing to reach b", || a.peer_metric("haneul_replication_failures_total", "b") >= 1.0);
+    eventually("b failing to reach a", || b.peer_metric("haneul_replication_failures_total", "a") >= 1.0);
+    assert_eq!((a.instances().len(), b.instances().len()), (4, 5), "each site kept serving its own stores");
 
     to_a.connect(&a);
     to_b.connect(&b);
-    wait_until("both sites holding the same five instances", || {
-        let held = instances(&a);
-        held.len() == 5 && held == instances(&b)
+    eventually("both sites holding the same five instances", || {
+        let held = a.instances();
+        held.len() == 5 && held == b.instances()
     });
-    wait_until("the conflict reported at both sites", || !conflicts(&a).is_empty() && !conflicts(&b).is_empty());
-    let sop = instances(&a).into_iter().find(|(_, _, sop)| bytes_hold(&at_a, sop)).expect("the conflicting instance").2;
+    eventually("the conflict reported at both sites", || !conflicts(&a).is_empty() && !conflicts(&b).is_empty());
+    let sop = a.instances().into_iter().find(|(_, _, sop)| bytes_hold(&at_a, sop)).expect("the conflicting instance").2;
     // Each site keeps showing its own version and holds the other for review.
     // (Digests are of each site's file, whose meta group names who sent it;
     // the data sets are compared below.)
@@ -303,8 +281,8 @@ fn active_active_sites_converge_after_a_partition_and_keep_both_versions_of_a_co
         assert_eq!(listed_sop, sop);
         assert_ne!(version, current);
     }
-    let instance = instances(&a).into_iter().find(|(_, _, uid)| *uid == sop).unwrap();
-    let (current_at_a, current_at_b) = (data_set(&a, &instance), data_set(&b, &instance));
+    let instance = a.instances().into_iter().find(|(_, _, uid)| *uid == sop).unwrap();
+    let (current_at_a, current_at_b) = (a.data_set(&instance), b.data_set(&instance));
     assert_ne!(current_at_a, current_at_b, "each site still shows its own version");
     for (node, other_sites_version) in [(&a, &current_at_b), (&b, &current_at_a)] {
         let listed = node.get("/api/replication/conflicts", "application/json").json();
@@ -313,8 +291,8 @@ fn active_active_sites_converge_after_a_partition_and_keep_both_versions_of_a_co
         assert_eq!(file.status, 200);
         assert!(without_meta(&file.body) == *other_sites_version, "the other site's version, byte for byte");
     }
-    assert_eq!(metric_total(&a, "haneul_replication_conflicts_total"), 1.0);
-    assert_eq!(metric_total(&b, "haneul_replication_conflicts_total"), 1.0);
+    assert_eq!(a.metric("haneul_replication_conflicts_total"), 1.0);
+    assert_eq!(b.metric("haneul_replication_conflicts_total"), 1.0);
 
     // Both sites hold the same versions of everything: identical digest
     // trees, and verify (both ways) finds nothing to repair.
@@ -366,19 +344,15 @@ fn study_list(port: u16, cookie: &str) -> Result<BTreeSet<String>, u16> {
 /// on, and the failed site catches up when it returns.
 #[test]
 fn modalities_and_viewers_keep_working_against_the_surviving_site() {
-    let (to_a, to_b) = (Link::new(), Link::new());
-    let mut a = Server::start_as("SITEA", &to_b.peer("b", "SITEB"));
-    let b = Server::start_as("SITEB", &to_a.peer("a", "SITEA"));
-    to_a.connect(&a);
-    to_b.connect(&b);
+    let TwoSites { mut a, b, tokens: _tokens, .. } = TwoSites::start();
     let virtual_ip = Link::new();
     virtual_ip.connect_port(a.http_port);
     for node in [&a, &b] {
         node.add_user("reader", "clinician");
     }
 
-    store(&a, "MODALITY", &FILES[..2]);
-    wait_until("site b holding site a's instances", || instances(&b) == instances(&a));
+    a.store_samples("MODALITY", &FILES[..2]);
+    eventually("site b holding site a's instances", || b.instances() == a.instances());
     let session = sign_in(virtual_ip.port, "reader");
     let before = study_list(virtual_ip.port, &session).expect("the study list at site a");
     assert_eq!(before.len(), 2);
@@ -389,7 +363,7 @@ fn modalities_and_viewers_keep_working_against_the_surviving_site() {
     let file = pydicom_data().join("test_files").join(FILES[2]);
     let refused = dcmtk("storescu").args(["-aet", "MODALITY", "-aec", "SITEA", "127.0.0.1", &port]).arg(&file).output();
     assert!(!refused.expect("running storescu").status.success(), "site a is down");
-    store(&b, "MODALITY", &FILES[2..3]);
+    b.store_samples("MODALITY", &FILES[2..3]);
 
     // The virtual IP moves to site b. Sessions are per site: the viewer is
     // sent back to its sign-in page (401), and after signing in at site b
@@ -403,34 +377,17 @@ fn modalities_and_viewers_keep_working_against_the_surviving_site() {
     assert_eq!(after.len(), 3);
 
     a.start_again();
-    wait_until("site a catching up with what site b took meanwhile", || instances(&a) == instances(&b));
-}
-
-/// The data set of a Part 10 file (its meta group is each node's own).
-fn without_meta(file: &[u8]) -> Vec<u8> {
-    let group_length = u32::from_le_bytes(file[140..144].try_into().unwrap()) as usize;
-    file[144 + group_length..].to_vec()
+    eventually("site a catching up with what site b took meanwhile", || a.instances() == b.instances());
 }
 
 /// Removals flow both ways through the peers' REST API, and what a site
 /// removed stays removed when the other site, not yet told, sends it back.
 #[test]
 fn removals_reach_the_other_site_and_are_not_undone_by_its_copies() {
-    let (to_a, to_b, to_a_api, to_b_api) = (Link::new(), Link::new(), Link::new(), Link::new());
-    let tokens = tempfile::tempdir().unwrap();
-    let (token_of_a, token_of_b) = (tokens.path().join("a.token"), tokens.path().join("b.token"));
-    let a = Server::start_as("SITEA", &to_b.peer_with_api("b", "SITEB", &to_b_api, &token_of_b));
-    let b = Server::start_as("SITEB", &to_a.peer_with_api("a", "SITEA", &to_a_api, &token_of_a));
-    std::fs::write(&token_of_a, &a.token).unwrap();
-    std::fs::write(&token_of_b, &b.token).unwrap();
-    for (link, port) in
-        [(&to_a, a.dicom_port), (&to_b, b.dicom_port), (&to_a_api, a.http_port), (&to_b_api, b.http_port)]
-    {
-        link.connect_port(port);
-    }
-    store(&a, "MODALITY", &FILES[..4]);
-    wait_until("b holding a's four instances", || instances(&b).len() == 4);
-    let held = instances(&a);
+    let TwoSites { a, b, to_b_api, tokens: _tokens, .. } = TwoSites::start();
+    a.store_samples("MODALITY", &FILES[..4]);
+    eventually("b holding a's four instances", || b.instances().len() == 4);
+    let held = a.instances();
     let remove = |node: &Server, resource: &str, uid: &str| {
         let auth = node.authorization();
         let path = format!("/api/{resource}/{uid}");
@@ -442,9 +399,9 @@ fn removals_reach_the_other_site_and_are_not_undone_by_its_copies() {
     // A study removed at A goes at B; an instance removed at B goes at A.
     remove(&a, "studies", &uids[0].0);
     remove(&b, "instances", &uids[1].2);
-    wait_until("both sites without either", || {
-        let at_a = instances(&a);
-        at_a.len() == 2 && at_a == instances(&b)
+    eventually("both sites without either", || {
+        let at_a = a.instances();
+        at_a.len() == 2 && at_a == b.instances()
     });
 
     // A removes a study while it cannot tell B; B's verify sends the study
@@ -461,10 +418,10 @@ fn removals_reach_the_other_site_and_are_not_undone_by_its_copies() {
     );
     assert_eq!(verify.status, 200, "{}", verify.text());
     assert!(verify.json()["pushed"].as_u64() >= Some(1), "b sent the study back: {}", verify.text());
-    assert!(!instances(&a).contains(uids[2]), "the study stays removed at a");
+    assert!(!a.instances().contains(uids[2]), "the study stays removed at a");
     to_b_api.connect_port(b.http_port);
-    wait_until("b removing the study too", || instances(&b) == instances(&a));
-    assert_eq!(instances(&a).len(), 1);
+    eventually("b removing the study too", || b.instances() == a.instances());
+    assert_eq!(a.instances().len(), 1);
     let tree = |node: &Server| node.get("/api/replication/tree", "application/json").json();
     assert_eq!(tree(&a), tree(&b));
 }
@@ -491,14 +448,14 @@ fn replication_goes_over_dicom_tls_with_a_client_certificate() {
     };
 
     let a = Server::start_as("NODEA", &tls_peer(true));
-    store(&a, "MODALITY", &FILES[..2]);
-    let stored = instances(&a);
-    wait_until("b holding a's instances", || instances(&b) == stored);
+    a.store_samples("MODALITY", &FILES[..2]);
+    let stored = a.instances();
+    eventually("b holding a's instances", || b.instances() == stored);
     for instance in &stored {
-        assert_eq!(data_set(&a, instance), data_set(&b, instance), "{instance:?} differs");
+        assert_eq!(a.data_set(instance), b.data_set(instance), "{instance:?} differs");
     }
     let mut stores = Vec::new();
-    wait_until("b's audit trail", || {
+    eventually("b's audit trail", || {
         stores = common::audit_search(&b.data_dir(), &["--action", "store", "--actor", "NODEA"]);
         stores.len() >= 2
     });
@@ -507,13 +464,13 @@ fn replication_goes_over_dicom_tls_with_a_client_certificate() {
 
     // Without a client certificate the handshake fails; the node says so and keeps the instances.
     let without = Server::start_as("NODEC", &tls_peer(false));
-    store(&without, "MODALITY", &FILES[2..3]);
-    wait_until("c failing to reach b", || metric(&without, "haneul_replication_failures_total", "b") >= 1.0);
+    without.store_samples("MODALITY", &FILES[2..3]);
+    eventually("c failing to reach b", || without.peer_metric("haneul_replication_failures_total", "b") >= 1.0);
     let status = without.get("/api/status", "application/json").json();
     let error = status["replication"][0]["last_error"].as_str().unwrap_or_default().to_string();
     // (With TLS 1.3 the server's refusal arrives as an alert on the first read.)
     assert!(error.contains("CertificateRequired") || error.contains("TLS"), "{status:#}");
-    assert_eq!(metric(&without, "haneul_replication_pending_instances", "b"), 1.0);
+    assert_eq!(without.peer_metric("haneul_replication_pending_instances", "b"), 1.0);
 }
 
 /// Whether a Part 10 file carries this SOP Instance UID.
@@ -522,25 +479,18 @@ fn bytes_hold(path: &std::path::Path, sop: &str) -> bool {
     bytes.windows(sop.len()).any(|window| window == sop.as_bytes())
 }
 
-/// A metric without labels.
-fn metric_total(node: &Server, name: &str) -> f64 {
-    let metrics = node.get("/metrics", "text/plain").text();
-    let prefix = format!("{name} ");
-    metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|value| value.parse().ok()).unwrap_or(-1.0)
-}
-
 #[test]
 fn a_synchronous_peer_holds_every_acknowledged_instance() {
     let mut b = Server::start_as("NODEB", "");
     let a = Server::start_as("NODEA", &sync_peer("b", &b, "refuse"));
 
-    store(&a, "MODALITY", &FILES[..3]);
+    a.store_samples("MODALITY", &FILES[..3]);
     // No waiting: the acknowledgement itself means the peer has them.
-    let stored = instances(&a);
+    let stored = a.instances();
     assert_eq!(stored.len(), 3);
-    assert_eq!(instances(&b), stored);
+    assert_eq!(b.instances(), stored);
     for instance in &stored {
-        assert_eq!(data_set(&a, instance), data_set(&b, instance), "{instance:?} differs");
+        assert_eq!(a.data_set(instance), b.data_set(instance), "{instance:?} differs");
     }
 
     // The peer is away: stores are refused (out of resources), so the
@@ -550,8 +500,8 @@ fn a_synchronous_peer_holds_every_acknowledged_instance() {
     assert_eq!(store_statuses(&a, std::slice::from_ref(&file)), vec![0xA700], "refused while the peer is away");
     b.start_again();
     assert_eq!(store_statuses(&a, std::slice::from_ref(&file)), vec![0x0000], "accepted again once it is back");
-    assert_eq!(instances(&b), instances(&a));
-    assert_eq!(instances(&b).len(), 4);
+    assert_eq!(b.instances(), a.instances());
+    assert_eq!(b.instances().len(), 4);
 }
 
 #[test]
@@ -559,11 +509,11 @@ fn a_synchronous_peer_may_be_bypassed_with_an_alarm() {
     let mut b = Server::start_as("NODEB", "");
     let a = Server::start_as("NODEA", &sync_peer("b", &b, "async"));
     b.kill9();
-    store(&a, "MODALITY", &FILES[..2]);
-    assert_eq!(metric(&a, "haneul_replication_sync_fallbacks_total", "b"), 2.0);
+    a.store_samples("MODALITY", &FILES[..2]);
+    assert_eq!(a.peer_metric("haneul_replication_sync_fallbacks_total", "b"), 2.0);
     b.start_again();
-    let stored = instances(&a);
-    wait_until("b catching up from the journal", || instances(&b) == stored);
+    let stored = a.instances();
+    eventually("b catching up from the journal", || b.instances() == stored);
 }
 
 /// kill -9 of the receiving node while a modality sends: whatever it
@@ -593,7 +543,7 @@ fn acknowledged_instances_survive_a_crash_of_the_receiving_node() {
         .expect("starting storescu");
     // Kill once some stores were answered, in the middle of the stream.
     let answered = || dimse_statuses(&std::fs::read_to_string(&log).unwrap_or_default()).len();
-    wait_until("the first answers", || answered() >= 20);
+    eventually("the first answers", || answered() >= 20);
     a.kill9();
     let _ = sender.wait();
     let statuses = dimse_statuses(&std::fs::read_to_string(&log).unwrap_or_default());
@@ -604,7 +554,7 @@ fn acknowledged_instances_survive_a_crash_of_the_receiving_node() {
         .map(|((_, sop), _)| sop.as_str())
         .collect();
     assert!(acknowledged.len() >= 20 && acknowledged.len() < files.len(), "{} acknowledged", acknowledged.len());
-    let on_b: BTreeSet<String> = instances(&b).into_iter().map(|(_, _, sop)| sop).collect();
+    let on_b: BTreeSet<String> = b.instances().into_iter().map(|(_, _, sop)| sop).collect();
     let missing: Vec<&&str> = acknowledged.iter().filter(|sop| !on_b.contains(**sop)).collect();
     assert!(missing.is_empty(), "acknowledged but not on the peer: {missing:?}");
 }

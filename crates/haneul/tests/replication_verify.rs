@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::Duration;
 
-use common::{dcmtk, haneul_bin, http_request, pydicom_data, run, HttpResponse, Server};
+use common::{eventually, haneul_bin, http_request, run, HttpResponse, Server};
 use serde_json::Value;
 
 const FILES: [&str; 5] = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "SC_rgb_small_odd.dcm", "rtplan.dcm"];
@@ -29,46 +27,11 @@ fn peer_with_api(name: &str, node: &Server, dir: &std::path::Path) -> String {
     )
 }
 
-fn store(node: &Server, files: &[&str]) {
-    let port = node.dicom_port.to_string();
-    let paths = files.iter().map(|file| pydicom_data().join("test_files").join(file));
-    let output =
-        run(dcmtk("storescu").args(["-aet", "MODALITY", "-aec", &node.ae_title, "127.0.0.1", &port]).args(paths));
-    assert!(output.status.success(), "C-STORE to {} failed", node.ae_title);
-}
-
-/// (study, series, SOP instance) UIDs a node holds.
-fn instances(node: &Server) -> BTreeSet<(String, String, String)> {
-    let response = node.get("/dicom-web/instances?includefield=0020000D&includefield=0020000E", "application/json");
-    assert_eq!(response.status, 200, "{}", response.text());
-    let text = |object: &Value, tag: &str| object[tag]["Value"][0].as_str().unwrap_or_default().to_string();
-    response
-        .json()
-        .as_array()
-        .expect("an array")
-        .iter()
-        .map(|object| (text(object, "0020000D"), text(object, "0020000E"), text(object, "00080018")))
-        .collect()
-}
-
-/// An instance's data set as stored (the file without its meta group).
-fn data_set(node: &Server, (study, series, sop): &(String, String, String)) -> Vec<u8> {
-    let path = format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}");
-    let response = node.get(&path, "multipart/related; type=\"application/dicom\"; transfer-syntax=*");
-    assert_eq!(response.status, 200, "{path}: {}", response.text());
-    let body = response.body;
-    let magic = body.windows(4).position(|w| w == b"DICM").expect("a Part 10 file in the answer");
-    let end = body.windows(4).rposition(|w| w == b"\r\n--").expect("the closing boundary");
-    let file = &body[magic - 128..end];
-    let group_length = u32::from_le_bytes(file[140..144].try_into().unwrap()) as usize;
-    file[144 + group_length..].to_vec()
-}
-
 fn assert_same_archives(a: &Server, b: &Server) {
-    let held = instances(a);
-    assert_eq!(held, instances(b));
+    let held = a.instances();
+    assert_eq!(held, b.instances());
     for instance in &held {
-        assert_eq!(data_set(a, instance), data_set(b, instance), "{instance:?} differs");
+        assert_eq!(a.data_set(instance), b.data_set(instance), "{instance:?} differs");
     }
 }
 
@@ -88,16 +51,6 @@ fn verify(node: &Server, peer: &str, repair: bool) -> Value {
     let response = request(node, "POST", &format!("/api/replication/peers/{peer}/verify?repair={repair}"));
     assert_eq!(response.status, 200, "{}", response.text());
     response.json()
-}
-
-fn wait_until(what: &str, done: impl FnMut() -> bool) {
-    assert!(common::wait_until(Duration::from_secs(60), done), "{what}: not within 60 s");
-}
-
-fn metric(node: &Server, name: &str, peer: &str) -> f64 {
-    let metrics = node.get("/metrics", "text/plain").text();
-    let prefix = format!("{name}{{peer=\"{peer}\"}} ");
-    metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|value| value.parse().ok()).unwrap_or(-1.0)
 }
 
 /// The replication status of `peer` in `/api/status`.
@@ -124,13 +77,13 @@ fn a_peer_that_was_down_catches_up_and_verify_finds_the_archives_equal_in_one_ro
     let dir = tempfile::tempdir().unwrap();
     let mut b = Server::start_as("NODEB", "");
     let mut a = Server::start_as("NODEA", &peer_with_api("b", &b, dir.path()));
-    store(&a, &FILES[..2]);
-    wait_until("b holding the first instances", || instances(&b).len() == 2);
+    a.store_samples("MODALITY", &FILES[..2]);
+    eventually("b holding the first instances", || b.instances().len() == 2);
 
     b.kill9();
-    store(&a, &FILES[2..]);
+    a.store_samples("MODALITY", &FILES[2..]);
     b.start_again();
-    wait_until("b catching up", || instances(&b) == instances(&a));
+    eventually("b catching up", || b.instances() == a.instances());
 
     let report = verify(&a, "b", true);
     assert_eq!(report["equal"], true, "{report:#}");
@@ -145,8 +98,8 @@ fn a_peer_that_was_down_catches_up_and_verify_finds_the_archives_equal_in_one_ro
     assert_eq!(status["last_verify"]["equal"], true, "{status:#}");
     assert_eq!(status["verify_alarm"], false, "{status:#}");
     assert!(status["last_verify"]["finished_at"].as_str().is_some_and(|at| at.ends_with('Z')), "{status:#}");
-    assert!(metric(&a, "haneul_replication_last_verify_timestamp_seconds", "b") > 1.7e9);
-    assert_eq!(metric(&a, "haneul_replication_verify_differences", "b"), 0.0);
+    assert!(a.peer_metric("haneul_replication_last_verify_timestamp_seconds", "b") > 1.7e9);
+    assert_eq!(a.peer_metric("haneul_replication_verify_differences", "b"), 0.0);
     a.restart();
     let status = peer_status(&a, "b");
     assert_eq!(status["last_verify"], report, "the last report survives a restart");
@@ -163,16 +116,16 @@ fn verify_repairs_differences_in_both_directions_and_the_cli_says_so_in_its_exit
     let dir = tempfile::tempdir().unwrap();
     let b = Server::start_as("NODEB", "");
     let a = Server::start_as("NODEA", &peer_with_api("b", &b, dir.path()));
-    store(&a, &FILES[..3]);
-    wait_until("b holding a's instances", || instances(&b).len() == 3);
+    a.store_samples("MODALITY", &FILES[..3]);
+    eventually("b holding a's instances", || b.instances().len() == 3);
     // B loses one instance (removals are not replicated), and gets one that
     // A never sees (B replicates to nobody).
-    let lost = instances(&b).into_iter().next().expect("an instance");
+    let lost = b.instances().into_iter().next().expect("an instance");
     let removed = request(&b, "DELETE", &format!("/api/instances/{}", lost.2));
     assert_eq!(removed.status, 200, "{}", removed.text());
-    store(&b, &FILES[3..4]);
-    assert_eq!((instances(&a).len(), instances(&b).len()), (3, 3));
-    assert_ne!(instances(&a), instances(&b));
+    b.store_samples("MODALITY", &FILES[3..4]);
+    assert_eq!((a.instances().len(), b.instances().len()), (3, 3));
+    assert_ne!(a.instances(), b.instances());
 
     // Compare only: differences found and left, exit code 1, alarm raised.
     let output = cli_verify(&a, Some(&a.token), &["b", "--no-repair"]);
@@ -182,9 +135,9 @@ fn verify_repairs_differences_in_both_directions_and_the_cli_says_so_in_its_exit
     let status = peer_status(&a, "b");
     assert_eq!(status["verify_alarm"], true, "{status:#}");
     assert_eq!(status["last_verify"]["differing_instances"], 2, "{status:#}");
-    assert_eq!(metric(&a, "haneul_replication_verify_differences", "b"), 2.0);
-    assert_eq!(metric(&a, "haneul_replication_verify_alarm", "b"), 1.0);
-    assert_ne!(instances(&a), instances(&b), "nothing repaired");
+    assert_eq!(a.peer_metric("haneul_replication_verify_differences", "b"), 2.0);
+    assert_eq!(a.peer_metric("haneul_replication_verify_alarm", "b"), 1.0);
+    assert_ne!(a.instances(), b.instances(), "nothing repaired");
 
     // Repair: the lost instance goes to B by C-STORE, B's own comes over HTTP.
     let output = cli_verify(&a, Some(&a.token), &["b", "--json"]);
@@ -194,7 +147,7 @@ fn verify_repairs_differences_in_both_directions_and_the_cli_says_so_in_its_exit
     assert_eq!((report["equal"].as_bool(), report["remaining"].as_u64()), (Some(true), Some(0)), "{report:#}");
     assert_eq!(report["failures"], 0, "{report:#}");
     assert_same_archives(&a, &b);
-    assert_eq!(instances(&a).len(), 4);
+    assert_eq!(a.instances().len(), 4);
     assert_eq!(peer_status(&a, "b")["verify_alarm"], false);
 
     // Equal again, in one round trip; the pulled instance, which came from
@@ -203,8 +156,8 @@ fn verify_repairs_differences_in_both_directions_and_the_cli_says_so_in_its_exit
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert_eq!(again.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("b: equal") && stdout.contains("1 round trip,"), "{stdout}");
-    wait_until("a's journal shipped", || metric(&a, "haneul_replication_pending_instances", "b") == 0.0);
-    assert_eq!(metric(&a, "haneul_replication_shipped_total", "b"), 3.0, "only what was stored on A was shipped");
+    eventually("a's journal shipped", || a.peer_metric("haneul_replication_pending_instances", "b") == 0.0);
+    assert_eq!(a.peer_metric("haneul_replication_shipped_total", "b"), 3.0, "only what was stored on A was shipped");
 
     // Without credentials: exit code 2 with a message.
     let no_token = cli_verify(&a, None, &["b"]);
@@ -264,9 +217,9 @@ fn two_nodes_replicating_to_each_other_converge_to_identical_digests() {
     let mut b = Server::start_as("NODEB", "");
     let a = Server::start_as("NODEA", &peer_with_api("b", &b, dir.path()));
     b.restart_with(&peer_with_api("a", &a, dir.path()));
-    store(&a, &FILES[..2]);
-    store(&b, &FILES[2..4]);
-    wait_until("both nodes holding all four", || instances(&a).len() == 4 && instances(&b).len() == 4);
+    a.store_samples("MODALITY", &FILES[..2]);
+    b.store_samples("MODALITY", &FILES[2..4]);
+    eventually("both nodes holding all four", || a.instances().len() == 4 && b.instances().len() == 4);
     for (node, peer) in [(&a, "b"), (&b, "a")] {
         let report = verify(node, peer, true);
         assert_eq!(

@@ -2,6 +2,7 @@
 //! find the real peers (DCMTK tools, a Python with pydicom and pynetdicom).
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -446,6 +447,87 @@ impl Server {
             &[("Accept", accept), ("Authorization", &authorization), ("User-Agent", "haneul-tests")],
             b"",
         )
+    }
+}
+
+/// (Study, Series, SOP Instance) UIDs of an instance.
+pub type InstanceUids = (String, String, String);
+
+/// The instances the node at `port` holds (QIDO-RS).
+pub fn held_instances(port: u16, authorization: &str) -> BTreeSet<InstanceUids> {
+    let response = http_request(
+        port,
+        "GET",
+        "/dicom-web/instances?includefield=0020000D&includefield=0020000E",
+        &[("Accept", "application/json"), ("Authorization", authorization)],
+        b"",
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let text = |object: &serde_json::Value, tag: &str| object[tag]["Value"][0].as_str().unwrap_or_default().to_string();
+    response
+        .json()
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|object| (text(object, "0020000D"), text(object, "0020000E"), text(object, "00080018")))
+        .collect()
+}
+
+/// An instance's Part 10 file as the node at `port` stored it (WADO-RS,
+/// `transfer-syntax=*`).
+pub fn stored_file(port: u16, authorization: &str, (study, series, sop): &InstanceUids) -> Vec<u8> {
+    let path = format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}");
+    let accept = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
+    let response = http_request(port, "GET", &path, &[("Accept", accept), ("Authorization", authorization)], b"");
+    assert_eq!(response.status, 200, "{path}: {}", response.text());
+    let body = response.body;
+    let magic = body.windows(4).position(|w| w == b"DICM").expect("a Part 10 file in the answer");
+    let end = body.windows(4).rposition(|w| w == b"\r\n--").expect("the closing boundary");
+    body[magic - 128..end].to_vec()
+}
+
+/// The data set of a Part 10 file: what follows its meta group, which each
+/// node writes itself (naming the sender).
+pub fn without_meta(file: &[u8]) -> Vec<u8> {
+    let group_length = u32::from_le_bytes(file[140..144].try_into().expect("a file meta group")) as usize;
+    file[144 + group_length..].to_vec()
+}
+
+/// Wait up to 60 s for `condition`; fail the test naming `what` otherwise.
+pub fn eventually(what: &str, condition: impl FnMut() -> bool) {
+    assert!(wait_until(Duration::from_secs(60), condition), "{what}: not within 60 s");
+}
+
+impl Server {
+    /// The instances this node holds.
+    pub fn instances(&self) -> BTreeSet<InstanceUids> {
+        held_instances(self.http_port, &self.authorization())
+    }
+
+    /// An instance's data set as this node stored it.
+    pub fn data_set(&self, instance: &InstanceUids) -> Vec<u8> {
+        without_meta(&stored_file(self.http_port, &self.authorization(), instance))
+    }
+
+    /// C-STORE files of pydicom's test data with storescu, calling as `calling_ae`.
+    pub fn store_samples(&self, calling_ae: &str, files: &[&str]) {
+        let port = self.dicom_port.to_string();
+        let paths = files.iter().map(|file| pydicom_data().join("test_files").join(file));
+        let output =
+            run(dcmtk("storescu").args(["-aet", calling_ae, "-aec", &self.ae_title, "127.0.0.1", &port]).args(paths));
+        assert!(output.status.success(), "C-STORE of {files:?} to {} failed", self.ae_title);
+    }
+
+    /// The value of a series of `/metrics` (`name` or `name{labels}`); -1 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let metrics = self.get("/metrics", "text/plain").text();
+        let prefix = format!("{series} ");
+        metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|value| value.parse().ok()).unwrap_or(-1.0)
+    }
+
+    /// A replication metric of one peer.
+    pub fn peer_metric(&self, name: &str, peer: &str) -> f64 {
+        self.metric(&format!("{name}{{peer=\"{peer}\"}}"))
     }
 }
 
