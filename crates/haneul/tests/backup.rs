@@ -8,9 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use common::{free_port, haneul_bin, held_instances, pydicom_data, run, stored_file, wait_for_port, Server};
+use common::{haneul_bin, held_instances, pydicom_data, run, stored_file, Server};
 
 const FIRST_SET: [&str; 3] = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm"];
 const SECOND_SET: [&str; 2] = ["SC_rgb_small_odd.dcm", "rtplan.dcm"];
@@ -93,49 +93,6 @@ fn blob_files(data_dir: &Path) -> BTreeMap<String, Vec<u8>> {
     files_under(&data_dir.join("blobs")).into_iter().filter(|(_, bytes)| !bytes.is_empty()).collect()
 }
 
-/// A `haneul serve` on a data directory made by a restore.
-struct Node {
-    child: Child,
-    http_port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn start(data_dir: &Path) -> Node {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (dicom_port, http_port) = (free_port(), free_port());
-        let config = dir.path().join("haneul.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[storage]\ndata_dir = {:?}\n\n[dicom]\nae_title = \"RESTORED\"\nlisten = \"127.0.0.1:{dicom_port}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
-                data_dir.display().to_string()
-            ),
-        )
-        .expect("config");
-        let log_path = dir.path().join("server.log");
-        let log = std::fs::File::create(&log_path).expect("log");
-        let mut child = haneul()
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("starting the restored node");
-        wait_for_port(dicom_port, &mut child, &log_path);
-        wait_for_port(http_port, &mut child, &log_path);
-        Node { child, http_port, _dir: dir }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The snapshots `haneul backup list --json` shows: (name, complete).
 fn snapshots(backup: &Path) -> Vec<(String, bool)> {
     let output = run(haneul().args(["backup", "list", "--json", "--from"]).arg(backup));
@@ -184,11 +141,12 @@ fn backups_beside_a_running_server_restore_to_byte_identical_archives() {
     assert_eq!(verify_clean(&at_first)["instances_checked"], FIRST_SET.len());
 
     // The newest snapshot, as a node: byte for byte what the original serves.
-    let latest = work.path().join("latest");
-    let output = run(haneul().args(["restore", "--from"]).arg(&backup_dir).arg("--data").arg(&latest));
-    assert!(output.status.success(), "restore: {}", stderr(&output));
-    assert_eq!(blob_files(&latest), blob_files(&server.data_dir()), "restored files are byte-identical");
-    let restored = Node::start(&latest);
+    let restored = Server::start_on("RESTORED", |latest| {
+        let output = run(haneul().args(["restore", "--from"]).arg(&backup_dir).arg("--data").arg(latest));
+        assert!(output.status.success(), "restore: {}", stderr(&output));
+        assert_eq!(blob_files(latest), blob_files(&server.data_dir()), "restored files are byte-identical");
+    });
+    let latest = restored.data_dir();
     let authorization = server.authorization();
     let original = held_instances(server.http_port, &authorization);
     assert_eq!(original.len(), FIRST_SET.len() + SECOND_SET.len());

@@ -182,12 +182,29 @@ impl Server {
         Server::launch(ae_title, "", "", extra_config, true)
     }
 
+    /// Start on a data directory that `prepare` fills first (e.g. `haneul
+    /// restore` into it); it is given the directory's path, not yet created.
+    pub fn start_on(ae_title: &str, prepare: impl FnOnce(&Path)) -> Server {
+        Server::launch_with(ae_title, "", "", "", true, prepare)
+    }
+
     fn launch(
         ae_title: &str,
         dicom_config: &str,
         http_config: &str,
         extra_config: &str,
         admin_password_from_env: bool,
+    ) -> Server {
+        Server::launch_with(ae_title, dicom_config, http_config, extra_config, admin_password_from_env, |_| {})
+    }
+
+    fn launch_with(
+        ae_title: &str,
+        dicom_config: &str,
+        http_config: &str,
+        extra_config: &str,
+        admin_password_from_env: bool,
+        prepare: impl FnOnce(&Path),
     ) -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut server = Server {
@@ -203,6 +220,7 @@ impl Server {
             token: String::new(),
             admin_password_from_env,
         };
+        prepare(&server.data_dir());
         server.spawn();
         server.token = server.create_token("admin", "tests");
         server
