@@ -1,0 +1,1 @@
+//! `haneul diff A B`: two archives compared study by study.

@@ -1,0 +1,9 @@
+//! Migration from a legacy PACS (`haneul migrate`) and the comparison of two
+//! archives (`haneul diff`).
+//!
+//! `walk` lists what a DICOM node holds (studies by date range, split where
+//! the node caps its answers; the instances of a study); `diff` compares two
+//! nodes study by study on top of it.
+
+pub mod diff;
+pub mod walk;
