@@ -11,11 +11,13 @@
 //! relative paths, sizes and digests.
 
 mod accounts;
+mod migration;
 mod records;
 mod snapshot;
 mod sqlite;
 
 pub use accounts::*;
+pub use migration::*;
 pub use records::*;
 pub use snapshot::{BlobKind, CatalogSnapshot, ReferencedBlob, SnapshotCounts};
 pub use sqlite::SqliteCatalog;
@@ -148,4 +150,31 @@ pub trait Catalog: Send + Sync {
     /// Mark a token revoked at `at_ms` unless it already is; `false` when
     /// there is no token with this id.
     fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool>;
+
+    /// Add studies found at a migration source; those already listed stay as
+    /// they are. Returns how many were new.
+    fn migration_plan(&self, source: &str, studies: &[PlannedStudy]) -> Result<usize>;
+    /// Mark up to `limit` studies of `source` running and return them: pending
+    /// ones, and failed ones with attempts left whose retry time has come.
+    /// Newest studies first, as the most recent ones matter most to a clinic.
+    fn migration_claim(
+        &self,
+        source: &str,
+        limit: usize,
+        now_ms: i64,
+        max_attempts: i64,
+    ) -> Result<Vec<MigrationStudy>>;
+    fn migration_update(&self, source: &str, study_uid: &str, update: &MigrationUpdate) -> Result<()>;
+    /// Move every study of `source` in one of `from` to `to` (returns how many).
+    fn migration_reset(&self, source: &str, from: &[MigrationState], to: MigrationState) -> Result<usize>;
+    fn migration_counts(&self, source: &str) -> Result<MigrationCounts>;
+    /// Studies of `source` (in `states`, if given), ordered by UID, after `after_uid`.
+    fn migration_studies(
+        &self,
+        source: &str,
+        states: Option<&[MigrationState]>,
+        after_uid: &str,
+        limit: usize,
+    ) -> Result<Vec<MigrationStudy>>;
+    fn migration_discrepancies(&self, source: &str) -> Result<Vec<Discrepancy>>;
 }

@@ -27,6 +27,7 @@ mod committer;
 pub mod digest_tree;
 mod ingest;
 pub mod metrics;
+pub mod migration;
 mod recovery;
 pub mod replication;
 pub mod users;
@@ -36,7 +37,8 @@ pub use access::DiskUsage;
 pub use audit_access::{add_view as audit_add_view, query_keys};
 pub use haneul_audit as audit;
 pub use haneul_catalog::{
-    CommitOutcome, ConflictRecord, DuplicatePolicy, Event, HeldVersion, Origin, Statistics, StoredEvent, StoredInstance,
+    CommitOutcome, ConflictRecord, Discrepancy, DuplicatePolicy, Event, HeldVersion, MigrationCounts, MigrationState,
+    MigrationStudy, MigrationUpdate, Origin, PlannedStudy, Statistics, StoredEvent, StoredInstance,
 };
 pub use ingest::{Ingest, IngestError, IngestFormat, IngestReport, RejectReason};
 pub use metrics::Metrics;
@@ -120,6 +122,7 @@ pub struct Archive {
     token_cache: Arc<users::TokenCache>,
     replication: replication::ReplicationStatus,
     sync_replicas: std::sync::RwLock<Vec<Arc<dyn replication::SyncReplica>>>,
+    migrations: std::sync::RwLock<Option<Arc<dyn migration::MigrationControl>>>,
     _lock: File,
 }
 
@@ -161,6 +164,7 @@ impl Archive {
             token_cache: Arc::default(),
             replication: replication::ReplicationStatus::default(),
             sync_replicas: std::sync::RwLock::default(),
+            migrations: std::sync::RwLock::default(),
             _lock: lock,
         }))
     }

@@ -12,6 +12,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod media;
+mod migration;
 mod qido;
 mod rendered;
 mod replication;
@@ -337,6 +338,10 @@ pub fn routes(base_path: &str) -> Vec<Route> {
         route("/api/replication/studies/{study}/digests".into(), QUERY, get(replication::study_digests)),
         route("/api/replication/instances/{instance}/versions/{digest}".into(), RETRIEVE, get(replication::version)),
         route("/api/replication/peers/{name}/verify".into(), &[("POST", Needs(Configure))], post(replication::verify)),
+        route("/api/migrations".into(), MONITOR, get(migration::list)),
+        route("/api/migrations/{source}".into(), MONITOR, get(migration::status)),
+        route("/api/migrations/{source}/report".into(), QUERY, get(migration::report)),
+        route("/api/migrations/{source}/{action}".into(), &[("POST", Needs(Configure))], post(migration::act)),
         route("/api/openapi.json".into(), &[("GET", SignedIn)], get(api::openapi)),
         route("/metrics".into(), MONITOR, get(api::metrics)),
     ]

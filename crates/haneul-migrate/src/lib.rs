@@ -6,4 +6,10 @@
 //! nodes study by study on top of it.
 
 pub mod diff;
+pub mod folder;
+pub mod report;
+mod runner;
 pub mod walk;
+pub mod windows;
+
+pub use runner::{Fetch, Migrations, Source};

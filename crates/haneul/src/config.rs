@@ -27,6 +27,8 @@ pub struct Config {
     #[serde(rename = "peer")]
     pub peers: Vec<PeerConfig>,
     pub replication: ReplicationConfig,
+    /// Legacy archives to migrate from (`haneul migrate`).
+    pub migration: crate::migration_config::MigrationConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -656,6 +658,7 @@ impl Config {
                 bail!("peer[{index}].server_name: only with tls = true");
             }
         }
+        self.migration.validate(check_ae_title)?;
         Ok(())
     }
 

@@ -6,8 +6,11 @@ mod bench;
 mod config;
 mod import;
 mod logging;
+mod migrate;
+mod migration_config;
 mod replication;
 mod serve;
+mod server_api;
 mod users;
 mod verify;
 
@@ -69,6 +72,9 @@ enum Command {
     /// Anti-entropy with replication peers: `verify PEER` asks the running server to compare and repair.
     #[command(subcommand)]
     Replication(replication::ReplicationCommand),
+    /// Migrate from a legacy PACS ([[migration.source]]): start, verify, pause, status, report.
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
     /// Check (verify) and search the tamper-evident audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -85,6 +91,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Read while the process has a single thread (migration time windows are in local time).
+    haneul_migrate::windows::capture_local_offset();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
@@ -97,6 +105,7 @@ fn main() -> ExitCode {
         Command::Backup(args) => backup::run_backup(args),
         Command::Restore(args) => backup::run_restore(args),
         Command::Replication(command) => replication::run(command),
+        Command::Migrate(command) => migrate::run(command),
         Command::CheckConfig { path } => Config::load(&path).map(|_| {
             println!("{}: valid", path.display());
             ExitCode::SUCCESS

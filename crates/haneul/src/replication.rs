@@ -3,17 +3,13 @@
 //! server runs it: this command must not open the archive beside it (opening
 //! runs start-up recovery, which removes files it does not know yet).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use haneul_core::replication::VerifyReport;
-use haneul_replication::http::HttpClient;
 
-/// The environment variable with an API token of the server (`hnl_…`).
-const TOKEN_ENV: &str = "HANEUL_TOKEN";
 /// A verify with repair after a long outage takes a while.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
@@ -31,18 +27,8 @@ pub struct VerifyArgs {
     /// Only compare; leave differences as they are.
     #[arg(long)]
     no_repair: bool,
-    /// The server's configuration file (its http.listen and [http.tls] give the server's URL).
-    #[arg(long, short = 'c')]
-    config: Option<PathBuf>,
-    /// The server's URL (instead of the one from --config), e.g. https://pacs.example.org:8443.
-    #[arg(long)]
-    server: Option<String>,
-    /// A file with an API token of the server (default: the HANEUL_TOKEN environment variable).
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-    /// PEM authorities for an https server (default: the system's).
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    server: crate::server_api::ServerArgs,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -55,18 +41,7 @@ pub fn run(command: ReplicationCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let server = server_url(&args)?;
-    let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
-        None => std::env::var(TOKEN_ENV).map_err(|_| {
-            anyhow::anyhow!("no credentials: set {TOKEN_ENV} to an API token of the server, or give --token-file")
-        })?,
-    };
-    if !token.trim().starts_with("hnl_") {
-        bail!("the token is not a Haneul API token (hnl_…)");
-    }
-    let client =
-        HttpClient::new(&server, &token, args.ca_file.as_deref(), None).map_err(|error| anyhow::anyhow!(error))?;
+    let client = args.server.client()?;
     let path = format!("/api/replication/peers/{}/verify?repair={}", args.peer, !args.no_repair);
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
@@ -83,28 +58,6 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         print!("{}", summary(&report));
     }
     Ok(if report.equal { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-/// The server's URL: --server, or from the configuration's HTTP listener.
-fn server_url(args: &VerifyArgs) -> anyhow::Result<String> {
-    if let Some(server) = &args.server {
-        return Ok(server.clone());
-    }
-    let config = match &args.config {
-        Some(path) => crate::config::Config::load(path)?,
-        None => crate::config::Config::default(),
-    };
-    if config.http.listen.is_empty() {
-        bail!("http.listen is empty in the configuration: give the server's URL with --server");
-    }
-    let mut address: std::net::SocketAddr =
-        config.http.listen.parse().with_context(|| format!("http.listen: {:?}", config.http.listen))?;
-    // A wildcard listener is reached on loopback.
-    if address.ip().is_unspecified() {
-        address.set_ip(if address.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
-    }
-    let scheme = if config.http.tls.is_some() { "https" } else { "http" };
-    Ok(format!("{scheme}://{address}"))
 }
 
 fn plural(count: u64, one: &str, many: &str) -> String {

@@ -136,6 +136,14 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         }
     };
 
+    // Migrations: in place before the HTTP edge can start one; resumed once
+    // the DICOM port takes the C-MOVEs they ask for.
+    let migrations = haneul_migrate::Migrations::new(
+        Arc::clone(&archive),
+        config.migration.sources(&config.dicom.ae_title, config.dicom.max_pdu_length),
+    );
+    archive.set_migrations(Arc::clone(&migrations) as Arc<dyn haneul_core::migration::MigrationControl>);
+
     let dicom_address = config.dicom_listen()?;
     let listener = tokio::net::TcpListener::bind(dicom_address)
         .await
@@ -196,6 +204,7 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         tokio::spawn(Arc::clone(&dicom).serve_tls(tls_listener, tls, stopped(stop.clone())))
     });
     let dicom_task = tokio::spawn(dicom.serve(listener, stopped(stop.clone())));
+    migrations.resume().await;
 
     let replicators: Vec<_> = peers
         .into_iter()

@@ -3,6 +3,7 @@
 //! (`synchronous = FULL`).
 
 mod accounts;
+mod migration;
 mod query;
 mod schema;
 mod write;
@@ -19,6 +20,7 @@ use haneul_dicom::Dataset;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::accounts::{NewUserRecord, TokenRecord, UserChange, UserRecord};
+use crate::migration::{Discrepancy, MigrationCounts, MigrationState, MigrationStudy, MigrationUpdate, PlannedStudy};
 use crate::records::*;
 use crate::{Catalog, CatalogError, Result};
 use query::{
@@ -503,6 +505,46 @@ impl Catalog for SqliteCatalog {
 
     fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool> {
         accounts::revoke_token(&lock(&self.writer), id, at_ms)
+    }
+
+    fn migration_plan(&self, source: &str, studies: &[PlannedStudy]) -> Result<usize> {
+        migration::plan(&mut lock(&self.writer), source, studies)
+    }
+
+    fn migration_claim(
+        &self,
+        source: &str,
+        limit: usize,
+        now_ms: i64,
+        max_attempts: i64,
+    ) -> Result<Vec<MigrationStudy>> {
+        migration::claim(&mut lock(&self.writer), source, limit, now_ms, max_attempts)
+    }
+
+    fn migration_update(&self, source: &str, study_uid: &str, update: &MigrationUpdate) -> Result<()> {
+        migration::update(&mut lock(&self.writer), source, study_uid, update)
+    }
+
+    fn migration_reset(&self, source: &str, from: &[MigrationState], to: MigrationState) -> Result<usize> {
+        migration::reset(&mut lock(&self.writer), source, from, to)
+    }
+
+    fn migration_counts(&self, source: &str) -> Result<MigrationCounts> {
+        self.with_reader(|connection| migration::counts(connection, source))
+    }
+
+    fn migration_studies(
+        &self,
+        source: &str,
+        states: Option<&[MigrationState]>,
+        after_uid: &str,
+        limit: usize,
+    ) -> Result<Vec<MigrationStudy>> {
+        self.with_reader(|connection| migration::studies(connection, source, states, after_uid, limit))
+    }
+
+    fn migration_discrepancies(&self, source: &str) -> Result<Vec<Discrepancy>> {
+        self.with_reader(|connection| migration::discrepancies(connection, source))
     }
 
     fn held_versions(&self, scope: VersionScope<'_>, visit: &mut dyn FnMut(HeldVersion) -> bool) -> Result<()> {

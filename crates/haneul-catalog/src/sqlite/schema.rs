@@ -4,7 +4,7 @@
 //! would cost three extra page writes in every store's commit. Queries count
 //! with the indexes instead, and only when a response asks for a count.
 
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// Columns added to existing tables since version 1: (table, column, its
 /// definition). Catalogs made earlier get them before `SCHEMA` (all
@@ -138,6 +138,32 @@ CREATE TABLE IF NOT EXISTS removed_uids (
     sop_uid TEXT PRIMARY KEY,
     removed_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Migrations from legacy PACS (schema version 5): the studies found at each
+-- source and where each stands, and what verification found different.
+CREATE TABLE IF NOT EXISTS migration_studies (
+    source TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    patient_name TEXT NOT NULL,
+    study_date TEXT NOT NULL,
+    expected_instances INTEGER,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    migrated_instances INTEGER NOT NULL DEFAULT 0,
+    detail TEXT NOT NULL DEFAULT '',
+    updated_ms INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (source, study_uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS migration_studies_state ON migration_studies(source, state, study_date);
+CREATE TABLE IF NOT EXISTS migration_discrepancies (
+    source TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    sop_uid TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS migration_discrepancies_study ON migration_discrepancies(source, study_uid);
 -- Files of removed instances, deleted after the removal commits.
 CREATE TABLE IF NOT EXISTS trash (
     blob_path TEXT PRIMARY KEY

@@ -1,0 +1,189 @@
+//! The archive's side of a migration from a legacy PACS: the persisted study
+//! list and its states (the work itself is `haneul-migrate`'s), and what the
+//! archive holds of a study, for verification.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use haneul_catalog::{
+    Discrepancy, MigrationCounts, MigrationState, MigrationStudy, MigrationUpdate, Origin, PlannedStudy,
+};
+use haneul_dicom::levels::{InformationModel, Level};
+use haneul_dicom::matching::Query;
+use haneul_dicom::{tags, Dataset, Element, VR};
+
+use crate::{query_event, run_blocking, Archive, ArchiveError};
+
+/// What a migration is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationPhase {
+    /// Never started, or not since the server started and nothing is left to do.
+    Idle,
+    /// Listing the studies at the source.
+    Planning,
+    /// Fetching and verifying studies.
+    Migrating,
+    /// Outside its time windows (no association allowed now), or waiting to retry.
+    Waiting,
+    /// Verifying again every study already fetched.
+    Verifying,
+    Paused,
+    /// Every study is verified, discrepant, or failed with no attempt left.
+    Finished,
+}
+
+/// A migration's progress, as the status API and the CLI show it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MigrationStatus {
+    pub source: String,
+    /// How studies are fetched: `c-move`, `c-get` or `folder`.
+    pub method: String,
+    pub phase: MigrationPhase,
+    pub counts: MigrationCounts,
+    /// Associations (or parallel studies) allowed now by the time windows.
+    pub parallel_now: usize,
+    /// Instances fetched per second since this run started.
+    pub instances_per_second: f64,
+    /// Seconds until every expected instance is fetched, at that rate.
+    pub eta_seconds: Option<u64>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Everything a migration found: its status, every study and every discrepancy.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MigrationReport {
+    pub status: MigrationStatus,
+    pub studies: Vec<MigrationStudy>,
+    pub discrepancies: Vec<Discrepancy>,
+}
+
+/// What a `start` may narrow.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StartOptions {
+    /// Study dates to list at the source (YYYYMMDD, inclusive); default: all.
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("no migration source named {0:?} is configured")]
+    UnknownSource(String),
+    #[error("migrations are not set up on this server")]
+    NotConfigured,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+}
+
+pub type MigrationFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, MigrationError>> + Send + 'a>>;
+
+/// Runs migrations. Implemented by `haneul-migrate` and registered with
+/// [`Archive::set_migrations`], so that the HTTP edge can start, pause and
+/// follow them without knowing how they work.
+pub trait MigrationControl: Send + Sync {
+    /// Plan (once), then fetch and verify every study; continues a stopped run.
+    fn start<'a>(&'a self, source: &'a str, options: StartOptions) -> MigrationFuture<'a, MigrationStatus>;
+    /// Verify again every study already fetched.
+    fn verify<'a>(&'a self, source: &'a str) -> MigrationFuture<'a, MigrationStatus>;
+    fn pause<'a>(&'a self, source: &'a str) -> MigrationFuture<'a, MigrationStatus>;
+    /// One source's status, or every configured source's.
+    fn status<'a>(&'a self, source: Option<&'a str>) -> MigrationFuture<'a, Vec<MigrationStatus>>;
+    fn report<'a>(&'a self, source: &'a str) -> MigrationFuture<'a, MigrationReport>;
+}
+
+impl Archive {
+    pub fn set_migrations(&self, control: Arc<dyn MigrationControl>) {
+        *self.migrations.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(control);
+    }
+
+    /// The migration runner, once `haneul serve` has set it up.
+    pub fn migrations(&self) -> Result<Arc<dyn MigrationControl>, MigrationError> {
+        self.migrations
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .ok_or(MigrationError::NotConfigured)
+    }
+
+    /// Add studies found at `source`; returns how many were new.
+    pub async fn migration_plan(&self, source: &str, studies: Vec<PlannedStudy>) -> Result<usize, ArchiveError> {
+        let (catalog, source) = (Arc::clone(&self.catalog), source.to_string());
+        run_blocking(move || Ok(catalog.migration_plan(&source, &studies)?)).await
+    }
+
+    /// Claim studies to fetch (see [`haneul_catalog::Catalog::migration_claim`]).
+    pub async fn migration_claim(
+        &self,
+        source: &str,
+        limit: usize,
+        now_ms: i64,
+        max_attempts: i64,
+    ) -> Result<Vec<MigrationStudy>, ArchiveError> {
+        let (catalog, source) = (Arc::clone(&self.catalog), source.to_string());
+        run_blocking(move || Ok(catalog.migration_claim(&source, limit, now_ms, max_attempts)?)).await
+    }
+
+    pub async fn migration_update(
+        &self,
+        source: &str,
+        study_uid: &str,
+        update: MigrationUpdate,
+    ) -> Result<(), ArchiveError> {
+        let (catalog, source, study_uid) = (Arc::clone(&self.catalog), source.to_string(), study_uid.to_string());
+        run_blocking(move || Ok(catalog.migration_update(&source, &study_uid, &update)?)).await
+    }
+
+    pub async fn migration_reset(
+        &self,
+        source: &str,
+        from: Vec<MigrationState>,
+        to: MigrationState,
+    ) -> Result<usize, ArchiveError> {
+        let (catalog, source) = (Arc::clone(&self.catalog), source.to_string());
+        run_blocking(move || Ok(catalog.migration_reset(&source, &from, to)?)).await
+    }
+
+    pub async fn migration_counts(&self, source: &str) -> Result<MigrationCounts, ArchiveError> {
+        let (catalog, source) = (Arc::clone(&self.catalog), source.to_string());
+        run_blocking(move || Ok(catalog.migration_counts(&source)?)).await
+    }
+
+    pub async fn migration_studies(
+        &self,
+        source: &str,
+        states: Option<Vec<MigrationState>>,
+        after_uid: &str,
+        limit: usize,
+    ) -> Result<Vec<MigrationStudy>, ArchiveError> {
+        let (catalog, source, after) = (Arc::clone(&self.catalog), source.to_string(), after_uid.to_string());
+        run_blocking(move || Ok(catalog.migration_studies(&source, states.as_deref(), &after, limit)?)).await
+    }
+
+    pub async fn migration_discrepancies(&self, source: &str) -> Result<Vec<Discrepancy>, ArchiveError> {
+        let (catalog, source) = (Arc::clone(&self.catalog), source.to_string());
+        run_blocking(move || Ok(catalog.migration_discrepancies(&source)?)).await
+    }
+
+    /// SOP Instance UIDs this archive holds in a study, sorted; journaled as a
+    /// query by `origin` (the migration that verifies the study).
+    pub async fn study_sop_uids(&self, study_uid: &str, origin: &Origin) -> Result<Vec<String>, ArchiveError> {
+        let mut identifier = Dataset::new();
+        identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, Level::Image.as_str()));
+        identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
+        let query = Query::from_identifier(&identifier, InformationModel::StudyRoot)
+            .map_err(|error| ArchiveError::Task(format!("study query: {error}")))?;
+        self.journal(query_event("query", &query, origin));
+        let catalog = Arc::clone(&self.catalog);
+        let found = run_blocking(move || Ok(catalog.find_instances(&query)?)).await?;
+        let mut uids: Vec<String> = found.into_iter().map(|instance| instance.sop_uid).collect();
+        uids.sort();
+        uids.dedup();
+        Ok(uids)
+    }
+}

@@ -1,0 +1,227 @@
+//! `[migration]` in the configuration file: the legacy archives `haneul
+//! migrate` takes studies from, how fast, and what it corrects on the way.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use haneul_migrate::windows::Window;
+use haneul_migrate::{Fetch, Source};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationConfig {
+    #[serde(rename = "source")]
+    pub sources: Vec<MigrationSourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationSourceConfig {
+    /// Name in `haneul migrate`, the status API and the report.
+    pub name: String,
+    /// "c-move": a DICOM node, listed by C-FIND and moved study by study to
+    /// this server's AE title (the node must know it as a move destination);
+    /// "folder": every instance file under `path` (a folder tree or DICOMDIR media).
+    #[serde(default = "c_move")]
+    pub method: String,
+    /// The node's AE title, host and port (c-move).
+    #[serde(default)]
+    pub ae_title: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The most answers the node gives to one C-FIND (e.g. Orthanc's
+    /// LimitFindResults); a listing that reaches it is split. 0: no limit.
+    #[serde(default)]
+    pub query_limit: usize,
+    /// The folder (folder).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Studies fetched at once (associations to the node) outside every window.
+    #[serde(default = "four")]
+    pub parallel: usize,
+    /// Times of day (server's local time) with another number of associations,
+    /// e.g. `{ time = "07:00-20:00", parallel = 2 }`; the first that holds the time applies.
+    #[serde(default)]
+    pub windows: Vec<WindowConfig>,
+    /// Instances per second at most, over all associations; 0: no limit.
+    #[serde(default)]
+    pub rate_limit: f64,
+    /// Tries per study before it is reported failed.
+    #[serde(default = "five")]
+    pub max_attempts: i64,
+    /// Seconds before a failed study is tried again; doubles with each try (at most an hour).
+    #[serde(default = "thirty")]
+    pub retry_seconds: u64,
+    /// Seconds to wait for an answer of the node.
+    #[serde(default = "two_minutes")]
+    pub timeout_seconds: u64,
+    /// Corrections applied to what this source sends.
+    #[serde(default)]
+    pub coerce: Option<CoerceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// "HH:MM-HH:MM"; a window ending before it starts runs over midnight.
+    pub time: String,
+    /// Associations inside the window (0: the migration waits).
+    pub parallel: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoerceConfig {
+    /// Issuer of Patient ID given to every instance (the source hospital).
+    pub issuer_of_patient_id: Option<String>,
+    /// Put in front of every Patient ID (after `patient_id_map`).
+    pub patient_id_prefix: Option<String>,
+    /// Patient IDs replaced: `{ "old" = "new" }`.
+    pub patient_id_map: BTreeMap<String, String>,
+    /// The Specific Character Set the source should have declared, e.g.
+    /// "\\ISO 2022 IR 149"; replaces the declared one…
+    pub character_set: Option<String>,
+    /// …only where the declared one is this (default: always).
+    pub character_set_from: Option<String>,
+    /// Remove private elements.
+    pub remove_private_tags: bool,
+}
+
+fn c_move() -> String {
+    "c-move".into()
+}
+fn four() -> usize {
+    4
+}
+fn five() -> i64 {
+    5
+}
+fn thirty() -> u64 {
+    30
+}
+fn two_minutes() -> u64 {
+    120
+}
+
+impl MigrationConfig {
+    pub fn validate(&self, check_ae_title: impl Fn(&str, &str) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        for (index, source) in self.sources.iter().enumerate() {
+            let key = format!("migration.source[{index}]");
+            let valid_name = !source.name.is_empty()
+                && source.name.len() <= 64
+                && source.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !valid_name {
+                bail!("{key}.name: {:?} must be 1 to 64 letters, digits, '-', '_' or '.'", source.name);
+            }
+            if self.sources[..index].iter().any(|other| other.name == source.name) {
+                bail!("{key}.name: {:?} is listed twice", source.name);
+            }
+            match source.method.as_str() {
+                "c-move" => {
+                    let Some(title) = &source.ae_title else { bail!("{key}.ae_title: needed for method = \"c-move\"") };
+                    check_ae_title(&format!("{key}.ae_title"), title)?;
+                    if source.host.as_deref().is_none_or(|host| host.trim().is_empty()) {
+                        bail!("{key}.host: needed for method = \"c-move\"");
+                    }
+                    if source.port.is_none_or(|port| port == 0) {
+                        bail!("{key}.port: needed for method = \"c-move\" (1 to 65535)");
+                    }
+                    if source.path.is_some() {
+                        bail!("{key}.path: only for method = \"folder\"");
+                    }
+                }
+                "folder" => {
+                    if source.path.as_ref().is_none_or(|path| path.as_os_str().is_empty()) {
+                        bail!("{key}.path: needed for method = \"folder\"");
+                    }
+                    for (field, given) in [
+                        ("ae_title", source.ae_title.is_some()),
+                        ("host", source.host.is_some()),
+                        ("port", source.port.is_some()),
+                    ] {
+                        if given {
+                            bail!("{key}.{field}: only for method = \"c-move\"");
+                        }
+                    }
+                }
+                other => bail!("{key}.method: {other:?} is not \"c-move\" or \"folder\""),
+            }
+            if source.parallel == 0 || source.parallel > 64 {
+                bail!("{key}.parallel: must be 1 to 64");
+            }
+            for (window_index, window) in source.windows.iter().enumerate() {
+                if window.parallel > 64 {
+                    bail!("{key}.windows[{window_index}].parallel: must be 0 to 64");
+                }
+                Window::parse(&window.time, window.parallel)
+                    .map_err(|error| anyhow::anyhow!("{key}.windows[{window_index}].time: {error}"))?;
+            }
+            if !source.rate_limit.is_finite() || source.rate_limit < 0.0 {
+                bail!("{key}.rate_limit: must be 0 (no limit) or a positive number of instances per second");
+            }
+            if source.max_attempts < 1 {
+                bail!("{key}.max_attempts: must be at least 1");
+            }
+            if source.timeout_seconds == 0 {
+                bail!("{key}.timeout_seconds: must be at least 1");
+            }
+            if let Some(coerce) = &source.coerce {
+                if coerce.character_set_from.is_some() && coerce.character_set.is_none() {
+                    bail!("{key}.coerce.character_set_from: only with character_set");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sources for the migration runner; `our_ae` is the C-MOVE destination
+    /// and the calling AE title.
+    pub fn sources(&self, our_ae: &str, max_pdu_length: u32) -> Vec<Source> {
+        self.sources
+            .iter()
+            .map(|source| {
+                let fetch = match source.method.as_str() {
+                    "folder" => Fetch::Folder {
+                        path: source.path.clone().unwrap_or_default(),
+                        actor: folder_actor(&source.name),
+                    },
+                    _ => Fetch::DicomMove {
+                        node: haneul_migrate::walk::DicomNode {
+                            ae_title: source.ae_title.clone().unwrap_or_default(),
+                            host: source.host.clone().unwrap_or_default(),
+                            port: source.port.unwrap_or_default(),
+                            calling_ae: our_ae.to_string(),
+                            max_pdu_length,
+                            timeout: Duration::from_secs(source.timeout_seconds),
+                        },
+                        destination: our_ae.to_string(),
+                        cap: (source.query_limit > 0).then_some(source.query_limit),
+                    },
+                };
+                Source {
+                    name: source.name.clone(),
+                    fetch,
+                    parallel: source.parallel,
+                    windows: source
+                        .windows
+                        .iter()
+                        .filter_map(|window| Window::parse(&window.time, window.parallel).ok())
+                        .collect(),
+                    rate_limit: source.rate_limit,
+                    max_attempts: source.max_attempts,
+                    retry_delay: Duration::from_secs(source.retry_seconds),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Who a folder source's instances are stored as (and whose coercion rules apply).
+fn folder_actor(name: &str) -> String {
+    format!("migrate:{name}")
+}
