@@ -1,7 +1,7 @@
-//! `haneul diff` between a legacy PACS (a real Orthanc, tests/common/orthanc.rs)
-//! and Haneul: equal after storing one data set into both, exactly the
-//! differences made afterwards, and complete listings from an Orthanc that
-//! caps its C-FIND answers.
+//! The legacy PACS fixture (a real Orthanc, tests/common/orthanc.rs), and
+//! `haneul diff` between it and Haneul: equal after storing one data set into
+//! both, exactly the differences made afterwards, and complete listings from
+//! an Orthanc that caps its C-FIND answers.
 
 mod common;
 
@@ -56,8 +56,9 @@ fn generated_studies(dir: &std::path::Path, prefix: &str, times: &[(&str, &str)]
 }
 
 #[test]
-fn the_legacy_fixture_holds_the_samples_as_sent_and_deletes() {
-    let legacy = LegacyPacs::start(LegacyOptions::new());
+fn the_legacy_fixture_holds_the_samples_as_sent_deletes_and_moves_to_haneul() {
+    let haneul = Server::start();
+    let legacy = LegacyPacs::start(LegacyOptions::new().knowing("HANEUL", "127.0.0.1", haneul.dicom_port));
     let samples = legacy_samples();
     let sops: BTreeSet<String> = samples.iter().map(|sample| file_sop_uid(&sample.path)).collect();
     assert_eq!(sops.len(), samples.len(), "one file per SOP Instance UID");
@@ -78,6 +79,18 @@ fn the_legacy_fixture_holds_the_samples_as_sent_and_deletes() {
     let uploaded = legacy.upload(&[samples[0].path.clone()]);
     assert_eq!(uploaded.len(), 1);
     assert!(legacy.sop_uids().contains(&gone));
+
+    // It knows Haneul as a C-MOVE destination: every study moves over.
+    for study in legacy.study_uids() {
+        let output = run(common::dcmtk("movescu")
+            .args(["-S", "-aet", "HANEUL", "-aem", "HANEUL", "-aec", "LEGACY", "127.0.0.1"])
+            .arg(legacy.dicom_port.to_string())
+            .args(["-k", "QueryRetrieveLevel=STUDY", "-k"])
+            .arg(format!("StudyInstanceUID={study}")));
+        assert!(output.status.success(), "C-MOVE of {study}: {}", text(&output));
+    }
+    let moved: BTreeSet<String> = haneul.instances().into_iter().map(|(_, _, sop)| sop).collect();
+    assert_eq!(moved, sops);
 
     if let Some(url) = legacy.dicomweb_url() {
         let answer = common::http_request(legacy.http_port, "GET", "/dicom-web/studies", &[], b"");
