@@ -6,7 +6,10 @@
 //! slice whose answers reach the cap (or end in Cancel) is split — a date
 //! range in halves, a single day into halves of the day by StudyTime, down to
 //! one hour. What a one-hour slice still caps is kept as found and reported in
-//! [`StudyListing::truncated`].
+//! [`StudyListing::truncated`]. A slice with exactly `cap` answers counts as
+//! capped (a silent cap cannot be told from a full answer). Studies of a
+//! capped day that have no StudyTime match no hour: they are found only if
+//! the day's own (capped) answers named them.
 //!
 //! A range is *open* when it starts at [`OPEN_FROM`] (or earlier): one more
 //! query without a date key then finds studies that have no StudyDate (or one
