@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run every test of Haneul on a fresh Debian machine: installs what the tests
-# need (DCMTK; Chromium, Node.js and a Korean font for the OHIF viewer test;
-# a Python venv with pydicom, pynetdicom, dicomweb-client and numpy; the
-# pinned OHIF build and playwright-core from npm), then runs the whole Rust
+# need (DCMTK; Orthanc and its DICOMweb plugin as a legacy PACS; Chromium,
+# Node.js and a Korean font for the OHIF viewer test; a Python venv with
+# pydicom, pynetdicom, dicomweb-client and numpy; the pinned OHIF build and
+# playwright-core from npm), then runs the whole Rust
 # test suite, whose integration tests start the real server and talk to it
 # with those real peers, and runs every fuzz target for a bounded time.
 set -euo pipefail
@@ -19,6 +20,9 @@ command -v openssl >/dev/null || need_apt+=(openssl)  # test certificate authori
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 fc-list 2>/dev/null | grep -qi nanum || need_apt+=(fonts-nanum)
+# Orthanc 1.10 and its DICOMweb plugin: the legacy PACS of the migration and diff tests.
+command -v Orthanc >/dev/null || [[ -x /usr/sbin/Orthanc ]] || need_apt+=(orthanc)
+dpkg -L orthanc-dicomweb 2>/dev/null | grep -q '/libOrthancDicomWeb\.so$' || need_apt+=(orthanc-dicomweb)
 if (( ${#need_apt[@]} )); then
     echo "installing: ${need_apt[*]}"
     $sudo_cmd apt-get update -qq

@@ -243,6 +243,9 @@ impl KeyMatch {
                 let Some(normalized) = normalize_temporal(self.vr, value) else {
                     return false;
                 };
+                // A value stands for the moment it starts, at the bounds' precision:
+                // `120000` is `120000.000000`, not before it.
+                let normalized = pad_bound(&normalized, self.vr, false);
                 lower.as_ref().is_none_or(|lower| normalized.as_str() >= lower.as_str())
                     && upper.as_ref().is_none_or(|upper| normalized.as_str() <= upper.as_str())
             }
@@ -457,6 +460,21 @@ mod tests {
         assert!(key(tags::STUDY_TIME, VR::TM, "1100-1300").matches(Some(&time)));
         let legacy = Element::text(tags::STUDY_DATE, VR::DA, "2024.03.15");
         assert!(key(tags::STUDY_DATE, VR::DA, "20240315").matches(Some(&legacy)));
+    }
+
+    #[test]
+    fn times_on_a_bound_match_whatever_their_precision() {
+        for stored in ["120000", "1200", "12", "120000.000"] {
+            let time = Element::text(tags::STUDY_TIME, VR::TM, stored);
+            for query in ["120000", "1200", "12-125959.999999", "120000-1300", "-120000", "1100-1200"] {
+                assert!(key(tags::STUDY_TIME, VR::TM, query).matches(Some(&time)), "{stored} against {query}");
+            }
+            assert!(!key(tags::STUDY_TIME, VR::TM, "1201-").matches(Some(&time)), "{stored}");
+            assert!(!key(tags::STUDY_TIME, VR::TM, "-115959.999999").matches(Some(&time)), "{stored}");
+        }
+        let moment = Element::text(tags::ACQUISITION_DATE_TIME, VR::DT, "20240315120000");
+        assert!(key(tags::ACQUISITION_DATE_TIME, VR::DT, "20240315120000-20240315130000").matches(Some(&moment)));
+        assert!(key(tags::ACQUISITION_DATE_TIME, VR::DT, "20240315120000").matches(Some(&moment)));
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod audit;
 mod backup;
 mod bench;
 mod config;
+mod diff;
 mod import;
 mod logging;
 mod migrate;
@@ -83,6 +84,9 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup snapshot into an empty data directory.
     Restore(backup::RestoreArgs),
+    /// Compare two DICOM nodes (AE@host:port) study by study over C-FIND
+    /// (exit 0: equal, 1: differences, 2: error or incomplete).
+    Diff(diff::DiffArgs),
     /// Check a configuration file and exit.
     CheckConfig {
         /// The file to check.
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => backup::run_restore(args),
         Command::Replication(command) => replication::run(command),
         Command::Migrate(command) => migrate::run(command),
+        Command::Diff(args) => diff::run(args),
         Command::CheckConfig { path } => Config::load(&path).map(|_| {
             println!("{}: valid", path.display());
             ExitCode::SUCCESS

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod orthanc;
+
 /// A free port on loopback, never one this process handed out before: the
 /// kernel may give the same ephemeral port to two binds in a row once the
 /// first is closed, and a server given it for both DICOM and HTTP fails.

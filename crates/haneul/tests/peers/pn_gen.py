@@ -2,9 +2,12 @@
 
 argv: SPEC_JSON {"outdir": str, "count": int, "one_study": bool, "prefix": str,
                  "patient_name": str, "patient_id": str, "description": str,
-                 "study_uid": str?, "series_uid": str?, "sop_uid": str?}
+                 "study_uid": str?, "series_uid": str?, "sop_uid": str?,
+                 "study_times": [[StudyDate, StudyTime], ...]?}
 The first instance is encoded with pydicom; the others are copies with their
-UIDs (all of one length) replaced, so thousands take a moment.
+UIDs (all of one length) replaced, so thousands take a moment. With
+"study_times", instance n (of one study each) has the n-th date and time, and
+every file is encoded with pydicom.
 prints {"files": [{"path", "sop_class", "sop_uid", "study_uid", "series_uid"}]}"""
 
 import os
@@ -26,13 +29,12 @@ def uid_maker():
     return lambda n: f"{stem}{n:06d}"
 
 
-def build(s, study_uid, series_uid, sop_uid):
+def build(s, study_uid, series_uid, sop_uid, when=("20240101", "120000")):
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = "20240101"
-    ds.StudyTime = "120000"
+    ds.StudyDate, ds.StudyTime = when
     ds.AccessionNumber = "A1"
     ds.Modality = "OT"
     ds.ConversionType = "WSD"
@@ -63,7 +65,8 @@ def build(s, study_uid, series_uid, sop_uid):
 def main():
     s = spec()
     os.makedirs(s["outdir"], exist_ok=True)
-    count, one_study = s["count"], s.get("one_study", False)
+    times = s.get("study_times")
+    count, one_study = (len(times), False) if times else (s["count"], s.get("one_study", False))
     study, series, sop = uid_maker(), uid_maker(), uid_maker()
     if count == 1 and s.get("sop_uid"):
         uids = [(s["study_uid"], s["series_uid"], s["sop_uid"])]
@@ -73,7 +76,9 @@ def main():
     files = []
     for n, (study_uid, series_uid, sop_uid) in enumerate(uids):
         path = os.path.join(s["outdir"], f"{s.get('prefix', 'gen')}{n:05}.dcm")
-        if template is None:
+        if times:
+            build(s, study_uid, series_uid, sop_uid, tuple(times[n])).save_as(path, enforce_file_format=True)
+        elif template is None:
             build(s, study_uid, series_uid, sop_uid).save_as(path, enforce_file_format=True)
             with open(path, "rb") as f:
                 template = f.read()
