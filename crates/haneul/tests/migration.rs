@@ -8,9 +8,11 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::orthanc::{legacy_sample_paths, LegacyOptions, LegacyPacs};
 use common::*;
 
-const FILES: [&str; 5] = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "SC_rgb_small_odd.dcm", "rtplan.dcm"];
+/// Five studies; rtdose.dcm's file meta names another SOP Instance UID than its data set, so it is refused.
+const FILES: [&str; 5] = ["CT_small.dcm", "MR_small.dcm", "SC_rgb_small_odd.dcm", "image_dfl.dcm", "rtdose.dcm"];
 
 /// `haneul migrate ARGS…` against `server`, with its administrator's token.
 fn migrate(server: &Server, args: &[&str]) -> Output {
@@ -55,24 +57,30 @@ fn folder_migration_is_verified_reported_and_reverified() {
     let reports = tempfile::tempdir().unwrap();
     let reports_dir = reports.path().to_str().unwrap();
 
+    // Four studies come over and are verified; the refused file's study is reported failed, with the reason.
     let output = migrate(&server, &["start", "media", "--report-dir", reports_dir]);
-    assert!(output.status.success(), "{}", text(&output));
-    assert!(text(&output).contains("complete"), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("NOT complete"), "{}", text(&output));
     let first = report(reports.path(), "media");
     let studies = first["studies"].as_array().unwrap();
-    assert!(!studies.is_empty());
-    assert!(studies.iter().all(|study| study["state"] == "verified"), "{first:#}");
-    let migrated: i64 = studies.iter().map(|study| study["migrated_instances"].as_i64().unwrap()).sum();
-    assert_eq!(migrated, FILES.len() as i64);
-    assert_eq!(server.instances().len(), FILES.len(), "every file is stored once");
+    assert_eq!(studies.len(), FILES.len(), "{first:#}");
+    let failed: Vec<_> = studies.iter().filter(|study| study["state"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{first:#}");
+    assert!(failed[0]["detail"].as_str().unwrap().contains("differs"), "{first:#}");
+    assert_eq!(failed[0]["attempts"], 1, "a refused file is not tried again by itself");
+    let verified = studies.iter().filter(|study| study["state"] == "verified").count();
+    assert_eq!(verified, FILES.len() - 1, "{first:#}");
+    assert_eq!(server.instances().len(), FILES.len() - 1, "every readable file is stored once");
     assert!(first["discrepancies"].as_array().unwrap().is_empty());
     let csv = std::fs::read_to_string(reports.path().join("media-report.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + studies.len(), "{csv}");
+    assert!(csv.lines().any(|line| line.contains(",failed,") && line.contains("differs")), "{csv}");
 
-    // Starting again changes nothing: every study is verified already.
+    // Starting again tries the failed study once more and stores nothing twice.
     let output = migrate(&server, &["start", "media"]);
-    assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(server.instances().len(), FILES.len());
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(status(&server, "media")["counts"]["verified"], FILES.len() - 1);
+    assert_eq!(server.instances().len(), FILES.len() - 1);
 
     // A file gone from the source since: the new verify reports it, by SOP Instance UID.
     let gone_file = media.path().join("DIR000").join("IM00000");
@@ -120,4 +128,85 @@ fn a_closed_time_window_holds_the_migration_until_the_server_restarts_without_it
     eventually("the resumed migration finished", || status(&server, "media")["phase"] == "finished");
     assert_eq!(status(&server, "media")["counts"]["verified"], 2);
     assert_eq!(server.instances().len(), 2);
+}
+
+/// Haneul configured to migrate from `legacy` (C-MOVE to itself), with `extra` lines in the source block.
+fn start_haneul_for(legacy: &LegacyPacs, extra: &str) -> String {
+    let port = legacy.address().rsplit(':').next().unwrap().to_string();
+    format!(
+        "[[migration.source]]\nname = \"legacy\"\nae_title = \"LEGACY\"\nhost = \"127.0.0.1\"\nport = {port}\n{extra}\n"
+    )
+}
+
+/// Orthanc as the legacy PACS, filled with the samples (Korean names, eleven transfer syntaxes),
+/// knowing Haneul (on a port chosen now) as a move destination.
+fn legacy_with_samples(haneul_port: u16) -> LegacyPacs {
+    let legacy = LegacyPacs::start(LegacyOptions::new().knowing("HANEUL", "127.0.0.1", haneul_port));
+    legacy.store("MODALITY", &legacy_sample_paths());
+    legacy
+}
+
+fn sop_uids(server: &Server) -> std::collections::BTreeSet<String> {
+    server.instances().into_iter().map(|(_, _, sop)| sop).collect()
+}
+
+#[test]
+fn everything_migrates_from_orthanc_verified_and_an_instance_deleted_there_is_reported() {
+    let haneul_port = free_port();
+    let legacy = legacy_with_samples(haneul_port);
+    let server = Server::start_with_dicom_port(haneul_port, &start_haneul_for(&legacy, "parallel = 4"));
+    let reports = tempfile::tempdir().unwrap();
+
+    let output = migrate(&server, &["start", "legacy", "--report-dir", reports.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}\n{}", text(&output), server.log());
+    let first = report(reports.path(), "legacy");
+    assert!(first["discrepancies"].as_array().unwrap().is_empty(), "{first:#}");
+    assert_eq!(first["studies"].as_array().unwrap().len(), legacy.study_count(), "{first:#}");
+    assert_eq!(sop_uids(&server), legacy.sop_uids(), "the same instances on both sides");
+
+    // Korean names were decoded at the source and are found here by a Korean query.
+    let korean = server.get("/dicom-web/studies?PatientName=%ED%99%8D*", "application/json");
+    assert_eq!(korean.status, 200, "{}", korean.text());
+    assert!(!korean.json().as_array().unwrap().is_empty(), "no study of 홍* after the migration");
+
+    // An independent comparison agrees.
+    let diff = run(Command::new(haneul_bin()).args(["diff", &legacy.node(), &format!("HANEUL@{}", server.address())]));
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
+
+    // An instance deleted at the source during verification is reported, nothing here is removed.
+    let gone = legacy.sop_uids().into_iter().next().unwrap();
+    legacy.delete_instance(&gone);
+    let output = migrate(&server, &["verify", "legacy", "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let second: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let discrepancies = second["discrepancies"].as_array().unwrap();
+    assert_eq!(discrepancies.len(), 1, "{second:#}");
+    assert_eq!(discrepancies[0]["sop_uid"], gone.as_str());
+    assert_eq!(discrepancies[0]["kind"], "missing-at-source");
+    assert!(sop_uids(&server).contains(&gone));
+}
+
+#[test]
+fn a_migration_killed_half_way_resumes_without_duplicates_or_gaps() {
+    let haneul_port = free_port();
+    let legacy = legacy_with_samples(haneul_port);
+    // One association and a few instances a second, so that the kill lands half-way.
+    let throttled = "parallel = 1\nrate_limit = 3";
+    let mut server = Server::start_with_dicom_port(haneul_port, &start_haneul_for(&legacy, throttled));
+    let output = migrate(&server, &["start", "legacy", "--detach"]);
+    assert!(output.status.success(), "{}", text(&output));
+    eventually("a few studies verified", || status(&server, "legacy")["counts"]["verified"].as_i64() >= Some(3));
+    let before = status(&server, "legacy");
+    server.kill9();
+    let total = legacy.study_count() as i64;
+    assert!(before["counts"]["verified"].as_i64() < Some(total), "killed half-way, not at the end: {before:#}");
+
+    // Started again, the server resumes the migration by itself.
+    server.start_again();
+    eventually("the resumed migration finished", || status(&server, "legacy")["phase"] == "finished");
+    let after = status(&server, "legacy");
+    assert_eq!(after["counts"]["verified"], total, "{after:#}");
+    assert_eq!(after["counts"]["discrepancies"], 0, "{after:#}");
+    assert_eq!(sop_uids(&server), legacy.sop_uids(), "no gap");
+    assert_eq!(server.instances().len(), legacy.instance_count(), "no duplicate");
 }

@@ -179,6 +179,13 @@ impl Server {
         Server::launch("HANEUL", "", "", "", false)
     }
 
+    /// Start with DICOM on a port chosen beforehand (a peer must know it first).
+    pub fn start_with_dicom_port(dicom_port: u16, extra_config: &str) -> Server {
+        let mut server = Server::unstarted("HANEUL", "", "", extra_config, true);
+        server.dicom_port = dicom_port;
+        server.started()
+    }
+
     /// Start with another AE title (several nodes that talk to each other).
     pub fn start_as(ae_title: &str, extra_config: &str) -> Server {
         Server::launch(ae_title, "", "", extra_config, true)
@@ -208,8 +215,27 @@ impl Server {
         admin_password_from_env: bool,
         prepare: impl FnOnce(&Path),
     ) -> Server {
+        let server = Server::unstarted(ae_title, dicom_config, http_config, extra_config, admin_password_from_env);
+        prepare(&server.data_dir());
+        server.started()
+    }
+
+    /// Start the process and make the administrator's token.
+    fn started(mut self) -> Server {
+        self.spawn();
+        self.token = self.create_token("admin", "tests");
+        self
+    }
+
+    fn unstarted(
+        ae_title: &str,
+        dicom_config: &str,
+        http_config: &str,
+        extra_config: &str,
+        admin_password_from_env: bool,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let mut server = Server {
+        Server {
             child: None,
             dir,
             dicom_port: free_port(),
@@ -221,11 +247,7 @@ impl Server {
             log_index: 0,
             token: String::new(),
             admin_password_from_env,
-        };
-        prepare(&server.data_dir());
-        server.spawn();
-        server.token = server.create_token("admin", "tests");
-        server
+        }
     }
 
     /// A new API token for `user`, made with `haneul token create`.
