@@ -991,6 +991,44 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_migration_source_is_valid_once_uncommented() {
+        let block = example_block("[migration.source]");
+        let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));
+        let sources = config.migration.sources(&config.dicom.ae_title, 16384);
+        assert_eq!(sources.len(), 1);
+        let source = &sources[0];
+        assert_eq!((source.name.as_str(), source.parallel, source.max_attempts), ("old-pacs", 4, 5));
+        assert_eq!(source.windows.len(), 2);
+        assert_eq!(haneul_migrate::windows::parallel_at(&source.windows, source.parallel, 12 * 60), 1);
+        assert_eq!(haneul_migrate::windows::parallel_at(&source.windows, source.parallel, 23 * 60), 8);
+        match &source.fetch {
+            haneul_migrate::Fetch::DicomMove { node, destination, cap } => {
+                assert_eq!((node.ae_title.as_str(), node.port, destination.as_str()), ("OLDPACS", 104, "HANEUL"));
+                assert_eq!(*cap, Some(1000));
+            }
+            other => panic!("a C-MOVE source, not {other:?}"),
+        }
+        let coerce = config.migration.sources[0].coerce.as_ref().expect("coercion rules");
+        assert_eq!(coerce.character_set.as_deref(), Some("\\ISO 2022 IR 149"));
+    }
+
+    #[test]
+    fn bad_migration_sources_are_refused_naming_the_key() {
+        let refused = |text: &str| Config::parse(text).expect_err(text).to_string();
+        let base = "[[migration.source]]\nname = \"old\"\nae_title = \"OLD\"\nhost = \"h\"\nport = 104\n";
+        assert!(refused("[[migration.source]]\nname = \"old\"\n").contains("migration.source[0].ae_title"));
+        assert!(refused(&format!("{base}parallel = 0\n")).contains("migration.source[0].parallel"));
+        assert!(refused(&format!("{base}windows = [{{ time = \"7-20\", parallel = 1 }}]\n"))
+            .contains("migration.source[0].windows[0].time"));
+        assert!(refused(&format!("{base}method = \"ftp\"\n")).contains("migration.source[0].method"));
+        assert!(refused(&format!("{base}colour = 1\n")).contains("colour"));
+        assert!(refused(&format!("{base}{base}")).contains("listed twice"));
+        let folder = "[[migration.source]]\nname = \"cd\"\nmethod = \"folder\"\n";
+        assert!(refused(folder).contains("migration.source[0].path"));
+        assert!(refused(&format!("{folder}path = \"/media\"\nport = 104\n")).contains("migration.source[0].port"));
+    }
+
+    #[test]
     fn the_documented_dicom_tls_block_is_valid_once_uncommented() {
         let block = example_block("dicom.tls");
         let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));

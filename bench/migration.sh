@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Migration figures (issue 8's benchmark), release build, everything on loopback:
+# in each round Orthanc (Debian's package) plays the legacy PACS holding COUNT
+# synthetic instances, and in the same round
+#   1. Haneul's own C-STORE ingest rate: the same kind and number of instances
+#      sent to a fresh Haneul over PARALLEL associations (haneul bench store);
+#   2. the migration rate: a fresh Haneul migrates everything from Orthanc with
+#      PARALLEL C-MOVEs (haneul migrate start), from the start to the last study
+#      verified (planning and verification included).
+# Rounds alternate which goes first; medians and the ratio are printed.
+#
+#   cargo build --release && bench/migration.sh
+# Environment: ROUNDS (3), COUNT (2000), PER_STUDY instances per study (50),
+# KIND (small | ct), PARALLEL (4).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+HANEUL="$ROOT/target/release/haneul"
+ROUNDS=${ROUNDS:-3}
+COUNT=${COUNT:-2000}
+PER_STUDY=${PER_STUDY:-50}
+KIND=${KIND:-small}
+PARALLEL=${PARALLEL:-4}
+WORK=$(mktemp -d /tmp/haneul-migration-bench.XXXXXX)
+[[ -x $HANEUL ]] || { echo "build first: cargo build --release" >&2; exit 1; }
+command -v Orthanc >/dev/null || { echo "install Debian's orthanc package first" >&2; exit 1; }
+
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+ORTHANC_PORT=$(free_port); HANEUL_PORT=$(free_port); HANEUL_HTTP=$(free_port)
+ORTHANC_PID=; HANEUL_PID=
+cleanup() {
+    [[ -n $ORTHANC_PID ]] && kill "$ORTHANC_PID" 2>/dev/null || true
+    [[ -n $HANEUL_PID ]] && kill "$HANEUL_PID" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+start_orthanc() {
+    rm -rf "$WORK/orthanc"; mkdir -p "$WORK/orthanc"
+    cat > "$WORK/orthanc.json" <<JSON
+{ "Name": "legacy", "StorageDirectory": "$WORK/orthanc", "IndexDirectory": "$WORK/orthanc",
+  "DicomAet": "LEGACY", "DicomPort": $ORTHANC_PORT, "HttpServerEnabled": false,
+  "DicomCheckCalledAet": false, "DicomAlwaysAllowStore": true, "DicomAlwaysAllowFind": true,
+  "DicomAlwaysAllowMove": true, "DicomModalities": { "haneul": ["HANEUL", "127.0.0.1", $HANEUL_PORT] } }
+JSON
+    # Orthanc 1.10 networks through DCMTK, which disables Nagle only when told so.
+    TCP_NODELAY=1 Orthanc "$WORK/orthanc.json" >"$WORK/orthanc.log" 2>&1 &
+    ORTHANC_PID=$!
+    wait_port "$ORTHANC_PORT" "$ORTHANC_PID"
+}
+
+start_haneul() { # data-dir
+    cat > "$WORK/haneul.toml" <<TOML
+[[migration.source]]
+name = "legacy"
+ae_title = "LEGACY"
+host = "127.0.0.1"
+port = $ORTHANC_PORT
+parallel = $PARALLEL
+TOML
+    HANEUL_ADMIN_PASSWORD=bench-admin-password "$HANEUL" serve --config "$WORK/haneul.toml" --data "$1" \
+        --dicom-port "$HANEUL_PORT" --http "127.0.0.1:$HANEUL_HTTP" >"$WORK/haneul.log" 2>&1 &
+    HANEUL_PID=$!
+    wait_port "$HANEUL_PORT" "$HANEUL_PID"
+    wait_port "$HANEUL_HTTP" "$HANEUL_PID"
+}
+
+store_rate() { # port called-ae → instances per second
+    "$HANEUL" bench store --target "127.0.0.1:$1" --called-ae "$2" --kind "$KIND" --count "$COUNT" \
+        --associations "$PARALLEL" --per-study "$PER_STUDY" --json |
+        python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["failures"] == 0, r; print(r["instances_per_second"])'
+}
+
+ingest_round() { # round
+    start_haneul "$WORK/haneul-ingest-$1"
+    local rate; rate=$(store_rate "$HANEUL_PORT" HANEUL)
+    stop "$HANEUL_PID"; HANEUL_PID=
+    rm -rf "$WORK/haneul-ingest-$1"
+    echo "$rate"
+}
+
+migration_round() { # round
+    start_haneul "$WORK/haneul-migrate-$1"
+    local token
+    token=$("$HANEUL" token create admin --name bench --data "$WORK/haneul-migrate-$1" 2>/dev/null)
+    HANEUL_TOKEN=$token "$HANEUL" migrate start legacy --server "http://127.0.0.1:$HANEUL_HTTP" \
+        --json >"$WORK/report.json" 2>/dev/null || { echo "migration incomplete, see $WORK/report.json" >&2; exit 1; }
+    stop "$HANEUL_PID"; HANEUL_PID=
+    rm -rf "$WORK/haneul-migrate-$1"
+    python3 - "$WORK/report.json" "$COUNT" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+status, expected = report["status"], int(sys.argv[2])
+migrated = status["counts"]["migrated_instances"]
+assert migrated == expected and not report["discrepancies"], (migrated, expected)
+print(migrated / ((status["finished_ms"] - status["started_ms"]) / 1000))
+PY
+}
+
+ingest=(); migration=()
+for round in $(seq 1 "$ROUNDS"); do
+    start_orthanc
+    store_rate "$ORTHANC_PORT" LEGACY >/dev/null
+    if (( round % 2 )); then
+        ingest+=("$(ingest_round "$round")"); migration+=("$(migration_round "$round")")
+    else
+        migration+=("$(migration_round "$round")"); ingest+=("$(ingest_round "$round")")
+    fi
+    stop "$ORTHANC_PID"; ORTHANC_PID=
+    printf 'round %d: Haneul C-STORE ingest %.0f instances/s, migration from Orthanc %.0f instances/s\n' \
+        "$round" "${ingest[-1]}" "${migration[-1]}"
+done
+python3 - "${ingest[*]}" "${migration[*]}" "$COUNT" "$KIND" "$PARALLEL" <<'PY'
+import statistics, sys
+ingest = [float(x) for x in sys.argv[1].split()]
+migration = [float(x) for x in sys.argv[2].split()]
+i, m = statistics.median(ingest), statistics.median(migration)
+print(f"{sys.argv[3]} {sys.argv[4]} instances, {sys.argv[5]} associations, medians of {len(ingest)} rounds:")
+print(f"  Haneul C-STORE ingest {i:.0f}/s, migration from Orthanc {m:.0f}/s, ratio {m / i:.2f} (target >= 0.80)")
+PY
