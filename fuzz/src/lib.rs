@@ -145,6 +145,71 @@ pub fn transcode(data: &[u8]) {
     }
 }
 
+/// Rules `coerce` picks from with the low bits of its first byte.
+fn coercion_rules(selector: u8) -> haneul_dicom::coerce::CoercionRules {
+    use haneul_dicom::coerce::CoercionRules;
+    CoercionRules {
+        issuer_of_patient_id: (selector & 1 != 0).then(|| "HOSP_A".to_string()),
+        patient_id_prefix: (selector & 2 != 0).then(|| "A-".to_string()),
+        patient_id_map: if selector & 2 != 0 {
+            [("12345".to_string(), "P77".to_string()), (String::new(), "UNKNOWN".to_string())].into()
+        } else {
+            Default::default()
+        },
+        character_set: (selector & 4 != 0).then(|| "ISO_IR 192".to_string()),
+        remove_private_tags: selector & 8 != 0,
+        modifying_system: "HANEUL".into(),
+        source_of_previous_values: "FUZZ".into(),
+        ..CoercionRules::default()
+    }
+}
+
+/// `coerce_part10` (import coercion rules) with the rules picked by bits 0-3 of
+/// the first byte. The rest is a whole file or, with bit 7 set, a data set put
+/// behind a file meta group in the syntax picked by bits 4-6 (one of
+/// [`SYNTAXES`]). Whenever the input's data set reads, the output's must read
+/// too, and an unchanged non-deflated output must equal the input.
+pub fn coerce(data: &[u8]) {
+    use haneul_dicom::meta::{encode_file_meta, NewFileMeta};
+    let (selector, rest) = split(data);
+    let file = if selector & 0x80 != 0 {
+        let uid = SYNTAXES[usize::from((selector >> 4) & 0x07) % SYNTAXES.len()];
+        let mut file = encode_file_meta(&NewFileMeta {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2",
+            sop_instance_uid: "1.2.3.4",
+            transfer_syntax_uid: uid,
+            source_ae_title: Some("FUZZ"),
+        });
+        file.extend_from_slice(rest);
+        file
+    } else {
+        rest.to_vec()
+    };
+    let rules = coercion_rules(selector);
+    let mut output = Vec::new();
+    let Ok(outcome) =
+        haneul_dicom::coerce::coerce_part10(&mut Cursor::new(&file), &mut output, &rules, "20261123101500+0000")
+    else {
+        return;
+    };
+    let Ok(FileLayout::Part10(meta)) = read_file_layout(&mut Cursor::new(file.as_slice())) else {
+        panic!("coerced a file without file meta information");
+    };
+    let Some(syntax) = ts::lookup(&meta.transfer_syntax_uid) else {
+        panic!("coerced a file in an unknown transfer syntax");
+    };
+    if !outcome.changed && !syntax.deflated {
+        assert!(output == file, "nothing changed, yet the output differs from the input");
+    }
+    let start = usize::try_from(meta.dataset_offset).unwrap_or(usize::MAX).min(file.len());
+    if read_dataset_bytes(&file[start..], syntax).is_ok() {
+        let out_start = usize::try_from(meta.dataset_offset).unwrap_or(usize::MAX).min(output.len());
+        if let Err(error) = read_dataset_bytes(&output[out_start..], syntax) {
+            panic!("coercion made a readable data set unreadable: {error}");
+        }
+    }
+}
+
 /// Levels a QIDO-RS search can be at.
 const QIDO_LEVELS: [haneul_dicom::levels::Level; 3] =
     [haneul_dicom::levels::Level::Study, haneul_dicom::levels::Level::Series, haneul_dicom::levels::Level::Image];

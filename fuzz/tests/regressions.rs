@@ -7,7 +7,7 @@ use std::path::Path;
 
 type Target = (&'static str, fn(&[u8]));
 
-fn targets() -> [Target; 11] {
+fn targets() -> [Target; 12] {
     [
         ("read_dataset", haneul_fuzz::read_dataset),
         ("read_layout", haneul_fuzz::read_layout),
@@ -20,6 +20,7 @@ fn targets() -> [Target; 11] {
         ("pixel_frame", haneul_fuzz::pixel_frame),
         ("charset_decode", haneul_fuzz::charset_decode),
         ("multipart", haneul_fuzz::multipart),
+        ("coerce", haneul_fuzz::coerce),
     ]
 }
 

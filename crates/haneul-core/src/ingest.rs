@@ -6,7 +6,7 @@
 //! fsyncs the blob and waits for the group commit; only its `Ok` means the
 //! instance is durable.
 
-use std::io::Cursor;
+use std::io::{BufReader, Cursor, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +14,7 @@ use haneul_catalog::{
     BlobInfo, CommitOutcome, DuplicatePolicy, Event, InstanceFacts, NewInstance, Origin, PatientFacts, RemovalKind,
     SeriesFacts, StoredInstance, StudyFacts,
 };
+use haneul_dicom::coerce::{coerce_part10, CoerceError, CoercionOutcome, CoercionRules};
 use haneul_dicom::header::{read_instance_header, InstanceHeader};
 use haneul_dicom::levels::{level_of, Level};
 use haneul_dicom::matching::normalize_temporal;
@@ -282,10 +283,23 @@ impl Archive {
     }
 
     fn finish_blocking(&self, pending: Pending) -> Result<IngestReport, IngestError> {
-        let Pending { mut writer, buffer, whole_in_memory, format, origin, early } = pending;
+        let Pending { mut writer, mut buffer, whole_in_memory, format, origin, early } = pending;
         let started = Instant::now();
         if whole_in_memory {
             hash_content_of_part10(&mut writer, &format, &buffer);
+        }
+        let rules = self.config().coercions.get(&origin.actor).filter(|rules| !rules.is_empty());
+        if let Some(rules) = rules {
+            match self.coerce(writer, buffer, whole_in_memory, rules, &origin) {
+                Ok(coerced) => (writer, buffer) = coerced,
+                Err(error) => {
+                    if matches!(error, IngestError::Rejected { .. }) {
+                        self.metrics().ingest_rejected.inc();
+                        self.journal_rejection(&origin, &error);
+                    }
+                    return Err(error);
+                }
+            }
         }
         writer.write_all(&buffer)?;
         writer.flush()?;
@@ -424,6 +438,65 @@ impl Archive {
         Ok(IngestReport { outcome, ..report_base })
     }
 
+    /// Apply the sender's coercion rules before anything is parsed. An
+    /// instance still all in `buffer` (its blob still empty) is rewritten in
+    /// memory; otherwise its blob is completed, read back into a new blob,
+    /// and dropped (which deletes it) if the new one differs. Returns the
+    /// writer and the bytes still to write to it.
+    fn coerce(
+        &self,
+        writer: BlobWriter,
+        buffer: Vec<u8>,
+        whole_in_memory: bool,
+        rules: &CoercionRules,
+        origin: &Origin,
+    ) -> Result<(BlobWriter, Vec<u8>), IngestError> {
+        let now = dicom_now();
+        if whole_in_memory {
+            let mut coerced = Vec::with_capacity(buffer.len() + 4096);
+            let outcome = coerce_part10(&mut buffer.as_slice(), &mut coerced, rules, &now)
+                .map_err(|error| coercion_failed(error, origin))?;
+            self.coerced(&outcome, origin);
+            // Same file meta group, so the content digest offset set on `writer` still holds.
+            return Ok((writer, if outcome.changed { coerced } else { buffer }));
+        }
+        let mut original = writer;
+        original.write_all(&buffer)?;
+        original.flush()?;
+        let path = original.abs_path().to_path_buf();
+        let reading = |error: std::io::Error| IngestError::Storage(format!("reading back {}: {error}", path.display()));
+        let mut file = std::fs::File::open(&path).map_err(reading)?;
+        let dataset_offset = match read_layout(&mut BufReader::new(&mut file)) {
+            Ok(FileLayout::Part10(meta)) => meta.dataset_offset,
+            Ok(FileLayout::BareDataset { .. }) => {
+                return Err(IngestError::rejected(RejectReason::Unreadable, "file has no DICOM file meta information"))
+            }
+            Err(error) => return Err(unreadable(error)),
+        };
+        file.seek(SeekFrom::Start(0)).map_err(reading)?;
+        let mut coerced = self.blobs().create()?;
+        coerced.hash_content_from(dataset_offset);
+        let outcome =
+            coerce_part10(&mut BufReader::with_capacity(256 * 1024, file), &mut BlobOutput(&mut coerced), rules, &now)
+                .map_err(|error| coercion_failed(error, origin))?;
+        self.coerced(&outcome, origin);
+        if !outcome.changed {
+            return Ok((original, Vec::new()));
+        }
+        coerced.start_writeback()?;
+        Ok((coerced, Vec::new()))
+    }
+
+    fn coerced(&self, outcome: &CoercionOutcome, origin: &Origin) {
+        for warning in &outcome.warnings {
+            tracing::warn!(actor = %origin.actor, %warning, "coercion rule not applied in full");
+        }
+        if outcome.changed {
+            self.metrics().ingest_coerced.inc();
+            tracing::debug!(actor = %origin.actor, modified = ?outcome.modified, "instance coerced");
+        }
+    }
+
     /// Import one file from disk (Part 10, or a bare data set whose encoding is guessed).
     pub async fn ingest_file(
         self: &Arc<Self>,
@@ -484,6 +557,44 @@ impl Archive {
             Event::new("instance-rejected", origin).with_detail(serde_json::json!({ "reason": error.to_string() }));
         self.journal(event);
     }
+}
+
+/// A blob writer as an `io::Write`, for the coercer.
+struct BlobOutput<'a>(&'a mut BlobWriter);
+
+impl std::io::Write for BlobOutput<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // The blob is flushed before it is read back, and made durable by `finish`.
+        Ok(())
+    }
+}
+
+/// A coercion that failed: a refusal of the instance, unless writing failed.
+fn coercion_failed(error: CoerceError, origin: &Origin) -> IngestError {
+    if let CoerceError::Output(error) = error {
+        return IngestError::Storage(format!("writing the coerced instance: {error}"));
+    }
+    tracing::warn!(actor = %origin.actor, %error, "coercion failed; instance refused");
+    IngestError::rejected(RejectReason::Unreadable, format!("coercion failed: {error}"))
+}
+
+/// The current UTC time as a DICOM DT value.
+fn dicom_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}+0000",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
 }
 
 type FsyncReceiver = std::sync::mpsc::Receiver<Result<WrittenBlob, IngestError>>;

@@ -6,7 +6,8 @@
 //!   parsed and validated; the blob is fsynced; a single committer thread
 //!   records batches of instances in the catalog (group commit). Only then
 //!   does the caller learn the outcome, so a success answer always follows
-//!   durability.
+//!   durability. Instances from senders with coercion rules
+//!   ([`ArchiveConfig::coercions`]) are rewritten first.
 //! - **Query** ([`Archive::find`]) and **retrieve**
 //!   ([`Archive::find_instances`], [`Archive::open_instance`]).
 //! - **Journal** ([`Archive::journal`]): every store, query and retrieve is
@@ -46,11 +47,13 @@ pub use recovery::RecoveryReport;
 pub use users::{Permission, PermissionMatrix, Permissions, Role, User, Users, UsersError};
 pub use verify::{verify_archive, VerifyProblem, VerifyReport};
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use haneul_catalog::{Catalog, SqliteCatalog};
+use haneul_dicom::coerce::CoercionRules;
 use haneul_dicom::matching::Query;
 use haneul_dicom::Dataset;
 use haneul_storage::BlobStore;
@@ -72,6 +75,9 @@ pub struct ArchiveConfig {
     /// AE titles of the replication peers: what they send never replaces or
     /// drops a version held here (see [`DuplicatePolicy::KeepBoth`]).
     pub replication_peers: Vec<String>,
+    /// Coercion rules by the AE title of the sender (`Origin::actor`): what
+    /// such a sender stores is rewritten by them before it is validated.
+    pub coercions: HashMap<String, Arc<CoercionRules>>,
 }
 
 impl ArchiveConfig {
@@ -83,6 +89,7 @@ impl ArchiveConfig {
             audit: true,
             default_site: String::new(),
             replication_peers: Vec::new(),
+            coercions: HashMap::new(),
         }
     }
 }

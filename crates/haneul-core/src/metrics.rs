@@ -86,6 +86,8 @@ pub struct Metrics {
     /// Versions a replication peer sent with other bytes than the current one.
     pub replication_conflicts: Counter,
     pub ingest_rejected: Counter,
+    /// Instances rewritten by their sender's coercion rules.
+    pub ingest_coerced: Counter,
     pub commit_batches: Counter,
     pub committed_instances: Counter,
     pub queries: Counter,
@@ -108,7 +110,7 @@ pub struct Metrics {
 impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
-        let counters: [(&str, &str, &Counter); 12] = [
+        let counters: [(&str, &str, &Counter); 13] = [
             ("haneul_instances_stored_total", "Instances newly stored", &self.instances_stored),
             ("haneul_bytes_stored_total", "Bytes of newly stored instances", &self.bytes_stored),
             ("haneul_duplicates_total", "Instances received again (identical or not)", &self.duplicates),
@@ -118,6 +120,11 @@ impl Metrics {
                 &self.replication_conflicts,
             ),
             ("haneul_ingest_rejected_total", "Instances refused at ingest", &self.ingest_rejected),
+            (
+                "haneul_ingest_coerced_total",
+                "Instances rewritten by their sender's coercion rules at ingest",
+                &self.ingest_coerced,
+            ),
             ("haneul_commit_batches_total", "Catalog group commits", &self.commit_batches),
             ("haneul_committed_instances_total", "Instances recorded by group commits", &self.committed_instances),
             ("haneul_queries_total", "Queries run", &self.queries),

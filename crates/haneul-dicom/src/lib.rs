@@ -5,6 +5,7 @@
 //! Nothing here does network or catalog I/O; the only files touched are the
 //! ones a caller hands to [`header::read_instance_header`].
 
+pub mod coerce;
 pub mod dict;
 pub mod header;
 pub mod json;

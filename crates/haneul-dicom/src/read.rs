@@ -171,9 +171,7 @@ impl<R: Read + Seek> Source for SeekSource<R> {
 /// Read a data set from `source`, encoded in `ts` (deflate is undone here).
 pub fn read_dataset<S: Source>(source: S, ts: &TransferSyntax, options: &ReadOptions) -> Result<ParsedDataset> {
     if ts.deflated {
-        let limit = options.max_inflated;
-        let inflated =
-            StreamSource(InflateLimit { inner: flate2::read::DeflateDecoder::new(source), left: limit, limit });
+        let inflated = StreamSource(inflate_limited(source, options.max_inflated));
         return Parser::new(inflated, ts, options).run();
     }
     Parser::new(source, ts, options).run()
@@ -204,6 +202,52 @@ impl<R: Read> Read for InflateLimit<R> {
         self.left -= read as u64;
         Ok(read)
     }
+}
+
+/// Tag, VR and value length of an element header whose four tag bytes were
+/// read at stream offset `start`; `more` supplies the rest of the header.
+/// Shared with the coercer, which copies headers as they were read.
+pub(crate) fn decode_header<E: From<ReadError>>(
+    tag_bytes: [u8; 4],
+    explicit_vr: bool,
+    big_endian: bool,
+    start: u64,
+    mut more: impl FnMut(&mut [u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<(Tag, VR, u32), E> {
+    let u16_from = |b: [u8; 2]| if big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) };
+    let u32_from = |b: [u8; 4]| if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) };
+    let tag = Tag(u16_from([tag_bytes[0], tag_bytes[1]]), u16_from([tag_bytes[2], tag_bytes[3]]));
+    // Items and delimiters never carry a VR, whatever the syntax.
+    if tag.group() == 0xFFFE || !explicit_vr {
+        let mut len = [0u8; 4];
+        more(&mut len)?;
+        let vr = if tag.group() == 0xFFFE { VR::UN } else { dict::implicit_vr(tag) };
+        return Ok((tag, vr, u32_from(len)));
+    }
+    let mut vr_bytes = [0u8; 2];
+    more(&mut vr_bytes)?;
+    let vr = match VR::from_binary(vr_bytes) {
+        Some(vr) => vr,
+        // A future VR: PS3.5 7.1.2 says to read it with the long form, as UN.
+        None if vr_bytes.iter().all(u8::is_ascii_uppercase) => VR::UN,
+        None => return Err(ReadError::InvalidVr { tag, bytes: vr_bytes, offset: start }.into()),
+    };
+    let long_form = VR::from_binary(vr_bytes).is_none() || has_long_length(vr);
+    let length = if long_form {
+        let mut rest = [0u8; 6];
+        more(&mut rest)?;
+        u32_from([rest[2], rest[3], rest[4], rest[5]])
+    } else {
+        let mut len = [0u8; 2];
+        more(&mut len)?;
+        u32::from(u16_from(len))
+    };
+    Ok((tag, vr, length))
+}
+
+/// A deflated data set inflated, at most `limit` bytes of it.
+pub(crate) fn inflate_limited<R: Read>(source: R, limit: u64) -> impl Read {
+    InflateLimit { inner: flate2::read::DeflateDecoder::new(source), left: limit, limit }
 }
 
 /// Read a small data set held in memory (C-FIND identifiers, command payloads).
@@ -302,54 +346,14 @@ impl<'o, S: Source> Parser<'o, S> {
         }
     }
 
-    fn u16_from(&self, b: [u8; 2]) -> u16 {
-        if self.big_endian {
-            u16::from_be_bytes(b)
-        } else {
-            u16::from_le_bytes(b)
-        }
-    }
-
-    fn u32_from(&self, b: [u8; 4]) -> u32 {
-        if self.big_endian {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        }
-    }
-
     fn read_header(&mut self) -> Result<Option<Header>> {
         let start = self.position;
         let mut tag_bytes = [0u8; 4];
         if !self.read_exact_or_end(&mut tag_bytes)? {
             return Ok(None);
         }
-        let tag = Tag(self.u16_from([tag_bytes[0], tag_bytes[1]]), self.u16_from([tag_bytes[2], tag_bytes[3]]));
-        // Items and delimiters never carry a VR, whatever the syntax.
-        if tag.group() == 0xFFFE || !self.explicit_vr {
-            let mut len = [0u8; 4];
-            self.read_exact(&mut len)?;
-            let vr = if tag.group() == 0xFFFE { VR::UN } else { dict::implicit_vr(tag) };
-            return Ok(Some(Header { tag, vr, length: self.u32_from(len), start }));
-        }
-        let mut vr_bytes = [0u8; 2];
-        self.read_exact(&mut vr_bytes)?;
-        let vr = match VR::from_binary(vr_bytes) {
-            Some(vr) => vr,
-            // A future VR: PS3.5 7.1.2 says to read it with the long form, as UN.
-            None if vr_bytes.iter().all(u8::is_ascii_uppercase) => VR::UN,
-            None => return Err(ReadError::InvalidVr { tag, bytes: vr_bytes, offset: start }),
-        };
-        let long_form = VR::from_binary(vr_bytes).is_none() || has_long_length(vr);
-        let length = if long_form {
-            let mut rest = [0u8; 6];
-            self.read_exact(&mut rest)?;
-            self.u32_from([rest[2], rest[3], rest[4], rest[5]])
-        } else {
-            let mut len = [0u8; 2];
-            self.read_exact(&mut len)?;
-            u32::from(self.u16_from(len))
-        };
+        let (explicit_vr, big_endian) = (self.explicit_vr, self.big_endian);
+        let (tag, vr, length) = decode_header(tag_bytes, explicit_vr, big_endian, start, |buf| self.read_exact(buf))?;
         Ok(Some(Header { tag, vr, length, start }))
     }
 
@@ -686,7 +690,7 @@ fn to_little_endian(mut raw: Vec<u8>, unit: usize, big_endian: bool) -> Vec<u8> 
     raw
 }
 
-fn is_pixel_data(tag: Tag) -> bool {
+pub(crate) fn is_pixel_data(tag: Tag) -> bool {
     tag.group() == 0x7FE0 && matches!(tag.element(), 0x0008..=0x0010)
 }
 

@@ -77,13 +77,13 @@ fn put_u32(out: &mut Vec<u8>, value: u32, big_endian: bool) {
     out.extend_from_slice(&if big_endian { value.to_be_bytes() } else { value.to_le_bytes() });
 }
 
-fn write_tag_length(out: &mut Vec<u8>, tag: Tag, length: u32, encoding: Encoding) {
+pub(crate) fn write_tag_length(out: &mut Vec<u8>, tag: Tag, length: u32, encoding: Encoding) {
     put_u16(out, tag.group(), encoding.big_endian);
     put_u16(out, tag.element(), encoding.big_endian);
     put_u32(out, length, encoding.big_endian);
 }
 
-fn write_header(out: &mut Vec<u8>, tag: Tag, vr: VR, length: u32, encoding: Encoding) {
+pub(crate) fn write_header(out: &mut Vec<u8>, tag: Tag, vr: VR, length: u32, encoding: Encoding) {
     if !encoding.explicit_vr {
         write_tag_length(out, tag, length, encoding);
         return;
