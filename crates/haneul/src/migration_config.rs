@@ -1,11 +1,13 @@
 //! `[migration]` in the configuration file: the legacy archives `haneul
 //! migrate` takes studies from, how fast, and what it corrects on the way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
+use haneul_dicom::coerce::CoercionRules;
 use haneul_migrate::windows::Window;
 use haneul_migrate::{Fetch, Source};
 use serde::Deserialize;
@@ -174,6 +176,10 @@ impl MigrationConfig {
                 if coerce.character_set_from.is_some() && coerce.character_set.is_none() {
                     bail!("{key}.coerce.character_set_from: only with character_set");
                 }
+                coerce
+                    .rules("HANEUL", &source.name)
+                    .validate()
+                    .map_err(|error| anyhow::anyhow!("{key}.coerce: {error}"))?;
             }
         }
         Ok(())
@@ -216,6 +222,41 @@ impl MigrationConfig {
                     max_attempts: source.max_attempts,
                     retry_delay: Duration::from_secs(source.retry_seconds),
                 }
+            })
+            .collect()
+    }
+}
+
+impl CoerceConfig {
+    /// The rules as the archive applies them; `our_ae` is named as the modifying system.
+    pub fn rules(&self, our_ae: &str, source: &str) -> CoercionRules {
+        CoercionRules {
+            issuer_of_patient_id: self.issuer_of_patient_id.clone(),
+            patient_id_prefix: self.patient_id_prefix.clone(),
+            patient_id_map: self.patient_id_map.clone(),
+            character_set: self.character_set.clone(),
+            character_set_from: self.character_set_from.clone(),
+            remove_private_tags: self.remove_private_tags,
+            modifying_system: our_ae.to_string(),
+            source_of_previous_values: source.to_string(),
+        }
+    }
+}
+
+impl MigrationConfig {
+    /// Coercion rules by the sender they apply to: a DICOM source's AE title
+    /// (its C-STORE sub-operations call with it), a folder source's importer.
+    pub fn coercions(&self, our_ae: &str) -> HashMap<String, Arc<CoercionRules>> {
+        self.sources
+            .iter()
+            .filter_map(|source| {
+                let coerce = source.coerce.as_ref()?;
+                let sender = match source.method.as_str() {
+                    "folder" => folder_actor(&source.name),
+                    _ => source.ae_title.clone()?,
+                };
+                let name = source.ae_title.clone().unwrap_or_else(|| source.name.clone());
+                Some((sender, Arc::new(coerce.rules(our_ae, &name))))
             })
             .collect()
     }

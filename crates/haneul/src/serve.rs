@@ -65,6 +65,7 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         audit: config.audit.enabled,
         default_site: config.storage.site.clone(),
         replication_peers: config.peers.iter().map(|peer| peer.ae_title.clone()).collect(),
+        coercions: config.migration.coercions(&config.dicom.ae_title),
         ..ArchiveConfig::new(&data_dir)
     };
     if !config.audit.enabled {

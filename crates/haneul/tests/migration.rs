@@ -154,7 +154,9 @@ fn sop_uids(server: &Server) -> std::collections::BTreeSet<String> {
 fn everything_migrates_from_orthanc_verified_and_an_instance_deleted_there_is_reported() {
     let haneul_port = free_port();
     let legacy = legacy_with_samples(haneul_port);
-    let server = Server::start_with_dicom_port(haneul_port, &start_haneul_for(&legacy, "parallel = 4"));
+    let coerced =
+        "parallel = 4\n[migration.source.coerce]\nissuer_of_patient_id = \"HOSP_A\"\npatient_id_prefix = \"A-\"";
+    let server = Server::start_with_dicom_port(haneul_port, &start_haneul_for(&legacy, coerced));
     let reports = tempfile::tempdir().unwrap();
 
     let output = migrate(&server, &["start", "legacy", "--report-dir", reports.path().to_str().unwrap()]);
@@ -163,6 +165,18 @@ fn everything_migrates_from_orthanc_verified_and_an_instance_deleted_there_is_re
     assert!(first["discrepancies"].as_array().unwrap().is_empty(), "{first:#}");
     assert_eq!(first["studies"].as_array().unwrap().len(), legacy.study_count(), "{first:#}");
     assert_eq!(sop_uids(&server), legacy.sop_uids(), "the same instances on both sides");
+
+    // Coerced on the way in: the hospital as issuer, prefixed IDs, the originals kept.
+    let study = first["studies"][0]["study_uid"].as_str().unwrap().to_string();
+    let original_id = first["studies"][0]["patient_id"].as_str().unwrap().to_string();
+    let metadata = server.get(&format!("/dicom-web/studies/{study}/metadata"), "application/dicom+json").json();
+    let instance = &metadata[0];
+    assert_eq!(instance["00100021"]["Value"][0], "HOSP_A", "{instance:#}");
+    assert_eq!(instance["00100020"]["Value"][0].as_str(), Some(format!("A-{original_id}").as_str()), "{instance:#}");
+    let original = &instance["04000561"]["Value"][0];
+    assert_eq!(original["04000565"]["Value"][0], "COERCE", "{instance:#}");
+    let previous = &original["04000550"]["Value"][0];
+    assert_eq!(previous["00100020"]["Value"][0].as_str(), Some(original_id.as_str()), "{instance:#}");
 
     // Korean names were decoded at the source and are found here by a Korean query.
     let korean = server.get("/dicom-web/studies?PatientName=%ED%99%8D*", "application/json");
