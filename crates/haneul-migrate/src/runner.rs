@@ -17,7 +17,7 @@ use haneul_core::{Archive, Discrepancy, MigrationState, MigrationStudy, Migratio
 use haneul_dicom::levels::InformationModel;
 use haneul_dicom::{tags, Dataset, Element, VR};
 use haneul_dimse::command::status;
-use haneul_dimse::{sop, Client, ProposedContext, RequestParams};
+use haneul_dimse::{sop, Client, ProposedContext};
 use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinSet;
 
@@ -686,18 +686,10 @@ impl RunContext {
 /// The node's final answer comes after our C-STORE answers, each sent only once
 /// its instance was durable, so everything counted is stored.
 async fn move_study(node: &DicomNode, destination: &str, study_uid: &str) -> Result<u64, String> {
-    let params = RequestParams {
-        calling_ae: node.calling_ae.clone(),
-        called_ae: node.ae_title.clone(),
-        max_pdu_length: node.max_pdu_length,
-        timeout: node.timeout,
-        tls: None,
-    };
-    let address = format!("{}:{}", node.host, node.port);
     let proposed = [ProposedContext::new(sop::STUDY_ROOT_MOVE, &[EXPLICIT_LE, IMPLICIT_LE])];
-    let mut client = Client::connect(&address, &params, &proposed)
+    let mut client = Client::connect(&node.address(), &node.request_params(), &proposed)
         .await
-        .map_err(|error| format!("{}@{address}: {error}", node.ae_title))?;
+        .map_err(|error| format!("{node}: {error}"))?;
     let mut identifier = Dataset::new();
     identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "STUDY"));
     identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));

@@ -77,6 +77,17 @@ impl DicomNode {
         }
     }
 
+    /// How to open an association to the node (plain TCP).
+    pub fn request_params(&self) -> RequestParams {
+        RequestParams {
+            calling_ae: self.calling_ae.clone(),
+            called_ae: self.ae_title.clone(),
+            max_pdu_length: self.max_pdu_length,
+            timeout: self.timeout,
+            tls: None,
+        }
+    }
+
     fn error(&self, detail: impl Into<String>) -> WalkError {
         WalkError::Node { node: self.to_string(), detail: detail.into() }
     }
@@ -418,13 +429,7 @@ fn image_identifier(study_uid: &str, series_uid: &str) -> Dataset {
 }
 
 pub(crate) async fn connect(node: &DicomNode) -> Result<Client, WalkError> {
-    let params = RequestParams {
-        calling_ae: node.calling_ae.clone(),
-        called_ae: node.ae_title.clone(),
-        max_pdu_length: node.max_pdu_length,
-        timeout: node.timeout,
-        tls: None,
-    };
+    let params = node.request_params();
     let proposed = [ProposedContext::new(
         haneul_dimse::sop::STUDY_ROOT_FIND,
         &[ts::EXPLICIT_VR_LITTLE_ENDIAN, ts::IMPLICIT_VR_LITTLE_ENDIAN],
