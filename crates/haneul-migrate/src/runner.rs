@@ -565,7 +565,20 @@ impl RunContext {
             let update = MigrationUpdate { state: Some(MigrationState::Done), ..MigrationUpdate::default() };
             self.archive.migration_update(name, &uid, update).await.map_err(|e| e.to_string())?;
         }
-        self.verify(&study, fetch).await?;
+        if let Err(error) = self.verify(&study, fetch).await {
+            // Left `done`, the study would keep the run from ever finishing: it is
+            // fetched (harmlessly) and verified again once its retry time comes.
+            let update = MigrationUpdate {
+                state: Some(MigrationState::Failed),
+                detail: Some(format!("not verified: {error}")),
+                next_attempt_ms: Some(
+                    now_ms() + retry_delay(self.source.retry_delay, study.attempts.max(1) as u32).as_millis() as i64,
+                ),
+                ..MigrationUpdate::default()
+            };
+            self.archive.migration_update(name, &uid, update).await.map_err(|e| e.to_string())?;
+            return Err(format!("study {uid}: not verified: {error}"));
+        }
         Ok(fetched)
     }
 

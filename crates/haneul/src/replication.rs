@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use haneul_core::replication::VerifyReport;
 
@@ -45,13 +45,12 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let path = format!("/api/replication/peers/{}/verify?repair={}", args.peer, !args.no_repair);
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    let (status, body) = runtime
-        .block_on(client.call(haneul_replication::http::Method::POST, &path, VERIFY_TIMEOUT))
-        .map_err(|error| anyhow::anyhow!(error))?;
-    if !status.is_success() {
-        bail!("{}", haneul_replication::http::failure(&client.base_url(), &path, status, &body));
-    }
-    let report: VerifyReport = serde_json::from_slice(&body).context("the server's answer is not a verify report")?;
+    let report: VerifyReport = runtime.block_on(crate::server_api::call_json(
+        &client,
+        haneul_replication::http::Method::POST,
+        &path,
+        VERIFY_TIMEOUT,
+    ))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

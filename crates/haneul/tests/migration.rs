@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::orthanc::{legacy_sample_paths, LegacyOptions, LegacyPacs};
+use common::orthanc::{file_sop_uid, legacy_sample_paths, LegacyOptions, LegacyPacs};
 use common::*;
 
 /// Five studies; rtdose.dcm's file meta names another SOP Instance UID than its data set, so it is refused.
@@ -84,7 +84,7 @@ fn folder_migration_is_verified_reported_and_reverified() {
 
     // A file gone from the source since: the new verify reports it, by SOP Instance UID.
     let gone_file = media.path().join("DIR000").join("IM00000");
-    let gone = sop_uid_of(&gone_file);
+    let gone = file_sop_uid(&gone_file);
     std::fs::remove_file(&gone_file).unwrap();
     let output = migrate(&server, &["verify", "media", "--report-dir", reports_dir]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
@@ -94,15 +94,6 @@ fn folder_migration_is_verified_reported_and_reverified() {
     assert_eq!(discrepancies[0]["sop_uid"], gone.as_str());
     assert_eq!(discrepancies[0]["kind"], "missing-at-source");
     assert_eq!(status(&server, "media")["counts"]["discrepant"], 1);
-}
-
-/// The SOP Instance UID of a file (DCMTK's dcmdump).
-fn sop_uid_of(file: &Path) -> String {
-    let output = run(dcmtk("dcmdump").args(["+P", "SOPInstanceUID"]).arg(file));
-    let dump = String::from_utf8_lossy(&output.stdout).to_string();
-    let start = dump.find('[').expect("a SOP Instance UID") + 1;
-    let end = dump[start..].find(']').expect("the end of the UID") + start;
-    dump[start..end].to_string()
 }
 
 #[test]
