@@ -3,6 +3,10 @@
 //! sub-operations, storage commitment reports, the benchmark, and later by
 //! replication and migration.
 
+use std::sync::Arc;
+
+use haneul_core::audit::Action;
+use haneul_core::{Archive, IngestError, IngestFormat, Origin};
 use haneul_dicom::charset::SpecificCharacterSet;
 use haneul_dicom::levels::InformationModel;
 use haneul_dicom::read::read_dataset_bytes;
@@ -60,6 +64,17 @@ pub struct ReceivedInstance {
     pub sop_instance_uid: String,
     pub transfer_syntax_uid: String,
     pub data: Vec<u8>,
+}
+
+/// What a C-GET into the archive did.
+#[derive(Debug, Clone, Default)]
+pub struct GetIntoArchive {
+    /// The final response's counters.
+    pub summary: RetrieveSummary,
+    /// Instances durable here (stored now or already).
+    pub stored: u64,
+    /// Instances not stored, each as "SOP Instance UID: reason".
+    pub refused: Vec<String>,
 }
 
 /// An association opened by Haneul as service user.
@@ -290,6 +305,134 @@ impl Client {
             }
             summary.pending_responses += 1;
         }
+    }
+
+    /// C-GET whose instances are streamed into `archive` as they arrive, each
+    /// answered only once it is durable (with the status the C-STORE service
+    /// would give it), never held whole in memory. `origin` names the peer
+    /// (its AE title is what coercion rules are keyed by).
+    pub async fn retrieve_get_into(
+        &mut self,
+        model: InformationModel,
+        identifier: &Dataset,
+        archive: &Arc<Archive>,
+        origin: &Origin,
+    ) -> Result<GetIntoArchive, ScuError> {
+        let (_, _, get_class) = sop::model_classes(model);
+        let (context_id, syntax) = self.context_for(get_class)?;
+        let id = self.message_id();
+        let mut request = Command::new(field::C_GET_RQ);
+        request.set_u16(tag::MESSAGE_ID, id).set_u16(tag::PRIORITY, 0).set_text(tag::AFFECTED_SOP_CLASS_UID, get_class);
+        let encoded = self.encode_identifier(identifier, syntax)?;
+        self.association.writer.send(context_id, &request, Some(&encoded)).await?;
+        let mut outcome = GetIntoArchive::default();
+        loop {
+            let Received::Command { context_id: incoming_context, command } =
+                self.association.reader.next_command().await?
+            else {
+                return Err(ScuError::UnexpectedResponse("association release during C-GET".into()));
+            };
+            if command.command_field() == Some(field::C_STORE_RQ) {
+                let (code, comment) = self.store_sub_operation(incoming_context, &command, archive, origin).await?;
+                let sop_instance_uid = command.text(tag::AFFECTED_SOP_INSTANCE_UID).unwrap_or_default().to_string();
+                // A warning (a duplicate kept as first received) leaves the instance here.
+                let failed = code != status::SUCCESS && code & 0xF000 != 0xB000;
+                match failed {
+                    true => outcome
+                        .refused
+                        .push(format!("{sop_instance_uid}: {}", comment.as_deref().unwrap_or("not stored"))),
+                    false => outcome.stored += 1,
+                }
+                let mut response = Command::response_to(&command, field::C_STORE_RSP, code);
+                response.set_text(tag::AFFECTED_SOP_INSTANCE_UID, sop_instance_uid);
+                if let Some(comment) = comment {
+                    response.set_text(tag::ERROR_COMMENT, crate::scp::error_comment(&comment));
+                }
+                self.association.writer.send(incoming_context, &response, None).await?;
+                continue;
+            }
+            if command.u16(tag::MESSAGE_ID_BEING_RESPONDED_TO) != Some(id) {
+                return Err(ScuError::UnexpectedResponse(format!("{command:?}")));
+            }
+            if command.has_data_set() {
+                self.association.reader.skip_data_set(incoming_context, self.max_received).await?;
+            }
+            let code = command.status().unwrap_or(status::PROCESSING_FAILURE);
+            let summary = &mut outcome.summary;
+            summary.completed = command.u16(tag::COMPLETED_SUBOPERATIONS).unwrap_or(summary.completed);
+            summary.failed = command.u16(tag::FAILED_SUBOPERATIONS).unwrap_or(summary.failed);
+            summary.warning = command.u16(tag::WARNING_SUBOPERATIONS).unwrap_or(summary.warning);
+            if !status::is_pending(code) {
+                summary.status = code;
+                return Ok(outcome);
+            }
+            summary.pending_responses += 1;
+        }
+    }
+
+    /// Stream one C-STORE sub-operation's data set into the archive; returns
+    /// the status to answer with.
+    async fn store_sub_operation(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+        archive: &Arc<Archive>,
+        origin: &Origin,
+    ) -> Result<(u16, Option<String>), ScuError> {
+        let sop_class_uid = command.text(tag::AFFECTED_SOP_CLASS_UID).unwrap_or_default().to_string();
+        let sop_instance_uid = command.text(tag::AFFECTED_SOP_INSTANCE_UID).unwrap_or_default().to_string();
+        let transfer_syntax_uid =
+            self.association.info.context(context_id).map(|pc| pc.transfer_syntax.clone()).unwrap_or_default();
+        let audit = || {
+            haneul_core::audit::Entry::new(Action::Store, &origin.actor, origin.address.as_str(), &origin.session)
+                .detail("sop_instance_uid", sop_instance_uid.as_str())
+        };
+        if !command.has_data_set() || sop_instance_uid.is_empty() {
+            if command.has_data_set() {
+                self.association.reader.skip_data_set(context_id, self.max_received).await?;
+            }
+            let reason = "C-STORE-RQ without a data set or SOP Instance UID".to_string();
+            archive.audit(audit().failed(&reason));
+            return Ok((status::CANNOT_UNDERSTAND, Some(reason)));
+        }
+        let format =
+            IngestFormat::Dataset { transfer_syntax_uid, sop_class_uid, sop_instance_uid: sop_instance_uid.clone() };
+        let mut ingest = match archive.begin_ingest(format, origin.clone()) {
+            Ok(ingest) => ingest,
+            Err(error) => {
+                self.association.reader.skip_data_set(context_id, self.max_received).await?;
+                archive.audit(audit().failed(&error));
+                return Ok((status::OUT_OF_RESOURCES, Some(error.to_string())));
+            }
+        };
+        let mut write_error: Option<IngestError> = None;
+        loop {
+            let (fragment, last) = self.association.reader.next_data_fragment(context_id).await?;
+            if ingest.len() + fragment.len() as u64 > self.max_received {
+                // The partial blob is removed when `ingest` is dropped.
+                return Err(DimseError::TooLarge(self.max_received).into());
+            }
+            if write_error.is_none() {
+                if let Err(error) = ingest.write(&fragment).await {
+                    write_error = Some(error);
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        let result = match write_error {
+            Some(error) => Err(error),
+            None => archive.finish_ingest(ingest).await,
+        };
+        archive.audit(match &result {
+            Ok(report) => audit().patient(&report.patient_id).study(&report.study_instance_uid),
+            Err(error) => audit().failed(error),
+        });
+        if let Err(error) = &result {
+            tracing::warn!(sop_instance_uid = %sop_instance_uid, %error, "C-GET sub-operation not stored");
+        }
+        Ok(crate::scp::store::store_status(&result))
     }
 
     /// Send an N-EVENT-REPORT and wait for its response status.

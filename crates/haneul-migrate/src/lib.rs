@@ -3,10 +3,11 @@
 //!
 //! `walk` lists what a DICOM node holds (studies by date range, split where
 //! the node caps its answers; the instances of a study); `diff` compares two
-//! nodes study by study on top of it.
+//! nodes study by study on top of it. `get` fetches a study by C-GET.
 
 pub mod diff;
 pub mod folder;
+pub mod get;
 pub mod report;
 mod runner;
 pub mod walk;

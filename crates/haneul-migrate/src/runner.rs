@@ -22,6 +22,7 @@ use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinSet;
 
 use crate::folder::FolderIndex;
+use crate::get;
 use crate::walk::{self, DateRange, DicomNode};
 use crate::windows::{local_minute_now, parallel_at, Window};
 
@@ -40,6 +41,9 @@ pub enum Fetch {
     /// C-FIND the study list (split where the node caps its answers), then
     /// C-MOVE each study to `destination`, this server's AE title.
     DicomMove { node: DicomNode, destination: String, cap: Option<usize> },
+    /// C-FIND the study list as for `DicomMove`, then C-GET each study: the
+    /// node sends on the association we open, it needs no route to us.
+    DicomGet { node: DicomNode, cap: Option<usize> },
     /// Every instance file under a folder (a folder tree, or the folder of
     /// DICOMDIR media), imported as sent by `actor`.
     Folder { path: PathBuf, actor: String },
@@ -49,6 +53,7 @@ impl Fetch {
     fn method(&self) -> &'static str {
         match self {
             Fetch::DicomMove { .. } => "c-move",
+            Fetch::DicomGet { .. } => "c-get",
             Fetch::Folder { .. } => "folder",
         }
     }
@@ -504,7 +509,7 @@ impl RunContext {
     /// List the source's studies into the catalog; returns how many were new.
     async fn plan(&self, state: &RunState) -> Result<usize, String> {
         let studies = match &self.source.fetch {
-            Fetch::DicomMove { node, cap, .. } => {
+            Fetch::DicomMove { node, cap, .. } | Fetch::DicomGet { node, cap } => {
                 let range = DateRange {
                     from: state.since.clone().unwrap_or_else(|| "19000101".into()),
                     to: state.until.clone().unwrap_or_else(|| "99991231".into()),
@@ -585,6 +590,18 @@ impl RunContext {
     async fn fetch(&self, study: &MigrationStudy) -> Result<u64, FetchError> {
         match &self.source.fetch {
             Fetch::DicomMove { node, destination, .. } => Ok(move_study(node, destination, &study.study_uid).await?),
+            Fetch::DicomGet { node, .. } => {
+                // Sent by the node: its AE title is what coercion rules are keyed by.
+                let origin = Origin { actor: node.ae_title.clone(), address: node.address(), ..self.origin.clone() };
+                let got = get::get_study(node, &self.archive, &origin, &study.study_uid)
+                    .await
+                    .map_err(|error| FetchError { detail: error.detail, retriable: error.retriable })?;
+                if !got.refused.is_empty() {
+                    let detail = format!("{} instances refused: {}", got.refused.len(), got.refused.join("; "));
+                    return Err(FetchError { detail, retriable: false });
+                }
+                Ok(got.stored)
+            }
             Fetch::Folder { path, actor } => {
                 let index = self.folder_index(path).await.map_err(FetchError::from)?;
                 let Some(found) = index.studies.get(&study.study_uid) else {
@@ -620,7 +637,7 @@ impl RunContext {
         let name = &self.source.name;
         let uid = &study.study_uid;
         let at_source: BTreeSet<String> = match &self.source.fetch {
-            Fetch::DicomMove { node, .. } => {
+            Fetch::DicomMove { node, .. } | Fetch::DicomGet { node, .. } => {
                 walk::study_instances(node, uid).await.map_err(|error| error.to_string())?.into_iter().collect()
             }
             Fetch::Folder { path, .. } => self

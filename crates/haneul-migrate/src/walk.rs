@@ -261,8 +261,23 @@ pub async fn list_studies_with(
 
 /// SOP Instance UIDs of one study at `node` (C-FIND at IMAGE level).
 pub async fn study_instances(node: &DicomNode, study_uid: &str) -> Result<Vec<String>, WalkError> {
+    let refs = study_instance_refs(node, study_uid).await?;
+    Ok(refs.into_iter().map(|instance| instance.sop_uid).collect())
+}
+
+/// One instance as a node lists it at IMAGE level.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InstanceRef {
+    pub series_uid: String,
+    pub sop_uid: String,
+    /// Empty where the node does not return it.
+    pub sop_class: String,
+}
+
+/// The instances of one study at `node`, by series (C-FIND at IMAGE level).
+pub async fn study_instance_refs(node: &DicomNode, study_uid: &str) -> Result<Vec<InstanceRef>, WalkError> {
     let mut client = connect(node).await?;
-    let result = instances_of(&mut client, node, study_uid).await;
+    let result = instance_refs_of(&mut client, node, study_uid).await;
     release(client, node).await;
     result
 }
@@ -272,8 +287,18 @@ pub(crate) async fn instances_of(
     node: &DicomNode,
     study_uid: &str,
 ) -> Result<Vec<String>, WalkError> {
+    let refs = instance_refs_of(client, node, study_uid).await?;
+    let uids: BTreeSet<String> = refs.into_iter().map(|instance| instance.sop_uid).collect();
+    Ok(uids.into_iter().collect())
+}
+
+async fn instance_refs_of(
+    client: &mut Client,
+    node: &DicomNode,
+    study_uid: &str,
+) -> Result<Vec<InstanceRef>, WalkError> {
     let (answers, code) = find(client, node, &image_identifier(study_uid, "")).await?;
-    let mut uids: BTreeSet<String> = answers.iter().filter_map(|a| text(a, tags::SOP_INSTANCE_UID)).collect();
+    let mut refs: BTreeSet<InstanceRef> = answers.iter().filter_map(instance_ref).collect();
     if code == status::CANCEL {
         // The node capped the answers: ask series by series instead.
         let (series_answers, series_code) = find(client, node, &series_identifier(study_uid)).await?;
@@ -285,10 +310,18 @@ pub(crate) async fn instances_of(
             if code == status::CANCEL {
                 return Err(node.error(format!("the instances of series {series_uid} are more than the node answers")));
             }
-            uids.extend(answers.iter().filter_map(|a| text(a, tags::SOP_INSTANCE_UID)));
+            refs.extend(answers.iter().filter_map(instance_ref));
         }
     }
-    Ok(uids.into_iter().collect())
+    Ok(refs.into_iter().collect())
+}
+
+fn instance_ref(answer: &Dataset) -> Option<InstanceRef> {
+    Some(InstanceRef {
+        series_uid: text(answer, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+        sop_uid: text(answer, tags::SOP_INSTANCE_UID)?,
+        sop_class: text(answer, tags::SOP_CLASS_UID).unwrap_or_default(),
+    })
 }
 
 /// One C-FIND at STUDY level, narrowed by StudyDate and StudyTime.
@@ -425,6 +458,7 @@ fn image_identifier(study_uid: &str, series_uid: &str) -> Dataset {
     identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
     identifier.put(Element::text(tags::SERIES_INSTANCE_UID, VR::UI, series_uid));
     identifier.put(Element::empty(tags::SOP_INSTANCE_UID, VR::UI));
+    identifier.put(Element::empty(tags::SOP_CLASS_UID, VR::UI));
     identifier
 }
 

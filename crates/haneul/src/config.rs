@@ -1026,6 +1026,11 @@ mod tests {
         let folder = "[[migration.source]]\nname = \"cd\"\nmethod = \"folder\"\n";
         assert!(refused(folder).contains("migration.source[0].path"));
         assert!(refused(&format!("{folder}path = \"/media\"\nport = 104\n")).contains("migration.source[0].port"));
+        let get = "[[migration.source]]\nname = \"old\"\nmethod = \"c-get\"\n";
+        assert!(refused(get).contains("migration.source[0].ae_title"));
+        let config = Config::parse(&format!("{get}ae_title = \"OLD\"\nhost = \"h\"\nport = 104\n")).expect("c-get");
+        let sources = config.migration.sources("HANEUL", 16384);
+        assert!(matches!(&sources[0].fetch, haneul_migrate::Fetch::DicomGet { node, cap: None } if node.port == 104));
     }
 
     #[test]

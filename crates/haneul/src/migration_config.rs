@@ -26,6 +26,8 @@ pub struct MigrationSourceConfig {
     pub name: String,
     /// "c-move": a DICOM node, listed by C-FIND and moved study by study to
     /// this server's AE title (the node must know it as a move destination);
+    /// "c-get": the same node listing, each study fetched by C-GET on our own
+    /// association (the node needs no route to us);
     /// "folder": every instance file under `path` (a folder tree or DICOMDIR media).
     #[serde(default = "c_move")]
     pub method: String,
@@ -124,14 +126,14 @@ impl MigrationConfig {
                 bail!("{key}.name: {:?} is listed twice", source.name);
             }
             match source.method.as_str() {
-                "c-move" => {
-                    let Some(title) = &source.ae_title else { bail!("{key}.ae_title: needed for method = \"c-move\"") };
+                method @ ("c-move" | "c-get") => {
+                    let Some(title) = &source.ae_title else { bail!("{key}.ae_title: needed for method = {method:?}") };
                     check_ae_title(&format!("{key}.ae_title"), title)?;
                     if source.host.as_deref().is_none_or(|host| host.trim().is_empty()) {
-                        bail!("{key}.host: needed for method = \"c-move\"");
+                        bail!("{key}.host: needed for method = {method:?}");
                     }
                     if source.port.is_none_or(|port| port == 0) {
-                        bail!("{key}.port: needed for method = \"c-move\" (1 to 65535)");
+                        bail!("{key}.port: needed for method = {method:?} (1 to 65535)");
                     }
                     if source.path.is_some() {
                         bail!("{key}.path: only for method = \"folder\"");
@@ -147,11 +149,11 @@ impl MigrationConfig {
                         ("port", source.port.is_some()),
                     ] {
                         if given {
-                            bail!("{key}.{field}: only for method = \"c-move\"");
+                            bail!("{key}.{field}: only for method = \"c-move\" or \"c-get\"");
                         }
                     }
                 }
-                other => bail!("{key}.method: {other:?} is not \"c-move\" or \"folder\""),
+                other => bail!("{key}.method: {other:?} is not \"c-move\", \"c-get\" or \"folder\""),
             }
             if source.parallel == 0 || source.parallel > 64 {
                 bail!("{key}.parallel: must be 1 to 64");
@@ -196,18 +198,21 @@ impl MigrationConfig {
                         path: source.path.clone().unwrap_or_default(),
                         actor: folder_actor(&source.name),
                     },
-                    _ => Fetch::DicomMove {
-                        node: haneul_migrate::walk::DicomNode {
+                    method => {
+                        let node = haneul_migrate::walk::DicomNode {
                             ae_title: source.ae_title.clone().unwrap_or_default(),
                             host: source.host.clone().unwrap_or_default(),
                             port: source.port.unwrap_or_default(),
                             calling_ae: our_ae.to_string(),
                             max_pdu_length,
                             timeout: Duration::from_secs(source.timeout_seconds),
-                        },
-                        destination: our_ae.to_string(),
-                        cap: (source.query_limit > 0).then_some(source.query_limit),
-                    },
+                        };
+                        let cap = (source.query_limit > 0).then_some(source.query_limit);
+                        match method {
+                            "c-get" => Fetch::DicomGet { node, cap },
+                            _ => Fetch::DicomMove { node, destination: our_ae.to_string(), cap },
+                        }
+                    }
                 };
                 Source {
                     name: source.name.clone(),

@@ -215,3 +215,47 @@ fn a_migration_killed_half_way_resumes_without_duplicates_or_gaps() {
     assert_eq!(sop_uids(&server), legacy.sop_uids(), "no gap");
     assert_eq!(server.instances().len(), legacy.instance_count(), "no duplicate");
 }
+
+#[test]
+fn a_c_get_migration_brings_every_instance_byte_for_byte_without_a_route_back_to_haneul() {
+    // Orthanc does not know Haneul: no move destination, the instances come back on our association.
+    let legacy = LegacyPacs::start(LegacyOptions::new());
+    legacy.store("MODALITY", &legacy_sample_paths());
+    let config = start_haneul_for(&legacy, "method = \"c-get\"\nparallel = 2");
+    let server = Server::start_with(&config);
+    let reports = tempfile::tempdir().unwrap();
+
+    let output = migrate(&server, &["start", "legacy", "--report-dir", reports.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}\n{}\n{}", text(&output), server.log(), legacy.log());
+    let report = report(reports.path(), "legacy");
+    assert!(report["discrepancies"].as_array().unwrap().is_empty(), "{report:#}");
+    assert_eq!(report["status"]["method"], "c-get", "{report:#}");
+    assert_eq!(sop_uids(&server), legacy.sop_uids(), "the same instances on both sides");
+
+    // Each instance kept in the transfer syntax the old archive held it in, data set unchanged
+    // (a deflated one compared inflated: the sender deflates it anew, with its own encoder).
+    for instance in server.instances() {
+        let id = legacy.orthanc_id("Instance", &instance.2);
+        let at_source = legacy.rest("GET", &format!("/instances/{id}/file"), b"");
+        assert_eq!(at_source.status, 200);
+        let (here, there) = (server.data_set(&instance), without_meta(&at_source.body));
+        let deflated = legacy.transfer_syntax(&instance.2) == "1.2.840.10008.1.2.1.99";
+        let same = match deflated {
+            true => inflate(&here) == inflate(&there),
+            false => here == there,
+        };
+        assert!(same, "instance {} differs from the source's copy", instance.2);
+    }
+
+    // Fetched again (a new start after a reset would do this): nothing stored twice.
+    let again = migrate(&server, &["verify", "legacy"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(server.instances().len(), legacy.instance_count());
+}
+
+fn inflate(deflated: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated).read_to_end(&mut inflated).expect("deflated data");
+    inflated
+}

@@ -6,7 +6,7 @@ mod commitment;
 mod find;
 mod limits;
 mod retrieve;
-mod store;
+pub(crate) mod store;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

@@ -1,7 +1,7 @@
 //! C-STORE SCP: stream the data set into the archive, answer after it is durable.
 
 use haneul_core::audit::Action;
-use haneul_core::{CommitOutcome, IngestError, IngestFormat, RejectReason};
+use haneul_core::{CommitOutcome, IngestError, IngestFormat, IngestReport, RejectReason};
 use haneul_dicom::dict;
 use tracing::{info, warn};
 
@@ -84,7 +84,29 @@ pub(super) async fn handle(
         Some(error) => Err(error),
         None => session.archive().finish_ingest(ingest).await,
     };
-    let (code, comment) = match &result {
+    let (code, comment) = store_status(&result);
+    let entry = session.audit_entry(Action::Store).detail("sop_instance_uid", sop_instance.as_str());
+    session.archive().audit(match &result {
+        Ok(report) => entry.patient(&report.patient_id).study(&report.study_instance_uid),
+        Err(error) => entry.failed(error),
+    });
+    match &result {
+        Ok(report) => info!(
+            sop_instance_uid = %report.sop_instance_uid,
+            study_instance_uid = %report.study_instance_uid,
+            bytes = report.size,
+            outcome = ?report.outcome,
+            "C-STORE"
+        ),
+        Err(error) => warn!(sop_instance_uid = %sop_instance, %error, status = format!("{code:04X}"), "C-STORE failed"),
+    }
+    respond(session, context_id, &command, &sop_instance, code, comment.as_deref()).await
+}
+
+/// The C-STORE response status (and error comment) for an ingest's result;
+/// shared with the C-GET service user, which answers sub-operations the same way.
+pub(crate) fn store_status(result: &Result<IngestReport, IngestError>) -> (u16, Option<String>) {
+    match result {
         Ok(report) => match &report.outcome {
             CommitOutcome::Stored | CommitOutcome::Replaced { .. } => (status::SUCCESS, None),
             CommitOutcome::AlreadyStored => (status::SUCCESS, None),
@@ -109,23 +131,7 @@ pub(super) async fn handle(
             (code, Some(detail.clone()))
         }
         Err(error) => (status::OUT_OF_RESOURCES, Some(error.to_string())),
-    };
-    let entry = session.audit_entry(Action::Store).detail("sop_instance_uid", sop_instance.as_str());
-    session.archive().audit(match &result {
-        Ok(report) => entry.patient(&report.patient_id).study(&report.study_instance_uid),
-        Err(error) => entry.failed(error),
-    });
-    match &result {
-        Ok(report) => info!(
-            sop_instance_uid = %report.sop_instance_uid,
-            study_instance_uid = %report.study_instance_uid,
-            bytes = report.size,
-            outcome = ?report.outcome,
-            "C-STORE"
-        ),
-        Err(error) => warn!(sop_instance_uid = %sop_instance, %error, status = format!("{code:04X}"), "C-STORE failed"),
     }
-    respond(session, context_id, &command, &sop_instance, code, comment.as_deref()).await
 }
 
 async fn respond(
