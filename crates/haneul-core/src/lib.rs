@@ -41,6 +41,8 @@ pub use haneul_catalog::{
     CommitOutcome, ConflictRecord, Discrepancy, DuplicatePolicy, Event, HeldVersion, MigrationCounts, MigrationState,
     MigrationStudy, MigrationUpdate, Origin, PlannedStudy, Statistics, StoredEvent, StoredInstance,
 };
+/// BLAKE3 of a file as the catalog records a blob's, to compare a source file with the copy held.
+pub use haneul_storage::digest_file;
 pub use ingest::{Ingest, IngestError, IngestFormat, IngestReport, RejectReason};
 pub use metrics::Metrics;
 pub use recovery::RecoveryReport;

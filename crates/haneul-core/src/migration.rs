@@ -2,6 +2,7 @@
 //! list and its states (the work itself is `haneul-migrate`'s), and what the
 //! archive holds of a study, for verification.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -173,6 +174,17 @@ impl Archive {
     /// SOP Instance UIDs this archive holds in a study, sorted; journaled as a
     /// query by `origin` (the migration that verifies the study).
     pub async fn study_sop_uids(&self, study_uid: &str, origin: &Origin) -> Result<Vec<String>, ArchiveError> {
+        let held = self.study_instances_held(study_uid, origin).await?;
+        Ok(held.into_keys().collect())
+    }
+
+    /// The BLAKE3 digest of each instance this archive holds in a study, by
+    /// SOP Instance UID; journaled as a query by `origin`.
+    pub async fn study_instances_held(
+        &self,
+        study_uid: &str,
+        origin: &Origin,
+    ) -> Result<BTreeMap<String, [u8; 32]>, ArchiveError> {
         let mut identifier = Dataset::new();
         identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, Level::Image.as_str()));
         identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
@@ -181,9 +193,6 @@ impl Archive {
         self.journal(query_event("query", &query, origin));
         let catalog = Arc::clone(&self.catalog);
         let found = run_blocking(move || Ok(catalog.find_instances(&query)?)).await?;
-        let mut uids: Vec<String> = found.into_iter().map(|instance| instance.sop_uid).collect();
-        uids.sort();
-        uids.dedup();
-        Ok(uids)
+        Ok(found.into_iter().map(|instance| (instance.sop_uid, instance.blob.digest)).collect())
     }
 }

@@ -16,6 +16,8 @@ pub struct FolderStudy {
     pub study_date: String,
     pub files: Vec<PathBuf>,
     pub sop_uids: Vec<String>,
+    /// The file each instance was read from (the first, if several hold it).
+    pub file_of: BTreeMap<String, PathBuf>,
 }
 
 /// What a scan of the folder found.
@@ -46,6 +48,7 @@ impl FolderIndex {
                         (study.patient_id, study.patient_name, study.study_date) =
                             (keys.patient_id, keys.patient_name, keys.study_date);
                     }
+                    study.file_of.entry(keys.sop_uid.clone()).or_insert_with(|| path.clone());
                     study.files.push(path);
                     study.sop_uids.push(keys.sop_uid);
                 }

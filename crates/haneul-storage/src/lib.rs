@@ -43,6 +43,23 @@ impl Digest {
     }
 }
 
+/// Size and BLAKE3 digest of a file, as the catalog records a blob's (blocking).
+pub fn digest_file(path: &Path) -> io::Result<(u64, Digest)> {
+    let mut file = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    Ok((size, Digest(*hasher.finalize().as_bytes())))
+}
+
 impl std::fmt::Debug for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "blake3:{}", self.to_hex())
@@ -251,19 +268,7 @@ impl BlobStore {
     /// Re-read a blob and compute its size and digest.
     pub fn digest_of(&self, rel_path: &str) -> Result<(u64, Digest)> {
         let path = self.path_of(rel_path)?;
-        let mut file = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buffer = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = file.read(&mut buffer).map_err(|e| StorageError::io(&path, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-            size += n as u64;
-        }
-        Ok((size, Digest(*hasher.finalize().as_bytes())))
+        digest_file(&path).map_err(|e| StorageError::io(&path, e))
     }
 
     /// Shards (`YYYY/MM/DD/HH`) that exist on disk and sort at or after `from`.

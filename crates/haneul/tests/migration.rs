@@ -94,6 +94,21 @@ fn folder_migration_is_verified_reported_and_reverified() {
     assert_eq!(discrepancies[0]["sop_uid"], gone.as_str());
     assert_eq!(discrepancies[0]["kind"], "missing-at-source");
     assert_eq!(status(&server, "media")["counts"]["discrepant"], 1);
+
+    // A file whose bytes changed since: the folder offers its bytes, so the digests tell.
+    let changed_file = media.path().join("DIR001").join("IM00001");
+    let changed = file_sop_uid(&changed_file);
+    let mut bytes = std::fs::read(&changed_file).unwrap();
+    *bytes.last_mut().unwrap() ^= 0xFF;
+    std::fs::write(&changed_file, bytes).unwrap();
+    let output = migrate(&server, &["verify", "media", "--report-dir", reports_dir]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let third = report(reports.path(), "media");
+    let mismatches: Vec<_> =
+        third["discrepancies"].as_array().unwrap().iter().filter(|d| d["kind"] == "digest-mismatch").collect();
+    assert_eq!(mismatches.len(), 1, "{third:#}");
+    assert_eq!(mismatches[0]["sop_uid"], changed.as_str());
+    assert_eq!(status(&server, "media")["counts"]["discrepant"], 2);
 }
 
 #[test]
