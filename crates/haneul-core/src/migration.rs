@@ -54,6 +54,60 @@ pub struct MigrationStatus {
     pub last_error: Option<String>,
 }
 
+/// The migrations' figures in Prometheus text, a series per source (and per
+/// study state), appended to `out`.
+pub fn render_prometheus(statuses: &[MigrationStatus], out: &mut String) {
+    use std::fmt::Write;
+    if statuses.is_empty() {
+        return;
+    }
+    let mut family = |name: &str, kind: &str, help: &str, values: &mut dyn Iterator<Item = (String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in values {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let source = |status: &MigrationStatus| format!("source=\"{}\"", status.source);
+    family(
+        "haneul_migration_studies",
+        "gauge",
+        "Studies of each migration source by state",
+        &mut statuses.iter().flat_map(|status| {
+            let c = &status.counts;
+            [
+                ("pending", c.pending),
+                ("running", c.running),
+                ("done", c.done),
+                ("failed", c.failed),
+                ("verified", c.verified),
+                ("discrepant", c.discrepant),
+            ]
+            .into_iter()
+            .map(move |(state, count)| (format!("{},state=\"{state}\"", source(status)), count as f64))
+        }),
+    );
+    let per_source: [(&str, &str, &str, fn(&MigrationStatus) -> f64); 5] = [
+        ("haneul_migration_instances_expected", "gauge", "Instances the source listed", |s| {
+            s.counts.expected_instances as f64
+        }),
+        ("haneul_migration_instances_migrated", "gauge", "Instances verified here and at the source", |s| {
+            s.counts.migrated_instances as f64
+        }),
+        ("haneul_migration_discrepancies", "gauge", "Discrepancies the last verification found", |s| {
+            s.counts.discrepancies as f64
+        }),
+        ("haneul_migration_instances_per_second", "gauge", "Fetch rate of the run under way", |s| {
+            s.instances_per_second
+        }),
+        ("haneul_migration_parallel_allowed", "gauge", "Associations the time windows allow now", |s| {
+            s.parallel_now as f64
+        }),
+    ];
+    for (name, kind, help, value) in per_source {
+        family(name, kind, help, &mut statuses.iter().map(|status| (source(status), value(status))));
+    }
+}
+
 /// Everything a migration found: its status, every study and every discrepancy.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MigrationReport {

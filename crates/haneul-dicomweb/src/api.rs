@@ -204,7 +204,14 @@ pub async fn conflict_file(
 }
 
 pub async fn metrics(State(state): State<WebState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.archive().render_metrics()).into_response()
+    let mut text = state.archive().render_metrics();
+    if let Ok(migrations) = state.archive().migrations() {
+        match migrations.status(None).await {
+            Ok(statuses) => haneul_core::migration::render_prometheus(&statuses, &mut text),
+            Err(error) => tracing::warn!(%error, "migration figures left out of the metrics"),
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// The OpenAPI document of the whole HTTP surface (checked against [`crate::routes`] by tests).

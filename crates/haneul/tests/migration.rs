@@ -109,6 +109,11 @@ fn folder_migration_is_verified_reported_and_reverified() {
     assert_eq!(mismatches.len(), 1, "{third:#}");
     assert_eq!(mismatches[0]["sop_uid"], changed.as_str());
     assert_eq!(status(&server, "media")["counts"]["discrepant"], 2);
+    // The same figures for the monitoring.
+    let series =
+        |state: &str| server.metric(&format!("haneul_migration_studies{{source=\"media\",state=\"{state}\"}}"));
+    assert_eq!((series("verified"), series("discrepant")), (FILES.len() as f64 - 3.0, 2.0));
+    assert_eq!(server.metric("haneul_migration_discrepancies{source=\"media\"}"), 2.0);
 }
 
 #[test]
