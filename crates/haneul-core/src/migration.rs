@@ -54,6 +54,9 @@ pub struct MigrationStatus {
     pub last_error: Option<String>,
 }
 
+/// A per-source gauge: name, help and how to read it off a status.
+type SourceGauge = (&'static str, &'static str, fn(&MigrationStatus) -> f64);
+
 /// The migrations' figures in Prometheus text, a series per source (and per
 /// study state), appended to `out`.
 pub fn render_prometheus(statuses: &[MigrationStatus], out: &mut String) {
@@ -86,25 +89,19 @@ pub fn render_prometheus(statuses: &[MigrationStatus], out: &mut String) {
             .map(move |(state, count)| (format!("{},state=\"{state}\"", source(status)), count as f64))
         }),
     );
-    let per_source: [(&str, &str, &str, fn(&MigrationStatus) -> f64); 5] = [
-        ("haneul_migration_instances_expected", "gauge", "Instances the source listed", |s| {
-            s.counts.expected_instances as f64
-        }),
-        ("haneul_migration_instances_migrated", "gauge", "Instances verified here and at the source", |s| {
+    let per_source: [SourceGauge; 5] = [
+        ("haneul_migration_instances_expected", "Instances the source listed", |s| s.counts.expected_instances as f64),
+        ("haneul_migration_instances_migrated", "Instances verified here and at the source", |s| {
             s.counts.migrated_instances as f64
         }),
-        ("haneul_migration_discrepancies", "gauge", "Discrepancies the last verification found", |s| {
+        ("haneul_migration_discrepancies", "Discrepancies the last verification found", |s| {
             s.counts.discrepancies as f64
         }),
-        ("haneul_migration_instances_per_second", "gauge", "Fetch rate of the run under way", |s| {
-            s.instances_per_second
-        }),
-        ("haneul_migration_parallel_allowed", "gauge", "Associations the time windows allow now", |s| {
-            s.parallel_now as f64
-        }),
+        ("haneul_migration_instances_per_second", "Fetch rate of the run under way", |s| s.instances_per_second),
+        ("haneul_migration_parallel_allowed", "Associations the time windows allow now", |s| s.parallel_now as f64),
     ];
-    for (name, kind, help, value) in per_source {
-        family(name, kind, help, &mut statuses.iter().map(|status| (source(status), value(status))));
+    for (name, help, value) in per_source {
+        family(name, "gauge", help, &mut statuses.iter().map(|status| (source(status), value(status))));
     }
 }
 
