@@ -5,13 +5,13 @@
 #   1. Haneul's own C-STORE ingest rate: the same kind and number of instances
 #      sent to a fresh Haneul over PARALLEL associations (haneul bench store);
 #   2. the migration rate: a fresh Haneul migrates everything from Orthanc with
-#      PARALLEL C-MOVEs (haneul migrate start), from the start to the last study
+#      PARALLEL C-MOVEs (or C-GETs: METHOD=c-get) (haneul migrate start), from the start to the last study
 #      verified (planning and verification included).
 # Rounds alternate which goes first; medians and the ratio are printed.
 #
 #   cargo build --release && bench/migration.sh
 # Environment: ROUNDS (3), COUNT (2000), PER_STUDY instances per study (50),
-# KIND (small | ct), PARALLEL (4).
+# KIND (small | ct), PARALLEL (4), METHOD (c-move | c-get).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 HANEUL="$ROOT/target/release/haneul"
@@ -20,6 +20,7 @@ COUNT=${COUNT:-2000}
 PER_STUDY=${PER_STUDY:-50}
 KIND=${KIND:-small}
 PARALLEL=${PARALLEL:-4}
+METHOD=${METHOD:-c-move}
 WORK=$(mktemp -d /tmp/haneul-migration-bench.XXXXXX)
 [[ -x $HANEUL ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 command -v Orthanc >/dev/null || { echo "install Debian's orthanc package first" >&2; exit 1; }
@@ -55,6 +56,7 @@ start_haneul() { # data-dir
     cat > "$WORK/haneul.toml" <<TOML
 [[migration.source]]
 name = "legacy"
+method = "$METHOD"
 ae_title = "LEGACY"
 host = "127.0.0.1"
 port = $ORTHANC_PORT
@@ -112,11 +114,11 @@ for round in $(seq 1 "$ROUNDS"); do
     printf 'round %d: Haneul C-STORE ingest %.0f instances/s, migration from Orthanc %.0f instances/s\n' \
         "$round" "${ingest[-1]}" "${migration[-1]}"
 done
-python3 - "${ingest[*]}" "${migration[*]}" "$COUNT" "$KIND" "$PARALLEL" <<'PY'
+python3 - "${ingest[*]}" "${migration[*]}" "$COUNT" "$KIND" "$PARALLEL" "$METHOD" <<'PY'
 import statistics, sys
 ingest = [float(x) for x in sys.argv[1].split()]
 migration = [float(x) for x in sys.argv[2].split()]
 i, m = statistics.median(ingest), statistics.median(migration)
-print(f"{sys.argv[3]} {sys.argv[4]} instances, {sys.argv[5]} associations, medians of {len(ingest)} rounds:")
+print(f"{sys.argv[3]} {sys.argv[4]} instances, {sys.argv[5]} associations ({sys.argv[6]}), medians of {len(ingest)} rounds:")
 print(f"  Haneul C-STORE ingest {i:.0f}/s, migration from Orthanc {m:.0f}/s, ratio {m / i:.2f} (target >= 0.80)")
 PY
