@@ -504,31 +504,39 @@ impl Archive {
         origin: Origin,
     ) -> Result<IngestReport, IngestError> {
         let path = path.to_path_buf();
-        let (format, bytes_to_store) = tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
+        let header_path = path.clone();
+        let format = tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
+            let path = header_path;
             let mut file =
                 std::fs::File::open(&path).map_err(|e| IngestError::Storage(format!("{}: {e}", path.display())))?;
             let layout = read_layout(&mut std::io::BufReader::new(&mut file)).map_err(unreadable)?;
             match layout {
-                FileLayout::Part10(_) => Ok((IngestFormat::Part10 { expected_study_uid: None }, std::fs::read(&path))),
+                FileLayout::Part10(_) => Ok(IngestFormat::Part10 { expected_study_uid: None }),
                 FileLayout::BareDataset { transfer_syntax_uid } => {
                     // A bare data set needs its UIDs for the meta group we write in front of it.
                     let header = read_instance_header(&mut file, &header_options()).map_err(unreadable)?;
                     let uid = |tag| header.parsed.dataset.string(tag).unwrap_or_default().to_string();
-                    let format = IngestFormat::Dataset {
+                    Ok(IngestFormat::Dataset {
                         transfer_syntax_uid: transfer_syntax_uid.to_string(),
                         sop_class_uid: uid(tags::SOP_CLASS_UID),
                         sop_instance_uid: uid(tags::SOP_INSTANCE_UID),
-                    };
-                    Ok((format, std::fs::read(&path)))
+                    })
                 }
             }
         })
         .await
         .map_err(|error| IngestError::Storage(error.to_string()))??;
-        let bytes = bytes_to_store.map_err(|e| IngestError::Storage(e.to_string()))?;
+        // Streamed in chunks: an instance is never held whole in memory.
+        let read_error = |e: std::io::Error| IngestError::Storage(format!("{}: {e}", path.display()));
+        let mut file = tokio::fs::File::open(&path).await.map_err(read_error)?;
         let mut ingest = self.begin_ingest(format, origin)?;
-        for chunk in bytes.chunks(FLUSH_THRESHOLD) {
-            ingest.write(chunk).await?;
+        let mut buffer = vec![0u8; FLUSH_THRESHOLD];
+        loop {
+            let read = tokio::io::AsyncReadExt::read(&mut file, &mut buffer).await.map_err(read_error)?;
+            if read == 0 {
+                break;
+            }
+            ingest.write(&buffer[..read]).await?;
         }
         self.finish_ingest(ingest).await
     }
