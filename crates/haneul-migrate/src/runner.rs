@@ -21,6 +21,7 @@ use haneul_dimse::{sop, Client, ProposedContext};
 use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinSet;
 
+use crate::dicomweb::DicomWebSource;
 use crate::folder::FolderIndex;
 use crate::walk::{self, DateRange, DicomNode};
 use crate::windows::{local_minute_now, parallel_at, Window};
@@ -43,6 +44,8 @@ pub enum Fetch {
     /// Every instance file under a folder (a folder tree, or the folder of
     /// DICOMDIR media), imported as sent by `actor`.
     Folder { path: PathBuf, actor: String },
+    /// A DICOMweb server: QIDO-RS listings, WADO-RS retrieves stored as sent by `actor`.
+    DicomWeb { source: DicomWebSource, actor: String },
 }
 
 impl Fetch {
@@ -50,6 +53,7 @@ impl Fetch {
         match self {
             Fetch::DicomMove { .. } => "c-move",
             Fetch::Folder { .. } => "folder",
+            Fetch::DicomWeb { .. } => "dicomweb",
         }
     }
 }
@@ -530,6 +534,13 @@ impl RunContext {
                 };
                 index.planned().into_iter().filter(|study| in_range(&study.study_date)).collect()
             }
+            Fetch::DicomWeb { source, .. } => {
+                let range = DateRange {
+                    from: state.since.clone().unwrap_or_else(|| "19000101".into()),
+                    to: state.until.clone().unwrap_or_else(|| "99991231".into()),
+                };
+                source.planned_studies(&range).await?
+            }
         };
         self.archive.migration_plan(&self.source.name, studies).await.map_err(|error| error.to_string())
     }
@@ -612,6 +623,13 @@ impl RunContext {
                 }
                 Ok(stored)
             }
+            Fetch::DicomWeb { source, actor } => {
+                let origin = Origin { actor: actor.clone(), ..self.origin.clone() };
+                source
+                    .fetch_study(&self.archive, &study.study_uid, &origin)
+                    .await
+                    .map_err(|failure| FetchError { detail: failure.detail, retriable: failure.retriable })
+            }
         }
     }
 
@@ -630,6 +648,7 @@ impl RunContext {
                 .get(uid)
                 .map(|found| found.sop_uids.iter().cloned().collect())
                 .unwrap_or_default(),
+            Fetch::DicomWeb { source, .. } => source.study_instances(uid).await?,
         };
         let here: BTreeSet<String> = self
             .archive
