@@ -457,3 +457,46 @@ pub fn multipart(data: &[u8]) {
         }
     }
 }
+
+/// Chunk sizes a WADO-RS answer arrives in for `wado_multipart`.
+const WADO_CHUNKS: [usize; 4] = [1, 2, 7, 64];
+
+/// The reader of WADO-RS answers of a migration's DICOMweb source
+/// (`haneul_migrate::multipart`): the first byte picks a chunk size, the
+/// Content-Type follows up to the first newline, then the body. The reader
+/// must emit its events in order (`read_all` checks), read the same parts
+/// (or fail the same way) whether the body comes whole or in chunks, and
+/// hold no more than a part's headers and a boundary between two chunks.
+pub fn wado_multipart(data: &[u8]) {
+    use haneul_migrate::multipart::{boundary_of, read_all, MultipartReader, MAX_HEADERS};
+    let (selector, rest) = split(data);
+    let (content_type, body) = rest.split_at(rest.iter().position(|&byte| byte == b'\n').unwrap_or(rest.len()));
+    let body = body.get(1..).unwrap_or_default();
+    let Ok(boundary) = std::str::from_utf8(content_type).map_err(drop).and_then(|text| boundary_of(text).map_err(drop))
+    else {
+        return;
+    };
+    let chunk = WADO_CHUNKS[selector as usize % WADO_CHUNKS.len()];
+    let whole = read_all(&boundary, [body]);
+    let chunked = read_all(&boundary, body.chunks(chunk));
+    if whole != chunked {
+        panic!("read whole: {whole:?}\nread in chunks of {chunk}: {chunked:?}");
+    }
+    let Ok(mut reader) = MultipartReader::new(&boundary) else {
+        panic!("boundary_of gave a boundary the reader refuses: {boundary:?}");
+    };
+    let most = MAX_HEADERS + boundary.len() + 8;
+    for piece in body.chunks(chunk) {
+        reader.push(piece);
+        loop {
+            match reader.next_event() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        if reader.buffered() > most {
+            panic!("{} bytes held between chunks (at most {most} expected)", reader.buffered());
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 
 type Target = (&'static str, fn(&[u8]));
 
-fn targets() -> [Target; 12] {
+fn targets() -> [Target; 13] {
     [
         ("read_dataset", haneul_fuzz::read_dataset),
         ("read_layout", haneul_fuzz::read_layout),
@@ -21,6 +21,7 @@ fn targets() -> [Target; 12] {
         ("charset_decode", haneul_fuzz::charset_decode),
         ("multipart", haneul_fuzz::multipart),
         ("coerce", haneul_fuzz::coerce),
+        ("wado_multipart", haneul_fuzz::wado_multipart),
     ]
 }
 

@@ -39,7 +39,7 @@ pub enum MigrationPhase {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MigrationStatus {
     pub source: String,
-    /// How studies are fetched: `c-move`, `c-get` or `folder`.
+    /// How studies are fetched: `c-move`, `c-get`, `folder` or `dicomweb`.
     pub method: String,
     pub phase: MigrationPhase,
     pub counts: MigrationCounts,

@@ -21,6 +21,7 @@ use haneul_dimse::{sop, Client, ProposedContext};
 use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinSet;
 
+use crate::dicomweb::DicomWebSource;
 use crate::folder::FolderIndex;
 use crate::get;
 use crate::walk::{self, DateRange, DicomNode};
@@ -47,6 +48,8 @@ pub enum Fetch {
     /// Every instance file under a folder (a folder tree, or the folder of
     /// DICOMDIR media), imported as sent by `actor`.
     Folder { path: PathBuf, actor: String },
+    /// A DICOMweb server: QIDO-RS listings, WADO-RS retrieves stored as sent by `actor`.
+    DicomWeb { source: DicomWebSource, actor: String },
 }
 
 impl Fetch {
@@ -55,6 +58,7 @@ impl Fetch {
             Fetch::DicomMove { .. } => "c-move",
             Fetch::DicomGet { .. } => "c-get",
             Fetch::Folder { .. } => "folder",
+            Fetch::DicomWeb { .. } => "dicomweb",
         }
     }
 }
@@ -542,6 +546,13 @@ impl RunContext {
                 };
                 index.planned().into_iter().filter(|study| in_range(&study.study_date)).collect()
             }
+            Fetch::DicomWeb { source, .. } => {
+                let range = DateRange {
+                    from: state.since.clone().unwrap_or_else(|| "19000101".into()),
+                    to: state.until.clone().unwrap_or_else(|| "99991231".into()),
+                };
+                source.planned_studies(&range).await?
+            }
         };
         self.archive.migration_plan(&self.source.name, studies).await.map_err(|error| error.to_string())
     }
@@ -636,6 +647,13 @@ impl RunContext {
                 }
                 Ok(stored)
             }
+            Fetch::DicomWeb { source, actor } => {
+                let origin = Origin { actor: actor.clone(), ..self.origin.clone() };
+                source
+                    .fetch_study(&self.archive, &study.study_uid, &origin)
+                    .await
+                    .map_err(|failure| FetchError { detail: failure.detail, retriable: failure.retriable })
+            }
         }
     }
 
@@ -699,6 +717,7 @@ impl RunContext {
                 .get(uid)
                 .map(|found| found.sop_uids.iter().cloned().collect())
                 .unwrap_or_default(),
+            Fetch::DicomWeb { source, .. } => source.study_instances(uid).await?,
         };
         let held = self.archive.study_instances_held(uid, &self.origin).await.map_err(|error| error.to_string())?;
         let here: BTreeSet<String> = held.keys().cloned().collect();

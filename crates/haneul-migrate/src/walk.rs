@@ -126,7 +126,7 @@ impl DateRange {
         self.from.as_str() <= OPEN_FROM
     }
 
-    fn days(&self) -> Result<(time::Date, time::Date), String> {
+    pub(crate) fn days(&self) -> Result<(time::Date, time::Date), String> {
         let from = parse_day(&self.from)?;
         let to = parse_day(&self.to)?;
         if from > to {
@@ -416,7 +416,7 @@ pub fn is_capped(answers: usize, cap: Option<usize>, final_status: u16) -> bool 
     final_status == status::CANCEL || cap.is_some_and(|cap| answers >= cap)
 }
 
-fn parse_day(text: &str) -> Result<time::Date, String> {
+pub(crate) fn parse_day(text: &str) -> Result<time::Date, String> {
     let invalid = || format!("invalid date {text:?}; expected YYYYMMDD");
     if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid());

@@ -2,7 +2,8 @@
 //! and versions), and for `haneul replication verify` talking to its own
 //! server: hyper's HTTP/1.1 client over TCP, or over rustls with the
 //! `haneul-tls` client profile for https, with an API token as Bearer
-//! credentials. One connection per request: verify makes few of them.
+//! credentials (or other ones, or none, for a migration's DICOMweb source).
+//! One connection per request: verify makes few of them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,9 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-pub use hyper::{Method, StatusCode};
-use hyper::{Request, Response, Uri};
+pub use hyper::body::Incoming;
+pub use hyper::{HeaderMap, Method, Response, StatusCode};
+use hyper::{Request, Uri};
 
 /// Where https peers' certificates are checked when no `ca_file` is set.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -22,7 +23,7 @@ const MAX_JSON_BYTES: usize = 256 << 20;
 /// A failed request, as an error message naming the URL.
 pub type HttpError = String;
 
-/// An HTTP endpoint with the token to present.
+/// An HTTP endpoint with the credentials to present.
 #[derive(Clone)]
 pub struct HttpClient {
     https: bool,
@@ -32,13 +33,14 @@ pub struct HttpClient {
     authority: String,
     /// Path prefix of the base URL, without a trailing slash.
     prefix: String,
-    token: String,
+    /// The Authorization header's value; `None`: no header.
+    authorization: Option<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the token.
+        // Never the credentials.
         write!(f, "HttpClient({})", self.base_url())
     }
 }
@@ -74,9 +76,16 @@ impl HttpClient {
             port,
             authority: authority.as_str().to_string(),
             prefix: uri.path().trim_end_matches('/').to_string(),
-            token: token.trim().to_string(),
+            authorization: Some(format!("Bearer {}", token.trim())),
             tls,
         })
+    }
+
+    /// The same endpoint with other credentials: the Authorization header's
+    /// whole value (e.g. `Basic …`), or `None` to send no such header.
+    pub fn with_authorization(mut self, value: Option<String>) -> HttpClient {
+        self.authorization = value;
+        self
     }
 
     pub fn base_url(&self) -> String {
@@ -85,26 +94,56 @@ impl HttpClient {
 
     /// Send a request; the answer's head is back within `timeout`.
     pub async fn send(&self, method: Method, path: &str, timeout: Duration) -> Result<Response<Incoming>, HttpError> {
+        self.send_with(method, path, None, timeout).await
+    }
+
+    /// [`HttpClient::send`] asking for the media type `accept`; the body
+    /// is read as it comes, e.g. with [`next_chunk`].
+    pub async fn send_accepting(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, HttpError> {
+        self.send_with(method, path, Some(accept), timeout).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, HttpError> {
         let url = format!("{}{path}", self.base_url());
-        tokio::time::timeout(timeout, self.send_now(method, path))
+        tokio::time::timeout(timeout, self.send_now(method, path, accept))
             .await
             .map_err(|_| format!("{url}: no answer within {} s", timeout.as_secs()))?
             .map_err(|error| format!("{url}: {error}"))
     }
 
-    async fn send_now(&self, method: Method, path: &str) -> Result<Response<Incoming>, String> {
+    async fn send_now(&self, method: Method, path: &str, accept: Option<&str>) -> Result<Response<Incoming>, String> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|error| format!("cannot connect to {}:{}: {error}", self.host, self.port))?;
         let _ = tcp.set_nodelay(true);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.prefix))
             .header(hyper::header::HOST, &self.authority)
-            .header(hyper::header::AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(hyper::header::USER_AGENT, concat!("haneul-replication/", env!("CARGO_PKG_VERSION")))
-            .body(http_body_util::Empty::<Bytes>::new())
-            .map_err(|error| error.to_string())?;
+            .header(hyper::header::USER_AGENT, concat!("haneul-replication/", env!("CARGO_PKG_VERSION")));
+        if let Some(authorization) = &self.authorization {
+            request = request.header(hyper::header::AUTHORIZATION, authorization);
+        }
+        if let Some(accept) = accept {
+            request = request.header(hyper::header::ACCEPT, accept);
+        }
+        // The error names no header value: the credentials are among them.
+        let request = request.body(http_body_util::Empty::<Bytes>::new()).map_err(|_| {
+            "the request cannot be built: a header value (the credentials?) holds characters HTTP does not allow"
+                .to_string()
+        })?;
         let Some(tls) = &self.tls else {
             return exchange(tcp, request).await;
         };
@@ -137,19 +176,55 @@ impl HttpClient {
 
     /// A request whose whole answer is read (up to 256 MiB) within `timeout`.
     pub async fn call(&self, method: Method, path: &str, timeout: Duration) -> Result<(StatusCode, Bytes), HttpError> {
+        self.call_with(method, path, None, timeout).await.map(|(status, _, body)| (status, body))
+    }
+
+    /// [`HttpClient::call`] asking for the media type `accept`; with the answer's headers.
+    pub async fn call_accepting(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        timeout: Duration,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), HttpError> {
+        self.call_with(method, path, Some(accept), timeout).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), HttpError> {
         let url = format!("{}{path}", self.base_url());
         let read = async {
-            let response = self.send(method, path, timeout).await?;
+            let response = self.send_with(method, path, accept, timeout).await?;
             let status = response.status();
-            let body = http_body_util::Limited::new(response.into_body(), MAX_JSON_BYTES)
+            let (head, body) = response.into_parts();
+            let body = http_body_util::Limited::new(body, MAX_JSON_BYTES)
                 .collect()
                 .await
                 .map_err(|error| format!("{url}: reading the answer failed: {error}"))?;
-            Ok((status, body.to_bytes()))
+            Ok((status, head.headers, body.to_bytes()))
         };
         tokio::time::timeout(timeout, read)
             .await
             .map_err(|_| format!("{url}: no answer within {} s", timeout.as_secs()))?
+    }
+}
+
+/// The next piece of an answer's body as it arrives; `None` at its end
+/// (trailers are skipped).
+pub async fn next_chunk(body: &mut Incoming) -> Option<Result<Bytes, HttpError>> {
+    loop {
+        match body.frame().await? {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => return Some(Ok(data)),
+                Err(_trailers) => continue,
+            },
+            Err(error) => return Some(Err(format!("reading the answer failed: {error}"))),
+        }
     }
 }
 
