@@ -150,6 +150,34 @@ impl<R: AsyncRead + Unpin> DimseReader<R> {
         Ok((pdv.data, pdv.is_last))
     }
 
+    /// Stream the data set following a C-STORE request into `ingest`, to its
+    /// last fragment even when writing fails (the failure is returned, for the
+    /// response's status, while the association stays usable). More than
+    /// `limit` bytes end the association instead: unbounded input is not
+    /// drained, and the partial blob goes when `ingest` is dropped.
+    pub async fn stream_data_set(
+        &mut self,
+        context_id: u8,
+        ingest: &mut haneul_core::Ingest,
+        limit: u64,
+    ) -> Result<Option<haneul_core::IngestError>, DimseError> {
+        let mut write_error = None;
+        loop {
+            let (fragment, last) = self.next_data_fragment(context_id).await?;
+            if ingest.len() + fragment.len() as u64 > limit {
+                return Err(DimseError::TooLarge(limit));
+            }
+            if write_error.is_none() {
+                if let Err(error) = ingest.write(&fragment).await {
+                    write_error = Some(error);
+                }
+            }
+            if last {
+                return Ok(write_error);
+            }
+        }
+    }
+
     /// Read a whole (small) data set into memory.
     pub async fn read_data_set(&mut self, context_id: u8, limit: u64) -> Result<Vec<u8>, DimseError> {
         let mut data = Vec::new();

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use haneul_core::audit::Action;
-use haneul_core::{Archive, IngestError, IngestFormat, Origin};
+use haneul_core::{Archive, IngestFormat, Origin};
 use haneul_dicom::charset::SpecificCharacterSet;
 use haneul_dicom::levels::InformationModel;
 use haneul_dicom::read::read_dataset_bytes;
@@ -55,15 +55,6 @@ pub struct RetrieveSummary {
     pub failed: u16,
     pub warning: u16,
     pub pending_responses: usize,
-}
-
-/// An instance received through C-GET.
-#[derive(Debug, Clone)]
-pub struct ReceivedInstance {
-    pub sop_class_uid: String,
-    pub sop_instance_uid: String,
-    pub transfer_syntax_uid: String,
-    pub data: Vec<u8>,
 }
 
 /// What a C-GET into the archive did.
@@ -247,66 +238,6 @@ impl Client {
         }
     }
 
-    /// C-GET: instances arrive as C-STORE sub-operations on this association;
-    /// `on_instance` returns the status to answer each with.
-    pub async fn retrieve_get(
-        &mut self,
-        model: InformationModel,
-        identifier: &Dataset,
-        mut on_instance: impl FnMut(ReceivedInstance) -> u16,
-    ) -> Result<RetrieveSummary, ScuError> {
-        let (_, _, get_class) = sop::model_classes(model);
-        let (context_id, syntax) = self.context_for(get_class)?;
-        let id = self.message_id();
-        let mut request = Command::new(field::C_GET_RQ);
-        request.set_u16(tag::MESSAGE_ID, id).set_u16(tag::PRIORITY, 0).set_text(tag::AFFECTED_SOP_CLASS_UID, get_class);
-        let encoded = self.encode_identifier(identifier, syntax)?;
-        self.association.writer.send(context_id, &request, Some(&encoded)).await?;
-        let mut summary = RetrieveSummary::default();
-        loop {
-            let Received::Command { context_id: incoming_context, command } =
-                self.association.reader.next_command().await?
-            else {
-                return Err(ScuError::UnexpectedResponse("association release during C-GET".into()));
-            };
-            if command.command_field() == Some(field::C_STORE_RQ) {
-                let data = self.association.reader.read_data_set(incoming_context, self.max_received).await?;
-                let transfer_syntax_uid = self
-                    .association
-                    .info
-                    .context(incoming_context)
-                    .map(|pc| pc.transfer_syntax.clone())
-                    .unwrap_or_default();
-                let sop_instance_uid = command.text(tag::AFFECTED_SOP_INSTANCE_UID).unwrap_or_default().to_string();
-                let code = on_instance(ReceivedInstance {
-                    sop_class_uid: command.text(tag::AFFECTED_SOP_CLASS_UID).unwrap_or_default().to_string(),
-                    sop_instance_uid: sop_instance_uid.clone(),
-                    transfer_syntax_uid,
-                    data,
-                });
-                let mut response = Command::response_to(&command, field::C_STORE_RSP, code);
-                response.set_text(tag::AFFECTED_SOP_INSTANCE_UID, sop_instance_uid);
-                self.association.writer.send(incoming_context, &response, None).await?;
-                continue;
-            }
-            if command.u16(tag::MESSAGE_ID_BEING_RESPONDED_TO) != Some(id) {
-                return Err(ScuError::UnexpectedResponse(format!("{command:?}")));
-            }
-            if command.has_data_set() {
-                self.association.reader.read_data_set(incoming_context, self.max_received).await?;
-            }
-            let code = command.status().unwrap_or(status::PROCESSING_FAILURE);
-            summary.completed = command.u16(tag::COMPLETED_SUBOPERATIONS).unwrap_or(summary.completed);
-            summary.failed = command.u16(tag::FAILED_SUBOPERATIONS).unwrap_or(summary.failed);
-            summary.warning = command.u16(tag::WARNING_SUBOPERATIONS).unwrap_or(summary.warning);
-            if !status::is_pending(code) {
-                summary.status = code;
-                return Ok(summary);
-            }
-            summary.pending_responses += 1;
-        }
-    }
-
     /// C-GET whose instances are streamed into `archive` as they arrive, each
     /// answered only once it is durable (with the status the C-STORE service
     /// would give it), never held whole in memory. `origin` names the peer
@@ -405,22 +336,7 @@ impl Client {
                 return Ok((status::OUT_OF_RESOURCES, Some(error.to_string())));
             }
         };
-        let mut write_error: Option<IngestError> = None;
-        loop {
-            let (fragment, last) = self.association.reader.next_data_fragment(context_id).await?;
-            if ingest.len() + fragment.len() as u64 > self.max_received {
-                // The partial blob is removed when `ingest` is dropped.
-                return Err(DimseError::TooLarge(self.max_received).into());
-            }
-            if write_error.is_none() {
-                if let Err(error) = ingest.write(&fragment).await {
-                    write_error = Some(error);
-                }
-            }
-            if last {
-                break;
-            }
-        }
+        let write_error = self.association.reader.stream_data_set(context_id, &mut ingest, self.max_received).await?;
         let result = match write_error {
             Some(error) => Err(error),
             None => archive.finish_ingest(ingest).await,

@@ -6,33 +6,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::migration::{migrate, migration_report as report, migration_status as status};
 use common::orthanc::{file_sop_uid, legacy_sample_paths, LegacyOptions, LegacyPacs};
 use common::*;
 
 /// Five studies; rtdose.dcm's file meta names another SOP Instance UID than its data set, so it is refused.
 const FILES: [&str; 5] = ["CT_small.dcm", "MR_small.dcm", "SC_rgb_small_odd.dcm", "image_dfl.dcm", "rtdose.dcm"];
-
-/// `haneul migrate ARGS…` against `server`, with its administrator's token.
-fn migrate(server: &Server, args: &[&str]) -> Output {
-    run(Command::new(haneul_bin())
-        .arg("migrate")
-        .args(args)
-        .args(["--server", &server.http_url()])
-        .env("HANEUL_TOKEN", &server.token))
-}
-
-fn status(server: &Server, source: &str) -> serde_json::Value {
-    let response = server.get(&format!("/api/migrations/{source}"), "application/json");
-    assert_eq!(response.status, 200, "{}", response.text());
-    response.json()
-}
-
-fn report(dir: &Path, source: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join(format!("{source}-report.json"))).expect("the JSON report");
-    serde_json::from_str(&text).expect("a JSON report")
-}
 
 /// A media folder: the sample files in sub-folders, a DICOMDIR-named file and a file that is not DICOM.
 fn media_folder(root: &Path, files: &[&str]) {

@@ -6,30 +6,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use common::migration::{migrate, migration_report as report, migration_status as status};
 use common::orthanc::{file_meta, file_sop_uid, legacy_sample_paths, LegacyOptions, LegacyPacs};
 use common::*;
-
-/// `haneul migrate ARGS…` against `server`, with its administrator's token.
-fn migrate(server: &Server, args: &[&str]) -> Output {
-    run(Command::new(haneul_bin())
-        .arg("migrate")
-        .args(args)
-        .args(["--server", &server.http_url()])
-        .env("HANEUL_TOKEN", &server.token))
-}
-
-fn status(server: &Server, source: &str) -> serde_json::Value {
-    let response = server.get(&format!("/api/migrations/{source}"), "application/json");
-    assert_eq!(response.status, 200, "{}", response.text());
-    response.json()
-}
-
-fn report(dir: &Path, source: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join(format!("{source}-report.json"))).expect("the JSON report");
-    serde_json::from_str(&text).expect("a JSON report")
-}
 
 /// Orthanc with its DICOMweb plugin, empty.
 fn legacy_web() -> LegacyPacs {

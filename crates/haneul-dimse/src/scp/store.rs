@@ -62,24 +62,15 @@ pub(super) async fn handle(
                 .await;
         }
     };
-    let mut write_error: Option<IngestError> = None;
-    loop {
-        let (fragment, last) = session.reader.next_data_fragment(context_id).await?;
-        if ingest.len() + fragment.len() as u64 > limit {
-            // Unbounded input is not drained: the association ends here and
-            // the partial blob is removed when `ingest` is dropped.
-            warn!(limit, sop_instance_uid = %sop_instance, "data set exceeds the configured maximum");
-            return Err(DimseError::TooLarge(limit));
-        }
-        if write_error.is_none() {
-            if let Err(error) = ingest.write(&fragment).await {
-                write_error = Some(error);
+    let write_error = match session.reader.stream_data_set(context_id, &mut ingest, limit).await {
+        Ok(write_error) => write_error,
+        Err(error) => {
+            if matches!(error, DimseError::TooLarge(_)) {
+                warn!(limit, sop_instance_uid = %sop_instance, "data set exceeds the configured maximum");
             }
+            return Err(error);
         }
-        if last {
-            break;
-        }
-    }
+    };
     let result = match write_error {
         Some(error) => Err(error),
         None => session.archive().finish_ingest(ingest).await,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod migration;
 pub mod orthanc;
 
 /// A free port on loopback, never one this process handed out before: the
