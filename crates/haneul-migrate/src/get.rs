@@ -67,6 +67,9 @@ pub struct GetOutcome {
     pub stored: u64,
     /// Instances the archive refused, each with its reason.
     pub refused: Vec<String>,
+    /// The study's SOP Instance UIDs as the node listed them for this fetch,
+    /// which the verification right after it compares with.
+    pub listed: BTreeSet<String>,
 }
 
 /// Why a C-GET did not bring the whole study.
@@ -173,7 +176,10 @@ pub async fn get_study(
     if instances.is_empty() {
         return Err(GetError { detail: "the source lists no instance of the study".into(), retriable: true });
     }
-    let mut outcome = GetOutcome::default();
+    let mut outcome = GetOutcome {
+        listed: instances.iter().map(|instance| instance.sop_uid.clone()).collect(),
+        ..GetOutcome::default()
+    };
     for batch in plan_batches(&instances)? {
         let mut client = Client::connect(&node.address(), &node.request_params(), &proposed_contexts(&batch.classes))
             .await

@@ -467,6 +467,14 @@ fn retry_delay(first: Duration, attempt: u32) -> Duration {
     first.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_RETRY_DELAY)
 }
 
+/// A study fetched.
+struct Fetched {
+    /// Instances stored.
+    count: u64,
+    /// The source's SOP Instance UIDs, where the fetch had to list them anyway.
+    listed: Option<BTreeSet<String>>,
+}
+
 /// Why a study was not fetched.
 struct FetchError {
     detail: String,
@@ -563,10 +571,11 @@ impl RunContext {
         let name = &self.source.name;
         let uid = study.study_uid.clone();
         let mut fetched = 0;
+        let mut listed = None;
         if fetch {
             self.rate.acquire(study.expected_instances.unwrap_or(1).max(1) as f64).await;
             match self.fetch(&study).await {
-                Ok(count) => fetched = count,
+                Ok(done) => (fetched, listed) = (done.count, done.listed),
                 Err(FetchError { detail, retriable }) => {
                     tracing::warn!(source = %name, study_uid = %uid, attempt = study.attempts, retriable, error = %detail, "study not fetched");
                     let next_attempt_ms = match retriable {
@@ -588,7 +597,7 @@ impl RunContext {
             let update = MigrationUpdate { state: Some(MigrationState::Done), ..MigrationUpdate::default() };
             self.archive.migration_update(name, &uid, update).await.map_err(|e| e.to_string())?;
         }
-        if let Err(error) = self.verify(&study, fetch).await {
+        if let Err(error) = self.verify(&study, fetch, listed).await {
             // Left `done`, the study would keep the run from ever finishing: it is
             // fetched (harmlessly) and verified again once its retry time comes.
             let update = MigrationUpdate {
@@ -605,9 +614,9 @@ impl RunContext {
         Ok(fetched)
     }
 
-    async fn fetch(&self, study: &MigrationStudy) -> Result<u64, FetchError> {
-        match &self.source.fetch {
-            Fetch::DicomMove { node, destination, .. } => Ok(move_study(node, destination, &study.study_uid).await?),
+    async fn fetch(&self, study: &MigrationStudy) -> Result<Fetched, FetchError> {
+        let count = match &self.source.fetch {
+            Fetch::DicomMove { node, destination, .. } => move_study(node, destination, &study.study_uid).await?,
             Fetch::DicomGet { node, .. } => {
                 // Sent by the node: its AE title is what coercion rules are keyed by.
                 let origin = Origin { actor: node.ae_title.clone(), address: node.address(), ..self.origin.clone() };
@@ -618,7 +627,7 @@ impl RunContext {
                     let detail = format!("{} instances refused: {}", got.refused.len(), got.refused.join("; "));
                     return Err(FetchError { detail, retriable: false });
                 }
-                Ok(got.stored)
+                return Ok(Fetched { count: got.stored, listed: Some(got.listed) });
             }
             Fetch::Folder { path, actor } => {
                 let index = self.folder_index(path).await.map_err(FetchError::from)?;
@@ -645,16 +654,17 @@ impl RunContext {
                         format!("{} of {} files refused: {}", refused.len(), found.files.len(), refused.join("; "));
                     return Err(FetchError { detail, retriable });
                 }
-                Ok(stored)
+                stored
             }
             Fetch::DicomWeb { source, actor } => {
                 let origin = Origin { actor: actor.clone(), ..self.origin.clone() };
                 source
                     .fetch_study(&self.archive, &study.study_uid, &origin)
                     .await
-                    .map_err(|failure| FetchError { detail: failure.detail, retriable: failure.retriable })
+                    .map_err(|failure| FetchError { detail: failure.detail, retriable: failure.retriable })?
             }
-        }
+        };
+        Ok(Fetched { count, listed: None })
     }
 
     /// Where the source offers its bytes (a folder of Part 10 files), the
@@ -702,22 +712,31 @@ impl RunContext {
         .map_err(|error| error.to_string())
     }
 
-    /// Compare the study's instances at the source and here; record the result.
-    async fn verify(&self, study: &MigrationStudy, just_fetched: bool) -> Result<(), String> {
+    /// Compare the study's instances at the source (`listed`, when the fetch
+    /// just listed them, else asked now) and here; record the result.
+    async fn verify(
+        &self,
+        study: &MigrationStudy,
+        just_fetched: bool,
+        listed: Option<BTreeSet<String>>,
+    ) -> Result<(), String> {
         let name = &self.source.name;
         let uid = &study.study_uid;
-        let at_source: BTreeSet<String> = match &self.source.fetch {
-            Fetch::DicomMove { node, .. } | Fetch::DicomGet { node, .. } => {
-                walk::study_instances(node, uid).await.map_err(|error| error.to_string())?.into_iter().collect()
-            }
-            Fetch::Folder { path, .. } => self
-                .folder_index(path)
-                .await?
-                .studies
-                .get(uid)
-                .map(|found| found.sop_uids.iter().cloned().collect())
-                .unwrap_or_default(),
-            Fetch::DicomWeb { source, .. } => source.study_instances(uid).await?,
+        let at_source: BTreeSet<String> = match (listed, &self.source.fetch) {
+            (Some(listed), _) => listed,
+            (None, fetch) => match fetch {
+                Fetch::DicomMove { node, .. } | Fetch::DicomGet { node, .. } => {
+                    walk::study_instances(node, uid).await.map_err(|error| error.to_string())?.into_iter().collect()
+                }
+                Fetch::Folder { path, .. } => self
+                    .folder_index(path)
+                    .await?
+                    .studies
+                    .get(uid)
+                    .map(|found| found.sop_uids.iter().cloned().collect())
+                    .unwrap_or_default(),
+                Fetch::DicomWeb { source, .. } => source.study_instances(uid).await?,
+            },
         };
         let held = self.archive.study_instances_held(uid, &self.origin).await.map_err(|error| error.to_string())?;
         let here: BTreeSet<String> = held.keys().cloned().collect();
