@@ -1,8 +1,10 @@
 //! The catalog: what the archive holds (patients, studies, series, instances
 //! and where each instance's bytes are) and the journal of what happened.
 //!
-//! [`Catalog`] is the one database abstraction; [`SqliteCatalog`] is the
-//! embedded engine behind the zero-configuration default. The catalog narrows
+//! [`Catalog`] is the one database abstraction, implemented once in SQL by
+//! [`SqlCatalog`] over an engine: [`SqliteCatalog`] is the embedded engine
+//! behind the zero-configuration default, [`PostgresCatalog`] the one for
+//! several nodes sharing a catalog. The catalog narrows
 //! query candidates with its indexes and then applies the shared matcher of
 //! `haneul-dicom` ([`haneul_dicom::matching::Query::matches`]), so C-FIND and
 //! QIDO-RS answer from the same rules.
@@ -12,15 +14,21 @@
 
 mod accounts;
 mod migration;
+mod postgres;
 mod records;
 mod snapshot;
+mod sql;
 mod sqlite;
+#[doc(hidden)]
+pub mod testing;
 
 pub use accounts::*;
 pub use migration::*;
+pub use postgres::{PostgresCatalog, PostgresEngine, PostgresOptions};
 pub use records::*;
 pub use snapshot::{BlobKind, CatalogSnapshot, ReferencedBlob, SnapshotCounts};
-pub use sqlite::SqliteCatalog;
+pub use sql::{Engine, SqlCatalog};
+pub use sqlite::{SqliteCatalog, SqliteEngine};
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -32,6 +40,10 @@ use haneul_dicom::Dataset;
 pub enum CatalogError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("postgresql error: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("postgresql catalog: {0}")]
+    PostgresSetup(String),
     #[error("stored attributes of {what} are unreadable: {source}")]
     CorruptAttributes { what: String, source: postcard::Error },
     #[error("catalog schema version {found} is newer than this build understands ({supported})")]
@@ -44,6 +56,19 @@ pub enum CatalogError {
     CorruptRecord(String),
     #[error("catalog snapshot path {0} is not valid UTF-8")]
     SnapshotPath(std::path::PathBuf),
+}
+
+impl CatalogError {
+    /// A uniqueness constraint refused a row.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            CatalogError::Database(rusqlite::Error::SqliteFailure(failure, _)) => {
+                failure.code == rusqlite::ErrorCode::ConstraintViolation
+            }
+            CatalogError::Postgres(error) => error.code() == Some(&::postgres::error::SqlState::UNIQUE_VIOLATION),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, CatalogError>;

@@ -3,6 +3,9 @@
 //! indexes never hides a match the shared matcher would accept.
 
 use haneul_catalog::*;
+
+#[macro_use]
+mod engines;
 use haneul_dicom::levels::InformationModel;
 use haneul_dicom::matching::Query;
 use haneul_dicom::{tags, Dataset, Element, Value, VR};
@@ -62,7 +65,7 @@ fn instance(spec: &Spec<'_>, digest_byte: u8) -> NewInstance {
     }
 }
 
-fn commit(catalog: &SqliteCatalog, items: &[NewInstance], policy: DuplicatePolicy) -> Vec<CommitOutcome> {
+fn commit(catalog: &dyn Catalog, items: &[NewInstance], policy: DuplicatePolicy) -> Vec<CommitOutcome> {
     catalog
         .commit(&CommitBatch { instances: items, policy, events: &[], settled: &[], scan_from: None })
         .expect("commit")
@@ -74,7 +77,7 @@ fn query(level: &str, keys: &[(haneul_dicom::Tag, VR, &str)]) -> Query {
     Query::from_identifier(&identifier, InformationModel::PatientRoot).expect("valid query")
 }
 
-fn find(catalog: &SqliteCatalog, query: &Query) -> Vec<Dataset> {
+fn find(catalog: &dyn Catalog, query: &Query) -> Vec<Dataset> {
     let mut found = Vec::new();
     catalog
         .find(query, &mut |view| {
@@ -83,12 +86,6 @@ fn find(catalog: &SqliteCatalog, query: &Query) -> Vec<Dataset> {
         })
         .expect("find");
     found
-}
-
-fn open() -> (tempfile::TempDir, SqliteCatalog) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = SqliteCatalog::open(dir.path().join("catalog.sqlite")).expect("open");
-    (dir, catalog)
 }
 
 fn spec<'a>(
@@ -102,190 +99,190 @@ fn spec<'a>(
     Spec { patient_id: patient, name, study, date: "20240315", series, modality, sop }
 }
 
-#[test]
-fn hierarchy_and_counts() {
-    let (_dir, catalog) = open();
-    let items = [
-        instance(&spec("P1", "Hong^Gildong=洪^吉洞=홍^길동", "1.1", "1.1.1", "CT", "1.1.1.1"), 1),
-        instance(&spec("P1", "Hong^Gildong=洪^吉洞=홍^길동", "1.1", "1.1.1", "CT", "1.1.1.2"), 2),
-        instance(&spec("P1", "Hong^Gildong=洪^吉洞=홍^길동", "1.1", "1.1.2", "MR", "1.1.2.1"), 3),
-        instance(&spec("P1", "Hong^Gildong=洪^吉洞=홍^길동", "1.2", "1.2.1", "CR", "1.2.1.1"), 4),
-    ];
-    assert!(commit(&catalog, &items, DuplicatePolicy::KeepFirst).iter().all(|o| *o == CommitOutcome::Stored));
-    let study = query(
-        "STUDY",
-        &[
-            (tags::STUDY_INSTANCE_UID, VR::UI, "1.1"),
-            (tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
-            (tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, ""),
-            (tags::MODALITIES_IN_STUDY, VR::CS, ""),
-            (tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
-        ],
-    );
-    let views = find(&catalog, &study);
-    assert_eq!(views.len(), 1);
-    let view = &views[0];
-    assert_eq!(view.string(tags::NUMBER_OF_STUDY_RELATED_INSTANCES), Some("3"));
-    assert_eq!(view.string(tags::NUMBER_OF_STUDY_RELATED_SERIES), Some("2"));
-    assert_eq!(view.strings(tags::MODALITIES_IN_STUDY), ["CT", "MR"]);
-    assert_eq!(view.string(tags::NUMBER_OF_PATIENT_RELATED_STUDIES), Some("2"));
-    let statistics = catalog.statistics().expect("statistics");
-    assert_eq!((statistics.patients, statistics.studies, statistics.series, statistics.instances), (1, 2, 3, 4));
-}
-
-#[test]
-fn duplicate_policies() {
-    let (_dir, catalog) = open();
-    let first = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 1);
-    assert_eq!(commit(&catalog, std::slice::from_ref(&first), DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
-    assert_eq!(
-        commit(&catalog, std::slice::from_ref(&first), DuplicatePolicy::KeepFirst),
-        [CommitOutcome::AlreadyStored]
-    );
-    let other = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 2);
-    assert_eq!(
-        commit(&catalog, std::slice::from_ref(&other), DuplicatePolicy::KeepFirst),
-        [CommitOutcome::DuplicateIgnored]
-    );
-    assert!(matches!(
-        commit(&catalog, std::slice::from_ref(&other), DuplicatePolicy::Reject)[..],
-        [CommitOutcome::DuplicateRejected { .. }]
-    ));
-    let stored = catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup");
-    assert_eq!(stored[0].blob.digest, [1; 32], "the first copy is still current");
-
-    let replaced = commit(&catalog, std::slice::from_ref(&other), DuplicatePolicy::Replace);
-    assert_eq!(replaced, [CommitOutcome::Replaced { superseded_path: first.instance.blob.path.clone() }]);
-    let stored = catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup");
-    assert_eq!(stored[0].blob.digest, [2; 32]);
-    let referenced = catalog.referenced_paths("2024/01/01/00/").expect("paths");
-    assert!(referenced.contains(&first.instance.blob.path), "the superseded file stays referenced");
-    assert!(referenced.contains(&other.instance.blob.path));
-
-    let kinds: Vec<String> = catalog.events_after(0, 100).expect("events").into_iter().map(|e| e.kind).collect();
-    for kind in
-        ["instance-stored", "duplicate-identical", "duplicate-kept-first", "duplicate-rejected", "instance-replaced"]
-    {
-        assert!(kinds.iter().any(|k| k == kind), "{kind} not journaled: {kinds:?}");
+on_every_engine! {
+    fn hierarchy_and_counts(catalog) {
+        let items = [
+            instance(&spec("P1", "Hong^Gildong=洪^吉洞=홍^길동", "1.1", "1.1.1", "CT", "1.1.1.1"), 1),
+            instance(&spec("P1", "Hong^Gildong=洪^吉洞=홍^길동", "1.1", "1.1.1", "CT", "1.1.1.2"), 2),
+            instance(&spec("P1", "Hong^Gildong=洪^吉洞=홍^길동", "1.1", "1.1.2", "MR", "1.1.2.1"), 3),
+            instance(&spec("P1", "Hong^Gildong=洪^吉洞=홍^길동", "1.2", "1.2.1", "CR", "1.2.1.1"), 4),
+        ];
+        assert!(commit(catalog, &items, DuplicatePolicy::KeepFirst).iter().all(|o| *o == CommitOutcome::Stored));
+        let study = query(
+            "STUDY",
+            &[
+                (tags::STUDY_INSTANCE_UID, VR::UI, "1.1"),
+                (tags::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, ""),
+                (tags::NUMBER_OF_STUDY_RELATED_SERIES, VR::IS, ""),
+                (tags::MODALITIES_IN_STUDY, VR::CS, ""),
+                (tags::NUMBER_OF_PATIENT_RELATED_STUDIES, VR::IS, ""),
+            ],
+        );
+        let views = find(catalog, &study);
+        assert_eq!(views.len(), 1);
+        let view = &views[0];
+        assert_eq!(view.string(tags::NUMBER_OF_STUDY_RELATED_INSTANCES), Some("3"));
+        assert_eq!(view.string(tags::NUMBER_OF_STUDY_RELATED_SERIES), Some("2"));
+        assert_eq!(view.strings(tags::MODALITIES_IN_STUDY), ["CT", "MR"]);
+        assert_eq!(view.string(tags::NUMBER_OF_PATIENT_RELATED_STUDIES), Some("2"));
+        let statistics = catalog.statistics().expect("statistics");
+        assert_eq!((statistics.patients, statistics.studies, statistics.series, statistics.instances), (1, 2, 3, 4));
     }
 }
 
-#[test]
-fn replicated_conflicts_keep_both_versions() {
-    let (_dir, catalog) = open();
-    let local = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 1);
-    assert_eq!(commit(&catalog, std::slice::from_ref(&local), DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
-    let from_peer = |digest_byte| NewInstance {
-        origin: Origin { actor: "SITE_B".into(), ..local.origin.clone() },
-        duplicate_policy: Some(DuplicatePolicy::KeepBoth),
-        ..instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), digest_byte)
-    };
-    // The batch's policy is overridden by the instance's.
-    assert_eq!(
-        commit(&catalog, &[from_peer(2)], DuplicatePolicy::Reject),
-        [CommitOutcome::Conflict { current_digest: [1; 32] }]
-    );
-    assert_eq!(commit(&catalog, &[from_peer(2)], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
-    assert_eq!(commit(&catalog, &[from_peer(1)], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
-    // Another file (its meta group names another sender) around the same data set.
-    let with_content = |digest_byte, content_byte| {
-        let mut item = from_peer(digest_byte);
-        item.instance.content_digest = Some([content_byte; 32]);
-        item.instance.blob.path = format!("2024/01/01/00/other-{digest_byte}.dcm");
-        item
-    };
-    assert_eq!(
-        commit(&catalog, &[with_content(7, 2)], DuplicatePolicy::KeepFirst),
-        [CommitOutcome::Conflict { current_digest: [1; 32] }]
-    );
-    assert_eq!(commit(&catalog, &[with_content(8, 2)], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
+on_every_engine! {
+    fn duplicate_policies(catalog) {
+        let first = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 1);
+        assert_eq!(commit(catalog, std::slice::from_ref(&first), DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
+        assert_eq!(
+            commit(catalog, std::slice::from_ref(&first), DuplicatePolicy::KeepFirst),
+            [CommitOutcome::AlreadyStored]
+        );
+        let other = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 2);
+        assert_eq!(
+            commit(catalog, std::slice::from_ref(&other), DuplicatePolicy::KeepFirst),
+            [CommitOutcome::DuplicateIgnored]
+        );
+        assert!(matches!(
+            commit(catalog, std::slice::from_ref(&other), DuplicatePolicy::Reject)[..],
+            [CommitOutcome::DuplicateRejected { .. }]
+        ));
+        let stored = catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup");
+        assert_eq!(stored[0].blob.digest, [1; 32], "the first copy is still current");
 
-    let stored = catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup");
-    assert_eq!(stored[0].blob.digest, [1; 32], "the local copy stays current");
-    let conflicts = catalog.conflicts(None).expect("conflicts");
-    assert_eq!(conflicts.len(), 2);
-    assert_eq!((conflicts[0].sop_uid.as_str(), conflicts[0].source_ae.as_str()), ("9.9", "SITE_B"));
-    assert_eq!(conflicts[0].blob.digest, [2; 32]);
-    assert_eq!(conflicts[0].current_digest.as_deref(), Some("01".repeat(32).as_str()));
-    assert_eq!(catalog.conflicts(Some("other")).expect("conflicts").len(), 0);
-    let conflict_path = from_peer(2).instance.blob.path;
-    assert!(catalog.referenced_paths("2024/").expect("paths").contains(&conflict_path));
-    let kinds: Vec<String> = catalog.events_after(0, 100).expect("events").into_iter().map(|e| e.kind).collect();
-    assert!(kinds.contains(&"replication-conflict".to_string()), "{kinds:?}");
+        let replaced = commit(catalog, std::slice::from_ref(&other), DuplicatePolicy::Replace);
+        assert_eq!(replaced, [CommitOutcome::Replaced { superseded_path: first.instance.blob.path.clone() }]);
+        let stored = catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup");
+        assert_eq!(stored[0].blob.digest, [2; 32]);
+        let referenced = catalog.referenced_paths("2024/01/01/00/").expect("paths");
+        assert!(referenced.contains(&first.instance.blob.path), "the superseded file stays referenced");
+        assert!(referenced.contains(&other.instance.blob.path));
 
-    let removed = catalog.remove_instances(&["9.9".into()], None, RemovalKind::Deliberate).expect("remove");
-    assert!(removed.trashed_paths.contains(&conflict_path), "removal takes the conflicting version too");
-    assert!(catalog.conflicts(None).expect("conflicts").is_empty());
+        let kinds: Vec<String> = catalog.events_after(0, 100).expect("events").into_iter().map(|e| e.kind).collect();
+        for kind in
+            ["instance-stored", "duplicate-identical", "duplicate-kept-first", "duplicate-rejected", "instance-replaced"]
+        {
+            assert!(kinds.iter().any(|k| k == kind), "{kind} not journaled: {kinds:?}");
+        }
+    }
 }
 
-#[test]
-fn a_deliberate_removal_is_not_undone_by_a_peer_but_by_a_new_store() {
-    let (_dir, catalog) = open();
-    let item = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 1);
-    let from_peer = NewInstance { duplicate_policy: Some(DuplicatePolicy::KeepBoth), ..item.clone() };
-    assert_eq!(commit(&catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
-    catalog.remove_instances(&["9.9".into()], None, RemovalKind::Undo).expect("undo");
-    assert_eq!(
-        commit(&catalog, std::slice::from_ref(&from_peer), DuplicatePolicy::KeepFirst),
-        [CommitOutcome::Stored],
-        "an undone store is not remembered"
-    );
-    catalog.remove_instances(&["9.9".into()], None, RemovalKind::Deliberate).expect("remove");
-    assert_eq!(
-        commit(&catalog, std::slice::from_ref(&from_peer), DuplicatePolicy::KeepFirst),
-        [CommitOutcome::RemovedHere]
-    );
-    assert!(catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup").is_empty());
-    assert_eq!(
-        commit(&catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst),
-        [CommitOutcome::Stored],
-        "a modality may store it again"
-    );
-    catalog.remove_instances(&["9.9".into()], None, RemovalKind::Deliberate).expect("remove");
-    assert_eq!(commit(&catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
-    catalog.remove_instances(&["9.9".into()], None, RemovalKind::Undo).expect("undo");
-    assert_eq!(
-        commit(&catalog, std::slice::from_ref(&from_peer), DuplicatePolicy::KeepFirst),
-        [CommitOutcome::Stored],
-        "the new store ended the removal"
-    );
+on_every_engine! {
+    fn replicated_conflicts_keep_both_versions(catalog) {
+        let local = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 1);
+        assert_eq!(commit(catalog, std::slice::from_ref(&local), DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
+        let from_peer = |digest_byte| NewInstance {
+            origin: Origin { actor: "SITE_B".into(), ..local.origin.clone() },
+            duplicate_policy: Some(DuplicatePolicy::KeepBoth),
+            ..instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), digest_byte)
+        };
+        // The batch's policy is overridden by the instance's.
+        assert_eq!(
+            commit(catalog, &[from_peer(2)], DuplicatePolicy::Reject),
+            [CommitOutcome::Conflict { current_digest: [1; 32] }]
+        );
+        assert_eq!(commit(catalog, &[from_peer(2)], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
+        assert_eq!(commit(catalog, &[from_peer(1)], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
+        // Another file (its meta group names another sender) around the same data set.
+        let with_content = |digest_byte, content_byte| {
+            let mut item = from_peer(digest_byte);
+            item.instance.content_digest = Some([content_byte; 32]);
+            item.instance.blob.path = format!("2024/01/01/00/other-{digest_byte}.dcm");
+            item
+        };
+        assert_eq!(
+            commit(catalog, &[with_content(7, 2)], DuplicatePolicy::KeepFirst),
+            [CommitOutcome::Conflict { current_digest: [1; 32] }]
+        );
+        assert_eq!(commit(catalog, &[with_content(8, 2)], DuplicatePolicy::KeepFirst), [CommitOutcome::AlreadyStored]);
+
+        let stored = catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup");
+        assert_eq!(stored[0].blob.digest, [1; 32], "the local copy stays current");
+        let conflicts = catalog.conflicts(None).expect("conflicts");
+        assert_eq!(conflicts.len(), 2);
+        assert_eq!((conflicts[0].sop_uid.as_str(), conflicts[0].source_ae.as_str()), ("9.9", "SITE_B"));
+        assert_eq!(conflicts[0].blob.digest, [2; 32]);
+        assert_eq!(conflicts[0].current_digest.as_deref(), Some("01".repeat(32).as_str()));
+        assert_eq!(catalog.conflicts(Some("other")).expect("conflicts").len(), 0);
+        let conflict_path = from_peer(2).instance.blob.path;
+        assert!(catalog.referenced_paths("2024/").expect("paths").contains(&conflict_path));
+        let kinds: Vec<String> = catalog.events_after(0, 100).expect("events").into_iter().map(|e| e.kind).collect();
+        assert!(kinds.contains(&"replication-conflict".to_string()), "{kinds:?}");
+
+        let removed = catalog.remove_instances(&["9.9".into()], None, RemovalKind::Deliberate).expect("remove");
+        assert!(removed.trashed_paths.contains(&conflict_path), "removal takes the conflicting version too");
+        assert!(catalog.conflicts(None).expect("conflicts").is_empty());
+    }
 }
 
-#[test]
-fn removal_cleans_up_parents_and_summaries() {
-    let (_dir, catalog) = open();
-    let items = [
-        instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.1"), 1),
-        instance(&spec("P1", "A", "1.1", "1.1.2", "MR", "1.1.2.1"), 2),
-    ];
-    commit(&catalog, &items, DuplicatePolicy::KeepFirst);
-    let removed =
-        catalog.remove_instances(&["1.1.2.1".into(), "nope".into()], None, RemovalKind::Deliberate).expect("remove");
-    assert_eq!(removed.instances.len(), 1);
-    assert_eq!(removed.trashed_paths, vec![items[1].instance.blob.path.clone()]);
-    assert_eq!(catalog.trash().expect("trash"), removed.trashed_paths, "files wait in the trash until deleted");
-    catalog.empty_trash(&removed.trashed_paths).expect("empty");
-    assert!(catalog.trash().expect("trash").is_empty());
-    let views = find(&catalog, &query("STUDY", &[(tags::MODALITIES_IN_STUDY, VR::CS, "")]));
-    assert_eq!(views[0].strings(tags::MODALITIES_IN_STUDY), ["CT"]);
-    catalog.remove_instances(&["1.1.1.1".into()], None, RemovalKind::Deliberate).expect("remove");
-    let statistics = catalog.statistics().expect("statistics");
-    assert_eq!((statistics.patients, statistics.studies, statistics.series, statistics.instances), (0, 0, 0, 0));
+on_every_engine! {
+    fn a_deliberate_removal_is_not_undone_by_a_peer_but_by_a_new_store(catalog) {
+        let item = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "9.9"), 1);
+        let from_peer = NewInstance { duplicate_policy: Some(DuplicatePolicy::KeepBoth), ..item.clone() };
+        assert_eq!(commit(catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
+        catalog.remove_instances(&["9.9".into()], None, RemovalKind::Undo).expect("undo");
+        assert_eq!(
+            commit(catalog, std::slice::from_ref(&from_peer), DuplicatePolicy::KeepFirst),
+            [CommitOutcome::Stored],
+            "an undone store is not remembered"
+        );
+        catalog.remove_instances(&["9.9".into()], None, RemovalKind::Deliberate).expect("remove");
+        assert_eq!(
+            commit(catalog, std::slice::from_ref(&from_peer), DuplicatePolicy::KeepFirst),
+            [CommitOutcome::RemovedHere]
+        );
+        assert!(catalog.instances_by_sop_uid(&["9.9".into()]).expect("lookup").is_empty());
+        assert_eq!(
+            commit(catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst),
+            [CommitOutcome::Stored],
+            "a modality may store it again"
+        );
+        catalog.remove_instances(&["9.9".into()], None, RemovalKind::Deliberate).expect("remove");
+        assert_eq!(commit(catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst), [CommitOutcome::Stored]);
+        catalog.remove_instances(&["9.9".into()], None, RemovalKind::Undo).expect("undo");
+        assert_eq!(
+            commit(catalog, std::slice::from_ref(&from_peer), DuplicatePolicy::KeepFirst),
+            [CommitOutcome::Stored],
+            "the new store ended the removal"
+        );
+    }
 }
 
-#[test]
-fn unsettled_blobs_are_listed_until_settled() {
-    let (_dir, catalog) = open();
-    let mut item = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.1"), 1);
-    item.instance.blob_durable = false;
-    commit(&catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst);
-    let unsettled = catalog.unsettled_instances().expect("unsettled");
-    assert_eq!(unsettled.len(), 1);
-    assert!(!unsettled[0].settled);
-    let settled = [item.instance.blob.path.clone()];
-    catalog.commit(&CommitBatch { settled: &settled, ..CommitBatch::events(&[]) }).expect("settle");
-    assert!(catalog.unsettled_instances().expect("unsettled").is_empty());
-    assert!(catalog.instances_by_sop_uid(&["1.1.1.1".into()]).expect("lookup")[0].settled);
+on_every_engine! {
+    fn removal_cleans_up_parents_and_summaries(catalog) {
+        let items = [
+            instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.1"), 1),
+            instance(&spec("P1", "A", "1.1", "1.1.2", "MR", "1.1.2.1"), 2),
+        ];
+        commit(catalog, &items, DuplicatePolicy::KeepFirst);
+        let removed =
+            catalog.remove_instances(&["1.1.2.1".into(), "nope".into()], None, RemovalKind::Deliberate).expect("remove");
+        assert_eq!(removed.instances.len(), 1);
+        assert_eq!(removed.trashed_paths, vec![items[1].instance.blob.path.clone()]);
+        assert_eq!(catalog.trash().expect("trash"), removed.trashed_paths, "files wait in the trash until deleted");
+        catalog.empty_trash(&removed.trashed_paths).expect("empty");
+        assert!(catalog.trash().expect("trash").is_empty());
+        let views = find(catalog, &query("STUDY", &[(tags::MODALITIES_IN_STUDY, VR::CS, "")]));
+        assert_eq!(views[0].strings(tags::MODALITIES_IN_STUDY), ["CT"]);
+        catalog.remove_instances(&["1.1.1.1".into()], None, RemovalKind::Deliberate).expect("remove");
+        let statistics = catalog.statistics().expect("statistics");
+        assert_eq!((statistics.patients, statistics.studies, statistics.series, statistics.instances), (0, 0, 0, 0));
+    }
+}
+
+on_every_engine! {
+    fn unsettled_blobs_are_listed_until_settled(catalog) {
+        let mut item = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.1"), 1);
+        item.instance.blob_durable = false;
+        commit(catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst);
+        let unsettled = catalog.unsettled_instances().expect("unsettled");
+        assert_eq!(unsettled.len(), 1);
+        assert!(!unsettled[0].settled);
+        let settled = [item.instance.blob.path.clone()];
+        catalog.commit(&CommitBatch { settled: &settled, ..CommitBatch::events(&[]) }).expect("settle");
+        assert!(catalog.unsettled_instances().expect("unsettled").is_empty());
+        assert!(catalog.instances_by_sop_uid(&["1.1.1.1".into()]).expect("lookup")[0].settled);
+    }
 }
 
 /// A tiny deterministic generator for the property test.
@@ -304,107 +301,107 @@ impl Rng {
     }
 }
 
-#[test]
-fn narrowing_never_hides_a_match() {
-    let (_dir, catalog) = open();
-    let names = [
-        "Kim^Minjun=金^敏俊=김^민준",
-        "Kim^Mina==김^미나",
-        "Lee^Jiho=李^智浩=이^지호",
-        "kim^j[x]",
-        "O'Brien^Pat",
-        "Park^Sua",
-    ];
-    let modalities = ["CT", "MR", "CR", "US"];
-    let dates = ["20230101", "20231231", "20240315", "2024.06.01", ""];
-    let mut rng = Rng(0x5EED);
-    let mut items = Vec::new();
-    for index in 0..120 {
-        let patient = format!("P{}", index % 17);
-        let name = names[index % 17 % names.len()];
-        let study = format!("1.{}", index % 40);
-        let series = format!("1.{}.{}", index % 40, index % 3);
-        let sop = format!("1.{}.{}.{index}", index % 40, index % 3);
-        let modality = rng.pick(&modalities);
-        let date = rng.pick(&dates);
-        let mut item = instance(&spec(&patient, name, &study, &series, modality, &sop), (index % 250) as u8);
-        item.study.study_date = haneul_dicom::matching::normalize_temporal(VR::DA, date).unwrap_or_default();
-        item.study.attrs.put(Element::text(tags::STUDY_DATE, VR::DA, date));
-        items.push(item);
-    }
-    for chunk in items.chunks(25) {
-        commit(&catalog, chunk, DuplicatePolicy::KeepFirst);
-    }
-    let name_patterns = ["kim*", "KIM^MIN*", "김*", "=金*", "*^mina", "?ee*", "kim^j[x]", "O'B*", "Park^Sua", ""];
-    for level in ["PATIENT", "STUDY", "SERIES", "IMAGE"] {
-        let everything = find(&catalog, &query(level, &[]));
-        for pattern in name_patterns {
-            for (date, modality) in [("", ""), ("2024-", ""), ("-20231231", "CT"), ("", "M?"), ("20240601", "")] {
-                let mut keys = vec![(tags::PATIENT_NAME, VR::PN, pattern)];
-                if level != "PATIENT" {
-                    keys.push((tags::STUDY_DATE, VR::DA, date));
+on_every_engine! {
+    fn narrowing_never_hides_a_match(catalog) {
+        let names = [
+            "Kim^Minjun=金^敏俊=김^민준",
+            "Kim^Mina==김^미나",
+            "Lee^Jiho=李^智浩=이^지호",
+            "kim^j[x]",
+            "O'Brien^Pat",
+            "Park^Sua",
+        ];
+        let modalities = ["CT", "MR", "CR", "US"];
+        let dates = ["20230101", "20231231", "20240315", "2024.06.01", ""];
+        let mut rng = Rng(0x5EED);
+        let mut items = Vec::new();
+        for index in 0..120 {
+            let patient = format!("P{}", index % 17);
+            let name = names[index % 17 % names.len()];
+            let study = format!("1.{}", index % 40);
+            let series = format!("1.{}.{}", index % 40, index % 3);
+            let sop = format!("1.{}.{}.{index}", index % 40, index % 3);
+            let modality = rng.pick(&modalities);
+            let date = rng.pick(&dates);
+            let mut item = instance(&spec(&patient, name, &study, &series, modality, &sop), (index % 250) as u8);
+            item.study.study_date = haneul_dicom::matching::normalize_temporal(VR::DA, date).unwrap_or_default();
+            item.study.attrs.put(Element::text(tags::STUDY_DATE, VR::DA, date));
+            items.push(item);
+        }
+        for chunk in items.chunks(25) {
+            commit(catalog, chunk, DuplicatePolicy::KeepFirst);
+        }
+        let name_patterns = ["kim*", "KIM^MIN*", "김*", "=金*", "*^mina", "?ee*", "kim^j[x]", "O'B*", "Park^Sua", ""];
+        for level in ["PATIENT", "STUDY", "SERIES", "IMAGE"] {
+            let everything = find(catalog, &query(level, &[]));
+            for pattern in name_patterns {
+                for (date, modality) in [("", ""), ("2024-", ""), ("-20231231", "CT"), ("", "M?"), ("20240601", "")] {
+                    let mut keys = vec![(tags::PATIENT_NAME, VR::PN, pattern)];
+                    if level != "PATIENT" {
+                        keys.push((tags::STUDY_DATE, VR::DA, date));
+                    }
+                    if level == "SERIES" || level == "IMAGE" {
+                        keys.push((tags::MODALITY, VR::CS, modality));
+                    }
+                    let query = query(level, &keys);
+                    let narrowed = find(catalog, &query).len();
+                    let brute_force = everything.iter().filter(|view| query.matches(view)).count();
+                    assert_eq!(
+                        narrowed, brute_force,
+                        "level {level}, name {pattern:?}, date {date:?}, modality {modality:?}"
+                    );
                 }
-                if level == "SERIES" || level == "IMAGE" {
-                    keys.push((tags::MODALITY, VR::CS, modality));
-                }
-                let query = query(level, &keys);
-                let narrowed = find(&catalog, &query).len();
-                let brute_force = everything.iter().filter(|view| query.matches(view)).count();
-                assert_eq!(
-                    narrowed, brute_force,
-                    "level {level}, name {pattern:?}, date {date:?}, modality {modality:?}"
-                );
             }
         }
+        let hangul = find(catalog, &query("PATIENT", &[(tags::PATIENT_NAME, VR::PN, "김*")]));
+        assert!(!hangul.is_empty(), "Hangul prefix finds patients");
     }
-    let hangul = find(&catalog, &query("PATIENT", &[(tags::PATIENT_NAME, VR::PN, "김*")]));
-    assert!(!hangul.is_empty(), "Hangul prefix finds patients");
 }
 
-#[test]
-fn stored_text_survives_a_round_trip_with_binary_values() {
-    let (_dir, catalog) = open();
-    let mut item = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.1"), 1);
-    item.instance.attrs.put(Element::new(tags::ROWS, VR::US, Value::U16(vec![512])));
-    commit(&catalog, &[item], DuplicatePolicy::KeepFirst);
-    let views = find(&catalog, &query("IMAGE", &[(tags::ROWS, VR::US, "")]));
-    assert_eq!(views[0].int(tags::ROWS), Some(512));
+on_every_engine! {
+    fn stored_text_survives_a_round_trip_with_binary_values(catalog) {
+        let mut item = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.1"), 1);
+        item.instance.attrs.put(Element::new(tags::ROWS, VR::US, Value::U16(vec![512])));
+        commit(catalog, &[item], DuplicatePolicy::KeepFirst);
+        let views = find(catalog, &query("IMAGE", &[(tags::ROWS, VR::US, "")]));
+        assert_eq!(views[0].int(tags::ROWS), Some(512));
+    }
 }
 
-/// Studies keep the site of their first instance; a query limited to sites
-/// sees, at every level, only what lies under studies of those sites.
-#[test]
-fn queries_limited_to_sites_see_only_those_sites() {
-    let (_dir, catalog) = open();
-    let at =
-        |site: &str, item: NewInstance| NewInstance { origin: Origin { site: site.into(), ..item.origin }, ..item };
-    let items = [
-        at("seoul", instance(&spec("P1", "Kim^A", "7.1", "7.1.1", "CT", "7.1.1.1"), 1)),
-        at("busan", instance(&spec("P1", "Kim^A", "7.2", "7.2.1", "MR", "7.2.1.1"), 2)),
-        at("busan", instance(&spec("P2", "Lee^B", "7.3", "7.3.1", "CT", "7.3.1.1"), 3)),
-        // A later instance from another site does not move the study.
-        at("busan", instance(&spec("P1", "Kim^A", "7.1", "7.1.1", "CT", "7.1.1.2"), 4)),
-    ];
-    commit(&catalog, &items, DuplicatePolicy::KeepFirst);
-    let scoped = |level: &str, sites: &[&str]| {
-        let mut query = query(level, &[]);
-        query.sites = sites.iter().map(|site| site.to_string()).collect();
-        query
-    };
-    let uids = |found: Vec<Dataset>, tag| {
-        let mut uids: Vec<String> = found.iter().filter_map(|view| view.string(tag).map(str::to_string)).collect();
-        uids.sort();
-        uids
-    };
-    assert_eq!(uids(find(&catalog, &scoped("STUDY", &["seoul"])), tags::STUDY_INSTANCE_UID), vec!["7.1"]);
-    assert_eq!(uids(find(&catalog, &scoped("STUDY", &["busan"])), tags::STUDY_INSTANCE_UID), vec!["7.2", "7.3"]);
-    assert_eq!(uids(find(&catalog, &scoped("STUDY", &[])), tags::STUDY_INSTANCE_UID).len(), 3, "no limit");
-    assert_eq!(uids(find(&catalog, &scoped("PATIENT", &["seoul"])), tags::PATIENT_ID), vec!["P1"]);
-    assert_eq!(uids(find(&catalog, &scoped("PATIENT", &["busan"])), tags::PATIENT_ID), vec!["P1", "P2"]);
-    assert_eq!(uids(find(&catalog, &scoped("IMAGE", &["seoul"])), tags::SOP_INSTANCE_UID), vec!["7.1.1.1", "7.1.1.2"]);
-    assert!(find(&catalog, &scoped("SERIES", &["daegu"])).is_empty());
-    let retrieve = catalog.find_instances(&scoped("STUDY", &["busan"])).expect("find_instances");
-    assert_eq!(retrieve.len(), 2);
+on_every_engine! {
+    /// Studies keep the site of their first instance; a query limited to sites
+    /// sees, at every level, only what lies under studies of those sites.
+    fn queries_limited_to_sites_see_only_those_sites(catalog) {
+        let at =
+            |site: &str, item: NewInstance| NewInstance { origin: Origin { site: site.into(), ..item.origin }, ..item };
+        let items = [
+            at("seoul", instance(&spec("P1", "Kim^A", "7.1", "7.1.1", "CT", "7.1.1.1"), 1)),
+            at("busan", instance(&spec("P1", "Kim^A", "7.2", "7.2.1", "MR", "7.2.1.1"), 2)),
+            at("busan", instance(&spec("P2", "Lee^B", "7.3", "7.3.1", "CT", "7.3.1.1"), 3)),
+            // A later instance from another site does not move the study.
+            at("busan", instance(&spec("P1", "Kim^A", "7.1", "7.1.1", "CT", "7.1.1.2"), 4)),
+        ];
+        commit(catalog, &items, DuplicatePolicy::KeepFirst);
+        let scoped = |level: &str, sites: &[&str]| {
+            let mut query = query(level, &[]);
+            query.sites = sites.iter().map(|site| site.to_string()).collect();
+            query
+        };
+        let uids = |found: Vec<Dataset>, tag| {
+            let mut uids: Vec<String> = found.iter().filter_map(|view| view.string(tag).map(str::to_string)).collect();
+            uids.sort();
+            uids
+        };
+        assert_eq!(uids(find(catalog, &scoped("STUDY", &["seoul"])), tags::STUDY_INSTANCE_UID), vec!["7.1"]);
+        assert_eq!(uids(find(catalog, &scoped("STUDY", &["busan"])), tags::STUDY_INSTANCE_UID), vec!["7.2", "7.3"]);
+        assert_eq!(uids(find(catalog, &scoped("STUDY", &[])), tags::STUDY_INSTANCE_UID).len(), 3, "no limit");
+        assert_eq!(uids(find(catalog, &scoped("PATIENT", &["seoul"])), tags::PATIENT_ID), vec!["P1"]);
+        assert_eq!(uids(find(catalog, &scoped("PATIENT", &["busan"])), tags::PATIENT_ID), vec!["P1", "P2"]);
+        assert_eq!(uids(find(catalog, &scoped("IMAGE", &["seoul"])), tags::SOP_INSTANCE_UID), vec!["7.1.1.1", "7.1.1.2"]);
+        assert!(find(catalog, &scoped("SERIES", &["daegu"])).is_empty());
+        let retrieve = catalog.find_instances(&scoped("STUDY", &["busan"])).expect("find_instances");
+        assert_eq!(retrieve.len(), 2);
+    }
 }
 
 /// A catalog made before studies had a site is upgraded in place.
@@ -418,11 +415,11 @@ fn a_version_2_catalog_gets_the_site_column() {
         connection.execute_batch("DROP INDEX studies_site; ALTER TABLE studies DROP COLUMN site;").unwrap();
         connection.pragma_update(None, "user_version", 2).unwrap();
     }
-    let catalog = SqliteCatalog::open(&path).expect("the upgrade");
-    commit(&catalog, &[instance(&spec("P1", "Kim^A", "8.1", "8.1.1", "CT", "8.1.1.1"), 1)], DuplicatePolicy::KeepFirst);
+    let catalog: &dyn Catalog = &SqliteCatalog::open(&path).expect("the upgrade");
+    commit(catalog, &[instance(&spec("P1", "Kim^A", "8.1", "8.1.1", "CT", "8.1.1.1"), 1)], DuplicatePolicy::KeepFirst);
     let mut query = query("STUDY", &[]);
     query.sites = vec![String::new()];
-    assert_eq!(find(&catalog, &query).len(), 1, "studies stored without a site have the empty site");
+    assert_eq!(find(catalog, &query).len(), 1, "studies stored without a site have the empty site");
     let connection = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
     assert_eq!(version, 5);

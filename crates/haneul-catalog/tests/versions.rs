@@ -4,7 +4,9 @@
 
 use haneul_catalog::*;
 use haneul_dicom::{tags, Dataset, Element, VR};
-use rusqlite::params;
+
+#[macro_use]
+mod engines;
 
 fn ds(elements: &[(haneul_dicom::Tag, VR, &str)]) -> Dataset {
     elements.iter().map(|(tag, vr, value)| Element::text(*tag, *vr, *value)).collect()
@@ -47,7 +49,7 @@ fn instance(study: &str, sop: &str, digest_byte: u8) -> NewInstance {
     }
 }
 
-fn versions(catalog: &SqliteCatalog, scope: VersionScope<'_>) -> Vec<HeldVersion> {
+fn versions(catalog: &dyn Catalog, scope: VersionScope<'_>) -> Vec<HeldVersion> {
     let mut found = Vec::new();
     catalog
         .held_versions(scope, &mut |version| {
@@ -58,38 +60,37 @@ fn versions(catalog: &SqliteCatalog, scope: VersionScope<'_>) -> Vec<HeldVersion
     found
 }
 
-#[test]
-fn held_versions_include_conflicts_in_uid_order_and_digests_are_recorded_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("catalog.sqlite");
-    let catalog = SqliteCatalog::open(&path).expect("open");
+on_every_engine! {
+    fn held_versions_include_conflicts_in_uid_order_and_digests_are_recorded_once(catalog) {
     let items = [
         instance("1.2", "1.2.2", 3),
         instance("1.1", "1.1.2", 2),
         instance("1.1", "1.1.1", 1),
         instance("1.3", "1.3.1", 4),
     ];
-    catalog
-        .commit(&CommitBatch {
-            instances: &items,
-            policy: DuplicatePolicy::KeepFirst,
-            events: &[],
-            settled: &[],
-            scan_from: None,
-        })
-        .expect("commit");
-    // A peer's different bytes for 1.1.1, kept as a conflict (schema version 4).
-    let writer = rusqlite::Connection::open(&path).expect("second connection");
-    writer
-        .execute(
-            "INSERT INTO conflicts (sop_uid, study_uid, series_uid, transfer_syntax, blob_path, blob_size, blob_digest,
-                                    dataset_offset, received_ms, source_ae, detected_ms)
-             VALUES ('1.1.1', '1.1', '1.1.9', '1.2.840.10008.1.2.1', 'conflict.dcm', 900, ?1, 180, 0, 'PEER', 0)",
-            params![&[9u8; 32][..]],
-        )
-        .expect("insert conflict");
+    let commit = |items: &[NewInstance]| {
+        catalog
+            .commit(&CommitBatch {
+                instances: items,
+                policy: DuplicatePolicy::KeepFirst,
+                events: &[],
+                settled: &[],
+                scan_from: None,
+            })
+            .expect("commit")
+    };
+    commit(&items);
+    // A peer's different bytes for 1.1.1, kept as a conflict.
+    let mut peer = instance("1.1", "1.1.1", 9);
+    peer.series.series_uid = "1.1.9".into();
+    peer.instance.blob.path = "conflict.dcm".into();
+    peer.instance.blob.size = 900;
+    peer.instance.dataset_offset = 180;
+    peer.origin.actor = "PEER".into();
+    peer.duplicate_policy = Some(DuplicatePolicy::KeepBoth);
+    assert!(matches!(commit(std::slice::from_ref(&peer))[..], [CommitOutcome::Conflict { .. }]));
 
-    let all = versions(&catalog, VersionScope::All);
+    let all = versions(catalog, VersionScope::All);
     let keys: Vec<(&str, &str, bool)> =
         all.iter().map(|v| (v.study_uid.as_str(), v.sop_uid.as_str(), v.current)).collect();
     assert_eq!(keys.len(), 5);
@@ -111,9 +112,9 @@ fn held_versions_include_conflicts_in_uid_order_and_digests_are_recorded_once() 
     assert!(all.iter().filter(|v| v.sop_uid != "1.3.1").all(|v| v.dataset_digest.is_none()));
     assert_eq!(all[4].dataset_digest, Some([4 ^ 0xff; 32]), "the content digest recorded at ingest");
 
-    assert_eq!(versions(&catalog, VersionScope::Study("1.1")).len(), 3);
-    assert_eq!(versions(&catalog, VersionScope::Instance("1.1.1")).len(), 2);
-    assert!(versions(&catalog, VersionScope::Instance("9.9")).is_empty());
+    assert_eq!(versions(catalog, VersionScope::Study("1.1")).len(), 3);
+    assert_eq!(versions(catalog, VersionScope::Instance("1.1.1")).len(), 2);
+    assert!(versions(catalog, VersionScope::Instance("9.9")).is_empty());
 
     // Versions without a content digest come by blob path, a page at a time.
     let first = catalog.undigested_versions("", 3).expect("first page");
@@ -128,6 +129,7 @@ fn held_versions_include_conflicts_in_uid_order_and_digests_are_recorded_once() 
     let undigested: Vec<String> =
         catalog.undigested_versions("", 10).expect("undigested").into_iter().map(|v| v.blob.path).collect();
     assert_eq!(undigested, ["2024/01/01/00/1.1.1.dcm", "2024/01/01/00/1.2.2.dcm"]);
-    let by_path = |path: &str| versions(&catalog, VersionScope::All).into_iter().find(|v| v.blob.path == path);
+    let by_path = |path: &str| versions(catalog, VersionScope::All).into_iter().find(|v| v.blob.path == path);
     assert_eq!(by_path("conflict.dcm").and_then(|v| v.dataset_digest), Some([7; 32]));
+}
 }

@@ -4,19 +4,19 @@
 //! would cost three extra page writes in every store's commit. Queries count
 //! with the indexes instead, and only when a response asks for a count.
 
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Columns added to existing tables since version 1: (table, column, its
 /// definition). Catalogs made earlier get them before `SCHEMA` (all
 /// `IF NOT EXISTS`) adds new tables and indexes.
-pub(super) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+pub(crate) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // Version 3: studies carry the site they belong to.
     ("studies", "site", "TEXT NOT NULL DEFAULT ''"),
     // Version 4: the digest of the data set alone (NULL for older rows).
     ("instances", "content_digest", "BLOB"),
 ];
 
-pub(super) const SCHEMA: &str = r#"
+pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL

@@ -3,9 +3,8 @@
 
 use haneul_dicom::matching::{normalize_person_name, person_name_groups};
 use haneul_dicom::Dataset;
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, OptionalExtension, Transaction};
 
+use super::db::Db;
 use super::query::{stored_instance, INSTANCE_COLUMNS};
 use crate::records::*;
 use crate::{CatalogError, Result};
@@ -35,29 +34,24 @@ fn add_to_set(joined: &str, value: &str) -> Option<String> {
     Some(if joined.is_empty() { value.to_string() } else { format!("{joined}\\{value}") })
 }
 
-fn event_params(event: &Event, at_ms: i64) -> [SqlValue; 10] {
-    let text = |value: &Option<String>| value.clone().map(SqlValue::Text).unwrap_or(SqlValue::Null);
-    [
-        SqlValue::Integer(at_ms),
-        SqlValue::Text(event.kind.clone()),
-        SqlValue::Text(event.origin.actor.clone()),
-        SqlValue::Text(event.origin.address.clone()),
-        SqlValue::Text(event.origin.session.clone()),
-        text(&event.patient_id),
-        text(&event.study_uid),
-        text(&event.series_uid),
-        text(&event.sop_uid),
-        SqlValue::Text(event.detail.to_string()),
-    ]
-}
-
-pub(super) fn insert_event(tx: &Transaction<'_>, event: &Event, at_ms: i64) -> Result<()> {
-    let params = event_params(event, at_ms);
-    tx.prepare_cached(
+pub(super) fn insert_event(tx: &mut dyn Db, event: &Event, at_ms: i64) -> Result<()> {
+    let detail = event.detail.to_string();
+    tx.execute(
         "INSERT INTO events (at_ms, kind, actor, address, session, patient_id, study_uid, series_uid, sop_uid, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(rusqlite::params_from_iter(params.iter()))?;
+        &[
+            at_ms.into(),
+            (&event.kind).into(),
+            (&event.origin.actor).into(),
+            (&event.origin.address).into(),
+            (&event.origin.session).into(),
+            event.patient_id.as_ref().into(),
+            event.study_uid.as_ref().into(),
+            event.series_uid.as_ref().into(),
+            event.sop_uid.as_ref().into(),
+            (&detail).into(),
+        ],
+    )?;
     Ok(())
 }
 
@@ -95,32 +89,31 @@ struct ExistingInstance {
 }
 
 pub(super) fn commit_one(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Db,
     item: &NewInstance,
     policy: DuplicatePolicy,
     at_ms: i64,
 ) -> Result<CommitOutcome> {
     let policy = item.duplicate_policy.unwrap_or(policy);
-    let existing = tx
-        .prepare_cached(
-            "SELECT i.pk, se.series_uid, i.blob_digest, i.blob_path, i.blob_size, i.transfer_syntax, i.dataset_offset, i.received_ms,
-                    i.content_digest
-             FROM instances i JOIN series se ON se.pk = i.series_pk WHERE i.sop_uid = ?1",
-        )?
-        .query_row([&item.instance.sop_uid], |row| {
+    let existing = tx.query_opt(
+        "SELECT i.pk, se.series_uid, i.blob_digest, i.blob_path, i.blob_size, i.transfer_syntax, i.dataset_offset,
+                i.received_ms, i.content_digest
+         FROM instances i JOIN series se ON se.pk = i.series_pk WHERE i.sop_uid = ?1",
+        &[(&item.instance.sop_uid).into()],
+        |row| {
             Ok(ExistingInstance {
-                pk: row.get(0)?,
-                series_uid: row.get(1)?,
-                digest: row.get(2)?,
-                path: row.get(3)?,
-                size: row.get(4)?,
-                transfer_syntax: row.get(5)?,
-                dataset_offset: row.get(6)?,
-                received_ms: row.get(7)?,
-                content_digest: row.get(8)?,
+                pk: row.int(0)?,
+                series_uid: row.text(1)?,
+                digest: row.bytes(2)?,
+                path: row.text(3)?,
+                size: row.int(4)?,
+                transfer_syntax: row.text(5)?,
+                dataset_offset: row.int(6)?,
+                received_ms: row.int(7)?,
+                content_digest: row.opt_bytes(8)?,
             })
-        })
-        .optional()?;
+        },
+    )?;
     if let Some(existing) = existing {
         return commit_duplicate(tx, item, existing, policy, at_ms);
     }
@@ -128,54 +121,58 @@ pub(super) fn commit_one(
     // anyone else is new and ends that.
     if policy == DuplicatePolicy::KeepBoth {
         let removed_here =
-            tx.prepare_cached("SELECT 1 FROM removed_uids WHERE sop_uid = ?1")?.exists([&item.instance.sop_uid])?;
+            tx.exists("SELECT 1 FROM removed_uids WHERE sop_uid = ?1", &[(&item.instance.sop_uid).into()])?;
         if removed_here {
             insert_event(tx, &instance_event("replicated-after-removal", item), at_ms)?;
             return Ok(CommitOutcome::RemovedHere);
         }
     } else {
-        tx.prepare_cached("DELETE FROM removed_uids WHERE sop_uid = ?1")?.execute([&item.instance.sop_uid])?;
+        tx.execute("DELETE FROM removed_uids WHERE sop_uid = ?1", &[(&item.instance.sop_uid).into()])?;
     }
 
     let patient_pk = upsert_patient(tx, &item.patient, at_ms)?;
     let study_pk = upsert_study(tx, item, patient_pk, at_ms)?;
     let series_pk = upsert_series(tx, item, study_pk, at_ms)?;
     let instance = &item.instance;
-    tx.prepare_cached(
+    let attrs = encode_attrs(&instance.attrs);
+    tx.execute(
         "INSERT INTO instances (series_pk, sop_uid, sop_class, instance_number, transfer_syntax, blob_path, blob_size,
                                 blob_digest, dataset_offset, received_ms, source_ae, attrs, content_digest)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
-        series_pk,
-        instance.sop_uid,
-        instance.sop_class,
-        instance.instance_number,
-        instance.transfer_syntax,
-        instance.blob.path,
-        instance.blob.size as i64,
-        &instance.blob.digest[..],
-        instance.dataset_offset as i64,
-        instance.received_ms,
-        item.origin.actor,
-        encode_attrs(&instance.attrs),
-        instance.content_digest.as_ref().map(|digest| &digest[..]),
-    ])?;
+        &[
+            series_pk.into(),
+            (&instance.sop_uid).into(),
+            (&instance.sop_class).into(),
+            instance.instance_number.into(),
+            (&instance.transfer_syntax).into(),
+            (&instance.blob.path).into(),
+            (instance.blob.size as i64).into(),
+            instance.blob.digest[..].into(),
+            (instance.dataset_offset as i64).into(),
+            instance.received_ms.into(),
+            (&item.origin.actor).into(),
+            attrs[..].into(),
+            instance.content_digest.as_ref().map(|digest| &digest[..]).into(),
+        ],
+    )?;
     if !instance.blob_durable {
-        tx.prepare_cached("INSERT OR IGNORE INTO unsettled (blob_path) VALUES (?1)")?.execute([&instance.blob.path])?;
+        tx.execute(
+            "INSERT INTO unsettled (blob_path) VALUES (?1) ON CONFLICT DO NOTHING",
+            &[(&instance.blob.path).into()],
+        )?;
     }
     // The study's SOP class set changes rarely; write it only then.
-    let sop_classes: String =
-        tx.prepare_cached("SELECT sop_classes FROM studies WHERE pk = ?1")?.query_row([study_pk], |row| row.get(0))?;
+    let sop_classes =
+        tx.query_one("SELECT sop_classes FROM studies WHERE pk = ?1", &[study_pk.into()], |row| row.text(0))?;
     if let Some(classes) = add_to_set(&sop_classes, &instance.sop_class) {
-        tx.prepare_cached("UPDATE studies SET sop_classes = ?2 WHERE pk = ?1")?.execute(params![study_pk, classes])?;
+        tx.execute("UPDATE studies SET sop_classes = ?2 WHERE pk = ?1", &[study_pk.into(), (&classes).into()])?;
     }
     insert_event(tx, &instance_event("instance-stored", item), at_ms)?;
     Ok(CommitOutcome::Stored)
 }
 
 fn commit_duplicate(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Db,
     item: &NewInstance,
     existing: ExistingInstance,
     policy: DuplicatePolicy,
@@ -199,34 +196,33 @@ fn commit_duplicate(
     let outcome = match policy {
         DuplicatePolicy::KeepBoth => {
             let content_digest = item.instance.content_digest.as_ref().map(|digest| &digest[..]);
-            let known = tx
-                .prepare_cached(
-                    "SELECT 1 FROM conflicts WHERE sop_uid = ?1 AND (blob_digest = ?2 OR content_digest = ?3) LIMIT 1",
-                )?
-                .exists(params![item.instance.sop_uid, &item.instance.blob.digest[..], content_digest])?;
+            let known = tx.exists(
+                "SELECT 1 FROM conflicts WHERE sop_uid = ?1 AND (blob_digest = ?2 OR content_digest = ?3) LIMIT 1",
+                &[(&item.instance.sop_uid).into(), item.instance.blob.digest[..].into(), content_digest.into()],
+            )?;
             let inserted = if known {
                 0
             } else {
-                tx.prepare_cached(
+                tx.execute(
                     "INSERT INTO conflicts (sop_uid, study_uid, series_uid, transfer_syntax, blob_path, blob_size,
                                             blob_digest, dataset_offset, received_ms, source_ae, detected_ms,
                                             content_digest)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    &[
+                        (&item.instance.sop_uid).into(),
+                        (&item.study.study_uid).into(),
+                        (&item.series.series_uid).into(),
+                        (&item.instance.transfer_syntax).into(),
+                        (&item.instance.blob.path).into(),
+                        (item.instance.blob.size as i64).into(),
+                        item.instance.blob.digest[..].into(),
+                        (item.instance.dataset_offset as i64).into(),
+                        item.instance.received_ms.into(),
+                        (&item.origin.actor).into(),
+                        at_ms.into(),
+                        content_digest.into(),
+                    ],
                 )?
-                .execute(params![
-                    item.instance.sop_uid,
-                    item.study.study_uid,
-                    item.series.series_uid,
-                    item.instance.transfer_syntax,
-                    item.instance.blob.path,
-                    item.instance.blob.size as i64,
-                    &item.instance.blob.digest[..],
-                    item.instance.dataset_offset as i64,
-                    item.instance.received_ms,
-                    item.origin.actor,
-                    at_ms,
-                    content_digest,
-                ])?
             };
             if inserted == 0 {
                 event.kind = "conflict-known".into();
@@ -263,40 +259,41 @@ fn commit_duplicate(
             }
         }
         DuplicatePolicy::Replace => {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO superseded (sop_uid, transfer_syntax, blob_path, blob_size, blob_digest, dataset_offset,
                                          received_ms, superseded_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                item.instance.sop_uid,
-                existing.transfer_syntax,
-                existing.path,
-                existing.size,
-                existing.digest,
-                existing.dataset_offset,
-                existing.received_ms,
-                at_ms,
-            ])?;
+                &[
+                    (&item.instance.sop_uid).into(),
+                    (&existing.transfer_syntax).into(),
+                    (&existing.path).into(),
+                    existing.size.into(),
+                    existing.digest[..].into(),
+                    existing.dataset_offset.into(),
+                    existing.received_ms.into(),
+                    at_ms.into(),
+                ],
+            )?;
             let instance = &item.instance;
-            tx.prepare_cached(
+            let attrs = encode_attrs(&instance.attrs);
+            tx.execute(
                 "UPDATE instances SET sop_class = ?2, instance_number = ?3, transfer_syntax = ?4, blob_path = ?5,
                         blob_size = ?6, blob_digest = ?7, dataset_offset = ?8, received_ms = ?9, source_ae = ?10, attrs = ?11
                  WHERE pk = ?1",
-            )?
-            .execute(params![
-                existing.pk,
-                instance.sop_class,
-                instance.instance_number,
-                instance.transfer_syntax,
-                instance.blob.path,
-                instance.blob.size as i64,
-                &instance.blob.digest[..],
-                instance.dataset_offset as i64,
-                instance.received_ms,
-                item.origin.actor,
-                encode_attrs(&instance.attrs),
-            ])?;
+                &[
+                    existing.pk.into(),
+                    (&instance.sop_class).into(),
+                    instance.instance_number.into(),
+                    (&instance.transfer_syntax).into(),
+                    (&instance.blob.path).into(),
+                    (instance.blob.size as i64).into(),
+                    instance.blob.digest[..].into(),
+                    (instance.dataset_offset as i64).into(),
+                    instance.received_ms.into(),
+                    (&item.origin.actor).into(),
+                    attrs[..].into(),
+                ],
+            )?;
             event.kind = "instance-replaced".into();
             CommitOutcome::Replaced { superseded_path: existing.path }
         }
@@ -305,43 +302,41 @@ fn commit_duplicate(
     Ok(outcome)
 }
 
-fn upsert_patient(tx: &Transaction<'_>, patient: &PatientFacts, at_ms: i64) -> Result<i64> {
+fn upsert_patient(tx: &mut dyn Db, patient: &PatientFacts, at_ms: i64) -> Result<i64> {
     let identity = patient_identity(patient);
-    let found: Option<i64> = tx
-        .prepare_cached("SELECT pk FROM patients WHERE identity = ?1")?
-        .query_row([&identity], |row| row.get(0))
-        .optional()?;
+    let found = tx.query_opt("SELECT pk FROM patients WHERE identity = ?1", &[(&identity).into()], |row| row.int(0))?;
     if let Some(pk) = found {
         return Ok(pk);
     }
     let [alphabetic, ideographic, phonetic] = person_name_groups(&patient.name);
-    tx.prepare_cached(
+    let attrs = encode_attrs(&patient.attrs);
+    tx.query_one(
         "INSERT INTO patients (identity, patient_id, issuer, name, name_alphabetic, name_ideographic, name_phonetic,
                                birth_date, sex, attrs, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        identity,
-        patient.patient_id,
-        patient.issuer,
-        patient.name,
-        alphabetic,
-        ideographic,
-        phonetic,
-        patient.birth_date,
-        patient.sex,
-        encode_attrs(&patient.attrs),
-        at_ms,
-    ])?;
-    Ok(tx.last_insert_rowid())
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING pk",
+        &[
+            (&identity).into(),
+            (&patient.patient_id).into(),
+            (&patient.issuer).into(),
+            (&patient.name).into(),
+            (&alphabetic).into(),
+            (&ideographic).into(),
+            (&phonetic).into(),
+            (&patient.birth_date).into(),
+            (&patient.sex).into(),
+            attrs[..].into(),
+            at_ms.into(),
+        ],
+        |row| row.int(0),
+    )
 }
 
-fn upsert_study(tx: &Transaction<'_>, item: &NewInstance, patient_pk: i64, at_ms: i64) -> Result<i64> {
+fn upsert_study(tx: &mut dyn Db, item: &NewInstance, patient_pk: i64, at_ms: i64) -> Result<i64> {
     let study = &item.study;
-    let found: Option<(i64, i64)> = tx
-        .prepare_cached("SELECT pk, patient_pk FROM studies WHERE study_uid = ?1")?
-        .query_row([&study.study_uid], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
+    let found =
+        tx.query_opt("SELECT pk, patient_pk FROM studies WHERE study_uid = ?1", &[(&study.study_uid).into()], |row| {
+            Ok((row.int(0)?, row.int(1)?))
+        })?;
     if let Some((pk, owner)) = found {
         if owner != patient_pk {
             // The study stays with its first patient; the mismatch is journaled for the PACS team.
@@ -351,33 +346,34 @@ fn upsert_study(tx: &Transaction<'_>, item: &NewInstance, patient_pk: i64, at_ms
         }
         return Ok(pk);
     }
-    tx.prepare_cached(
+    let attrs = encode_attrs(&study.attrs);
+    tx.query_one(
         "INSERT INTO studies (patient_pk, study_uid, study_date, study_time, accession, study_id, description,
                               referring_physician, attrs, created_ms, site)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        patient_pk,
-        study.study_uid,
-        study.study_date,
-        study.study_time,
-        study.accession,
-        study.study_id,
-        study.description,
-        study.referring_physician,
-        encode_attrs(&study.attrs),
-        at_ms,
-        item.origin.site,
-    ])?;
-    Ok(tx.last_insert_rowid())
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING pk",
+        &[
+            patient_pk.into(),
+            (&study.study_uid).into(),
+            (&study.study_date).into(),
+            (&study.study_time).into(),
+            (&study.accession).into(),
+            (&study.study_id).into(),
+            (&study.description).into(),
+            (&study.referring_physician).into(),
+            attrs[..].into(),
+            at_ms.into(),
+            (&item.origin.site).into(),
+        ],
+        |row| row.int(0),
+    )
 }
 
-fn upsert_series(tx: &Transaction<'_>, item: &NewInstance, study_pk: i64, at_ms: i64) -> Result<i64> {
+fn upsert_series(tx: &mut dyn Db, item: &NewInstance, study_pk: i64, at_ms: i64) -> Result<i64> {
     let series = &item.series;
-    let found: Option<(i64, i64)> = tx
-        .prepare_cached("SELECT pk, study_pk FROM series WHERE series_uid = ?1")?
-        .query_row([&series.series_uid], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
+    let found =
+        tx.query_opt("SELECT pk, study_pk FROM series WHERE series_uid = ?1", &[(&series.series_uid).into()], |row| {
+            Ok((row.int(0)?, row.int(1)?))
+        })?;
     if let Some((pk, owner)) = found {
         if owner != study_pk {
             let mut event = instance_event("study-mismatch", item);
@@ -386,76 +382,75 @@ fn upsert_series(tx: &Transaction<'_>, item: &NewInstance, study_pk: i64, at_ms:
         }
         return Ok(pk);
     }
-    tx.prepare_cached(
+    let attrs = encode_attrs(&series.attrs);
+    let series_pk = tx.query_one(
         "INSERT INTO series (study_pk, series_uid, modality, series_number, description, body_part, attrs, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        study_pk,
-        series.series_uid,
-        series.modality,
-        series.series_number,
-        series.description,
-        series.body_part,
-        encode_attrs(&series.attrs),
-        at_ms,
-    ])?;
-    let series_pk = tx.last_insert_rowid();
-    let modalities: String =
-        tx.prepare_cached("SELECT modalities FROM studies WHERE pk = ?1")?.query_row([study_pk], |row| row.get(0))?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING pk",
+        &[
+            study_pk.into(),
+            (&series.series_uid).into(),
+            (&series.modality).into(),
+            series.series_number.into(),
+            (&series.description).into(),
+            (&series.body_part).into(),
+            attrs[..].into(),
+            at_ms.into(),
+        ],
+        |row| row.int(0),
+    )?;
+    let modalities =
+        tx.query_one("SELECT modalities FROM studies WHERE pk = ?1", &[study_pk.into()], |row| row.text(0))?;
     if let Some(modalities) = add_to_set(&modalities, &series.modality) {
-        tx.prepare_cached("UPDATE studies SET modalities = ?2 WHERE pk = ?1")?
-            .execute(params![study_pk, modalities])?;
+        tx.execute("UPDATE studies SET modalities = ?2 WHERE pk = ?1", &[study_pk.into(), (&modalities).into()])?;
     }
     Ok(series_pk)
 }
 
 /// Remove one instance, then the series, study and patient it leaves empty,
 /// and recompute the study's summary sets.
-pub(super) fn remove_one(tx: &Transaction<'_>, sop_uid: &str) -> Result<Option<StoredInstance>> {
-    let found = tx
-        .prepare_cached(&format!(
+pub(super) fn remove_one(tx: &mut dyn Db, sop_uid: &str) -> Result<Option<StoredInstance>> {
+    let found = tx.query_opt(
+        &format!(
             "SELECT {INSTANCE_COLUMNS}, i.series_pk, se.study_pk, s.patient_pk FROM instances i
              JOIN series se ON se.pk = i.series_pk JOIN studies s ON s.pk = se.study_pk WHERE i.sop_uid = ?1"
-        ))?
-        .query_row([sop_uid], |row| {
-            Ok((stored_instance(row)?, row.get::<_, i64>(11)?, row.get::<_, i64>(12)?, row.get::<_, i64>(13)?))
-        })
-        .optional()?;
+        ),
+        &[sop_uid.into()],
+        |row| Ok((stored_instance(row)?, row.int(11)?, row.int(12)?, row.int(13)?)),
+    )?;
     let Some((instance, series_pk, study_pk, patient_pk)) = found else {
         return Ok(None);
     };
-    tx.prepare_cached("DELETE FROM instances WHERE pk = ?1")?.execute([instance.pk])?;
-    tx.prepare_cached("DELETE FROM unsettled WHERE blob_path = ?1")?.execute([&instance.blob.path])?;
-    let exists =
-        |sql: &str, pk: i64| -> Result<bool> { Ok(tx.prepare_cached(sql)?.query_row([pk], |row| row.get(0))?) };
-    if !exists("SELECT EXISTS (SELECT 1 FROM instances WHERE series_pk = ?1)", series_pk)? {
-        tx.prepare_cached("DELETE FROM series WHERE pk = ?1")?.execute([series_pk])?;
+    tx.execute("DELETE FROM instances WHERE pk = ?1", &[instance.pk.into()])?;
+    tx.execute("DELETE FROM unsettled WHERE blob_path = ?1", &[(&instance.blob.path).into()])?;
+    if !tx.exists("SELECT 1 FROM instances WHERE series_pk = ?1 LIMIT 1", &[series_pk.into()])? {
+        tx.execute("DELETE FROM series WHERE pk = ?1", &[series_pk.into()])?;
     }
-    if !exists("SELECT EXISTS (SELECT 1 FROM series WHERE study_pk = ?1)", study_pk)? {
-        tx.prepare_cached("DELETE FROM studies WHERE pk = ?1")?.execute([study_pk])?;
+    if !tx.exists("SELECT 1 FROM series WHERE study_pk = ?1 LIMIT 1", &[study_pk.into()])? {
+        tx.execute("DELETE FROM studies WHERE pk = ?1", &[study_pk.into()])?;
     } else {
-        let modalities = joined_distinct(
+        // In order of first appearance, as ingest builds them.
+        let modalities = joined(
             tx,
-            "SELECT DISTINCT modality FROM series WHERE study_pk = ?1 AND modality != '' ORDER BY pk",
+            "SELECT modality FROM series WHERE study_pk = ?1 AND modality != '' GROUP BY modality ORDER BY MIN(pk)",
             study_pk,
         )?;
-        let classes = joined_distinct(
+        let classes = joined(
             tx,
-            "SELECT DISTINCT i.sop_class FROM instances i JOIN series se ON se.pk = i.series_pk WHERE se.study_pk = ?1",
+            "SELECT i.sop_class FROM instances i JOIN series se ON se.pk = i.series_pk WHERE se.study_pk = ?1
+             GROUP BY i.sop_class ORDER BY MIN(i.pk)",
             study_pk,
         )?;
-        tx.prepare_cached("UPDATE studies SET modalities = ?2, sop_classes = ?3 WHERE pk = ?1")?
-            .execute(params![study_pk, modalities, classes])?;
+        tx.execute(
+            "UPDATE studies SET modalities = ?2, sop_classes = ?3 WHERE pk = ?1",
+            &[study_pk.into(), (&modalities).into(), (&classes).into()],
+        )?;
     }
-    if !exists("SELECT EXISTS (SELECT 1 FROM studies WHERE patient_pk = ?1)", patient_pk)? {
-        tx.prepare_cached("DELETE FROM patients WHERE pk = ?1")?.execute([patient_pk])?;
+    if !tx.exists("SELECT 1 FROM studies WHERE patient_pk = ?1 LIMIT 1", &[patient_pk.into()])? {
+        tx.execute("DELETE FROM patients WHERE pk = ?1", &[patient_pk.into()])?;
     }
     Ok(Some(instance))
 }
 
-fn joined_distinct(tx: &Transaction<'_>, sql: &str, pk: i64) -> Result<String> {
-    let mut statement = tx.prepare_cached(sql)?;
-    let values = statement.query_map([pk], |row| row.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(values.join("\\"))
+fn joined(tx: &mut dyn Db, sql: &str, pk: i64) -> Result<String> {
+    Ok(tx.query_all(sql, &[pk.into()], |row| row.text(0))?.join("\\"))
 }

@@ -6,31 +6,48 @@ use std::collections::HashMap;
 use haneul_dicom::levels::{computed, Level};
 use haneul_dicom::matching::{normalize_person_name, IndexHint, KeyMatch, Query};
 use haneul_dicom::{tags, Dataset, Element, Tag, Value, VR};
-use rusqlite::types::Value as SqlValue;
 
+use super::db::{Dialect, Param, Row};
 use super::write::decode_attrs;
 use crate::records::*;
 use crate::Result;
 
 /// SQL conditions derived from a query's constraints. They may only narrow
 /// to a superset of the true matches; the shared matcher decides.
-#[derive(Default)]
 pub(super) struct Narrowing {
+    dialect: Dialect,
     clauses: Vec<String>,
-    pub(super) params: Vec<SqlValue>,
+    params: Vec<String>,
 }
 
 impl Narrowing {
+    fn new(dialect: Dialect) -> Narrowing {
+        Narrowing { dialect, clauses: Vec::new(), params: Vec::new() }
+    }
+
+    pub(super) fn params(&self) -> Vec<Param<'_>> {
+        self.params.iter().map(|value| Param::Text(value)).collect()
+    }
+
     fn param(&mut self, value: impl Into<String>) -> String {
-        self.params.push(SqlValue::Text(value.into()));
+        self.params.push(value.into());
         format!("?{}", self.params.len())
+    }
+
+    /// `column` matching a DICOM wildcard pattern (`*`, `?`), case-sensitively.
+    fn pattern(&mut self, column: &str, pattern: &str) -> String {
+        match self.dialect {
+            // `*` and `?` mean in GLOB what they mean in DICOM.
+            Dialect::Sqlite => format!("{column} GLOB {}", self.param(pattern.replace('[', "[[]"))),
+            Dialect::Postgres => format!("{column} LIKE {}", self.param(like_pattern(pattern))),
+        }
     }
 
     /// A condition on a text column for a key compared as plain text.
     fn text_column(&mut self, column: &str, key: &KeyMatch) {
         let clause = match key.matcher.hint() {
             Some(IndexHint::Equals(value)) => format!("{column} = {}", self.param(value)),
-            Some(IndexHint::Pattern(pattern)) => format!("{column} GLOB {}", self.param(glob_escape(pattern))),
+            Some(IndexHint::Pattern(pattern)) => self.pattern(column, pattern),
             Some(IndexHint::AnyOf(values)) => {
                 let placeholders: Vec<String> = values.iter().map(|v| self.param(v.as_str())).collect();
                 format!("{column} IN ({})", placeholders.join(", "))
@@ -62,14 +79,13 @@ impl Narrowing {
         let columns =
             [format!("{alias}.name_alphabetic"), format!("{alias}.name_ideographic"), format!("{alias}.name_phonetic")];
         if !pattern.contains('=') {
-            let param = self.param(glob_escape(&pattern));
-            let any: Vec<String> = columns.iter().map(|column| format!("{column} GLOB {param}")).collect();
+            let any: Vec<String> = columns.iter().map(|column| self.pattern(column, &pattern)).collect();
             self.clauses.push(format!("({})", any.join(" OR ")));
             return;
         }
         for (column, group) in columns.iter().zip(pattern.split('=')) {
             if !group.is_empty() {
-                let clause = format!("{column} GLOB {}", self.param(glob_escape(group)));
+                let clause = self.pattern(column, group);
                 self.clauses.push(clause);
             }
         }
@@ -84,14 +100,26 @@ impl Narrowing {
     }
 }
 
-/// Escape GLOB's character classes; `*` and `?` mean in GLOB what they mean in DICOM.
-fn glob_escape(pattern: &str) -> String {
-    pattern.replace('[', "[[]")
+/// A DICOM wildcard pattern as a LIKE pattern (backslash escapes).
+fn like_pattern(pattern: &str) -> String {
+    let mut like = String::with_capacity(pattern.len() + 4);
+    for c in pattern.chars() {
+        match c {
+            '*' => like.push('%'),
+            '?' => like.push('_'),
+            '%' | '_' | '\\' => {
+                like.push('\\');
+                like.push(c);
+            }
+            c => like.push(c),
+        }
+    }
+    like
 }
 
 /// `available` is the deepest level joined in the SQL, so whose columns exist.
-pub(super) fn narrowing_for(query: &Query, available: Level) -> Narrowing {
-    let mut narrowing = Narrowing::default();
+pub(super) fn narrowing_for(dialect: Dialect, query: &Query, available: Level) -> Narrowing {
+    let mut narrowing = Narrowing::new(dialect);
     // Patient keys first, as a subquery at lower levels: SQLite then starts
     // from the patient indexes even before it has statistics, instead of
     // scanning studies in key order.
@@ -130,7 +158,8 @@ pub(super) fn narrowing_for(query: &Query, available: Level) -> Narrowing {
             t if t == tags::ACCESSION_NUMBER && available >= Level::Study => narrowing.text_column("s.accession", key),
             t if t == tags::STUDY_ID && available >= Level::Study => narrowing.text_column("s.study_id", key),
             t if t == computed::MODALITIES_IN_STUDY && available >= Level::Study => {
-                let mut inner = Narrowing { clauses: Vec::new(), params: std::mem::take(&mut narrowing.params) };
+                let mut inner =
+                    Narrowing { dialect, clauses: Vec::new(), params: std::mem::take(&mut narrowing.params) };
                 inner.text_column("m.modality", key);
                 narrowing.params = inner.params;
                 if let Some(clause) = inner.clauses.pop() {
@@ -192,7 +221,8 @@ impl CountNeeds {
 /// attributes and its counts (NULL unless needed), in a fixed layout that
 /// [`row_to_view`] reads.
 pub(super) fn view_columns(level: Level, needs: CountNeeds) -> String {
-    let count = |needed: bool, sql: &str| if needed { format!("({sql})") } else { "NULL".to_string() };
+    // A typed NULL: PostgreSQL reads a bare NULL column as text.
+    let count = |needed: bool, sql: &str| if needed { format!("({sql})") } else { "CAST(NULL AS BIGINT)".to_string() };
     let mut columns = vec![format!(
         "p.pk, p.attrs, {}, {}, {}",
         count(needs.patient, "SELECT COUNT(*) FROM studies c WHERE c.patient_pk = p.pk"),
@@ -287,16 +317,11 @@ impl AttrCache {
 
 /// Build the merged view of one result row. The view columns start at
 /// `offset` and follow [`view_columns`]: patient, then study, series, instance.
-pub(super) fn row_to_view(
-    row: &rusqlite::Row<'_>,
-    offset: usize,
-    level: Level,
-    cache: &mut AttrCache,
-) -> Result<Dataset> {
-    let get_i64 = |index: usize| row.get::<_, i64>(index + offset);
-    let get_count = |index: usize| row.get::<_, Option<i64>>(index + offset);
-    let get_bytes = |index: usize| row.get::<_, Vec<u8>>(index + offset);
-    let get_text = |index: usize| row.get::<_, String>(index + offset);
+pub(super) fn row_to_view(row: &dyn Row, offset: usize, level: Level, cache: &mut AttrCache) -> Result<Dataset> {
+    let get_i64 = |index: usize| row.int(index + offset);
+    let get_count = |index: usize| row.opt_int(index + offset);
+    let get_bytes = |index: usize| row.bytes(index + offset);
+    let get_text = |index: usize| row.text(index + offset);
     let mut view = Dataset::new();
     let patient_pk = get_i64(0)?;
     merge_into(&mut view, cache.get(0, patient_pk, &get_bytes(1)?)?);
@@ -339,17 +364,17 @@ pub(super) fn digest_array(bytes: &[u8]) -> [u8; 32] {
     digest
 }
 
-pub(super) fn stored_instance(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
-    let digest_array = digest_array(&row.get::<_, Vec<u8>>(6)?);
+pub(super) fn stored_instance(row: &dyn Row) -> Result<StoredInstance> {
+    let digest_array = digest_array(&row.bytes(6)?);
     Ok(StoredInstance {
-        pk: row.get(0)?,
-        sop_uid: row.get(1)?,
-        sop_class: row.get(2)?,
-        transfer_syntax: row.get(3)?,
-        blob: BlobInfo { path: row.get(4)?, size: row.get::<_, i64>(5)? as u64, digest: digest_array },
-        dataset_offset: row.get::<_, i64>(7)? as u64,
-        study_uid: row.get(8)?,
-        series_uid: row.get(9)?,
-        settled: row.get(10)?,
+        pk: row.int(0)?,
+        sop_uid: row.text(1)?,
+        sop_class: row.text(2)?,
+        transfer_syntax: row.text(3)?,
+        blob: BlobInfo { path: row.text(4)?, size: row.int(5)?.max(0) as u64, digest: digest_array },
+        dataset_offset: row.int(7)?.max(0) as u64,
+        study_uid: row.text(8)?,
+        series_uid: row.text(9)?,
+        settled: row.flag(10)?,
     })
 }

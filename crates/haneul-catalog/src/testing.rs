@@ -1,0 +1,69 @@
+//! Fresh PostgreSQL databases for tests, on the server named by the
+//! `HANEUL_TEST_POSTGRES` environment variable (a URL without a database
+//! name, such as `postgresql://haneul:haneul@127.0.0.1:5432`;
+//! `scripts/test.sh` starts a server and sets it).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use postgres::{Client, NoTls};
+
+use crate::PostgresOptions;
+
+/// The environment variable naming the test server.
+pub const SERVER_VARIABLE: &str = "HANEUL_TEST_POSTGRES";
+
+/// A database created for one test and dropped with this value.
+pub struct TestDatabase {
+    server: String,
+    name: String,
+    /// How to reach the new database.
+    pub options: PostgresOptions,
+}
+
+fn server() -> String {
+    match std::env::var(SERVER_VARIABLE) {
+        Ok(url) => url.trim_end_matches('/').to_string(),
+        Err(_) => panic!(
+            "{SERVER_VARIABLE} is not set: these tests need a PostgreSQL server \
+             (scripts/test.sh starts one and sets it, e.g. postgresql://haneul:haneul@127.0.0.1:5432)"
+        ),
+    }
+}
+
+/// Run blocking client work off any async runtime the caller is on.
+fn on_plain_thread<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| scope.spawn(work).join().expect("postgres test helper thread"))
+}
+
+impl TestDatabase {
+    /// A new, empty database.
+    pub fn create() -> TestDatabase {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let server = server();
+        let name = format!("haneul_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        on_plain_thread(|| {
+            let mut admin = Client::connect(&format!("{server}/postgres"), NoTls)
+                .unwrap_or_else(|error| panic!("cannot reach the test PostgreSQL server at {server}: {error}"));
+            // One statement per call: neither may run inside a transaction block.
+            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).expect("drop an old test database");
+            admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a test database");
+        });
+        let options = PostgresOptions { url: format!("{server}/{name}"), password: None };
+        TestDatabase { server, name, options }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (server, name) = (&self.server, &self.name);
+        on_plain_thread(|| {
+            if let Ok(mut admin) = Client::connect(&format!("{server}/postgres"), NoTls) {
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        });
+    }
+}
