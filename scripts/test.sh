@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every test of Haneul on a fresh Debian machine: installs what the tests
 # need (DCMTK; Orthanc and its DICOMweb plugin as a legacy PACS; Chromium,
-# Node.js and a Korean font for the OHIF viewer test; a Python venv with
+# Node.js and a Korean font for the OHIF viewer test; PostgreSQL, started on
+# loopback for the catalog tests; a Python venv with
 # pydicom, pynetdicom, dicomweb-client and numpy; the pinned OHIF build and
 # playwright-core from npm), then runs the whole Rust
 # test suite, whose integration tests start the real server and talk to it
@@ -23,10 +24,28 @@ fc-list 2>/dev/null | grep -qi nanum || need_apt+=(fonts-nanum)
 # Orthanc 1.10 and its DICOMweb plugin: the legacy PACS of the migration and diff tests.
 command -v Orthanc >/dev/null || [[ -x /usr/sbin/Orthanc ]] || need_apt+=(orthanc)
 dpkg -L orthanc-dicomweb 2>/dev/null | grep -q '/libOrthancDicomWeb\.so$' || need_apt+=(orthanc-dicomweb)
+# PostgreSQL: the catalog engine of several nodes (catalog contract tests, a node on it).
+command -v pg_lsclusters >/dev/null || need_apt+=(postgresql)
 if (( ${#need_apt[@]} )); then
     echo "installing: ${need_apt[*]}"
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# A PostgreSQL server on loopback with a role that may create the test
+# databases, unless HANEUL_TEST_POSTGRES already names one.
+if [[ -z "${HANEUL_TEST_POSTGRES:-}" ]]; then
+    as_postgres() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+    if [[ -z "$(pg_lsclusters --no-header 2>/dev/null)" ]]; then
+        $sudo_cmd pg_createcluster "$(ls /usr/lib/postgresql | sort -V | tail -1)" main >/dev/null
+    fi
+    read -r pg_version pg_cluster pg_port pg_status _ < <(pg_lsclusters --no-header | head -1)
+    [[ $pg_status == online* ]] || $sudo_cmd pg_ctlcluster "$pg_version" "$pg_cluster" start
+    as_postgres psql -p "$pg_port" -qc "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'haneul_test') THEN
+            CREATE ROLE haneul_test LOGIN CREATEDB PASSWORD 'haneul_test';
+        END IF; END \$\$;"
+    export HANEUL_TEST_POSTGRES="postgresql://haneul_test:haneul_test@127.0.0.1:$pg_port"
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

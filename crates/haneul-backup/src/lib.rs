@@ -288,6 +288,19 @@ enum Stored {
     Problem(BackupProblem),
 }
 
+/// Back up the archive whose catalog is `catalog` (a shared database) and
+/// whose blob store is rooted at `blob_root`, opened for reading only.
+pub fn backup_shared_catalog(
+    catalog: &dyn Catalog,
+    blob_root: &Path,
+    target: &dyn Target,
+    scratch: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<BackupReport> {
+    let blobs = BlobStore::open(blob_root, false)?;
+    backup(&Source { catalog, blobs: &blobs }, target, scratch, progress)
+}
+
 /// Back up the archive whose catalog is the file `catalog` and whose blob
 /// store is rooted at `blob_root`, opening both for reading only (beside a
 /// running server, and without the start-up recovery of a node).

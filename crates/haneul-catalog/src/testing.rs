@@ -16,8 +16,26 @@ pub const SERVER_VARIABLE: &str = "HANEUL_TEST_POSTGRES";
 pub struct TestDatabase {
     server: String,
     name: String,
-    /// How to reach the new database.
+    /// How to reach the new database: the URL without the password, and the password.
     pub options: PostgresOptions,
+    /// A file holding the password, as `catalog.password_file` names one.
+    pub password_file: std::path::PathBuf,
+}
+
+/// `scheme://user:password@host...` as the URL without the password, and the password.
+fn split_password(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_part, host)) = authority.rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let Some((user, password)) = user_part.split_once(':') else {
+        return (url.to_string(), None);
+    };
+    (format!("{scheme}://{user}@{host}{path}"), Some(password.to_string()))
 }
 
 fn server() -> String {
@@ -48,8 +66,11 @@ impl TestDatabase {
             admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).expect("drop an old test database");
             admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a test database");
         });
-        let options = PostgresOptions { url: format!("{server}/{name}"), password: None };
-        TestDatabase { server, name, options }
+        let (url, password) = split_password(&format!("{server}/{name}"));
+        let password_file = std::env::temp_dir().join(format!("{name}.password"));
+        std::fs::write(&password_file, password.as_deref().unwrap_or_default()).expect("write the password file");
+        let options = PostgresOptions { url, password };
+        TestDatabase { server, name, options, password_file }
     }
 
     pub fn name(&self) -> &str {
@@ -59,6 +80,7 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.password_file);
         let (server, name) = (&self.server, &self.name);
         on_plain_thread(|| {
             if let Ok(mut admin) = Client::connect(&format!("{server}/postgres"), NoTls) {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use haneul_catalog::testing::TestDatabase;
 use haneul_catalog::*;
-use postgres::{Client, NoTls};
+use postgres::NoTls;
 
 fn planned(count: usize) -> Vec<PlannedStudy> {
     (0..count)
@@ -50,10 +50,13 @@ fn nodes_sharing_a_catalog_claim_disjoint_studies() {
 }
 
 fn set_setting(database: &TestDatabase, key: &str, value: &str) {
-    let url = database.options.url.clone();
+    let mut config: postgres::Config = database.options.url.parse().expect("test database URL");
+    if let Some(password) = &database.options.password {
+        config.password(password);
+    }
     let (key, value) = (key.to_string(), value.to_string());
     std::thread::spawn(move || {
-        let mut client = Client::connect(&url, NoTls).expect("connect");
+        let mut client = config.connect(NoTls).expect("connect");
         client.execute("UPDATE settings SET value = $2 WHERE key = $1", &[&key, &value]).expect("update setting");
     })
     .join()

@@ -37,6 +37,7 @@ mod verify;
 pub use access::DiskUsage;
 pub use audit_access::{add_view as audit_add_view, query_keys};
 pub use haneul_audit as audit;
+pub use haneul_catalog::PostgresOptions;
 pub use haneul_catalog::{
     CommitOutcome, ConflictRecord, Discrepancy, DuplicatePolicy, Event, HeldVersion, MigrationCounts, MigrationState,
     MigrationStudy, MigrationUpdate, Origin, PlannedStudy, Statistics, StoredEvent, StoredInstance,
@@ -54,7 +55,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use haneul_catalog::{Catalog, SqliteCatalog};
+use haneul_catalog::{Catalog, PostgresCatalog, SqliteCatalog};
 use haneul_dicom::coerce::CoercionRules;
 use haneul_dicom::matching::Query;
 use haneul_dicom::Dataset;
@@ -80,6 +81,37 @@ pub struct ArchiveConfig {
     /// Coercion rules by the AE title of the sender (`Origin::actor`): what
     /// such a sender stores is rewritten by them before it is validated.
     pub coercions: HashMap<String, Arc<CoercionRules>>,
+    /// Where the catalog lives.
+    pub catalog: CatalogLocation,
+}
+
+/// Where the catalog lives.
+#[derive(Debug, Clone, Default)]
+pub enum CatalogLocation {
+    /// SQLite in the data directory ([`CATALOG_FILE`]): the zero-configuration default.
+    #[default]
+    Embedded,
+    /// A PostgreSQL database, which several nodes may share.
+    Postgres(PostgresOptions),
+}
+
+impl CatalogLocation {
+    /// Open (creating or upgrading) the catalog (blocking).
+    pub fn open(&self, data_dir: &Path) -> Result<Arc<dyn Catalog>, haneul_catalog::CatalogError> {
+        Ok(match self {
+            CatalogLocation::Embedded => Arc::new(SqliteCatalog::open(data_dir.join(CATALOG_FILE))?),
+            CatalogLocation::Postgres(options) => Arc::new(PostgresCatalog::connect(options)?),
+        })
+    }
+
+    /// Whether the catalog has been created (always assumed for PostgreSQL,
+    /// whose database an administrator creates).
+    pub fn exists(&self, data_dir: &Path) -> bool {
+        match self {
+            CatalogLocation::Embedded => data_dir.join(CATALOG_FILE).is_file(),
+            CatalogLocation::Postgres(_) => true,
+        }
+    }
 }
 
 impl ArchiveConfig {
@@ -92,6 +124,7 @@ impl ArchiveConfig {
             default_site: String::new(),
             replication_peers: Vec::new(),
             coercions: HashMap::new(),
+            catalog: CatalogLocation::Embedded,
         }
     }
 }
@@ -150,7 +183,7 @@ impl Archive {
         } else {
             haneul_audit::Auditor::disabled()
         };
-        let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(data_dir.join(CATALOG_FILE))?);
+        let catalog = config.catalog.open(&data_dir)?;
         let blobs = BlobStore::open(data_dir.join(BLOB_DIR), true)?;
         let recovery = recovery::recover(&blobs, catalog.as_ref())?;
         blobs.start_pool()?;

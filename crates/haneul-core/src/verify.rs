@@ -6,11 +6,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use haneul_catalog::{Catalog, SqliteCatalog};
 use haneul_storage::BlobStore;
 use serde::Serialize;
 
-use crate::{ArchiveError, BLOB_DIR, CATALOG_FILE};
+use crate::{ArchiveError, CatalogLocation, BLOB_DIR, CATALOG_FILE};
 
 /// One problem found by verify.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,15 +38,18 @@ impl VerifyReport {
 
 /// Verify the archive in `data_dir`. `progress` is called with the bytes
 /// checked so far and the total to check.
-pub fn verify_archive(data_dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport, ArchiveError> {
-    let catalog_path = data_dir.join(CATALOG_FILE);
-    if !catalog_path.exists() {
+pub fn verify_archive(
+    data_dir: &Path,
+    location: &CatalogLocation,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport, ArchiveError> {
+    if !location.exists(data_dir) {
         return Err(ArchiveError::DataDir {
-            path: catalog_path,
+            path: data_dir.join(CATALOG_FILE),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no catalog here"),
         });
     }
-    let catalog = SqliteCatalog::open(&catalog_path)?;
+    let catalog = location.open(data_dir)?;
     let blobs = BlobStore::open(data_dir.join(BLOB_DIR), false)?;
     let total_bytes = catalog.statistics()?.stored_bytes;
     let mut report = VerifyReport::default();

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use haneul_backup::{BackupError, DirTarget, Layout, Manifest, RestoreProblem};
-use haneul_core::{verify_archive, Archive, ArchiveConfig, VerifyProblem, BLOB_DIR, CATALOG_FILE};
+use haneul_core::{verify_archive, Archive, ArchiveConfig, CatalogLocation, VerifyProblem, BLOB_DIR, CATALOG_FILE};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::ArchiveOptions;
@@ -106,20 +106,27 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     let Some(to) = args.to else {
         anyhow::bail!("--to DIR is required");
     };
-    let data_dir = args.archive.load()?.storage.data_dir;
+    let config = args.archive.load()?;
+    let data_dir = config.storage.data_dir;
     let target = DirTarget::open(&to).with_context(|| format!("cannot use the backup directory {}", to.display()))?;
     let scratch = args.scratch.unwrap_or_else(|| to.clone());
     let progress = byte_progress();
-    let report = haneul_backup::backup_files(
-        &data_dir.join(CATALOG_FILE),
-        &data_dir.join(BLOB_DIR),
-        &target,
-        &scratch,
-        &mut |done, total| {
-            progress.set_length(total);
-            progress.set_position(done);
-        },
-    );
+    let mut show = |done, total| {
+        progress.set_length(total);
+        progress.set_position(done);
+    };
+    let blob_root = data_dir.join(BLOB_DIR);
+    let report = match config.catalog.location()? {
+        CatalogLocation::Embedded => {
+            haneul_backup::backup_files(&data_dir.join(CATALOG_FILE), &blob_root, &target, &scratch, &mut show)
+        }
+        // The snapshot of a PostgreSQL catalog is a SQLite catalog, so
+        // a restore gives an archive on the embedded default.
+        location => {
+            let catalog = location.open(&data_dir).context("cannot open the catalog")?;
+            haneul_backup::backup_shared_catalog(catalog.as_ref(), &blob_root, &target, &scratch, &mut show)
+        }
+    };
     progress.finish_and_clear();
     let report = report?;
     let counts = &report.counts;
@@ -294,7 +301,7 @@ fn drill(target: &DirTarget, manifest: &Manifest, data_dir: &Path) -> anyhow::Re
     drill.instances = statistics.instances;
     drill.studies = statistics.studies;
 
-    let report = verify_archive(data_dir, &mut |_, _| {})?;
+    let report = verify_archive(data_dir, &CatalogLocation::Embedded, &mut |_, _| {})?;
     drill.verify_problems = report.problems;
     let counts = &manifest.counts;
     let expected_instance_bytes: u64 =

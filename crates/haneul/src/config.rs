@@ -15,6 +15,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub storage: StorageConfig,
+    pub catalog: CatalogConfig,
     pub dicom: DicomConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
@@ -53,6 +54,68 @@ pub struct StorageConfig {
     /// Site (institution) of new studies when neither the sending AE nor the
     /// uploading user names one; "" for none.
     pub site: String,
+}
+
+/// Where the catalog lives: SQLite in the data directory (the default) or
+/// a PostgreSQL database several nodes share.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    pub engine: CatalogEngine,
+    /// PostgreSQL connection URL or libpq key=value string, without the password.
+    pub url: Option<String>,
+    /// A file holding the PostgreSQL password (read at start, never logged).
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatalogEngine {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+impl CatalogConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        match self.engine {
+            CatalogEngine::Sqlite => {
+                for (key, set) in [("url", self.url.is_some()), ("password_file", self.password_file.is_some())] {
+                    if set {
+                        bail!("catalog.{key}: only used with engine = \"postgres\"");
+                    }
+                }
+            }
+            CatalogEngine::Postgres => {
+                let Some(url) = &self.url else {
+                    bail!("catalog.url: engine = \"postgres\" needs the database's connection URL");
+                };
+                let has_password = haneul_core::PostgresOptions::check_url(url)
+                    .map_err(|error| anyhow::anyhow!("catalog.url: not a PostgreSQL connection string: {error}"))?;
+                if has_password {
+                    bail!("catalog.url: keep the password out of the configuration; put it in catalog.password_file");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the core finds the catalog; reads the password file.
+    pub fn location(&self) -> anyhow::Result<haneul_core::CatalogLocation> {
+        let (CatalogEngine::Postgres, Some(url)) = (self.engine, &self.url) else {
+            return Ok(haneul_core::CatalogLocation::Embedded);
+        };
+        let password = match &self.password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("catalog.password_file: cannot read {}", path.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(haneul_core::CatalogLocation::Postgres(haneul_core::PostgresOptions { url: url.clone(), password }))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -509,6 +572,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.catalog.validate()?;
         check_ae_title("dicom.ae_title", &self.dicom.ae_title)?;
         let dicom_address = self.dicom_listen()?;
         if !dicom_address.ip().is_loopback() && !self.dicom.insecure {

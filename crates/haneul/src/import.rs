@@ -51,8 +51,11 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let summary = runtime.block_on(async {
         let data_dir = config.storage.data_dir.clone();
-        let archive_config =
-            ArchiveConfig { duplicate_policy: config.storage.duplicate_policy, ..ArchiveConfig::new(&data_dir) };
+        let archive_config = ArchiveConfig {
+            duplicate_policy: config.storage.duplicate_policy,
+            catalog: config.catalog.location()?,
+            ..ArchiveConfig::new(&data_dir)
+        };
         let archive = tokio::task::spawn_blocking(move || Archive::open(archive_config))
             .await?
             .with_context(|| format!("cannot open the archive in {}", config.storage.data_dir.display()))?;

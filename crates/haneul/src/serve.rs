@@ -66,6 +66,7 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         default_site: config.storage.site.clone(),
         replication_peers: config.peers.iter().map(|peer| peer.ae_title.clone()).collect(),
         coercions: config.migration.coercions(&config.dicom.ae_title),
+        catalog: config.catalog.location()?,
         ..ArchiveConfig::new(&data_dir)
     };
     if !config.audit.enabled {

@@ -103,13 +103,15 @@ pub struct TokenRevokeArgs {
 /// Open the accounts of the configured archive. Only `user add` may start
 /// a new archive; the others refuse a data directory without one.
 fn open(options: &ArchiveOptions, create: bool) -> anyhow::Result<Users> {
-    let data_dir = options.load()?.storage.data_dir;
+    let config = options.load()?;
+    let data_dir = config.storage.data_dir;
+    let location = config.catalog.location()?;
     if create {
         std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    } else if !data_dir.join(haneul_core::CATALOG_FILE).is_file() {
+    } else if !location.exists(&data_dir) {
         bail!("no archive in {} (check --data or the configuration)", data_dir.display());
     }
-    Users::open(&data_dir).with_context(|| format!("cannot open the archive in {}", data_dir.display()))
+    Users::open(&data_dir, &location).with_context(|| format!("cannot open the archive in {}", data_dir.display()))
 }
 
 /// The password from standard input (one line), or a generated one to print.

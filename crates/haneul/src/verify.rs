@@ -26,7 +26,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let report = verify_archive(&config.storage.data_dir, &mut |done, total| {
+    let location = config.catalog.location()?;
+    let report = verify_archive(&config.storage.data_dir, &location, &mut |done, total| {
         progress.set_length(total);
         progress.set_position(done);
     })?;

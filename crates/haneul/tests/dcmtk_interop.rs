@@ -896,7 +896,17 @@ fn finds_at_every_level_in_both_models() {
 /// carries them (the query's when it can).
 #[test]
 fn finds_korean_names() {
-    let server = Server::start();
+    finds_korean_names_on(Server::start());
+}
+
+/// The same answers from a PostgreSQL catalog: one set of rules whatever the engine.
+#[test]
+fn finds_korean_names_with_a_postgres_catalog() {
+    let database = haneul_catalog::testing::TestDatabase::create();
+    finds_korean_names_on(Server::start_with(&common::postgres_catalog(&database)));
+}
+
+fn finds_korean_names_on(server: Server) {
     let charsets = pydicom_data().join("charset_files");
     let files: Vec<PathBuf> =
         ["chrI2.dcm", "chrKoreanMulti.dcm", "chrH31.dcm", "chrX1.dcm", "chrFren.dcm"].map(|f| charsets.join(f)).into();

@@ -51,6 +51,14 @@ pub struct PostgresOptions {
     pub password: Option<String>,
 }
 
+impl PostgresOptions {
+    /// Check a connection string as the client reads it; whether it holds a password.
+    pub fn check_url(url: &str) -> std::result::Result<bool, String> {
+        let config = postgres::Config::from_str(url).map_err(|error| error.to_string())?;
+        Ok(config.get_password().is_some())
+    }
+}
+
 /// PostgreSQL connections for [`SqlCatalog`].
 pub struct PostgresEngine {
     config: postgres::Config,

@@ -24,7 +24,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use haneul_catalog::{Catalog, CatalogError, NewUserRecord, SqliteCatalog, TokenRecord, UserChange, UserRecord};
+use haneul_catalog::{Catalog, CatalogError, NewUserRecord, TokenRecord, UserChange, UserRecord};
 use serde::Serialize;
 
 /// Argon2id memory cost in KiB (19 MiB, the OWASP recommendation for Argon2id).
@@ -344,10 +344,10 @@ impl Users {
 
     /// Open the accounts of the archive in `data_dir` without opening the
     /// archive itself (the command-line tools; a running server is fine,
-    /// SQLite arbitrates).
-    pub fn open(data_dir: &Path) -> Result<Users> {
-        let catalog = SqliteCatalog::open(data_dir.join(crate::CATALOG_FILE))?;
-        Ok(Users { catalog: Arc::new(catalog), token_cache: Arc::default() })
+    /// the database arbitrates).
+    pub fn open(data_dir: &Path, location: &crate::CatalogLocation) -> Result<Users> {
+        let catalog = location.open(data_dir)?;
+        Ok(Users { catalog, token_cache: Arc::default() })
     }
 
     pub fn create_user(&self, new: &NewUser) -> Result<User> {

@@ -4,7 +4,7 @@ use super::*;
 
 fn users() -> (tempfile::TempDir, Users) {
     let dir = tempfile::tempdir().unwrap();
-    let users = Users::open(dir.path()).unwrap();
+    let users = Users::open(dir.path(), &crate::CatalogLocation::Embedded).unwrap();
     (dir, users)
 }
 

@@ -536,6 +536,14 @@ pub fn without_meta(file: &[u8]) -> Vec<u8> {
     file[144 + group_length..].to_vec()
 }
 
+/// The `[catalog]` table that puts a node's catalog in `database`.
+pub fn postgres_catalog(database: &haneul_catalog::testing::TestDatabase) -> String {
+    format!(
+        "[catalog]\nengine = \"postgres\"\nurl = {:?}\npassword_file = {:?}\n",
+        database.options.url, database.password_file
+    )
+}
+
 /// Wait up to 60 s for `condition`; fail the test naming `what` otherwise.
 pub fn eventually(what: &str, condition: impl FnMut() -> bool) {
     assert!(wait_until(Duration::from_secs(60), condition), "{what}: not within 60 s");
