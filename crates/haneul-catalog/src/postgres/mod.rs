@@ -35,6 +35,10 @@ const SCHEMA_LOCK: i64 = WRITE_LOCK + 1;
 /// Idle reader connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
 
+/// Prepared statements kept per connection: queries differ in shape (their
+/// narrowing clauses), so the cache is emptied when it grows past this.
+const MAX_PREPARED: usize = 256;
+
 /// The schema version this build writes (the same as SQLite's).
 const SCHEMA_VERSION: i64 = crate::sqlite::schema::SCHEMA_VERSION;
 
@@ -237,6 +241,9 @@ impl<C: GenericClient> PostgresDb<'_, C> {
             return Ok(statement.clone());
         }
         let statement = self.client.prepare(&dollar_placeholders(sql))?;
+        if self.statements.len() >= MAX_PREPARED {
+            self.statements.clear();
+        }
         self.statements.insert(sql.to_string(), statement.clone());
         Ok(statement)
     }

@@ -331,19 +331,42 @@ fn upsert_patient(tx: &mut dyn Db, patient: &PatientFacts, at_ms: i64) -> Result
     )
 }
 
-fn upsert_study(tx: &mut dyn Db, item: &NewInstance, patient_pk: i64, at_ms: i64) -> Result<i64> {
-    let study = &item.study;
-    let found =
-        tx.query_opt("SELECT pk, patient_pk FROM studies WHERE study_uid = ?1", &[(&study.study_uid).into()], |row| {
-            Ok((row.int(0)?, row.int(1)?))
-        })?;
-    if let Some((pk, owner)) = found {
-        if owner != patient_pk {
-            // The study stays with its first patient; the mismatch is journaled for the PACS team.
-            let mut event = instance_event("patient-mismatch", item);
-            event.detail["note"] = "study already belongs to another patient; instance filed under it".into();
+/// A study or series that may already exist, by UID.
+struct Existing<'a> {
+    /// Selects its primary key and its parent's.
+    select: &'a str,
+    uid: &'a str,
+    /// The journal event when it belongs to another parent than the instance says.
+    kind: &'a str,
+    note: &'a str,
+}
+
+impl Existing<'_> {
+    /// Its primary key, if it exists. It stays with its first parent; a
+    /// different one is journaled for the PACS team.
+    fn find(&self, tx: &mut dyn Db, item: &NewInstance, parent_pk: i64, at_ms: i64) -> Result<Option<i64>> {
+        let found = tx.query_opt(self.select, &[self.uid.into()], |row| Ok((row.int(0)?, row.int(1)?)))?;
+        let Some((pk, owner)) = found else {
+            return Ok(None);
+        };
+        if owner != parent_pk {
+            let mut event = instance_event(self.kind, item);
+            event.detail["note"] = self.note.into();
             insert_event(tx, &event, at_ms)?;
         }
+        Ok(Some(pk))
+    }
+}
+
+fn upsert_study(tx: &mut dyn Db, item: &NewInstance, patient_pk: i64, at_ms: i64) -> Result<i64> {
+    let study = &item.study;
+    let existing = Existing {
+        select: "SELECT pk, patient_pk FROM studies WHERE study_uid = ?1",
+        uid: &study.study_uid,
+        kind: "patient-mismatch",
+        note: "study already belongs to another patient; instance filed under it",
+    };
+    if let Some(pk) = existing.find(tx, item, patient_pk, at_ms)? {
         return Ok(pk);
     }
     let attrs = encode_attrs(&study.attrs);
@@ -370,16 +393,13 @@ fn upsert_study(tx: &mut dyn Db, item: &NewInstance, patient_pk: i64, at_ms: i64
 
 fn upsert_series(tx: &mut dyn Db, item: &NewInstance, study_pk: i64, at_ms: i64) -> Result<i64> {
     let series = &item.series;
-    let found =
-        tx.query_opt("SELECT pk, study_pk FROM series WHERE series_uid = ?1", &[(&series.series_uid).into()], |row| {
-            Ok((row.int(0)?, row.int(1)?))
-        })?;
-    if let Some((pk, owner)) = found {
-        if owner != study_pk {
-            let mut event = instance_event("study-mismatch", item);
-            event.detail["note"] = "series already belongs to another study; instance filed under it".into();
-            insert_event(tx, &event, at_ms)?;
-        }
+    let existing = Existing {
+        select: "SELECT pk, study_pk FROM series WHERE series_uid = ?1",
+        uid: &series.series_uid,
+        kind: "study-mismatch",
+        note: "series already belongs to another study; instance filed under it",
+    };
+    if let Some(pk) = existing.find(tx, item, study_pk, at_ms)? {
         return Ok(pk);
     }
     let attrs = encode_attrs(&series.attrs);
