@@ -58,19 +58,6 @@ pub enum CatalogError {
     SnapshotPath(std::path::PathBuf),
 }
 
-impl CatalogError {
-    /// A uniqueness constraint refused a row.
-    pub fn is_unique_violation(&self) -> bool {
-        match self {
-            CatalogError::Database(rusqlite::Error::SqliteFailure(failure, _)) => {
-                failure.code == rusqlite::ErrorCode::ConstraintViolation
-            }
-            CatalogError::Postgres(error) => error.code() == Some(&::postgres::error::SqlState::UNIQUE_VIOLATION),
-            _ => false,
-        }
-    }
-}
-
 pub type Result<T> = std::result::Result<T, CatalogError>;
 
 /// The operations the archive core needs from a catalog engine.

@@ -348,6 +348,13 @@ impl Row for PostgresRow {
         Ok(value.unwrap_or(Value::Null))
     }
 
+    fn column_name(&self, index: usize) -> Result<String> {
+        let column = self.0.columns().get(index);
+        column
+            .map(|column| column.name().to_string())
+            .ok_or_else(|| CatalogError::CorruptRecord(format!("no column {index}")))
+    }
+
     fn len(&self) -> usize {
         self.0.len()
     }

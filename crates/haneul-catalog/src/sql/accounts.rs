@@ -53,11 +53,12 @@ pub(super) fn count_users(db: &mut dyn Db) -> Result<i64> {
 pub(super) fn insert_user(db: &mut dyn Db, user: &NewUserRecord<'_>) -> Result<UserRecord> {
     let at_ms = now_ms();
     let sites = serde_json::to_string(user.sites).unwrap_or_else(|_| "[]".into());
-    // Checked first, as PostgreSQL aborts the transaction on a violated constraint.
+    // Checked first (write transactions are serialised, so the check
+    // decides), as PostgreSQL aborts a transaction on a violated constraint.
     if db.exists(&format!("SELECT 1 FROM users WHERE {BY_NAME}"), &[user.name.into()])? {
         return Err(CatalogError::Duplicate(format!("user {:?}", user.name)));
     }
-    let inserted = db.query_one(
+    db.query_one(
         &format!(
             "INSERT INTO users (name, role, password_hash, disabled, must_change_password, sites, created_ms, updated_ms)
              VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?6) RETURNING {USER_COLUMNS}"
@@ -71,11 +72,7 @@ pub(super) fn insert_user(db: &mut dyn Db, user: &NewUserRecord<'_>) -> Result<U
             at_ms.into(),
         ],
         user_row,
-    );
-    match inserted {
-        Err(error) if error.is_unique_violation() => Err(CatalogError::Duplicate(format!("user {:?}", user.name))),
-        other => other,
-    }
+    )
 }
 
 pub(super) fn select_user(db: &mut dyn Db, name: &str) -> Result<Option<UserRecord>> {
@@ -120,12 +117,8 @@ pub(super) fn insert_token(db: &mut dyn Db, token: &TokenRecord) -> Result<bool>
             token.expires_ms.into(),
             token.revoked_ms.into(),
         ],
-    );
-    match inserted {
-        Ok(count) => Ok(count > 0),
-        Err(error) if error.is_unique_violation() => Err(CatalogError::Duplicate(format!("token {:?}", token.id))),
-        Err(error) => Err(error),
-    }
+    )?;
+    Ok(inserted > 0)
 }
 
 pub(super) fn select_token(db: &mut dyn Db, id: &str) -> Result<Option<TokenRecord>> {

@@ -85,6 +85,7 @@ pub trait Row {
     /// A truth value: a boolean column, or an integer (non-zero is true).
     fn flag(&self, index: usize) -> Result<bool>;
     fn value(&self, index: usize) -> Result<Value>;
+    fn column_name(&self, index: usize) -> Result<String>;
     fn len(&self) -> usize;
 
     fn int(&self, index: usize) -> Result<i64> {

@@ -58,61 +58,41 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Tables a snapshot copies, with their columns, in an order that respects
-/// foreign keys.
-pub(crate) const TABLES: &[(&str, &str)] = &[
-    ("settings", "key, value"),
-    (
-        "patients",
-        "pk, identity, patient_id, issuer, name, name_alphabetic, name_ideographic, name_phonetic, birth_date, sex, \
-         attrs, created_ms",
-    ),
-    (
-        "studies",
-        "pk, patient_pk, study_uid, study_date, study_time, accession, study_id, description, referring_physician, \
-         modalities, sop_classes, attrs, created_ms, site",
-    ),
-    ("series", "pk, study_pk, series_uid, modality, series_number, description, body_part, attrs, created_ms"),
-    (
-        "instances",
-        "pk, series_pk, sop_uid, sop_class, instance_number, transfer_syntax, blob_path, blob_size, blob_digest, \
-         dataset_offset, received_ms, source_ae, attrs, content_digest",
-    ),
-    (
-        "superseded",
-        "pk, sop_uid, transfer_syntax, blob_path, blob_size, blob_digest, dataset_offset, received_ms, superseded_ms",
-    ),
-    (
-        "conflicts",
-        "pk, sop_uid, study_uid, series_uid, transfer_syntax, blob_path, blob_size, blob_digest, dataset_offset, \
-         received_ms, source_ae, detected_ms, content_digest",
-    ),
-    ("unsettled", "blob_path"),
-    ("removed_uids", "sop_uid, removed_ms"),
-    (
-        "migration_studies",
-        "source, study_uid, patient_id, patient_name, study_date, expected_instances, state, attempts, \
-         migrated_instances, detail, updated_ms, next_attempt_ms",
-    ),
-    ("migration_discrepancies", "source, study_uid, sop_uid, kind, detail"),
-    ("trash", "blob_path"),
-    ("events", "seq, at_ms, kind, actor, address, session, patient_id, study_uid, series_uid, sop_uid, detail"),
-    ("users", "pk, name, role, password_hash, disabled, must_change_password, sites, created_ms, updated_ms"),
-    ("api_tokens", "id, user_pk, name, secret_hash, created_ms, expires_ms, revoked_ms"),
+/// Tables a snapshot copies, in an order that respects foreign keys.
+const TABLES: &[&str] = &[
+    "settings",
+    "patients",
+    "studies",
+    "series",
+    "instances",
+    "superseded",
+    "conflicts",
+    "unsettled",
+    "removed_uids",
+    "migration_studies",
+    "migration_discrepancies",
+    "trash",
+    "events",
+    "users",
+    "api_tokens",
 ];
 
 /// Copy every row of the catalog tables from one database to another (a
-/// snapshot of another engine into SQLite).
+/// snapshot of another engine into SQLite). Columns go by name, as the
+/// source names them, so none is left behind; one the target lacks fails
+/// the copy.
 pub(crate) fn copy_tables(from: &mut dyn Db, to: &mut dyn Db) -> Result<()> {
-    for (table, columns) in TABLES {
-        let count = columns.split(',').count();
-        let placeholders: Vec<String> = (1..=count).map(|n| format!("?{n}")).collect();
-        let insert = format!("INSERT INTO {table} ({columns}) VALUES ({})", placeholders.join(", "));
+    for table in TABLES {
+        let mut insert = None;
         let mut failure = None;
-        from.query_each(&format!("SELECT {columns} FROM {table}"), &[], &mut |row| {
+        from.query_each(&format!("SELECT * FROM {table}"), &[], &mut |row| {
+            let insert = match &insert {
+                Some(sql) => sql,
+                None => insert.insert(insert_statement(table, row)?),
+            };
             let values = (0..row.len()).map(|index| row.value(index)).collect::<Result<Vec<_>>>()?;
             let params: Vec<_> = values.iter().map(|value| value.as_param()).collect();
-            if let Err(error) = to.execute(&insert, &params) {
+            if let Err(error) = to.execute(insert, &params) {
                 failure = Some(error);
                 return Ok(false);
             }
@@ -123,6 +103,13 @@ pub(crate) fn copy_tables(from: &mut dyn Db, to: &mut dyn Db) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `INSERT INTO table (the row's columns) VALUES (?1, …)`.
+fn insert_statement(table: &str, row: &dyn Row) -> Result<String> {
+    let columns = (0..row.len()).map(|index| row.column_name(index)).collect::<Result<Vec<_>>>()?;
+    let placeholders: Vec<String> = (1..=columns.len()).map(|n| format!("?{n}")).collect();
+    Ok(format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), placeholders.join(", ")))
 }
 
 impl<E: Engine> Catalog for SqlCatalog<E> {

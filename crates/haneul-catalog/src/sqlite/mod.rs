@@ -281,6 +281,10 @@ impl Row for rusqlite::Row<'_> {
         })
     }
 
+    fn column_name(&self, index: usize) -> Result<String> {
+        Ok(self.as_ref().column_name(index)?.to_string())
+    }
+
     fn len(&self) -> usize {
         self.as_ref().column_count()
     }
