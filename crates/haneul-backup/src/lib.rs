@@ -289,37 +289,35 @@ enum Stored {
 }
 
 /// Back up the archive whose catalog is `catalog` (a shared database) and
-/// whose blob store is rooted at `blob_root`, opened for reading only.
+/// whose blobs are in `blobs`.
 pub fn backup_shared_catalog(
     catalog: &dyn Catalog,
-    blob_root: &Path,
+    blobs: &BlobStore,
     target: &dyn Target,
     scratch: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<BackupReport> {
-    let blobs = BlobStore::open(blob_root, false)?;
-    backup(&Source { catalog, blobs: &blobs }, target, scratch, progress)
+    backup(&Source { catalog, blobs }, target, scratch, progress)
 }
 
-/// Back up the archive whose catalog is the file `catalog` and whose blob
-/// store is rooted at `blob_root`, opening both for reading only (beside a
-/// running server, and without the start-up recovery of a node).
+/// Back up the archive whose catalog is the file `catalog` and whose blobs
+/// are in `blobs`, opening the catalog for reading only (beside a running
+/// server, and without the start-up recovery of a node).
 pub fn backup_files(
     catalog: &Path,
-    blob_root: &Path,
+    blobs: &BlobStore,
     target: &dyn Target,
     scratch: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<BackupReport> {
-    if !catalog.is_file() || !blob_root.is_dir() {
+    if !catalog.is_file() {
         return Err(BackupError::Io {
             what: format!("no archive at {}", catalog.parent().unwrap_or(catalog).display()),
-            cause: io::Error::new(io::ErrorKind::NotFound, "no catalog or blob directory"),
+            cause: io::Error::new(io::ErrorKind::NotFound, "no catalog"),
         });
     }
     let catalog = haneul_catalog::SqliteCatalog::open_read_only(catalog)?;
-    let blobs = BlobStore::open(blob_root, false)?;
-    backup(&Source { catalog: &catalog, blobs: &blobs }, target, scratch, progress)
+    backup(&Source { catalog: &catalog, blobs }, target, scratch, progress)
 }
 
 /// Make sure the target holds `blob`'s content under its digest.

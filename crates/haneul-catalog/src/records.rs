@@ -109,7 +109,15 @@ pub struct CommitBatch<'a> {
     /// Blob paths of earlier commits whose fsync has since finished.
     pub settled: &'a [String],
     /// New start-up recovery watermark (oldest shard with unsettled files), if it moved.
-    pub scan_from: Option<&'a str>,
+    pub scan_from: Option<Watermark<'a>>,
+}
+
+/// A node's start-up recovery watermark: the setting that holds it (one per
+/// node where several share the catalog) and its new value.
+#[derive(Debug, Clone, Copy)]
+pub struct Watermark<'a> {
+    pub key: &'a str,
+    pub shard: &'a str,
 }
 
 impl<'a> CommitBatch<'a> {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use haneul_catalog::{Catalog, CommitBatch, CommitOutcome, DuplicatePolicy, Event, NewInstance};
+use haneul_catalog::{Catalog, CommitBatch, CommitOutcome, DuplicatePolicy, Event, NewInstance, Watermark};
 use haneul_storage::BlobStore;
 
 use crate::metrics::Metrics;
@@ -162,6 +162,7 @@ impl Shared {
         let events = std::mem::take(&mut state.events);
         let settled = std::mem::take(&mut state.settled);
         let scan_from = self.blobs.oldest_unsettled_shard();
+        let scan_key = crate::recovery::scan_from_key(&self.blobs);
         let write_scan_from = state.last_scan_from.as_deref() != Some(scan_from.as_str());
         drop(state);
 
@@ -175,7 +176,7 @@ impl Shared {
                 policy: self.policy,
                 events: &events,
                 settled: &settled,
-                scan_from: write_scan_from.then_some(scan_from.as_str()),
+                scan_from: write_scan_from.then_some(Watermark { key: &scan_key, shard: &scan_from }),
             })
         };
 

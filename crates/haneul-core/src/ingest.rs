@@ -306,13 +306,21 @@ impl Archive {
         let content_digest = writer.content_digest().map(|digest| digest.0);
         let blob = BlobInfo { path: writer.rel_path().to_string(), size: writer.size(), digest: writer.digest().0 };
         let blob_path = blob.path.clone();
-        // The fsync starts at once, so parsing, validation, the duplicate
-        // check and the catalog commit all overlap the wait for the disk.
+        // Opened before the blob is finished: a bucket store deletes the
+        // local file once it is uploaded.
+        let received = match whole_in_memory {
+            true => None,
+            false => Some(open_received(&writer)?),
+        };
+        // The fsync (or upload) starts at once, so parsing, validation, the
+        // duplicate check and the catalog commit all overlap the wait for it.
         let fsync = spawn_finish(writer, Arc::clone(self.metrics()));
 
-        let prepared =
-            if whole_in_memory { read_header_from_memory(&buffer) } else { self.read_header_from_blob(&blob_path) }
-                .and_then(|header| validate(&header, &format));
+        let prepared = match received {
+            None => read_header_from_memory(&buffer),
+            Some(mut file) => read_instance_header(&mut file, &header_options()).map_err(unreadable),
+        }
+        .and_then(|header| validate(&header, &format));
         let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
@@ -541,13 +549,6 @@ impl Archive {
         self.finish_ingest(ingest).await
     }
 
-    fn read_header_from_blob(&self, path: &str) -> Result<InstanceHeader, IngestError> {
-        let full = self.blobs().path_of(path)?;
-        let mut file = std::fs::File::open(&full)
-            .map_err(|e| IngestError::Storage(format!("reopening received instance {}: {e}", full.display())))?;
-        read_instance_header(&mut file, &header_options()).map_err(unreadable)
-    }
-
     /// Drop a blob whose fsync was started: wait for it to let go of the file, then delete.
     fn abandon(&self, fsync: FsyncReceiver, path: &str) {
         let _ = wait_for(fsync);
@@ -565,6 +566,13 @@ impl Archive {
             Event::new("instance-rejected", origin).with_detail(serde_json::json!({ "reason": error.to_string() }));
         self.journal(event);
     }
+}
+
+/// Open a received instance's file again, to read its header.
+fn open_received(writer: &BlobWriter) -> Result<std::fs::File, IngestError> {
+    let path = writer.abs_path();
+    std::fs::File::open(path)
+        .map_err(|e| IngestError::Storage(format!("reopening received instance {}: {e}", path.display())))
 }
 
 /// A blob writer as an `io::Write`, for the coercer.

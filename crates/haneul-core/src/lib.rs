@@ -43,7 +43,7 @@ pub use haneul_catalog::{
     MigrationStudy, MigrationUpdate, Origin, PlannedStudy, Statistics, StoredEvent, StoredInstance,
 };
 /// BLAKE3 of a file as the catalog records a blob's, to compare a source file with the copy held.
-pub use haneul_storage::digest_file;
+pub use haneul_storage::{digest_file, valid_node_name, BlobBackend, BlobConfig, S3Options};
 pub use ingest::{Ingest, IngestError, IngestFormat, IngestReport, RejectReason};
 pub use metrics::Metrics;
 pub use recovery::RecoveryReport;
@@ -83,6 +83,8 @@ pub struct ArchiveConfig {
     pub coercions: HashMap<String, Arc<CoercionRules>>,
     /// Where the catalog lives.
     pub catalog: CatalogLocation,
+    /// Where instance files live, and this node's name among several.
+    pub blobs: BlobConfig,
 }
 
 /// Where the catalog lives.
@@ -125,6 +127,7 @@ impl ArchiveConfig {
             replication_peers: Vec::new(),
             coercions: HashMap::new(),
             catalog: CatalogLocation::Embedded,
+            blobs: BlobConfig::default(),
         }
     }
 }
@@ -149,6 +152,14 @@ pub enum ArchiveError {
 
 pub const CATALOG_FILE: &str = "catalog.sqlite";
 pub const BLOB_DIR: &str = "blobs";
+/// Where instance files wait for their upload when blobs are kept in a bucket.
+pub const STAGING_DIR: &str = "staging";
+
+/// Open the blob store of the archive in `data_dir` (blocking: a bucket is
+/// contacted); `durable` makes a local store fsync what it writes.
+pub fn open_blob_store(data_dir: &Path, config: &BlobConfig, durable: bool) -> Result<BlobStore, ArchiveError> {
+    Ok(BlobStore::open_configured(data_dir.join(BLOB_DIR), data_dir.join(STAGING_DIR), config, durable)?)
+}
 const LOCK_FILE: &str = "haneul.lock";
 
 /// An open archive. Cheap to share behind an `Arc`.
@@ -184,7 +195,12 @@ impl Archive {
             haneul_audit::Auditor::disabled()
         };
         let catalog = config.catalog.open(&data_dir)?;
-        let blobs = BlobStore::open(data_dir.join(BLOB_DIR), true)?;
+        let blobs = open_blob_store(&data_dir, &config.blobs, true)?;
+        tracing::info!(blobs = %blobs.describe(), node = blobs.node().unwrap_or(""), "blob store opened");
+        let staged = blobs.discard_staged()?;
+        if staged > 0 {
+            tracing::warn!(files = staged, "removed staging files of stores interrupted before their upload");
+        }
         let recovery = recovery::recover(&blobs, catalog.as_ref())?;
         blobs.start_pool()?;
         let metrics = Arc::new(Metrics::default());
@@ -395,7 +411,7 @@ impl Archive {
         } else {
             recovery::NOTHING_TO_SCAN.to_string()
         };
-        if let Err(error) = self.catalog.set_setting(recovery::SCAN_FROM_KEY, &scan_from) {
+        if let Err(error) = self.catalog.set_setting(&recovery::scan_from_key(&self.blobs), &scan_from) {
             tracing::warn!(%error, "could not record clean shutdown");
         }
     }

@@ -12,13 +12,25 @@
 //! each unsettled blob is re-hashed: if it is intact it is fsynced and
 //! settled, otherwise its instance (never acknowledged) is rolled back. So
 //! no catalog entry is left without its blob either.
+//!
+//! Where several nodes share a catalog (and perhaps a bucket), each has a
+//! name, writes under `<node>/`, and recovers only what it wrote itself.
 
 use haneul_catalog::{Catalog, CommitBatch, Event, Origin, RemovalKind};
 use haneul_storage::BlobStore;
 
 use crate::ArchiveError;
 
-pub(crate) const SCAN_FROM_KEY: &str = "recovery_scan_from";
+const SCAN_FROM_KEY: &str = "recovery_scan_from";
+
+/// The setting holding this node's recovery watermark: one per node where
+/// several share the catalog, as each lists only its own shards.
+pub(crate) fn scan_from_key(blobs: &BlobStore) -> String {
+    match blobs.node() {
+        Some(node) => format!("{SCAN_FROM_KEY}/{node}"),
+        None => SCAN_FROM_KEY.to_string(),
+    }
+}
 /// Watermark of a clean shutdown: sorts after every shard, so nothing is listed.
 pub(crate) const NOTHING_TO_SCAN: &str = "~clean";
 
@@ -52,12 +64,15 @@ pub(crate) fn recover(blobs: &BlobStore, catalog: &dyn Catalog) -> Result<Recove
     let origin =
         Origin { actor: "haneul".into(), address: "local".into(), session: "recovery".into(), ..Origin::default() };
     let mut report = RecoveryReport::default();
-    // Files of removals that were committed but not yet deleted.
-    let leftover = catalog.trash()?;
+    // Files of removals that were committed but not yet deleted: in a shared
+    // bucket any node can delete them, on local disk only the node that has them.
+    let leftover: Vec<String> =
+        catalog.trash()?.into_iter().filter(|path| blobs.is_shared() || blobs.owns(path)).collect();
     report.trash_emptied = leftover.len();
     empty_trash(blobs, catalog, &leftover)?;
     settle_or_roll_back(blobs, catalog, &origin, &mut report)?;
-    let scan_from = catalog.setting(SCAN_FROM_KEY)?.unwrap_or_else(|| "0000".to_string());
+    let scan_key = scan_from_key(blobs);
+    let scan_from = catalog.setting(&scan_key)?.unwrap_or_else(|| "0000".to_string());
     for shard in blobs.shards_since(&scan_from)? {
         report.shards_scanned += 1;
         let files = blobs.files_in_shard(&shard)?;
@@ -80,7 +95,7 @@ pub(crate) fn recover(blobs: &BlobStore, catalog: &dyn Catalog) -> Result<Recove
             .with_detail(serde_json::json!({ "paths": report.unreferenced_removed }));
         catalog.commit(&CommitBatch::events(&[event]))?;
     }
-    catalog.set_setting(SCAN_FROM_KEY, &BlobStore::current_shard())?;
+    catalog.set_setting(&scan_key, &blobs.current_shard())?;
     tracing::info!(
         shards = report.shards_scanned,
         files = report.files_checked,
@@ -101,7 +116,9 @@ fn settle_or_roll_back(
 ) -> Result<(), ArchiveError> {
     let mut settled = Vec::new();
     let mut lost = Vec::new();
-    for instance in catalog.unsettled_instances()? {
+    // Another node's unsettled blobs may still be on their way: not ours to judge.
+    let ours = catalog.unsettled_instances()?.into_iter().filter(|instance| blobs.owns(&instance.blob.path));
+    for instance in ours {
         let intact = blobs
             .digest_of(&instance.blob.path)
             .map(|(size, digest)| size == instance.blob.size && digest.0 == instance.blob.digest)

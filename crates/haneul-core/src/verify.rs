@@ -6,10 +6,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use haneul_storage::BlobStore;
+use haneul_storage::BlobConfig;
 use serde::Serialize;
 
-use crate::{ArchiveError, CatalogLocation, BLOB_DIR, CATALOG_FILE};
+use crate::{open_blob_store, ArchiveError, CatalogLocation, CATALOG_FILE};
 
 /// One problem found by verify.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,6 +41,7 @@ impl VerifyReport {
 pub fn verify_archive(
     data_dir: &Path,
     location: &CatalogLocation,
+    blob_config: &BlobConfig,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport, ArchiveError> {
     if !location.exists(data_dir) {
@@ -50,7 +51,7 @@ pub fn verify_archive(
         });
     }
     let catalog = location.open(data_dir)?;
-    let blobs = BlobStore::open(data_dir.join(BLOB_DIR), false)?;
+    let blobs = open_blob_store(data_dir, blob_config, false)?;
     let total_bytes = catalog.statistics()?.stored_bytes;
     let mut report = VerifyReport::default();
     let mut after = 0;
@@ -70,9 +71,7 @@ pub fn verify_archive(
                         });
                     }
                 }
-                Err(haneul_storage::StorageError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
+                Err(error) if error.is_not_found() => {
                     report.problems.push(VerifyProblem::MissingBlob {
                         sop_instance_uid: instance.sop_uid.clone(),
                         path: instance.blob.path.clone(),
@@ -83,7 +82,8 @@ pub fn verify_archive(
             progress(report.bytes_checked, total_bytes);
         }
     }
-    let current_shard = BlobStore::current_shard();
+    // Unreferenced blobs: this node's own (where several nodes share the catalog).
+    let current_shard = blobs.current_shard();
     for shard in blobs.shards_since("0000")? {
         if shard >= current_shard {
             continue;

@@ -1,8 +1,10 @@
-//! Durable storage of instance files on local disk.
+//! Durable storage of instance files, on local disk or in an S3-compatible
+//! bucket (see `object`).
 //!
 //! Each instance is one file, written once and never modified, under an
 //! hourly shard directory: `blobs/YYYY/MM/DD/HH/<time-ordered name>.dcm`
-//! (UTC). A file is created in its final place and streamed to;
+//! (UTC). A node that shares its catalog or bucket with others has a name,
+//! and its shards are `<node>/YYYY/MM/DD/HH`. A file is created in its final place and streamed to;
 //! [`BlobWriter::finish`] makes it durable (file data and the directory
 //! entry are fsynced) and returns its size and BLAKE3 digest. Files are
 //! normally created ahead of use in batches (see `pool`), so the directory
@@ -14,9 +16,13 @@
 //! unreferenced file after a crash ([`BlobStore::oldest_unsettled_shard`]).
 //! Start-up recovery lists only the shards from there on.
 
+mod object;
 mod pool;
+#[doc(hidden)]
+pub mod testing;
 mod writer;
 
+pub use object::{S3Options, PART_SIZE};
 pub use writer::{BlobWriter, InflightGuard, WrittenBlob};
 
 use std::collections::HashSet;
@@ -26,8 +32,37 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use object::ObjectBackend;
 use pool::Pool;
 use writer::InflightMap;
+
+/// Where instance files are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BlobBackend {
+    /// Files under the data directory (the zero-configuration default).
+    #[default]
+    Local,
+    /// Objects in an S3-compatible bucket, which several nodes may share.
+    S3(S3Options),
+}
+
+/// How a node keeps its instance files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlobConfig {
+    pub backend: BlobBackend,
+    /// This node's name where several nodes share a catalog or a bucket: its
+    /// new blobs go under `<node>/`, and its start-up recovery looks only
+    /// there, so that it never takes another node's blob in flight for a
+    /// leftover. A letter first, then letters, digits, `.`, `_` or `-`.
+    pub node: Option<String>,
+}
+
+/// Whether `name` can name a node (and so a key or directory prefix).
+pub fn valid_node_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
 
 /// A BLAKE3 content digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,6 +107,25 @@ pub enum StorageError {
     Io { path: PathBuf, source: io::Error },
     #[error("invalid blob path {0:?}")]
     InvalidPath(String),
+    #[error("object {key}: {source}")]
+    Object { key: String, source: Box<object_store::Error> },
+    #[error("{0}")]
+    ObjectSetup(String),
+    #[error("blob {0} is in an object store, not on local disk")]
+    NotLocal(String),
+    #[error("invalid node name {0:?}: a letter first, then letters, digits, '.', '_' or '-' (64 at most)")]
+    InvalidNode(String),
+}
+
+impl StorageError {
+    /// Whether the blob does not exist (a missing file or object).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            StorageError::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            StorageError::Object { source, .. } => matches!(**source, object_store::Error::NotFound { .. }),
+            _ => false,
+        }
+    }
 }
 
 impl StorageError {
@@ -82,14 +136,19 @@ impl StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
-/// Local-disk blob store rooted at a directory.
+/// A node's blob store: a directory, or a bucket with a local staging directory.
 #[derive(Clone)]
 pub struct BlobStore {
     shared: Arc<Shared>,
 }
 
 struct Shared {
+    /// The blob tree on local disk, or the staging directory of a bucket.
     root: PathBuf,
+    /// The bucket, when blobs are kept in one.
+    remote: Option<ObjectBackend>,
+    /// Prefix of this node's shards (see [`BlobConfig::node`]).
+    node: Option<String>,
     /// fsync files and directories; off only for tests of non-durability paths.
     durable: bool,
     next_id: AtomicU64,
@@ -105,12 +164,43 @@ impl BlobStore {
     /// Open (creating if needed) a blob store under `root`. A durable store
     /// fsyncs what it writes; see [`BlobStore::start_pool`].
     pub fn open(root: impl Into<PathBuf>, durable: bool) -> Result<BlobStore> {
-        let root = root.into();
+        Self::open_with(root.into(), None, None, durable)
+    }
+
+    /// Open the blob store `config` describes: under `local_root` on local
+    /// disk, or in a bucket, staging files in `staging`.
+    pub fn open_configured(
+        local_root: PathBuf,
+        staging: PathBuf,
+        config: &BlobConfig,
+        durable: bool,
+    ) -> Result<BlobStore> {
+        if let Some(node) = config.node.as_deref().filter(|node| !valid_node_name(node)) {
+            return Err(StorageError::InvalidNode(node.to_string()));
+        }
+        match &config.backend {
+            BlobBackend::Local => Self::open_with(local_root, None, config.node.clone(), durable),
+            BlobBackend::S3(options) => {
+                let remote = ObjectBackend::connect(options)?;
+                // The bucket's acknowledgement makes a blob durable, not a local fsync.
+                Self::open_with(staging, Some(remote), config.node.clone(), false)
+            }
+        }
+    }
+
+    fn open_with(
+        root: PathBuf,
+        remote: Option<ObjectBackend>,
+        node: Option<String>,
+        durable: bool,
+    ) -> Result<BlobStore> {
         fs::create_dir_all(&root).map_err(|e| StorageError::io(&root, e))?;
         let pool = durable.then(|| Arc::new(Pool::default()));
         let store = BlobStore {
             shared: Arc::new(Shared {
                 root,
+                remote,
+                node,
                 durable,
                 next_id: AtomicU64::new(0),
                 inflight: InflightMap::default(),
@@ -150,24 +240,77 @@ impl BlobStore {
         pool.drain();
     }
 
+    /// Delete the staging files a crash left (bucket stores only): none was
+    /// acknowledged. Only for the node that owns the staging directory, at start.
+    pub fn discard_staged(&self) -> Result<usize> {
+        if self.shared.remote.is_none() {
+            return Ok(0);
+        }
+        let names = list_dir_names(&self.shared.root)?;
+        for name in &names {
+            let path = self.shared.root.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(&path, e)),
+            }
+        }
+        Ok(names.len())
+    }
+
+    /// The blob tree on local disk, or the staging directory of a bucket.
     pub fn root(&self) -> &Path {
         &self.shared.root
     }
 
-    /// The shard that new blobs go to now.
-    pub fn current_shard() -> String {
-        let now = time::OffsetDateTime::now_utc();
-        format!("{:04}/{:02}/{:02}/{:02}", now.year(), u8::from(now.month()), now.day(), now.hour())
+    /// This node's name, when it has one (see [`BlobConfig::node`]).
+    pub fn node(&self) -> Option<&str> {
+        self.shared.node.as_deref()
+    }
+
+    /// Whether blobs are in a bucket that every node reads.
+    pub fn is_shared(&self) -> bool {
+        self.shared.remote.is_some()
+    }
+
+    /// Where blobs are kept, for messages.
+    pub fn describe(&self) -> String {
+        match &self.shared.remote {
+            Some(remote) => remote.location().to_string(),
+            None => self.shared.root.display().to_string(),
+        }
+    }
+
+    /// Whether this node wrote the blob at `rel_path`: under its prefix, or
+    /// with no node prefix at all on local disk (written before it had a name).
+    pub fn owns(&self, rel_path: &str) -> bool {
+        match &self.shared.node {
+            None => true,
+            Some(node) => {
+                rel_path.strip_prefix(node.as_str()).is_some_and(|rest| rest.starts_with('/'))
+                    || (self.shared.remote.is_none() && rel_path.starts_with(|c: char| c.is_ascii_digit()))
+            }
+        }
+    }
+
+    /// The shard that new blobs go to now: the hour, under the node's prefix.
+    pub fn current_shard(&self) -> String {
+        match &self.shared.node {
+            Some(node) => format!("{node}/{}", current_hour()),
+            None => current_hour(),
+        }
     }
 
     /// Start a new blob in the current shard.
     pub fn create(&self) -> Result<BlobWriter> {
-        let shard = Self::current_shard();
+        let shard = self.current_shard();
         let durable = self.shared.durable;
         if let Some(ready) = self.shared.pool.as_ref().and_then(|pool| pool.take(&shard)) {
             return Ok(BlobWriter::new(ready.file, ready.rel_path, ready.abs_path, ready.guard, durable, true));
         }
-        self.ensure_shard_dir(&shard)?;
+        if self.shared.remote.is_none() {
+            self.ensure_shard_dir(&shard)?;
+        }
         let (rel_path, abs_path) = self.new_blob_path(&shard);
         let guard = self.track_inflight(shard);
         let file = OpenOptions::new()
@@ -175,17 +318,24 @@ impl BlobStore {
             .create_new(true)
             .open(&abs_path)
             .map_err(|e| StorageError::io(&abs_path, e))?;
-        Ok(BlobWriter::new(file, rel_path, abs_path, guard, durable, false))
+        let mut writer = BlobWriter::new(file, rel_path, abs_path, guard, durable, false);
+        if self.shared.remote.is_some() {
+            writer.upload_to(self.clone());
+        }
+        Ok(writer)
     }
 
-    /// A fresh, time-ordered blob path in `shard`; time order keeps catalog
-    /// index inserts at the end of the index.
+    /// A fresh, time-ordered blob path in `shard` and where it is written;
+    /// time order keeps catalog index inserts at the end of the index.
     pub(crate) fn new_blob_path(&self, shard: &str) -> (String, PathBuf) {
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let sequence = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let rel_path = format!("{shard}/{nanos:020x}{:06x}{:04x}.dcm", sequence & 0xFF_FFFF, process_salt());
-        let abs_path = self.shared.root.join(&rel_path);
+        let abs_path = match self.shared.remote {
+            Some(_) => object::staging_path(&self.shared.root, &rel_path),
+            None => self.shared.root.join(&rel_path),
+        };
         (rel_path, abs_path)
     }
 
@@ -204,7 +354,7 @@ impl BlobStore {
     /// reference: the shard of the oldest in-flight blob, else the current one.
     pub fn oldest_unsettled_shard(&self) -> String {
         let inflight = lock(&self.shared.inflight);
-        inflight.values().min().cloned().unwrap_or_else(Self::current_shard)
+        inflight.values().min().cloned().unwrap_or_else(|| self.current_shard())
     }
 
     /// Create the directories of a shard, fsyncing each parent whose entries changed.
@@ -230,23 +380,37 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Absolute path of a stored blob, refusing anything that is not a plain relative path.
+    /// Absolute path of a blob on local disk, refusing anything that is not
+    /// a plain relative path, and blobs kept in a bucket.
     pub fn path_of(&self, rel_path: &str) -> Result<PathBuf> {
         let relative = Path::new(rel_path);
         let plain = relative.components().all(|c| matches!(c, Component::Normal(_)));
         if rel_path.is_empty() || !plain {
             return Err(StorageError::InvalidPath(rel_path.to_string()));
         }
+        if self.shared.remote.is_some() {
+            return Err(StorageError::NotLocal(rel_path.to_string()));
+        }
         Ok(self.shared.root.join(relative))
     }
 
+    /// Open a stored blob for reading; one kept in a bucket is downloaded
+    /// first into an unnamed temporary file.
     pub fn open_blob(&self, rel_path: &str) -> Result<File> {
+        if let Some(remote) = &self.shared.remote {
+            let scratch = &self.shared.root;
+            let file = tempfile::tempfile_in(scratch).map_err(|e| StorageError::io(scratch, e))?;
+            return remote.download(rel_path, file, scratch);
+        }
         let path = self.path_of(rel_path)?;
         File::open(&path).map_err(|e| StorageError::io(&path, e))
     }
 
-    /// Remove a blob; a missing file is not an error.
+    /// Remove a blob; a missing one is not an error.
     pub fn delete(&self, rel_path: &str) -> Result<()> {
+        if let Some(remote) = &self.shared.remote {
+            return remote.delete(rel_path);
+        }
         let path = self.path_of(rel_path)?;
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -255,8 +419,12 @@ impl BlobStore {
         }
     }
 
-    /// fsync a stored blob and its directory.
+    /// Make a stored blob durable: fsync it and its directory on local disk;
+    /// nothing to do in a bucket, whose acknowledgement already did.
     pub fn sync_blob(&self, rel_path: &str) -> Result<()> {
+        if self.shared.remote.is_some() {
+            return Ok(());
+        }
         let path = self.path_of(rel_path)?;
         File::open(&path).and_then(|file| file.sync_all()).map_err(|e| StorageError::io(&path, e))?;
         match path.parent() {
@@ -267,20 +435,28 @@ impl BlobStore {
 
     /// Re-read a blob and compute its size and digest.
     pub fn digest_of(&self, rel_path: &str) -> Result<(u64, Digest)> {
+        if let Some(remote) = &self.shared.remote {
+            return remote.digest(rel_path);
+        }
         let path = self.path_of(rel_path)?;
         digest_file(&path).map_err(|e| StorageError::io(&path, e))
     }
 
-    /// Shards (`YYYY/MM/DD/HH`) that exist on disk and sort at or after `from`.
+    /// This node's shards (`[node/]YYYY/MM/DD/HH`) whose hour sorts at or
+    /// after the hour of `from` (a shard, or a bare hour prefix such as "0000").
     pub fn shards_since(&self, from: &str) -> Result<Vec<String>> {
-        let mut shards = Vec::new();
-        let prefix = |depth: usize| from.split('/').take(depth).collect::<Vec<_>>().join("/");
+        let base = self.shared.node.clone().unwrap_or_default();
+        let from_hour = match &self.shared.node {
+            Some(node) => from.strip_prefix(node.as_str()).and_then(|rest| rest.strip_prefix('/')).unwrap_or(from),
+            None => from,
+        };
+        let prefix = |depth: usize| from_hour.split('/').take(depth).collect::<Vec<_>>().join("/");
         let mut level: Vec<String> = vec![String::new()];
         for depth in 1..=4 {
             let mut next = Vec::new();
             for parent in &level {
-                let dir = if parent.is_empty() { self.shared.root.clone() } else { self.shared.root.join(parent) };
-                for name in list_dir_names(&dir)? {
+                let dir = join_rel(&base, parent);
+                for name in self.list_children(&dir)? {
                     if !name.bytes().all(|b| b.is_ascii_digit()) {
                         continue;
                     }
@@ -294,14 +470,47 @@ impl BlobStore {
             next.sort();
             level = next;
         }
-        shards.extend(level);
-        Ok(shards)
+        Ok(level.iter().map(|hour| join_rel(&base, hour)).collect())
     }
 
-    /// Relative paths of every file in a shard.
+    /// Relative paths of every blob in a shard.
     pub fn files_in_shard(&self, shard: &str) -> Result<Vec<String>> {
+        if let Some(remote) = &self.shared.remote {
+            return remote.list_files(shard);
+        }
         let dir = self.path_of(shard)?;
         Ok(list_dir_names(&dir)?.into_iter().map(|name| format!("{shard}/{name}")).collect())
+    }
+
+    /// Names right under a blob directory (`""`: the top).
+    fn list_children(&self, rel_dir: &str) -> Result<Vec<String>> {
+        if let Some(remote) = &self.shared.remote {
+            return remote.list_children(rel_dir);
+        }
+        let dir = if rel_dir.is_empty() { self.shared.root.clone() } else { self.path_of(rel_dir)? };
+        list_dir_names(&dir)
+    }
+
+    /// Upload a finished staging file (bucket stores only).
+    pub(crate) fn upload(&self, staged: &Path, rel_path: &str, size: u64, digest: Digest) -> Result<()> {
+        match &self.shared.remote {
+            Some(remote) => remote.upload(staged, rel_path, size, digest),
+            None => Err(StorageError::InvalidPath(rel_path.to_string())),
+        }
+    }
+}
+
+/// The hour shard of now (UTC).
+fn current_hour() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!("{:04}/{:02}/{:02}/{:02}", now.year(), u8::from(now.month()), now.day(), now.hour())
+}
+
+fn join_rel(parent: &str, name: &str) -> String {
+    match (parent.is_empty(), name.is_empty()) {
+        (true, _) => name.to_string(),
+        (false, true) => parent.to_string(),
+        (false, false) => format!("{parent}/{name}"),
     }
 }
 
@@ -354,7 +563,7 @@ mod tests {
         assert_eq!(blob.digest.0, *blake3::hash(b"hello world").as_bytes());
         let (size, digest) = store.digest_of(&blob.rel_path).expect("re-read");
         assert_eq!((size, digest), (11, blob.digest));
-        let shard = BlobStore::current_shard();
+        let shard = store.current_shard();
         assert!(store.files_in_shard(&shard).expect("list").contains(&blob.rel_path));
         assert_eq!(store.shards_since(&shard).expect("shards"), vec![shard.clone()]);
         assert!(store.shards_since("9999/01/01/00").expect("shards").is_empty());
@@ -386,7 +595,7 @@ mod tests {
         assert!(path.exists());
         drop(writer);
         assert!(!path.exists());
-        assert_eq!(store.oldest_unsettled_shard(), BlobStore::current_shard());
+        assert_eq!(store.oldest_unsettled_shard(), store.current_shard());
     }
 
     #[test]
@@ -404,7 +613,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = BlobStore::open(dir.path(), true).expect("open");
         store.start_pool().expect("pool");
-        let shard = BlobStore::current_shard();
+        let shard = store.current_shard();
         // The pool fills in the background; the first creates may not find it ready.
         let mut precreated = None;
         for _ in 0..200 {

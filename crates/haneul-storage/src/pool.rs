@@ -86,7 +86,7 @@ pub(crate) fn run(store: BlobStore, pool: Arc<Pool>) {
         if pool.stopped.load(Ordering::SeqCst) {
             return;
         }
-        let shard = BlobStore::current_shard();
+        let shard = store.current_shard();
         let missing = {
             let mut ready = lock(&pool);
             // Files of an hour gone by would hold back the recovery watermark; replace them.

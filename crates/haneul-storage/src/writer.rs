@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::{fsync_dir, lock, Digest, Result, StorageError};
+use crate::{fsync_dir, lock, BlobStore, Digest, Result, StorageError};
 
 /// The shards of blobs not yet referenced by the catalog, by tracking id.
 pub(crate) type InflightMap = Arc<Mutex<BTreeMap<u64, String>>>;
@@ -38,6 +38,8 @@ pub struct BlobWriter {
     durable: bool,
     /// The directory entry was made durable when the file was created ahead of use.
     entry_durable: bool,
+    /// The bucket store to upload the finished file to; the file is then only staged.
+    upload: Option<BlobStore>,
 }
 
 /// A blob that is durably on disk but not yet referenced by the catalog.
@@ -68,7 +70,13 @@ impl BlobWriter {
             guard: Some(guard),
             durable,
             entry_durable,
+            upload: None,
         }
+    }
+
+    /// Upload the file to `store`'s bucket when finished, then delete it.
+    pub(crate) fn upload_to(&mut self, store: BlobStore) {
+        self.upload = Some(store);
     }
 
     /// Whether the file's directory entry was already durable when writing began.
@@ -155,12 +163,22 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Make the blob durable: data fsynced, then its directory entry.
+    /// Make the blob durable: data fsynced, then its directory entry; or,
+    /// for a bucket, uploaded and acknowledged (the staging file is then deleted).
     pub fn finish(mut self) -> Result<WrittenBlob> {
         let buffered =
             self.file.take().ok_or_else(|| StorageError::io(&self.abs_path, io::ErrorKind::BrokenPipe.into()))?;
         let file = buffered.into_inner().map_err(|e| StorageError::io(&self.abs_path, e.into_error()))?;
-        if self.durable {
+        let digest = Digest(*self.hasher.finalize().as_bytes());
+        if let Some(store) = self.upload.take() {
+            // The upload reads the file by its path; the writer's handle is not needed.
+            drop(file);
+            // On failure the writer's drop deletes the staging file.
+            store.upload(&self.abs_path, &self.rel_path, self.size, digest)?;
+            if let Err(error) = fs::remove_file(&self.abs_path) {
+                tracing::warn!(path = %self.abs_path.display(), %error, "could not remove an uploaded staging file");
+            }
+        } else if self.durable {
             file.sync_data().map_err(|e| StorageError::io(&self.abs_path, e))?;
             if !self.entry_durable {
                 if let Some(dir) = self.abs_path.parent() {
@@ -168,14 +186,8 @@ impl BlobWriter {
                 }
             }
         }
-        drop(file);
         let guard = self.guard.take().ok_or_else(|| StorageError::InvalidPath(self.rel_path.clone()))?;
-        Ok(WrittenBlob {
-            rel_path: std::mem::take(&mut self.rel_path),
-            size: self.size,
-            digest: Digest(*self.hasher.finalize().as_bytes()),
-            guard,
-        })
+        Ok(WrittenBlob { rel_path: std::mem::take(&mut self.rel_path), size: self.size, digest, guard })
     }
 }
 

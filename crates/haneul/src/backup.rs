@@ -9,7 +9,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use haneul_backup::{BackupError, DirTarget, Layout, Manifest, RestoreProblem};
-use haneul_core::{verify_archive, Archive, ArchiveConfig, CatalogLocation, VerifyProblem, BLOB_DIR, CATALOG_FILE};
+use haneul_core::{
+    open_blob_store, verify_archive, Archive, ArchiveConfig, BlobBackend, BlobConfig, CatalogLocation, VerifyProblem,
+    BLOB_DIR, CATALOG_FILE,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::ArchiveOptions;
@@ -107,7 +110,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--to DIR is required");
     };
     let config = args.archive.load()?;
-    let data_dir = config.storage.data_dir;
+    let data_dir = config.storage.data_dir.clone();
     let target = DirTarget::open(&to).with_context(|| format!("cannot use the backup directory {}", to.display()))?;
     let scratch = args.scratch.unwrap_or_else(|| to.clone());
     let progress = byte_progress();
@@ -115,16 +118,20 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         progress.set_length(total);
         progress.set_position(done);
     };
-    let blob_root = data_dir.join(BLOB_DIR);
+    let blob_config = config.blob_config()?;
+    if blob_config.backend == BlobBackend::Local && !data_dir.join(BLOB_DIR).is_dir() {
+        anyhow::bail!("no archive at {}: no blob directory", data_dir.display());
+    }
+    let blobs = open_blob_store(&data_dir, &blob_config, false).context("cannot open the blob store")?;
     let report = match config.catalog.location()? {
         CatalogLocation::Embedded => {
-            haneul_backup::backup_files(&data_dir.join(CATALOG_FILE), &blob_root, &target, &scratch, &mut show)
+            haneul_backup::backup_files(&data_dir.join(CATALOG_FILE), &blobs, &target, &scratch, &mut show)
         }
         // The snapshot of a PostgreSQL catalog is a SQLite catalog, so
         // a restore gives an archive on the embedded default.
         location => {
             let catalog = location.open(&data_dir).context("cannot open the catalog")?;
-            haneul_backup::backup_shared_catalog(catalog.as_ref(), &blob_root, &target, &scratch, &mut show)
+            haneul_backup::backup_shared_catalog(catalog.as_ref(), &blobs, &target, &scratch, &mut show)
         }
     };
     progress.finish_and_clear();
@@ -301,7 +308,7 @@ fn drill(target: &DirTarget, manifest: &Manifest, data_dir: &Path) -> anyhow::Re
     drill.instances = statistics.instances;
     drill.studies = statistics.studies;
 
-    let report = verify_archive(data_dir, &CatalogLocation::Embedded, &mut |_, _| {})?;
+    let report = verify_archive(data_dir, &CatalogLocation::Embedded, &BlobConfig::default(), &mut |_, _| {})?;
     drill.verify_problems = report.problems;
     let counts = &manifest.counts;
     let expected_instance_bytes: u64 =

@@ -54,6 +54,102 @@ pub struct StorageConfig {
     /// Site (institution) of new studies when neither the sending AE nor the
     /// uploading user names one; "" for none.
     pub site: String,
+    /// Where instance files are kept: "local" (under data_dir) or "s3".
+    pub backend: BlobBackendKind,
+    /// This node's name where several nodes share a PostgreSQL catalog or a
+    /// bucket (default there: the host name); unused otherwise.
+    pub node: Option<String>,
+    /// The bucket, with backend = "s3".
+    pub s3: Option<S3Config>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobBackendKind {
+    #[default]
+    Local,
+    S3,
+}
+
+/// An S3-compatible bucket holding instance files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// URL of an S3-compatible server (Ceph RGW, MinIO, Garage, SeaweedFS);
+    /// leave out for AWS S3.
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub bucket: String,
+    /// Prefix of every key, so that several archives can share a bucket.
+    #[serde(default)]
+    pub prefix: String,
+    /// Static credentials: the key id here, the secret in a file. Without
+    /// them, the AWS_* environment variables or the instance's role are used.
+    pub access_key_id: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+
+impl StorageConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(node) = &self.node {
+            if !haneul_core::valid_node_name(node) {
+                bail!("storage.node: {node:?} is not a valid node name: a letter first, then letters, digits, '.', '_' or '-' (64 at most)");
+            }
+        }
+        match (self.backend, &self.s3) {
+            (BlobBackendKind::Local, Some(_)) => bail!("storage.s3: only used with storage.backend = \"s3\""),
+            (BlobBackendKind::S3, None) => {
+                bail!("storage.s3: storage.backend = \"s3\" needs a [storage.s3] table with the bucket")
+            }
+            (BlobBackendKind::S3, Some(s3)) => s3.validate()?,
+            (BlobBackendKind::Local, None) => {}
+        }
+        Ok(())
+    }
+}
+
+impl S3Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.bucket.is_empty() {
+            bail!("storage.s3.bucket: name the bucket");
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                bail!("storage.s3.endpoint: {endpoint:?} is not an http:// or https:// URL");
+            }
+        }
+        match (&self.access_key_id, &self.secret_access_key_file) {
+            (Some(_), None) => bail!("storage.s3.secret_access_key_file: access_key_id needs the secret, in a file"),
+            (None, Some(_)) => bail!("storage.s3.access_key_id: secret_access_key_file needs the key id"),
+            _ => Ok(()),
+        }
+    }
+
+    /// The bucket's settings, with the secret read from its file.
+    fn options(&self) -> anyhow::Result<haneul_core::S3Options> {
+        let secret_access_key = match &self.secret_access_key_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("storage.s3.secret_access_key_file: cannot read {}", path.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(haneul_core::S3Options {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key,
+        })
+    }
 }
 
 /// Where the catalog lives: SQLite in the data directory (the default) or
@@ -440,6 +536,9 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./haneul-data"),
             duplicate_policy: DuplicatePolicy::KeepFirst,
             site: String::new(),
+            backend: BlobBackendKind::Local,
+            node: None,
+            s3: None,
         }
     }
 }
@@ -557,6 +656,30 @@ fn tls_settings(
 }
 
 impl Config {
+    /// How this node keeps instance files (reads the secret file). A node
+    /// that shares its catalog or bucket with others has a name:
+    /// storage.node, else its host name.
+    pub fn blob_config(&self) -> anyhow::Result<haneul_core::BlobConfig> {
+        let shared = self.catalog.engine == CatalogEngine::Postgres || self.storage.backend == BlobBackendKind::S3;
+        let node = match (&self.storage.node, shared) {
+            (_, false) => None,
+            (Some(node), true) => Some(node.clone()),
+            (None, true) => {
+                let host = haneul_core::audit::syslog::local_hostname();
+                let name = host.split('.').next().unwrap_or_default().to_string();
+                if !haneul_core::valid_node_name(&name) {
+                    bail!("storage.node: the host name {host:?} cannot name this node; set storage.node");
+                }
+                Some(name)
+            }
+        };
+        let backend = match (&self.storage.backend, &self.storage.s3) {
+            (BlobBackendKind::S3, Some(s3)) => haneul_core::BlobBackend::S3(s3.options()?),
+            _ => haneul_core::BlobBackend::Local,
+        };
+        Ok(haneul_core::BlobConfig { backend, node })
+    }
+
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
@@ -573,6 +696,7 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.catalog.validate()?;
+        self.storage.validate()?;
         check_ae_title("dicom.ae_title", &self.dicom.ae_title)?;
         let dicom_address = self.dicom_listen()?;
         if !dicom_address.ip().is_loopback() && !self.dicom.insecure {

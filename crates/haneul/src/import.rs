@@ -54,6 +54,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         let archive_config = ArchiveConfig {
             duplicate_policy: config.storage.duplicate_policy,
             catalog: config.catalog.location()?,
+            blobs: config.blob_config()?,
             ..ArchiveConfig::new(&data_dir)
         };
         let archive = tokio::task::spawn_blocking(move || Archive::open(archive_config))

@@ -67,6 +67,7 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         replication_peers: config.peers.iter().map(|peer| peer.ae_title.clone()).collect(),
         coercions: config.migration.coercions(&config.dicom.ae_title),
         catalog: config.catalog.location()?,
+        blobs: config.blob_config()?,
         ..ArchiveConfig::new(&data_dir)
     };
     if !config.audit.enabled {

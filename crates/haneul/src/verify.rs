@@ -27,7 +27,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let location = config.catalog.location()?;
-    let report = verify_archive(&config.storage.data_dir, &location, &mut |done, total| {
+    let blobs = config.blob_config()?;
+    let report = verify_archive(&config.storage.data_dir, &location, &blobs, &mut |done, total| {
         progress.set_length(total);
         progress.set_position(done);
     })?;

@@ -126,11 +126,11 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
             for path in batch.settled {
                 tx.execute("DELETE FROM unsettled WHERE blob_path = ?1", &[path.into()])?;
             }
-            if let Some(scan_from) = batch.scan_from {
+            if let Some(watermark) = batch.scan_from {
                 tx.execute(
-                    "INSERT INTO settings (key, value) VALUES ('recovery_scan_from', ?1)
-                     ON CONFLICT (key) DO UPDATE SET value = ?1",
-                    &[scan_from.into()],
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = ?2",
+                    &[watermark.key.into(), watermark.shard.into()],
                 )?;
             }
             Ok(outcomes)
