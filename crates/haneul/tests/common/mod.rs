@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 pub mod migration;
 pub mod orthanc;
+pub mod sending;
 
 /// A free port on loopback, never one this process handed out before: the
 /// kernel may give the same ephemeral port to two binds in a row once the
@@ -139,6 +140,8 @@ pub struct Server {
     dicom_config: String,
     /// Extra lines of the generated `[http]` table (e.g. `max_upload_bytes = 65536`).
     http_config: String,
+    /// Extra lines of the generated `[storage]` table (e.g. `node = "a"`).
+    storage_config: String,
     log_index: u32,
     /// An API token of the first administrator (`Bearer` credentials), made at first start.
     pub token: String,
@@ -184,6 +187,14 @@ impl Server {
     pub fn start_with_dicom_port(dicom_port: u16, extra_config: &str) -> Server {
         let mut server = Server::unstarted("HANEUL", "", "", extra_config, true);
         server.dicom_port = dicom_port;
+        server.started()
+    }
+
+    /// Start one node of several: extra lines in its `[storage]` table
+    /// (node name, blob backend) and extra TOML.
+    pub fn start_node(ae_title: &str, storage_config: &str, extra_config: &str) -> Server {
+        let mut server = Server::unstarted(ae_title, "", "", extra_config, true);
+        storage_config.clone_into(&mut server.storage_config);
         server.started()
     }
 
@@ -245,6 +256,7 @@ impl Server {
             extra_config: extra_config.to_string(),
             dicom_config: dicom_config.to_string(),
             http_config: http_config.to_string(),
+            storage_config: String::new(),
             log_index: 0,
             token: String::new(),
             admin_password_from_env,
@@ -326,8 +338,9 @@ impl Server {
 
     fn write_config(&self) {
         let config = format!(
-            "[storage]\ndata_dir = {:?}\n\n[dicom]\nae_title = {:?}\nlisten = \"127.0.0.1:{}\"\n{}\n\n[http]\nlisten = \"127.0.0.1:{}\"\n{}\n\n[log]\nlevel = \"info,haneul_dimse=debug\"\n\n{}\n",
+            "[storage]\ndata_dir = {:?}\n{}\n\n[dicom]\nae_title = {:?}\nlisten = \"127.0.0.1:{}\"\n{}\n\n[http]\nlisten = \"127.0.0.1:{}\"\n{}\n\n[log]\nlevel = \"info,haneul_dimse=debug\"\n\n{}\n",
             self.data_dir().display().to_string(),
+            self.storage_config,
             self.ae_title,
             self.dicom_port,
             self.dicom_config,
@@ -541,6 +554,18 @@ pub fn postgres_catalog(database: &haneul_catalog::testing::TestDatabase) -> Str
     format!(
         "[catalog]\nengine = \"postgres\"\nurl = {:?}\npassword_file = {:?}\n",
         database.options.url, database.password_file
+    )
+}
+
+/// The `[storage.s3]` table of a node keeping its blobs in `bucket`.
+pub fn s3_blobs(bucket: &haneul_storage::testing::TestBucket) -> String {
+    format!(
+        "[storage.s3]\nendpoint = {:?}\nbucket = {:?}\nprefix = {:?}\naccess_key_id = {:?}\nsecret_access_key_file = {:?}\n",
+        bucket.endpoint(),
+        bucket.options.bucket,
+        bucket.options.prefix,
+        bucket.options.access_key_id.as_deref().unwrap_or_default(),
+        bucket.secret_file
     )
 }
 

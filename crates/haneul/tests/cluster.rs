@@ -1,0 +1,169 @@
+//! Several stateless nodes on one PostgreSQL catalog and one S3 bucket
+//! (SeaweedFS), started as a hospital would run them behind a load
+//! balancer: any node stores, finds and retrieves anything, and a node
+//! killed in the middle of an ingest loses nothing it acknowledged.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::sending::{acknowledged, generate, start_storescu, wait_for_exit};
+use common::{haneul_bin, run, text, without_meta, Server};
+use haneul_catalog::testing::TestDatabase;
+use haneul_storage::testing::TestBucket;
+
+/// One node named `name` on the shared catalog and bucket.
+fn node(name: &str, database: &TestDatabase, bucket: &TestBucket) -> Server {
+    let storage = format!("backend = \"s3\"\nnode = {name:?}\n");
+    let shared = format!("{}\n{}", common::postgres_catalog(database), common::s3_blobs(bucket));
+    Server::start_node(&format!("HANEUL_{}", name.to_uppercase()), &storage, &shared)
+}
+
+fn verify(server: &Server) -> String {
+    let output = run(Command::new(haneul_bin()).arg("verify").arg("--config").arg(server.config_path()));
+    assert!(output.status.success(), "haneul verify on {} found problems:\n{}", server.ae_title, text(&output));
+    text(&output)
+}
+
+/// Regular files under `dir`, recursively.
+fn files_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .map(|entry| entry.expect("directory entry").path())
+        .map(|path| if path.is_dir() { files_under(&path) } else { 1 })
+        .sum()
+}
+
+#[test]
+fn three_nodes_on_one_catalog_and_bucket_each_store_find_and_retrieve_everything() {
+    let database = TestDatabase::create();
+    let bucket = TestBucket::create();
+    let nodes: Vec<Server> = ["a", "b", "c"].iter().map(|name| node(name, &database, &bucket)).collect();
+    let samples =
+        [["CT_small.dcm", "MR_small.dcm"], ["rtdose.dcm", "rtplan.dcm"], ["rtstruct.dcm", "SC_rgb_small_odd.dcm"]];
+    for (server, files) in nodes.iter().zip(&samples) {
+        server.store_samples("MODALITY", files);
+    }
+    let everything = nodes[0].instances();
+    assert_eq!(everything.len(), 6, "{everything:?}");
+    for server in &nodes {
+        assert_eq!(server.instances(), everything, "{} lists what every node stored", server.ae_title);
+        // The instance files are in the bucket, not on the node's disk.
+        assert_eq!(files_under(&server.data_dir().join("blobs")), 0, "{} kept files locally", server.ae_title);
+        assert_eq!(files_under(&server.data_dir().join("staging")), 0, "{} left staging files", server.ae_title);
+    }
+    // Every node retrieves every instance, whoever stored it, with the same bytes.
+    for instance in &everything {
+        let from_a = nodes[0].data_set(instance);
+        let sop_uid = instance.2.as_bytes();
+        assert!(from_a.windows(sop_uid.len()).any(|window| window == sop_uid), "{instance:?} is not what came back");
+        for server in &nodes[1..] {
+            assert!(server.data_set(instance) == from_a, "{} returns other bytes for {instance:?}", server.ae_title);
+        }
+    }
+    // Each node's verify reads every catalogued object back from the bucket.
+    assert!(verify(&nodes[2]).contains("instances checked: 6"));
+}
+
+#[test]
+fn a_node_killed_mid_ingest_loses_nothing_it_acknowledged() {
+    const INSTANCES: usize = 240;
+    let database = TestDatabase::create();
+    let bucket = TestBucket::create();
+    let survivor = node("a", &database, &bucket);
+    let mut victim = node("b", &database, &bucket);
+    let work = tempfile::tempdir().expect("tempdir");
+    let round = generate(&work.path().join("study"), "cluster", INSTANCES);
+
+    let log_path = work.path().join("storescu.log");
+    let mut storescu = start_storescu(&victim, &round.dir, &log_path);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acknowledged(&std::fs::read_to_string(&log_path).unwrap_or_default()).len() < 60 {
+        assert!(Instant::now() < deadline, "storescu did not get 60 stores acknowledged");
+        assert!(storescu.try_wait().expect("storescu").is_none(), "storescu finished before the kill");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    victim.kill9();
+    wait_for_exit(&mut storescu, Duration::from_secs(30), "storescu after the kill");
+    let stored = acknowledged(&std::fs::read_to_string(&log_path).expect("storescu log"));
+    assert!(stored.len() < INSTANCES, "the node died before the end of the study");
+    let acknowledged_uids: BTreeSet<String> = stored.iter().map(|path| round.files[path].clone()).collect();
+
+    // The surviving node holds every acknowledged instance, intact.
+    let held: BTreeSet<(String, String, String)> = survivor.instances();
+    let held_uids: BTreeSet<String> = held.iter().map(|(_, _, sop)| sop.clone()).collect();
+    let lost: Vec<&String> = acknowledged_uids.difference(&held_uids).collect();
+    assert!(lost.is_empty(), "acknowledged by the killed node but not in the archive: {lost:?}");
+    for path in stored.iter().step_by(10) {
+        let instance = (round.study.clone(), round.series.clone(), round.files[path].clone());
+        let original = without_meta(&std::fs::read(path).expect("generated file"));
+        assert!(survivor.data_set(&instance) == original, "{path} came back changed");
+    }
+    verify(&survivor);
+
+    // The modality sends the whole study again through the surviving node
+    // (the load balancer's next choice): everything arrives, nothing twice.
+    let log_again = work.path().join("storescu-again.log");
+    let mut again = start_storescu(&survivor, &round.dir, &log_again);
+    let exit = wait_for_exit(&mut again, Duration::from_secs(120), "storescu to the surviving node");
+    assert!(exit.success(), "resending failed:\n{}", std::fs::read_to_string(&log_again).unwrap_or_default());
+    assert_eq!(survivor.instances().len(), INSTANCES, "each instance once");
+
+    // The killed node comes back: its recovery deletes the objects of stores
+    // it never acknowledged and leaves the others' alone.
+    victim.start_again();
+    assert_eq!(victim.instances().len(), INSTANCES);
+    let report = verify(&victim);
+    assert!(report.contains("problems:          0"), "{report}");
+    verify(&survivor);
+}
+
+/// A wrong `[storage]` blob setting stops the start with a message naming the key.
+#[test]
+fn a_bad_blob_storage_configuration_is_refused_at_start() {
+    let bucket = TestBucket::create();
+    let wrong_secret = bucket.secret_file.with_extension("wrong");
+    std::fs::write(&wrong_secret, "not-the-secret").expect("wrong secret file");
+    let s3 = common::s3_blobs(&bucket);
+    let cases = [
+        ("backend = \"s3\"\n".to_string(), String::new(), "storage.s3"),
+        (String::new(), s3.clone(), "only used with storage.backend"),
+        ("backend = \"s3\"\nnode = \"../up\"\n".to_string(), s3.clone(), "storage.node"),
+        ("backend = \"tape\"\n".to_string(), String::new(), "backend"),
+        ("backend = \"s3\"\n".to_string(), "[storage.s3]\nbucket = \"\"\n".to_string(), "storage.s3.bucket"),
+        (
+            "backend = \"s3\"\n".to_string(),
+            "[storage.s3]\nbucket = \"b\"\naccess_key_id = \"k\"\n".to_string(),
+            "secret_access_key_file",
+        ),
+        (
+            "backend = \"s3\"\n".to_string(),
+            "[storage.s3]\nbucket = \"b\"\nendpoint = \"ftp://x\"\n".to_string(),
+            "storage.s3.endpoint",
+        ),
+        (
+            "backend = \"s3\"\n".to_string(),
+            "[storage.s3]\nbucket = \"b\"\nregion = \"r\"\nsize = 1\n".to_string(),
+            "size",
+        ),
+        (
+            "backend = \"s3\"\nnode = \"a\"\n".to_string(),
+            s3.replace(&format!("{:?}", bucket.secret_file), &format!("{wrong_secret:?}")),
+            &format!("s3 bucket {}", bucket.options.bucket),
+        ),
+    ];
+    for (storage, tables, expected) in &cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("haneul.toml");
+        let data_dir = dir.path().join("data");
+        std::fs::write(&config, format!("[storage]\ndata_dir = {data_dir:?}\n{storage}\n{tables}")).expect("config");
+        let output = run(Command::new(haneul_bin()).arg("serve").arg("--config").arg(&config));
+        assert!(!output.status.success(), "started with {storage:?} {tables:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{storage:?} {tables:?}: the error does not name {expected:?}:\n{stderr}");
+    }
+    let _ = std::fs::remove_file(wrong_secret);
+}
