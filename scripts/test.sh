@@ -7,7 +7,8 @@
 # pydicom, pynetdicom, dicomweb-client and numpy; the pinned OHIF build and
 # playwright-core from npm), then runs the whole Rust
 # test suite, whose integration tests start the real server and talk to it
-# with those real peers, and runs every fuzz target for a bounded time.
+# with those real peers, runs the interoperability suites again on
+# PostgreSQL + S3, and runs every fuzz target for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,6 +89,13 @@ fi
 (cd crates/haneul/tests/viewer && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo test --workspace --locked "$@"
+
+# The interoperability suites once more with every server on a PostgreSQL
+# catalog and its instance files in the S3 bucket (the first run used the
+# embedded default: SQLite and local disk).
+HANEUL_TEST_BACKEND=postgres+s3 cargo test -p haneul --locked \
+    --test dcmtk_interop --test pynetdicom_interop --test dicomweb_interop \
+    --test migration --test replication "$@"
 
 # Every fuzz target for a bounded time (HANEUL_FUZZ_SECONDS each, 0 skips).
 scripts/fuzz-ci.sh

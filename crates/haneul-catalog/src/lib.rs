@@ -36,11 +36,20 @@ use std::path::Path;
 use haneul_dicom::matching::Query;
 use haneul_dicom::Dataset;
 
+/// The server's message and SQLSTATE where there is one: the client's own
+/// display says only "db error".
+fn postgres_detail(error: &::postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
-    #[error("postgresql error: {0}")]
+    #[error("postgresql error: {}", postgres_detail(.0))]
     Postgres(#[from] ::postgres::Error),
     #[error("postgresql catalog: {0}")]
     PostgresSetup(String),

@@ -58,7 +58,7 @@ impl Archive {
         instance: &StoredInstance,
         inline_limit: u64,
     ) -> Result<InstanceHeader, ArchiveError> {
-        let mut file = self.open_instance(instance)?;
+        let mut file = self.open_instance(instance).await?;
         run_blocking(move || {
             let options =
                 ReadOptions { bulk_threshold: inline_limit, max_inline_value: inline_limit, ..ReadOptions::default() };
@@ -75,7 +75,7 @@ impl Archive {
         offset: u64,
         length: u64,
     ) -> Result<Vec<u8>, ArchiveError> {
-        let mut file = self.open_instance(instance)?;
+        let mut file = self.open_instance(instance).await?;
         let size = instance.blob.size;
         run_blocking(move || {
             if offset.saturating_add(length) > size {

@@ -399,8 +399,8 @@ impl Archive {
     }
 
     /// Open a held version's file (the whole file, meta group included).
-    pub fn open_version(&self, version: &HeldVersion) -> Result<File, ArchiveError> {
-        Ok(self.blobs().open_blob(&version.blob.path)?)
+    pub async fn open_version(&self, version: &HeldVersion) -> Result<File, ArchiveError> {
+        self.open_blob(&version.blob.path).await
     }
 }
 

@@ -359,9 +359,25 @@ impl Archive {
         Ok(found)
     }
 
-    /// Open an instance's file for reading.
-    pub fn open_instance(&self, instance: &StoredInstance) -> Result<File, ArchiveError> {
+    /// Open an instance's file for reading; one kept in a bucket is
+    /// downloaded first, off the async threads.
+    pub async fn open_instance(&self, instance: &StoredInstance) -> Result<File, ArchiveError> {
+        self.open_blob(&instance.blob.path).await
+    }
+
+    /// Open an instance's file for reading, from a blocking thread.
+    pub fn open_instance_blocking(&self, instance: &StoredInstance) -> Result<File, ArchiveError> {
         Ok(self.blobs.open_blob(&instance.blob.path)?)
+    }
+
+    pub(crate) async fn open_blob(&self, path: &str) -> Result<File, ArchiveError> {
+        // Opening a local file is quick enough for an async thread; a download is not.
+        if !self.blobs.is_shared() {
+            return Ok(self.blobs.open_blob(path)?);
+        }
+        let blobs = self.blobs.clone();
+        let path = path.to_string();
+        run_blocking(move || Ok(blobs.open_blob(&path)?)).await
     }
 
     /// Whether an instance's file is present and matches its digest.
@@ -389,8 +405,8 @@ impl Archive {
     }
 
     /// Open the file of a conflicting version for reading.
-    pub fn open_conflict(&self, conflict: &ConflictRecord) -> Result<File, ArchiveError> {
-        Ok(self.blobs.open_blob(&conflict.blob.path)?)
+    pub async fn open_conflict(&self, conflict: &ConflictRecord) -> Result<File, ArchiveError> {
+        self.open_blob(&conflict.blob.path).await
     }
 
     pub async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, ArchiveError> {
@@ -411,7 +427,10 @@ impl Archive {
         } else {
             recovery::NOTHING_TO_SCAN.to_string()
         };
-        if let Err(error) = self.catalog.set_setting(&recovery::scan_from_key(&self.blobs), &scan_from) {
+        let catalog = Arc::clone(&self.catalog);
+        let key = recovery::scan_from_key(&self.blobs);
+        let recorded = run_blocking(move || Ok(catalog.set_setting(&key, &scan_from)?)).await;
+        if let Err(error) = recorded {
             tracing::warn!(%error, "could not record clean shutdown");
         }
     }

@@ -73,7 +73,7 @@ async fn catalogued_patient(archive: &Archive, study_uid: &str) -> (String, Stri
 async fn stored(archive: &Archive, sop_uid: &str) -> (Vec<u8>, Dataset) {
     let found = archive.instances_by_sop_uid(vec![sop_uid.to_string()]).await.expect("lookup");
     let mut bytes = Vec::new();
-    archive.open_instance(&found[0]).expect("opens").read_to_end(&mut bytes).expect("reads");
+    archive.open_instance(&found[0]).await.expect("opens").read_to_end(&mut bytes).expect("reads");
     let Ok(FileLayout::Part10(meta)) = read_layout(&mut bytes.as_slice()) else { panic!("stored file has no meta") };
     assert_eq!(meta.dataset_offset, found[0].dataset_offset);
     let syntax = ts::lookup(&meta.transfer_syntax_uid).expect("known syntax");
@@ -143,7 +143,7 @@ async fn instances_from_a_sender_with_rules_are_stored_coerced() {
     assert_eq!(catalogued_patient(&archive, "1.2.7").await, ("12345".into(), String::new()));
     let found = archive.instances_by_sop_uid(vec!["1.2.7.1".into()]).await.expect("lookup");
     let mut bytes = Vec::new();
-    archive.open_instance(&found[0]).expect("opens").read_to_end(&mut bytes).expect("reads");
+    archive.open_instance(&found[0]).await.expect("opens").read_to_end(&mut bytes).expect("reads");
     assert!(bytes == received);
 
     // What the rules cannot apply to is refused and leaves no file behind.

@@ -187,7 +187,7 @@ pub async fn conflict_file(
     let Some(conflict) = conflicts.into_iter().find(|conflict| conflict.pk == id) else {
         return Err(ApiError::NotFound(format!("no conflicting version {id}")));
     };
-    let file = state.archive().open_conflict(&conflict);
+    let file = state.archive().open_conflict(&conflict).await;
     let entry = ctx
         .audit_entry(haneul_core::audit::Action::Retrieve)
         .study(&conflict.study_uid)

@@ -65,7 +65,7 @@ pub async fn version(
     let Some(held) = archive.held_version(&sop, digest.0).await? else {
         return Err(ApiError::NotFound(format!("no version {digest} of instance {sop} is stored")));
     };
-    let file = archive.open_version(&held)?;
+    let file = archive.open_version(&held).await?;
     let audit = ctx
         .audit_entry(Action::Retrieve)
         .detail("resource", "replication version")

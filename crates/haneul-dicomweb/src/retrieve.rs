@@ -278,7 +278,7 @@ const STREAM_CHUNK: u64 = 1024 * 1024;
 /// up to a MiB is one message.
 fn send_stored(archive: &Archive, instance: &StoredInstance, header: Vec<u8>, sender: &PartSender) -> ApiResult<()> {
     let closed = || ApiError::Internal("client went away".into());
-    let mut file = archive.open_instance(instance)?;
+    let mut file = archive.open_instance_blocking(instance)?;
     let mut remaining = instance.blob.size;
     let mut buffer = header;
     loop {

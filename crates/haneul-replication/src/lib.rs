@@ -418,7 +418,7 @@ async fn send(archive: &Archive, client: &mut Client, instance: &StoredInstance)
         .ok_or_else(|| {
             format!("the peer accepts {} in {} for no context", instance.sop_class, instance.transfer_syntax)
         })?;
-    let file = archive.open_instance(instance).map_err(|error| error.to_string())?;
+    let file = archive.open_instance(instance).await.map_err(|error| error.to_string())?;
     let offset = instance.dataset_offset;
     let length = instance.blob.size.saturating_sub(offset);
     let response = client

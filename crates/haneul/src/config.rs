@@ -1156,6 +1156,18 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_s3_block_is_valid_once_uncommented() {
+        let block = format!("[storage]\nbackend = \"s3\"\nnode = \"pacs-a\"\n{}", example_block("storage.s3"));
+        let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));
+        let s3 = config.storage.s3.as_ref().expect("[storage.s3] parsed");
+        assert_eq!((s3.bucket.as_str(), s3.region.as_str()), ("haneul", "us-east-1"));
+        let error = format!("{:#}", config.blob_config().expect_err("no such secret file"));
+        assert!(error.contains("storage.s3.secret_access_key_file"), "{error}");
+        let without_node = Config::parse("[storage]\nnode = \"x\"\n").expect("valid");
+        assert_eq!(without_node.blob_config().expect("local").node, None, "a lone node on local disk has no prefix");
+    }
+
+    #[test]
     fn the_documented_https_block_is_valid_once_uncommented() {
         let block = example_block("http.tls");
         let config = Config::parse(&block).unwrap_or_else(|error| panic!("{block}\n{error:#}"));

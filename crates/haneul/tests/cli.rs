@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, haneul_bin, pydicom_data, python, run, Server};
+use common::{files_under, free_port, haneul_bin, pydicom_data, python, run, Server};
 
 fn haneul() -> Command {
     Command::new(haneul_bin())
@@ -97,21 +97,6 @@ fn parse_summary(stdout: &str) -> Summary {
 
 fn count_files(paths: &[&Path]) -> usize {
     paths.iter().map(|path| files_under(path).len()).sum()
-}
-
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        if path.is_dir() {
-            for entry in std::fs::read_dir(&path).expect("reading directory") {
-                stack.push(entry.expect("entry").path());
-            }
-        } else if path.is_file() {
-            found.push(path);
-        }
-    }
-    found
 }
 
 /// Relative paths of the files under blobs/.

@@ -6,12 +6,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::sending::{acknowledged, generate, start_storescu, wait_for_exit};
-use common::{haneul_bin, run, text, without_meta, Server};
+use common::{files_under, haneul_bin, run, text, without_meta, Server};
 use haneul_catalog::testing::TestDatabase;
 use haneul_storage::testing::TestBucket;
 
@@ -26,15 +25,6 @@ fn verify(server: &Server) -> String {
     let output = run(Command::new(haneul_bin()).arg("verify").arg("--config").arg(server.config_path()));
     assert!(output.status.success(), "haneul verify on {} found problems:\n{}", server.ae_title, text(&output));
     text(&output)
-}
-
-/// Regular files under `dir`, recursively.
-fn files_under(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .map(|entry| entry.expect("directory entry").path())
-        .map(|path| if path.is_dir() { files_under(&path) } else { 1 })
-        .sum()
 }
 
 #[test]
@@ -52,8 +42,8 @@ fn three_nodes_on_one_catalog_and_bucket_each_store_find_and_retrieve_everything
     for server in &nodes {
         assert_eq!(server.instances(), everything, "{} lists what every node stored", server.ae_title);
         // The instance files are in the bucket, not on the node's disk.
-        assert_eq!(files_under(&server.data_dir().join("blobs")), 0, "{} kept files locally", server.ae_title);
-        assert_eq!(files_under(&server.data_dir().join("staging")), 0, "{} left staging files", server.ae_title);
+        assert_eq!(files_under(&server.data_dir().join("blobs")).len(), 0, "{} kept files locally", server.ae_title);
+        assert_eq!(files_under(&server.data_dir().join("staging")).len(), 0, "{} left staging files", server.ae_title);
     }
     // Every node retrieves every instance, whoever stored it, with the same bytes.
     for instance in &everything {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dcmtk, dimse_statuses, free_port, pydicom_data, python, run, text, wait_until, Server};
+use common::{dcmtk, dimse_statuses, files_under, free_port, pydicom_data, python, run, text, wait_until, Server};
 
 // ---------------------------------------------------------------------------
 // The sample files
@@ -430,25 +430,11 @@ impl Part10 {
     }
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return files };
-    for entry in entries {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files.sort();
-    files
-}
-
-/// The archive's complete blobs (empty pre-created files are skipped), by SOP Instance UID.
-fn blobs_by_uid(server: &Server) -> BTreeMap<String, Vec<PathBuf>> {
+/// The archive's complete blobs (empty pre-created files are skipped), by
+/// SOP Instance UID; blobs kept in a bucket are downloaded into `scratch`.
+fn blobs_by_uid(server: &Server, scratch: &Path) -> BTreeMap<String, Vec<PathBuf>> {
     let mut blobs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for path in files_under(&server.data_dir().join("blobs")) {
+    for path in server.blob_files(scratch) {
         if path.extension().is_some_and(|ext| ext == "dcm") {
             if let Some(file) = Part10::read(&path) {
                 blobs.entry(file.sop_uid()).or_default().push(path);
@@ -511,7 +497,8 @@ fn check_received(server: &Server, received_files: &[PathBuf], expected: &[Sampl
     assert_eq!(received_uids.len(), expected_uids.len(), "received {received_uids:?}, expected {expected_uids:?}");
     assert_eq!(set(&received_uids), expected_uids, "received instances");
 
-    let blobs = blobs_by_uid(server);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let blobs = blobs_by_uid(server, scratch.path());
     let mut pairs = Vec::new();
     for (path, file) in &received {
         let blob = the_blob(&blobs, &file.sop_uid());
@@ -656,7 +643,8 @@ fn stores_every_pydicom_sample() {
 
     // Stored as received: one blob per instance, in the transfer syntax it was
     // sent in (the file's own), equal to the first copy sent.
-    let blobs = blobs_by_uid(&server);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let blobs = blobs_by_uid(&server, scratch.path());
     let mut pairs = Vec::new();
     for s in &unique {
         let blob = the_blob(&blobs, &s.sop_uid);
@@ -1133,6 +1121,7 @@ fn storing_the_same_file_twice_is_idempotent() {
     );
     assert_eq!(studies.len(), 1);
     assert_eq!(studies[0]["NumberOfStudyRelatedInstances"], "1");
-    let blobs = blobs_by_uid(&server);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let blobs = blobs_by_uid(&server, scratch.path());
     assert_eq!(blobs.get(CT_SMALL_INSTANCE).map(Vec::len), Some(1), "one blob for the instance: {blobs:?}");
 }

@@ -187,6 +187,12 @@ pub(crate) fn dollar_placeholders(sql: &str) -> String {
     translated
 }
 
+/// A row count as a LIMIT parameter: "no limit" (`usize::MAX`) must not wrap
+/// to a negative number, which SQLite reads as no limit but PostgreSQL refuses.
+pub(crate) fn row_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::dollar_placeholders;

@@ -1,6 +1,6 @@
 //! Migration records (see [`crate::migration`]).
 
-use super::db::{Db, Row};
+use super::db::{row_limit, Db, Row};
 use super::now_ms;
 use crate::migration::*;
 use crate::Result;
@@ -64,7 +64,7 @@ pub(super) fn claim(
                 OR (state = 'failed' AND attempts < ?2 AND next_attempt_ms <= ?3))
              ORDER BY study_date DESC, study_uid LIMIT ?4"
         ),
-        &[source.into(), max_attempts.into(), now.into(), (limit as i64).into()],
+        &[source.into(), max_attempts.into(), now.into(), row_limit(limit).into()],
         study_from_row,
     )?;
     let mut claimed = Vec::with_capacity(studies.len());
@@ -176,10 +176,11 @@ pub(super) fn studies(
     db.query_all(
         &format!(
             "SELECT {STUDY_COLUMNS} FROM migration_studies
-             WHERE source = ?1 AND study_uid > ?2 AND (?3 IS NULL OR ?3 LIKE '%|' || state || '|%')
+             WHERE source = ?1 AND study_uid > ?2
+               AND (CAST(?3 AS TEXT) IS NULL OR CAST(?3 AS TEXT) LIKE '%|' || state || '|%')
              ORDER BY study_uid LIMIT ?4"
         ),
-        &[source.into(), after_uid.into(), wanted.as_ref().into(), (limit as i64).into()],
+        &[source.into(), after_uid.into(), wanted.as_ref().into(), row_limit(limit).into()],
         study_from_row,
     )
 }

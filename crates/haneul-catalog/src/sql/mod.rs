@@ -21,7 +21,7 @@ use crate::accounts::{NewUserRecord, TokenRecord, UserChange, UserRecord};
 use crate::migration::{Discrepancy, MigrationCounts, MigrationState, MigrationStudy, MigrationUpdate, PlannedStudy};
 use crate::records::*;
 use crate::{Catalog, Result};
-pub(crate) use db::{Db, Dialect, Row};
+pub(crate) use db::{row_limit, Db, Dialect, Row};
 use query::{
     digest_array, narrowing_for, row_to_view, select_for, stored_instance, view_columns, AttrCache, CountNeeds,
     INSTANCE_COLUMNS,
@@ -254,7 +254,7 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
                     "SELECT {INSTANCE_COLUMNS} FROM instances i JOIN series se ON se.pk = i.series_pk
                      JOIN studies s ON s.pk = se.study_pk WHERE i.pk > ?1 ORDER BY i.pk LIMIT ?2"
                 ),
-                &[after.into(), (limit as i64).into()],
+                &[after.into(), row_limit(limit).into()],
                 stored_instance,
             )
         })
@@ -346,7 +346,7 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
             db.query_all(
                 "SELECT seq, at_ms, kind, actor, address, session, patient_id, study_uid, series_uid, sop_uid, detail
                  FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                &[after.into(), (limit as i64).into()],
+                &[after.into(), row_limit(limit).into()],
                 |row| {
                     Ok(StoredEvent {
                         seq: row.int(0)?,
@@ -477,7 +477,7 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
                         "SELECT {columns} WHERE {table}.blob_path > ?1 AND {table}.content_digest IS NULL
                          ORDER BY {table}.blob_path LIMIT ?2"
                     ),
-                    &[after.into(), (limit as i64).into()],
+                    &[after.into(), row_limit(limit).into()],
                     held_version,
                 )?;
                 found.extend(rows);

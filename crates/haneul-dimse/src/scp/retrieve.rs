@@ -348,7 +348,7 @@ fn choose_context<'a>(
 }
 
 async fn payload_for(session: &Session, instance: &StoredInstance, transfer_syntax: &str) -> Result<Payload, String> {
-    let file = session.archive().open_instance(instance).map_err(|e| e.to_string())?;
+    let file = session.archive().open_instance(instance).await.map_err(|e| e.to_string())?;
     let (offset, length) = dataset_range(instance);
     if transfer_syntax == instance.transfer_syntax {
         return Ok(Payload::Stored { file, offset, length });

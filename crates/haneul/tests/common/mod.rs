@@ -142,6 +142,8 @@ pub struct Server {
     http_config: String,
     /// Extra lines of the generated `[storage]` table (e.g. `node = "a"`).
     storage_config: String,
+    /// The shared catalog and bucket of [`BACKEND_VARIABLE`], if it asks for them.
+    backend: Option<SharedBackend>,
     log_index: u32,
     /// An API token of the first administrator (`Bearer` credentials), made at first start.
     pub token: String,
@@ -195,6 +197,7 @@ impl Server {
     pub fn start_node(ae_title: &str, storage_config: &str, extra_config: &str) -> Server {
         let mut server = Server::unstarted(ae_title, "", "", extra_config, true);
         storage_config.clone_into(&mut server.storage_config);
+        server.backend = None;
         server.started()
     }
 
@@ -257,6 +260,7 @@ impl Server {
             dicom_config: dicom_config.to_string(),
             http_config: http_config.to_string(),
             storage_config: String::new(),
+            backend: SharedBackend::from_environment(),
             log_index: 0,
             token: String::new(),
             admin_password_from_env,
@@ -337,16 +341,26 @@ impl Server {
     }
 
     fn write_config(&self) {
+        let (backend_storage, backend_tables) = match &self.backend {
+            // A test that names its own catalog keeps it.
+            Some(backend) if self.extra_config.contains("[catalog]") => {
+                (backend.storage_lines.clone(), s3_blobs(&backend.bucket))
+            }
+            Some(backend) => (backend.storage_lines.clone(), backend.tables.clone()),
+            None => (String::new(), String::new()),
+        };
         let config = format!(
-            "[storage]\ndata_dir = {:?}\n{}\n\n[dicom]\nae_title = {:?}\nlisten = \"127.0.0.1:{}\"\n{}\n\n[http]\nlisten = \"127.0.0.1:{}\"\n{}\n\n[log]\nlevel = \"info,haneul_dimse=debug\"\n\n{}\n",
+            "[storage]\ndata_dir = {:?}\n{}{}\n\n[dicom]\nae_title = {:?}\nlisten = \"127.0.0.1:{}\"\n{}\n\n[http]\nlisten = \"127.0.0.1:{}\"\n{}\n\n[log]\nlevel = \"info,haneul_dimse=debug\"\n\n{}\n{}\n",
             self.data_dir().display().to_string(),
             self.storage_config,
+            backend_storage,
             self.ae_title,
             self.dicom_port,
             self.dicom_config,
             self.http_port,
             self.http_config,
-            self.extra_config
+            self.extra_config,
+            backend_tables
         );
         std::fs::write(self.config_path(), config).expect("writing config");
     }
@@ -555,6 +569,87 @@ pub fn postgres_catalog(database: &haneul_catalog::testing::TestDatabase) -> Str
         "[catalog]\nengine = \"postgres\"\nurl = {:?}\npassword_file = {:?}\n",
         database.options.url, database.password_file
     )
+}
+
+/// Regular files under `dir`, recursively, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return files };
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+impl Server {
+    /// Every blob file of this server as local paths: the files of its blob
+    /// directory, or its bucket objects downloaded into `scratch`.
+    pub fn blob_files(&self, scratch: &Path) -> Vec<PathBuf> {
+        let Some(backend) = &self.backend else {
+            return files_under(&self.data_dir().join("blobs"));
+        };
+        let config = haneul_storage::BlobConfig {
+            backend: haneul_storage::BlobBackend::S3(backend.bucket.options.clone()),
+            node: Some(SharedBackend::NODE.into()),
+        };
+        let store = haneul_storage::BlobStore::open_configured(
+            scratch.join("unused"),
+            scratch.join("downloads"),
+            &config,
+            false,
+        )
+        .expect("opening the test bucket");
+        let mut files = Vec::new();
+        for shard in store.shards_since("0000").expect("listing shards") {
+            for rel_path in store.files_in_shard(&shard).expect("listing a shard") {
+                let local = scratch.join(rel_path.replace('/', "_"));
+                let mut object = store.open_blob(&rel_path).expect("downloading a blob");
+                std::io::copy(&mut object, &mut std::fs::File::create(&local).expect("copy")).expect("copying a blob");
+                files.push(local);
+            }
+        }
+        files
+    }
+}
+
+/// Set to `postgres+s3` to run every server of a test on its own fresh
+/// PostgreSQL catalog and bucket prefix instead of the embedded default
+/// (scripts/test.sh runs the interoperability suites this way too).
+pub const BACKEND_VARIABLE: &str = "HANEUL_TEST_BACKEND";
+
+/// A fresh catalog database and bucket prefix for one server.
+struct SharedBackend {
+    storage_lines: String,
+    tables: String,
+    _database: haneul_catalog::testing::TestDatabase,
+    bucket: haneul_storage::testing::TestBucket,
+}
+
+impl SharedBackend {
+    const NODE: &'static str = "node1";
+
+    fn from_environment() -> Option<SharedBackend> {
+        match std::env::var(BACKEND_VARIABLE).as_deref() {
+            Err(_) | Ok("") | Ok("sqlite+disk") => None,
+            Ok("postgres+s3") => {
+                let database = haneul_catalog::testing::TestDatabase::create();
+                let bucket = haneul_storage::testing::TestBucket::create();
+                Some(SharedBackend {
+                    storage_lines: format!("backend = \"s3\"\nnode = {:?}\n", SharedBackend::NODE),
+                    tables: format!("{}\n{}", postgres_catalog(&database), s3_blobs(&bucket)),
+                    _database: database,
+                    bucket,
+                })
+            }
+            Ok(other) => panic!("{BACKEND_VARIABLE}={other:?}: expected sqlite+disk or postgres+s3"),
+        }
+    }
 }
 
 /// The `[storage.s3]` table of a node keeping its blobs in `bucket`.
