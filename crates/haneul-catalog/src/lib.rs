@@ -175,16 +175,23 @@ pub trait Catalog: Send + Sync {
     /// Add studies found at a migration source; those already listed stay as
     /// they are. Returns how many were new.
     fn migration_plan(&self, source: &str, studies: &[PlannedStudy]) -> Result<usize>;
-    /// Mark up to `limit` studies of `source` running and return them: pending
-    /// ones, and failed ones with attempts left whose retry time has come.
-    /// Newest studies first, as the most recent ones matter most to a clinic.
+    /// Mark up to `limit` studies of `source` running for `claimant` and
+    /// return them: pending ones, failed ones with attempts left whose retry
+    /// time has come, and running ones whose claim was abandoned (not renewed
+    /// in time: their node stopped). Newest studies first, as the most recent
+    /// ones matter most to a clinic.
     fn migration_claim(
         &self,
         source: &str,
         limit: usize,
-        now_ms: i64,
+        claimant: &Claimant<'_>,
         max_attempts: i64,
     ) -> Result<Vec<MigrationStudy>>;
+    /// Renew `node`'s claims on its running studies of `source` (returns how many).
+    fn migration_renew(&self, source: &str, node: &str, now_ms: i64) -> Result<usize>;
+    /// Put `node`'s running studies of `source` back to pending: a run of
+    /// that node starts again (returns how many).
+    fn migration_release(&self, source: &str, node: &str) -> Result<usize>;
     fn migration_update(&self, source: &str, study_uid: &str, update: &MigrationUpdate) -> Result<()>;
     /// Move every study of `source` in one of `from` to `to` (returns how many).
     fn migration_reset(&self, source: &str, from: &[MigrationState], to: MigrationState) -> Result<usize>;

@@ -115,3 +115,14 @@ pub struct MigrationCounts {
     pub migrated_instances: i64,
     pub discrepancies: i64,
 }
+
+/// A node claiming migration studies.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimant<'a> {
+    /// The node's name ("" for a lone node).
+    pub node: &'a str,
+    pub now_ms: i64,
+    /// A running study whose claim was last renewed before this was claimed
+    /// by a node that stopped: it may be claimed again.
+    pub abandoned_before_ms: i64,
+}

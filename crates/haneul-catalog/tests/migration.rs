@@ -16,6 +16,11 @@ fn planned(uid: &str, date: &str) -> PlannedStudy {
     }
 }
 
+/// A lone node at `now_ms`, whose claims hold a minute.
+fn at(now_ms: i64) -> Claimant<'static> {
+    Claimant { node: "", now_ms, abandoned_before_ms: now_ms - 60_000 }
+}
+
 fn uids(studies: &[MigrationStudy]) -> Vec<&str> {
     studies.iter().map(|study| study.study_uid.as_str()).collect()
 }
@@ -27,7 +32,7 @@ on_every_engine! {
         assert_eq!(catalog.migration_plan("old", &plan[..1]).expect("plan again"), 0, "listed studies stay");
         assert_eq!(catalog.migration_plan("other", &plan[..1]).expect("another source"), 1);
 
-        let claimed = catalog.migration_claim("old", 2, 1_000, 3).expect("claim");
+        let claimed = catalog.migration_claim("old", 2, &at(1_000), 3).expect("claim");
         assert_eq!(uids(&claimed), ["1.2", "1.3"], "newest first");
         assert!(claimed.iter().all(|study| study.state == MigrationState::Running && study.attempts == 1));
 
@@ -66,13 +71,48 @@ on_every_engine! {
         assert_eq!((counts.expected_instances, counts.migrated_instances), (6, 2));
 
         // A failed study is claimed again only once its retry time has come.
-        assert_eq!(uids(&catalog.migration_claim("old", 5, 4_999, 3).expect("claim")), ["1.1"]);
-        assert_eq!(uids(&catalog.migration_claim("old", 5, 5_000, 3).expect("claim")), ["1.3"]);
+        assert_eq!(uids(&catalog.migration_claim("old", 5, &at(4_999), 3).expect("claim")), ["1.1"]);
+        assert_eq!(uids(&catalog.migration_claim("old", 5, &at(5_000), 3).expect("claim")), ["1.3"]);
+        assert_eq!(catalog.migration_release("old", "").expect("release"), 2, "a new run takes its studies back");
+        assert_eq!(
+            catalog.migration_reset("old", &[MigrationState::Pending], MigrationState::Running).expect("reset"),
+            2
+        );
         assert_eq!(
             catalog.migration_reset("old", &[MigrationState::Running], MigrationState::Pending).expect("reset"),
             2
         );
         assert_eq!(catalog.migration_counts("old").expect("counts").pending, 2);
         assert_eq!(catalog.migration_counts("other").expect("counts").pending, 1, "sources are apart");
+    }
+}
+
+on_every_engine! {
+    /// Nodes on one catalog: a node's running studies stay its own while it
+    /// renews its claims, and go to another node once it stops (it died).
+    fn the_studies_of_a_node_that_stops_renewing_are_taken_over(catalog) {
+        let lease = 10_000;
+        let claim = |node: &'static str, now_ms: i64, limit: usize| {
+            let claimant = Claimant { node, now_ms, abandoned_before_ms: now_ms - lease };
+            uids(&catalog.migration_claim("old", limit, &claimant, 5).expect("claim")).join(" ")
+        };
+        let plan: Vec<PlannedStudy> = (1..=4).map(|n| planned(&format!("1.{n}"), &format!("2024010{n}"))).collect();
+        catalog.migration_plan("old", &plan).expect("plan");
+        assert_eq!(claim("a", 0, 2), "1.4 1.3");
+        assert_eq!(claim("b", 1_000, 5), "1.2 1.1", "a's studies are a's while its claims hold");
+        assert_eq!(catalog.migration_renew("old", "a", 8_000).expect("renew"), 2);
+        assert_eq!(catalog.migration_renew("old", "b", 8_000).expect("renew"), 2);
+        assert_eq!(claim("b", 15_000, 5), "", "renewed at 8 s: held until 18 s");
+        assert_eq!(catalog.migration_renew("old", "b", 15_000).expect("renew"), 2);
+        // a stops renewing (it died); b's next claim after the lease takes its studies.
+        assert_eq!(claim("b", 18_001, 5), "1.4 1.3");
+        let running = catalog.migration_studies("old", Some(&[MigrationState::Running]), "", 10).expect("running");
+        assert_eq!(running.len(), 4);
+        assert!(running.iter().all(|study| study.updated_ms >= 15_000));
+        let taken_over = running.iter().find(|study| study.study_uid == "1.4").expect("1.4");
+        assert_eq!(taken_over.attempts, 2, "the dead node's try counts");
+        // a comes back: a new run of a releases only what is still a's (nothing).
+        assert_eq!(catalog.migration_release("old", "a").expect("release"), 0);
+        assert_eq!(catalog.migration_release("old", "b").expect("release"), 4);
     }
 }

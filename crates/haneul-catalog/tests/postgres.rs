@@ -30,7 +30,8 @@ fn nodes_sharing_a_catalog_claim_disjoint_studies() {
     let claim_all = |catalog: &PostgresCatalog| {
         let mut claimed = Vec::new();
         loop {
-            let batch = catalog.migration_claim("legacy", 3, i64::MAX, 3).expect("claim");
+            let claimant = Claimant { node: "", now_ms: i64::MAX, abandoned_before_ms: 0 };
+            let batch = catalog.migration_claim("legacy", 3, &claimant, 3).expect("claim");
             if batch.is_empty() {
                 return claimed;
             }

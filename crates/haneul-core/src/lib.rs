@@ -435,6 +435,11 @@ impl Archive {
         }
     }
 
+    /// This node's name among several sharing a catalog ("" for a lone node).
+    pub fn node_name(&self) -> &str {
+        self.blobs.node().unwrap_or_default()
+    }
+
     /// User accounts and API tokens (synchronous: call from blocking threads).
     pub fn users(&self) -> Users {
         Users::new(Arc::clone(&self.catalog), Arc::clone(&self.token_cache))

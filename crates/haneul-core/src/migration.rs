@@ -169,16 +169,36 @@ impl Archive {
         run_blocking(move || Ok(catalog.migration_plan(&source, &studies)?)).await
     }
 
-    /// Claim studies to fetch (see [`haneul_catalog::Catalog::migration_claim`]).
+    /// Claim studies to fetch for this node (see
+    /// [`haneul_catalog::Catalog::migration_claim`]); a running study whose
+    /// claim was not renewed for `lease` is taken over.
     pub async fn migration_claim(
         &self,
         source: &str,
         limit: usize,
         now_ms: i64,
+        lease: std::time::Duration,
         max_attempts: i64,
     ) -> Result<Vec<MigrationStudy>, ArchiveError> {
-        let (catalog, source) = (Arc::clone(&self.catalog), source.to_string());
-        run_blocking(move || Ok(catalog.migration_claim(&source, limit, now_ms, max_attempts)?)).await
+        let (catalog, source, node) = (Arc::clone(&self.catalog), source.to_string(), self.node_name().to_string());
+        let abandoned_before_ms = now_ms.saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        run_blocking(move || {
+            let claimant = haneul_catalog::Claimant { node: &node, now_ms, abandoned_before_ms };
+            Ok(catalog.migration_claim(&source, limit, &claimant, max_attempts)?)
+        })
+        .await
+    }
+
+    /// Renew this node's claims on its running studies of `source`.
+    pub async fn migration_renew(&self, source: &str, now_ms: i64) -> Result<usize, ArchiveError> {
+        let (catalog, source, node) = (Arc::clone(&self.catalog), source.to_string(), self.node_name().to_string());
+        run_blocking(move || Ok(catalog.migration_renew(&source, &node, now_ms)?)).await
+    }
+
+    /// Put this node's running studies of `source` back to pending (a run starts again).
+    pub async fn migration_release(&self, source: &str) -> Result<usize, ArchiveError> {
+        let (catalog, source, node) = (Arc::clone(&self.catalog), source.to_string(), self.node_name().to_string());
+        run_blocking(move || Ok(catalog.migration_release(&source, &node)?)).await
     }
 
     pub async fn migration_update(

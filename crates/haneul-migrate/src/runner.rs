@@ -77,6 +77,9 @@ pub struct Source {
     pub max_attempts: i64,
     /// The pause before the first retry; it doubles with each attempt.
     pub retry_delay: Duration,
+    /// How long a running study's claim holds without renewal: a node that
+    /// stops renewing (it died) leaves its studies to the others after this.
+    pub claim_lease: Duration,
 }
 
 /// What a run does; kept in the catalog's settings while it runs, so a
@@ -271,8 +274,10 @@ impl Migrations {
                 }
             }
         }
-        // Studies a stopped run left running are fetched again.
-        self.archive.migration_reset(&name, vec![MigrationState::Running], MigrationState::Pending).await?;
+        // Studies a stopped run of this node left running are fetched again
+        // (other nodes' running studies are theirs until their claims lapse).
+        self.archive.migration_release(&name).await?;
+        let mut renewed_at = std::time::Instant::now();
         if state.verify_only {
             self.archive
                 .migration_reset(
@@ -307,10 +312,16 @@ impl Migrations {
                 }
                 let still_free = free.saturating_sub(work.len());
                 if done_cursor.is_none() && still_free > 0 && !state.verify_only {
-                    let claimed =
-                        self.archive.migration_claim(&name, still_free, now_ms(), source.max_attempts).await?;
+                    let claimed = self
+                        .archive
+                        .migration_claim(&name, still_free, now_ms(), source.claim_lease, source.max_attempts)
+                        .await?;
                     work.extend(claimed.into_iter().map(|study| (study, true)));
                 }
+            }
+            if renewed_at.elapsed() >= source.claim_lease / 3 {
+                self.archive.migration_renew(&name, now_ms()).await?;
+                renewed_at = std::time::Instant::now();
             }
             for (study, fetch) in work {
                 in_flight.insert(study.study_uid.clone());

@@ -80,6 +80,11 @@ pub struct MigrationSourceConfig {
     /// Seconds to wait for an answer of the node.
     #[serde(default = "two_minutes")]
     pub timeout_seconds: u64,
+    /// Seconds a node's claim on a running study holds without renewal
+    /// (renewed every third of it): where several nodes share a catalog, the
+    /// studies of a node that died are taken over after this.
+    #[serde(default = "two_minutes")]
+    pub claim_lease_seconds: u64,
     /// Corrections applied to what this source sends.
     #[serde(default)]
     pub coerce: Option<CoerceConfig>,
@@ -227,6 +232,9 @@ impl MigrationConfig {
             if source.timeout_seconds == 0 {
                 bail!("{key}.timeout_seconds: must be at least 1");
             }
+            if source.claim_lease_seconds < 3 {
+                bail!("{key}.claim_lease_seconds: must be at least 3");
+            }
             if let Some(coerce) = &source.coerce {
                 if coerce.character_set_from.is_some() && coerce.character_set.is_none() {
                     bail!("{key}.coerce.character_set_from: only with character_set");
@@ -280,6 +288,7 @@ impl MigrationConfig {
                     rate_limit: source.rate_limit,
                     max_attempts: source.max_attempts,
                     retry_delay: Duration::from_secs(source.retry_seconds),
+                    claim_lease: Duration::from_secs(source.claim_lease_seconds),
                 }
             })
             .collect()

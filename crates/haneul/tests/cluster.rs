@@ -9,15 +9,22 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::migration::{migrate, migration_status};
+use common::orthanc::{legacy_sample_paths, LegacyOptions, LegacyPacs};
 use common::sending::{acknowledged, generate, start_storescu, wait_for_exit};
-use common::{files_under, haneul_bin, run, text, without_meta, Server};
+use common::{eventually, files_under, haneul_bin, run, text, without_meta, Server};
 use haneul_catalog::testing::TestDatabase;
 use haneul_storage::testing::TestBucket;
 
 /// One node named `name` on the shared catalog and bucket.
 fn node(name: &str, database: &TestDatabase, bucket: &TestBucket) -> Server {
+    node_with(name, database, bucket, "")
+}
+
+/// The same with `extra` TOML (a migration source, say).
+fn node_with(name: &str, database: &TestDatabase, bucket: &TestBucket, extra: &str) -> Server {
     let storage = format!("backend = \"s3\"\nnode = {name:?}\n");
-    let shared = format!("{}\n{}", common::postgres_catalog(database), common::s3_blobs(bucket));
+    let shared = format!("{}\n{}\n{extra}", common::postgres_catalog(database), common::s3_blobs(bucket));
     Server::start_node(&format!("HANEUL_{}", name.to_uppercase()), &storage, &shared)
 }
 
@@ -156,4 +163,48 @@ fn a_bad_blob_storage_configuration_is_refused_at_start() {
         assert!(stderr.contains(expected), "{storage:?} {tables:?}: the error does not name {expected:?}:\n{stderr}");
     }
     let _ = std::fs::remove_file(wrong_secret);
+}
+
+/// Background work claimed by a node that dies is finished by another: a
+/// migration started on one node, killed half-way, completed by the other
+/// once the dead node's claims have lapsed, without gaps or duplicates.
+#[test]
+fn a_migration_outlives_the_node_running_it() {
+    let database = TestDatabase::create();
+    let bucket = TestBucket::create();
+    let legacy = LegacyPacs::start(LegacyOptions::new());
+    legacy.store("MODALITY", &legacy_sample_paths());
+    let port = legacy.address().rsplit(':').next().expect("port").to_string();
+    // C-GET (no route back needed to either node), slowly, so that the kill lands half-way.
+    let source = format!(
+        "[[migration.source]]\nname = \"legacy\"\nmethod = \"c-get\"\nae_title = \"LEGACY\"\nhost = \"127.0.0.1\"\n\
+         port = {port}\nparallel = 1\nrate_limit = 3\nclaim_lease_seconds = 3\n"
+    );
+    let mut first = node_with("a", &database, &bucket, &source);
+    let second = node_with("b", &database, &bucket, &source);
+    let total = legacy.study_count() as i64;
+
+    let started = migrate(&first, &["start", "legacy", "--detach"]);
+    assert!(started.status.success(), "{}", text(&started));
+    eventually("a few studies verified and one running", || {
+        let counts = &migration_status(&first, "legacy")["counts"];
+        counts["verified"].as_i64() >= Some(2) && counts["running"].as_i64() >= Some(1)
+    });
+    first.kill9();
+    let left = migration_status(&second, "legacy");
+    assert!(left["counts"]["verified"].as_i64() < Some(total), "killed half-way, not at the end: {left:#}");
+
+    // The other node takes the migration up, the dead node's running study included.
+    let resumed = migrate(&second, &["start", "legacy", "--detach"]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    eventually("the migration finished on the other node", || {
+        migration_status(&second, "legacy")["phase"] == "finished"
+    });
+    let after = migration_status(&second, "legacy");
+    assert_eq!(after["counts"]["verified"], total, "{after:#}");
+    assert_eq!(after["counts"]["discrepancies"], 0, "{after:#}");
+    let held: BTreeSet<String> = second.instances().into_iter().map(|(_, _, sop)| sop).collect();
+    assert_eq!(held, legacy.sop_uids(), "no gap");
+    assert_eq!(second.instances().len(), legacy.instance_count(), "no duplicate");
+    assert!(second.log().contains("taking over a migration study"), "the dead node's running study was taken over");
 }

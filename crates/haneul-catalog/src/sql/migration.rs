@@ -54,25 +54,32 @@ pub(super) fn claim(
     tx: &mut dyn Db,
     source: &str,
     limit: usize,
-    now: i64,
+    claimant: &Claimant<'_>,
     max_attempts: i64,
 ) -> Result<Vec<MigrationStudy>> {
+    let now = claimant.now_ms;
     let studies = tx.query_all(
         &format!(
             "SELECT {STUDY_COLUMNS} FROM migration_studies
              WHERE source = ?1 AND (state = 'pending'
-                OR (state = 'failed' AND attempts < ?2 AND next_attempt_ms <= ?3))
+                OR (state = 'failed' AND attempts < ?2 AND next_attempt_ms <= ?3)
+                OR (state = 'running' AND updated_ms < ?5))
              ORDER BY study_date DESC, study_uid LIMIT ?4"
         ),
-        &[source.into(), max_attempts.into(), now.into(), row_limit(limit).into()],
+        &[source.into(), max_attempts.into(), now.into(), row_limit(limit).into(), claimant.abandoned_before_ms.into()],
         study_from_row,
     )?;
     let mut claimed = Vec::with_capacity(studies.len());
     for mut study in studies {
+        if study.state == MigrationState::Running {
+            tracing::warn!(%source, study_uid = %study.study_uid, node = %claimant.node,
+                "taking over a migration study whose node stopped renewing its claim");
+        }
         tx.execute(
-            "UPDATE migration_studies SET state = 'running', attempts = attempts + 1, updated_ms = ?3
+            "UPDATE migration_studies
+             SET state = 'running', attempts = attempts + 1, updated_ms = ?3, claimed_by = ?4
              WHERE source = ?1 AND study_uid = ?2",
-            &[source.into(), (&study.study_uid).into(), now.into()],
+            &[source.into(), (&study.study_uid).into(), now.into(), claimant.node.into()],
         )?;
         study.state = MigrationState::Running;
         study.attempts += 1;
@@ -80,6 +87,22 @@ pub(super) fn claim(
         claimed.push(study);
     }
     Ok(claimed)
+}
+
+pub(super) fn renew(tx: &mut dyn Db, source: &str, node: &str, now: i64) -> Result<usize> {
+    tx.execute(
+        "UPDATE migration_studies SET updated_ms = ?3 WHERE source = ?1 AND state = 'running' AND claimed_by = ?2",
+        &[source.into(), node.into(), now.into()],
+    )
+    .map(|changed| changed as usize)
+}
+
+pub(super) fn release(tx: &mut dyn Db, source: &str, node: &str) -> Result<usize> {
+    tx.execute(
+        "UPDATE migration_studies SET state = 'pending' WHERE source = ?1 AND state = 'running' AND claimed_by = ?2",
+        &[source.into(), node.into()],
+    )
+    .map(|changed| changed as usize)
 }
 
 pub(super) fn update(tx: &mut dyn Db, source: &str, study_uid: &str, change: &MigrationUpdate) -> Result<()> {

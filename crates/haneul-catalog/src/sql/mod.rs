@@ -18,7 +18,9 @@ use haneul_dicom::matching::Query;
 use haneul_dicom::Dataset;
 
 use crate::accounts::{NewUserRecord, TokenRecord, UserChange, UserRecord};
-use crate::migration::{Discrepancy, MigrationCounts, MigrationState, MigrationStudy, MigrationUpdate, PlannedStudy};
+use crate::migration::{
+    Claimant, Discrepancy, MigrationCounts, MigrationState, MigrationStudy, MigrationUpdate, PlannedStudy,
+};
 use crate::records::*;
 use crate::{Catalog, Result};
 pub(crate) use db::{row_limit, Db, Dialect, Row};
@@ -418,10 +420,18 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
         &self,
         source: &str,
         limit: usize,
-        now_ms: i64,
+        claimant: &Claimant<'_>,
         max_attempts: i64,
     ) -> Result<Vec<MigrationStudy>> {
-        self.engine.write(|tx| migration::claim(tx, source, limit, now_ms, max_attempts))
+        self.engine.write(|tx| migration::claim(tx, source, limit, claimant, max_attempts))
+    }
+
+    fn migration_renew(&self, source: &str, node: &str, now_ms: i64) -> Result<usize> {
+        self.engine.write(|tx| migration::renew(tx, source, node, now_ms))
+    }
+
+    fn migration_release(&self, source: &str, node: &str) -> Result<usize> {
+        self.engine.write(|tx| migration::release(tx, source, node))
     }
 
     fn migration_update(&self, source: &str, study_uid: &str, update: &MigrationUpdate) -> Result<()> {

@@ -4,7 +4,7 @@
 //! would cost three extra page writes in every store's commit. Queries count
 //! with the indexes instead, and only when a response asks for a count.
 
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// Columns added to existing tables since version 1: (table, column, its
 /// definition). Catalogs made earlier get them before `SCHEMA` (all
@@ -14,6 +14,8 @@ pub(crate) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("studies", "site", "TEXT NOT NULL DEFAULT ''"),
     // Version 4: the digest of the data set alone (NULL for older rows).
     ("instances", "content_digest", "BLOB"),
+    // Version 6: the node that claimed a running migration study.
+    ("migration_studies", "claimed_by", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 pub(crate) const SCHEMA: &str = r#"
@@ -151,8 +153,11 @@ CREATE TABLE IF NOT EXISTS migration_studies (
     attempts INTEGER NOT NULL DEFAULT 0,
     migrated_instances INTEGER NOT NULL DEFAULT 0,
     detail TEXT NOT NULL DEFAULT '',
+    -- For a running study: when its node last renewed its claim (see claimed_by).
     updated_ms INTEGER NOT NULL,
     next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    -- The node running the study ('' for a lone node, or before version 6).
+    claimed_by TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (source, study_uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS migration_studies_state ON migration_studies(source, state, study_date);
