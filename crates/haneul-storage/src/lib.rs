@@ -398,6 +398,12 @@ impl BlobStore {
     /// first into an unnamed temporary file.
     pub fn open_blob(&self, rel_path: &str) -> Result<File> {
         if let Some(remote) = &self.shared.remote {
+            // A blob this node is still uploading (committed while its upload
+            // runs, or handed to a synchronous replica at once) is read from
+            // its staging file, complete by then; the bucket may not have it yet.
+            if let Ok(staged) = File::open(object::staging_path(&self.shared.root, rel_path)) {
+                return Ok(staged);
+            }
             let scratch = &self.shared.root;
             let file = tempfile::tempfile_in(scratch).map_err(|e| StorageError::io(scratch, e))?;
             return remote.download(rel_path, file, scratch);

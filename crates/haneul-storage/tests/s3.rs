@@ -71,6 +71,21 @@ fn a_large_blob_goes_up_in_parts_and_comes_back_whole() {
 }
 
 #[test]
+fn a_blob_being_uploaded_is_read_from_its_staging_file() {
+    let bucket = TestBucket::create();
+    let staging = tempfile::tempdir().expect("tempdir");
+    let store = open(&bucket.options, Some("n"), staging.path()).expect("open");
+    let mut writer = store.create().expect("create");
+    writer.write_all(b"on its way").expect("write");
+    writer.flush().expect("flush");
+    let rel_path = writer.rel_path().to_string();
+    assert!(store.digest_of(&rel_path).expect_err("not uploaded yet").is_not_found());
+    assert_eq!(read_back(&store, &rel_path), b"on its way", "read before the bucket has it");
+    let blob = writer.finish().expect("upload");
+    assert_eq!(read_back(&store, &blob.rel_path), b"on its way", "and from the bucket after");
+}
+
+#[test]
 fn an_abandoned_blob_leaves_nothing_behind() {
     let bucket = TestBucket::create();
     let staging = tempfile::tempdir().expect("tempdir");

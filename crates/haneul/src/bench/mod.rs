@@ -92,8 +92,12 @@ pub struct FindArgs {
 #[derive(Args)]
 pub struct FillArgs {
     /// Archive data directory to fill (no server may be running on it).
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    data: Option<PathBuf>,
+    /// Or the archive a configuration file describes (its catalog and blob
+    /// store: PostgreSQL and S3, say), with no server running on its data directory.
     #[arg(long)]
-    data: PathBuf,
+    config: Option<PathBuf>,
     #[arg(long, default_value_t = 100_000)]
     studies: u64,
     #[arg(long, default_value_t = 10)]
@@ -309,10 +313,23 @@ async fn find(args: FindArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn fill(args: FillArgs) -> anyhow::Result<ExitCode> {
-    let data = args.data.clone();
-    let archive = tokio::task::spawn_blocking(move || Archive::open(ArchiveConfig::new(data)))
+    let archive_config = match (&args.config, &args.data) {
+        (Some(path), _) => {
+            let config = crate::config::Config::load(path)?;
+            ArchiveConfig {
+                catalog: config.catalog.location()?,
+                blobs: config.blob_config()?,
+                audit: false,
+                ..ArchiveConfig::new(&config.storage.data_dir)
+            }
+        }
+        (None, Some(data)) => ArchiveConfig::new(data),
+        (None, None) => bail!("--data or --config names the archive to fill"),
+    };
+    let data_dir = archive_config.data_dir.clone();
+    let archive = tokio::task::spawn_blocking(move || Archive::open(archive_config))
         .await?
-        .with_context(|| format!("cannot open the archive in {}", args.data.display()))?;
+        .with_context(|| format!("cannot open the archive in {}", data_dir.display()))?;
     let geometry = Geometry { rows: 8, columns: 8, frames: 1 };
     let pixels = Arc::new(synth::pixels(geometry));
     let total = args.studies * u64::from(args.instances_per_study);
