@@ -187,7 +187,19 @@ fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = args.archive.load()?.storage.data_dir;
+    let config = args.archive.load()?;
+    // A restore fills an empty node of the embedded default: files on local
+    // disk and a SQLite catalog. Restoring into a bucket or a shared database
+    // would leave the node's configuration pointing elsewhere.
+    if config.storage.backend != crate::config::BlobBackendKind::Local
+        || config.catalog.engine != crate::config::CatalogEngine::Sqlite
+    {
+        anyhow::bail!(
+            "haneul restore fills a node on local disk with a SQLite catalog; give it a configuration \
+             without storage.backend = \"s3\" or catalog.engine = \"postgres\" (or --data DIR)"
+        );
+    }
+    let data_dir = config.storage.data_dir;
     let target = DirTarget::existing(&args.from)?;
     let manifest = haneul_backup::choose_snapshot(&target, args.at.as_deref())?;
     let progress = byte_progress();

@@ -208,3 +208,21 @@ fn a_migration_outlives_the_node_running_it() {
     assert_eq!(second.instances().len(), legacy.instance_count(), "no duplicate");
     assert!(second.log().contains("taking over a migration study"), "the dead node's running study was taken over");
 }
+
+/// `haneul restore` fills a node on local disk; pointed at a node configured
+/// for a bucket, it refuses instead of leaving the configuration pointing elsewhere.
+#[test]
+fn a_restore_into_a_bucket_node_is_refused() {
+    let bucket = TestBucket::create();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("haneul.toml");
+    let storage = format!("[storage]\ndata_dir = {:?}\nbackend = \"s3\"\n", dir.path().join("data"));
+    std::fs::write(&config, format!("{storage}\n{}", common::s3_blobs(&bucket))).expect("config");
+    let output = run(Command::new(haneul_bin())
+        .args(["restore", "--from"])
+        .arg(dir.path().join("no-backup-needed"))
+        .arg("--config")
+        .arg(&config));
+    assert!(!output.status.success());
+    assert!(text(&output).contains("fills a node on local disk"), "{}", text(&output));
+}
