@@ -128,3 +128,16 @@ fn a_snapshot_of_a_postgres_catalog_is_a_sqlite_catalog() {
     let snapshot = CatalogSnapshot::open(&path).expect("snapshot reader");
     assert_eq!((snapshot.counts().expect("counts").instances, snapshot.counts().expect("counts").patients), (1, 1));
 }
+
+/// The last handle to a catalog often goes on an async thread (the end of
+/// `haneul serve`, of a tool's async main); closing its connections there
+/// must not panic, as the blocking client's own close would.
+#[test]
+fn a_catalog_dropped_on_an_async_thread_closes_cleanly() {
+    let database = TestDatabase::create();
+    let catalog = PostgresCatalog::connect(&database.options).expect("connect");
+    catalog.set_setting("probe", "1").expect("a write opens the writer");
+    assert_eq!(catalog.setting("probe").expect("a read opens a reader").as_deref(), Some("1"));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async move { drop(catalog) });
+}

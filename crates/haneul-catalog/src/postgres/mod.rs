@@ -76,6 +76,26 @@ struct Connection {
     statements: HashMap<String, Statement>,
 }
 
+impl Drop for PostgresEngine {
+    fn drop(&mut self) {
+        // Closing a client blocks on the client's own runtime, which panics
+        // on an async thread, where the last handle to a catalog often goes
+        // (the end of `serve`, of a tool's async main): close them on a plain thread.
+        let writer = lock(&self.writer).take();
+        let readers = std::mem::take(&mut *lock(&self.readers));
+        if writer.is_none() && readers.is_empty() {
+            return;
+        }
+        let closing = std::thread::Builder::new().name("haneul-pg-close".into()).spawn(move || drop((writer, readers)));
+        match closing {
+            Ok(thread) => {
+                let _ = thread.join();
+            }
+            Err(error) => tracing::warn!(%error, "could not close the catalog's connections cleanly"),
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A connection left in a failed transaction is rolled back when the
     // transaction value is dropped, so the guarded state stays usable.
