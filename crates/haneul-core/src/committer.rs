@@ -32,6 +32,8 @@ pub(crate) struct Committer {
 struct Shared {
     catalog: Arc<dyn Catalog>,
     blobs: BlobStore,
+    /// The setting holding this node's recovery watermark.
+    scan_key: String,
     policy: DuplicatePolicy,
     max_batch: usize,
     metrics: Arc<Metrics>,
@@ -80,6 +82,7 @@ impl Committer {
     ) -> Committer {
         let shared = Arc::new(Shared {
             catalog,
+            scan_key: crate::recovery::scan_from_key(&blobs),
             blobs,
             policy,
             max_batch: max_batch.max(1),
@@ -162,7 +165,6 @@ impl Shared {
         let events = std::mem::take(&mut state.events);
         let settled = std::mem::take(&mut state.settled);
         let scan_from = self.blobs.oldest_unsettled_shard();
-        let scan_key = crate::recovery::scan_from_key(&self.blobs);
         let write_scan_from = state.last_scan_from.as_deref() != Some(scan_from.as_str());
         drop(state);
 
@@ -176,7 +178,7 @@ impl Shared {
                 policy: self.policy,
                 events: &events,
                 settled: &settled,
-                scan_from: write_scan_from.then_some(Watermark { key: &scan_key, shard: &scan_from }),
+                scan_from: write_scan_from.then_some(Watermark { key: &self.scan_key, shard: &scan_from }),
             })
         };
 

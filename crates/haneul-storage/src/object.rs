@@ -114,8 +114,22 @@ impl ObjectBackend {
         }
         let backend =
             ObjectBackend { store: Arc::new(store), location: location.clone(), prefix, runtime: Some(runtime) };
-        backend.list_children("").map_err(|error| setup(format!("does not answer as expected: {error}")))?;
+        backend.probe().map_err(|error| setup(format!("does not answer as expected: {error}")))?;
         Ok(backend)
+    }
+
+    /// Ask for one page of keys under the prefix: fails on wrong credentials
+    /// or a missing bucket, and stays one request however full the bucket is.
+    fn probe(&self) -> Result<()> {
+        let prefix = (!self.prefix.is_empty()).then(|| self.key("")).transpose()?;
+        let store = Arc::clone(&self.store);
+        let object_error = self.object_error("");
+        self.wait(async move {
+            match store.list(prefix.as_ref()).next().await {
+                Some(Err(error)) => Err(object_error(error)),
+                Some(Ok(_)) | None => Ok(()),
+            }
+        })
     }
 
     /// Where the bucket is, for messages.

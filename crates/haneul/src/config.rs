@@ -90,6 +90,14 @@ pub struct S3Config {
     pub secret_access_key_file: Option<PathBuf>,
 }
 
+/// The secret held by the file `key` names, without its final line break
+/// (read at start, never logged).
+fn read_secret(key: &str, path: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("{key}: cannot read {}", path.display()))?;
+    Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
+}
+
 fn default_region() -> String {
     "us-east-1".to_string()
 }
@@ -132,15 +140,8 @@ impl S3Config {
 
     /// The bucket's settings, with the secret read from its file.
     fn options(&self) -> anyhow::Result<haneul_core::S3Options> {
-        let secret_access_key = match &self.secret_access_key_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("storage.s3.secret_access_key_file: cannot read {}", path.display()))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string(),
-            ),
-            None => None,
-        };
+        let secret_access_key =
+            read_secret("storage.s3.secret_access_key_file", self.secret_access_key_file.as_deref())?;
         Ok(haneul_core::S3Options {
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
@@ -201,15 +202,7 @@ impl CatalogConfig {
         let (CatalogEngine::Postgres, Some(url)) = (self.engine, &self.url) else {
             return Ok(haneul_core::CatalogLocation::Embedded);
         };
-        let password = match &self.password_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("catalog.password_file: cannot read {}", path.display()))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string(),
-            ),
-            None => None,
-        };
+        let password = read_secret("catalog.password_file", self.password_file.as_deref())?;
         Ok(haneul_core::CatalogLocation::Postgres(haneul_core::PostgresOptions { url: url.clone(), password }))
     }
 }
