@@ -16,6 +16,7 @@ mod accounts;
 mod migration;
 mod postgres;
 mod records;
+mod shared;
 mod snapshot;
 mod sql;
 mod sqlite;
@@ -26,6 +27,7 @@ pub use accounts::*;
 pub use migration::*;
 pub use postgres::{PostgresCatalog, PostgresEngine, PostgresOptions};
 pub use records::*;
+pub use shared::{LeaseRecord, SharedAeRecord};
 pub use snapshot::{BlobKind, CatalogSnapshot, ReferencedBlob, SnapshotCounts};
 pub use sql::{Engine, SqlCatalog};
 pub use sqlite::{SqliteCatalog, SqliteEngine};
@@ -171,6 +173,23 @@ pub trait Catalog: Send + Sync {
     /// Mark a token revoked at `at_ms` unless it already is; `false` when
     /// there is no token with this id.
     fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool>;
+
+    /// Take or renew the lease on the background job `name` for `holder`
+    /// until `now_ms + ttl_ms`, when it is free, expired, or `holder`'s
+    /// already. Returns the lease as it stands: `holder` has it if its
+    /// holder is `holder`.
+    fn lease_acquire(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<LeaseRecord>;
+    /// Give up `holder`'s lease on `name` (`false`: it did not hold it).
+    fn lease_release(&self, name: &str, holder: &str) -> Result<bool>;
+    /// Every lease recorded (expired ones included), by name.
+    fn leases(&self) -> Result<Vec<LeaseRecord>>;
+
+    /// The remote AEs shared by every node of this catalog, by title.
+    fn shared_aes(&self) -> Result<Vec<SharedAeRecord>>;
+    /// Add a shared AE, or replace the one with its title (returns whether it was new).
+    fn put_shared_ae(&self, ae: &SharedAeRecord) -> Result<bool>;
+    /// Remove the shared AE with this title (`false`: there was none).
+    fn remove_shared_ae(&self, title: &str) -> Result<bool>;
 
     /// Add studies found at a migration source; those already listed stay as
     /// they are. Returns how many were new.

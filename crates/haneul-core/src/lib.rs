@@ -23,10 +23,12 @@
 //! reach the catalog or blob store themselves.
 
 mod access;
+pub mod aes;
 mod audit_access;
 mod committer;
 pub mod digest_tree;
 mod ingest;
+pub mod lease;
 pub mod metrics;
 pub mod migration;
 mod recovery;
@@ -54,6 +56,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use haneul_catalog::{Catalog, PostgresCatalog, SqliteCatalog};
 use haneul_dicom::coerce::CoercionRules;
@@ -148,6 +151,9 @@ pub enum ArchiveError {
     Task(String),
     #[error(transparent)]
     Audit(#[from] haneul_audit::AuditError),
+    /// A request the archive refuses as it stands (the message says why).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub const CATALOG_FILE: &str = "catalog.sqlite";
@@ -441,6 +447,27 @@ impl Archive {
     }
 
     /// User accounts and API tokens (synchronous: call from blocking threads).
+    /// The remote AEs shared by every node of the catalog (blocking calls).
+    pub fn shared_aes(&self) -> aes::SharedAes {
+        aes::SharedAes::new(Arc::clone(&self.catalog))
+    }
+
+    /// Take or renew this node's lease on the background job `name` for
+    /// `ttl`; the lease as it stands afterwards (see [`lease::keep`]).
+    pub async fn acquire_lease(&self, name: &str, ttl: Duration) -> Result<haneul_catalog::LeaseRecord, ArchiveError> {
+        let catalog = Arc::clone(&self.catalog);
+        let (name, node) = (name.to_string(), self.node_name().to_string());
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        run_blocking(move || Ok(catalog.lease_acquire(&name, &node, users::unix_ms_now(), ttl_ms)?)).await
+    }
+
+    /// Give up this node's lease on `name`, if it holds it.
+    pub async fn release_lease(&self, name: &str) -> Result<bool, ArchiveError> {
+        let catalog = Arc::clone(&self.catalog);
+        let (name, node) = (name.to_string(), self.node_name().to_string());
+        run_blocking(move || Ok(catalog.lease_release(&name, &node)?)).await
+    }
+
     pub fn users(&self) -> Users {
         Users::new(Arc::clone(&self.catalog), Arc::clone(&self.token_cache))
     }

@@ -14,6 +14,11 @@ pub struct PeerStatus {
     /// `AE@host:port` of the peer.
     pub address: String,
     pub mode: String,
+    /// Whether this node ships to the peer now: of the nodes sharing a
+    /// catalog, the one holding the peer's lease does (a lone node always).
+    pub active: bool,
+    /// The node holding the lease, as last seen ("" for a lone node).
+    pub lease_holder: Option<String>,
     /// Journal sequence number up to which everything is shipped.
     pub cursor: i64,
     /// Newest journal sequence number seen.

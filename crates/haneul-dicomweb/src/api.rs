@@ -57,9 +57,89 @@ pub async fn aes(State(state): State<WebState>) -> Response {
     Json(serde_json::json!({
         "ae_title": state.config().ae_title,
         "dicom_port": state.config().dicom_port,
-        "known": state.config().known_aes,
+        "known": *state.config().known_aes.entries(),
     }))
     .into_response()
+}
+
+/// A shared AE as `PUT /api/aes/{title}` takes it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedAeBody {
+    host: String,
+    port: u16,
+    role: String,
+    #[serde(default)]
+    site: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// Add or change an AE known to every node of the catalog; this node knows
+/// it at once, the others at their next refresh (seconds).
+pub async fn put_shared_ae(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(title): Path<String>,
+    Json(body): Json<SharedAeBody>,
+) -> ApiResult<Response> {
+    let role =
+        body.role.parse::<haneul_core::Role>().map_err(|error| ApiError::BadRequest(format!("role: {error}")))?;
+    let ae = haneul_core::aes::KnownAe { title, host: body.host, port: body.port, role, site: body.site };
+    let audit = ctx
+        .audit_entry(haneul_core::audit::Action::ConfigChange)
+        .detail("change", "shared-ae")
+        .detail("ae_title", ae.title.as_str())
+        .detail("address", ae.address());
+    let (shared, directory, actor, entry) =
+        (state.archive().shared_aes(), state.config().known_aes.clone(), ctx.origin.actor.clone(), ae.clone());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let created = shared.put(&entry, &body.description, &actor)?;
+        directory.refresh(&shared)?;
+        Ok::<_, haneul_core::ArchiveError>(created)
+    })
+    .await
+    .map_err(|error| ApiError::Internal(error.to_string()))?;
+    state.archive().audit(match &outcome {
+        Ok(created) => audit.detail("created", *created),
+        Err(error) => audit.failed(error),
+    });
+    let created = outcome?;
+    tracing::info!(ae_title = %ae.title, address = %ae.address(), created, "shared AE saved");
+    let status = if created { axum::http::StatusCode::CREATED } else { axum::http::StatusCode::OK };
+    Ok((status, Json(ae)).into_response())
+}
+
+/// Remove an AE known to every node of the catalog.
+pub async fn delete_shared_ae(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(title): Path<String>,
+) -> ApiResult<Response> {
+    let audit = ctx
+        .audit_entry(haneul_core::audit::Action::ConfigChange)
+        .detail("change", "shared-ae-removed")
+        .detail("ae_title", title.as_str());
+    let (shared, directory, removing) = (state.archive().shared_aes(), state.config().known_aes.clone(), title.clone());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let removed = shared.remove(&removing)?;
+        directory.refresh(&shared)?;
+        Ok::<_, haneul_core::ArchiveError>(removed)
+    })
+    .await
+    .map_err(|error| ApiError::Internal(error.to_string()))?;
+    state.archive().audit(match &outcome {
+        Ok(true) => audit,
+        Ok(false) => audit.failed("no such shared AE"),
+        Err(error) => audit.failed(error),
+    });
+    if !outcome? {
+        return Err(ApiError::NotFound(format!(
+            "no shared AE {title:?} (AEs of the configuration file are changed there)"
+        )));
+    }
+    tracing::info!(ae_title = %title, "shared AE removed");
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
 /// Options of a removal.

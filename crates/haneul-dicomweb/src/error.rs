@@ -61,7 +61,10 @@ impl IntoResponse for ApiError {
 
 impl From<haneul_core::ArchiveError> for ApiError {
     fn from(error: haneul_core::ArchiveError) -> Self {
-        ApiError::Internal(error.to_string())
+        match error {
+            haneul_core::ArchiveError::Invalid(reason) => ApiError::BadRequest(reason),
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 

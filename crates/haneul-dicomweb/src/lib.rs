@@ -29,7 +29,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use haneul_core::{Archive, Origin};
 use tower_http::compression::predicate::{Predicate, SizeAbove};
@@ -56,7 +56,8 @@ pub struct WebConfig {
     /// Our AE title and DICOM port, for the REST API.
     pub ae_title: String,
     pub dicom_port: u16,
-    pub known_aes: Vec<AeInfo>,
+    /// The AEs this node knows, shared with the DIMSE server (the same directory).
+    pub known_aes: haneul_core::aes::AeDirectory,
     pub auth: AuthConfig,
 }
 
@@ -69,14 +70,6 @@ impl WebConfig {
     }
 }
 
-/// A remote application entity, as the REST API lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AeInfo {
-    pub title: String,
-    pub host: String,
-    pub port: u16,
-}
-
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
@@ -86,7 +79,7 @@ impl Default for WebConfig {
             max_upload_bytes: 8 << 30,
             ae_title: "HANEUL".into(),
             dicom_port: 11112,
-            known_aes: Vec::new(),
+            known_aes: haneul_core::aes::AeDirectory::default(),
             auth: AuthConfig::default(),
         }
     }
@@ -325,6 +318,11 @@ pub fn routes(base_path: &str) -> Vec<Route> {
         route("/api/status".into(), MONITOR, get(api::status)),
         route("/api/statistics".into(), MONITOR, get(api::statistics)),
         route("/api/aes".into(), &[("GET", Needs(Configure))], get(api::aes)),
+        route(
+            "/api/aes/{title}".into(),
+            &[("PUT", Needs(Configure)), ("DELETE", Needs(Configure))],
+            put(api::put_shared_ae).delete(api::delete_shared_ae),
+        ),
         route("/api/studies/{study}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_study)),
         route("/api/series/{series}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_series)),
         route("/api/instances/{instance}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_instance)),

@@ -15,5 +15,5 @@ pub mod scu;
 pub mod sop;
 
 pub use association::{AssociationInfo, ClientTls, ProposedContext, RequestParams};
-pub use scp::{CommitmentDelivery, DicomServer, KnownAe, ServerSettings};
+pub use scp::{AeDirectory, CommitmentDelivery, DicomServer, KnownAe, ServerSettings};
 pub use scu::{Client, RetrieveSummary, ScuError, StoreData};

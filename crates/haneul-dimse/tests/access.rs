@@ -86,7 +86,10 @@ async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut attempt: i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_decide_which_services_an_association_may_use() {
     let settings = ServerSettings {
-        known_aes: vec![known("VIEWER", Role::Clinician), known("RESEARCH", Role::Researcher)],
+        known_aes: haneul_dimse::AeDirectory::new(vec![
+            known("VIEWER", Role::Clinician),
+            known("RESEARCH", Role::Researcher),
+        ]),
         ..ServerSettings::default()
     };
     let server = start(settings).await;

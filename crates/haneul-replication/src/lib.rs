@@ -25,6 +25,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use haneul_core::lease::LeaseState;
 use haneul_core::replication::{ReplicaFuture, SyncFailure, SyncReplica};
 use haneul_core::{Archive, StoredEvent, StoredInstance};
 use haneul_dicom::ts;
@@ -100,6 +101,12 @@ impl PeerTls {
     }
 }
 
+/// The lease of a peer's replication: on nodes sharing a catalog, the node
+/// holding it ships the journal to the peer and verifies it periodically.
+pub fn lease_name(peer: &str) -> String {
+    format!("replication.{peer}")
+}
+
 impl Peer {
     fn cursor_key(&self) -> String {
         format!("replication.{}.cursor", self.name)
@@ -117,8 +124,9 @@ fn now_ms() -> i64 {
 /// Instances a synchronous peer already confirmed (see [`SyncPeer::confirmed`]).
 pub type Confirmed = Arc<std::sync::Mutex<HashSet<String>>>;
 
-/// Ship the journal to `peer` until `stop` turns true. For a synchronous
-/// peer, `confirmed` holds what its stores already delivered; the journal
+/// Ship the journal to `peer` until `stop` turns true, while this node holds
+/// the peer's `lease` (see [`lease_name`]). For a synchronous peer,
+/// `confirmed` holds what this node's stores already delivered; the journal
 /// then only catches up on what they did not. Removals are passed on through
 /// the peer's REST API when `api` gives one (else they stay local).
 pub async fn run(
@@ -126,6 +134,7 @@ pub async fn run(
     peer: Peer,
     confirmed: Option<Confirmed>,
     api: Option<VerifyPeer>,
+    mut lease: watch::Receiver<LeaseState>,
     mut stop: watch::Receiver<bool>,
 ) {
     let status = archive.replication();
@@ -136,7 +145,23 @@ pub async fn run(
     let mut backoff = Duration::from_secs(1);
     let mut cursor = None;
     loop {
-        let pause = match round(&archive, &peer, confirmed.as_ref(), api.as_ref(), &mut cursor).await {
+        let state = lease.borrow_and_update().clone();
+        status.update(&peer.name, |s| {
+            s.active = state.held;
+            s.lease_holder = state.holder.clone();
+        });
+        if !state.held {
+            // Another node ships meanwhile and moves the saved cursor: read
+            // it again when this node's turn comes.
+            cursor = None;
+            tokio::select! {
+                // The lease keeper ends only when the server stops.
+                changed = lease.changed() => if changed.is_err() { return },
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
+            continue;
+        }
+        let pause = match round(&archive, &peer, confirmed.as_ref(), api.as_ref(), &lease, &mut cursor).await {
             Ok(()) => {
                 backoff = Duration::from_secs(1);
                 POLL
@@ -175,6 +200,7 @@ async fn round(
     peer: &Peer,
     confirmed: Option<&Confirmed>,
     api: Option<&VerifyPeer>,
+    lease: &watch::Receiver<LeaseState>,
     state: &mut Option<Cursor>,
 ) -> Result<(), String> {
     let cursor_key = peer.cursor_key();
@@ -188,6 +214,9 @@ async fn round(
     let Some(position) = state.as_mut() else { return Ok(()) };
     let mut cursor = position.seq;
     loop {
+        if !lease.borrow().held {
+            return Ok(());
+        }
         let events = archive.events_after(cursor, BATCH).await.map_err(|e| e.to_string())?;
         let Some(last) = events.last().map(|event| event.seq) else {
             archive.replication().update(&peer.name, |s| {

@@ -123,17 +123,23 @@ impl PeerVerifier for Verifier {
 }
 
 /// Verify `name` every `interval` (the first time one interval after start,
-/// once the journal had time to catch up) until `stop` turns true.
+/// once the journal had time to catch up) while this node holds the peer's
+/// `lease`, until `stop` turns true.
 pub async fn verify_periodically(
     verifier: Arc<Verifier>,
     name: String,
     interval: Duration,
+    lease: watch::Receiver<haneul_core::lease::LeaseState>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        if !lease.borrow().held {
+            tracing::debug!(peer = %name, "periodic verify left to the node holding the peer's lease");
+            continue;
         }
         // Logged and kept in the status by `verify` itself.
         let _ = verifier.verify(&name, true).await;

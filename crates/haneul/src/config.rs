@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use haneul_core::{DuplicatePolicy, Role};
-use haneul_dimse::{CommitmentDelivery, KnownAe, ServerSettings};
+use haneul_dimse::{AeDirectory, CommitmentDelivery, KnownAe, ServerSettings};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -38,11 +38,15 @@ pub struct ReplicationConfig {
     /// Minutes between two anti-entropy verifies of each peer with `url` and
     /// `token_file` (with repair); 0: only on request.
     pub verify_interval_minutes: u64,
+    /// Nodes sharing a catalog: seconds a node's lease on a peer's
+    /// replication lasts unless renewed (every third of it). One node ships
+    /// to each peer; when it dies, another takes over after at most this.
+    pub lease_seconds: u64,
 }
 
 impl Default for ReplicationConfig {
     fn default() -> Self {
-        ReplicationConfig { verify_interval_minutes: 60 }
+        ReplicationConfig { verify_interval_minutes: 60, lease_seconds: 30 }
     }
 }
 
@@ -593,22 +597,11 @@ impl Default for LogConfig {
 
 /// A site name: empty, or up to 64 printable characters without a comma.
 fn check_site(key: &str, site: &str) -> anyhow::Result<()> {
-    if site.len() > 64 || site.trim() != site || site.chars().any(|c| c.is_control() || c == ',') {
-        bail!("{key}: {site:?} is not a site name (up to 64 characters, no comma, no surrounding spaces)");
-    }
-    Ok(())
+    haneul_core::aes::check_site(site).map_err(|error| anyhow::anyhow!("{key}: {error}"))
 }
 
-/// An AE title: 1 to 16 characters of the default repertoire, no backslash,
-/// not only spaces (PS3.5 6.2).
 fn check_ae_title(key: &str, title: &str) -> anyhow::Result<()> {
-    let valid = !title.trim().is_empty()
-        && title.len() <= 16
-        && title.chars().all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\');
-    if !valid {
-        bail!("{key}: {title:?} is not a valid AE title (1 to 16 ASCII characters, no backslash)");
-    }
-    Ok(())
+    haneul_core::aes::check_ae_title(title).map_err(|error| anyhow::anyhow!("{key}: {error}"))
 }
 
 /// The settings of a `[*.tls]` table (`table` names it in errors), checked
@@ -839,6 +832,9 @@ impl Config {
                 bail!("peer[{index}].server_name: only with tls = true");
             }
         }
+        if !(3..=3600).contains(&self.replication.lease_seconds) {
+            bail!("replication.lease_seconds: must be 3 to 3600");
+        }
         self.migration.validate(check_ae_title)?;
         Ok(())
     }
@@ -1046,36 +1042,11 @@ impl Config {
         Ok(Some(config))
     }
 
-    pub fn web_config(&self) -> anyhow::Result<haneul_dicomweb::WebConfig> {
-        Ok(haneul_dicomweb::WebConfig {
-            base_path: self.http.base_path.clone(),
-            public_url: Some(self.http.public_url.clone()).filter(|url| !url.is_empty()),
-            cors_origins: self.http.cors_origins.clone(),
-            max_upload_bytes: self.http.max_upload_bytes,
-            ae_title: self.dicom.ae_title.clone(),
-            dicom_port: self.dicom_listen().map(|address| address.port()).unwrap_or(11112),
-            known_aes: self
-                .known_aes
-                .iter()
-                .map(|ae| haneul_dicomweb::AeInfo { title: ae.title.clone(), host: ae.host.clone(), port: ae.port })
-                .collect(),
-            auth: self.auth_config()?,
-        })
-    }
-
-    pub fn server_settings(&self) -> ServerSettings {
-        ServerSettings {
-            ae_title: self.dicom.ae_title.clone(),
-            max_pdu_length: self.dicom.max_pdu_length,
-            max_dataset_size: self.dicom.max_dataset_bytes,
-            max_identifier_size: self.dicom.max_identifier_bytes,
-            idle_timeout: Duration::from_secs(self.dicom.idle_timeout_seconds),
-            max_associations: self.dicom.max_associations,
-            max_associations_per_ae: self.dicom.max_associations_per_ae,
-            max_associations_per_ip: self.dicom.max_associations_per_ip,
-            allow_any_loopback: self.dicom.allow_any_loopback,
-            known_aes: self
-                .known_aes
+    /// The AEs of this configuration, as the directory both edges read
+    /// (the server adds the shared ones from the catalog).
+    pub fn ae_directory(&self) -> AeDirectory {
+        AeDirectory::new(
+            self.known_aes
                 .iter()
                 .map(|ae| KnownAe {
                     title: ae.title.clone(),
@@ -1086,6 +1057,39 @@ impl Config {
                     site: ae.site.clone(),
                 })
                 .collect(),
+        )
+    }
+
+    pub fn web_config(&self, known_aes: &AeDirectory) -> anyhow::Result<haneul_dicomweb::WebConfig> {
+        Ok(haneul_dicomweb::WebConfig {
+            base_path: self.http.base_path.clone(),
+            public_url: Some(self.http.public_url.clone()).filter(|url| !url.is_empty()),
+            cors_origins: self.http.cors_origins.clone(),
+            max_upload_bytes: self.http.max_upload_bytes,
+            ae_title: self.dicom.ae_title.clone(),
+            dicom_port: self.dicom_listen().map(|address| address.port()).unwrap_or(11112),
+            known_aes: known_aes.clone(),
+            auth: self.auth_config()?,
+        })
+    }
+
+    /// How long a node's lease on a peer's replication lasts (`replication.lease_seconds`).
+    pub fn replication_lease(&self) -> Duration {
+        Duration::from_secs(self.replication.lease_seconds)
+    }
+
+    pub fn server_settings(&self, known_aes: &AeDirectory) -> ServerSettings {
+        ServerSettings {
+            ae_title: self.dicom.ae_title.clone(),
+            max_pdu_length: self.dicom.max_pdu_length,
+            max_dataset_size: self.dicom.max_dataset_bytes,
+            max_identifier_size: self.dicom.max_identifier_bytes,
+            idle_timeout: Duration::from_secs(self.dicom.idle_timeout_seconds),
+            max_associations: self.dicom.max_associations,
+            max_associations_per_ae: self.dicom.max_associations_per_ae,
+            max_associations_per_ip: self.dicom.max_associations_per_ip,
+            allow_any_loopback: self.dicom.allow_any_loopback,
+            known_aes: known_aes.clone(),
             permissions: haneul_core::PermissionMatrix::default(),
             commitment_delivery: match self.dicom.storage_commitment.delivery {
                 CommitmentDeliveryConfig::SameAssociation => CommitmentDelivery::SameAssociation,
@@ -1259,9 +1263,9 @@ mod tests {
              [[known_ae]]\ntitle = \"VIEWER\"\nhost = \"10.0.0.8\"\nport = 104\nrole = \"Clinician\"\n",
         )
         .expect("valid");
-        let settings = config.server_settings();
-        assert_eq!(settings.known_aes[0].role, Role::Service);
-        assert_eq!(settings.known_aes[1].role, Role::Clinician);
+        let settings = config.server_settings(&config.ae_directory());
+        assert_eq!(settings.known_ae("CT1").map(|ae| ae.role), Some(Role::Service));
+        assert_eq!(settings.known_ae("VIEWER").map(|ae| ae.role), Some(Role::Clinician));
         assert_eq!((settings.max_associations_per_ae, settings.max_associations_per_ip), (32, 64));
     }
 

@@ -1,5 +1,6 @@
 //! The `haneul` command: the archive server and its tools.
 
+mod aes;
 mod audit;
 mod backup;
 mod bench;
@@ -70,6 +71,9 @@ enum Command {
     /// Manage API tokens for scripts and services (create, revoke, list).
     #[command(subcommand)]
     Token(users::TokenCommand),
+    /// Manage the remote AEs every node of the catalog knows (add, remove, list).
+    #[command(subcommand)]
+    Ae(aes::AeCommand),
     /// Anti-entropy with replication peers: `verify PEER` asks the running server to compare and repair.
     #[command(subcommand)]
     Replication(replication::ReplicationCommand),
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => bench::run(command),
         Command::User(command) => users::run_user(command),
         Command::Token(command) => users::run_token(command),
+        Command::Ae(command) => aes::run(command),
         Command::Audit(command) => audit::run(command),
         Command::Backup(args) => backup::run_backup(args),
         Command::Restore(args) => backup::run_restore(args),

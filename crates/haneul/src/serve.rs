@@ -169,7 +169,11 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         }
         None => None,
     };
-    let dicom = DicomServer::new(Arc::clone(&archive), config.server_settings());
+    // The AEs of the configuration file, and those shared through the
+    // catalog (read now, so the first association already sees them).
+    let known_aes = config.ae_directory();
+    refresh_shared_aes(&archive, &known_aes).await.context("reading the shared AEs from the catalog")?;
+    let dicom = DicomServer::new(Arc::clone(&archive), config.server_settings(&known_aes));
 
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let http_task = if config.http.listen.is_empty() {
@@ -187,7 +191,7 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
             );
         }
         let mut stop = stop.clone();
-        let state = haneul_dicomweb::WebState::new(Arc::clone(&archive), config.web_config()?);
+        let state = haneul_dicomweb::WebState::new(Arc::clone(&archive), config.web_config(&known_aes)?);
         let viewer = haneul_viewer::router_with_base(&config.http.base_path);
         Some(tokio::spawn(async move {
             let shutdown = async move {
@@ -208,7 +212,23 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
     });
     let dicom_task = tokio::spawn(dicom.serve(listener, stopped(stop.clone())));
     migrations.resume().await;
+    let ae_refresher = tokio::spawn(refresh_shared_aes_forever(Arc::clone(&archive), known_aes, stop.clone()));
 
+    // Shipping to a peer, and verifying it, run on the one node of a shared
+    // catalog that holds the peer's lease (always this one when alone).
+    let lease_term = config.replication_lease();
+    let leases: std::collections::HashMap<String, _> = peers
+        .iter()
+        .map(|(peer, _)| {
+            let lease = haneul_core::lease::keep(
+                Arc::clone(&archive),
+                haneul_replication::lease_name(&peer.name),
+                lease_term,
+                stop.clone(),
+            );
+            (peer.name.clone(), lease)
+        })
+        .collect();
     let replicators: Vec<_> = peers
         .into_iter()
         .zip(config.verify_peers())
@@ -218,7 +238,8 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
             if api.is_none() {
                 warn!(peer = %peer.name, "removals are not passed on to this peer: set its url and token_file");
             }
-            tokio::spawn(haneul_replication::run(Arc::clone(&archive), peer, confirmed, api, stop.clone()))
+            let lease = leases[&peer.name].clone();
+            tokio::spawn(haneul_replication::run(Arc::clone(&archive), peer, confirmed, api, lease, stop.clone()))
         })
         .collect();
     let verifiers = match (&verifier, config.verify_interval()) {
@@ -228,10 +249,12 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
             .filter(|peer| peer.url.is_some() && peer.token_file.is_some())
             .map(|peer| {
                 info!(peer = %peer.peer.name, interval_minutes = interval.as_secs() / 60, "verifying the peer periodically");
+                let lease = leases[&peer.peer.name].clone();
                 tokio::spawn(haneul_replication::verify_periodically(
                     Arc::clone(verifier),
                     peer.peer.name,
                     interval,
+                    lease,
                     stop.clone(),
                 ))
             })
@@ -246,6 +269,7 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
     for replicator in replicators {
         let _ = replicator.await;
     }
+    let _ = ae_refresher.await;
     // A verify under way is cut short: what it repaired so far is durable,
     // the rest is found again by the next one.
     for task in verifiers {
@@ -260,6 +284,46 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
     archive.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+/// How often a node reads the shared AEs again (`haneul ae add` on
+/// another node, or the REST API, changed them).
+const SHARED_AE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Read the shared AEs from the catalog into the directory both edges use.
+async fn refresh_shared_aes(archive: &Arc<Archive>, directory: &haneul_core::aes::AeDirectory) -> anyhow::Result<()> {
+    let (shared, directory) = (archive.shared_aes(), directory.clone());
+    let before = directory.entries();
+    let refreshed =
+        tokio::task::spawn_blocking(move || directory.refresh(&shared).map(|shadowed| (shadowed, directory)))
+            .await
+            .context("refreshing the shared AEs")??;
+    let (shadowed, directory) = refreshed;
+    let after = directory.entries();
+    if before != after {
+        let shared = after.iter().filter(|entry| entry.source == haneul_core::aes::AeSource::Shared).count();
+        info!(known = after.len(), shared, "known AEs updated from the catalog");
+        for title in shadowed {
+            warn!(ae_title = %title, "a shared AE has the title of one in this node's configuration, which wins here");
+        }
+    }
+    Ok(())
+}
+
+async fn refresh_shared_aes_forever(
+    archive: Arc<Archive>,
+    directory: haneul_core::aes::AeDirectory,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SHARED_AE_REFRESH) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        if let Err(error) = refresh_shared_aes(&archive, &directory).await {
+            warn!(error = format!("{error:#}"), "cannot refresh the shared AEs; the last list stays in use");
+        }
+    }
 }
 
 /// On first start (no account at all), create the `admin` account with the

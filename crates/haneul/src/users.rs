@@ -103,6 +103,16 @@ pub struct TokenRevokeArgs {
 /// Open the accounts of the configured archive. Only `user add` may start
 /// a new archive; the others refuse a data directory without one.
 fn open(options: &ArchiveOptions, create: bool) -> anyhow::Result<Users> {
+    let (data_dir, location) = catalog_of(options, create)?;
+    Users::open(&data_dir, &location).with_context(|| format!("cannot open the archive in {}", data_dir.display()))
+}
+
+/// Where the configured archive keeps its catalog; `create` makes its data
+/// directory, else one without a catalog is refused.
+pub(crate) fn catalog_of(
+    options: &ArchiveOptions,
+    create: bool,
+) -> anyhow::Result<(std::path::PathBuf, haneul_core::CatalogLocation)> {
     let config = options.load()?;
     let data_dir = config.storage.data_dir;
     let location = config.catalog.location()?;
@@ -111,7 +121,7 @@ fn open(options: &ArchiveOptions, create: bool) -> anyhow::Result<Users> {
     } else if !location.exists(&data_dir) {
         bail!("no archive in {} (check --data or the configuration)", data_dir.display());
     }
-    Users::open(&data_dir, &location).with_context(|| format!("cannot open the archive in {}", data_dir.display()))
+    Ok((data_dir, location))
 }
 
 /// The password from standard input (one line), or a generated one to print.
@@ -132,26 +142,18 @@ fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     Ok((line.to_string(), false))
 }
 
-/// Record a change of accounts or tokens in the audit trail, as done by the
+/// Record a change of accounts, tokens or shared AEs in the audit trail, as done by the
 /// operating-system user at the command line. The running server appends it
 /// (through the trail's inbox) when it owns the trail.
-fn record_change(options: &ArchiveOptions, change: &str, details: &[(&str, &str)]) -> anyhow::Result<()> {
+pub(crate) fn record_change(options: &ArchiveOptions, change: &str, details: &[(&str, &str)]) -> anyhow::Result<()> {
     use haneul_core::audit::{self, Action, Entry};
     let config = options.load()?;
     if !config.audit.enabled {
         return Ok(());
     }
-    let os_user = ["SUDO_USER", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
-        .unwrap_or_else(|| "unknown".into());
-    let mut entry = Entry::new(
-        Action::ConfigChange,
-        format!("{os_user} (command line)"),
-        "localhost",
-        format!("cli-{}", std::process::id()),
-    )
-    .detail("change", change);
+    let mut entry =
+        Entry::new(Action::ConfigChange, command_line_actor(), "localhost", format!("cli-{}", std::process::id()))
+            .detail("change", change);
     for (key, value) in details {
         entry = entry.detail(key, *value);
     }
@@ -159,6 +161,15 @@ fn record_change(options: &ArchiveOptions, change: &str, details: &[(&str, &str)
     audit::submit(&dir, entry)
         .with_context(|| format!("{change} was done, but recording it in the audit trail failed"))?;
     Ok(())
+}
+
+/// Who acts at the command line: the operating-system user.
+pub(crate) fn command_line_actor() -> String {
+    let os_user = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    format!("{os_user} (command line)")
 }
 
 fn print_generated(name: &str, password: &str) {

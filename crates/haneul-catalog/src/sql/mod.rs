@@ -7,6 +7,7 @@ mod accounts;
 pub(crate) mod db;
 mod migration;
 mod query;
+mod shared;
 mod write;
 
 use std::collections::HashSet;
@@ -22,6 +23,7 @@ use crate::migration::{
     Claimant, Discrepancy, MigrationCounts, MigrationState, MigrationStudy, MigrationUpdate, PlannedStudy,
 };
 use crate::records::*;
+use crate::shared::{LeaseRecord, SharedAeRecord};
 use crate::{Catalog, Result};
 pub(crate) use db::{row_limit, Db, Dialect, Row};
 use query::{
@@ -77,6 +79,7 @@ const TABLES: &[&str] = &[
     "events",
     "users",
     "api_tokens",
+    "shared_aes",
 ];
 
 /// Copy every row of the catalog tables from one database to another (a
@@ -424,6 +427,30 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
         max_attempts: i64,
     ) -> Result<Vec<MigrationStudy>> {
         self.engine.write(|tx| migration::claim(tx, source, limit, claimant, max_attempts))
+    }
+
+    fn lease_acquire(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<LeaseRecord> {
+        self.engine.write(|tx| shared::acquire_lease(tx, name, holder, now_ms, ttl_ms))
+    }
+
+    fn lease_release(&self, name: &str, holder: &str) -> Result<bool> {
+        self.engine.write(|tx| shared::release_lease(tx, name, holder))
+    }
+
+    fn leases(&self) -> Result<Vec<LeaseRecord>> {
+        self.engine.read(shared::select_leases)
+    }
+
+    fn shared_aes(&self) -> Result<Vec<SharedAeRecord>> {
+        self.engine.read(shared::select_shared_aes)
+    }
+
+    fn put_shared_ae(&self, ae: &SharedAeRecord) -> Result<bool> {
+        self.engine.write(|tx| shared::upsert_shared_ae(tx, ae))
+    }
+
+    fn remove_shared_ae(&self, title: &str) -> Result<bool> {
+        self.engine.write(|tx| shared::delete_shared_ae(tx, title))
     }
 
     fn migration_renew(&self, source: &str, node: &str, now_ms: i64) -> Result<usize> {

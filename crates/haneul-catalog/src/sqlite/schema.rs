@@ -4,7 +4,7 @@
 //! would cost three extra page writes in every store's commit. Queries count
 //! with the indexes instead, and only when a response asks for a count.
 
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// Columns added to existing tables since version 1: (table, column, its
 /// definition). Catalogs made earlier get them before `SCHEMA` (all
@@ -161,6 +161,23 @@ CREATE TABLE IF NOT EXISTS migration_studies (
     PRIMARY KEY (source, study_uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS migration_studies_state ON migration_studies(source, state, study_date);
+-- Leases on background jobs one node runs at a time (schema version 7).
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Remote AEs every node knows, besides each node's [[known_ae]] (schema version 7).
+CREATE TABLE IF NOT EXISTS shared_aes (
+    title TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    site TEXT NOT NULL,
+    description TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    updated_by TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS migration_discrepancies (
     source TEXT NOT NULL,
     study_uid TEXT NOT NULL,

@@ -277,7 +277,7 @@ async fn deliver_on_new_association(
     origin: Origin,
     report: CommitmentReport,
 ) {
-    let Some(destination) = settings.known_ae(&origin.actor).cloned() else {
+    let Some(destination) = settings.known_ae(&origin.actor) else {
         warn!(requester = %origin.actor, "storage commitment result cannot be delivered: requester is not a known AE");
         archive.journal(Event::new("storage-commitment-undeliverable", &origin));
         return;

@@ -39,23 +39,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// to a PDU, never a copy.
 use crate::association::{StreamReader as ConnectionReader, StreamWriter as ConnectionWriter};
 
-/// A remote application entity Haneul knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownAe {
-    pub title: String,
-    pub host: String,
-    pub port: u16,
-    /// What its associations may do (see [`ServerSettings::permissions`]).
-    pub role: Role,
-    /// Site of the studies it stores ("": the archive's default).
-    pub site: String,
-}
-
-impl KnownAe {
-    pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-}
+pub use haneul_core::aes::{AeDirectory, KnownAe};
 
 /// How storage commitment results reach the requester.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +70,8 @@ pub struct ServerSettings {
     /// Accept any calling AE title from the loopback interface (with the
     /// service role, or the known AE's own role for a known title).
     pub allow_any_loopback: bool,
-    pub known_aes: Vec<KnownAe>,
+    /// The AEs this node knows (configured and shared, refreshed while it runs).
+    pub known_aes: AeDirectory,
     /// Which DIMSE services each role may use: C-STORE and storage
     /// commitment need Store, C-FIND Query, C-MOVE and C-GET Retrieve;
     /// C-ECHO needs nothing.
@@ -110,7 +95,7 @@ impl Default for ServerSettings {
             max_associations_per_ae: 32,
             max_associations_per_ip: 64,
             allow_any_loopback: true,
-            known_aes: Vec::new(),
+            known_aes: AeDirectory::default(),
             permissions: PermissionMatrix::default(),
             commitment_delivery: CommitmentDelivery::SameAssociation,
             commitment_verifies_digests: true,
@@ -120,8 +105,8 @@ impl Default for ServerSettings {
 }
 
 impl ServerSettings {
-    pub fn known_ae(&self, title: &str) -> Option<&KnownAe> {
-        self.known_aes.iter().find(|ae| ae.title == title)
+    pub fn known_ae(&self, title: &str) -> Option<KnownAe> {
+        self.known_aes.find(title)
     }
 }
 

@@ -95,7 +95,7 @@ pub(super) async fn handle(
     };
     let destination = if is_move {
         let title = command.text(tag::MOVE_DESTINATION).unwrap_or_default().to_string();
-        match session.settings().known_ae(&title).cloned() {
+        match session.settings().known_ae(&title) {
             Some(known) => Some(known),
             None => {
                 warn!(destination = %title, "C-MOVE to an unknown destination");
