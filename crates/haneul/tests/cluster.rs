@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::migration::{migrate, migration_status};
 use common::orthanc::{legacy_sample_paths, LegacyOptions, LegacyPacs};
 use common::sending::{acknowledged, generate, start_storescu, wait_for_exit};
-use common::{eventually, files_under, haneul_bin, run, text, without_meta, Server};
+use common::{dcmtk, eventually, files_under, haneul_bin, http_request, run, text, without_meta, HttpResponse, Server};
 use haneul_catalog::testing::TestDatabase;
 use haneul_storage::testing::TestBucket;
 
@@ -225,4 +225,171 @@ fn a_restore_into_a_bucket_node_is_refused() {
         .arg(&config));
     assert!(!output.status.success());
     assert!(text(&output).contains("fills a node on local disk"), "{}", text(&output));
+}
+
+/// `echoscu` calling as `calling_ae`: whether the node accepted the association.
+fn echo_accepted(server: &Server, calling_ae: &str) -> bool {
+    let port = server.dicom_port.to_string();
+    run(dcmtk("echoscu").args(["-aet", calling_ae, "-aec", &server.ae_title, "127.0.0.1", &port])).status.success()
+}
+
+fn request(server: &Server, method: &str, path: &str, body: &str) -> HttpResponse {
+    let authorization = server.authorization();
+    let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/json")];
+    http_request(server.http_port, method, path, &headers, body.as_bytes())
+}
+
+/// A storescp answering as `ae_title` on `port`, writing into `dir`; killed on drop.
+struct StoreScp(std::process::Child);
+
+impl StoreScp {
+    fn start(ae_title: &str, port: u16, dir: &std::path::Path) -> StoreScp {
+        let child = dcmtk("storescp")
+            .args(["+xa", "-aet", ae_title, "-od"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting storescp");
+        let scp = StoreScp(child);
+        eventually("storescp answering C-ECHO", || {
+            run(dcmtk("echoscu").args(["-aec", ae_title, "127.0.0.1", &port.to_string()])).status.success()
+        });
+        scp
+    }
+}
+
+impl Drop for StoreScp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An AE added once (at the command line of one node, or through the REST
+/// API of another) is known to every node of the catalog within seconds,
+/// without a restart: its associations are accepted, and it is a C-MOVE
+/// destination; removed, it is refused again everywhere.
+#[test]
+fn an_ae_added_on_one_node_is_known_to_every_node() {
+    let database = TestDatabase::create();
+    let bucket = TestBucket::create();
+    // Only known AEs are accepted, even from loopback; the test's own
+    // client is in each node's configuration file.
+    let start = |name: &str| {
+        let storage = format!("backend = \"s3\"\nnode = {name:?}\n");
+        let shared = format!(
+            "{}\n{}\n[[known_ae]]\ntitle = \"MODALITY\"\nhost = \"127.0.0.1\"\nport = 104\n",
+            common::postgres_catalog(&database),
+            common::s3_blobs(&bucket)
+        );
+        Server::start_node_with_dicom(
+            &format!("HANEUL_{}", name.to_uppercase()),
+            "allow_any_loopback = false\n",
+            &storage,
+            &shared,
+        )
+    };
+    let (a, b) = (start("a"), start("b"));
+    assert!(echo_accepted(&b, "MODALITY"), "the configured AE is accepted");
+    assert!(!echo_accepted(&b, "CT9"), "an unknown AE is refused");
+
+    // Added at the command line of node a (a running server beside it).
+    let work = tempfile::tempdir().expect("tempdir");
+    let destination_port = common::free_port();
+    let output = run(Command::new(haneul_bin())
+        .args(["ae", "add", "CT9", "--host", "127.0.0.1", "--port", &destination_port.to_string()])
+        .args(["--role", "technologist", "--description", "CT 3층", "--config"])
+        .arg(a.config_path()));
+    assert!(output.status.success(), "haneul ae add: {}", text(&output));
+    eventually("node b accepting CT9", || echo_accepted(&b, "CT9"));
+    eventually("node a accepting CT9", || echo_accepted(&a, "CT9"));
+    b.store_samples("CT9", &["CT_small.dcm"]);
+    let listed = run(Command::new(haneul_bin()).args(["ae", "list", "--json", "--config"]).arg(b.config_path()));
+    let listed: serde_json::Value = serde_json::from_str(&text(&listed)).expect("ae list --json");
+    assert_eq!(listed[0]["title"], "CT9");
+    assert_eq!(listed[0]["description"], "CT 3층");
+    assert!(listed[0]["updated_by"].as_str().is_some_and(|by| by.ends_with("(command line)")), "{listed}");
+
+    // CT9 is a C-MOVE destination on node b, which never read a file naming it.
+    let received = work.path().join("received");
+    std::fs::create_dir(&received).expect("received dir");
+    let _storescp = StoreScp::start("CT9", destination_port, &received);
+    let study = a.instances().into_iter().next().expect("the stored instance").0;
+    let moved = run(dcmtk("movescu")
+        .args(["-v", "-S", "-aet", "MODALITY", "-aec", &b.ae_title, "-aem", "CT9"])
+        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &format!("StudyInstanceUID={study}")])
+        .args(["127.0.0.1", &b.dicom_port.to_string()]));
+    assert!(text(&moved).contains("Received Final Move Response (Success)"), "{}", text(&moved));
+    assert_eq!(files_under(&received).len(), 1, "the study reached CT9");
+
+    // Through the REST API of node b: added, listed by node a as shared, removed.
+    let body = r#"{"host": "127.0.0.1", "port": 11113, "role": "clinician", "site": ""}"#;
+    assert_eq!(request(&b, "PUT", "/api/aes/VIEWER2", body).status, 201);
+    assert_eq!(request(&b, "PUT", "/api/aes/VIEWER2", body).status, 200, "a second PUT changes it");
+    let bad = request(&b, "PUT", "/api/aes/VIEWER2", r#"{"host": "bad host!", "port": 104, "role": "service"}"#);
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(request(&b, "PUT", "/api/aes/V2", r#"{"host": "h", "port": 1, "role": "boss"}"#).status, 400);
+    eventually("node a listing VIEWER2 as shared", || {
+        let known = request(&a, "GET", "/api/aes", "").json();
+        known["known"].as_array().is_some_and(|aes| {
+            aes.iter().any(|ae| ae["title"] == "VIEWER2" && ae["source"] == "shared" && ae["role"] == "clinician")
+        })
+    });
+    assert_eq!(request(&a, "DELETE", "/api/aes/VIEWER2", "").status, 204);
+    assert_eq!(request(&a, "DELETE", "/api/aes/VIEWER2", "").status, 404);
+    assert_eq!(request(&a, "DELETE", "/api/aes/MODALITY", "").status, 404, "a configured AE is not the API's");
+
+    // Removed at the command line: refused again on every node.
+    let removed = run(Command::new(haneul_bin()).args(["ae", "remove", "CT9", "--config"]).arg(b.config_path()));
+    assert!(removed.status.success(), "haneul ae remove: {}", text(&removed));
+    eventually("node a refusing CT9 again", || !echo_accepted(&a, "CT9"));
+    eventually("node b refusing CT9 again", || !echo_accepted(&b, "CT9"));
+    assert!(echo_accepted(&a, "MODALITY"));
+    // Each change is in the audit trail of the node it was made on.
+    let changes = common::audit_search(&b.data_dir(), &["--action", "config-change"]);
+    let details: Vec<String> = changes.iter().map(|entry| entry.to_string()).collect();
+    assert!(details.iter().any(|entry| entry.contains("VIEWER2")), "{details:?}");
+    assert!(details.iter().any(|entry| entry.contains("shared AE removed")), "{details:?}");
+}
+
+/// Two nodes of one catalog replicate to a DR site: only the node holding
+/// the peer's lease ships; killed, the other takes over and the DR site gets
+/// everything stored before and after.
+#[test]
+fn replication_to_a_peer_runs_on_one_node_and_moves_when_it_dies() {
+    let database = TestDatabase::create();
+    let bucket = TestBucket::create();
+    let dr = Server::start_as("HANEUL_DR", "");
+    let peer = format!(
+        "[replication]\nlease_seconds = 3\n[[peer]]\nname = \"dr\"\nae_title = \"HANEUL_DR\"\nhost = \"127.0.0.1\"\nport = {}\n",
+        dr.dicom_port
+    );
+    let mut nodes = vec![node_with("a", &database, &bucket, &peer), node_with("b", &database, &bucket, &peer)];
+    let active = |server: &Server| -> Option<bool> {
+        let status = server.get("/api/status", "application/json").json();
+        status["replication"].as_array()?.iter().find(|peer| peer["peer"] == "dr")?["active"].as_bool()
+    };
+    eventually("one node shipping to dr", || {
+        matches!((active(&nodes[0]), active(&nodes[1])), (Some(true), Some(false)) | (Some(false), Some(true)))
+    });
+    nodes[0].store_samples("MODALITY", &["CT_small.dcm", "MR_small.dcm"]);
+    nodes[1].store_samples("MODALITY", &["rtdose.dcm", "rtplan.dcm"]);
+    eventually("dr holding the four instances", || dr.instances().len() == 4);
+    let holder = usize::from(active(&nodes[1]) == Some(true));
+    let shipped = |server: &Server| server.peer_metric("haneul_replication_shipped_total", "dr");
+    assert_eq!(shipped(&nodes[holder]), 4.0, "the lease holder shipped everything");
+    assert_eq!(shipped(&nodes[1 - holder]), 0.0, "the other node shipped nothing");
+
+    // The holder dies; what is stored through the survivor reaches dr once
+    // the lease has lapsed (3 s).
+    nodes[holder].kill9();
+    let survivor = &nodes[1 - holder];
+    survivor.store_samples("MODALITY", &["rtstruct.dcm", "SC_rgb_small_odd.dcm"]);
+    eventually("the survivor taking the lease over", || active(survivor) == Some(true));
+    eventually("dr holding all six instances", || dr.instances().len() == 6);
+    assert_eq!(dr.instances(), survivor.instances(), "dr holds what the cluster holds");
+    assert!(shipped(survivor) >= 2.0);
 }

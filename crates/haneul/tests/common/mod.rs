@@ -195,7 +195,17 @@ impl Server {
     /// Start one node of several: extra lines in its `[storage]` table
     /// (node name, blob backend) and extra TOML.
     pub fn start_node(ae_title: &str, storage_config: &str, extra_config: &str) -> Server {
-        let mut server = Server::unstarted(ae_title, "", "", extra_config, true);
+        Server::start_node_with_dicom(ae_title, "", storage_config, extra_config)
+    }
+
+    /// The same, with extra lines in its `[dicom]` table.
+    pub fn start_node_with_dicom(
+        ae_title: &str,
+        dicom_config: &str,
+        storage_config: &str,
+        extra_config: &str,
+    ) -> Server {
+        let mut server = Server::unstarted(ae_title, dicom_config, "", extra_config, true);
         storage_config.clone_into(&mut server.storage_config);
         server.backend = None;
         server.started()
