@@ -49,6 +49,28 @@ if [[ -z "${HANEUL_TEST_POSTGRES:-}" ]]; then
             CREATE ROLE haneul_test LOGIN CREATEDB PASSWORD 'haneul_test';
         END IF; END \$\$;"
     export HANEUL_TEST_POSTGRES="postgresql://haneul_test:haneul_test@127.0.0.1:$pg_port"
+    # TLS on the test server with a CA of our own and a certificate for
+    # 127.0.0.1, so the tests of catalog.ca_file verify a real chain.
+    pg_tls="$PWD/target/pg-tls"
+    if [[ ! -s $pg_tls/server.pem ]]; then
+        mkdir -p "$pg_tls"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=haneul test PostgreSQL CA" \
+            -keyout "$pg_tls/ca.key" -out "$pg_tls/ca.pem" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+            -keyout "$pg_tls/server.key" -out "$pg_tls/server.csr" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$pg_tls/server.ext"
+        openssl x509 -req -in "$pg_tls/server.csr" -CA "$pg_tls/ca.pem" -CAkey "$pg_tls/ca.key" -CAcreateserial \
+            -days 3650 -extfile "$pg_tls/server.ext" -out "$pg_tls/server.pem" 2>/dev/null
+    fi
+    pg_data=$(as_postgres psql -p "$pg_port" -Atc "SHOW data_directory")
+    $sudo_cmd install -o postgres -g postgres -m 600 "$pg_tls/server.key" "$pg_data/haneul-test-server.key"
+    $sudo_cmd install -o postgres -g postgres -m 644 "$pg_tls/server.pem" "$pg_data/haneul-test-server.pem"
+    for setting in "ssl_cert_file = '$pg_data/haneul-test-server.pem'" \
+        "ssl_key_file = '$pg_data/haneul-test-server.key'" "ssl = on"; do
+        as_postgres psql -p "$pg_port" -qc "ALTER SYSTEM SET $setting"
+    done
+    as_postgres psql -p "$pg_port" -qAtc "SELECT pg_reload_conf()" >/dev/null
+    export HANEUL_TEST_POSTGRES_CA="$pg_tls/ca.pem"
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

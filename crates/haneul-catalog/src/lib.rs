@@ -25,7 +25,7 @@ pub mod testing;
 
 pub use accounts::*;
 pub use migration::*;
-pub use postgres::{PostgresCatalog, PostgresEngine, PostgresOptions};
+pub use postgres::{PostgresCatalog, PostgresEngine, PostgresOptions, UrlFacts};
 pub use records::*;
 pub use shared::{LeaseRecord, SharedAeRecord};
 pub use snapshot::{BlobKind, CatalogSnapshot, ReferencedBlob, SnapshotCounts};

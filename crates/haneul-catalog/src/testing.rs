@@ -11,6 +11,8 @@ use crate::PostgresOptions;
 
 /// The environment variable naming the test server.
 pub const SERVER_VARIABLE: &str = "HANEUL_TEST_POSTGRES";
+/// The environment variable naming the CA of the test server's certificate.
+pub const CA_VARIABLE: &str = "HANEUL_TEST_POSTGRES_CA";
 
 /// A database created for one test and dropped with this value.
 pub struct TestDatabase {
@@ -69,12 +71,41 @@ impl TestDatabase {
         let (url, password) = split_password(&format!("{server}/{name}"));
         let password_file = std::env::temp_dir().join(format!("{name}.password"));
         std::fs::write(&password_file, password.as_deref().unwrap_or_default()).expect("write the password file");
-        let options = PostgresOptions { url, password };
+        let options = PostgresOptions { url, password, tls: None };
         TestDatabase { server, name, options, password_file }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The Haneul connections to this database as the server sees them:
+    /// how many, and whether every one of them is encrypted (TLS).
+    pub fn haneul_connections_tls(&self) -> (i64, bool) {
+        let (server, name) = (&self.server, &self.name);
+        on_plain_thread(|| {
+            let mut admin = Client::connect(&format!("{server}/postgres"), NoTls).expect("connect to the test server");
+            let row = admin
+                .query_one(
+                    "SELECT count(*), coalesce(bool_and(s.ssl), false) FROM pg_stat_activity a \
+                     JOIN pg_stat_ssl s USING (pid) WHERE a.datname = $1 AND a.application_name = 'haneul'",
+                    &[name],
+                )
+                .expect("query pg_stat_ssl");
+            (row.get(0), row.get(1))
+        })
+    }
+}
+
+/// The CA that signed the test server's certificate (`scripts/test.sh`
+/// turns TLS on with it).
+pub fn postgres_ca() -> std::path::PathBuf {
+    match std::env::var(CA_VARIABLE) {
+        Ok(path) => path.into(),
+        Err(_) => panic!(
+            "{CA_VARIABLE} is not set: the catalog TLS tests need the CA of the test PostgreSQL server's \
+             certificate (scripts/test.sh makes one and turns TLS on)"
+        ),
     }
 }
 

@@ -167,6 +167,9 @@ pub struct CatalogConfig {
     pub url: Option<String>,
     /// A file holding the PostgreSQL password (read at start, never logged).
     pub password_file: Option<PathBuf>,
+    /// CA certificates (PEM) that signed the PostgreSQL server's certificate:
+    /// set, the connection is TLS only, the certificate and host verified.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -181,7 +184,12 @@ impl CatalogConfig {
     fn validate(&self) -> anyhow::Result<()> {
         match self.engine {
             CatalogEngine::Sqlite => {
-                for (key, set) in [("url", self.url.is_some()), ("password_file", self.password_file.is_some())] {
+                let keys = [
+                    ("url", self.url.is_some()),
+                    ("password_file", self.password_file.is_some()),
+                    ("ca_file", self.ca_file.is_some()),
+                ];
+                for (key, set) in keys {
                     if set {
                         bail!("catalog.{key}: only used with engine = \"postgres\"");
                     }
@@ -191,10 +199,20 @@ impl CatalogConfig {
                 let Some(url) = &self.url else {
                     bail!("catalog.url: engine = \"postgres\" needs the database's connection URL");
                 };
-                let has_password = haneul_core::PostgresOptions::check_url(url)
+                let facts = haneul_core::PostgresOptions::check_url(url)
                     .map_err(|error| anyhow::anyhow!("catalog.url: not a PostgreSQL connection string: {error}"))?;
-                if has_password {
+                if facts.has_password {
                     bail!("catalog.url: keep the password out of the configuration; put it in catalog.password_file");
+                }
+                match (&self.ca_file, facts.requires_tls, facts.forbids_tls) {
+                    (None, true, _) => bail!(
+                        "catalog.url: sslmode=require needs catalog.ca_file, the CA that signed the server's \
+                         certificate (Haneul verifies the server it sends patient data to)"
+                    ),
+                    (Some(_), _, true) => {
+                        bail!("catalog.url: sslmode=disable contradicts catalog.ca_file (which makes TLS required)")
+                    }
+                    _ => {}
                 }
             }
         }
@@ -207,7 +225,22 @@ impl CatalogConfig {
             return Ok(haneul_core::CatalogLocation::Embedded);
         };
         let password = read_secret("catalog.password_file", self.password_file.as_deref())?;
-        Ok(haneul_core::CatalogLocation::Postgres(haneul_core::PostgresOptions { url: url.clone(), password }))
+        let tls = match &self.ca_file {
+            Some(ca_file) => Some(
+                haneul_tls::client_config_with_identity(ca_file, None)
+                    .map_err(|error| anyhow::anyhow!("catalog.{error}"))?,
+            ),
+            None => None,
+        };
+        Ok(haneul_core::CatalogLocation::Postgres(haneul_core::PostgresOptions { url: url.clone(), password, tls }))
+    }
+
+    /// Whether the catalog is reached over the network without TLS (worth a warning).
+    pub fn unencrypted_over_network(&self) -> bool {
+        let (CatalogEngine::Postgres, Some(url), None) = (self.engine, &self.url, &self.ca_file) else {
+            return false;
+        };
+        haneul_core::PostgresOptions::check_url(url).is_ok_and(|facts| !facts.local_only)
     }
 }
 

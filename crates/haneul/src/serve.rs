@@ -70,6 +70,9 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         blobs: config.blob_config()?,
         ..ArchiveConfig::new(&data_dir)
     };
+    if config.catalog.unencrypted_over_network() {
+        warn!("the catalog is reached over the network without TLS: set catalog.ca_file to encrypt it (patient names and IDs cross the network in clear)");
+    }
     if !config.audit.enabled {
         warn!("the audit trail is off ([audit] enabled = false): accesses to patient data are not recorded");
     }

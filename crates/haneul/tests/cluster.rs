@@ -367,7 +367,7 @@ fn replication_to_a_peer_runs_on_one_node_and_moves_when_it_dies() {
         "[replication]\nlease_seconds = 3\n[[peer]]\nname = \"dr\"\nae_title = \"HANEUL_DR\"\nhost = \"127.0.0.1\"\nport = {}\n",
         dr.dicom_port
     );
-    let mut nodes = vec![node_with("a", &database, &bucket, &peer), node_with("b", &database, &bucket, &peer)];
+    let mut nodes = [node_with("a", &database, &bucket, &peer), node_with("b", &database, &bucket, &peer)];
     let active = |server: &Server| -> Option<bool> {
         let status = server.get("/api/status", "application/json").json();
         status["replication"].as_array()?.iter().find(|peer| peer["peer"] == "dr")?["active"].as_bool()

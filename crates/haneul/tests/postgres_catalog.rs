@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{dcmtk, haneul_bin, run, text, Server};
+use common::{dcmtk, haneul_bin, run, text, Pki, Server};
 use haneul_catalog::testing::TestDatabase;
 
 const SAMPLES: [&str; 3] = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm"];
@@ -92,5 +92,55 @@ fn a_bad_catalog_configuration_is_refused_at_start() {
         assert!(!output.status.success(), "started with {catalog:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{catalog:?}: the error does not name {expected:?}:\n{stderr}");
+    }
+}
+
+/// The catalog over TLS: with `catalog.ca_file`, every connection is
+/// encrypted and the server's certificate verified; a CA that did not sign
+/// it stops the start, as do contradicting settings.
+#[test]
+fn a_catalog_over_tls_is_encrypted_and_its_server_verified() {
+    let database = TestDatabase::create();
+    let catalog = |url: &str, ca_file: Option<&std::path::Path>| {
+        let mut table =
+            format!("[catalog]\nengine = \"postgres\"\nurl = {url:?}\npassword_file = {:?}\n", database.password_file);
+        if let Some(ca_file) = ca_file {
+            table += &format!("ca_file = {ca_file:?}\n");
+        }
+        table
+    };
+    let ca = haneul_catalog::testing::postgres_ca();
+    let server = Server::start_with(&catalog(&database.options.url, Some(&ca)));
+    server.store_samples("MODALITY", &["CT_small.dcm"]);
+    assert_eq!(server.instances().len(), 1);
+    let (connections, all_encrypted) = database.haneul_connections_tls();
+    assert!(connections >= 1, "the node has connections to its catalog");
+    assert!(all_encrypted, "every connection of the node to its catalog is TLS");
+    drop(server);
+
+    // Without ca_file, the same server is reached in plain text (the
+    // check above can tell the difference).
+    let plain = Server::start_with(&catalog(&database.options.url, None));
+    assert_eq!(plain.instances().len(), 1);
+    assert!(!database.haneul_connections_tls().1, "no TLS without ca_file");
+    drop(plain);
+
+    let pki = Pki::new();
+    let require = format!("{}?sslmode=require", database.options.url);
+    let disable = format!("{}?sslmode=disable", database.options.url);
+    let wrong_ca = pki.path("ca.pem");
+    for (table, expected) in [
+        (catalog(&database.options.url, Some(&wrong_ca)), "certificate"),
+        (catalog(&require, None), "catalog.ca_file"),
+        (catalog(&disable, Some(&ca)), "sslmode=disable"),
+        (catalog(&database.options.url, Some(std::path::Path::new("/nonexistent/ca.pem"))), "catalog.ca_file"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("haneul.toml");
+        std::fs::write(&config, format!("[storage]\ndata_dir = {:?}\n\n{table}", dir.path().join("data"))).unwrap();
+        let output = run(Command::new(haneul_bin()).arg("serve").arg("--config").arg(&config));
+        assert!(!output.status.success(), "started with {table:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{table:?}: the error does not name {expected:?}:\n{stderr}");
     }
 }

@@ -53,19 +53,48 @@ pub struct PostgresOptions {
     pub url: String,
     /// The password, read from a file by the caller (never in the URL).
     pub password: Option<String>,
+    /// TLS to the server, verifying its certificate (and the host name or
+    /// address in the URL) against the configured CA. Required when given:
+    /// the connection never falls back to plain text.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// What a connection string says, as the client reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlFacts {
+    pub has_password: bool,
+    /// `sslmode` is `require`.
+    pub requires_tls: bool,
+    /// `sslmode` is `disable`.
+    pub forbids_tls: bool,
+    /// Every host is a loopback address, `localhost` or a Unix socket.
+    pub local_only: bool,
 }
 
 impl PostgresOptions {
-    /// Check a connection string as the client reads it; whether it holds a password.
-    pub fn check_url(url: &str) -> std::result::Result<bool, String> {
+    /// Check a connection string as the client reads it.
+    pub fn check_url(url: &str) -> std::result::Result<UrlFacts, String> {
         let config = postgres::Config::from_str(url).map_err(|error| error.to_string())?;
-        Ok(config.get_password().is_some())
+        let local_only = config.get_hosts().iter().all(|host| match host {
+            postgres::config::Host::Tcp(name) => {
+                name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback())
+            }
+            #[cfg(unix)]
+            postgres::config::Host::Unix(_) => true,
+        });
+        Ok(UrlFacts {
+            has_password: config.get_password().is_some(),
+            requires_tls: config.get_ssl_mode() == postgres::config::SslMode::Require,
+            forbids_tls: config.get_ssl_mode() == postgres::config::SslMode::Disable,
+            local_only,
+        })
     }
 }
 
 /// PostgreSQL connections for [`SqlCatalog`].
 pub struct PostgresEngine {
     config: postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     writer: Mutex<Option<Connection>>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -119,7 +148,11 @@ impl SqlCatalog<PostgresEngine> {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        let engine = PostgresEngine { config, writer: Mutex::new(None), readers: Mutex::new(Vec::new()) };
+        let tls = options.tls.as_ref().map(|tls| {
+            config.ssl_mode(postgres::config::SslMode::Require);
+            tokio_postgres_rustls::MakeRustlsConnect::new(rustls::ClientConfig::clone(tls))
+        });
+        let engine = PostgresEngine { config, tls, writer: Mutex::new(None), readers: Mutex::new(Vec::new()) };
         let mut connection = engine.connect()?;
         prepare_schema(&mut connection.client)?;
         *lock(&engine.writer) = Some(connection);
@@ -179,7 +212,10 @@ fn upgrade_schema(client: &mut Client) -> Result<()> {
 
 impl PostgresEngine {
     fn connect(&self) -> Result<Connection> {
-        let mut client = self.config.connect(NoTls)?;
+        let mut client = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone())?,
+            None => self.config.connect(NoTls)?,
+        };
         // The commit is the durability point of a C-STORE success: never
         // let a server-wide `synchronous_commit = off` make it a promise.
         let mode: String = client.query_one("SHOW synchronous_commit", &[])?.get(0);
