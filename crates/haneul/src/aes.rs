@@ -20,7 +20,7 @@ pub enum AeCommand {
     /// Remove a shared AE.
     Remove(RemoveArgs),
     /// List the shared AEs.
-    List(ListArgs),
+    List(crate::users::ListArgs),
 }
 
 #[derive(Args)]
@@ -51,15 +51,6 @@ pub struct RemoveArgs {
     #[command(flatten)]
     archive: ArchiveOptions,
     title: String,
-}
-
-#[derive(Args)]
-pub struct ListArgs {
-    #[command(flatten)]
-    archive: ArchiveOptions,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 fn open(options: &ArchiveOptions, create: bool) -> anyhow::Result<SharedAes> {

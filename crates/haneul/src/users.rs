@@ -69,13 +69,14 @@ pub struct NameArgs {
     name: String,
 }
 
+/// The arguments of every `list` command (`user`, `token`, `ae`).
 #[derive(Args)]
 pub struct ListArgs {
     #[command(flatten)]
-    archive: ArchiveOptions,
+    pub archive: ArchiveOptions,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -85,14 +85,19 @@ fn a_bad_catalog_configuration_is_refused_at_start() {
         ("[catalog]\nurl = \"postgresql://127.0.0.1/db\"\n", "only used with engine"),
         ("[catalog]\nengine = \"oracle\"\n", "engine"),
     ] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("haneul.toml");
-        std::fs::write(&config, format!("[storage]\ndata_dir = {:?}\n\n{catalog}", dir.path().join("data"))).unwrap();
-        let output = run(Command::new(haneul_bin()).arg("serve").arg("--config").arg(&config));
-        assert!(!output.status.success(), "started with {catalog:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(expected), "{catalog:?}: the error does not name {expected:?}:\n{stderr}");
+        assert_refused_at_start(catalog, expected);
     }
+}
+
+/// `haneul serve` with this `[catalog]` table stops, naming `expected`.
+fn assert_refused_at_start(catalog: &str, expected: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("haneul.toml");
+    std::fs::write(&config, format!("[storage]\ndata_dir = {:?}\n\n{catalog}", dir.path().join("data"))).unwrap();
+    let output = run(Command::new(haneul_bin()).arg("serve").arg("--config").arg(&config));
+    assert!(!output.status.success(), "started with {catalog:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(expected), "{catalog:?}: the error does not name {expected:?}:\n{stderr}");
 }
 
 /// The catalog over TLS: with `catalog.ca_file`, every connection is
@@ -135,12 +140,6 @@ fn a_catalog_over_tls_is_encrypted_and_its_server_verified() {
         (catalog(&disable, Some(&ca)), "sslmode=disable"),
         (catalog(&database.options.url, Some(std::path::Path::new("/nonexistent/ca.pem"))), "catalog.ca_file"),
     ] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("haneul.toml");
-        std::fs::write(&config, format!("[storage]\ndata_dir = {:?}\n\n{table}", dir.path().join("data"))).unwrap();
-        let output = run(Command::new(haneul_bin()).arg("serve").arg("--config").arg(&config));
-        assert!(!output.status.success(), "started with {table:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(expected), "{table:?}: the error does not name {expected:?}:\n{stderr}");
+        assert_refused_at_start(&table, expected);
     }
 }
