@@ -48,6 +48,7 @@ impl Archive {
                 received_ms: 0,
                 attrs: Default::default(),
                 blob_durable: true,
+                write_ahead: None,
             },
             origin: Origin::default(),
             duplicate_policy: None,

@@ -95,6 +95,9 @@ pub trait Catalog: Send + Sync {
     /// committed and has not been settled since.
     fn unsettled_instances(&self) -> Result<Vec<StoredInstance>>;
 
+    /// The bytes committed with an unsettled blob (`InstanceFacts::write_ahead`), if any.
+    fn write_ahead(&self, blob_path: &str) -> Result<Option<Vec<u8>>>;
+
     /// Visit the matches of `query` in a stable order; each visit gets the
     /// merged attributes of the entity and of the levels above it, with the
     /// computed attributes (counts, modalities and SOP classes in study).

@@ -85,6 +85,12 @@ pub struct InstanceFacts {
     /// blob is recorded as unsettled until a later commit settles it, and
     /// start-up recovery re-checks it.
     pub blob_durable: bool,
+    /// The blob's whole bytes, for an unsettled blob whose store is
+    /// acknowledged before its own fsync: committed with the entry and kept
+    /// until the blob is settled, so that start-up recovery can write the
+    /// file again after a power failure. One disk flush (the catalog's) then
+    /// makes both durable. Only for small blobs on local disk.
+    pub write_ahead: Option<Vec<u8>>,
 }
 
 /// One instance to record, split by level.
@@ -190,7 +196,9 @@ pub struct StoredInstance {
     pub series_uid: String,
     pub blob: BlobInfo,
     pub dataset_offset: u64,
-    /// False while the blob's fsync may still be running (see [`InstanceFacts::blob_durable`]).
+    /// False while the blob's bytes may not be durable yet: its fsync may
+    /// still be running and no copy of them was committed with the entry
+    /// (see [`InstanceFacts::blob_durable`] and [`InstanceFacts::write_ahead`]).
     pub settled: bool,
 }
 

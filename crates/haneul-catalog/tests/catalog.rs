@@ -59,6 +59,7 @@ fn instance(spec: &Spec<'_>, digest_byte: u8) -> NewInstance {
             received_ms: 0,
             attrs: ds(&[(tags::SOP_INSTANCE_UID, VR::UI, spec.sop)]),
             blob_durable: true,
+            write_ahead: None,
         },
         origin: Origin { actor: "TEST".into(), address: "local".into(), session: "t".into(), ..Origin::default() },
         duplicate_policy: None,
@@ -285,6 +286,36 @@ on_every_engine! {
     }
 }
 
+on_every_engine! {
+    fn write_ahead_bytes_are_kept_until_settled_or_removed(catalog) {
+        let bytes: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let mut kept = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.1"), 1);
+        kept.instance.blob_durable = false;
+        kept.instance.write_ahead = Some(bytes.clone());
+        let mut removed = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.2"), 2);
+        removed.instance.blob_durable = false;
+        removed.instance.write_ahead = Some(vec![7; 10]);
+        let mut plain = instance(&spec("P1", "A", "1.1", "1.1.1", "CT", "1.1.1.3"), 3);
+        plain.instance.blob_durable = false;
+        commit(catalog, &[kept.clone(), removed.clone(), plain.clone()], DuplicatePolicy::KeepFirst);
+
+        assert_eq!(catalog.write_ahead(&kept.instance.blob.path).expect("read"), Some(bytes), "bytes kept whole");
+        let found = catalog.instances_by_sop_uid(&["1.1.1.1".into(), "1.1.1.3".into()]).expect("lookup");
+        let durable: Vec<bool> = found.iter().map(|instance| instance.settled).collect();
+        assert_eq!(durable, [true, false], "bytes committed with the entry are durable; a running fsync is not");
+        assert_eq!(catalog.write_ahead(&plain.instance.blob.path).expect("read"), None, "none were given");
+        assert_eq!(catalog.write_ahead("nowhere/at/all").expect("read"), None);
+
+        catalog.remove_instances(&["1.1.1.2".into()], None, RemovalKind::Deliberate).expect("remove");
+        assert_eq!(catalog.write_ahead(&removed.instance.blob.path).expect("read"), None, "gone with its instance");
+
+        let settled = [kept.instance.blob.path.clone()];
+        catalog.commit(&CommitBatch { settled: &settled, ..CommitBatch::events(&[]) }).expect("settle");
+        assert_eq!(catalog.write_ahead(&kept.instance.blob.path).expect("read"), None, "dropped once settled");
+        assert_eq!(catalog.unsettled_instances().expect("unsettled").len(), 1, "only the plain one is left");
+    }
+}
+
 /// A tiny deterministic generator for the property test.
 struct Rng(u64);
 
@@ -422,5 +453,23 @@ fn a_version_2_catalog_gets_the_site_column() {
     assert_eq!(find(catalog, &query).len(), 1, "studies stored without a site have the empty site");
     let connection = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
+}
+
+#[test]
+fn a_version_7_catalog_gains_the_write_ahead_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    drop(SqliteCatalog::open(&path).expect("open"));
+    {
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection.execute_batch("ALTER TABLE unsettled DROP COLUMN write_ahead;").unwrap();
+        connection.pragma_update(None, "user_version", 7).unwrap();
+    }
+    let catalog: &dyn Catalog = &SqliteCatalog::open(&path).expect("the upgrade");
+    let mut item = instance(&spec("P1", "Kim^A", "8.1", "8.1.1", "CT", "8.1.1.1"), 1);
+    item.instance.blob_durable = false;
+    item.instance.write_ahead = Some(b"bytes".to_vec());
+    commit(catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst);
+    assert_eq!(catalog.write_ahead(&item.instance.blob.path).expect("read"), Some(b"bytes".to_vec()));
 }

@@ -104,6 +104,7 @@ fn a_snapshot_of_a_postgres_catalog_is_a_sqlite_catalog() {
             received_ms: 1,
             attrs: Default::default(),
             blob_durable: true,
+            write_ahead: None,
         },
         origin: Origin { actor: "CT1".into(), ..Origin::default() },
         duplicate_policy: None,

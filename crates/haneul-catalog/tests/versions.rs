@@ -43,6 +43,7 @@ fn instance(study: &str, sop: &str, digest_byte: u8) -> NewInstance {
             received_ms: 0,
             attrs: ds(&[(tags::SOP_INSTANCE_UID, VR::UI, sop)]),
             blob_durable: true,
+            write_ahead: None,
         },
         origin: Origin { actor: "TEST".into(), address: "local".into(), session: "t".into(), ..Origin::default() },
         duplicate_policy: None,

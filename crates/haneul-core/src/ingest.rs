@@ -282,7 +282,7 @@ impl Archive {
         Ok(())
     }
 
-    fn finish_blocking(&self, pending: Pending) -> Result<IngestReport, IngestError> {
+    fn finish_blocking(self: &Arc<Self>, pending: Pending) -> Result<IngestReport, IngestError> {
         let Pending { mut writer, mut buffer, whole_in_memory, format, origin, early } = pending;
         let started = Instant::now();
         if whole_in_memory {
@@ -306,6 +306,7 @@ impl Archive {
         let content_digest = writer.content_digest().map(|digest| digest.0);
         let blob = BlobInfo { path: writer.rel_path().to_string(), size: writer.size(), digest: writer.digest().0 };
         let blob_path = blob.path.clone();
+        let blob_size = blob.size;
         // Opened before the blob is finished: a bucket store deletes the
         // local file once it is uploaded.
         let received = match whole_in_memory {
@@ -357,6 +358,13 @@ impl Archive {
         let from_peer = self.config().replication_peers.contains(&origin.actor);
         let duplicate_policy = from_peer.then_some(DuplicatePolicy::KeepBoth);
         let overlap = self.config().duplicate_policy != DuplicatePolicy::Replace && !from_peer;
+        // A small new instance needs no wait for its file's fsync at all: its
+        // bytes ride in the catalog commit (one disk flush for both) and stay
+        // there until the file is settled; recovery rewrites the file from them.
+        let write_ahead = overlap
+            && whole_in_memory
+            && self.blobs().fsyncs_locally()
+            && blob.size <= self.config().write_ahead_max_bytes;
         let commit = |item: NewInstance| {
             let commit_started = Instant::now();
             let outcome = self.committer().commit_blocking(item);
@@ -364,8 +372,21 @@ impl Archive {
             outcome
         };
         let (written, outcome) = if overlap {
-            let outcome =
-                commit(prepared.into_new_instance(blob, content_digest, origin.clone(), false, duplicate_policy));
+            let kept_blob = write_ahead.then(|| blob.clone());
+            let mut item = prepared.into_new_instance(blob, content_digest, origin.clone(), false, duplicate_policy);
+            if write_ahead {
+                item.instance.write_ahead = Some(std::mem::take(&mut buffer));
+            }
+            let outcome = commit(item);
+            if let (Some(blob), Ok(outcome)) = (kept_blob, &outcome) {
+                if outcome.keeps_new_blob() {
+                    self.metrics().ingest_write_ahead.inc();
+                    self.settle_in_background(fsync, blob, sop_instance_uid.clone());
+                    self.record_outcome(outcome, blob_size, &sop_instance_uid, &origin)?;
+                    self.metrics().ingest_seconds.observe(started.elapsed());
+                    return Ok(IngestReport { outcome: outcome.clone(), ..report_base });
+                }
+            }
             (wait_for(fsync), outcome)
         } else {
             let written = wait_for(fsync);
@@ -416,10 +437,22 @@ impl Archive {
         }
         drop(written.guard);
         self.metrics().ingest_seconds.observe(started.elapsed());
-        match &outcome {
+        self.record_outcome(&outcome, written.size, &sop_instance_uid, &origin)?;
+        Ok(IngestReport { outcome, ..report_base })
+    }
+
+    /// Count and log what a commit decided; a refused duplicate becomes the error.
+    fn record_outcome(
+        &self,
+        outcome: &CommitOutcome,
+        size: u64,
+        sop_instance_uid: &str,
+        origin: &Origin,
+    ) -> Result<(), IngestError> {
+        match outcome {
             CommitOutcome::Stored => {
                 self.metrics().instances_stored.inc();
-                self.metrics().bytes_stored.add(written.size);
+                self.metrics().bytes_stored.add(size);
             }
             CommitOutcome::Conflict { current_digest } => {
                 self.metrics().replication_conflicts.inc();
@@ -443,7 +476,31 @@ impl Archive {
             }
             _ => self.metrics().duplicates.inc(),
         }
-        Ok(IngestReport { outcome, ..report_base })
+        Ok(())
+    }
+
+    /// Settle a blob acknowledged with its bytes in the catalog once its
+    /// fsync has finished. A failed fsync leaves it unsettled and writes the
+    /// file again from those bytes; should that fail too, start-up recovery
+    /// tries once more.
+    fn settle_in_background(self: &Arc<Self>, fsync: FsyncReceiver, blob: BlobInfo, sop_instance_uid: String) {
+        let archive = Arc::clone(self);
+        tokio::runtime::Handle::current().spawn_blocking(move || {
+            let error = match wait_for(fsync) {
+                Ok(written) => {
+                    archive.committer().settle(written.rel_path.clone());
+                    drop(written.guard);
+                    return;
+                }
+                Err(error) => error,
+            };
+            tracing::error!(%error, path = %blob.path, %sop_instance_uid, "fsync of an acknowledged instance's file failed; writing it again from the bytes committed with it");
+            match crate::recovery::restore_from_write_ahead(archive.blobs(), archive.catalog().as_ref(), &blob, &sop_instance_uid) {
+                Ok(true) => archive.committer().settle(blob.path),
+                Ok(false) => tracing::error!(path = %blob.path, "no bytes to write the file again from; start-up recovery will check it"),
+                Err(error) => tracing::error!(%error, path = %blob.path, "writing the file again failed; start-up recovery will retry"),
+            }
+        });
     }
 
     /// Apply the sender's coercion rules before anything is parsed. An
@@ -825,6 +882,7 @@ impl Prepared {
                 received_ms: now_ms(),
                 attrs: self.instance_attrs,
                 blob_durable,
+                write_ahead: None,
             },
             origin,
             duplicate_policy,

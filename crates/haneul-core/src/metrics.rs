@@ -88,6 +88,8 @@ pub struct Metrics {
     pub ingest_rejected: Counter,
     /// Instances rewritten by their sender's coercion rules.
     pub ingest_coerced: Counter,
+    /// Instances acknowledged with their bytes in the catalog commit, before their file's fsync.
+    pub ingest_write_ahead: Counter,
     pub commit_batches: Counter,
     pub committed_instances: Counter,
     pub queries: Counter,
@@ -110,7 +112,7 @@ pub struct Metrics {
 impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
-        let counters: [(&str, &str, &Counter); 13] = [
+        let counters: [(&str, &str, &Counter); 14] = [
             ("haneul_instances_stored_total", "Instances newly stored", &self.instances_stored),
             ("haneul_bytes_stored_total", "Bytes of newly stored instances", &self.bytes_stored),
             ("haneul_duplicates_total", "Instances received again (identical or not)", &self.duplicates),
@@ -124,6 +126,11 @@ impl Metrics {
                 "haneul_ingest_coerced_total",
                 "Instances rewritten by their sender's coercion rules at ingest",
                 &self.ingest_coerced,
+            ),
+            (
+                "haneul_ingest_write_ahead_total",
+                "Instances acknowledged with their bytes in the catalog commit, before their own file's fsync",
+                &self.ingest_write_ahead,
             ),
             ("haneul_commit_batches_total", "Catalog group commits", &self.commit_batches),
             ("haneul_committed_instances_total", "Instances recorded by group commits", &self.committed_instances),

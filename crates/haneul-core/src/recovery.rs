@@ -11,11 +11,15 @@
 //! listed as *unsettled* until a later commit settles them. After a crash,
 //! each unsettled blob is re-hashed: if it is intact it is fsynced and
 //! settled, otherwise its instance (never acknowledged) is rolled back. So
-//! no catalog entry is left without its blob either.
+//! no catalog entry is left without its blob either. A small blob may have
+//! been acknowledged before its fsync, its bytes committed with its entry
+//! (`InstanceFacts::write_ahead`): one that did not survive is written again
+//! from those bytes, never rolled back.
 //!
 //! Where several nodes share a catalog (and perhaps a bucket), each has a
 //! name, writes under `<node>/`, and recovers only what it wrote itself.
 
+use haneul_catalog::BlobInfo;
 use haneul_catalog::{Catalog, CommitBatch, Event, Origin, RemovalKind};
 use haneul_storage::BlobStore;
 
@@ -42,6 +46,8 @@ pub struct RecoveryReport {
     pub unreferenced_removed: Vec<String>,
     /// Unsettled blobs found intact and settled.
     pub settled: usize,
+    /// Unsettled blobs written again from the bytes committed with them.
+    pub restored: Vec<String>,
     /// Instances rolled back because their blob did not survive.
     pub rolled_back: Vec<String>,
     /// Files of earlier removals deleted now.
@@ -101,6 +107,7 @@ pub(crate) fn recover(blobs: &BlobStore, catalog: &dyn Catalog) -> Result<Recove
         files = report.files_checked,
         removed = report.unreferenced_removed.len(),
         settled = report.settled,
+        restored = report.restored.len(),
         rolled_back = report.rolled_back.len(),
         "start-up recovery finished"
     );
@@ -127,6 +134,10 @@ fn settle_or_roll_back(
         // an intact blob is made durable before it is settled.
         if intact && blobs.sync_blob(&instance.blob.path).is_ok() {
             settled.push(instance.blob.path);
+        } else if restore_from_write_ahead(blobs, catalog, &instance.blob, &instance.sop_uid)? {
+            tracing::warn!(sop_instance_uid = %instance.sop_uid, path = %instance.blob.path, "file of an acknowledged instance written again from the bytes committed with it");
+            report.restored.push(instance.blob.path.clone());
+            settled.push(instance.blob.path);
         } else {
             tracing::warn!(sop_instance_uid = %instance.sop_uid, path = %instance.blob.path, "rolling back an unacknowledged instance whose file did not survive");
             lost.push(instance);
@@ -145,4 +156,23 @@ fn settle_or_roll_back(
         catalog.commit(&CommitBatch { settled: &settled, ..CommitBatch::events(&[]) })?;
     }
     Ok(())
+}
+
+/// Write an unsettled blob again from the bytes committed with it, if it has
+/// them and they are what the catalog says it holds. Returns whether it did.
+pub(crate) fn restore_from_write_ahead(
+    blobs: &BlobStore,
+    catalog: &dyn Catalog,
+    blob: &BlobInfo,
+    sop_instance_uid: &str,
+) -> Result<bool, ArchiveError> {
+    let Some(bytes) = catalog.write_ahead(&blob.path)? else {
+        return Ok(false);
+    };
+    if bytes.len() as u64 != blob.size || blake3::hash(&bytes).as_bytes() != &blob.digest {
+        tracing::error!(%sop_instance_uid, path = %blob.path, "the bytes committed with a blob do not match its entry");
+        return Ok(false);
+    }
+    blobs.restore(&blob.path, &bytes)?;
+    Ok(true)
 }

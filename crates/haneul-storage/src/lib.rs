@@ -27,7 +27,7 @@ pub use writer::{BlobWriter, InflightGuard, WrittenBlob};
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -273,6 +273,12 @@ impl BlobStore {
         self.shared.remote.is_some()
     }
 
+    /// Whether a blob becomes durable by this node's own fsync (local disk,
+    /// durable store), rather than by a bucket's acknowledgement.
+    pub fn fsyncs_locally(&self) -> bool {
+        self.shared.durable && self.shared.remote.is_none()
+    }
+
     /// Where blobs are kept, for messages.
     pub fn describe(&self) -> String {
         match &self.shared.remote {
@@ -437,6 +443,19 @@ impl BlobStore {
             Some(dir) => fsync_dir(dir),
             None => Ok(()),
         }
+    }
+
+    /// Write a blob on local disk again from its whole bytes (a copy kept
+    /// elsewhere), durably: into a new file that replaces the old one, then
+    /// fsynced with its directory.
+    pub fn restore(&self, rel_path: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path_of(rel_path)?;
+        let dir = path.parent().ok_or_else(|| StorageError::InvalidPath(rel_path.to_string()))?;
+        fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| StorageError::io(dir, e))?;
+        file.write_all(bytes).and_then(|()| file.as_file().sync_data()).map_err(|e| StorageError::io(&path, e))?;
+        file.persist(&path).map_err(|e| StorageError::io(&path, e.error))?;
+        fsync_dir(dir)
     }
 
     /// Re-read a blob and compute its size and digest.

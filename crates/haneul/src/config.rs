@@ -65,6 +65,10 @@ pub struct StorageConfig {
     pub node: Option<String>,
     /// The bucket, with backend = "s3".
     pub s3: Option<S3Config>,
+    /// Instances up to this many bytes (on local disk) are acknowledged once
+    /// the catalog commit carrying a copy of their bytes is durable, before
+    /// their own file's fsync; 0: every store waits for its file's fsync.
+    pub write_ahead_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -569,6 +573,7 @@ impl Default for StorageConfig {
             backend: BlobBackendKind::Local,
             node: None,
             s3: None,
+            write_ahead_max_bytes: haneul_core::DEFAULT_WRITE_AHEAD_MAX_BYTES,
         }
     }
 }
@@ -629,6 +634,10 @@ impl Default for LogConfig {
 }
 
 /// A site name: empty, or up to 64 printable characters without a comma.
+/// Largest `storage.write_ahead_max_bytes`: below the size at which an
+/// instance is no longer received whole in memory.
+const MAX_WRITE_AHEAD_BYTES: u64 = 1024 * 1024;
+
 fn check_site(key: &str, site: &str) -> anyhow::Result<()> {
     haneul_core::aes::check_site(site).map_err(|error| anyhow::anyhow!("{key}: {error}"))
 }
@@ -785,6 +794,12 @@ impl Config {
             bail!("storage.data_dir: must not be empty");
         }
         check_site("storage.site", &self.storage.site)?;
+        if self.storage.write_ahead_max_bytes > MAX_WRITE_AHEAD_BYTES {
+            anyhow::bail!(
+                "storage.write_ahead_max_bytes: {} is more than the largest allowed, {MAX_WRITE_AHEAD_BYTES} (larger instances gain little and swell the catalog's log)",
+                self.storage.write_ahead_max_bytes
+            );
+        }
         if self.audit.syslog.target()?.is_some() && !self.audit.enabled {
             bail!("audit.syslog.target: forwarding needs the audit trail ([audit] enabled = true)");
         }
@@ -1333,6 +1348,7 @@ mod tests {
             ("[dicom]\nlisten = \"nowhere\"\n", "dicom.listen"),
             ("[dicom]\nmax_pdu_length = 10\n", "dicom.max_pdu_length"),
             ("[storage]\nduplicate_policy = \"overwrite\"\n", "duplicate_policy"),
+            ("[storage]\nwrite_ahead_max_bytes = 2000000\n", "storage.write_ahead_max_bytes"),
             ("[[known_ae]]\ntitle = \"A\"\nhost = \"\"\nport = 104\n", "known_ae[0].host"),
             ("[[known_ae]]\ntitle = \"A\"\nhost = \"h\"\nport = 104\n[[known_ae]]\ntitle = \"A\"\nhost = \"h\"\nport = 105\n", "known_ae[1].title"),
             ("[dicom]\nmax_associations = -1\n", "max_associations"),

@@ -55,6 +55,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
             duplicate_policy: config.storage.duplicate_policy,
             catalog: config.catalog.location()?,
             blobs: config.blob_config()?,
+            write_ahead_max_bytes: config.storage.write_ahead_max_bytes,
             ..ArchiveConfig::new(&data_dir)
         };
         let archive = tokio::task::spawn_blocking(move || Archive::open(archive_config))

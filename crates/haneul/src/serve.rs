@@ -68,6 +68,7 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         coercions: config.migration.coercions(&config.dicom.ae_title),
         catalog: config.catalog.location()?,
         blobs: config.blob_config()?,
+        write_ahead_max_bytes: config.storage.write_ahead_max_bytes,
         ..ArchiveConfig::new(&data_dir)
     };
     if config.catalog.unencrypted_over_network() {

@@ -204,6 +204,15 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
         })
     }
 
+    fn write_ahead(&self, blob_path: &str) -> Result<Option<Vec<u8>>> {
+        let found = self.engine.read(|db| {
+            db.query_all("SELECT write_ahead FROM unsettled WHERE blob_path = ?1", &[blob_path.into()], |row| {
+                row.opt_bytes(0)
+            })
+        })?;
+        Ok(found.into_iter().next().flatten())
+    }
+
     fn find(&self, query: &Query, visit: &mut dyn FnMut(Dataset) -> bool) -> Result<()> {
         let narrowing = narrowing_for(self.engine.dialect(), query, query.level);
         let sql = select_for(query.level, &view_columns(query.level, CountNeeds::of(query)), &narrowing);

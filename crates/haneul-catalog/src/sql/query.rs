@@ -182,7 +182,7 @@ pub(super) fn narrowing_for(dialect: Dialect, query: &Query, available: Level) -
 
 pub(super) const INSTANCE_COLUMNS: &str = "i.pk, i.sop_uid, i.sop_class, i.transfer_syntax, i.blob_path, i.blob_size, \
      i.blob_digest, i.dataset_offset, s.study_uid, se.series_uid, \
-     NOT EXISTS (SELECT 1 FROM unsettled u WHERE u.blob_path = i.blob_path)";
+     NOT EXISTS (SELECT 1 FROM unsettled u WHERE u.blob_path = i.blob_path AND u.write_ahead IS NULL)";
 
 /// Which computed counts a query's responses or constraints use.
 #[derive(Debug, Clone, Copy, Default)]

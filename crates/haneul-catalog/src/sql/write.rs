@@ -157,8 +157,8 @@ pub(super) fn commit_one(
     )?;
     if !instance.blob_durable {
         tx.execute(
-            "INSERT INTO unsettled (blob_path) VALUES (?1) ON CONFLICT DO NOTHING",
-            &[(&instance.blob.path).into()],
+            "INSERT INTO unsettled (blob_path, write_ahead) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            &[(&instance.blob.path).into(), instance.write_ahead.as_deref().into()],
         )?;
     }
     // The study's SOP class set changes rarely; write it only then.

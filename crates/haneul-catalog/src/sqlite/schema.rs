@@ -4,7 +4,7 @@
 //! would cost three extra page writes in every store's commit. Queries count
 //! with the indexes instead, and only when a response asks for a count.
 
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// Columns added to existing tables since version 1: (table, column, its
 /// definition). Catalogs made earlier get them before `SCHEMA` (all
@@ -16,6 +16,8 @@ pub(crate) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("instances", "content_digest", "BLOB"),
     // Version 6: the node that claimed a running migration study.
     ("migration_studies", "claimed_by", "TEXT NOT NULL DEFAULT ''"),
+    // Version 8: the bytes of a small unsettled blob (see `InstanceFacts::write_ahead`).
+    ("unsettled", "write_ahead", "BLOB"),
 ];
 
 pub(crate) const SCHEMA: &str = r#"
@@ -130,8 +132,10 @@ CREATE TABLE IF NOT EXISTS conflicts (
     UNIQUE(sop_uid, blob_digest)
 );
 -- Blobs committed before their fsync had finished; see `InstanceFacts::blob_durable`.
+-- write_ahead: the blob's bytes, until it is settled (`InstanceFacts::write_ahead`).
 CREATE TABLE IF NOT EXISTS unsettled (
-    blob_path TEXT PRIMARY KEY
+    blob_path TEXT PRIMARY KEY,
+    write_ahead BLOB
 ) WITHOUT ROWID;
 -- SOP Instance UIDs removed here (schema version 4): a replication peer that
 -- had not yet learnt of the removal and sends the instance again (its journal
