@@ -79,6 +79,32 @@ impl TestDatabase {
         &self.name
     }
 
+    /// Run SQL statements in this database, as a test's own client (to set
+    /// up what a crash would have left, say).
+    pub fn execute(&self, statements: &str) {
+        let url = format!("{}/{}", self.server, self.name);
+        on_plain_thread(|| {
+            let mut client = Client::connect(&url, NoTls).expect("connect to the test database");
+            client.batch_execute(statements).unwrap_or_else(|error| panic!("{statements}: {error}"));
+        });
+    }
+
+    /// The first column of a query's rows, as text.
+    pub fn column(&self, query: &str) -> Vec<String> {
+        let url = format!("{}/{}", self.server, self.name);
+        on_plain_thread(|| {
+            let mut client = Client::connect(&url, NoTls).expect("connect to the test database");
+            let messages = client.simple_query(query).unwrap_or_else(|error| panic!("{query}: {error}"));
+            messages
+                .iter()
+                .filter_map(|message| match message {
+                    postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or_default().to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
     /// The Haneul connections to this database as the server sees them:
     /// how many, and whether every one of them is encrypted (TLS).
     pub fn haneul_connections_tls(&self) -> (i64, bool) {

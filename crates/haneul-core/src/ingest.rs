@@ -8,7 +8,7 @@
 
 use std::io::{BufReader, Cursor, Seek, SeekFrom};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use haneul_catalog::{
     BlobInfo, CommitOutcome, DuplicatePolicy, Event, InstanceFacts, NewInstance, Origin, PatientFacts, RemovalKind,
@@ -28,6 +28,10 @@ use crate::{Archive, ArchiveError};
 
 /// Bytes buffered in memory before they are written to the blob.
 pub const FLUSH_THRESHOLD: usize = 1 << 20;
+
+/// How long a duplicate waits for the first copy to become durable.
+const FIRST_COPY_WAIT: Duration = Duration::from_secs(5);
+const FIRST_COPY_POLL: Duration = Duration::from_millis(20);
 
 /// What the incoming bytes are.
 #[derive(Debug, Clone)]
@@ -436,9 +440,45 @@ impl Archive {
             self.committer().settle(written.rel_path.clone());
         }
         drop(written.guard);
+        if matches!(outcome, CommitOutcome::AlreadyStored | CommitOutcome::DuplicateIgnored) {
+            self.wait_until_first_copy_durable(&sop_instance_uid)?;
+        }
         self.metrics().ingest_seconds.observe(started.elapsed());
         self.record_outcome(&outcome, written.size, &sop_instance_uid, &origin)?;
         Ok(IngestReport { outcome, ..report_base })
+    }
+
+    /// A duplicate is acknowledged only once the copy the catalog keeps is
+    /// durable. That copy may still be on its way (its fsync or upload
+    /// running here or on another node sharing the catalog); should its
+    /// store fail, or its node die first, the acknowledgement would stand
+    /// for bytes nobody has. So wait a little for it to settle, and else ask
+    /// the sender to try again (a retryable failure), by which time the
+    /// first copy is settled or rolled back.
+    fn wait_until_first_copy_durable(&self, sop_instance_uid: &str) -> Result<(), IngestError> {
+        let deadline = Instant::now() + FIRST_COPY_WAIT;
+        let uids = [sop_instance_uid.to_string()];
+        loop {
+            // The in-memory settled set first, as in `instances_by_sop_uid`.
+            let durable_here = self.committer().durable_unsettled();
+            let found = self.catalog().instances_by_sop_uid(&uids).map_err(ArchiveError::from)?;
+            let Some(first) = found.first() else {
+                return Err(IngestError::Storage(format!(
+                    "the first copy of {sop_instance_uid} was not kept after all; send the instance again"
+                )));
+            };
+            if first.settled || durable_here.contains(&first.blob.path) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(%sop_instance_uid, path = %first.blob.path, "duplicate refused for now: the first copy is not yet durable");
+                return Err(IngestError::Storage(format!(
+                    "the first copy of {sop_instance_uid} is still being stored; send the instance again later"
+                )));
+            }
+            // Another node's upload has no signal reaching this one: poll the catalog.
+            std::thread::sleep(FIRST_COPY_POLL);
+        }
     }
 
     /// Count and log what a commit decided; a refused duplicate becomes the error.

@@ -17,6 +17,13 @@ use tokio::sync::watch;
 
 use crate::Archive;
 
+/// The liveness lease a node keeps while it runs where nodes share a
+/// bucket: once it lapses, another node judges the unsettled instances the
+/// node left (see [`Archive::adopt_dead_nodes`]).
+pub fn node_lease_name(node: &str) -> String {
+    format!("node.{node}")
+}
+
 /// Whether this node holds a lease, and who does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseState {

@@ -457,6 +457,11 @@ impl Archive {
         self.blobs.node().unwrap_or_default()
     }
 
+    /// Whether this node is one of several sharing a bucket, under its own name.
+    pub fn is_in_shared_bucket(&self) -> bool {
+        self.blobs.is_shared() && !self.node_name().is_empty()
+    }
+
     /// User accounts and API tokens (synchronous: call from blocking threads).
     /// The remote AEs shared by every node of the catalog (blocking calls).
     pub fn shared_aes(&self) -> aes::SharedAes {
@@ -470,6 +475,56 @@ impl Archive {
         let (name, node) = (name.to_string(), self.node_name().to_string());
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         run_blocking(move || Ok(catalog.lease_acquire(&name, &node, users::unix_ms_now(), ttl_ms)?)).await
+    }
+
+    /// Judge the unsettled instances left in the shared bucket by nodes that
+    /// died: a node whose liveness lease ([`lease::node_lease_name`]) lapsed
+    /// has its instances settled where the bucket holds their bytes, rolled
+    /// back (never acknowledged) where it does not. Nodes that never kept a
+    /// lease (older versions) are left alone. Returns what each adoption did.
+    pub async fn adopt_dead_nodes(&self, term: Duration) -> Result<Vec<(String, RecoveryReport)>, ArchiveError> {
+        if !self.is_in_shared_bucket() {
+            return Ok(Vec::new());
+        }
+        let catalog = Arc::clone(&self.catalog);
+        let (unsettled, leases) = run_blocking(move || Ok((catalog.unsettled_instances()?, catalog.leases()?))).await?;
+        let me = self.node_name().to_string();
+        let now_ms = users::unix_ms_now();
+        let mut orphaned: Vec<String> = unsettled
+            .iter()
+            .filter_map(|instance| recovery::writer_of(&instance.blob.path))
+            .filter(|node| *node != me)
+            .filter(|node| {
+                let name = lease::node_lease_name(node);
+                leases.iter().any(|lease| lease.name == name && lease.expires_ms < now_ms)
+            })
+            .map(str::to_string)
+            .collect();
+        orphaned.sort();
+        orphaned.dedup();
+        let mut adopted = Vec::new();
+        for node in orphaned {
+            let name = lease::node_lease_name(&node);
+            let lease = self.acquire_lease(&name, term).await?;
+            if lease.holder != me {
+                continue;
+            }
+            tracing::warn!(dead_node = %node, "adopting the unsettled instances of a node whose lease lapsed");
+            let (blobs, catalog, judged) = (self.blobs.clone(), Arc::clone(&self.catalog), node.clone());
+            // On failure the lease is kept to lapse, so that a later round tries again.
+            let report = run_blocking(move || recovery::adopt(&blobs, catalog.as_ref(), &judged)).await?;
+            if let Err(error) = self.release_lease(&name).await {
+                tracing::warn!(lease = %name, %error, "cannot give the dead node's lease back; it lapses on its own");
+            }
+            tracing::info!(
+                dead_node = %node,
+                settled = report.settled,
+                rolled_back = report.rolled_back.len(),
+                "unsettled instances of a dead node judged"
+            );
+            adopted.push((node, report));
+        }
+        Ok(adopted)
     }
 
     /// Give up this node's lease on `name`, if it holds it.

@@ -17,7 +17,11 @@
 //! from those bytes, never rolled back.
 //!
 //! Where several nodes share a catalog (and perhaps a bucket), each has a
-//! name, writes under `<node>/`, and recovers only what it wrote itself.
+//! name, writes under `<node>/`, and recovers only what it wrote itself at
+//! start-up. A node that dies and does not come back would leave its
+//! unsettled instances unjudged for good; with a shared bucket, where every
+//! node can read what it uploaded, another node adopts them once the dead
+//! node's liveness lease has lapsed (see [`adopt`]).
 
 use haneul_catalog::BlobInfo;
 use haneul_catalog::{Catalog, CommitBatch, Event, Origin, RemovalKind};
@@ -76,7 +80,7 @@ pub(crate) fn recover(blobs: &BlobStore, catalog: &dyn Catalog) -> Result<Recove
         catalog.trash()?.into_iter().filter(|path| blobs.is_shared() || blobs.owns(path)).collect();
     report.trash_emptied = leftover.len();
     empty_trash(blobs, catalog, &leftover)?;
-    settle_or_roll_back(blobs, catalog, &origin, &mut report)?;
+    settle_or_roll_back(blobs, catalog, &origin, &mut report, &|path| blobs.owns(path))?;
     let scan_key = scan_from_key(blobs);
     let scan_from = catalog.setting(&scan_key)?.unwrap_or_else(|| "0000".to_string());
     for shard in blobs.shards_since(&scan_from)? {
@@ -114,17 +118,41 @@ pub(crate) fn recover(blobs: &BlobStore, catalog: &dyn Catalog) -> Result<Recove
     Ok(report)
 }
 
-/// Check every blob committed before its fsync had finished.
+/// The node that wrote a blob in a shared bucket: its path's first segment.
+pub(crate) fn writer_of(path: &str) -> Option<&str> {
+    path.split_once('/').map(|(node, _)| node).filter(|node| !node.is_empty())
+}
+
+/// Settle or roll back the unsettled instances another node wrote into the
+/// shared bucket, as that node's own start-up recovery would have. The
+/// caller holds the node's liveness lease, taken after it lapsed, so the
+/// node is not running (were it to start meanwhile, both would judge the
+/// same bytes the same way: the work is idempotent).
+pub(crate) fn adopt(blobs: &BlobStore, catalog: &dyn Catalog, node: &str) -> Result<RecoveryReport, ArchiveError> {
+    let origin = Origin {
+        actor: "haneul".into(),
+        address: "local".into(),
+        session: format!("recovery of node {node}"),
+        ..Origin::default()
+    };
+    let mut report = RecoveryReport::default();
+    settle_or_roll_back(blobs, catalog, &origin, &mut report, &|path| writer_of(path) == Some(node))?;
+    Ok(report)
+}
+
+/// Check every blob committed before its fsync had finished, of the blobs
+/// `judged` selects.
 fn settle_or_roll_back(
     blobs: &BlobStore,
     catalog: &dyn Catalog,
     origin: &Origin,
     report: &mut RecoveryReport,
+    judged: &dyn Fn(&str) -> bool,
 ) -> Result<(), ArchiveError> {
     let mut settled = Vec::new();
     let mut lost = Vec::new();
     // Another node's unsettled blobs may still be on their way: not ours to judge.
-    let ours = catalog.unsettled_instances()?.into_iter().filter(|instance| blobs.owns(&instance.blob.path));
+    let ours = catalog.unsettled_instances()?.into_iter().filter(|instance| judged(&instance.blob.path));
     for instance in ours {
         let intact = blobs
             .digest_of(&instance.blob.path)

@@ -221,6 +221,15 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
     // Shipping to a peer, and verifying it, run on the one node of a shared
     // catalog that holds the peer's lease (always this one when alone).
     let lease_term = config.replication_lease();
+    let adopter = archive.is_in_shared_bucket().then(|| {
+        let _alive = haneul_core::lease::keep(
+            Arc::clone(&archive),
+            haneul_core::lease::node_lease_name(archive.node_name()),
+            lease_term,
+            stop.clone(),
+        );
+        tokio::spawn(adopt_dead_nodes_forever(Arc::clone(&archive), lease_term, stop.clone()))
+    });
     let leases: std::collections::HashMap<String, _> = peers
         .iter()
         .map(|(peer, _)| {
@@ -274,6 +283,9 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         let _ = replicator.await;
     }
     let _ = ae_refresher.await;
+    if let Some(adopter) = adopter {
+        let _ = adopter.await;
+    }
     // A verify under way is cut short: what it repaired so far is durable,
     // the rest is found again by the next one.
     for task in verifiers {
@@ -326,6 +338,24 @@ async fn refresh_shared_aes_forever(
         }
         if let Err(error) = refresh_shared_aes(&archive, &directory).await {
             warn!(error = format!("{error:#}"), "cannot refresh the shared AEs; the last list stays in use");
+        }
+    }
+}
+
+/// Every lease term, judge what nodes that died left unsettled in the shared
+/// bucket (see [`Archive::adopt_dead_nodes`]).
+async fn adopt_dead_nodes_forever(
+    archive: Arc<Archive>,
+    term: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(term) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        if let Err(error) = archive.adopt_dead_nodes(term).await {
+            warn!(%error, "cannot judge the unsettled instances of dead nodes; will try again");
         }
     }
 }

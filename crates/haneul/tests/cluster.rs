@@ -70,8 +70,10 @@ fn a_node_killed_mid_ingest_loses_nothing_it_acknowledged() {
     const INSTANCES: usize = 240;
     let database = TestDatabase::create();
     let bucket = TestBucket::create();
-    let survivor = node("a", &database, &bucket);
-    let mut victim = node("b", &database, &bucket);
+    // A short liveness lease, so that the survivor soon judges what the victim left unsettled.
+    let fast = "[replication]\nlease_seconds = 3\n";
+    let survivor = node_with("a", &database, &bucket, fast);
+    let mut victim = node_with("b", &database, &bucket, fast);
     let work = tempfile::tempdir().expect("tempdir");
     let round = generate(&work.path().join("study"), "cluster", INSTANCES);
 
@@ -102,11 +104,29 @@ fn a_node_killed_mid_ingest_loses_nothing_it_acknowledged() {
     verify(&survivor);
 
     // The modality sends the whole study again through the surviving node
-    // (the load balancer's next choice): everything arrives, nothing twice.
+    // (the load balancer's next choice). Instances the victim committed
+    // while their upload ran are refused for now (a retryable failure),
+    // until the survivor has judged them; the modality's next attempt then
+    // brings everything, nothing twice.
+    let unjudged = || database.column("SELECT count(*) FROM unsettled WHERE blob_path LIKE 'b/%'");
     let log_again = work.path().join("storescu-again.log");
     let mut again = start_storescu(&survivor, &round.dir, &log_again);
-    let exit = wait_for_exit(&mut again, Duration::from_secs(120), "storescu to the surviving node");
-    assert!(exit.success(), "resending failed:\n{}", std::fs::read_to_string(&log_again).unwrap_or_default());
+    wait_for_exit(&mut again, Duration::from_secs(300), "storescu to the surviving node");
+    let log = std::fs::read_to_string(&log_again).unwrap_or_default();
+    let refused: Vec<&str> =
+        log.lines().filter(|line| line.contains("Received Store Response") && !line.contains("Success")).collect();
+    assert!(
+        refused.iter().all(|line| line.to_lowercase().replace(' ', "").contains("refused:outofresources")),
+        "only retryable refusals: {refused:?}"
+    );
+    eprintln!("resent: {} refused for now", refused.len());
+    eventually("the survivor judging the victim's unsettled instances", || unjudged() == ["0"]);
+    let log_last = work.path().join("storescu-last.log");
+    let mut last = start_storescu(&survivor, &round.dir, &log_last);
+    let exit = wait_for_exit(&mut last, Duration::from_secs(120), "storescu to the surviving node again");
+    let log = std::fs::read_to_string(&log_last).unwrap_or_default();
+    assert!(exit.success(), "resending failed:\n{log}");
+    assert_eq!(acknowledged(&log).len(), INSTANCES, "every instance acknowledged:\n{log}");
     assert_eq!(survivor.instances().len(), INSTANCES, "each instance once");
 
     // The killed node comes back: its recovery deletes the objects of stores
@@ -392,4 +412,73 @@ fn replication_to_a_peer_runs_on_one_node_and_moves_when_it_dies() {
     eventually("dr holding all six instances", || dr.instances().len() == 6);
     assert_eq!(dr.instances(), survivor.instances(), "dr holds what the cluster holds");
     assert!(shipped(survivor) >= 2.0);
+}
+
+/// A node that dies in the middle of stores leaves instances committed
+/// while their upload ran. Should it never come back, the node that finds
+/// its liveness lease lapsed judges them as the dead node's own recovery
+/// would: kept where the bucket holds their bytes, rolled back (never
+/// acknowledged) where it does not. Until then, the same instance sent
+/// through another node is not acknowledged on the strength of a first
+/// copy that may not exist.
+#[test]
+fn a_dead_nodes_unfinished_stores_are_judged_by_a_surviving_node() {
+    const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+    const MR: &str = "1.2.840.10008.5.1.4.1.1.4";
+    let database = TestDatabase::create();
+    let bucket = TestBucket::create();
+    let fast = "[replication]\nlease_seconds = 3\n";
+    let survivor = node_with("a", &database, &bucket, fast);
+    let mut dead = node_with("b", &database, &bucket, fast);
+    dead.store_samples("MODALITY", &["CT_small.dcm", "MR_small.dcm"]);
+    eventually("node b keeping its liveness lease", || {
+        database.column("SELECT holder FROM leases WHERE name = 'node.b'") == ["b"]
+    });
+    dead.kill9();
+
+    // What a crash in the middle of both uploads leaves: both entries
+    // committed as unsettled, the CT's object complete, the MR's missing.
+    let path_of = |class: &str| {
+        database.column(&format!("SELECT blob_path FROM instances WHERE sop_class = '{class}'")).remove(0)
+    };
+    let (ct_path, mr_path) = (path_of(CT), path_of(MR));
+    assert!(ct_path.starts_with("b/") && mr_path.starts_with("b/"), "{ct_path} {mr_path}");
+    database.execute(&format!("INSERT INTO unsettled (blob_path) VALUES ('{ct_path}'), ('{mr_path}')"));
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = haneul_storage::BlobConfig {
+        backend: haneul_storage::BlobBackend::S3(bucket.options.clone()),
+        node: Some("b".into()),
+    };
+    let blobs = haneul_storage::BlobStore::open_configured(work.path().into(), work.path().into(), &config, false)
+        .expect("the bucket");
+    blobs.delete(&mr_path).expect("deleting the MR's object");
+
+    // The modality sends the MR again, through node a, before a has judged
+    // b's stores: refused for now (a retryable failure), not acknowledged.
+    let mr_file = common::pydicom_data().join("test_files").join("MR_small.dcm");
+    let early = run(dcmtk("storescu")
+        .args(["-d", "-aet", "MODALITY", "-aec", &survivor.ae_title, "127.0.0.1", &survivor.dicom_port.to_string()])
+        .arg(&mr_file));
+    let statuses = common::dimse_statuses(&text(&early));
+    assert_eq!(statuses, [0xA700], "the MR sent again while its first copy is unsettled:\n{}", text(&early));
+
+    eventually("node a judging node b's unfinished stores", || {
+        database.column("SELECT count(*) FROM unsettled") == ["0"]
+    });
+    let held = survivor.instances();
+    let classes = database.column("SELECT sop_class FROM instances ORDER BY sop_class");
+    assert_eq!(classes, [CT], "the CT kept, the MR rolled back: {held:?}");
+    assert!(survivor.log().contains("adopting the unsettled instances of a node whose lease lapsed"));
+    let rolled_back = database.column("SELECT detail FROM events WHERE kind = 'recovery-rolled-back'");
+    assert_eq!(rolled_back.len(), 1, "{rolled_back:?}");
+    assert!(rolled_back[0].contains("1.3.6.1.4.1.5962.1.1.4.1.1.20040826185059.5457"), "{rolled_back:?}");
+
+    // Sent again now, the MR is stored; both come back whole.
+    survivor.store_samples("MODALITY", &["MR_small.dcm"]);
+    let held = survivor.instances();
+    assert_eq!(held.len(), 2, "{held:?}");
+    for instance in &held {
+        assert!(!survivor.data_set(instance).is_empty(), "{instance:?} does not come back");
+    }
+    verify(&survivor);
 }
