@@ -62,15 +62,39 @@ if [[ -z "${HANEUL_TEST_POSTGRES:-}" ]]; then
         openssl x509 -req -in "$pg_tls/server.csr" -CA "$pg_tls/ca.pem" -CAkey "$pg_tls/ca.key" -CAcreateserial \
             -days 3650 -extfile "$pg_tls/server.ext" -out "$pg_tls/server.pem" 2>/dev/null
     fi
+    # A client certificate for the role haneul_cert, which signs in by
+    # certificate alone (catalog.cert_file / key_file).
+    if [[ ! -s $pg_tls/client.pem ]]; then
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=haneul_cert" \
+            -keyout "$pg_tls/client.key" -out "$pg_tls/client.csr" 2>/dev/null
+        # An extension makes it X.509 v3, the only version rustls accepts.
+        printf 'extendedKeyUsage=clientAuth\n' > "$pg_tls/client.ext"
+        openssl x509 -req -in "$pg_tls/client.csr" -CA "$pg_tls/ca.pem" -CAkey "$pg_tls/ca.key" -CAcreateserial \
+            -days 3650 -extfile "$pg_tls/client.ext" -out "$pg_tls/client.pem" 2>/dev/null
+    fi
     pg_data=$(as_postgres psql -p "$pg_port" -Atc "SHOW data_directory")
     $sudo_cmd install -o postgres -g postgres -m 600 "$pg_tls/server.key" "$pg_data/haneul-test-server.key"
     $sudo_cmd install -o postgres -g postgres -m 644 "$pg_tls/server.pem" "$pg_data/haneul-test-server.pem"
+    $sudo_cmd install -o postgres -g postgres -m 644 "$pg_tls/ca.pem" "$pg_data/haneul-test-ca.pem"
     for setting in "ssl_cert_file = '$pg_data/haneul-test-server.pem'" \
-        "ssl_key_file = '$pg_data/haneul-test-server.key'" "ssl = on"; do
+        "ssl_key_file = '$pg_data/haneul-test-server.key'" "ssl_ca_file = '$pg_data/haneul-test-ca.pem'" "ssl = on"; do
         as_postgres psql -p "$pg_port" -qc "ALTER SYSTEM SET $setting"
     done
+    # haneul_cert works in haneul_test's databases (a member of that role).
+    as_postgres psql -p "$pg_port" -qc "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'haneul_cert') THEN
+            CREATE ROLE haneul_cert LOGIN; GRANT haneul_test TO haneul_cert;
+        END IF; END \$\$;"
+    # The tests read how every Haneul session signed in (pg_stat_activity, pg_stat_ssl).
+    as_postgres psql -p "$pg_port" -qc "GRANT pg_read_all_stats TO haneul_test"
+    pg_hba=$(as_postgres psql -p "$pg_port" -Atc "SHOW hba_file")
+    if ! $sudo_cmd grep -q "haneul_cert" "$pg_hba"; then
+        # First, so that it wins over the password lines below it.
+        $sudo_cmd sed -i "1i hostssl all haneul_cert 127.0.0.1/32 cert" "$pg_hba"
+    fi
     as_postgres psql -p "$pg_port" -qAtc "SELECT pg_reload_conf()" >/dev/null
     export HANEUL_TEST_POSTGRES_CA="$pg_tls/ca.pem"
+    export HANEUL_TEST_POSTGRES_CLIENT_CERT="$pg_tls/client.pem"
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

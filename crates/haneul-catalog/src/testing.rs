@@ -13,6 +13,12 @@ use crate::PostgresOptions;
 pub const SERVER_VARIABLE: &str = "HANEUL_TEST_POSTGRES";
 /// The environment variable naming the CA of the test server's certificate.
 pub const CA_VARIABLE: &str = "HANEUL_TEST_POSTGRES_CA";
+/// The environment variable naming the client certificate (PEM) of
+/// [`CERTIFICATE_USER`], its key beside it as `client.key`.
+pub const CLIENT_CERT_VARIABLE: &str = "HANEUL_TEST_POSTGRES_CLIENT_CERT";
+/// The role that signs in to the test server by client certificate alone
+/// (`scripts/test.sh` creates it, a member of the role that owns the test databases).
+pub const CERTIFICATE_USER: &str = "haneul_cert";
 
 /// A database created for one test and dropped with this value.
 pub struct TestDatabase {
@@ -105,6 +111,32 @@ impl TestDatabase {
         })
     }
 
+    /// This database's URL for another user, without a password.
+    pub fn url_for(&self, user: &str) -> String {
+        let host = self.server.rsplit_once('@').map_or(self.server.as_str(), |(_, host)| host);
+        let host = host.split_once("://").map_or(host, |(_, host)| host);
+        format!("postgresql://{user}@{host}/{}", self.name)
+    }
+
+    /// The users and client certificate subjects of the Haneul connections
+    /// to this database, as the server sees them ("" for no certificate).
+    pub fn haneul_client_certificates(&self) -> Vec<(String, String)> {
+        let (server, name) = (&self.server, &self.name);
+        on_plain_thread(|| {
+            let mut admin = Client::connect(&format!("{server}/postgres"), NoTls).expect("connect to the test server");
+            admin
+                .query(
+                    "SELECT a.usename::text, coalesce(s.client_dn, '') FROM pg_stat_activity a \
+                     JOIN pg_stat_ssl s USING (pid) WHERE a.datname = $1 AND a.application_name = 'haneul'",
+                    &[name],
+                )
+                .expect("query pg_stat_ssl")
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect()
+        })
+    }
+
     /// The Haneul connections to this database as the server sees them:
     /// how many, and whether every one of them is encrypted (TLS).
     pub fn haneul_connections_tls(&self) -> (i64, bool) {
@@ -121,6 +153,19 @@ impl TestDatabase {
             (row.get(0), row.get(1))
         })
     }
+}
+
+/// The client certificate and key of [`CERTIFICATE_USER`] (`scripts/test.sh` makes them).
+pub fn postgres_client_identity() -> (std::path::PathBuf, std::path::PathBuf) {
+    let certificate: std::path::PathBuf = match std::env::var(CLIENT_CERT_VARIABLE) {
+        Ok(path) => path.into(),
+        Err(_) => panic!(
+            "{CLIENT_CERT_VARIABLE} is not set: the catalog client-certificate test needs the certificate \
+             scripts/test.sh makes for {CERTIFICATE_USER} on the test PostgreSQL server"
+        ),
+    };
+    let key = certificate.with_file_name("client.key");
+    (certificate, key)
 }
 
 /// The CA that signed the test server's certificate (`scripts/test.sh`

@@ -174,6 +174,10 @@ pub struct CatalogConfig {
     /// CA certificates (PEM) that signed the PostgreSQL server's certificate:
     /// set, the connection is TLS only, the certificate and host verified.
     pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) and its private key presented to the
+    /// server, for PostgreSQL's `cert` authentication (or `clientcert=verify-full`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -192,6 +196,8 @@ impl CatalogConfig {
                     ("url", self.url.is_some()),
                     ("password_file", self.password_file.is_some()),
                     ("ca_file", self.ca_file.is_some()),
+                    ("cert_file", self.cert_file.is_some()),
+                    ("key_file", self.key_file.is_some()),
                 ];
                 for (key, set) in keys {
                     if set {
@@ -218,6 +224,14 @@ impl CatalogConfig {
                     }
                     _ => {}
                 }
+                match (&self.cert_file, &self.key_file, &self.ca_file) {
+                    (Some(_), None, _) => bail!("catalog.key_file: cert_file needs the private key that goes with it"),
+                    (None, Some(_), _) => bail!("catalog.cert_file: key_file needs the certificate that goes with it"),
+                    (Some(_), Some(_), None) => {
+                        bail!("catalog.ca_file: a client certificate is presented only over TLS, which needs the server's CA")
+                    }
+                    _ => {}
+                }
             }
         }
         Ok(())
@@ -229,9 +243,15 @@ impl CatalogConfig {
             return Ok(haneul_core::CatalogLocation::Embedded);
         };
         let password = read_secret("catalog.password_file", self.password_file.as_deref())?;
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(cert_file), Some(key_file)) => {
+                Some(haneul_tls::ClientIdentity { cert_file: cert_file.clone(), key_file: key_file.clone() })
+            }
+            _ => None,
+        };
         let tls = match &self.ca_file {
             Some(ca_file) => Some(
-                haneul_tls::client_config_with_identity(ca_file, None)
+                haneul_tls::client_config_with_identity(ca_file, identity.as_ref())
                     .map_err(|error| anyhow::anyhow!("catalog.{error}"))?,
             ),
             None => None,
@@ -1349,6 +1369,9 @@ mod tests {
             ("[dicom]\nmax_pdu_length = 10\n", "dicom.max_pdu_length"),
             ("[storage]\nduplicate_policy = \"overwrite\"\n", "duplicate_policy"),
             ("[storage]\nwrite_ahead_max_bytes = 2000000\n", "storage.write_ahead_max_bytes"),
+            ("[catalog]\ncert_file = \"c.pem\"\n", "catalog.cert_file"),
+            ("[catalog]\nengine = \"postgres\"\nurl = \"postgresql://h@db/x\"\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\n", "catalog.key_file"),
+            ("[catalog]\nengine = \"postgres\"\nurl = \"postgresql://h@db/x\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", "catalog.ca_file"),
             ("[[known_ae]]\ntitle = \"A\"\nhost = \"\"\nport = 104\n", "known_ae[0].host"),
             ("[[known_ae]]\ntitle = \"A\"\nhost = \"h\"\nport = 104\n[[known_ae]]\ntitle = \"A\"\nhost = \"h\"\nport = 105\n", "known_ae[1].title"),
             ("[dicom]\nmax_associations = -1\n", "max_associations"),

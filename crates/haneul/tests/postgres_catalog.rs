@@ -143,3 +143,38 @@ fn a_catalog_over_tls_is_encrypted_and_its_server_verified() {
         assert_refused_at_start(&table, expected);
     }
 }
+
+/// Certificate authentication: with `catalog.cert_file` and `key_file`, a
+/// node signs in as the certificate's user with no password at all (the
+/// server's `hostssl ... cert` line for that user), and the server records
+/// the certificate; without them, the same node is refused.
+#[test]
+fn a_node_signs_in_to_its_catalog_with_a_client_certificate() {
+    use haneul_catalog::testing::{postgres_client_identity, CERTIFICATE_USER};
+    let database = TestDatabase::create();
+    let ca = haneul_catalog::testing::postgres_ca();
+    let (certificate, key) = postgres_client_identity();
+    let url = database.url_for(CERTIFICATE_USER);
+    let base = format!("[catalog]\nengine = \"postgres\"\nurl = {url:?}\nca_file = {ca:?}\n");
+
+    let server = Server::start_with(&format!("{base}cert_file = {certificate:?}\nkey_file = {key:?}\n"));
+    server.store_samples("MODALITY", &["CT_small.dcm"]);
+    assert_eq!(server.instances().len(), 1);
+    let connections = database.haneul_client_certificates();
+    assert!(!connections.is_empty(), "the node has connections to its catalog");
+    for (user, subject) in &connections {
+        assert_eq!(user, CERTIFICATE_USER, "signed in as the certificate's user");
+        assert!(subject.contains(&format!("CN={CERTIFICATE_USER}")), "the server saw the certificate: {subject:?}");
+    }
+    drop(server);
+
+    // No certificate, no way in: that user has no password.
+    assert_refused_at_start(&base, "requires a valid client certificate");
+    // The certificate with a key that is not its own.
+    let pki = Pki::new();
+    let wrong_key = pki.path("server.key");
+    assert_refused_at_start(
+        &format!("{base}cert_file = {certificate:?}\nkey_file = {wrong_key:?}\n"),
+        "catalog.key_file",
+    );
+}
