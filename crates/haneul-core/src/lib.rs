@@ -171,6 +171,8 @@ pub const CATALOG_FILE: &str = "catalog.sqlite";
 pub const BLOB_DIR: &str = "blobs";
 /// Where instance files wait for their upload when blobs are kept in a bucket.
 pub const STAGING_DIR: &str = "staging";
+/// Where copies of objects read from a bucket are kept for reading again.
+pub const CACHE_DIR: &str = "cache";
 
 /// Open the blob store of the archive in `data_dir` (blocking: a bucket is
 /// contacted); `durable` makes a local store fsync what it writes.
@@ -213,6 +215,9 @@ impl Archive {
         };
         let catalog = config.catalog.open(&data_dir)?;
         let blobs = open_blob_store(&data_dir, &config.blobs, true)?;
+        // Only the process holding the data directory's lock keeps the read
+        // cache: tools opening the same store beside it must not empty it.
+        blobs.enable_read_cache(data_dir.join(CACHE_DIR), config.blobs.read_cache_bytes)?;
         tracing::info!(blobs = %blobs.describe(), node = blobs.node().unwrap_or(""), "blob store opened");
         let staged = blobs.discard_staged()?;
         if staged > 0 {
@@ -296,6 +301,22 @@ impl Archive {
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        if self.blobs.is_shared() {
+            let cache = self.blobs.read_cache_stats();
+            let counters = [
+                ("haneul_blob_cache_hits_total", "Bucket objects read from the local read cache", cache.hits),
+                ("haneul_blob_cache_misses_total", "Bucket objects downloaded to be read", cache.misses),
+            ];
+            for (name, help, value) in counters {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            }
+            let name = "haneul_blob_cache_bytes";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Bytes the read cache's copies take\n# TYPE {name} gauge\n{name} {}",
+                cache.bytes
+            );
         }
         self.replication.render_prometheus(&mut out);
         out

@@ -16,12 +16,14 @@
 //! unreferenced file after a crash ([`BlobStore::oldest_unsettled_shard`]).
 //! Start-up recovery lists only the shards from there on.
 
+mod cache;
 mod object;
 mod pool;
 #[doc(hidden)]
 pub mod testing;
 mod writer;
 
+pub use cache::CacheStats;
 pub use object::{S3Options, PART_SIZE};
 pub use writer::{BlobWriter, InflightGuard, WrittenBlob};
 
@@ -55,6 +57,9 @@ pub struct BlobConfig {
     /// there, so that it never takes another node's blob in flight for a
     /// leftover. A letter first, then letters, digits, `.`, `_` or `-`.
     pub node: Option<String>,
+    /// With a bucket: most bytes of downloaded objects kept on local disk
+    /// for reading again (see [`BlobStore::enable_read_cache`]); 0: none.
+    pub read_cache_bytes: u64,
 }
 
 /// Whether `name` can name a node (and so a key or directory prefix).
@@ -158,6 +163,8 @@ struct Shared {
     pool: Option<Arc<Pool>>,
     /// The thread filling the pool, joined at shutdown.
     pool_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Copies of objects read from the bucket (bucket stores only).
+    read_cache: std::sync::OnceLock<cache::ReadCache>,
 }
 
 impl BlobStore {
@@ -207,9 +214,26 @@ impl BlobStore {
                 existing_shards: Mutex::new(HashSet::new()),
                 pool: pool.clone(),
                 pool_thread: Mutex::new(None),
+                read_cache: std::sync::OnceLock::new(),
             }),
         };
         Ok(store)
+    }
+
+    /// Keep up to `max_bytes` of the objects this node reads from its bucket
+    /// in `dir` (emptied now), so that reading them again needs no download.
+    /// Nothing to do for a store on local disk, or when already enabled.
+    pub fn enable_read_cache(&self, dir: PathBuf, max_bytes: u64) -> Result<()> {
+        if self.shared.remote.is_none() || max_bytes == 0 || self.shared.read_cache.get().is_some() {
+            return Ok(());
+        }
+        let _ = self.shared.read_cache.set(cache::ReadCache::open(dir, max_bytes)?);
+        Ok(())
+    }
+
+    /// Reads served by the read cache and by the bucket (zero without a cache).
+    pub fn read_cache_stats(&self) -> CacheStats {
+        self.shared.read_cache.get().map(cache::ReadCache::stats).unwrap_or_default()
     }
 
     /// Start creating files ahead of use (durable stores only). Call it after
@@ -410,6 +434,12 @@ impl BlobStore {
             if let Ok(staged) = File::open(object::staging_path(&self.shared.root, rel_path)) {
                 return Ok(staged);
             }
+            if let Some(cache) = self.shared.read_cache.get() {
+                if let Some(copy) = cache.get(rel_path) {
+                    return Ok(copy);
+                }
+                return cache.fill(rel_path, |file| remote.download(rel_path, file, cache.dir()));
+            }
             let scratch = &self.shared.root;
             let file = tempfile::tempfile_in(scratch).map_err(|e| StorageError::io(scratch, e))?;
             return remote.download(rel_path, file, scratch);
@@ -421,6 +451,9 @@ impl BlobStore {
     /// Remove a blob; a missing one is not an error.
     pub fn delete(&self, rel_path: &str) -> Result<()> {
         if let Some(remote) = &self.shared.remote {
+            if let Some(cache) = self.shared.read_cache.get() {
+                cache.remove(rel_path);
+            }
             return remote.delete(rel_path);
         }
         let path = self.path_of(rel_path)?;

@@ -7,7 +7,8 @@ use haneul_storage::testing::TestBucket;
 use haneul_storage::{BlobBackend, BlobConfig, BlobStore, S3Options, StorageError, PART_SIZE};
 
 fn open(options: &S3Options, node: Option<&str>, staging: &std::path::Path) -> Result<BlobStore, StorageError> {
-    let config = BlobConfig { backend: BlobBackend::S3(options.clone()), node: node.map(str::to_string) };
+    let config =
+        BlobConfig { backend: BlobBackend::S3(options.clone()), node: node.map(str::to_string), read_cache_bytes: 0 };
     BlobStore::open_configured(staging.join("unused-local"), staging.to_path_buf(), &config, true)
 }
 
@@ -137,9 +138,58 @@ fn wrong_credentials_and_unknown_buckets_are_refused_at_open() {
     let no_bucket = S3Options { bucket: "no-such-bucket-here".into(), ..bucket.options.clone() };
     let error = open(&no_bucket, None, staging.path()).err().expect("unknown bucket refused");
     assert!(error.to_string().contains("no-such-bucket-here"), "{error}");
-    let bad_node = BlobConfig { backend: BlobBackend::S3(bucket.options.clone()), node: Some("../up".into()) };
+    let bad_node = BlobConfig {
+        backend: BlobBackend::S3(bucket.options.clone()),
+        node: Some("../up".into()),
+        read_cache_bytes: 0,
+    };
     let error = BlobStore::open_configured(staging.path().join("l"), staging.path().join("s"), &bad_node, true)
         .err()
         .expect("bad node name refused");
     assert!(matches!(error, StorageError::InvalidNode(_)), "{error}");
+}
+
+/// Objects read again come from the read cache on local disk, whose copies
+/// stay within its bound (least recently read first out); a deleted object
+/// is not served from it, and one larger than the whole cache is not kept.
+#[test]
+fn objects_read_again_come_from_the_read_cache_within_its_bound() {
+    let bucket = TestBucket::create();
+    let staging = tempfile::tempdir().expect("tempdir");
+    let store = open(&bucket.options, Some("node-c"), staging.path()).expect("open");
+    let cache_dir = staging.path().join("cache");
+    store.enable_read_cache(cache_dir.clone(), 250_000).expect("cache");
+    let contents: Vec<Vec<u8>> = (0..3).map(|i| patterned(100_000 + i)).collect();
+    let blobs: Vec<_> = contents.iter().map(|content| write_blob(&store, content)).collect();
+    let counts = |store: &BlobStore| {
+        let stats = store.read_cache_stats();
+        (stats.hits, stats.misses)
+    };
+
+    assert_eq!(read_back(&store, &blobs[0].rel_path), contents[0]);
+    assert_eq!(counts(&store), (0, 1), "the first read downloads");
+    assert_eq!(read_back(&store, &blobs[0].rel_path), contents[0]);
+    assert_eq!(counts(&store), (1, 1), "the second is a copy");
+
+    // A third object of 100 kB pushes the least recently read one out.
+    assert_eq!(read_back(&store, &blobs[1].rel_path), contents[1]);
+    assert_eq!(read_back(&store, &blobs[2].rel_path), contents[2]);
+    assert_eq!(read_back(&store, &blobs[2].rel_path), contents[2]);
+    assert_eq!(counts(&store), (2, 3));
+    assert_eq!(read_back(&store, &blobs[0].rel_path), contents[0]);
+    assert_eq!(counts(&store), (2, 4), "the first object had been evicted");
+    let on_disk: u64 = std::fs::read_dir(&cache_dir)
+        .expect("cache directory")
+        .map(|entry| entry.expect("entry").metadata().expect("metadata").len())
+        .sum();
+    assert!(on_disk <= 250_000, "{on_disk} bytes of copies");
+    assert_eq!(store.read_cache_stats().bytes, on_disk);
+
+    store.delete(&blobs[2].rel_path).expect("delete");
+    assert!(store.open_blob(&blobs[2].rel_path).expect_err("deleted").is_not_found());
+
+    let large = patterned(300_000);
+    let blob = write_blob(&store, &large);
+    assert_eq!(read_back(&store, &blob.rel_path), large);
+    assert!(store.read_cache_stats().bytes <= 250_000, "larger than the cache: read, not kept");
 }

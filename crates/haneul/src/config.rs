@@ -96,6 +96,14 @@ pub struct S3Config {
     /// them, the AWS_* environment variables or the instance's role are used.
     pub access_key_id: Option<String>,
     pub secret_access_key_file: Option<PathBuf>,
+    /// Most bytes of objects read from the bucket kept in <data_dir>/cache
+    /// for reading again (0: every read downloads).
+    #[serde(default = "default_read_cache_bytes")]
+    pub read_cache_bytes: u64,
+}
+
+fn default_read_cache_bytes() -> u64 {
+    1 << 30
 }
 
 /// The secret held by the file `key` names, without its final line break
@@ -721,11 +729,11 @@ impl Config {
                 Some(name)
             }
         };
-        let backend = match (&self.storage.backend, &self.storage.s3) {
-            (BlobBackendKind::S3, Some(s3)) => haneul_core::BlobBackend::S3(s3.options()?),
-            _ => haneul_core::BlobBackend::Local,
+        let (backend, read_cache_bytes) = match (&self.storage.backend, &self.storage.s3) {
+            (BlobBackendKind::S3, Some(s3)) => (haneul_core::BlobBackend::S3(s3.options()?), s3.read_cache_bytes),
+            _ => (haneul_core::BlobBackend::Local, 0),
         };
-        Ok(haneul_core::BlobConfig { backend, node })
+        Ok(haneul_core::BlobConfig { backend, node, read_cache_bytes })
     }
 
     /// Read and validate a configuration file.

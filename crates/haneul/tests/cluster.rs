@@ -61,6 +61,14 @@ fn three_nodes_on_one_catalog_and_bucket_each_store_find_and_retrieve_everything
             assert!(server.data_set(instance) == from_a, "{} returns other bytes for {instance:?}", server.ae_title);
         }
     }
+    // Read again, an instance comes from the node's read cache, not the bucket.
+    let misses = nodes[0].metric("haneul_blob_cache_misses_total");
+    assert!(misses >= 6.0, "every instance downloaded once by node a: {misses}");
+    let hits = nodes[0].metric("haneul_blob_cache_hits_total");
+    let instance = everything.iter().next().expect("an instance");
+    assert!(nodes[0].data_set(instance) == nodes[1].data_set(instance));
+    assert_eq!(nodes[0].metric("haneul_blob_cache_hits_total"), hits + 1.0, "read from the cache");
+    assert_eq!(nodes[0].metric("haneul_blob_cache_misses_total"), misses, "not downloaded again");
     // Each node's verify reads every catalogued object back from the bucket.
     assert!(verify(&nodes[2]).contains("instances checked: 6"));
 }
@@ -448,6 +456,7 @@ fn a_dead_nodes_unfinished_stores_are_judged_by_a_surviving_node() {
     let config = haneul_storage::BlobConfig {
         backend: haneul_storage::BlobBackend::S3(bucket.options.clone()),
         node: Some("b".into()),
+        read_cache_bytes: 0,
     };
     let blobs = haneul_storage::BlobStore::open_configured(work.path().into(), work.path().into(), &config, false)
         .expect("the bucket");

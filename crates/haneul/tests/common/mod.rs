@@ -607,6 +607,7 @@ impl Server {
         let config = haneul_storage::BlobConfig {
             backend: haneul_storage::BlobBackend::S3(backend.bucket.options.clone()),
             node: Some(SharedBackend::NODE.into()),
+            read_cache_bytes: 0,
         };
         let store = haneul_storage::BlobStore::open_configured(
             scratch.join("unused"),
