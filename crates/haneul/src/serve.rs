@@ -326,20 +326,32 @@ async fn refresh_shared_aes(archive: &Arc<Archive>, directory: &haneul_core::aes
     Ok(())
 }
 
-async fn refresh_shared_aes_forever(
-    archive: Arc<Archive>,
-    directory: haneul_core::aes::AeDirectory,
+/// Run `round` every `period` until `stop` turns true.
+async fn every<F: std::future::Future<Output = ()>>(
+    period: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    mut round: impl FnMut() -> F,
 ) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(SHARED_AE_REFRESH) => {}
+            _ = tokio::time::sleep(period) => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
+        round().await;
+    }
+}
+
+async fn refresh_shared_aes_forever(
+    archive: Arc<Archive>,
+    directory: haneul_core::aes::AeDirectory,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    every(SHARED_AE_REFRESH, stop, || async {
         if let Err(error) = refresh_shared_aes(&archive, &directory).await {
             warn!(error = format!("{error:#}"), "cannot refresh the shared AEs; the last list stays in use");
         }
-    }
+    })
+    .await;
 }
 
 /// Every lease term, judge what nodes that died left unsettled in the shared
@@ -347,17 +359,14 @@ async fn refresh_shared_aes_forever(
 async fn adopt_dead_nodes_forever(
     archive: Arc<Archive>,
     term: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(term) => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
-        }
+    every(term, stop, || async {
         if let Err(error) = archive.adopt_dead_nodes(term).await {
             warn!(%error, "cannot judge the unsettled instances of dead nodes; will try again");
         }
-    }
+    })
+    .await;
 }
 
 /// On first start (no account at all), create the `admin` account with the
