@@ -4,7 +4,10 @@
 #      study level) on a catalog of FIND_STUDIES × FIND_INSTANCES_PER_STUDY
 #      instances, on SQLite (the default) and on PostgreSQL, same synthetic data;
 #   2. C-STORE ingest through 1 node and through 3 nodes at once, all on one
-#      PostgreSQL catalog and one S3 bucket.
+#      PostgreSQL catalog and one S3 bucket;
+#   3. WADO-RS retrieval of a READ_INSTANCES-instance CT series from the
+#      bucket, read once and then READ_REPETITIONS times more, through a node
+#      with its read cache (the default) and one without (read_cache_bytes = 0).
 #
 #   BENCH_POSTGRES=postgresql://USER:PASSWORD@127.0.0.1:5432 \
 #   BENCH_S3=http://KEY:SECRET@127.0.0.1:8333/BUCKET bench/scale-out.sh
@@ -13,7 +16,8 @@
 # dropped). BENCH_S3: as HANEUL_TEST_S3 in scripts/test.sh (each part uses a
 # key prefix of its own). Environment: FIND_STUDIES (100000),
 # FIND_INSTANCES_PER_STUDY (10), QUERIES (1000), INGEST_COUNT (3000),
-# ASSOCIATIONS_PER_NODE (2), ROUNDS (3), SKIP_FIND, SKIP_INGEST, OUT (bench/out).
+# ASSOCIATIONS_PER_NODE (2), ROUNDS (3), READ_INSTANCES (200), READ_REPETITIONS (3),
+# SKIP_FIND, SKIP_INGEST, SKIP_READ, OUT (bench/out).
 # Every node runs on this one machine: the ingest part shows what the shared
 # catalog and bucket allow, not what three machines would add.
 set -euo pipefail
@@ -26,6 +30,8 @@ QUERIES=${QUERIES:-1000}
 INGEST_COUNT=${INGEST_COUNT:-3000}
 ASSOCIATIONS_PER_NODE=${ASSOCIATIONS_PER_NODE:-2}
 ROUNDS=${ROUNDS:-3}
+READ_INSTANCES=${READ_INSTANCES:-200}
+READ_REPETITIONS=${READ_REPETITIONS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/bench/out}
 mkdir -p "$OUT"
@@ -63,9 +69,9 @@ new_database() { # name
         -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
 }
 
-# A node's configuration file: config NAME DATA_DIR DICOM_PORT HTTP_PORT CATALOG(sqlite|DBNAME) BLOBS(local|PREFIX)
+# A node's configuration file: config NAME DATA_DIR DICOM_PORT HTTP_PORT CATALOG(sqlite|DBNAME) BLOBS(local|PREFIX) [S3_LINE]
 config() {
-    local name=$1 data=$2 dicom=$3 http=$4 catalog=$5 blobs=$6 file="$WORK/$1.toml"
+    local name=$1 data=$2 dicom=$3 http=$4 catalog=$5 blobs=$6 s3_line=${7:-} file="$WORK/$1.toml"
     {
         echo "[storage]"
         echo "data_dir = \"$data\""
@@ -93,6 +99,7 @@ config() {
             echo "prefix = \"$blobs\""
             echo "access_key_id = \"$S3_KEY\""
             echo "secret_access_key_file = \"$WORK/s3-secret\""
+            if [[ -n $s3_line ]]; then echo "$s3_line"; fi
         fi
     } > "$file"
     echo "$file"
@@ -177,6 +184,44 @@ if [[ -z "${SKIP_INGEST:-}" ]]; then
     done
 fi
 
+if [[ -z "${SKIP_READ:-}" ]]; then
+    for round in $(seq 1 "$ROUNDS"); do
+        database="haneul_bench_read_$round"
+        new_database "$database"
+        prefix="bench-$(date +%s%N)-read"
+        declare -A webs=()
+        pids=()
+        for variant in cached uncached; do
+            dicom=$(free_port); http=$(free_port)
+            line=""; [[ $variant == uncached ]] && line="read_cache_bytes = 0"
+            file=$(config "$variant" "$WORK/read-$variant" "$dicom" "$http" "$database" "$prefix" "$line")
+            start_node "$file" "$dicom" "$http"
+            pids+=("$NODE_PID")
+            webs[$variant]="http://127.0.0.1:$http/dicom-web"
+            [[ $variant == cached ]] && { store_port=$dicom; token_config=$file; }
+        done
+        "$HANEUL" bench store --target "127.0.0.1:$store_port" --called-ae HANEUL --kind ct --count "$READ_INSTANCES" \
+            --associations 2 --per-study "$READ_INSTANCES" --seed "$round" >/dev/null
+        token=$("$HANEUL" token create admin --name bench --config "$token_config" 2>/dev/null)
+        read -r study series <<<"$(curl -sf -H "Authorization: Bearer $token" \
+            "${webs[cached]}/series?includefield=0020000D" | python3 -c '
+import json, sys
+o = json.load(sys.stdin)[0]
+print(o["0020000D"]["Value"][0], o["0020000E"]["Value"][0])')"
+        for variant in cached uncached; do
+            for pass in first again; do
+                repetitions=1; [[ $pass == again ]] && repetitions=$READ_REPETITIONS
+                json=$(HANEUL_TOKEN=$token "$HANEUL" bench web retrieve-series --url "${webs[$variant]}" \
+                    --study "$study" --series "$series" --repetitions "$repetitions" --json)
+                record "read-$variant-$pass" "$json"
+                echo "== round $round, $variant, $pass read: $json" | cut -c1-220
+            done
+        done
+        for pid in "${pids[@]}"; do stop "$pid"; done
+        rm -rf "$WORK"/read-*
+    done
+fi
+
 python3 - "$RESULTS" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
@@ -192,5 +237,10 @@ for engine in ("sqlite", "postgres"):
 one, three = median("ingest-1-nodes", "instances_per_second"), median("ingest-3-nodes", "instances_per_second")
 if one and three:
     print(f"  ingest: 1 node {one:.0f} inst/s, 3 nodes {three:.0f} inst/s (ratio {three / one:.2f})")
+for variant in ("cached", "uncached"):
+    for read in ("first", "again"):
+        rate = median(f"read-{variant}-{read}", "megabytes_per_second")
+        if rate is not None:
+            print(f"  series read from the bucket, {variant:8} node, {read:5} read: {rate:.0f} MB/s")
 EOF
 echo "results: $RESULTS"
