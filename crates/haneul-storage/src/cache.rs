@@ -86,6 +86,8 @@ impl ReadCache {
     /// Objects larger than the whole cache are not kept.
     pub(crate) fn fill(&self, rel_path: &str, fill: impl FnOnce(File) -> Result<File>) -> Result<File> {
         self.misses.fetch_add(1, Ordering::Relaxed);
+        // Made again should someone have removed it under the running server.
+        fs::create_dir_all(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
         let scratch = tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
         let (scratch_file, scratch_path) = scratch.into_parts();
         let file = fill(scratch_file)?;
