@@ -560,6 +560,80 @@ pub fn restore(
     Ok(report)
 }
 
+/// Restore snapshot `manifest` from `target` into nodes sharing a bucket
+/// and a PostgreSQL catalog: every blob into `blobs`' bucket under its
+/// catalog path (each verified against its digest before it is put there,
+/// never over other bytes), then the catalog into the database `catalog`
+/// names, which must be empty, last and in one transaction, so that a
+/// failed restore leaves no catalog. `scratch` holds the catalog file and
+/// one blob at a time.
+pub fn restore_shared(
+    target: &dyn Target,
+    manifest: &Manifest,
+    catalog: &haneul_catalog::PostgresOptions,
+    blobs: &BlobStore,
+    scratch: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RestoreReport> {
+    let catalog = haneul_catalog::PostgresCatalog::connect(catalog)?;
+    if catalog.statistics()?.instances > 0 {
+        return Err(CatalogError::PostgresSetup(
+            "the database already holds an archive; a restore goes into an empty one".into(),
+        )
+        .into());
+    }
+    let snapshot = manifest.snapshot.as_str();
+    fs::create_dir_all(scratch).map_err(io_error(format_args!("cannot create {}", scratch.display())))?;
+    let staged_catalog = scratch.join(format!("{snapshot}.catalog.restoring"));
+    let staged_blob = scratch.join(format!("{snapshot}.blob.restoring"));
+    let _ = fs::remove_file(&staged_catalog);
+    restore_catalog(target, manifest, &staged_catalog)?;
+    let result = (|| {
+        check_catalog_against_manifest(&staged_catalog, manifest)?;
+        let mut problems = Vec::new();
+        let mut report =
+            RestoreReport { snapshot: snapshot.to_string(), blobs_restored: 0, bytes: 0, manifest: manifest.clone() };
+        let total = manifest.counts.bytes;
+        progress(0, total);
+        for entry in &manifest.blobs {
+            let key = object_key(&entry.digest);
+            let mut object = match target.open(&key) {
+                Ok(object) => object,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    problems.push(RestoreProblem::Missing { object: target.locate(&key), path: entry.path.clone() });
+                    continue;
+                }
+                Err(error) => return Err(io_error(target.locate(&key))(error)),
+            };
+            let mut file = File::create(&staged_blob)
+                .map_err(io_error(format_args!("cannot create {}", staged_blob.display())))?;
+            let (size, digest) = copy_and_hash(&mut object, &mut file).map_err(|(side, source)| match side {
+                Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(&key)), cause: source },
+                Side::Write => {
+                    BackupError::Io { what: format!("cannot write {}", staged_blob.display()), cause: source }
+                }
+            })?;
+            drop(file);
+            if (size, to_hex(&digest)) != (entry.size, entry.digest.clone()) {
+                problems.push(RestoreProblem::Damaged { object: target.locate(&key), path: entry.path.clone() });
+                continue;
+            }
+            blobs.put_file(&entry.path, &staged_blob, size, haneul_storage::Digest(digest))?;
+            report.blobs_restored += 1;
+            report.bytes += size;
+            progress(report.bytes, total);
+        }
+        if !problems.is_empty() {
+            return Err(BackupError::Incomplete { snapshot: snapshot.to_string(), problems });
+        }
+        catalog.load_snapshot(&staged_catalog)?;
+        Ok(report)
+    })();
+    let _ = fs::remove_file(&staged_blob);
+    let _ = fs::remove_file(&staged_catalog);
+    result
+}
+
 /// An absent directory is created; an existing one must be empty.
 fn prepare_empty_dir(dir: &Path) -> Result<()> {
     match fs::read_dir(dir) {

@@ -478,6 +478,17 @@ impl BlobStore {
         }
     }
 
+    /// Put a complete file, whose size and digest the caller checked, into
+    /// the bucket under `rel_path` (a restore: the path comes from the
+    /// catalog being restored). A key already there with other bytes is an
+    /// error; the same bytes again are accepted.
+    pub fn put_file(&self, rel_path: &str, file: &Path, size: u64, digest: Digest) -> Result<()> {
+        let Some(remote) = &self.shared.remote else {
+            return Err(StorageError::NotLocal(rel_path.to_string()));
+        };
+        remote.upload(file, rel_path, size, digest)
+    }
+
     /// Write a blob on local disk again from its whole bytes (a copy kept
     /// elsewhere), durably: into a new file that replaces the old one, then
     /// fsynced with its directory.

@@ -187,17 +187,18 @@ fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    use crate::config::{BlobBackendKind, CatalogEngine};
     let config = args.archive.load()?;
-    // A restore fills an empty node of the embedded default: files on local
-    // disk and a SQLite catalog. Restoring into a bucket or a shared database
-    // would leave the node's configuration pointing elsewhere.
-    if config.storage.backend != crate::config::BlobBackendKind::Local
-        || config.catalog.engine != crate::config::CatalogEngine::Sqlite
-    {
-        anyhow::bail!(
-            "haneul restore fills a node on local disk with a SQLite catalog; give it a configuration \
-             without storage.backend = \"s3\" or catalog.engine = \"postgres\" (or --data DIR)"
-        );
+    // A restore fills either an empty node of the embedded default (files on
+    // local disk, a SQLite catalog) or the empty bucket and PostgreSQL
+    // database of nodes that share them; not half of each.
+    match (config.storage.backend, config.catalog.engine) {
+        (BlobBackendKind::Local, CatalogEngine::Sqlite) => {}
+        (BlobBackendKind::S3, CatalogEngine::Postgres) => return restore_shared(&args, &config),
+        _ => anyhow::bail!(
+            "haneul restore fills a node on local disk with a SQLite catalog, or a bucket \
+             (storage.backend = \"s3\") with a PostgreSQL catalog (catalog.engine = \"postgres\"), not one of each"
+        ),
     }
     let data_dir = config.storage.data_dir;
     let target = DirTarget::existing(&args.from)?;
@@ -214,6 +215,38 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     println!("instances: {}", manifest.counts.instances);
     println!("blobs:     {} ({} bytes, every one verified)", report.blobs_restored, report.bytes);
     println!("start it with: haneul serve --data {}", data_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Restore into the bucket and the PostgreSQL database of nodes that share
+/// them (both empty); the nodes start on them afterwards.
+fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow::Result<ExitCode> {
+    let CatalogLocation::Postgres(options) = config.catalog.location()? else {
+        anyhow::bail!("catalog.engine = \"postgres\" needs catalog.url");
+    };
+    let target = DirTarget::existing(&args.from)?;
+    let manifest = haneul_backup::choose_snapshot(&target, args.at.as_deref())?;
+    let data_dir = &config.storage.data_dir;
+    let blobs = open_blob_store(data_dir, &config.blob_config()?, false).context("cannot open the bucket")?;
+    let progress = byte_progress();
+    let report = haneul_backup::restore_shared(
+        &target,
+        &manifest,
+        &options,
+        &blobs,
+        &data_dir.join("restoring"),
+        &mut |done, total| {
+            progress.set_length(total);
+            progress.set_position(done);
+        },
+    );
+    progress.finish_and_clear();
+    let report = report?;
+    println!("restored snapshot {} (created {})", report.snapshot, manifest.created);
+    println!("into:      {} and the PostgreSQL catalog", blobs.describe());
+    println!("instances: {}", manifest.counts.instances);
+    println!("blobs:     {} ({} bytes, every one verified)", report.blobs_restored, report.bytes);
+    println!("start the nodes with their configuration (haneul serve --config FILE)");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -237,22 +237,59 @@ fn a_migration_outlives_the_node_running_it() {
     assert!(second.log().contains("taking over a migration study"), "the dead node's running study was taken over");
 }
 
-/// `haneul restore` fills a node on local disk; pointed at a node configured
-/// for a bucket, it refuses instead of leaving the configuration pointing elsewhere.
+/// A backup of nodes on PostgreSQL and a bucket restores into a new, empty
+/// database and bucket (the disaster-recovery site's): a node started on
+/// them holds every instance byte for byte, verifies clean and goes on
+/// storing; a second restore into the now filled database is refused, and
+/// so is a configuration that mixes a bucket with the embedded catalog.
 #[test]
-fn a_restore_into_a_bucket_node_is_refused() {
+fn a_cluster_backup_restores_into_an_empty_database_and_bucket() {
+    let database = TestDatabase::create();
     let bucket = TestBucket::create();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("haneul.toml");
-    let storage = format!("[storage]\ndata_dir = {:?}\nbackend = \"s3\"\n", dir.path().join("data"));
-    std::fs::write(&config, format!("{storage}\n{}", common::s3_blobs(&bucket))).expect("config");
-    let output = run(Command::new(haneul_bin())
-        .args(["restore", "--from"])
-        .arg(dir.path().join("no-backup-needed"))
+    let source = node("a", &database, &bucket);
+    source.store_samples("MODALITY", &["CT_small.dcm", "MR_small.dcm", "rtdose.dcm"]);
+    let held = source.instances();
+    let originals: Vec<Vec<u8>> = held.iter().map(|instance| source.data_set(instance)).collect();
+    let work = tempfile::tempdir().expect("tempdir");
+    let backup_dir = work.path().join("backup");
+    let backup = run(Command::new(haneul_bin())
+        .arg("backup")
+        .arg("--to")
+        .arg(&backup_dir)
         .arg("--config")
-        .arg(&config));
-    assert!(!output.status.success());
-    assert!(text(&output).contains("fills a node on local disk"), "{}", text(&output));
+        .arg(source.config_path()));
+    assert!(backup.status.success(), "{}", text(&backup));
+
+    let new_database = TestDatabase::create();
+    let new_bucket = TestBucket::create();
+    let restore = |storage: &str, catalog: &str| {
+        let config = work.path().join("restore.toml");
+        let data_dir = work.path().join("restore-data");
+        let table = format!("[storage]\ndata_dir = {data_dir:?}\n{storage}\n{catalog}\n");
+        std::fs::write(&config, table).expect("config");
+        run(Command::new(haneul_bin()).args(["restore", "--from"]).arg(&backup_dir).arg("--config").arg(&config))
+    };
+    let shared = format!("backend = \"s3\"\nnode = \"r\"\n\n{}", common::s3_blobs(&new_bucket));
+    let restored = restore(&shared, &common::postgres_catalog(&new_database));
+    assert!(restored.status.success(), "{}", text(&restored));
+    assert!(text(&restored).contains("every one verified"), "{}", text(&restored));
+    let again = restore(&shared, &common::postgres_catalog(&new_database));
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already holds an archive"), "{}", text(&again));
+    let mixed = restore(&shared, "");
+    assert!(!mixed.status.success());
+    assert!(text(&mixed).contains("not one of each"), "{}", text(&mixed));
+
+    let node_b = node("b", &new_database, &new_bucket);
+    assert_eq!(node_b.instances(), held, "the restored node holds what the source held");
+    for (instance, original) in held.iter().zip(&originals) {
+        assert!(node_b.data_set(instance) == *original, "{instance:?} came back changed");
+    }
+    verify(&node_b);
+    // Identities continue after the restored rows: new stores and their journal entries fit in.
+    node_b.store_samples("MODALITY", &["rtplan.dcm"]);
+    assert_eq!(node_b.instances().len(), held.len() + 1);
+    verify(&node_b);
 }
 
 /// `echoscu` calling as `calling_ae`: whether the node accepted the association.

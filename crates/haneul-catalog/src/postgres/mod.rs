@@ -285,6 +285,57 @@ impl Engine for PostgresEngine {
     }
 }
 
+impl PostgresCatalog {
+    /// Fill this catalog, which must hold no archive yet (no instance, no
+    /// journal event, no user), with every row of the SQLite catalog
+    /// snapshot at `path`: a restore. One transaction, so a failure leaves
+    /// the database as it was. Identity columns continue after the restored
+    /// rows, and the schema markers stay this build's.
+    pub fn load_snapshot(&self, path: &Path) -> Result<()> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let source = rusqlite::Connection::open_with_flags(path, flags)?;
+        self.engine.write(|tx| {
+            let held = tx.query_one(
+                "SELECT (SELECT count(*) FROM instances) + (SELECT count(*) FROM events) + (SELECT count(*) FROM users)",
+                &[],
+                |row| row.int(0),
+            )?;
+            if held > 0 {
+                return Err(CatalogError::PostgresSetup(
+                    "the database already holds an archive; a restore goes into an empty one".into(),
+                ));
+            }
+            tx.execute("DELETE FROM settings", &[])?;
+            copy_tables(&mut SqliteDb(&source), tx)?;
+            for (key, value) in [("schema_version", SCHEMA_VERSION), ("schema_compatible_from", schema::COMPATIBLE_FROM)]
+            {
+                let value = value.to_string();
+                tx.execute(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+                    &[key.into(), value.as_str().into()],
+                )?;
+            }
+            let identities = tx.query_all(
+                "SELECT table_name::text, column_name::text FROM information_schema.columns
+                 WHERE is_identity = 'YES' AND table_schema = current_schema()",
+                &[],
+                |row| Ok((row.text(0)?, row.text(1)?)),
+            )?;
+            for (table, column) in identities {
+                tx.query_one(
+                    &format!(
+                        "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), \
+                         (SELECT coalesce(max({column}), 0) + 1 FROM {table}), false)"
+                    ),
+                    &[],
+                    |row| row.int(0),
+                )?;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A PostgreSQL connection or transaction as a [`Db`].
 struct PostgresDb<'a, C> {
     client: &'a mut C,
