@@ -516,31 +516,18 @@ pub fn restore(
             create_dirs(dir, &mut new_entries)?;
             new_entries.insert(dir.to_path_buf());
         }
-        let key = object_key(&entry.digest);
-        let mut object = match target.open(&key) {
-            Ok(object) => object,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                problems.push(RestoreProblem::Missing { object: target.locate(&key), path: entry.path.clone() });
+        let create = || OpenOptions::new().write(true).create_new(true).open(&destination);
+        let Copied { file, size, .. } = match copy_verified(target, entry, &destination, create)? {
+            Ok(copied) => copied,
+            Err(problem) => {
+                if matches!(problem, RestoreProblem::Damaged { .. }) {
+                    // Our own new file, with bytes that are not the instance's.
+                    let _ = fs::remove_file(&destination);
+                }
+                problems.push(problem);
                 continue;
             }
-            Err(error) => return Err(io_error(target.locate(&key))(error)),
         };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&destination)
-            .map_err(io_error(format_args!("cannot create {}", destination.display())))?;
-        let (size, digest) = copy_and_hash(&mut object, &mut file).map_err(|(side, source)| match side {
-            Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(&key)), cause: source },
-            Side::Write => BackupError::Io { what: format!("cannot write {}", destination.display()), cause: source },
-        })?;
-        if (size, to_hex(&digest)) != (entry.size, entry.digest.clone()) {
-            drop(file);
-            // Our own new file, with bytes that are not the instance's.
-            let _ = fs::remove_file(&destination);
-            problems.push(RestoreProblem::Damaged { object: target.locate(&key), path: entry.path.clone() });
-            continue;
-        }
         file.sync_all().map_err(io_error(format_args!("cannot sync {}", destination.display())))?;
         report.blobs_restored += 1;
         report.bytes += size;
@@ -596,28 +583,15 @@ pub fn restore_shared(
         let total = manifest.counts.bytes;
         progress(0, total);
         for entry in &manifest.blobs {
-            let key = object_key(&entry.digest);
-            let mut object = match target.open(&key) {
-                Ok(object) => object,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                    problems.push(RestoreProblem::Missing { object: target.locate(&key), path: entry.path.clone() });
-                    continue;
-                }
-                Err(error) => return Err(io_error(target.locate(&key))(error)),
-            };
-            let mut file = File::create(&staged_blob)
-                .map_err(io_error(format_args!("cannot create {}", staged_blob.display())))?;
-            let (size, digest) = copy_and_hash(&mut object, &mut file).map_err(|(side, source)| match side {
-                Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(&key)), cause: source },
-                Side::Write => {
-                    BackupError::Io { what: format!("cannot write {}", staged_blob.display()), cause: source }
-                }
-            })?;
+            let Copied { file, size, digest } =
+                match copy_verified(target, entry, &staged_blob, || File::create(&staged_blob))? {
+                    Ok(copied) => copied,
+                    Err(problem) => {
+                        problems.push(problem);
+                        continue;
+                    }
+                };
             drop(file);
-            if (size, to_hex(&digest)) != (entry.size, entry.digest.clone()) {
-                problems.push(RestoreProblem::Damaged { object: target.locate(&key), path: entry.path.clone() });
-                continue;
-            }
             blobs.put_file(&entry.path, &staged_blob, size, haneul_storage::Digest(digest))?;
             report.blobs_restored += 1;
             report.bytes += size;
@@ -632,6 +606,42 @@ pub fn restore_shared(
     let _ = fs::remove_file(&staged_blob);
     let _ = fs::remove_file(&staged_catalog);
     result
+}
+
+/// A blob copied out of a backup, its bytes checked.
+struct Copied {
+    file: File,
+    size: u64,
+    digest: [u8; 32],
+}
+
+/// Copy the backup object holding `entry` into the file `create` makes at
+/// `destination` (only once the object is found), hashing it on the way.
+/// The file, its size and digest when the bytes are the entry's; else what is
+/// wrong with the object (the file, if made, holds the wrong bytes).
+fn copy_verified(
+    target: &dyn Target,
+    entry: &manifest::BlobEntry,
+    destination: &Path,
+    create: impl FnOnce() -> io::Result<File>,
+) -> Result<std::result::Result<Copied, RestoreProblem>> {
+    let key = object_key(&entry.digest);
+    let mut object = match target.open(&key) {
+        Ok(object) => object,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return Ok(Err(RestoreProblem::Missing { object: target.locate(&key), path: entry.path.clone() }));
+        }
+        Err(error) => return Err(io_error(target.locate(&key))(error)),
+    };
+    let mut file = create().map_err(io_error(format_args!("cannot create {}", destination.display())))?;
+    let (size, digest) = copy_and_hash(&mut object, &mut file).map_err(|(side, source)| match side {
+        Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(&key)), cause: source },
+        Side::Write => BackupError::Io { what: format!("cannot write {}", destination.display()), cause: source },
+    })?;
+    if (size, to_hex(&digest)) != (entry.size, entry.digest.clone()) {
+        return Ok(Err(RestoreProblem::Damaged { object: target.locate(&key), path: entry.path.clone() }));
+    }
+    Ok(Ok(Copied { file, size, digest }))
 }
 
 /// An absent directory is created; an existing one must be empty.
