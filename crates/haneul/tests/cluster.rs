@@ -479,10 +479,11 @@ fn a_dead_nodes_unfinished_stores_are_judged_by_a_surviving_node() {
     eventually("node b keeping its liveness lease", || {
         database.column("SELECT holder FROM leases WHERE name = 'node.b'") == ["b"]
     });
-    dead.kill9();
 
     // What a crash in the middle of both uploads leaves: both entries
-    // committed as unsettled, the CT's object complete, the MR's missing.
+    // committed as unsettled, the CT's object complete, the MR's missing
+    // (set up while b still runs, so that a cannot judge anything before
+    // the MR is sent again; b itself never looks at them).
     let path_of = |class: &str| {
         database.column(&format!("SELECT blob_path FROM instances WHERE sop_class = '{class}'")).remove(0)
     };
@@ -498,6 +499,7 @@ fn a_dead_nodes_unfinished_stores_are_judged_by_a_surviving_node() {
     let blobs = haneul_storage::BlobStore::open_configured(work.path().into(), work.path().into(), &config, false)
         .expect("the bucket");
     blobs.delete(&mr_path).expect("deleting the MR's object");
+    dead.kill9();
 
     // The modality sends the MR again, through node a, before a has judged
     // b's stores: refused for now (a retryable failure), not acknowledged.
