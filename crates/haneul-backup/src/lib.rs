@@ -562,13 +562,9 @@ pub fn restore_shared(
     scratch: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RestoreReport> {
+    // Checked before anything is uploaded, and again as the rows go in.
     let catalog = haneul_catalog::PostgresCatalog::connect(catalog)?;
-    if catalog.statistics()?.instances > 0 {
-        return Err(CatalogError::PostgresSetup(
-            "the database already holds an archive; a restore goes into an empty one".into(),
-        )
-        .into());
-    }
+    catalog.check_empty()?;
     let snapshot = manifest.snapshot.as_str();
     fs::create_dir_all(scratch).map_err(io_error(format_args!("cannot create {}", scratch.display())))?;
     let staged_catalog = scratch.join(format!("{snapshot}.catalog.restoring"));

@@ -461,13 +461,14 @@ impl Archive {
         loop {
             // The in-memory settled set first, as in `instances_by_sop_uid`.
             let durable_here = self.committer().durable_unsettled();
-            let found = self.catalog().instances_by_sop_uid(&uids).map_err(ArchiveError::from)?;
+            let mut found = self.catalog().instances_by_sop_uid(&uids).map_err(ArchiveError::from)?;
+            crate::mark_durable_here(&mut found, &durable_here);
             let Some(first) = found.first() else {
                 return Err(IngestError::Storage(format!(
                     "the first copy of {sop_instance_uid} was not kept after all; send the instance again"
                 )));
             };
-            if first.settled || durable_here.contains(&first.blob.path) {
+            if first.settled {
                 return Ok(());
             }
             if Instant::now() >= deadline {

@@ -181,6 +181,15 @@ pub fn open_blob_store(data_dir: &Path, config: &BlobConfig, durable: bool) -> R
 }
 const LOCK_FILE: &str = "haneul.lock";
 
+/// Count as settled the instances whose blob this node knows durable
+/// (`durable`: taken before the catalog was read) although the catalog
+/// does not say so yet.
+pub(crate) fn mark_durable_here(found: &mut [StoredInstance], durable: &std::collections::HashSet<String>) {
+    for instance in found {
+        instance.settled |= durable.contains(&instance.blob.path);
+    }
+}
+
 /// An open archive. Cheap to share behind an `Arc`.
 pub struct Archive {
     config: ArchiveConfig,
@@ -391,9 +400,7 @@ impl Archive {
         let catalog = Arc::clone(&self.catalog);
         let mut found =
             run_blocking(move || catalog.instances_by_sop_uid(&sop_uids).map_err(ArchiveError::from)).await?;
-        for instance in &mut found {
-            instance.settled |= durable.contains(&instance.blob.path);
-        }
+        mark_durable_here(&mut found, &durable);
         Ok(found)
     }
 
@@ -483,7 +490,6 @@ impl Archive {
         self.blobs.is_shared() && !self.node_name().is_empty()
     }
 
-    /// User accounts and API tokens (synchronous: call from blocking threads).
     /// The remote AEs shared by every node of the catalog (blocking calls).
     pub fn shared_aes(&self) -> aes::SharedAes {
         aes::SharedAes::new(Arc::clone(&self.catalog))
@@ -555,6 +561,7 @@ impl Archive {
         run_blocking(move || Ok(catalog.lease_release(&name, &node)?)).await
     }
 
+    /// User accounts and API tokens (synchronous: call from blocking threads).
     pub fn users(&self) -> Users {
         Users::new(Arc::clone(&self.catalog), Arc::clone(&self.token_cache))
     }

@@ -93,6 +93,14 @@ fn byte_progress() -> ProgressBar {
     progress
 }
 
+/// Progress of a byte count towards a total, shown on `progress`.
+fn show_bytes(progress: &ProgressBar) -> impl FnMut(u64, u64) + '_ {
+    |done, total| {
+        progress.set_length(total);
+        progress.set_position(done);
+    }
+}
+
 fn layout(data_dir: &Path) -> Layout {
     Layout { data_dir: data_dir.to_path_buf(), catalog_file: CATALOG_FILE.into(), blob_dir: BLOB_DIR.into() }
 }
@@ -114,10 +122,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     let target = DirTarget::open(&to).with_context(|| format!("cannot use the backup directory {}", to.display()))?;
     let scratch = args.scratch.unwrap_or_else(|| to.clone());
     let progress = byte_progress();
-    let mut show = |done, total| {
-        progress.set_length(total);
-        progress.set_position(done);
-    };
+    let mut show = show_bytes(&progress);
     let blob_config = config.blob_config()?;
     if blob_config.backend == BlobBackend::Local && !data_dir.join(BLOB_DIR).is_dir() {
         anyhow::bail!("no archive at {}: no blob directory", data_dir.display());
@@ -204,10 +209,7 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let target = DirTarget::existing(&args.from)?;
     let manifest = haneul_backup::choose_snapshot(&target, args.at.as_deref())?;
     let progress = byte_progress();
-    let report = haneul_backup::restore(&target, &manifest, &layout(&data_dir), &mut |done, total| {
-        progress.set_length(total);
-        progress.set_position(done);
-    });
+    let report = haneul_backup::restore(&target, &manifest, &layout(&data_dir), &mut show_bytes(&progress));
     progress.finish_and_clear();
     let report = report?;
     println!("restored snapshot {} (created {})", report.snapshot, manifest.created);
@@ -228,19 +230,12 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
     let manifest = haneul_backup::choose_snapshot(&target, args.at.as_deref())?;
     let data_dir = &config.storage.data_dir;
     let blobs = open_blob_store(data_dir, &config.blob_config()?, false).context("cannot open the bucket")?;
+    let scratch = data_dir.join("restoring");
     let progress = byte_progress();
-    let report = haneul_backup::restore_shared(
-        &target,
-        &manifest,
-        &options,
-        &blobs,
-        &data_dir.join("restoring"),
-        &mut |done, total| {
-            progress.set_length(total);
-            progress.set_position(done);
-        },
-    );
+    let report =
+        haneul_backup::restore_shared(&target, &manifest, &options, &blobs, &scratch, &mut show_bytes(&progress));
     progress.finish_and_clear();
+    let _ = std::fs::remove_dir(&scratch);
     let report = report?;
     println!("restored snapshot {} (created {})", report.snapshot, manifest.created);
     println!("into:      {} and the PostgreSQL catalog", blobs.describe());
@@ -320,10 +315,7 @@ fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
 fn drill(target: &DirTarget, manifest: &Manifest, data_dir: &Path) -> anyhow::Result<Drill> {
     let mut drill = Drill::default();
     let progress = byte_progress();
-    let restored = haneul_backup::restore(target, manifest, &layout(data_dir), &mut |done, total| {
-        progress.set_length(total);
-        progress.set_position(done);
-    });
+    let restored = haneul_backup::restore(target, manifest, &layout(data_dir), &mut show_bytes(&progress));
     progress.finish_and_clear();
     match restored {
         Ok(report) => {

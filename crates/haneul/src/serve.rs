@@ -218,9 +218,9 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
     migrations.resume().await;
     let ae_refresher = tokio::spawn(refresh_shared_aes_forever(Arc::clone(&archive), known_aes, stop.clone()));
 
-    // Shipping to a peer, and verifying it, run on the one node of a shared
-    // catalog that holds the peer's lease (always this one when alone).
     let lease_term = config.replication_lease();
+    // Nodes sharing a bucket show they are alive with a lease, and judge
+    // what the ones that died left unsettled.
     let adopter = archive.is_in_shared_bucket().then(|| {
         let _alive = haneul_core::lease::keep(
             Arc::clone(&archive),
@@ -230,6 +230,8 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         );
         tokio::spawn(adopt_dead_nodes_forever(Arc::clone(&archive), lease_term, stop.clone()))
     });
+    // Shipping to a peer, and verifying it, run on the one node of a shared
+    // catalog that holds the peer's lease (always this one when alone).
     let leases: std::collections::HashMap<String, _> = peers
         .iter()
         .map(|(peer, _)| {

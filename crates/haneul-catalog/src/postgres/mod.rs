@@ -285,7 +285,26 @@ impl Engine for PostgresEngine {
     }
 }
 
+/// An archive's rows: a restore goes only into a database without them.
+const ARCHIVE_ROWS: &str =
+    "SELECT (SELECT count(*) FROM instances) + (SELECT count(*) FROM events) + (SELECT count(*) FROM users)";
+
+fn refuse_if_archive(db: &mut dyn Db) -> Result<()> {
+    if db.query_one(ARCHIVE_ROWS, &[], |row| row.int(0))? > 0 {
+        return Err(CatalogError::PostgresSetup(
+            "the database already holds an archive; a restore goes into an empty one".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl PostgresCatalog {
+    /// Refuse (as [`load_snapshot`](Self::load_snapshot) would) a database
+    /// that already holds an archive: instances, journal events or users.
+    pub fn check_empty(&self) -> Result<()> {
+        self.engine.read(refuse_if_archive)
+    }
+
     /// Fill this catalog, which must hold no archive yet (no instance, no
     /// journal event, no user), with every row of the SQLite catalog
     /// snapshot at `path`: a restore. One transaction, so a failure leaves
@@ -295,19 +314,11 @@ impl PostgresCatalog {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let source = rusqlite::Connection::open_with_flags(path, flags)?;
         self.engine.write(|tx| {
-            let held = tx.query_one(
-                "SELECT (SELECT count(*) FROM instances) + (SELECT count(*) FROM events) + (SELECT count(*) FROM users)",
-                &[],
-                |row| row.int(0),
-            )?;
-            if held > 0 {
-                return Err(CatalogError::PostgresSetup(
-                    "the database already holds an archive; a restore goes into an empty one".into(),
-                ));
-            }
+            refuse_if_archive(tx)?;
             tx.execute("DELETE FROM settings", &[])?;
             copy_tables(&mut SqliteDb(&source), tx)?;
-            for (key, value) in [("schema_version", SCHEMA_VERSION), ("schema_compatible_from", schema::COMPATIBLE_FROM)]
+            for (key, value) in
+                [("schema_version", SCHEMA_VERSION), ("schema_compatible_from", schema::COMPATIBLE_FROM)]
             {
                 let value = value.to_string();
                 tx.execute(
