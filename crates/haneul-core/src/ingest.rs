@@ -310,16 +310,38 @@ impl Archive {
         let content_digest = writer.content_digest().map(|digest| digest.0);
         let blob = BlobInfo { path: writer.rel_path().to_string(), size: writer.size(), digest: writer.digest().0 };
         let blob_path = blob.path.clone();
-        let blob_size = blob.size;
         // Opened before the blob is finished: a bucket store deletes the
         // local file once it is uploaded.
         let received = match whole_in_memory {
             true => None,
             false => Some(open_received(&writer)?),
         };
-        // The fsync (or upload) starts at once, so parsing, validation, the
-        // duplicate check and the catalog commit all overlap the wait for it.
-        let fsync = spawn_finish(writer, Arc::clone(self.metrics()));
+        // The row may be committed before the fsync has finished: it is then
+        // recorded as "unsettled" and settled once the fsync is done, and
+        // start-up recovery re-checks unsettled blobs, so a crash in between
+        // cannot leave an entry without its bytes. Replacing an instance
+        // moves its old row aside, which cannot be undone that way, so that
+        // policy waits for durability before committing.
+        // A replication peer's instance may become a conflicting version,
+        // which is recorded only once durable, like a replacement.
+        let from_peer = self.config().replication_peers.contains(&origin.actor);
+        let duplicate_policy = from_peer.then_some(DuplicatePolicy::KeepBoth);
+        let overlap = self.config().duplicate_policy != DuplicatePolicy::Replace && !from_peer;
+        // A small new instance needs no wait for its file's fsync at all: its
+        // bytes ride in the catalog commit (one disk flush for both) and stay
+        // there until the file, made durable later with others, is settled;
+        // recovery rewrites the file from them.
+        let write_ahead = overlap
+            && whole_in_memory
+            && self.blobs().fsyncs_locally()
+            && blob.size <= self.config().write_ahead_max_bytes
+            && self.settler().has_room();
+        // Otherwise the fsync (or upload) starts at once, so parsing,
+        // validation, the duplicate check and the catalog commit all overlap the wait for it.
+        let finishing = match write_ahead {
+            true => Finishing::Deferred(Box::new(writer)),
+            false => Finishing::Started(spawn_finish(writer, Arc::clone(self.metrics()))),
+        };
 
         let prepared = match received {
             None => read_header_from_memory(&buffer),
@@ -331,7 +353,7 @@ impl Archive {
             Err(error) => {
                 self.metrics().ingest_rejected.inc();
                 self.journal_rejection(&origin, &error);
-                self.abandon(fsync, &blob_path);
+                self.abandon(finishing, &blob_path);
                 return Err(error);
             }
         };
@@ -351,24 +373,6 @@ impl Archive {
         }
         let report_base = prepared.report(&blob);
         let sop_instance_uid = prepared.sop_instance_uid.clone();
-        // The row may be committed before the fsync has finished: it is then
-        // recorded as "unsettled" and settled once the fsync is done, and
-        // start-up recovery re-checks unsettled blobs, so a crash in between
-        // cannot leave an entry without its bytes. Replacing an instance
-        // moves its old row aside, which cannot be undone that way, so that
-        // policy waits for durability before committing.
-        // A replication peer's instance may become a conflicting version,
-        // which is recorded only once durable, like a replacement.
-        let from_peer = self.config().replication_peers.contains(&origin.actor);
-        let duplicate_policy = from_peer.then_some(DuplicatePolicy::KeepBoth);
-        let overlap = self.config().duplicate_policy != DuplicatePolicy::Replace && !from_peer;
-        // A small new instance needs no wait for its file's fsync at all: its
-        // bytes ride in the catalog commit (one disk flush for both) and stay
-        // there until the file is settled; recovery rewrites the file from them.
-        let write_ahead = overlap
-            && whole_in_memory
-            && self.blobs().fsyncs_locally()
-            && blob.size <= self.config().write_ahead_max_bytes;
         let commit = |item: NewInstance| {
             let commit_started = Instant::now();
             let outcome = self.committer().commit_blocking(item);
@@ -376,24 +380,23 @@ impl Archive {
             outcome
         };
         let (written, outcome) = if overlap {
-            let kept_blob = write_ahead.then(|| blob.clone());
-            let mut item = prepared.into_new_instance(blob, content_digest, origin.clone(), false, duplicate_policy);
-            if write_ahead {
-                item.instance.write_ahead = Some(std::mem::take(&mut buffer));
-            }
-            let outcome = commit(item);
-            if let (Some(blob), Ok(outcome)) = (kept_blob, &outcome) {
-                if outcome.keeps_new_blob() {
-                    self.metrics().ingest_write_ahead.inc();
-                    self.settle_in_background(fsync, blob, sop_instance_uid.clone());
-                    self.record_outcome(outcome, blob_size, &sop_instance_uid, &origin)?;
+            let mut item =
+                prepared.into_new_instance(blob.clone(), content_digest, origin.clone(), false, duplicate_policy);
+            match finishing {
+                Finishing::Deferred(writer) => {
+                    item.instance.write_ahead = Some(std::mem::take(&mut buffer));
+                    let outcome = commit(item);
+                    let report = self.after_write_ahead_commit(*writer, blob, &sop_instance_uid, outcome, &origin)?;
                     self.metrics().ingest_seconds.observe(started.elapsed());
-                    return Ok(IngestReport { outcome: outcome.clone(), ..report_base });
+                    return Ok(IngestReport { outcome: report, ..report_base });
+                }
+                Finishing::Started(fsync) => {
+                    let outcome = commit(item);
+                    (wait_for(fsync), outcome)
                 }
             }
-            (wait_for(fsync), outcome)
         } else {
-            let written = wait_for(fsync);
+            let written = finishing.wait();
             let outcome = match &written {
                 Ok(_) => {
                     commit(prepared.into_new_instance(blob, content_digest, origin.clone(), true, duplicate_policy))
@@ -520,28 +523,38 @@ impl Archive {
         Ok(())
     }
 
-    /// Settle a blob acknowledged with its bytes in the catalog once its
-    /// fsync has finished. A failed fsync leaves it unsettled and writes the
-    /// file again from those bytes; should that fail too, start-up recovery
-    /// tries once more.
-    fn settle_in_background(self: &Arc<Self>, fsync: FsyncReceiver, blob: BlobInfo, sop_instance_uid: String) {
-        let archive = Arc::clone(self);
-        tokio::runtime::Handle::current().spawn_blocking(move || {
-            let error = match wait_for(fsync) {
-                Ok(written) => {
-                    archive.committer().settle(written.rel_path.clone());
-                    drop(written.guard);
-                    return;
-                }
-                Err(error) => error,
-            };
-            tracing::error!(%error, path = %blob.path, %sop_instance_uid, "fsync of an acknowledged instance's file failed; writing it again from the bytes committed with it");
-            match crate::recovery::restore_from_write_ahead(archive.blobs(), archive.catalog().as_ref(), &blob, &sop_instance_uid) {
-                Ok(true) => archive.committer().settle(blob.path),
-                Ok(false) => tracing::error!(path = %blob.path, "no bytes to write the file again from; start-up recovery will check it"),
-                Err(error) => tracing::error!(%error, path = %blob.path, "writing the file again failed; start-up recovery will retry"),
+    /// Finish a write-ahead store once its catalog commit is done: a kept
+    /// instance is acknowledged now and its file queued to be made durable
+    /// with others; a duplicate's file is dropped, as on the ordinary path.
+    fn after_write_ahead_commit(
+        self: &Arc<Self>,
+        writer: BlobWriter,
+        blob: BlobInfo,
+        sop_instance_uid: &str,
+        outcome: Result<CommitOutcome, String>,
+        origin: &Origin,
+    ) -> Result<CommitOutcome, IngestError> {
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(message) => {
+                // Dropping the writer deletes its file.
+                drop(writer);
+                return Err(IngestError::Archive(ArchiveError::Catalog(haneul_catalog::CatalogError::Busy(message))));
             }
-        });
+        };
+        let size = blob.size;
+        if outcome.keeps_new_blob() {
+            self.metrics().ingest_write_ahead.inc();
+            let sop_instance_uid = sop_instance_uid.to_string();
+            self.settle_later(crate::settler::Unsettled { writer, blob, sop_instance_uid });
+        } else {
+            drop(writer);
+            if matches!(outcome, CommitOutcome::AlreadyStored | CommitOutcome::DuplicateIgnored) {
+                self.wait_until_first_copy_durable(sop_instance_uid)?;
+            }
+        }
+        self.record_outcome(&outcome, size, sop_instance_uid, origin)?;
+        Ok(outcome)
     }
 
     /// Apply the sender's coercion rules before anything is parsed. An
@@ -648,9 +661,15 @@ impl Archive {
     }
 
     /// Drop a blob whose fsync was started: wait for it to let go of the file, then delete.
-    fn abandon(&self, fsync: FsyncReceiver, path: &str) {
-        let _ = wait_for(fsync);
-        self.discard_blob(path);
+    fn abandon(&self, finishing: Finishing, path: &str) {
+        match finishing {
+            Finishing::Started(fsync) => {
+                let _ = wait_for(fsync);
+                self.discard_blob(path);
+            }
+            // Dropping the writer deletes its file.
+            Finishing::Deferred(writer) => drop(writer),
+        }
     }
 
     fn discard_blob(&self, path: &str) {
@@ -712,6 +731,23 @@ fn dicom_now() -> String {
 }
 
 type FsyncReceiver = std::sync::mpsc::Receiver<Result<WrittenBlob, IngestError>>;
+
+/// How a received blob is being made durable.
+enum Finishing {
+    /// Its fsync (or upload) runs on another thread.
+    Started(FsyncReceiver),
+    /// Not yet: a write-ahead instance's file, made durable with others after its commit.
+    Deferred(Box<BlobWriter>),
+}
+
+impl Finishing {
+    fn wait(self) -> Result<WrittenBlob, IngestError> {
+        match self {
+            Finishing::Started(fsync) => wait_for(fsync),
+            Finishing::Deferred(writer) => writer.finish().map_err(IngestError::from),
+        }
+    }
+}
 
 /// Make a blob durable on another blocking thread; the receiver yields the result.
 fn spawn_finish(writer: BlobWriter, metrics: Arc<Metrics>) -> FsyncReceiver {

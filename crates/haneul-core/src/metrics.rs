@@ -103,6 +103,8 @@ pub struct Metrics {
     pub ingest_prepare_seconds: Histogram,
     /// Making an instance file durable (fdatasync).
     pub blob_fsync_seconds: Histogram,
+    /// Making a batch of write-ahead instances' files durable together.
+    pub blob_settle_batch_seconds: Histogram,
     /// Waiting for the group commit that records an instance.
     pub catalog_commit_seconds: Histogram,
     /// From the last received byte to a durable, catalogued instance.
@@ -153,13 +155,18 @@ impl Metrics {
             "# HELP haneul_active_associations DICOM associations open now\n# TYPE haneul_active_associations gauge\nhaneul_active_associations {}",
             self.active_associations.get()
         );
-        let histograms: [(&str, &str, &Histogram); 4] = [
+        let histograms: [(&str, &str, &Histogram); 5] = [
             (
                 "haneul_ingest_prepare_seconds",
                 "Writing, parsing and validating a received instance",
                 &self.ingest_prepare_seconds,
             ),
             ("haneul_blob_fsync_seconds", "Making an instance file durable", &self.blob_fsync_seconds),
+            (
+                "haneul_blob_settle_batch_seconds",
+                "Making a batch of files acknowledged with their bytes in the catalog durable together",
+                &self.blob_settle_batch_seconds,
+            ),
             (
                 "haneul_catalog_commit_seconds",
                 "Waiting for the group commit recording an instance",

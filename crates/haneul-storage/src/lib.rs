@@ -706,6 +706,32 @@ mod tests {
     }
 
     #[test]
+    fn blobs_finished_together_are_each_complete_and_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(dir.path(), true).expect("open");
+        let contents: Vec<Vec<u8>> = (0..5u8).map(|n| vec![n; 1000 + usize::from(n) * 4096]).collect();
+        let mut writers = Vec::new();
+        for content in &contents {
+            let mut writer = store.create().expect("create");
+            writer.write_all(content).expect("write");
+            writers.push(writer);
+        }
+        let paths: Vec<String> = writers.iter().map(|writer| writer.rel_path().to_string()).collect();
+        assert!(store.has_inflight());
+        let results = BlobWriter::finish_together(writers);
+        assert_eq!(results.len(), contents.len());
+        for ((result, content), path) in results.into_iter().zip(&contents).zip(&paths) {
+            let blob = result.expect("finished");
+            assert_eq!(&blob.rel_path, path, "results come in the order of the writers");
+            assert_eq!(blob.size, content.len() as u64);
+            assert_eq!(blob.digest.0, *blake3::hash(content).as_bytes());
+            assert_eq!(store.digest_of(path).expect("re-read"), (blob.size, blob.digest));
+        }
+        assert!(!store.has_inflight(), "the guards went with the results");
+        assert!(BlobWriter::finish_together(Vec::new()).is_empty());
+    }
+
+    #[test]
     fn paths_outside_the_store_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = BlobStore::open(dir.path(), false).expect("open");

@@ -66,8 +66,8 @@ pub struct StorageConfig {
     /// The bucket, with backend = "s3".
     pub s3: Option<S3Config>,
     /// Instances up to this many bytes (on local disk) are acknowledged once
-    /// the catalog commit carrying a copy of their bytes is durable, before
-    /// their own file's fsync; 0: every store waits for its file's fsync.
+    /// the catalog commit carrying a copy of their bytes is durable, their
+    /// files made durable later in batches; 0: every store waits for its file's fsync.
     pub write_ahead_max_bytes: u64,
 }
 
@@ -661,11 +661,11 @@ impl Default for LogConfig {
     }
 }
 
-/// A site name: empty, or up to 64 printable characters without a comma.
 /// Largest `storage.write_ahead_max_bytes`: below the size at which an
 /// instance is no longer received whole in memory.
 const MAX_WRITE_AHEAD_BYTES: u64 = 1024 * 1024;
 
+/// A site name: empty, or up to 64 printable characters without a comma.
 fn check_site(key: &str, site: &str) -> anyhow::Result<()> {
     haneul_core::aes::check_site(site).map_err(|error| anyhow::anyhow!("{key}: {error}"))
 }
