@@ -121,7 +121,12 @@ for round in $(seq 1 "$ROUNDS"); do
     [[ -n "${WITHOUT_WRITE_AHEAD:-}" ]] && start_haneul_without_write_ahead "$WORK/haneul-wa-$round"
     for entry in "${SCENARIOS[@]}"; do
         scenario=${entry%%|*}; args=${entry#*|}
-        # Alternate who goes first, so neither always runs on a warmer machine.
+        # Alternate who goes first, so neither always runs on a warmer machine
+        # (the disk still writing back what the previous sender stored).
+        # The variant without write-ahead goes last, then first.
+        if [[ -n "${WITHOUT_WRITE_AHEAD:-}" ]] && ! (( round % 2 )); then
+            run_store haneul-no-write-ahead $WA_PORT HANEUL "$scenario" $args
+        fi
         if (( round % 2 )); then
             run_store orthanc $ORTHANC_PORT ORTHANC "$scenario" $args
             run_store haneul $HANEUL_PORT HANEUL "$scenario" $args
@@ -129,7 +134,7 @@ for round in $(seq 1 "$ROUNDS"); do
             run_store haneul $HANEUL_PORT HANEUL "$scenario" $args
             run_store orthanc $ORTHANC_PORT ORTHANC "$scenario" $args
         fi
-        if [[ -n "${WITHOUT_WRITE_AHEAD:-}" ]]; then
+        if [[ -n "${WITHOUT_WRITE_AHEAD:-}" ]] && (( round % 2 )); then
             run_store haneul-no-write-ahead $WA_PORT HANEUL "$scenario" $args
         fi
     done
