@@ -25,6 +25,8 @@ pub enum Action {
     View,
     Store,
     Delete,
+    /// Attributes of a patient or study corrected.
+    Correct,
     Export,
     Login,
     Logout,
@@ -41,6 +43,7 @@ impl Action {
             Action::View => "view",
             Action::Store => "store",
             Action::Delete => "delete",
+            Action::Correct => "correct",
             Action::Export => "export",
             Action::Login => "login",
             Action::Logout => "logout",

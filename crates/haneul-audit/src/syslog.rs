@@ -142,6 +142,7 @@ fn event_codes(action: Action) -> (Code, char, Option<Code>) {
         Action::View => (("110103", DCM, "DICOM Instances Accessed"), 'R', None),
         Action::Store => (("110104", DCM, "DICOM Instances Transferred"), 'C', None),
         Action::Delete => (("110105", DCM, "DICOM Study Deleted"), 'D', None),
+        Action::Correct => (("110110", DCM, "Patient Record"), 'U', None),
         Action::Export => (("110106", DCM, "Export"), 'R', None),
         Action::Login | Action::LoginFailed => {
             (("110114", DCM, "User Authentication"), 'E', Some(("110122", DCM, "Login")))

@@ -131,6 +131,20 @@ pub trait Catalog: Send + Sync {
     /// Instance UID), oldest first, with the current version's digest.
     fn conflicts(&self, sop_uid: Option<&str>) -> Result<Vec<ConflictRecord>>;
 
+    /// Record correction registers (see [`CorrectionRecord`]): each replaces
+    /// the held register of its level, key and attribute only if it
+    /// supersedes it, and its value goes into the patient or study row at
+    /// once (or when that row is created). `event` is journaled with the
+    /// registers that were recorded, if any; those are returned.
+    fn correct(&self, records: &[CorrectionRecord], event: &Event) -> Result<Vec<CorrectionRecord>>;
+
+    /// The registers that apply to a study: its patient's and its own.
+    fn study_corrections(&self, study_uid: &str) -> Result<StudyCorrections>;
+
+    /// The latest clock of any register (0 without any): a restarted node's
+    /// clock starts above it.
+    fn latest_correction_clock(&self) -> Result<i64>;
+
     /// Journal events with a sequence number above `after`.
     fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>>;
 

@@ -200,6 +200,9 @@ pub struct StoredInstance {
     /// still be running and no copy of them was committed with the entry
     /// (see [`InstanceFacts::blob_durable`] and [`InstanceFacts::write_ahead`]).
     pub settled: bool,
+    /// Whether corrections apply to its study or patient ([`CorrectionRecord`]):
+    /// a retrieved copy then carries the corrected values.
+    pub corrected: bool,
 }
 
 /// A version of an instance kept beside the current one because a
@@ -314,4 +317,87 @@ pub enum VersionScope<'a> {
     All,
     Study(&'a str),
     Instance(&'a str),
+}
+
+/// Which record a correction register belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CorrectionLevel {
+    /// Keyed by the patient's identity (Patient ID and issuer, see [`patient_identity`]).
+    Patient,
+    /// Keyed by the Study Instance UID.
+    Study,
+}
+
+impl CorrectionLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CorrectionLevel::Patient => "PATIENT",
+            CorrectionLevel::Study => "STUDY",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CorrectionLevel> {
+        match text {
+            "PATIENT" => Some(CorrectionLevel::Patient),
+            "STUDY" => Some(CorrectionLevel::Study),
+            _ => None,
+        }
+    }
+}
+
+/// The corrected value of one attribute of one patient or study: a
+/// last-writer-wins register ordered by hybrid logical clock, so that every
+/// node holding the same registers holds the same values, whatever order
+/// they arrived in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrectionRecord {
+    pub level: CorrectionLevel,
+    pub key: String,
+    /// `(group << 16) | element`.
+    pub tag: u32,
+    pub vr: String,
+    /// The new value as text (several values joined by `\`); empty removes the value.
+    pub value: String,
+    /// Hybrid logical clock: milliseconds since the epoch << 16 | a counter.
+    pub hlc: i64,
+    /// The node that made the correction (its AE title): breaks ties between equal clocks.
+    pub origin: String,
+    pub reason: String,
+}
+
+impl CorrectionRecord {
+    /// Whether this register replaces `other`: a later clock, or the same
+    /// clock from a greater origin. The same correction does not replace itself.
+    pub fn supersedes(&self, other: &CorrectionRecord) -> bool {
+        (self.hlc, &self.origin, &self.value) > (other.hlc, &other.origin, &other.value)
+    }
+
+    /// Wall-clock milliseconds of the clock.
+    pub fn at_ms(&self) -> i64 {
+        self.hlc >> 16
+    }
+}
+
+/// The registers that apply to a study: its own and its patient's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StudyCorrections {
+    /// The identity of the study's patient; `None` when the study is not held here.
+    pub patient_identity: Option<String>,
+    pub registers: Vec<CorrectionRecord>,
+}
+
+/// The key of a patient in the catalog: Patient ID with its issuer, or,
+/// without a Patient ID, the demographics.
+pub fn patient_identity(patient: &PatientFacts) -> String {
+    if !patient.patient_id.is_empty() {
+        return format!("{}\\{}", patient.patient_id, patient.issuer);
+    }
+    // Without a Patient ID, only identical demographics are the same patient.
+    format!(
+        "\\{}\\{}\\{}",
+        patient.issuer,
+        haneul_dicom::matching::normalize_person_name(&patient.name),
+        patient.birth_date
+    )
 }

@@ -473,3 +473,68 @@ fn a_version_7_catalog_gains_the_write_ahead_column() {
     commit(catalog, std::slice::from_ref(&item), DuplicatePolicy::KeepFirst);
     assert_eq!(catalog.write_ahead(&item.instance.blob.path).expect("read"), Some(b"bytes".to_vec()));
 }
+
+fn register(
+    level: CorrectionLevel,
+    key: &str,
+    tag: haneul_dicom::Tag,
+    vr: &str,
+    value: &str,
+    hlc: i64,
+    origin: &str,
+) -> CorrectionRecord {
+    CorrectionRecord {
+        level,
+        key: key.into(),
+        tag: haneul_dicom::model::tag_to_u32(tag),
+        vr: vr.into(),
+        value: value.into(),
+        hlc,
+        origin: origin.into(),
+        reason: "typo".into(),
+    }
+}
+
+on_every_engine! {
+    /// Registers: the latest clock wins in any order of arrival, the values
+    /// reach queries at once, and registers of a study not yet held apply
+    /// when it is stored.
+    fn corrections_converge_and_reach_queries(catalog) {
+        let items = [instance(&spec("P1", "Hong^Gildong", "1.1", "1.1.1", "CT", "1.1.1.1"), 1)];
+        commit(catalog, &items, DuplicatePolicy::KeepFirst);
+        let by_name = |name: &str| query("PATIENT", &[(tags::PATIENT_NAME, VR::PN, name)]);
+        let corrected = |catalog: &dyn Catalog| catalog.instances_by_sop_uid(&["1.1.1.1".into()]).expect("reads")[0].corrected;
+        assert!(!corrected(catalog));
+        let identity = catalog.study_corrections("1.1").expect("reads").patient_identity.expect("held");
+        assert_eq!(identity, "P1\\");
+        let name = |value: &str, hlc: i64, origin: &str| {
+            register(CorrectionLevel::Patient, &identity, tags::PATIENT_NAME, "PN", value, hlc, origin)
+        };
+        let event = Event::new("attributes-corrected", &Origin::default());
+        // Two sites corrected the same name at once: B's clock ties A's and B's origin is greater.
+        let applied = catalog.correct(&[name("Kim^Minsu", 20 << 16, "SITEA")], &event).expect("correct");
+        assert_eq!(applied.len(), 1);
+        assert_eq!(catalog.correct(&[name("Lee^Jiwoo", 20 << 16, "SITEB")], &event).expect("correct").len(), 1);
+        // Older, and the same again: neither changes anything nor is journaled.
+        assert!(catalog.correct(&[name("Park^Old", 10 << 16, "SITEZ")], &event).expect("correct").is_empty());
+        assert!(catalog.correct(&[name("Lee^Jiwoo", 20 << 16, "SITEB")], &event).expect("correct").is_empty());
+        assert!(catalog.correct(&[name("Kim^Minsu", 20 << 16, "SITEA")], &event).expect("correct").is_empty());
+        assert_eq!(find(catalog, &by_name("Lee*")).len(), 1, "the winning value is matched");
+        assert!(find(catalog, &by_name("Hong*")).is_empty() && find(catalog, &by_name("Kim*")).is_empty());
+        assert!(corrected(catalog));
+        let journaled: Vec<_> = catalog.events_after(0, 100).expect("events").into_iter().filter(|e| e.kind == "attributes-corrected").collect();
+        assert_eq!(journaled.len(), 2);
+        assert_eq!(journaled[1].detail["corrections"][0]["value"], "Lee^Jiwoo");
+        // A study-level register for a study that arrives later.
+        let description = register(CorrectionLevel::Study, "1.2", tags::STUDY_DESCRIPTION, "LO", "CT CHEST", 30 << 16, "SITEA");
+        catalog.correct(std::slice::from_ref(&description), &event).expect("correct");
+        commit(catalog, &[instance(&spec("P1", "Hong^Gildong", "1.2", "1.2.1", "CT", "1.2.1.1"), 2)], DuplicatePolicy::KeepFirst);
+        let study = find(catalog, &query("STUDY", &[(tags::STUDY_INSTANCE_UID, VR::UI, "1.2"), (tags::STUDY_DESCRIPTION, VR::LO, "CT*")]));
+        assert_eq!(study.len(), 1);
+        assert_eq!(study[0].string(tags::STUDY_DESCRIPTION), Some("CT CHEST"));
+        assert_eq!(study[0].string(tags::PATIENT_NAME), Some("Lee^Jiwoo"));
+        let held = catalog.study_corrections("1.2").expect("reads");
+        assert_eq!(held.registers.len(), 2);
+        assert_eq!(catalog.latest_correction_clock().expect("reads"), 30 << 16);
+    }
+}

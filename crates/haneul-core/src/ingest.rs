@@ -174,7 +174,7 @@ fn hash_content_of_part10(writer: &mut BlobWriter, format: &IngestFormat, first_
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -369,6 +369,8 @@ impl Archive {
                 blob: blob.clone(),
                 dataset_offset: prepared.dataset_offset,
                 settled: false,
+                // Peers get the instance as stored; corrections travel as registers.
+                corrected: false,
             });
         }
         let report_base = prepared.report(&blob);

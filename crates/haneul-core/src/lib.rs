@@ -26,6 +26,7 @@ mod access;
 pub mod aes;
 mod audit_access;
 mod committer;
+pub mod corrections;
 pub mod digest_tree;
 mod ingest;
 pub mod lease;
@@ -42,8 +43,9 @@ pub use audit_access::{add_view as audit_add_view, query_keys};
 pub use haneul_audit as audit;
 pub use haneul_catalog::PostgresOptions;
 pub use haneul_catalog::{
-    CommitOutcome, ConflictRecord, Discrepancy, DuplicatePolicy, Event, HeldVersion, MigrationCounts, MigrationState,
-    MigrationStudy, MigrationUpdate, Origin, PlannedStudy, Statistics, StoredEvent, StoredInstance,
+    CommitOutcome, ConflictRecord, CorrectionLevel, CorrectionRecord, Discrepancy, DuplicatePolicy, Event, HeldVersion,
+    MigrationCounts, MigrationState, MigrationStudy, MigrationUpdate, Origin, PlannedStudy, Statistics, StoredEvent,
+    StoredInstance, StudyCorrections,
 };
 /// BLAKE3 of a file as the catalog records a blob's, to compare a source file with the copy held.
 pub use haneul_storage::{digest_file, valid_node_name, BlobBackend, BlobConfig, S3Options};
@@ -79,6 +81,9 @@ pub struct ArchiveConfig {
     pub audit: bool,
     /// Site of new studies whose sender names none ("": no site).
     pub default_site: String,
+    /// This node's AE title: the origin of the corrections made here (see
+    /// [`corrections`]), as replication peers know it.
+    pub ae_title: String,
     /// AE titles of the replication peers: what they send never replaces or
     /// drops a version held here (see [`DuplicatePolicy::KeepBoth`]).
     pub replication_peers: Vec<String>,
@@ -138,6 +143,7 @@ impl ArchiveConfig {
             max_commit_batch: 256,
             audit: true,
             default_site: String::new(),
+            ae_title: "HANEUL".into(),
             replication_peers: Vec::new(),
             coercions: HashMap::new(),
             catalog: CatalogLocation::Embedded,
@@ -206,6 +212,8 @@ pub struct Archive {
     replication: replication::ReplicationStatus,
     sync_replicas: std::sync::RwLock<Vec<Arc<dyn replication::SyncReplica>>>,
     migrations: std::sync::RwLock<Option<Arc<dyn migration::MigrationControl>>>,
+    /// The hybrid logical clock of corrections.
+    clock: corrections::Clock,
     _lock: File,
 }
 
@@ -257,6 +265,7 @@ impl Archive {
             replication: replication::ReplicationStatus::default(),
             sync_replicas: std::sync::RwLock::default(),
             migrations: std::sync::RwLock::default(),
+            clock: corrections::Clock::default(),
             _lock: lock,
         }))
     }

@@ -94,6 +94,12 @@ pub struct Metrics {
     pub committed_instances: Counter,
     pub queries: Counter,
     pub instances_sent: Counter,
+    /// Correction registers recorded (made here or received from peers).
+    pub corrections: Counter,
+    /// Retrieved instances sent with corrected values.
+    pub corrected_deliveries: Counter,
+    /// Retrieved instances sent as stored because their corrections could not be applied.
+    pub corrections_not_applied: Counter,
     pub associations: Counter,
     pub associations_rejected: Counter,
     /// Requests refused because the requester's role lacks the permission.
@@ -114,7 +120,7 @@ pub struct Metrics {
 impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
-        let counters: [(&str, &str, &Counter); 14] = [
+        let counters: [(&str, &str, &Counter); 17] = [
             ("haneul_instances_stored_total", "Instances newly stored", &self.instances_stored),
             ("haneul_bytes_stored_total", "Bytes of newly stored instances", &self.bytes_stored),
             ("haneul_duplicates_total", "Instances received again (identical or not)", &self.duplicates),
@@ -138,6 +144,17 @@ impl Metrics {
             ("haneul_committed_instances_total", "Instances recorded by group commits", &self.committed_instances),
             ("haneul_queries_total", "Queries run", &self.queries),
             ("haneul_instances_sent_total", "Instances sent by retrieves", &self.instances_sent),
+            ("haneul_corrections_total", "Attribute corrections recorded (here or from peers)", &self.corrections),
+            (
+                "haneul_corrected_deliveries_total",
+                "Retrieved instances sent with their corrected values",
+                &self.corrected_deliveries,
+            ),
+            (
+                "haneul_corrections_not_applied_total",
+                "Retrieved instances sent as stored because their corrections could not be written in them",
+                &self.corrections_not_applied,
+            ),
             ("haneul_associations_total", "DICOM associations accepted", &self.associations),
             ("haneul_associations_rejected_total", "DICOM associations rejected", &self.associations_rejected),
             (

@@ -24,7 +24,7 @@
 //! again, so its bytes differ from the input even when nothing changed
 //! (`changed` is then false and callers keep the input).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{self, BufReader, BufWriter, Cursor, Read, Write};
 
 use dicom_core::{Tag, VR};
@@ -33,7 +33,7 @@ use haneul_charset::{SpecificCharacterSet, TextKind};
 use crate::dict;
 use crate::meta::{read_layout, FileLayout};
 use crate::model::{Dataset, Element};
-use crate::read::{decode_header, has_long_length, inflate_limited, is_pixel_data, ReadError};
+use crate::read::{decode_header, has_long_length, inflate_limited, is_pixel_data, is_text_vr, ReadError};
 use crate::tags;
 use crate::transcode::transcode;
 use crate::ts::{self, TransferSyntax};
@@ -56,7 +56,9 @@ const ITEM: Tag = Tag(0xFFFE, 0xE000);
 const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
 const SEQUENCE_END: Tag = Tag(0xFFFE, 0xE0DD);
 /// Reason for the Attribute Modification (0400,0565) of coerced values.
-const REASON: &str = "COERCE";
+pub const REASON_COERCE: &str = "COERCE";
+/// The reason for corrections made by a person (PS3.3 C.12.1.1.9.2).
+pub const REASON_CORRECT: &str = "CORRECT";
 
 /// What to change in instances received from one source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,6 +77,11 @@ pub struct CoercionRules {
     pub character_set_from: Option<String>,
     /// Remove every private element (odd group) at the top level of the data set.
     pub remove_private_tags: bool,
+    /// Top-level text attributes set to these values (decoded text, written in the data set's character set),
+    /// replacing or inserting them. Not for the attributes the other rules change.
+    pub set: BTreeMap<Tag, (VR, String)>,
+    /// Reason for the Attribute Modification (0400,0565): [`REASON_COERCE`] when empty.
+    pub reason: String,
     /// Modifying System (0400,0563) and Source of Previous Values (0400,0564) for the Original Attributes item.
     pub modifying_system: String,
     pub source_of_previous_values: String,
@@ -88,6 +95,7 @@ impl CoercionRules {
             && self.patient_id_map.iter().all(|(old, new)| old == new)
             && self.character_set.is_none()
             && !self.remove_private_tags
+            && self.set.is_empty()
     }
 
     /// Check that every value can be written where it goes (run by [`coerce_part10`]; for configuration checks).
@@ -119,6 +127,21 @@ impl CoercionRules {
             let Some(value) = value else { continue };
             if !value.is_ascii() || value.chars().any(char::is_control) {
                 return Err(CoerceError::InvalidRule(format!("{what} {value:?} is not plain ASCII")));
+            }
+        }
+        for (tag, (vr, value)) in &self.set {
+            let taken = [tags::SPECIFIC_CHARACTER_SET, tags::PATIENT_ID, tags::ISSUER_OF_PATIENT_ID];
+            // Everything set comes before the Original Attributes Sequence (0400,0561), which is then final.
+            let placeable = tag.group() > 0x0002 && tag.group() < 0x0400 && tag.group() % 2 == 0 && tag.element() != 0;
+            if taken.contains(tag) || !placeable {
+                return Err(CoerceError::InvalidRule(format!("{tag} cannot be set by a rule")));
+            }
+            if !is_text_vr(*vr) {
+                return Err(CoerceError::InvalidRule(format!("{tag} has VR {vr:?}, not a text VR")));
+            }
+            let multi_line = matches!(vr, VR::LT | VR::ST | VR::UT);
+            if value.chars().any(|c| c.is_control() && !(multi_line && matches!(c, '\r' | '\n' | '\t'))) {
+                return Err(CoerceError::InvalidRule(format!("the value for {tag} contains a control character")));
             }
         }
         if let Some(value) = &self.character_set {
@@ -222,6 +245,8 @@ pub fn coerce_part10(
         patient_id_done: false,
         issuer_done: false,
         patient_changed: false,
+        set_pending: rules.set.keys().copied().collect(),
+        set_changed_groups: BTreeSet::new(),
         oas: Oas::NotReached,
         originals: Vec::new(),
         originals_size: 0,
@@ -400,6 +425,10 @@ struct Coercer<'a, R, W> {
     issuer_done: bool,
     /// Patient ID or Issuer of Patient ID changed (group 0010).
     patient_changed: bool,
+    /// Attributes of `rules.set` not reached yet, in tag order.
+    set_pending: VecDeque<Tag>,
+    /// Groups in which an attribute of `rules.set` changed.
+    set_changed_groups: BTreeSet<u16>,
     oas: Oas,
     /// Raw elements (header and value) as they were, sorted by tag.
     originals: Vec<(Tag, Vec<u8>)>,
@@ -468,6 +497,9 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
         if tag == tags::ISSUER_OF_PATIENT_ID && rules.issuer_of_patient_id.is_some() {
             return self.issuer_element(header);
         }
+        if rules.set.contains_key(&tag) {
+            return self.set_element(header);
+        }
         if tag == tags::ORIGINAL_ATTRIBUTES_SEQUENCE {
             return self.original_attributes_element(header);
         }
@@ -506,6 +538,20 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
                 let bytes = self.encode(tags::ISSUER_OF_PATIENT_ID, issuer)?;
                 self.replace(tags::ISSUER_OF_PATIENT_ID, VR::LO, None, &bytes)?;
                 self.patient_changed = true;
+            }
+        }
+        while let Some(&next) = self.set_pending.front() {
+            if next >= tag {
+                break;
+            }
+            self.set_pending.pop_front();
+            let rules = self.rules;
+            let Some((vr, value)) = rules.set.get(&next) else { continue };
+            // An absent attribute and an empty one mean the same.
+            if !value.is_empty() {
+                let bytes = self.encode_as(next, *vr, value)?;
+                self.replace(next, *vr, None, &bytes)?;
+                self.set_changed_groups.insert(next.group());
             }
         }
         for piece in &mut self.queue {
@@ -617,6 +663,26 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
         Ok(())
     }
 
+    /// An attribute `rules.set` gives a value: kept if it has that value already, else replaced.
+    fn set_element(&mut self, header: Header) -> CoerceResult<()> {
+        if self.set_pending.front() != Some(&header.tag) {
+            return Err(Self::out_of_order(&header));
+        }
+        self.set_pending.pop_front();
+        let rules = self.rules;
+        let Some((vr, new)) = rules.set.get(&header.tag) else { return Err(Self::out_of_order(&header)) };
+        let value = self.read_text_value(&header)?;
+        let old = self.charset.decode(trim_text(&value), text_kind(*vr));
+        if old == *new {
+            self.emit(header.raw())?;
+            return self.emit(&value);
+        }
+        let bytes = self.encode_as(header.tag, *vr, new)?;
+        self.replace(header.tag, header.vr, Some([header.raw(), &value].concat()), &bytes)?;
+        self.set_changed_groups.insert(header.tag.group());
+        Ok(())
+    }
+
     /// The instance's own Original Attributes Sequence: copied, with our item appended if anything changed.
     fn original_attributes_element(&mut self, header: Header) -> CoerceResult<()> {
         if self.oas != Oas::NotReached {
@@ -681,7 +747,11 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
     }
 
     fn encode(&self, tag: Tag, text: &str) -> CoerceResult<Vec<u8>> {
-        self.charset.encode(text, TextKind::MultiValued).ok_or_else(|| CoerceError::Value {
+        self.encode_as(tag, VR::LO, text)
+    }
+
+    fn encode_as(&self, tag: Tag, vr: VR, text: &str) -> CoerceResult<Vec<u8>> {
+        self.charset.encode(text, text_kind(vr)).ok_or_else(|| CoerceError::Value {
             tag,
             reason: format!(
                 "the new value cannot be written in the character set {:?}",
@@ -710,22 +780,25 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
 
     /// Whether a group length of this group must wait: the group may change.
     fn group_may_change(&self, group: u16) -> bool {
-        match group {
+        let by_other_rules = match group {
             0x0008 => self.rules.character_set.is_some(),
             0x0010 => self.rules.touches_patient_id() || self.rules.issuer_of_patient_id.is_some(),
             0x0400 => !self.rules.is_empty(),
             _ => false,
-        }
+        };
+        by_other_rules || self.rules.set.keys().any(|tag| tag.group() == group)
     }
 
     /// Whether a held group length's group changed; `None` while undecided.
     fn group_changed(&self, group: u16, ended: bool) -> Option<bool> {
-        match group {
+        let changed = match group {
             // The new item goes into group 0400 whenever anything changed.
-            0x0400 => (self.oas == Oas::Final).then_some(self.outcome.changed),
-            0x0008 => ended.then_some(self.charset_changed),
-            _ => ended.then_some(self.patient_changed),
-        }
+            0x0400 => return (self.oas == Oas::Final).then_some(self.outcome.changed),
+            0x0008 => self.charset_changed,
+            0x0010 => self.patient_changed,
+            _ => false,
+        };
+        ended.then_some(changed || self.set_changed_groups.contains(&group))
     }
 
     fn copy_element(&mut self, header: Header) -> CoerceResult<()> {
@@ -978,7 +1051,11 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
             Element::text(tags::ATTRIBUTE_MODIFICATION_DATE_TIME, VR::DT, self.now),
             Element::text(tags::MODIFYING_SYSTEM, VR::LO, rules.modifying_system.as_str()),
             Element::text(tags::SOURCE_OF_PREVIOUS_VALUES, VR::LO, rules.source_of_previous_values.as_str()),
-            Element::text(tags::REASON_FOR_THE_ATTRIBUTE_MODIFICATION, VR::CS, REASON),
+            Element::text(
+                tags::REASON_FOR_THE_ATTRIBUTE_MODIFICATION,
+                VR::CS,
+                if rules.reason.is_empty() { REASON_COERCE } else { rules.reason.as_str() },
+            ),
         ]
         .into_iter()
         .collect();
@@ -1014,6 +1091,15 @@ fn text_element(tag: Tag, vr: VR, value: &[u8], encoding: Encoding) -> CoerceRes
     write_header(&mut element, tag, vr, length, encoding);
     element.extend_from_slice(&padded);
     Ok(element)
+}
+
+/// How text of this VR is delimited for the character set's code extensions.
+fn text_kind(vr: VR) -> TextKind {
+    match vr {
+        VR::PN => TextKind::PersonName,
+        VR::LT | VR::ST | VR::UT => TextKind::Text,
+        _ => TextKind::MultiValued,
+    }
 }
 
 /// A text value without its padding and the leading spaces that carry no meaning (LO, CS).

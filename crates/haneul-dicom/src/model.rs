@@ -109,6 +109,19 @@ impl Element {
         Element { tag, vr, value }
     }
 
+    /// `text` as it would be written in a data set: values split at `\\`
+    /// (except for LT, ST and UT, where it is an ordinary character).
+    pub fn from_written_text(tag: Tag, vr: VR, text: &str) -> Self {
+        if text.is_empty() {
+            return Element::empty(tag, vr);
+        }
+        let values = match vr {
+            VR::LT | VR::ST | VR::UT => vec![text.to_string()],
+            _ => text.split('\\').map(str::to_string).collect(),
+        };
+        Element { tag, vr, value: Value::Strings(values) }
+    }
+
     pub fn empty(tag: Tag, vr: VR) -> Self {
         Element { tag, vr, value: Value::Empty }
     }

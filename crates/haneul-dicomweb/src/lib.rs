@@ -8,6 +8,7 @@
 
 mod api;
 pub mod auth;
+mod corrections;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -269,7 +270,7 @@ fn route(path: String, methods: &'static [(&'static str, Access)], handler: Meth
 /// Every HTTP resource Haneul serves, with the permission each method needs.
 pub fn routes(base_path: &str) -> Vec<Route> {
     use auth::Access::{Needs, Public, SignedIn};
-    use haneul_core::Permission::{Audit, Configure, Delete, Monitor, Query, Retrieve, Store, View};
+    use haneul_core::Permission::{Audit, Configure, Correct, Delete, Monitor, Query, Retrieve, Store, View};
     let b = base_path.trim_end_matches('/');
     let study = format!("{b}/studies/{{study}}");
     let series = format!("{study}/series/{{series}}");
@@ -324,6 +325,12 @@ pub fn routes(base_path: &str) -> Vec<Route> {
             put(api::put_shared_ae).delete(api::delete_shared_ae),
         ),
         route("/api/studies/{study}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_study)),
+        route(
+            "/api/studies/{study}/corrections".into(),
+            &[("GET", Needs(Query)), ("POST", Needs(Correct))],
+            get(corrections::study_corrections).post(corrections::correct_study),
+        ),
+        route("/api/corrections".into(), &[("POST", Needs(Correct))], post(corrections::merge)),
         route("/api/series/{series}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_series)),
         route("/api/instances/{instance}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_instance)),
         route("/api/audit".into(), &[("GET", Needs(Audit))], get(api::audit)),

@@ -414,6 +414,10 @@ pub async fn render_instance(
 /// Endian (without file meta information).
 pub async fn decompress_instance(archive: &Arc<Archive>, instance: &StoredInstance) -> ApiResult<Vec<u8>> {
     let (mut dataset, decompressed) = decompress(archive, instance).await?;
+    if instance.corrected {
+        let corrections = archive.study_corrections(&instance.study_uid).await?;
+        haneul_core::corrections::apply_to_dataset(&mut dataset, &corrections.registers);
+    }
     tokio::task::spawn_blocking(move || {
         decompressed.apply(&mut dataset);
         encode_dataset(&dataset)

@@ -1,7 +1,7 @@
 //! WADO-RS: instances (stored bytes, or transcoded), metadata from the
 //! catalog without touching any file, frames, bulk data and rendered images.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -158,8 +158,7 @@ async fn rebuilt_instance(
     instance: &StoredInstance,
     delivery: &Delivery,
 ) -> ApiResult<(Vec<u8>, String)> {
-    let length = instance.blob.size.saturating_sub(instance.dataset_offset);
-    let dataset = archive.read_range(instance, instance.dataset_offset, length).await?;
+    let dataset = delivered_bytes(archive, instance, true).await?;
     let (bytes, syntax) = match delivery {
         Delivery::Transcoded(target) => {
             let stored = ts::lookup(&instance.transfer_syntax)
@@ -188,6 +187,25 @@ async fn rebuilt_instance(
     Ok((file, syntax))
 }
 
+/// What a retrieve sends of an instance (its corrected copy, if corrections
+/// apply), whole or only its data set, in memory.
+async fn delivered_bytes(archive: &Arc<Archive>, instance: &StoredInstance, dataset_only: bool) -> ApiResult<Vec<u8>> {
+    let archive = Arc::clone(archive);
+    let instance = instance.clone();
+    tokio::task::spawn_blocking(move || {
+        let delivered = archive.open_delivered_blocking(&instance)?;
+        let mut file = delivered.file;
+        let start = if dataset_only { delivered.dataset_offset } else { 0 };
+        let mut bytes = Vec::with_capacity(delivered.size.saturating_sub(start) as usize);
+        file.seek(std::io::SeekFrom::Start(start))
+            .and_then(|_| file.read_to_end(&mut bytes))
+            .map_err(|error| ApiError::Internal(format!("reading stored instance: {error}")))?;
+        Ok(bytes)
+    })
+    .await
+    .map_err(|error| ApiError::Internal(error.to_string()))?
+}
+
 /// Send instances as `multipart/related; type="application/dicom"`, streaming
 /// stored files from disk with bounded memory.
 async fn send_instances(
@@ -203,10 +221,9 @@ async fn send_instances(
         let (instance, delivery) =
             instances.into_iter().zip(plans).next().ok_or_else(|| ApiError::NotFound("nothing to send".into()))?;
         let (body, syntax) = match delivery {
-            Delivery::Stored => (
-                Body::from(archive.read_range(&instance, 0, instance.blob.size).await?),
-                instance.transfer_syntax.clone(),
-            ),
+            Delivery::Stored => {
+                (Body::from(delivered_bytes(&archive, &instance, false).await?), instance.transfer_syntax.clone())
+            }
             other => {
                 let (bytes, syntax) = rebuilt_instance(&archive, &instance, &other).await?;
                 (Body::from(bytes), syntax)
@@ -278,8 +295,9 @@ const STREAM_CHUNK: u64 = 1024 * 1024;
 /// up to a MiB is one message.
 fn send_stored(archive: &Archive, instance: &StoredInstance, header: Vec<u8>, sender: &PartSender) -> ApiResult<()> {
     let closed = || ApiError::Internal("client went away".into());
-    let mut file = archive.open_instance_blocking(instance)?;
-    let mut remaining = instance.blob.size;
+    let delivered = archive.open_delivered_blocking(instance)?;
+    let mut file = delivered.file;
+    let mut remaining = delivered.size;
     let mut buffer = header;
     loop {
         let wanted = remaining.min(STREAM_CHUNK);

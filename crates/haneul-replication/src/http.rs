@@ -94,7 +94,7 @@ impl HttpClient {
 
     /// Send a request; the answer's head is back within `timeout`.
     pub async fn send(&self, method: Method, path: &str, timeout: Duration) -> Result<Response<Incoming>, HttpError> {
-        self.send_with(method, path, None, timeout).await
+        self.send_with(method, path, None, None, timeout).await
     }
 
     /// [`HttpClient::send`] asking for the media type `accept`; the body
@@ -106,24 +106,32 @@ impl HttpClient {
         accept: &str,
         timeout: Duration,
     ) -> Result<Response<Incoming>, HttpError> {
-        self.send_with(method, path, Some(accept), timeout).await
+        self.send_with(method, path, Some(accept), None, timeout).await
     }
 
+    /// `json`: a request body, sent as `application/json`.
     async fn send_with(
         &self,
         method: Method,
         path: &str,
         accept: Option<&str>,
+        json: Option<Bytes>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, HttpError> {
         let url = format!("{}{path}", self.base_url());
-        tokio::time::timeout(timeout, self.send_now(method, path, accept))
+        tokio::time::timeout(timeout, self.send_now(method, path, accept, json))
             .await
             .map_err(|_| format!("{url}: no answer within {} s", timeout.as_secs()))?
             .map_err(|error| format!("{url}: {error}"))
     }
 
-    async fn send_now(&self, method: Method, path: &str, accept: Option<&str>) -> Result<Response<Incoming>, String> {
+    async fn send_now(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        json: Option<Bytes>,
+    ) -> Result<Response<Incoming>, String> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|error| format!("cannot connect to {}:{}: {error}", self.host, self.port))?;
@@ -139,8 +147,11 @@ impl HttpClient {
         if let Some(accept) = accept {
             request = request.header(hyper::header::ACCEPT, accept);
         }
+        if json.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
         // The error names no header value: the credentials are among them.
-        let request = request.body(http_body_util::Empty::<Bytes>::new()).map_err(|_| {
+        let request = request.body(http_body_util::Full::new(json.unwrap_or_default())).map_err(|_| {
             "the request cannot be built: a header value (the credentials?) holds characters HTTP does not allow"
                 .to_string()
         })?;
@@ -176,7 +187,18 @@ impl HttpClient {
 
     /// A request whose whole answer is read (up to 256 MiB) within `timeout`.
     pub async fn call(&self, method: Method, path: &str, timeout: Duration) -> Result<(StatusCode, Bytes), HttpError> {
-        self.call_with(method, path, None, timeout).await.map(|(status, _, body)| (status, body))
+        self.call_with(method, path, None, None, timeout).await.map(|(status, _, body)| (status, body))
+    }
+
+    /// POST a JSON document; the whole answer is read within `timeout`.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        document: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), HttpError> {
+        let body = Bytes::from(document.to_string());
+        self.call_with(Method::POST, path, None, Some(body), timeout).await.map(|(status, _, body)| (status, body))
     }
 
     /// [`HttpClient::call`] asking for the media type `accept`; with the answer's headers.
@@ -187,7 +209,7 @@ impl HttpClient {
         accept: &str,
         timeout: Duration,
     ) -> Result<(StatusCode, HeaderMap, Bytes), HttpError> {
-        self.call_with(method, path, Some(accept), timeout).await
+        self.call_with(method, path, Some(accept), None, timeout).await
     }
 
     async fn call_with(
@@ -195,11 +217,12 @@ impl HttpClient {
         method: Method,
         path: &str,
         accept: Option<&str>,
+        json: Option<Bytes>,
         timeout: Duration,
     ) -> Result<(StatusCode, HeaderMap, Bytes), HttpError> {
         let url = format!("{}{path}", self.base_url());
         let read = async {
-            let response = self.send_with(method, path, accept, timeout).await?;
+            let response = self.send_with(method, path, accept, json, timeout).await?;
             let status = response.status();
             let (head, body) = response.into_parts();
             let body = http_body_util::Limited::new(body, MAX_JSON_BYTES)
@@ -237,7 +260,7 @@ pub fn failure(base: &str, path: &str, status: StatusCode, body: &[u8]) -> HttpE
     format!("{base}{path} answered {status}: {message}")
 }
 
-async fn exchange<S>(stream: S, request: Request<http_body_util::Empty<Bytes>>) -> Result<Response<Incoming>, String>
+async fn exchange<S>(stream: S, request: Request<http_body_util::Full<Bytes>>) -> Result<Response<Incoming>, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

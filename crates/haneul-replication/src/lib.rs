@@ -15,6 +15,7 @@
 //! [`Verifier`] compares digest trees with a peer and repairs what differs
 //! (anti-entropy, `haneul replication verify`).
 
+mod corrections;
 pub mod http;
 mod removals;
 mod verify;
@@ -25,6 +26,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use haneul_core::corrections::CORRECTED;
 use haneul_core::lease::LeaseState;
 use haneul_core::replication::{ReplicaFuture, SyncFailure, SyncReplica};
 use haneul_core::{Archive, StoredEvent, StoredInstance};
@@ -229,7 +231,7 @@ async fn round(
         };
         let wanted: Vec<&StoredEvent> = events
             .iter()
-            .filter(|event| to_ship(event, peer) || (api.is_some() && removals::to_remove(event, peer)))
+            .filter(|event| to_ship(event, peer) || (api.is_some() && is_api_event(event, peer)))
             .filter(|event| !already_confirmed(confirmed, event) && !position.beyond.contains(&event.seq))
             .collect();
         let oldest_ms = wanted.first().map(|event| event.at_ms);
@@ -277,9 +279,15 @@ fn to_ship(event: &StoredEvent, peer: &Peer) -> bool {
     event.kind == STORED && event.sop_uid.is_some() && event.origin.actor != peer.ae_title
 }
 
-/// Ship `events` in journal order: the stores between two removals with
-/// [`ship`], each removal once everything before it is confirmed (a study
-/// stored, then removed, must not be stored there after its removal).
+/// A change passed on through the peer's REST API: a removal or a correction made here.
+fn is_api_event(event: &StoredEvent, peer: &Peer) -> bool {
+    removals::to_remove(event, peer) || corrections::to_pass_on(event, peer)
+}
+
+/// Ship `events` in journal order: the stores between two REST changes with
+/// [`ship`], each removal or correction once everything before it is
+/// confirmed (a study stored, then removed, must not be stored there after
+/// its removal).
 /// Returns the sequence number up to which every event is confirmed.
 async fn ship_in_order(
     archive: &Archive,
@@ -289,9 +297,10 @@ async fn ship_in_order(
     confirmed: &mut HashSet<i64>,
 ) -> (Option<i64>, Result<(), String>) {
     let mut done = None;
-    for segment in events.split_inclusive(|event| event.kind == removals::REMOVED) {
-        let (stores, removal) = match segment.split_last() {
-            Some((last, stores)) if last.kind == removals::REMOVED => (stores, Some(*last)),
+    let through_api = |event: &StoredEvent| event.kind == removals::REMOVED || event.kind == CORRECTED;
+    for segment in events.split_inclusive(|event| through_api(event)) {
+        let (stores, change) = match segment.split_last() {
+            Some((last, stores)) if through_api(last) => (stores, Some(*last)),
             _ => (segment, None),
         };
         let (shipped_to, outcome) = ship(archive, peer, stores, confirmed).await;
@@ -299,12 +308,16 @@ async fn ship_in_order(
             return (shipped_to.or(done), outcome);
         }
         done = stores.last().map(|event| event.seq).or(done);
-        let (Some(removal), Some(api)) = (removal, api) else { continue };
-        if let Err(error) = removals::pass_on(api, removal).await {
+        let (Some(change), Some(api)) = (change, api) else { continue };
+        let passed = match change.kind.as_str() {
+            removals::REMOVED => removals::pass_on(api, change).await,
+            _ => corrections::pass_on(api, change).await,
+        };
+        if let Err(error) = passed {
             return (done, Err(error));
         }
         archive.replication().update(&peer.name, |s| s.pending_instances = s.pending_instances.saturating_sub(1));
-        done = Some(removal.seq);
+        done = Some(change.seq);
     }
     (done, Ok(()))
 }
@@ -558,5 +571,20 @@ impl SyncReplica for SyncPeer {
             }
             result.map(|_| ())
         })
+    }
+}
+
+/// A peer named `b` with this AE title, which this node (`SITEA`) calls; nothing listens at its address.
+#[cfg(test)]
+pub(crate) fn test_peer(ae_title: &str) -> Peer {
+    Peer {
+        name: "b".into(),
+        ae_title: ae_title.into(),
+        host: "127.0.0.1".into(),
+        port: 1,
+        calling_ae: "SITEA".into(),
+        max_pdu_length: 16384,
+        timeout: Duration::from_secs(1),
+        tls: None,
     }
 }

@@ -85,16 +85,7 @@ mod tests {
     }
 
     fn peer() -> Peer {
-        Peer {
-            name: "b".into(),
-            ae_title: "SITEB".into(),
-            host: "127.0.0.1".into(),
-            port: 1,
-            calling_ae: "SITEA".into(),
-            max_pdu_length: 16384,
-            timeout: Duration::from_secs(1),
-            tls: None,
-        }
+        crate::test_peer("SITEB")
     }
 
     #[test]

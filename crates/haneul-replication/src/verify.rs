@@ -321,6 +321,7 @@ impl Run<'_> {
                 blob: version.blob.clone(),
                 dataset_offset: version.dataset_offset,
                 settled: true,
+                corrected: false,
             };
             match send(self.archive, association, &instance).await {
                 Ok(_) => self.report.pushed += 1,

@@ -327,6 +327,7 @@ impl CoerceConfig {
             remove_private_tags: self.remove_private_tags,
             modifying_system: our_ae.to_string(),
             source_of_previous_values: source.to_string(),
+            ..CoercionRules::default()
         }
     }
 }

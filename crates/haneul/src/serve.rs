@@ -64,6 +64,7 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
         duplicate_policy: config.storage.duplicate_policy,
         audit: config.audit.enabled,
         default_site: config.storage.site.clone(),
+        ae_title: config.dicom.ae_title.clone(),
         replication_peers: config.peers.iter().map(|peer| peer.ae_title.clone()).collect(),
         coercions: config.migration.coercions(&config.dicom.ae_title),
         catalog: config.catalog.location()?,

@@ -4,6 +4,7 @@
 //! schema, connection handling and snapshots belong to an engine.
 
 mod accounts;
+mod corrections;
 pub(crate) mod db;
 mod migration;
 mod query;
@@ -28,7 +29,7 @@ use crate::{Catalog, Result};
 pub(crate) use db::{row_limit, Db, Dialect, Row};
 use query::{
     digest_array, narrowing_for, row_to_view, select_for, stored_instance, view_columns, AttrCache, CountNeeds,
-    INSTANCE_COLUMNS,
+    INSTANCE_COLUMNS, INSTANCE_COLUMN_COUNT,
 };
 use write::{commit_one, hex, insert_event, remove_one};
 
@@ -80,6 +81,7 @@ const TABLES: &[&str] = &[
     "users",
     "api_tokens",
     "shared_aes",
+    "corrections",
 ];
 
 /// Copy every row of the catalog tables from one database to another (a
@@ -235,7 +237,7 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
             let mut cache = AttrCache::default();
             let mut found = Vec::new();
             db.query_each(&sql, &narrowing.params(), &mut |row| {
-                let view = row_to_view(row, 11, query.level, &mut cache)?;
+                let view = row_to_view(row, INSTANCE_COLUMN_COUNT, query.level, &mut cache)?;
                 if query.matches(&view) {
                     found.push(stored_instance(row)?);
                 }
@@ -353,6 +355,18 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
                 },
             )
         })
+    }
+
+    fn correct(&self, records: &[CorrectionRecord], event: &Event) -> Result<Vec<CorrectionRecord>> {
+        self.engine.write(|tx| corrections::record_corrections(tx, records, event, now_ms()))
+    }
+
+    fn study_corrections(&self, study_uid: &str) -> Result<StudyCorrections> {
+        self.engine.read(|db| corrections::study_corrections(db, study_uid))
+    }
+
+    fn latest_correction_clock(&self) -> Result<i64> {
+        self.engine.read(corrections::latest_clock)
     }
 
     fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {

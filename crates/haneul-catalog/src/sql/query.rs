@@ -182,7 +182,12 @@ pub(super) fn narrowing_for(dialect: Dialect, query: &Query, available: Level) -
 
 pub(super) const INSTANCE_COLUMNS: &str = "i.pk, i.sop_uid, i.sop_class, i.transfer_syntax, i.blob_path, i.blob_size, \
      i.blob_digest, i.dataset_offset, s.study_uid, se.series_uid, \
-     NOT EXISTS (SELECT 1 FROM unsettled u WHERE u.blob_path = i.blob_path AND u.write_ahead IS NULL)";
+     NOT EXISTS (SELECT 1 FROM unsettled u WHERE u.blob_path = i.blob_path AND u.write_ahead IS NULL), \
+     (EXISTS (SELECT 1 FROM corrections c WHERE c.level = 'STUDY' AND c.key = s.study_uid) \
+      OR EXISTS (SELECT 1 FROM patients p JOIN corrections c ON c.level = 'PATIENT' AND c.key = p.identity \
+                 WHERE p.pk = s.patient_pk))";
+/// How many columns [`INSTANCE_COLUMNS`] selects.
+pub(super) const INSTANCE_COLUMN_COUNT: usize = 12;
 
 /// Which computed counts a query's responses or constraints use.
 #[derive(Debug, Clone, Copy, Default)]
@@ -376,5 +381,6 @@ pub(super) fn stored_instance(row: &dyn Row) -> Result<StoredInstance> {
         study_uid: row.text(8)?,
         series_uid: row.text(9)?,
         settled: row.flag(10)?,
+        corrected: row.flag(11)?,
     })
 }

@@ -1,11 +1,12 @@
 //! Writing to the catalog: recording instances (with the duplicate policy),
 //! journal events, and removals.
 
-use haneul_dicom::matching::{normalize_person_name, person_name_groups};
+use haneul_dicom::matching::person_name_groups;
 use haneul_dicom::Dataset;
 
+use super::corrections::apply_registers;
 use super::db::Db;
-use super::query::{stored_instance, INSTANCE_COLUMNS};
+use super::query::{stored_instance, INSTANCE_COLUMNS, INSTANCE_COLUMN_COUNT};
 use crate::records::*;
 use crate::{CatalogError, Result};
 
@@ -17,14 +18,6 @@ pub(super) fn encode_attrs(attrs: &Dataset) -> Vec<u8> {
 
 pub(super) fn decode_attrs(bytes: &[u8], what: impl FnOnce() -> String) -> Result<Dataset> {
     postcard::from_bytes(bytes).map_err(|source| CatalogError::CorruptAttributes { what: what(), source })
-}
-
-fn patient_identity(patient: &PatientFacts) -> String {
-    if !patient.patient_id.is_empty() {
-        return format!("{}\\{}", patient.patient_id, patient.issuer);
-    }
-    // Without a Patient ID, only identical demographics are the same patient.
-    format!("\\{}\\{}\\{}", patient.issuer, normalize_person_name(&patient.name), patient.birth_date)
 }
 
 fn add_to_set(joined: &str, value: &str) -> Option<String> {
@@ -310,7 +303,7 @@ fn upsert_patient(tx: &mut dyn Db, patient: &PatientFacts, at_ms: i64) -> Result
     }
     let [alphabetic, ideographic, phonetic] = person_name_groups(&patient.name);
     let attrs = encode_attrs(&patient.attrs);
-    tx.query_one(
+    let pk = tx.query_one(
         "INSERT INTO patients (identity, patient_id, issuer, name, name_alphabetic, name_ideographic, name_phonetic,
                                birth_date, sex, attrs, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING pk",
@@ -328,7 +321,10 @@ fn upsert_patient(tx: &mut dyn Db, patient: &PatientFacts, at_ms: i64) -> Result
             at_ms.into(),
         ],
         |row| row.int(0),
-    )
+    )?;
+    // Corrections made before the patient was stored here (a peer's, or made before a removal) apply at once.
+    apply_registers(tx, CorrectionLevel::Patient, &identity, pk)?;
+    Ok(pk)
 }
 
 /// A study or series that may already exist, by UID.
@@ -370,7 +366,7 @@ fn upsert_study(tx: &mut dyn Db, item: &NewInstance, patient_pk: i64, at_ms: i64
         return Ok(pk);
     }
     let attrs = encode_attrs(&study.attrs);
-    tx.query_one(
+    let pk = tx.query_one(
         "INSERT INTO studies (patient_pk, study_uid, study_date, study_time, accession, study_id, description,
                               referring_physician, attrs, created_ms, site)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING pk",
@@ -388,7 +384,9 @@ fn upsert_study(tx: &mut dyn Db, item: &NewInstance, patient_pk: i64, at_ms: i64
             (&item.origin.site).into(),
         ],
         |row| row.int(0),
-    )
+    )?;
+    apply_registers(tx, CorrectionLevel::Study, &study.study_uid, pk)?;
+    Ok(pk)
 }
 
 fn upsert_series(tx: &mut dyn Db, item: &NewInstance, study_pk: i64, at_ms: i64) -> Result<i64> {
@@ -435,7 +433,10 @@ pub(super) fn remove_one(tx: &mut dyn Db, sop_uid: &str) -> Result<Option<Stored
              JOIN series se ON se.pk = i.series_pk JOIN studies s ON s.pk = se.study_pk WHERE i.sop_uid = ?1"
         ),
         &[sop_uid.into()],
-        |row| Ok((stored_instance(row)?, row.int(11)?, row.int(12)?, row.int(13)?)),
+        |row| {
+            let at = INSTANCE_COLUMN_COUNT;
+            Ok((stored_instance(row)?, row.int(at)?, row.int(at + 1)?, row.int(at + 2)?))
+        },
     )?;
     let Some((instance, series_pk, study_pk, patient_pk)) = found else {
         return Ok(None);

@@ -4,7 +4,7 @@
 //! would cost three extra page writes in every store's commit. Queries count
 //! with the indexes instead, and only when a response asks for a count.
 
-pub(crate) const SCHEMA_VERSION: i64 = 8;
+pub(crate) const SCHEMA_VERSION: i64 = 9;
 
 /// Columns added to existing tables since version 1: (table, column, its
 /// definition). Catalogs made earlier get them before `SCHEMA` (all
@@ -170,6 +170,23 @@ CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
     expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Corrected attribute values (schema version 9): one register per patient
+-- (key: its identity, as in patients) or study (key: its UID) and attribute
+-- (tag as a number, value as text), holding the latest correction by hybrid
+-- logical clock (hlc, then origin), so that nodes that receive the same
+-- corrections in any order hold the same values. Stored files stay as
+-- received; the values are applied to the catalog rows and to retrieved copies.
+CREATE TABLE IF NOT EXISTS corrections (
+    level TEXT NOT NULL,
+    key TEXT NOT NULL,
+    tag INTEGER NOT NULL,
+    vr TEXT NOT NULL,
+    value TEXT NOT NULL,
+    hlc INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (level, key, tag)
 ) WITHOUT ROWID;
 -- Remote AEs every node knows, besides each node's [[known_ae]] (schema version 7).
 CREATE TABLE IF NOT EXISTS shared_aes (

@@ -560,3 +560,61 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn set_values_replace_insert_and_keep_the_originals() {
+    let korean = SpecificCharacterSet::from_terms(&["", "ISO 2022 IR 149"]);
+    let mut ds = legacy();
+    ds.retain(|e| e.tag.group() % 2 == 0);
+    ds.put(Element::new(
+        tags::SPECIFIC_CHARACTER_SET,
+        VR::CS,
+        Value::Strings(vec![String::new(), "ISO 2022 IR 149".into()]),
+    ));
+    ds.put(text(tags::STUDY_DESCRIPTION, VR::LO, "CT CHEST"));
+    ds.put(Element::new(Tag(0x0010, 0x0000), VR::UL, Value::Strings(vec!["0".into()])));
+    let rules = CoercionRules {
+        set: [
+            (tags::PATIENT_NAME, (VR::PN, "Hong^Gildong=洪^吉洞=홍^길동".to_string())),
+            (tags::STUDY_DESCRIPTION, (VR::LO, "CT CHEST".to_string())),
+            (tags::ACCESSION_NUMBER, (VR::SH, "A-77".to_string())),
+            (tags::REFERRING_PHYSICIAN_NAME, (VR::PN, String::new())),
+        ]
+        .into(),
+        reason: REASON_CORRECT.into(),
+        modifying_system: "SITEA".into(),
+        ..CoercionRules::default()
+    };
+    for uid in NATIVE {
+        let file = part10(uid, &ds, &korean);
+        let (out, outcome) = coerce(&file, &rules);
+        assert!(outcome.changed, "{uid}");
+        let after = parse(&out);
+        assert_eq!(after.string(tags::PATIENT_NAME), Some("Hong^Gildong=洪^吉洞=홍^길동"), "{uid}");
+        assert_eq!(after.string(tags::ACCESSION_NUMBER), Some("A-77"), "{uid}: inserted");
+        assert_eq!(after.string(tags::STUDY_DESCRIPTION), Some("CT CHEST"), "{uid}: unchanged");
+        assert!(!after.contains(tags::REFERRING_PHYSICIAN_NAME), "{uid}: absent and empty are the same");
+        assert!(!after.contains(Tag(0x0010, 0x0000)), "{uid}: the stale group length is dropped");
+        assert_eq!(after.get(tags::PIXEL_DATA), parse(&file).get(tags::PIXEL_DATA), "{uid}");
+        let item = after.items(tags::ORIGINAL_ATTRIBUTES_SEQUENCE).last().expect("an item");
+        assert_eq!(item.string(tags::REASON_FOR_THE_ATTRIBUTE_MODIFICATION), Some("CORRECT"));
+        assert_eq!(item.string(tags::MODIFYING_SYSTEM), Some("SITEA"));
+        let originals = &item.items(tags::MODIFIED_ATTRIBUTES_SEQUENCE)[0];
+        assert_eq!(originals.string(tags::PATIENT_NAME), Some("홍^길동"), "{uid}");
+        assert!(originals.contains(tags::ACCESSION_NUMBER), "{uid}: recorded as absent");
+        assert!(!originals.contains(tags::STUDY_DESCRIPTION), "{uid}");
+        // Applying the same rules again changes nothing more than the first time did.
+        let (again, _) = coerce(&out, &rules);
+        assert_eq!(parse(&again).string(tags::PATIENT_NAME), after.string(tags::PATIENT_NAME));
+    }
+    // A value the declared character set cannot carry is refused, not mangled.
+    let latin = part10(ts::EXPLICIT_VR_LITTLE_ENDIAN, &legacy(), &SpecificCharacterSet::utf8());
+    let chinese =
+        CoercionRules { set: [(tags::PATIENT_NAME, (VR::PN, "洪^吉洞".to_string()))].into(), ..rules.clone() };
+    let error = coerce_part10(&mut Cursor::new(latin), &mut Vec::new(), &chinese, NOW).expect_err("not in latin-1");
+    assert!(matches!(error, CoerceError::Value { tag: tags::PATIENT_NAME, .. }), "{error}");
+    for forbidden in [tags::PATIENT_ID, tags::SPECIFIC_CHARACTER_SET, tags::PIXEL_DATA, Tag(0x0009, 0x1001)] {
+        let bad = CoercionRules { set: [(forbidden, (VR::LO, "x".to_string()))].into(), ..CoercionRules::default() };
+        assert!(bad.validate().is_err(), "{forbidden}");
+    }
+}

@@ -320,11 +320,6 @@ async fn open_destination(
     Client::connect(&destination.address(), &params, &proposed).await
 }
 
-fn dataset_range(instance: &StoredInstance) -> (u64, u64) {
-    let length = instance.blob.size.saturating_sub(instance.dataset_offset);
-    (instance.dataset_offset, length)
-}
-
 /// The data set of an instance as it goes on the wire.
 enum Payload {
     /// The stored bytes, sent straight from the file.
@@ -348,8 +343,10 @@ fn choose_context<'a>(
 }
 
 async fn payload_for(session: &Session, instance: &StoredInstance, transfer_syntax: &str) -> Result<Payload, String> {
-    let file = session.archive().open_instance(instance).await.map_err(|e| e.to_string())?;
-    let (offset, length) = dataset_range(instance);
+    // With corrections applied, if any.
+    let delivered = session.archive().open_delivered(instance).await.map_err(|e| e.to_string())?;
+    let file = delivered.file;
+    let (offset, length) = (delivered.dataset_offset, delivered.size.saturating_sub(delivered.dataset_offset));
     if transfer_syntax == instance.transfer_syntax {
         return Ok(Payload::Stored { file, offset, length });
     }

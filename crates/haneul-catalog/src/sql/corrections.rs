@@ -1,0 +1,174 @@
+//! Correction registers: recording them (a register is replaced only by a
+//! later clock) and applying their values to the patient and study rows, so
+//! that queries match and answer the corrected values.
+
+use std::collections::BTreeSet;
+
+use haneul_dicom::matching::{normalize_temporal, person_name_groups};
+use haneul_dicom::model::tag_from_u32;
+use haneul_dicom::{tags, Element, VR};
+
+use super::db::{Db, Row};
+use super::write::{decode_attrs, encode_attrs, insert_event};
+use crate::records::*;
+use crate::Result;
+
+const REGISTER_COLUMNS: &str = "level, key, tag, vr, value, hlc, origin, reason";
+
+fn register(row: &dyn Row) -> Result<CorrectionRecord> {
+    let level = row.text(0)?;
+    Ok(CorrectionRecord {
+        level: CorrectionLevel::parse(&level)
+            .ok_or_else(|| crate::CatalogError::CorruptRecord(format!("correction level {level:?}")))?,
+        key: row.text(1)?,
+        tag: u32::try_from(row.int(2)?).map_err(|_| crate::CatalogError::CorruptRecord("correction tag".into()))?,
+        vr: row.text(3)?,
+        value: row.text(4)?,
+        hlc: row.int(5)?,
+        origin: row.text(6)?,
+        reason: row.text(7)?,
+    })
+}
+
+fn registers_of(db: &mut dyn Db, level: CorrectionLevel, key: &str) -> Result<Vec<CorrectionRecord>> {
+    db.query_all(
+        &format!("SELECT {REGISTER_COLUMNS} FROM corrections WHERE level = ?1 AND key = ?2 ORDER BY tag"),
+        &[level.as_str().into(), key.into()],
+        register,
+    )
+}
+
+/// Record the registers that supersede what is held, apply them to the rows
+/// they concern, and journal `event` with them (`detail.corrections`) if any
+/// did. Returns those that did.
+pub(super) fn record_corrections(
+    tx: &mut dyn Db,
+    records: &[CorrectionRecord],
+    event: &Event,
+    at_ms: i64,
+) -> Result<Vec<CorrectionRecord>> {
+    let mut applied = Vec::new();
+    for record in records {
+        let held = tx.query_opt(
+            &format!("SELECT {REGISTER_COLUMNS} FROM corrections WHERE level = ?1 AND key = ?2 AND tag = ?3"),
+            &[record.level.as_str().into(), (&record.key).into(), i64::from(record.tag).into()],
+            register,
+        )?;
+        if held.is_some_and(|held| !record.supersedes(&held)) {
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO corrections (level, key, tag, vr, value, hlc, origin, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (level, key, tag) DO UPDATE SET vr = ?4, value = ?5, hlc = ?6, origin = ?7, reason = ?8",
+            &[
+                record.level.as_str().into(),
+                (&record.key).into(),
+                i64::from(record.tag).into(),
+                (&record.vr).into(),
+                (&record.value).into(),
+                record.hlc.into(),
+                (&record.origin).into(),
+                (&record.reason).into(),
+            ],
+        )?;
+        applied.push(record.clone());
+    }
+    let targets: BTreeSet<(CorrectionLevel, &str)> =
+        applied.iter().map(|record| (record.level, record.key.as_str())).collect();
+    for (level, key) in targets {
+        let select = match level {
+            CorrectionLevel::Patient => "SELECT pk FROM patients WHERE identity = ?1",
+            CorrectionLevel::Study => "SELECT pk FROM studies WHERE study_uid = ?1",
+        };
+        if let Some(pk) = tx.query_opt(select, &[key.into()], |row| row.int(0))? {
+            apply_registers(tx, level, key, pk)?;
+        }
+    }
+    if !applied.is_empty() {
+        let mut event = event.clone();
+        event.detail["corrections"] = serde_json::to_value(&applied).unwrap_or_default();
+        insert_event(tx, &event, at_ms)?;
+    }
+    Ok(applied)
+}
+
+/// Put the values of every register of `key` into the row `pk` of its
+/// level: its attributes and the columns queries narrow with.
+pub(super) fn apply_registers(tx: &mut dyn Db, level: CorrectionLevel, key: &str, pk: i64) -> Result<()> {
+    let registers = registers_of(tx, level, key)?;
+    if registers.is_empty() {
+        return Ok(());
+    }
+    let table = match level {
+        CorrectionLevel::Patient => "patients",
+        CorrectionLevel::Study => "studies",
+    };
+    let stored = tx.query_one(&format!("SELECT attrs FROM {table} WHERE pk = ?1"), &[pk.into()], |row| row.bytes(0))?;
+    let mut attrs = decode_attrs(&stored, || format!("{table} row {pk}"))?;
+    for register in &registers {
+        let vr = register.vr.parse::<VR>().unwrap_or(VR::LO);
+        attrs.put(Element::from_written_text(tag_from_u32(register.tag), vr, &register.value));
+    }
+    let text = |tag| attrs.string(tag).unwrap_or_default().to_string();
+    let encoded = encode_attrs(&attrs);
+    match level {
+        CorrectionLevel::Patient => {
+            let name = text(tags::PATIENT_NAME);
+            let [alphabetic, ideographic, phonetic] = person_name_groups(&name);
+            let birth_date = normalize_temporal(VR::DA, &text(tags::PATIENT_BIRTH_DATE)).unwrap_or_default();
+            tx.execute(
+                "UPDATE patients SET name = ?2, name_alphabetic = ?3, name_ideographic = ?4, name_phonetic = ?5,
+                                     birth_date = ?6, sex = ?7, attrs = ?8 WHERE pk = ?1",
+                &[
+                    pk.into(),
+                    (&name).into(),
+                    (&alphabetic).into(),
+                    (&ideographic).into(),
+                    (&phonetic).into(),
+                    (&birth_date).into(),
+                    (&text(tags::PATIENT_SEX)).into(),
+                    encoded[..].into(),
+                ],
+            )?;
+        }
+        CorrectionLevel::Study => {
+            let study_date = normalize_temporal(VR::DA, &text(tags::STUDY_DATE)).unwrap_or_default();
+            tx.execute(
+                "UPDATE studies SET study_date = ?2, study_time = ?3, accession = ?4, study_id = ?5, description = ?6,
+                                    referring_physician = ?7, attrs = ?8 WHERE pk = ?1",
+                &[
+                    pk.into(),
+                    (&study_date).into(),
+                    (&text(tags::STUDY_TIME)).into(),
+                    (&text(tags::ACCESSION_NUMBER)).into(),
+                    (&text(tags::STUDY_ID)).into(),
+                    (&text(tags::STUDY_DESCRIPTION)).into(),
+                    (&text(tags::REFERRING_PHYSICIAN_NAME)).into(),
+                    encoded[..].into(),
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The registers of a study and of its patient (the study need not be held here).
+pub(super) fn study_corrections(db: &mut dyn Db, study_uid: &str) -> Result<StudyCorrections> {
+    let patient_identity = db.query_opt(
+        "SELECT p.identity FROM studies s JOIN patients p ON p.pk = s.patient_pk WHERE s.study_uid = ?1",
+        &[study_uid.into()],
+        |row| row.text(0),
+    )?;
+    let mut registers = match &patient_identity {
+        Some(identity) => registers_of(db, CorrectionLevel::Patient, identity)?,
+        None => Vec::new(),
+    };
+    registers.extend(registers_of(db, CorrectionLevel::Study, study_uid)?);
+    Ok(StudyCorrections { patient_identity, registers })
+}
+
+/// The latest clock of any register (0 without any).
+pub(super) fn latest_clock(db: &mut dyn Db) -> Result<i64> {
+    db.query_one("SELECT CAST(COALESCE(MAX(hlc), 0) AS BIGINT) FROM corrections", &[], |row| row.int(0))
+}

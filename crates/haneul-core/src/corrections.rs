@@ -1,0 +1,455 @@
+//! Attribute corrections: a PACS team fixes a misspelt name, a wrong birth
+//! date or study description after the images arrived.
+//!
+//! Stored files are never rewritten (they stay as received, with their
+//! digests). A correction is a set of registers in the catalog, one per
+//! patient or study and attribute ([`CorrectionRecord`]), whose values go
+//! into the catalog rows at once (so C-FIND, QIDO-RS and WADO-RS metadata
+//! answer with them) and into every copy a retrieve sends
+//! ([`Archive::open_delivered`]: the file rewritten on the way out by
+//! `haneul_dicom::coerce`, the previous values kept in an Original
+//! Attributes Sequence item with reason CORRECT).
+//!
+//! Each register carries a hybrid logical clock: wall-clock milliseconds
+//! and a counter, never behind any clock this node has seen. A register
+//! replaces another only with a later clock (ties: the greater origin), so
+//! nodes that exchange corrections in any order, with links cut and healed,
+//! end up holding the same values.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::sync::{Arc, Mutex};
+
+use haneul_catalog::{CorrectionLevel, CorrectionRecord, Event, Origin, StoredInstance, StudyCorrections};
+use haneul_dicom::coerce::{coerce_part10, CoercionRules, REASON_CORRECT};
+use haneul_dicom::levels::{level_of, Level};
+use haneul_dicom::model::{tag_from_u32, tag_to_u32};
+use haneul_dicom::read::is_text_vr;
+use haneul_dicom::{dict, tags, Dataset, Element, Tag, VR};
+
+use crate::{run_blocking, Archive, ArchiveError};
+
+/// The journal kind of a correction.
+pub const CORRECTED: &str = "attributes-corrected";
+/// Most attributes one correction changes.
+const MAX_CHANGES: usize = 64;
+
+/// One attribute to correct and its new value (empty: no value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeChange {
+    pub tag: Tag,
+    pub value: String,
+}
+
+/// This node's hybrid logical clock, started lazily above every register the catalog holds.
+#[derive(Default)]
+pub(crate) struct Clock {
+    last: Mutex<Option<i64>>,
+}
+
+impl Clock {
+    /// A clock value later than any this node issued or saw (`held`: the
+    /// catalog's latest, read when the clock starts).
+    fn tick(&self, held: impl FnOnce() -> Result<i64, ArchiveError>) -> Result<i64, ArchiveError> {
+        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let previous = match *last {
+            Some(previous) => previous,
+            None => held()?,
+        };
+        let next = (crate::ingest::now_ms() << 16).max(previous + 1);
+        *last = Some(next);
+        Ok(next)
+    }
+
+    /// A peer's clock: later local clocks come after it.
+    fn observe(&self, seen: i64) {
+        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(previous) = *last {
+            *last = Some(previous.max(seen));
+        }
+        // Not started yet: it will start above the catalog, which then holds `seen`.
+    }
+}
+
+/// Whether an attribute may be corrected, and its VR: a standard text
+/// attribute of the patient or study level, not one that identifies the
+/// record (Patient ID and its issuer, Study Instance UID: those are a
+/// patient merge or a study move, not a correction).
+pub fn correctable(tag: Tag) -> Result<VR, String> {
+    let name = dict::keyword(tag).map_or_else(|| tag.to_string(), |keyword| format!("{keyword} {tag}"));
+    if tag.group() % 2 == 1 || dict::keyword(tag).is_none() {
+        return Err(format!("{name} is not a standard attribute"));
+    }
+    if [tags::PATIENT_ID, tags::ISSUER_OF_PATIENT_ID, tags::STUDY_INSTANCE_UID, tags::SPECIFIC_CHARACTER_SET]
+        .contains(&tag)
+    {
+        return Err(format!("{name} identifies the record and cannot be corrected"));
+    }
+    if !matches!(level_of(tag), Level::Patient | Level::Study) || tag.group() >= 0x0400 {
+        return Err(format!("{name} is not a patient or study attribute"));
+    }
+    let vr = dict::implicit_vr(tag);
+    if !is_text_vr(vr) || vr == VR::UI {
+        return Err(format!("{name} has VR {vr:?}; only text attributes can be corrected"));
+    }
+    Ok(vr)
+}
+
+/// Check a new value against its VR (length, characters, dates).
+pub fn check_value(tag: Tag, vr: VR, value: &str) -> Result<(), String> {
+    let name = dict::keyword(tag).unwrap_or("attribute");
+    let multi_line = matches!(vr, VR::LT | VR::ST | VR::UT);
+    if value.chars().any(|c| c.is_control() && !(multi_line && matches!(c, '\r' | '\n' | '\t' | '\x0c'))) {
+        return Err(format!("{name}: control characters are not allowed"));
+    }
+    let limit = match vr {
+        VR::AE | VR::CS | VR::SH | VR::DS => 16,
+        VR::AS => 4,
+        VR::DA => 8,
+        VR::DT => 26,
+        VR::IS => 12,
+        VR::TM => 16,
+        VR::LO | VR::PN => 64,
+        VR::ST => 1024,
+        VR::LT => 10240,
+        _ => 65534,
+    };
+    let values: Vec<&str> = if multi_line { vec![value] } else { value.split('\\').collect() };
+    for single in values {
+        let pieces: Vec<&str> = if vr == VR::PN { single.split('=').collect() } else { vec![single] };
+        if pieces.iter().any(|piece| piece.chars().count() > limit) {
+            return Err(format!("{name}: a value of VR {vr:?} has at most {limit} characters"));
+        }
+        if vr == VR::PN && pieces.len() > 3 {
+            return Err(format!("{name}: a person name has at most three component groups"));
+        }
+        let valid = match vr {
+            VR::DA => single.is_empty() || is_date(single),
+            VR::TM => single.chars().all(|c| c.is_ascii_digit() || c == '.'),
+            VR::CS => single.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == ' ' || c == '_'),
+            VR::AS => single.is_empty() || (single.len() == 4 && single[..3].chars().all(|c| c.is_ascii_digit())),
+            _ => true,
+        };
+        if !valid {
+            return Err(format!("{name}: {single:?} is not a valid {vr:?} value"));
+        }
+    }
+    Ok(())
+}
+
+fn is_date(text: &str) -> bool {
+    if text.len() != 8 || !text.chars().all(|c| c.is_ascii_digit()) {
+        return false;
+    }
+    let (Ok(year), Ok(month), Ok(day)) = (text[..4].parse::<i32>(), text[4..6].parse::<u8>(), text[6..].parse::<u8>())
+    else {
+        return false;
+    };
+    time::Month::try_from(month).is_ok_and(|month| time::Date::from_calendar_date(year, month, day).is_ok())
+}
+
+/// The rewrite rules that put a study's registers into one of its files.
+pub(crate) fn rules_for(registers: &[CorrectionRecord]) -> CoercionRules {
+    let latest = registers.iter().max_by(|a, b| (a.hlc, &a.origin).cmp(&(b.hlc, &b.origin)));
+    CoercionRules {
+        set: registers
+            .iter()
+            .map(|register| {
+                let vr = register.vr.parse::<VR>().unwrap_or(VR::LO);
+                (tag_from_u32(register.tag), (vr, register.value.clone()))
+            })
+            .collect(),
+        reason: REASON_CORRECT.into(),
+        modifying_system: latest.map(|register| register.origin.clone()).unwrap_or_default(),
+        ..CoercionRules::default()
+    }
+}
+
+/// The Attribute Modification DateTime of a correction: its clock's time, in UTC.
+fn modification_time(registers: &[CorrectionRecord]) -> String {
+    let at_ms = registers.iter().map(CorrectionRecord::at_ms).max().unwrap_or(0);
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}.{:03}+0000",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+/// Put the registers' values into a data set read from a stored file.
+pub fn apply_to_dataset(dataset: &mut Dataset, registers: &[CorrectionRecord]) {
+    for register in registers {
+        let vr = register.vr.parse::<VR>().unwrap_or(VR::LO);
+        dataset.put(Element::from_written_text(tag_from_u32(register.tag), vr, &register.value));
+    }
+}
+
+/// What a retrieve sends of an instance: its stored file, or a corrected copy.
+pub struct DeliveredFile {
+    pub file: File,
+    pub size: u64,
+    pub dataset_offset: u64,
+}
+
+impl Archive {
+    /// Correct attributes of a study or of its patient (each attribute goes
+    /// to its level). `None` when the study is not held here. Returns the
+    /// registers recorded, journaled as [`CORRECTED`] for the peers.
+    pub async fn correct_study(
+        self: &Arc<Self>,
+        study_uid: &str,
+        changes: Vec<AttributeChange>,
+        reason: &str,
+        origin: &Origin,
+    ) -> Result<Option<Vec<CorrectionRecord>>, ArchiveError> {
+        if changes.is_empty() || changes.len() > MAX_CHANGES {
+            return Err(ArchiveError::Invalid(format!("a correction changes 1 to {MAX_CHANGES} attributes")));
+        }
+        if reason.chars().count() > 64 || reason.chars().any(char::is_control) {
+            return Err(ArchiveError::Invalid("reason: at most 64 characters, no control characters".into()));
+        }
+        let mut checked = Vec::with_capacity(changes.len());
+        for change in &changes {
+            let vr = correctable(change.tag).map_err(ArchiveError::Invalid)?;
+            check_value(change.tag, vr, &change.value).map_err(ArchiveError::Invalid)?;
+            if checked.iter().any(|(tag, _, _): &(Tag, VR, &str)| *tag == change.tag) {
+                return Err(ArchiveError::Invalid(format!("{} is given twice", change.tag)));
+            }
+            checked.push((change.tag, vr, change.value.as_str()));
+        }
+        if !self.check_encodable(study_uid, &checked, origin).await? {
+            return Ok(None);
+        }
+        let held = self.study_corrections(study_uid).await?;
+        let Some(identity) = held.patient_identity else { return Ok(None) };
+        let archive = Arc::clone(self);
+        let node = self.config().ae_title.clone();
+        let records: Vec<CorrectionRecord> = checked
+            .iter()
+            .map(|(tag, vr, value)| {
+                let (level, key) = match level_of(*tag) {
+                    Level::Patient => (CorrectionLevel::Patient, identity.clone()),
+                    _ => (CorrectionLevel::Study, study_uid.to_string()),
+                };
+                CorrectionRecord {
+                    level,
+                    key,
+                    tag: tag_to_u32(*tag),
+                    vr: vr.to_string().to_string(),
+                    value: value.to_string(),
+                    hlc: 0,
+                    origin: node.clone(),
+                    reason: reason.to_string(),
+                }
+            })
+            .collect();
+        let mut event = Event::new(CORRECTED, origin).with_detail(serde_json::json!({ "reason": reason }));
+        event.study_uid = Some(study_uid.to_string());
+        let applied = run_blocking(move || {
+            let hlc = archive.clock.tick(|| Ok(archive.catalog().latest_correction_clock()?))?;
+            let records: Vec<CorrectionRecord> =
+                records.into_iter().map(|record| CorrectionRecord { hlc, ..record }).collect();
+            Ok(archive.catalog().correct(&records, &event)?)
+        })
+        .await?;
+        self.metrics().corrections.add(applied.len() as u64);
+        Ok(Some(applied))
+    }
+
+    /// Record registers a peer sent (its corrections, or what anti-entropy
+    /// found it holds): each replaces the one held only if it is later.
+    /// `peer` is journaled, so that they are not sent back there.
+    pub async fn merge_corrections(
+        self: &Arc<Self>,
+        records: Vec<CorrectionRecord>,
+        peer: &str,
+        origin: &Origin,
+    ) -> Result<Vec<CorrectionRecord>, ArchiveError> {
+        for record in &records {
+            let vr = correctable(tag_from_u32(record.tag)).map_err(ArchiveError::Invalid)?;
+            if record.vr != vr.to_string() || record.key.is_empty() || record.origin.is_empty() || record.hlc <= 0 {
+                return Err(ArchiveError::Invalid(format!("register of {} is malformed", tag_from_u32(record.tag))));
+            }
+            check_value(tag_from_u32(record.tag), vr, &record.value).map_err(ArchiveError::Invalid)?;
+        }
+        let event = Event::new(CORRECTED, origin).with_detail(serde_json::json!({ "replicated_from": peer }));
+        let archive = Arc::clone(self);
+        let applied = run_blocking(move || {
+            for record in &records {
+                archive.clock.observe(record.hlc);
+            }
+            Ok(archive.catalog().correct(&records, &event)?)
+        })
+        .await?;
+        self.metrics().corrections.add(applied.len() as u64);
+        Ok(applied)
+    }
+
+    /// The registers of a study and of its patient.
+    pub async fn study_corrections(&self, study_uid: &str) -> Result<StudyCorrections, ArchiveError> {
+        let catalog = Arc::clone(self.catalog());
+        let study_uid = study_uid.to_string();
+        run_blocking(move || Ok(catalog.study_corrections(&study_uid)?)).await
+    }
+
+    /// Refuse a value the character set of one of the study's series cannot
+    /// carry (a Korean name in a file declaring Latin-1): its copies could
+    /// not be corrected. One instance per series is read. `false`: the
+    /// study is not held here, or not in the sites `origin` may see.
+    async fn check_encodable(
+        &self,
+        study_uid: &str,
+        changes: &[(Tag, VR, &str)],
+        origin: &Origin,
+    ) -> Result<bool, ArchiveError> {
+        let mut identifier = Dataset::new();
+        identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"));
+        identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
+        let mut query = haneul_dicom::matching::Query::from_identifier(
+            &identifier,
+            haneul_dicom::levels::InformationModel::StudyRoot,
+        )
+        .map_err(|error| ArchiveError::Task(error.to_string()))?;
+        query.sites.clone_from(&origin.scope);
+        let catalog = Arc::clone(self.catalog());
+        let instances = run_blocking(move || Ok(catalog.find_instances(&query)?)).await?;
+        if instances.is_empty() {
+            return Ok(false);
+        }
+        let mut seen_series = std::collections::HashSet::new();
+        for instance in instances.iter().filter(|instance| seen_series.insert(instance.series_uid.clone())) {
+            let header = self.read_header(instance, 64).await?;
+            let declared = header.parsed.dataset.strings(tags::SPECIFIC_CHARACTER_SET).join("\\");
+            let charset = haneul_dicom::charset::SpecificCharacterSet::from_raw(declared.as_bytes());
+            for (tag, vr, value) in changes {
+                let kind = match vr {
+                    VR::PN => haneul_dicom::charset::TextKind::PersonName,
+                    VR::LT | VR::ST | VR::UT => haneul_dicom::charset::TextKind::Text,
+                    _ => haneul_dicom::charset::TextKind::MultiValued,
+                };
+                if charset.encode(value, kind).is_none() {
+                    return Err(ArchiveError::Invalid(format!(
+                        "{} {value:?} cannot be written in the character set {declared:?} of series {}",
+                        dict::keyword(*tag).unwrap_or("value"),
+                        instance.series_uid
+                    )));
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Open what a retrieve sends of `instance`: the stored file, or, when
+    /// corrections apply to its study or patient, a copy carrying them (an
+    /// unnamed temporary file, gone when closed). A copy that cannot be made
+    /// (a value its character set cannot carry) is logged and counted, and
+    /// the stored file is sent.
+    pub async fn open_delivered(self: &Arc<Self>, instance: &StoredInstance) -> Result<DeliveredFile, ArchiveError> {
+        if !instance.corrected {
+            let file = self.open_instance(instance).await?;
+            return Ok(DeliveredFile { file, size: instance.blob.size, dataset_offset: instance.dataset_offset });
+        }
+        let file = self.open_instance(instance).await?;
+        let corrections = self.study_corrections(&instance.study_uid).await?;
+        let archive = Arc::clone(self);
+        let instance = instance.clone();
+        run_blocking(move || Ok(archive.corrected_copy(file, &instance, &corrections.registers))).await
+    }
+
+    /// [`Archive::open_delivered`] from a blocking thread.
+    pub fn open_delivered_blocking(&self, instance: &StoredInstance) -> Result<DeliveredFile, ArchiveError> {
+        let file = self.open_instance_blocking(instance)?;
+        if !instance.corrected {
+            return Ok(DeliveredFile { file, size: instance.blob.size, dataset_offset: instance.dataset_offset });
+        }
+        let corrections = self.catalog().study_corrections(&instance.study_uid)?;
+        Ok(self.corrected_copy(file, instance, &corrections.registers))
+    }
+
+    fn corrected_copy(&self, stored: File, instance: &StoredInstance, registers: &[CorrectionRecord]) -> DeliveredFile {
+        let as_stored =
+            |file: File| DeliveredFile { file, size: instance.blob.size, dataset_offset: instance.dataset_offset };
+        if registers.is_empty() {
+            return as_stored(stored);
+        }
+        let rules = rules_for(registers);
+        let now = modification_time(registers);
+        let copy = (|| -> Result<DeliveredFile, String> {
+            let mut input = BufReader::new(&stored);
+            let mut copy = tempfile::tempfile_in(self.data_dir()).map_err(|error| error.to_string())?;
+            let mut output = BufWriter::new(&mut copy);
+            coerce_part10(&mut input, &mut output, &rules, &now).map_err(|error| error.to_string())?;
+            output.flush().map_err(|error| error.to_string())?;
+            drop(output);
+            let size = copy.stream_position().map_err(|error| error.to_string())?;
+            copy.seek(SeekFrom::Start(0)).map_err(|error| error.to_string())?;
+            // The file meta group is copied unchanged, so the data set starts where it did.
+            Ok(DeliveredFile { file: copy, size, dataset_offset: instance.dataset_offset })
+        })();
+        match copy {
+            Ok(delivered) => {
+                self.metrics().corrected_deliveries.inc();
+                delivered
+            }
+            Err(error) => {
+                self.metrics().corrections_not_applied.inc();
+                tracing::error!(sop_instance_uid = %instance.sop_uid, %error, "corrections not applied to a retrieved instance; sent as stored");
+                let mut stored = stored;
+                let _ = stored.seek(SeekFrom::Start(0));
+                as_stored(stored)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_patient_and_study_text_attributes_are_correctable() {
+        assert_eq!(correctable(tags::PATIENT_NAME), Ok(VR::PN));
+        assert_eq!(correctable(tags::STUDY_DESCRIPTION), Ok(VR::LO));
+        assert_eq!(correctable(tags::PATIENT_BIRTH_DATE), Ok(VR::DA));
+        for refused in [
+            tags::PATIENT_ID,
+            tags::STUDY_INSTANCE_UID,
+            tags::SERIES_DESCRIPTION,
+            tags::SOP_INSTANCE_UID,
+            tags::PIXEL_DATA,
+            Tag(0x0009, 0x1001),
+        ] {
+            assert!(correctable(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn values_are_checked_against_their_vr() {
+        assert!(check_value(tags::PATIENT_NAME, VR::PN, "Hong^Gildong=洪^吉洞=홍^길동").is_ok());
+        assert!(check_value(tags::PATIENT_NAME, VR::PN, "a=b=c=d").is_err());
+        assert!(check_value(tags::PATIENT_NAME, VR::PN, &"x".repeat(65)).is_err());
+        assert!(check_value(tags::PATIENT_BIRTH_DATE, VR::DA, "19700229").is_err());
+        assert!(check_value(tags::PATIENT_BIRTH_DATE, VR::DA, "19720229").is_ok());
+        assert!(check_value(tags::PATIENT_SEX, VR::CS, "f").is_err());
+        assert!(check_value(tags::STUDY_DESCRIPTION, VR::LO, "line\nbreak").is_err());
+        assert!(check_value(tags::PATIENT_COMMENTS, VR::LT, "line\nbreak").is_ok());
+        assert!(check_value(tags::PATIENT_BIRTH_DATE, VR::DA, "").is_ok());
+    }
+
+    #[test]
+    fn the_clock_moves_past_what_it_has_seen() {
+        let clock = Clock::default();
+        let first = clock.tick(|| Ok(0)).expect("ticks");
+        let far_ahead = first + (3_600_000 << 16);
+        clock.observe(far_ahead);
+        assert!(clock.tick(|| Ok(0)).expect("ticks") > far_ahead);
+        let restarted = Clock::default();
+        assert!(restarted.tick(|| Ok(far_ahead)).expect("ticks") > far_ahead, "starts above the catalog");
+    }
+}

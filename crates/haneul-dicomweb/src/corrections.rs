@@ -1,0 +1,144 @@
+//! Attribute corrections over REST: a PACS administrator corrects a study's
+//! or its patient's attributes, anyone who may query reads the registers,
+//! and replication peers pass on theirs (see `haneul_core::corrections`).
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use haneul_core::audit::Action;
+use haneul_core::corrections::AttributeChange;
+use haneul_core::CorrectionRecord;
+
+use crate::error::{ApiError, ApiResult};
+use crate::{RequestContext, WebState};
+
+/// Most registers one request from a peer carries.
+const MAX_REGISTERS: usize = 10_000;
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrectionRequest {
+    /// New values by keyword (`PatientName`) or tag (`00100010`); "" removes a value.
+    attributes: serde_json::Map<String, serde_json::Value>,
+    /// Why (kept with each register and in the audit trail).
+    reason: String,
+}
+
+fn registers_json(registers: &[CorrectionRecord]) -> serde_json::Value {
+    registers
+        .iter()
+        .map(|register| {
+            let tag = haneul_dicom::model::tag_from_u32(register.tag);
+            serde_json::json!({
+                "level": register.level,
+                "key": register.key,
+                "tag": format!("{:08X}", register.tag),
+                "keyword": haneul_dicom::dict::keyword(tag),
+                "vr": register.vr,
+                "value": register.value,
+                "hlc": register.hlc,
+                "at_ms": register.at_ms(),
+                "origin": register.origin,
+                "reason": register.reason,
+            })
+        })
+        .collect()
+}
+
+/// `POST /api/studies/{study}/corrections`.
+pub async fn correct_study(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(study): Path<String>,
+    Json(request): Json<CorrectionRequest>,
+) -> ApiResult<Response> {
+    if study.is_empty() || study.len() > 64 {
+        return Err(ApiError::BadRequest(format!("{study:?} is not a UID")));
+    }
+    if request.reason.trim().is_empty() {
+        return Err(ApiError::BadRequest("reason: say why the values are corrected".into()));
+    }
+    let mut changes = Vec::with_capacity(request.attributes.len());
+    for (name, value) in &request.attributes {
+        let tag = haneul_dicom::dict::parse_tag(name)
+            .ok_or_else(|| ApiError::BadRequest(format!("{name:?} is neither a keyword nor a tag")))?;
+        let value = match value {
+            serde_json::Value::String(text) => text.clone(),
+            serde_json::Value::Null => String::new(),
+            _ => return Err(ApiError::BadRequest(format!("{name}: the new value must be a string"))),
+        };
+        changes.push(AttributeChange { tag, value });
+    }
+    let outcome = state.archive().correct_study(&study, changes, request.reason.trim(), &ctx.origin).await;
+    let audit = ctx.audit_entry(Action::Correct).study(&study).detail("reason", request.reason.trim());
+    let audit = match &outcome {
+        Ok(Some(recorded)) => audit.detail("attributes", recorded.len()),
+        Ok(None) => audit.failed("no such study"),
+        Err(error) => audit.failed(error),
+    };
+    state.archive().audit_instances(audit, &[]);
+    let Some(recorded) = outcome? else {
+        return Err(ApiError::NotFound(format!("no study {study} is stored")));
+    };
+    tracing::info!(study_instance_uid = %study, attributes = recorded.len(), "study corrected");
+    Ok(Json(serde_json::json!({ "recorded": registers_json(&recorded) })).into_response())
+}
+
+/// `GET /api/studies/{study}/corrections`: the registers of the study and of its patient.
+pub async fn study_corrections(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(study): Path<String>,
+) -> ApiResult<Response> {
+    let held = state.archive().study_corrections(&study).await;
+    let audit = ctx.audit_entry(Action::Query).study(&study).detail("resource", "corrections");
+    state.archive().audit_instances(
+        match &held {
+            Ok(_) => audit,
+            Err(error) => audit.failed(error),
+        },
+        &[],
+    );
+    let held = held?;
+    Ok(Json(serde_json::json!({
+        "patient_identity": held.patient_identity,
+        "registers": registers_json(&held.registers),
+    }))
+    .into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerCorrections {
+    /// The AE title of the peer passing them on: they are not sent back there.
+    replicated_from: String,
+    registers: Vec<CorrectionRecord>,
+}
+
+/// `POST /api/corrections`: registers a replication peer passes on; each
+/// replaces the one held only if its clock is later.
+pub async fn merge(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+    Json(request): Json<PeerCorrections>,
+) -> ApiResult<Response> {
+    let peer = request.replicated_from.trim();
+    if peer.is_empty() || peer.len() > 16 {
+        return Err(ApiError::BadRequest("replicated_from: the AE title of the peer".into()));
+    }
+    if request.registers.len() > MAX_REGISTERS {
+        return Err(ApiError::BadRequest(format!("at most {MAX_REGISTERS} registers at once")));
+    }
+    let keys: Vec<String> = request.registers.iter().map(|register| register.key.clone()).collect();
+    let outcome = state.archive().merge_corrections(request.registers, peer, &ctx.origin).await;
+    let audit = ctx.audit_entry(Action::Correct).detail("replicated_from", peer);
+    let audit = match &outcome {
+        Ok(recorded) => {
+            audit.studies(keys.iter().filter(|key| !key.contains('\\'))).detail("attributes", recorded.len())
+        }
+        Err(error) => audit.failed(error),
+    };
+    state.archive().audit(audit);
+    let recorded = outcome?;
+    Ok(Json(serde_json::json!({ "recorded": recorded.len() })).into_response())
+}
