@@ -93,5 +93,5 @@ fn a_version_1_catalog_gains_the_account_tables() {
     drop(catalog);
     let reopened = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = reopened.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 8, "brought to the current schema");
+    assert_eq!(version, 9, "brought to the current schema");
 }

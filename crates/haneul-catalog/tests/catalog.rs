@@ -453,7 +453,7 @@ fn a_version_2_catalog_gets_the_site_column() {
     assert_eq!(find(catalog, &query).len(), 1, "studies stored without a site have the empty site");
     let connection = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
 }
 
 #[test]

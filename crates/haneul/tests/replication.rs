@@ -188,8 +188,8 @@ struct TwoSites {
     /// Links towards A's and B's DICOM ports.
     to_a: Link,
     to_b: Link,
-    /// The link towards B's HTTP port (the one towards A's is never cut;
-    /// a link keeps relaying when its handle is dropped).
+    /// Links towards A's and B's HTTP ports (verify, removals, corrections).
+    to_a_api: Link,
     to_b_api: Link,
     /// The files holding each site's token for the other.
     tokens: tempfile::TempDir,
@@ -209,7 +209,7 @@ impl TwoSites {
         {
             link.connect_port(port);
         }
-        TwoSites { a, b, to_a, to_b, to_b_api, tokens }
+        TwoSites { a, b, to_a, to_b, to_a_api, to_b_api, tokens }
     }
 }
 
@@ -422,6 +422,70 @@ fn removals_reach_the_other_site_and_are_not_undone_by_its_copies() {
     to_b_api.connect_port(b.http_port);
     eventually("b removing the study too", || b.instances() == a.instances());
     assert_eq!(a.instances().len(), 1);
+    let tree = |node: &Server| node.get("/api/replication/tree", "application/json").json();
+    assert_eq!(tree(&a), tree(&b));
+}
+
+/// The corrections of a study held at a site, as `(keyword, value, origin)`.
+fn corrections_held(node: &Server, study: &str) -> BTreeSet<(String, String, String)> {
+    let held = node.get(&format!("/api/studies/{study}/corrections"), "application/json").json();
+    let field = |register: &Value, name: &str| register[name].as_str().unwrap_or_default().to_string();
+    held["registers"]
+        .as_array()
+        .map(|registers| {
+            registers.iter().map(|r| (field(r, "keyword"), field(r, "value"), field(r, "origin"))).collect()
+        })
+        .unwrap_or_default()
+}
+
+fn correct(node: &Server, study: &str, attributes: Value) {
+    let auth = node.authorization();
+    let body = serde_json::json!({ "attributes": attributes, "reason": "registration error" }).to_string();
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let path = format!("/api/studies/{study}/corrections");
+    let answer = http_request(node.http_port, "POST", &path, &headers, body.as_bytes());
+    assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+}
+
+/// Corrections reach the other site; made at both sites while they cannot
+/// talk, they converge on the later one (hybrid logical clock) at both once
+/// the link heals, and retrieves at both sites carry it.
+#[test]
+fn corrections_made_at_both_sites_during_a_partition_converge_on_the_later_one() {
+    let TwoSites { a, b, to_a_api, to_b_api, tokens: _tokens, .. } = TwoSites::start();
+    a.store_samples("MODALITY", &FILES[..1]);
+    eventually("b holding a's instance", || b.instances().len() == 1);
+    let instance = a.instances().into_iter().next().unwrap();
+    let study = instance.0.clone();
+    correct(&a, &study, serde_json::json!({ "StudyDescription": "CT CHEST" }));
+    let description = ("StudyDescription".to_string(), "CT CHEST".to_string(), "SITEA".to_string());
+    eventually("b holding a's correction", || corrections_held(&b, &study).contains(&description));
+
+    to_a_api.cut();
+    to_b_api.cut();
+    correct(&a, &study, serde_json::json!({ "PatientName": "Kim^Minsu" }));
+    correct(&b, &study, serde_json::json!({ "PatientName": "Lee^Jiwoo", "AccessionNumber": "B-1" }));
+    eventually("a failing to reach b's API", || a.peer_metric("haneul_replication_failures_total", "b") >= 1.0);
+    eventually("b failing to reach a's API", || b.peer_metric("haneul_replication_failures_total", "a") >= 1.0);
+    let name_at = |node: &Server| {
+        corrections_held(node, &study).into_iter().find(|(keyword, _, _)| keyword == "PatientName").map(|held| held.1)
+    };
+    assert_eq!((name_at(&a).as_deref(), name_at(&b).as_deref()), (Some("Kim^Minsu"), Some("Lee^Jiwoo")));
+
+    to_a_api.connect_port(a.http_port);
+    to_b_api.connect_port(b.http_port);
+    eventually("both sites holding the same corrections", || {
+        let at_a = corrections_held(&a, &study);
+        at_a.len() == 3 && at_a == corrections_held(&b, &study)
+    });
+    assert_eq!(name_at(&a).as_deref(), Some("Lee^Jiwoo"), "b corrected later");
+    for node in [&a, &b] {
+        let retrieved = node.data_set(&instance);
+        let holds = |text: &[u8]| retrieved.windows(text.len()).any(|window| window == text);
+        assert!(holds(b"Lee^Jiwoo") && holds(b"B-1") && holds(b"CT CHEST"), "{}", node.ae_title);
+        assert!(!holds(b"Kim^Minsu"), "{}: the overruled value is gone", node.ae_title);
+    }
+    // The stored bytes are the same at both sites: the digest trees agree.
     let tree = |node: &Server| node.get("/api/replication/tree", "application/json").json();
     assert_eq!(tree(&a), tree(&b));
 }

@@ -1,0 +1,173 @@
+//! Attribute corrections on one node, with DCMTK as the client: a corrected
+//! name and description are what C-FIND matches and answers, what getscu and
+//! WADO-RS bring back (the previous values in an Original Attributes
+//! Sequence item), while the stored files stay byte for byte as received.
+
+mod common;
+
+use common::{dcmtk, files_under, http_request, pydicom_data, run, text, Server};
+use serde_json::Value;
+
+const CT_STUDY: &str = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
+const CT_NAME: &str = "CompressedSamples^CT1";
+
+fn correct(server: &Server, study: &str, body: &Value) -> common::HttpResponse {
+    let auth = server.authorization();
+    let path = format!("/api/studies/{study}/corrections");
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    http_request(server.http_port, "POST", &path, &headers, body.to_string().as_bytes())
+}
+
+fn find_studies(server: &Server, keys: &[&str]) -> String {
+    let mut command = dcmtk("findscu");
+    command.args(["-v", "-S", "-aec", &server.ae_title, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID"]);
+    for key in keys {
+        command.args(["-k", key]);
+    }
+    command.arg("127.0.0.1").arg(server.dicom_port.to_string());
+    let output = run(&mut command);
+    assert!(output.status.success(), "findscu failed:\n{}", text(&output));
+    text(&output)
+}
+
+fn dump(path: &std::path::Path) -> String {
+    let output = run(dcmtk("dcmdump").args(["+L", "-q"]).arg(path));
+    assert!(output.status.success(), "dcmdump failed:\n{}", text(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn corrected_values_are_found_and_retrieved_and_the_stored_files_stay_as_received() {
+    let server = Server::start();
+    server.store_samples("MODALITY", &["CT_small.dcm"]);
+    let stored_before: Vec<Vec<u8>> =
+        files_under(&server.data_dir().join("blobs")).iter().map(|path| std::fs::read(path).unwrap()).collect();
+
+    let answer = correct(
+        &server,
+        CT_STUDY,
+        &serde_json::json!({
+            "attributes": { "PatientName": "Kim^Minsu", "00081030": "CT CHEST", "AccessionNumber": "A-77" },
+            "reason": "name misspelt at registration",
+        }),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let recorded = answer.json()["recorded"].as_array().cloned().unwrap_or_default();
+    assert_eq!(recorded.len(), 3, "{}", answer.text());
+    assert!(recorded.iter().any(|r| r["level"] == "PATIENT" && r["keyword"] == "PatientName"));
+    assert!(recorded.iter().any(|r| r["level"] == "STUDY" && r["value"] == "CT CHEST"));
+
+    // C-FIND matches and answers the corrected values, not the received ones.
+    let found = find_studies(&server, &["PatientName=Kim*", "StudyDescription", "AccessionNumber"]);
+    assert!(found.contains("Kim^Minsu") && found.contains("CT CHEST") && found.contains("A-77"), "{found}");
+    let old = find_studies(&server, &[&format!("PatientName={}", CT_NAME.replace("CT1", "*"))]);
+    assert!(!old.contains(CT_STUDY), "the old name still matches:\n{old}");
+
+    // getscu brings back a copy carrying them, the previous values kept.
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(dcmtk("getscu")
+        .args(["-S", "-aec", &server.ae_title, "-od"])
+        .arg(dir.path())
+        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &format!("StudyInstanceUID={CT_STUDY}")])
+        .arg("127.0.0.1")
+        .arg(server.dicom_port.to_string()));
+    assert!(output.status.success(), "getscu failed:\n{}", text(&output));
+    let received = files_under(dir.path());
+    assert_eq!(received.len(), 1);
+    let header = dump(&received[0]);
+    assert!(header.contains("(0010,0010) PN [Kim^Minsu]"), "{header}");
+    assert!(header.contains("(0008,1030) LO [CT CHEST]"), "{header}");
+    assert!(header.contains("(0400,0565) CS [CORRECT]"), "{header}");
+    assert!(header.contains(&format!("(0010,0010) PN [{CT_NAME}]")), "the previous name is kept:\n{header}");
+    assert!(header.contains(&format!("(0400,0563) LO [{}]", server.ae_title)), "{header}");
+
+    // WADO-RS: the instance and the metadata say the same.
+    let instance = server.instances().into_iter().next().expect("one instance");
+    let file = server.data_set(&instance);
+    assert!(file.windows(9).any(|w| w == b"Kim^Minsu"));
+    let metadata = server.get(&format!("/dicom-web/studies/{CT_STUDY}/metadata"), "application/dicom+json").json();
+    assert_eq!(metadata[0]["00100010"]["Value"][0]["Alphabetic"], "Kim^Minsu", "{metadata:#}");
+
+    // The files on disk did not change.
+    let stored_after: Vec<Vec<u8>> =
+        files_under(&server.data_dir().join("blobs")).iter().map(|path| std::fs::read(path).unwrap()).collect();
+    assert!(stored_before == stored_after, "a stored file changed");
+    assert_eq!(server.metric("haneul_corrections_total"), 3.0);
+    assert!(server.metric("haneul_corrected_deliveries_total") >= 2.0);
+
+    // What may not be corrected, and what is not there, say so.
+    let refused = [
+        (serde_json::json!({ "attributes": { "PatientID": "X" }, "reason": "r" }), 400, "identifies the record"),
+        (
+            serde_json::json!({ "attributes": { "SeriesDescription": "X" }, "reason": "r" }),
+            400,
+            "not a patient or study",
+        ),
+        (serde_json::json!({ "attributes": { "PatientBirthDate": "19700230" }, "reason": "r" }), 400, "not a valid"),
+        (serde_json::json!({ "attributes": { "PatientName": "X" }, "reason": " " }), 400, "say why"),
+        // CT_small declares no character set: Hangul cannot be written in it.
+        (serde_json::json!({ "attributes": { "PatientName": "김^민수" }, "reason": "r" }), 400, "character set"),
+    ];
+    for (body, status, message) in refused {
+        let answer = correct(&server, CT_STUDY, &body);
+        assert_eq!(answer.status, status, "{body}: {}", answer.text());
+        assert!(answer.text().contains(message), "{body}: {}", answer.text());
+    }
+    let unknown =
+        correct(&server, "1.2.3.4", &serde_json::json!({ "attributes": { "PatientName": "X" }, "reason": "r" }));
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    // A clinician may read the registers but not correct.
+    let reader = server.add_user("reader", "clinician");
+    let reader = format!("Bearer {}", server.create_token(&reader, "reads"));
+    let headers = [("Authorization", reader.as_str()), ("Content-Type", "application/json")];
+    let path = format!("/api/studies/{CT_STUDY}/corrections");
+    let body = serde_json::json!({ "attributes": { "PatientName": "X" }, "reason": "r" }).to_string();
+    assert_eq!(http_request(server.http_port, "POST", &path, &headers, body.as_bytes()).status, 403);
+    let held = server.get(&path, "application/json").json();
+    assert_eq!(held["registers"].as_array().map(Vec::len), Some(3), "{held:#}");
+
+    // Attributable: the audit trail names who corrected what.
+    let audited = common::audit_search(&server.data_dir(), &["--action", "correct"]);
+    assert!(
+        audited.iter().any(|record| record["outcome"] == "success" && record["studies"][0] == CT_STUDY),
+        "{audited:#?}"
+    );
+}
+
+/// A Korean name goes into a file that declares ISO 2022 IR 149, in all three
+/// component groups, and is found by a Hangul query.
+#[test]
+fn a_korean_name_is_written_in_the_files_own_character_set() {
+    let server = Server::start();
+    let korean = pydicom_data().join("charset_files").join("chrI2.dcm");
+    let output = run(dcmtk("storescu")
+        .args(["-aec", &server.ae_title, "127.0.0.1"])
+        .arg(server.dicom_port.to_string())
+        .arg(&korean));
+    assert!(output.status.success(), "{}", text(&output));
+    let instance = server.instances().into_iter().next().expect("stored");
+    let answer = correct(
+        &server,
+        &instance.0,
+        &serde_json::json!({ "attributes": { "PatientName": "Kim^Minsu=金^民秀=김^민수" }, "reason": "wrong patient name" }),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let found = find_studies(&server, &["SpecificCharacterSet=ISO_IR 192", "PatientName=김*"]);
+    assert!(found.contains(&instance.0), "{found}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("retrieved.dcm");
+    std::fs::write(&path, common::stored_file(server.http_port, &server.authorization(), &instance)).unwrap();
+    let script = r#"
+import sys, pydicom
+ds = pydicom.dcmread(sys.argv[1], force=True)
+print(str(ds.PatientName))
+item = ds.OriginalAttributesSequence[-1]
+print(item.ReasonForTheAttributeModification)
+print(str(item.ModifiedAttributesSequence[0].PatientName))
+"#;
+    let output = run(std::process::Command::new(common::python()).args(["-c", script]).arg(&path));
+    assert!(output.status.success(), "{}", text(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("Kim^Minsu=金^民秀=김^민수") && printed.contains("CORRECT"), "{printed}");
+    assert!(printed.contains("Hong^Gildong=洪^吉洞=홍^길동"), "the received name is kept: {printed}");
+}
