@@ -14,6 +14,7 @@
 mod schema;
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -278,7 +279,7 @@ impl Engine for PostgresEngine {
         let Connection { client, statements } = &mut connection;
         let mut source_tx =
             client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
-        copy_tables(&mut PostgresDb { client: &mut source_tx, statements }, &mut SqliteDb(&target_tx))?;
+        copy_tables(&mut PostgresDb { client: &mut source_tx, statements }, &mut SqliteDb(&target_tx), &|_| true)?;
         source_tx.commit()?;
         target_tx.commit()?;
         Ok(())
@@ -313,10 +314,14 @@ impl PostgresCatalog {
     pub fn load_snapshot(&self, path: &Path) -> Result<()> {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let source = rusqlite::Connection::open_with_flags(path, flags)?;
+        let mut listing = source.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+        let source_tables =
+            listing.query_map([], |row| row.get::<_, String>(0))?.collect::<rusqlite::Result<HashSet<_>>>()?;
+        drop(listing);
         self.engine.write(|tx| {
             refuse_if_archive(tx)?;
             tx.execute("DELETE FROM settings", &[])?;
-            copy_tables(&mut SqliteDb(&source), tx)?;
+            copy_tables(&mut SqliteDb(&source), tx, &|table| source_tables.contains(table))?;
             for (key, value) in
                 [("schema_version", SCHEMA_VERSION), ("schema_compatible_from", schema::COMPATIBLE_FROM)]
             {

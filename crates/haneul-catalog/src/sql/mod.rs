@@ -85,11 +85,12 @@ const TABLES: &[&str] = &[
 ];
 
 /// Copy every row of the catalog tables from one database to another (a
-/// snapshot of another engine into SQLite). Columns go by name, as the
-/// source names them, so none is left behind; one the target lacks fails
-/// the copy.
-pub(crate) fn copy_tables(from: &mut dyn Db, to: &mut dyn Db) -> Result<()> {
-    for table in TABLES {
+/// snapshot of another engine into SQLite, or back). Columns go by name, as
+/// the source names them, so none is left behind; one the target lacks fails
+/// the copy. A table `source_has` denies is skipped: a snapshot made by an
+/// older version lacks the tables added since.
+pub(crate) fn copy_tables(from: &mut dyn Db, to: &mut dyn Db, source_has: &dyn Fn(&str) -> bool) -> Result<()> {
+    for table in TABLES.iter().filter(|table| source_has(table)) {
         let mut insert = None;
         let mut failure = None;
         from.query_each(&format!("SELECT * FROM {table}"), &[], &mut |row| {
