@@ -377,6 +377,20 @@ impl CorrectionRecord {
     pub fn at_ms(&self) -> i64 {
         self.hlc >> 16
     }
+
+    pub fn attribute(&self) -> haneul_dicom::Tag {
+        haneul_dicom::model::tag_from_u32(self.tag)
+    }
+
+    /// The VR recorded (LO should it not parse: the register was checked when recorded).
+    pub fn value_representation(&self) -> haneul_dicom::VR {
+        self.vr.parse().unwrap_or(haneul_dicom::VR::LO)
+    }
+
+    /// The corrected value as an element of a data set.
+    pub fn element(&self) -> haneul_dicom::Element {
+        haneul_dicom::Element::from_written_text(self.attribute(), self.value_representation(), &self.value)
+    }
 }
 
 /// The registers that apply to a study: its own and its patient's.

@@ -21,9 +21,9 @@ use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
 
 use haneul_catalog::{CorrectionLevel, CorrectionRecord, Event, Origin, StoredInstance, StudyCorrections};
-use haneul_dicom::coerce::{coerce_part10, CoercionRules, REASON_CORRECT};
+use haneul_dicom::coerce::{coerce_part10, text_kind, CoercionRules, REASON_CORRECT};
 use haneul_dicom::levels::{level_of, Level};
-use haneul_dicom::model::{tag_from_u32, tag_to_u32};
+use haneul_dicom::model::tag_to_u32;
 use haneul_dicom::read::is_text_vr;
 use haneul_dicom::{dict, tags, Dataset, Element, Tag, VR};
 
@@ -154,10 +154,7 @@ pub(crate) fn rules_for(registers: &[CorrectionRecord]) -> CoercionRules {
     CoercionRules {
         set: registers
             .iter()
-            .map(|register| {
-                let vr = register.vr.parse::<VR>().unwrap_or(VR::LO);
-                (tag_from_u32(register.tag), (vr, register.value.clone()))
-            })
+            .map(|register| (register.attribute(), (register.value_representation(), register.value.clone())))
             .collect(),
         reason: REASON_CORRECT.into(),
         modifying_system: latest.map(|register| register.origin.clone()).unwrap_or_default(),
@@ -185,8 +182,7 @@ fn modification_time(registers: &[CorrectionRecord]) -> String {
 /// Put the registers' values into a data set read from a stored file.
 pub fn apply_to_dataset(dataset: &mut Dataset, registers: &[CorrectionRecord]) {
     for register in registers {
-        let vr = register.vr.parse::<VR>().unwrap_or(VR::LO);
-        dataset.put(Element::from_written_text(tag_from_u32(register.tag), vr, &register.value));
+        dataset.put(register.element());
     }
 }
 
@@ -272,11 +268,11 @@ impl Archive {
         origin: &Origin,
     ) -> Result<Vec<CorrectionRecord>, ArchiveError> {
         for record in &records {
-            let vr = correctable(tag_from_u32(record.tag)).map_err(ArchiveError::Invalid)?;
+            let vr = correctable(record.attribute()).map_err(ArchiveError::Invalid)?;
             if record.vr != vr.to_string() || record.key.is_empty() || record.origin.is_empty() || record.hlc <= 0 {
-                return Err(ArchiveError::Invalid(format!("register of {} is malformed", tag_from_u32(record.tag))));
+                return Err(ArchiveError::Invalid(format!("register of {} is malformed", record.attribute())));
             }
-            check_value(tag_from_u32(record.tag), vr, &record.value).map_err(ArchiveError::Invalid)?;
+            check_value(record.attribute(), vr, &record.value).map_err(ArchiveError::Invalid)?;
         }
         let event = Event::new(CORRECTED, origin).with_detail(serde_json::json!({ "replicated_from": peer }));
         let archive = Arc::clone(self);
@@ -328,12 +324,7 @@ impl Archive {
             let declared = header.parsed.dataset.strings(tags::SPECIFIC_CHARACTER_SET).join("\\");
             let charset = haneul_dicom::charset::SpecificCharacterSet::from_raw(declared.as_bytes());
             for (tag, vr, value) in changes {
-                let kind = match vr {
-                    VR::PN => haneul_dicom::charset::TextKind::PersonName,
-                    VR::LT | VR::ST | VR::UT => haneul_dicom::charset::TextKind::Text,
-                    _ => haneul_dicom::charset::TextKind::MultiValued,
-                };
-                if charset.encode(value, kind).is_none() {
+                if charset.encode(value, text_kind(*vr)).is_none() {
                     return Err(ArchiveError::Invalid(format!(
                         "{} {value:?} cannot be written in the character set {declared:?} of series {}",
                         dict::keyword(*tag).unwrap_or("value"),

@@ -1094,7 +1094,7 @@ fn text_element(tag: Tag, vr: VR, value: &[u8], encoding: Encoding) -> CoerceRes
 }
 
 /// How text of this VR is delimited for the character set's code extensions.
-fn text_kind(vr: VR) -> TextKind {
+pub fn text_kind(vr: VR) -> TextKind {
     match vr {
         VR::PN => TextKind::PersonName,
         VR::LT | VR::ST | VR::UT => TextKind::Text,

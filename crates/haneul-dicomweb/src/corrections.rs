@@ -28,12 +28,11 @@ fn registers_json(registers: &[CorrectionRecord]) -> serde_json::Value {
     registers
         .iter()
         .map(|register| {
-            let tag = haneul_dicom::model::tag_from_u32(register.tag);
             serde_json::json!({
                 "level": register.level,
                 "key": register.key,
                 "tag": format!("{:08X}", register.tag),
-                "keyword": haneul_dicom::dict::keyword(tag),
+                "keyword": haneul_dicom::dict::keyword(register.attribute()),
                 "vr": register.vr,
                 "value": register.value,
                 "hlc": register.hlc,

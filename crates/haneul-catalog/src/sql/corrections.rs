@@ -5,8 +5,7 @@
 use std::collections::BTreeSet;
 
 use haneul_dicom::matching::{normalize_temporal, person_name_groups};
-use haneul_dicom::model::tag_from_u32;
-use haneul_dicom::{tags, Element, VR};
+use haneul_dicom::{tags, VR};
 
 use super::db::{Db, Row};
 use super::write::{decode_attrs, encode_attrs, insert_event};
@@ -107,8 +106,7 @@ pub(super) fn apply_registers(tx: &mut dyn Db, level: CorrectionLevel, key: &str
     let stored = tx.query_one(&format!("SELECT attrs FROM {table} WHERE pk = ?1"), &[pk.into()], |row| row.bytes(0))?;
     let mut attrs = decode_attrs(&stored, || format!("{table} row {pk}"))?;
     for register in &registers {
-        let vr = register.vr.parse::<VR>().unwrap_or(VR::LO);
-        attrs.put(Element::from_written_text(tag_from_u32(register.tag), vr, &register.value));
+        attrs.put(register.element());
     }
     let text = |tag| attrs.string(tag).unwrap_or_default().to_string();
     let encoded = encode_attrs(&attrs);
