@@ -48,17 +48,7 @@ mod tests {
         if let Some(peer) = replicated_from {
             detail["replicated_from"] = peer.into();
         }
-        StoredEvent {
-            seq: 3,
-            at_ms: 0,
-            kind: CORRECTED.into(),
-            origin: Default::default(),
-            patient_id: None,
-            study_uid: None,
-            series_uid: None,
-            sop_uid: None,
-            detail,
-        }
+        crate::test_event(CORRECTED, detail)
     }
 
     #[test]

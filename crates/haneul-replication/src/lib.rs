@@ -588,3 +588,19 @@ pub(crate) fn test_peer(ae_title: &str) -> Peer {
         tls: None,
     }
 }
+
+/// A journal event of this kind with this detail, as the replicator reads it.
+#[cfg(test)]
+pub(crate) fn test_event(kind: &str, detail: serde_json::Value) -> StoredEvent {
+    StoredEvent {
+        seq: 7,
+        at_ms: 0,
+        kind: kind.into(),
+        origin: Default::default(),
+        patient_id: None,
+        study_uid: None,
+        series_uid: None,
+        sop_uid: None,
+        detail,
+    }
+}

@@ -71,17 +71,7 @@ mod tests {
         if let Some(peer) = replicated_from {
             detail["replicated_from"] = peer.into();
         }
-        StoredEvent {
-            seq: 7,
-            at_ms: 0,
-            kind: REMOVED.into(),
-            origin: Default::default(),
-            patient_id: None,
-            study_uid: None,
-            series_uid: None,
-            sop_uid: None,
-            detail,
-        }
+        crate::test_event(REMOVED, detail)
     }
 
     fn peer() -> Peer {

@@ -289,9 +289,8 @@ fn patient_ids_are_mapped_then_prefixed() {
     assert!(matches!(error, CoerceError::Value { tag: tags::PATIENT_ID, .. }), "{error}");
 }
 
-#[test]
-fn a_prefix_keeps_the_received_bytes_of_a_korean_id() {
-    let korean = SpecificCharacterSet::from_terms(&["", "ISO 2022 IR 149"]);
+/// The legacy instance without private elements, declaring `\ISO 2022 IR 149`, and that character set.
+fn korean_legacy() -> (SpecificCharacterSet, Dataset) {
     let mut ds = legacy();
     ds.retain(|e| e.tag.group() % 2 == 0);
     ds.put(Element::new(
@@ -299,6 +298,12 @@ fn a_prefix_keeps_the_received_bytes_of_a_korean_id() {
         VR::CS,
         Value::Strings(vec![String::new(), "ISO 2022 IR 149".into()]),
     ));
+    (SpecificCharacterSet::from_terms(&["", "ISO 2022 IR 149"]), ds)
+}
+
+#[test]
+fn a_prefix_keeps_the_received_bytes_of_a_korean_id() {
+    let (korean, mut ds) = korean_legacy();
     ds.put(text(tags::PATIENT_ID, VR::LO, "홍길동7"));
     ds.put(text(tags::ISSUER_OF_PATIENT_ID, VR::LO, "옛병원"));
     let file = part10(ts::EXPLICIT_VR_LITTLE_ENDIAN, &ds, &korean);
@@ -563,14 +568,7 @@ fn garbage_never_panics() {
 
 #[test]
 fn set_values_replace_insert_and_keep_the_originals() {
-    let korean = SpecificCharacterSet::from_terms(&["", "ISO 2022 IR 149"]);
-    let mut ds = legacy();
-    ds.retain(|e| e.tag.group() % 2 == 0);
-    ds.put(Element::new(
-        tags::SPECIFIC_CHARACTER_SET,
-        VR::CS,
-        Value::Strings(vec![String::new(), "ISO 2022 IR 149".into()]),
-    ));
+    let (korean, mut ds) = korean_legacy();
     ds.put(text(tags::STUDY_DESCRIPTION, VR::LO, "CT CHEST"));
     ds.put(Element::new(Tag(0x0010, 0x0000), VR::UL, Value::Strings(vec!["0".into()])));
     let rules = CoercionRules {
