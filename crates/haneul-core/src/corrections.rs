@@ -342,11 +342,10 @@ impl Archive {
     /// (a value its character set cannot carry) is logged and counted, and
     /// the stored file is sent.
     pub async fn open_delivered(self: &Arc<Self>, instance: &StoredInstance) -> Result<DeliveredFile, ArchiveError> {
+        let file = self.open_instance(instance).await?;
         if !instance.corrected {
-            let file = self.open_instance(instance).await?;
             return Ok(DeliveredFile { file, size: instance.blob.size, dataset_offset: instance.dataset_offset });
         }
-        let file = self.open_instance(instance).await?;
         let corrections = self.study_corrections(&instance.study_uid).await?;
         let archive = Arc::clone(self);
         let instance = instance.clone();
