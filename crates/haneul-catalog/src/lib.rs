@@ -141,6 +141,11 @@ pub trait Catalog: Send + Sync {
     /// The registers that apply to a study: its patient's and its own.
     fn study_corrections(&self, study_uid: &str) -> Result<StudyCorrections>;
 
+    /// Every register held (anti-entropy compares them with a peer's), by
+    /// level, key and attribute. Corrections are made by people, so there
+    /// are few enough to list at once.
+    fn all_corrections(&self) -> Result<Vec<CorrectionRecord>>;
+
     /// The latest clock of any register (0 without any): a restarted node's
     /// clock starts above it.
     fn latest_correction_clock(&self) -> Result<i64>;

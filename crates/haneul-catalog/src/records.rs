@@ -401,6 +401,12 @@ pub struct StudyCorrections {
     pub registers: Vec<CorrectionRecord>,
 }
 
+/// The Patient ID a [`patient_identity`] was made of; `None` for a patient
+/// without one.
+pub fn patient_id_of(identity: &str) -> Option<&str> {
+    identity.split('\\').next().filter(|id| !id.is_empty())
+}
+
 /// The key of a patient in the catalog: Patient ID with its issuer, or,
 /// without a Patient ID, the demographics.
 pub fn patient_identity(patient: &PatientFacts) -> String {

@@ -536,5 +536,8 @@ on_every_engine! {
         let held = catalog.study_corrections("1.2").expect("reads");
         assert_eq!(held.registers.len(), 2);
         assert_eq!(catalog.latest_correction_clock().expect("reads"), 30 << 16);
+        let all = catalog.all_corrections().expect("reads");
+        let held: Vec<(CorrectionLevel, &str, &str)> = all.iter().map(|r| (r.level, r.key.as_str(), r.value.as_str())).collect();
+        assert_eq!(held, [(CorrectionLevel::Patient, identity.as_str(), "Lee^Jiwoo"), (CorrectionLevel::Study, "1.2", "CT CHEST")]);
     }
 }

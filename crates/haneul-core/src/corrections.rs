@@ -294,6 +294,12 @@ impl Archive {
         run_blocking(move || Ok(catalog.study_corrections(&study_uid)?)).await
     }
 
+    /// Every register held here (anti-entropy compares them with a peer's).
+    pub async fn correction_registers(&self) -> Result<Vec<CorrectionRecord>, ArchiveError> {
+        let catalog = Arc::clone(self.catalog());
+        run_blocking(move || Ok(catalog.all_corrections()?)).await
+    }
+
     /// Refuse a value the character set of one of the study's series cannot
     /// carry (a Korean name in a file declaring Latin-1): its copies could
     /// not be corrected. One instance per series is read. `false`: the

@@ -15,6 +15,11 @@
 //!   BLAKE3 over its sorted (Study Instance UID, study digest) pairs.
 //! - **Root**: BLAKE3 over the 256 bucket digests.
 //!
+//! - **Registers**: beside the root, BLAKE3 over every attribute correction
+//!   register (see [`crate::corrections`]), sorted by level, key and
+//!   attribute. Corrections are made by people, so there are few: when this
+//!   digest differs, the two nodes exchange their registers whole.
+//!
 //! Equal archives compare with one request (the root); otherwise the
 //! differing buckets, then their differing studies, narrow the search.
 //! UIDs are sorted bytewise (as SQLite's BINARY collation), and every UID
@@ -26,7 +31,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use haneul_catalog::{Catalog, HeldVersion, VersionScope};
+use haneul_catalog::{Catalog, CorrectionRecord, HeldVersion, VersionScope};
 use haneul_storage::BlobStore;
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +95,25 @@ pub fn root_digest(buckets: &[Digest]) -> Digest {
     *hasher.finalize().as_bytes()
 }
 
+/// The digest of correction registers in any order: every field of each,
+/// length-prefixed, in (level, key, attribute) order.
+pub fn registers_digest(registers: &[CorrectionRecord]) -> Digest {
+    let mut sorted: Vec<&CorrectionRecord> = registers.iter().collect();
+    sorted.sort_unstable_by(|a, b| (a.level, &a.key, a.tag).cmp(&(b.level, &b.key, b.tag)));
+    let mut hasher = blake3::Hasher::new();
+    for register in sorted {
+        for text in
+            [register.level.as_str(), &register.key, &register.vr, &register.value, &register.origin, &register.reason]
+        {
+            hasher.update(&(text.len() as u32).to_le_bytes());
+            hasher.update(text.as_bytes());
+        }
+        hasher.update(&register.tag.to_le_bytes());
+        hasher.update(&register.hlc.to_le_bytes());
+    }
+    *hasher.finalize().as_bytes()
+}
+
 /// A digest as lowercase hex in JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Hex(pub Digest);
@@ -136,6 +160,12 @@ pub struct DigestTree {
     pub versions: u64,
     /// The [`BUCKETS`] bucket digests, in bucket order.
     pub buckets: Vec<Hex>,
+    /// The digest of the correction registers held ([`registers_digest`]),
+    /// and how many; absent from nodes older than corrections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registers: Option<Hex>,
+    #[serde(default)]
+    pub register_count: u64,
 }
 
 /// A study in a bucket listing.
@@ -279,6 +309,8 @@ impl TreeBuilder {
             instances: self.instances,
             versions: self.versions,
             buckets: buckets.into_iter().map(Hex).collect(),
+            registers: None,
+            register_count: 0,
         };
         Ok((tree, listings))
     }
@@ -364,7 +396,11 @@ impl Archive {
             if let Some(error) = failure {
                 return Err(ArchiveError::Task(error));
             }
-            builder.finish().map_err(ArchiveError::Task)
+            let (mut tree, listings) = builder.finish().map_err(ArchiveError::Task)?;
+            let registers = catalog.all_corrections()?;
+            tree.registers = Some(Hex(registers_digest(&registers)));
+            tree.register_count = registers.len() as u64;
+            Ok((tree, listings))
         })
         .await
     }
@@ -510,6 +546,28 @@ mod tests {
         assert_eq!(listings[0].digest, tree.buckets[usize::from(bucket)]);
         assert!(listings[0].studies.iter().any(|study| study.study_uid == "1.2.5" && study.instances == 3));
         assert!(listings[0].studies.iter().all(|study| bucket_of(&study.study_uid) == bucket));
+    }
+
+    #[test]
+    fn the_registers_digest_ignores_order_and_sees_every_field() {
+        let register = |key: &str, value: &str, hlc: i64| CorrectionRecord {
+            level: haneul_catalog::CorrectionLevel::Study,
+            key: key.into(),
+            tag: 0x0008_1030,
+            vr: "LO".into(),
+            value: value.into(),
+            hlc,
+            origin: "SITEA".into(),
+            reason: "CORRECT".into(),
+        };
+        let held = [register("1.2", "CT CHEST", 5), register("1.3", "MR HEAD", 6)];
+        let digest = registers_digest(&held);
+        assert_eq!(digest, registers_digest(&[held[1].clone(), held[0].clone()]));
+        assert_ne!(digest, registers_digest(&held[..1]));
+        assert_ne!(digest, registers_digest(&[register("1.2", "CT CHEST", 7), held[1].clone()]));
+        assert_ne!(digest, registers_digest(&[register("1.2", "CT CHES", 5), held[1].clone()]));
+        // A byte moved from one field to the next is a different register.
+        assert_ne!(digest, registers_digest(&[register("1.2C", "T CHEST", 5), held[1].clone()]));
     }
 
     #[test]

@@ -41,6 +41,7 @@ mod verify;
 pub use access::DiskUsage;
 pub use audit_access::{add_view as audit_add_view, query_keys};
 pub use haneul_audit as audit;
+pub use haneul_catalog::patient_id_of;
 pub use haneul_catalog::PostgresOptions;
 pub use haneul_catalog::{
     CommitOutcome, ConflictRecord, CorrectionLevel, CorrectionRecord, Discrepancy, DuplicatePolicy, Event, HeldVersion,

@@ -46,6 +46,8 @@ pub struct PeerStatus {
 
 /// The outcome of one anti-entropy run against a peer (`haneul replication verify`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+// Reports saved by older versions lack the newer counts.
+#[serde(default)]
 pub struct VerifyReport {
     pub peer: String,
     /// No difference remains: the archives compared equal, or every
@@ -74,6 +76,13 @@ pub struct VerifyReport {
     pub failures: u64,
     /// Instances still differing at the end.
     pub remaining: u64,
+    /// Attribute correction registers (patient or study, attribute) held
+    /// differently at the start, sent to the peer, taken from it, and still
+    /// differing at the end.
+    pub differing_registers: u64,
+    pub registers_pushed: u64,
+    pub registers_pulled: u64,
+    pub registers_remaining: u64,
     /// The first failures, for the operator.
     pub errors: Vec<String>,
     pub duration_seconds: f64,

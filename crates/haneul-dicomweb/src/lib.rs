@@ -341,6 +341,7 @@ pub fn routes(base_path: &str) -> Vec<Route> {
         route("/api/replication/tree".into(), QUERY, get(replication::tree)),
         route("/api/replication/tree/{bucket}".into(), QUERY, get(replication::bucket)),
         route("/api/replication/studies/{study}/digests".into(), QUERY, get(replication::study_digests)),
+        route("/api/replication/corrections".into(), QUERY, get(replication::corrections)),
         route("/api/replication/instances/{instance}/versions/{digest}".into(), RETRIEVE, get(replication::version)),
         route("/api/replication/peers/{name}/verify".into(), &[("POST", Needs(Configure))], post(replication::verify)),
         route("/api/migrations".into(), MONITOR, get(migration::list)),

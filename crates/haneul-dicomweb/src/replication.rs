@@ -50,6 +50,29 @@ pub async fn study_digests(State(state): State<WebState>, Path(study): Path<Stri
     }
 }
 
+/// `GET /api/replication/corrections`: every correction register held, in
+/// the form `POST /api/corrections` takes; what a peer fetches when the
+/// registers digest of its tree differs from ours.
+pub async fn corrections(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+) -> ApiResult<Response> {
+    use haneul_core::audit::Action;
+    use haneul_core::{patient_id_of, CorrectionLevel};
+    let held = state.archive().correction_registers().await;
+    let audit = ctx.audit_entry(Action::Query).detail("resource", "correction registers");
+    let audit = match &held {
+        Ok(registers) => {
+            let of_level = |level| registers.iter().filter(move |register| register.level == level);
+            let patients = of_level(CorrectionLevel::Patient).filter_map(|register| patient_id_of(&register.key));
+            audit.studies(of_level(CorrectionLevel::Study).map(|register| register.key.as_str())).patients(patients)
+        }
+        Err(error) => audit.failed(error),
+    };
+    state.archive().audit(audit);
+    Ok(Json(serde_json::json!({ "registers": held? })).into_response())
+}
+
 /// `GET /api/replication/instances/{sop}/versions/{digest}`: the stored file
 /// of the version whose data set has this digest, byte for byte.
 pub async fn version(

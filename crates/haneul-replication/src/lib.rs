@@ -41,7 +41,7 @@ const STORED: &str = "instance-stored";
 const BATCH: usize = 256;
 /// How often an idle replicator looks at the journal.
 const POLL: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Associations shipping a backlog at once.
 const LANES: usize = 4;
 /// Instances per lane before another lane is opened.
@@ -191,8 +191,27 @@ struct Cursor {
     seq: i64,
     saved: i64,
     /// Events after `seq` the peer already confirmed (a lane got further
-    /// than another that failed): not sent again when the round is retried.
+    /// than another that failed), or corrections now `held`: not sent again
+    /// when the round is retried.
     beyond: HashSet<i64>,
+    /// Corrections the peer's API has not taken yet.
+    held: corrections::Held,
+}
+
+impl Cursor {
+    /// What may be saved: the cursor, but never past a held correction.
+    fn savable(&self) -> i64 {
+        self.held.first_seq().map_or(self.seq, |first| self.seq.min(first - 1))
+    }
+
+    async fn save(&mut self, archive: &Archive, key: &str) -> Result<(), String> {
+        let savable = self.savable();
+        if savable != self.saved {
+            archive.set_setting(key, &savable.to_string()).await.map_err(|e| e.to_string())?;
+            self.saved = savable;
+        }
+        Ok(())
+    }
 }
 
 /// Ship what the journal holds after the cursor, until it is all confirmed
@@ -211,21 +230,31 @@ async fn round(
             Some(value) => value.parse().map_err(|_| format!("{cursor_key} holds {value:?}, not a number"))?,
             None => 0,
         };
-        *state = Some(Cursor { seq: saved, saved, beyond: HashSet::new() });
+        *state = Some(Cursor { seq: saved, saved, beyond: HashSet::new(), held: corrections::Held::default() });
     }
     let Some(position) = state.as_mut() else { return Ok(()) };
+    if let Some(api) = api {
+        if position.held.retry_due(archive, api).await {
+            position.save(archive, &cursor_key).await?;
+        }
+    }
     let mut cursor = position.seq;
     loop {
         if !lease.borrow().held {
             return Ok(());
         }
         let events = archive.events_after(cursor, BATCH).await.map_err(|e| e.to_string())?;
+        let held = position.held.len() as u64;
+        let held_since_ms = position.held.oldest_ms();
+        let lag_since = |oldest_ms: Option<i64>| {
+            held_since_ms.into_iter().chain(oldest_ms).min().map_or(0.0, |at| (now_ms() - at).max(0) as f64 / 1000.0)
+        };
         let Some(last) = events.last().map(|event| event.seq) else {
             archive.replication().update(&peer.name, |s| {
                 s.cursor = cursor;
                 s.head = s.head.max(cursor);
-                s.pending_instances = 0;
-                s.lag_seconds = 0.0;
+                s.pending_instances = held;
+                s.lag_seconds = lag_since(None);
             });
             return Ok(());
         };
@@ -237,10 +266,10 @@ async fn round(
         let oldest_ms = wanted.first().map(|event| event.at_ms);
         archive.replication().update(&peer.name, |s| {
             s.head = s.head.max(last);
-            s.pending_instances = wanted.len() as u64;
-            s.lag_seconds = oldest_ms.map_or(0.0, |at| (now_ms() - at).max(0) as f64 / 1000.0);
+            s.pending_instances = wanted.len() as u64 + held;
+            s.lag_seconds = lag_since(oldest_ms);
         });
-        let (shipped_to, outcome) = ship_in_order(archive, peer, api, &wanted, &mut position.beyond).await;
+        let (shipped_to, outcome) = ship_in_order(archive, peer, api, &wanted, position).await;
         // Everything before the first instance not confirmed is done.
         let done = match (&outcome, shipped_to) {
             (Ok(()), _) => last,
@@ -255,8 +284,7 @@ async fn round(
             // the journal also holds queries, and skipping them again after
             // a restart costs less than a catalog write per round.
             if shipped_to.is_some() || cursor - position.saved >= SAVE_EVERY {
-                archive.set_setting(&cursor_key, &cursor.to_string()).await.map_err(|e| e.to_string())?;
-                position.saved = cursor;
+                position.save(archive, &cursor_key).await?;
             }
             archive.replication().update(&peer.name, |s| s.cursor = cursor);
         }
@@ -284,42 +312,51 @@ fn is_api_event(event: &StoredEvent, peer: &Peer) -> bool {
     removals::to_remove(event, peer) || corrections::to_pass_on(event, peer)
 }
 
-/// Ship `events` in journal order: the stores between two REST changes with
-/// [`ship`], each removal or correction once everything before it is
-/// confirmed (a study stored, then removed, must not be stored there after
-/// its removal).
+/// Ship `events` in journal order: the stores between two removals with
+/// [`ship`], each removal once everything before it is confirmed (a study
+/// stored, then removed, must not be stored there after its removal).
+/// Corrections need no order: each is passed on, or held for a later retry,
+/// without holding back what follows it.
 /// Returns the sequence number up to which every event is confirmed.
 async fn ship_in_order(
     archive: &Archive,
     peer: &Peer,
     api: Option<&VerifyPeer>,
     events: &[&StoredEvent],
-    confirmed: &mut HashSet<i64>,
+    position: &mut Cursor,
 ) -> (Option<i64>, Result<(), String>) {
-    let mut done = None;
-    let through_api = |event: &StoredEvent| event.kind == removals::REMOVED || event.kind == CORRECTED;
-    for segment in events.split_inclusive(|event| through_api(event)) {
-        let (stores, change) = match segment.split_last() {
-            Some((last, stores)) if through_api(last) => (stores, Some(*last)),
-            _ => (segment, None),
-        };
-        let (shipped_to, outcome) = ship(archive, peer, stores, confirmed).await;
-        if outcome.is_err() {
-            return (shipped_to.or(done), outcome);
+    let mut outcome = Ok(());
+    for segment in events.split_inclusive(|event| event.kind == removals::REMOVED) {
+        let (corrections, stores): (Vec<&StoredEvent>, Vec<&StoredEvent>) =
+            segment.iter().partition(|event| event.kind == CORRECTED);
+        if let Some(api) = api {
+            for correction in corrections {
+                position.held.pass_on_or_hold(archive, api, correction).await;
+                position.beyond.insert(correction.seq);
+                archive
+                    .replication()
+                    .update(&peer.name, |s| s.pending_instances = s.pending_instances.saturating_sub(1));
+            }
         }
-        done = stores.last().map(|event| event.seq).or(done);
-        let (Some(change), Some(api)) = (change, api) else { continue };
-        let passed = match change.kind.as_str() {
-            removals::REMOVED => removals::pass_on(api, change).await,
-            _ => corrections::pass_on(api, change).await,
+        let (removal, stores) = match stores.split_last() {
+            Some((last, stores)) if last.kind == removals::REMOVED => (Some(*last), stores),
+            _ => (None, &stores[..]),
         };
-        if let Err(error) = passed {
-            return (done, Err(error));
+        let (_, shipped) = ship(archive, peer, stores, &mut position.beyond).await;
+        if shipped.is_err() {
+            outcome = shipped;
+            break;
         }
+        let (Some(removal), Some(api)) = (removal, api) else { continue };
+        if let Err(error) = removals::pass_on(api, removal).await {
+            outcome = Err(error);
+            break;
+        }
+        position.beyond.insert(removal.seq);
         archive.replication().update(&peer.name, |s| s.pending_instances = s.pending_instances.saturating_sub(1));
-        done = Some(change.seq);
     }
-    (done, Ok(()))
+    let done = events.iter().take_while(|event| position.beyond.contains(&event.seq)).last().map(|event| event.seq);
+    (done, outcome)
 }
 
 /// Send the instances of `events` over up to [`LANES`] associations at once

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use haneul_core::digest_tree::{BucketListing, DigestTree, Hex, StudyVersions, BUCKETS};
 use haneul_core::replication::{PeerVerifier, ReplicationStatus, VerifyError, VerifyFuture, VerifyReport};
-use haneul_core::{Archive, HeldVersion, IngestFormat, Origin, StoredInstance};
+use haneul_core::{Archive, CorrectionLevel, CorrectionRecord, HeldVersion, IngestFormat, Origin, StoredInstance};
 use http_body_util::BodyExt;
 use tokio::sync::watch;
 
@@ -29,6 +29,8 @@ use crate::{connect_pairs, now_ms, send, Peer};
 
 /// Failure messages kept in a report.
 const MAX_ERRORS: usize = 20;
+/// Registers sent to the peer per request (it takes up to 10,000).
+const REGISTERS_PER_REQUEST: usize = 1_000;
 /// Longest wait for one answer of the peer's API.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -174,6 +176,24 @@ struct Run<'a> {
     report: VerifyReport,
 }
 
+/// `GET /api/replication/corrections`.
+#[derive(Debug, serde::Deserialize)]
+struct RegisterListing {
+    registers: Vec<CorrectionRecord>,
+}
+
+/// How the correction registers of two nodes differ.
+#[derive(Debug, Default)]
+struct RegisterDifferences {
+    /// Only we hold them, or ours are later.
+    push: Vec<CorrectionRecord>,
+    /// Only the peer holds them, or its are later.
+    pull: Vec<CorrectionRecord>,
+    /// Held on both sides with the same clock, origin and value, yet
+    /// otherwise different: no rule says which to keep, so they stay.
+    unordered: Vec<(CorrectionLevel, String, u32)>,
+}
+
 /// What differs in one study: versions only we hold, versions only the peer holds.
 #[derive(Debug, Default)]
 struct StudyDifference {
@@ -207,11 +227,91 @@ impl Run<'_> {
         self.report.local_instances = local.instances;
         self.report.peer_studies = remote.studies;
         self.report.peer_instances = remote.instances;
-        if local.root == remote.root {
+        // Nodes older than corrections send no registers digest: only their instances compare.
+        let registers_differ = remote.registers.is_some_and(|theirs| local.registers != Some(theirs));
+        if local.root == remote.root && !registers_differ {
             self.report.equal = true;
             self.report.equal_at_start = true;
             return Ok(());
         }
+        if registers_differ {
+            self.reconcile_registers(repair).await?;
+        }
+        if local.root != remote.root {
+            self.compare_instances(repair, &local, &remote).await?;
+        }
+        self.report.equal = self.report.remaining == 0 && self.report.registers_remaining == 0;
+        Ok(())
+    }
+
+    /// Make both nodes hold, for every corrected attribute, the later of
+    /// their two registers (what the journal would have passed on, had no
+    /// event been lost): ours go to the peer's `POST /api/corrections`, its
+    /// are merged here, each as coming from the other so that neither sends
+    /// them back. Then both lists are compared again.
+    async fn reconcile_registers(&mut self, repair: bool) -> Result<(), String> {
+        let RegisterDifferences { push, pull, unordered } = self.register_differences().await?;
+        self.report.differing_registers = (push.len() + pull.len() + unordered.len()) as u64;
+        self.report.registers_remaining = self.report.differing_registers;
+        for (level, key, tag) in unordered {
+            let attribute = haneul_dicom::model::tag_from_u32(tag);
+            self.failure(format!("{level:?} {key}: neither node's register of {attribute} is later than the other's"));
+        }
+        if !repair {
+            return Ok(());
+        }
+        for chunk in push.chunks(REGISTERS_PER_REQUEST) {
+            let document = serde_json::json!({ "replicated_from": self.peer.calling_ae, "registers": chunk });
+            self.report.round_trips += 1;
+            let path = "/api/corrections";
+            match self.client.post_json(path, &document, REQUEST_TIMEOUT).await {
+                Ok((status, _)) if status.is_success() => self.report.registers_pushed += chunk.len() as u64,
+                Ok((status, body)) => self.failure(crate::http::failure(&self.client.base_url(), path, status, &body)),
+                Err(error) => self.failure(error),
+            }
+        }
+        if !pull.is_empty() {
+            let count = pull.len() as u64;
+            let origin = self.peer_origin();
+            match self.archive.merge_corrections(pull, &self.peer.ae_title, &origin).await {
+                Ok(_) => self.report.registers_pulled += count,
+                Err(error) => self.failure(format!("correction registers of the peer: {error}")),
+            }
+        }
+        let left = self.register_differences().await?;
+        self.report.registers_remaining = (left.push.len() + left.pull.len() + left.unordered.len()) as u64;
+        Ok(())
+    }
+
+    async fn register_differences(&mut self) -> Result<RegisterDifferences, String> {
+        let listing: RegisterListing =
+            self.get("/api/replication/corrections").await?.ok_or("the peer has no /api/replication/corrections")?;
+        let local = self.archive.correction_registers().await.map_err(|error| error.to_string())?;
+        let keyed = |registers: Vec<CorrectionRecord>| -> BTreeMap<(CorrectionLevel, String, u32), CorrectionRecord> {
+            registers
+                .into_iter()
+                .map(|register| ((register.level, register.key.clone(), register.tag), register))
+                .collect()
+        };
+        let (mut ours, mut theirs) = (keyed(local), keyed(listing.registers));
+        let mut differences = RegisterDifferences::default();
+        let keys: BTreeSet<_> = ours.keys().chain(theirs.keys()).cloned().collect();
+        for key in keys {
+            match (ours.remove(&key), theirs.remove(&key)) {
+                (Some(mine), Some(peers)) if mine.supersedes(&peers) => differences.push.push(mine),
+                (Some(mine), Some(peers)) if peers.supersedes(&mine) => differences.pull.push(peers),
+                (Some(mine), Some(peers)) if mine != peers => differences.unordered.push(key),
+                (Some(mine), None) => differences.push.push(mine),
+                (None, Some(peers)) => differences.pull.push(peers),
+                _ => {}
+            }
+        }
+        Ok(differences)
+    }
+
+    /// Compare the instance versions of the buckets whose digests differ,
+    /// and repair the differences with `repair`.
+    async fn compare_instances(&mut self, repair: bool, local: &DigestTree, remote: &DigestTree) -> Result<(), String> {
         let buckets: Vec<u8> =
             (0..BUCKETS).filter(|b| local.buckets[*b] != remote.buckets[*b]).map(|b| b as u8).collect();
         let (_, local_listings) = self.archive.digest_tree(buckets.clone()).await.map_err(|error| error.to_string())?;
@@ -240,7 +340,6 @@ impl Run<'_> {
         }
         if !repair || differences.is_empty() {
             self.report.remaining = self.report.differing_instances;
-            self.report.equal = self.report.remaining == 0;
             return Ok(());
         }
         let push: Vec<(String, Hex)> = differences.iter().flat_map(|(_, d)| d.push.iter().cloned()).collect();
@@ -257,7 +356,6 @@ impl Run<'_> {
         for (study, _) in &differences {
             self.report.remaining += self.study_difference(study).await?.instances;
         }
-        self.report.equal = self.report.remaining == 0;
         Ok(())
     }
 
@@ -342,6 +440,17 @@ impl Run<'_> {
         }
     }
 
+    /// What is taken from the peer is recorded as coming from it: with its
+    /// AE title, so that the journal shipper does not send it back.
+    fn peer_origin(&self) -> Origin {
+        Origin {
+            actor: self.peer.ae_title.clone(),
+            address: self.client.base_url(),
+            session: format!("verify-{}", now_ms()),
+            ..Origin::default()
+        }
+    }
+
     /// Take one version from the peer and ingest it here, as from the peer.
     async fn pull(&mut self, study: &str, sop: &str, digest: Hex) -> Result<(), String> {
         let path = format!("/api/replication/instances/{sop}/versions/{digest}");
@@ -352,13 +461,7 @@ impl Run<'_> {
             let body = response.into_body().collect().await.map(|body| body.to_bytes()).unwrap_or_default();
             return Err(crate::http::failure(&self.client.base_url(), &path, status, &body));
         }
-        let origin = Origin {
-            // The peer's AE title: the journal shipper does not send it back.
-            actor: self.peer.ae_title.clone(),
-            address: self.client.base_url(),
-            session: format!("verify-{}", now_ms()),
-            ..Origin::default()
-        };
+        let origin = self.peer_origin();
         let format = IngestFormat::Part10 { expected_study_uid: Some(study.to_string()) };
         let mut ingest = self.archive.begin_ingest(format, origin).map_err(|error| format!("{sop}: {error}"))?;
         let mut body = response.into_body();

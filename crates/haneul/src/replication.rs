@@ -87,12 +87,21 @@ fn summary(report: &VerifyReport) -> String {
         plural(report.differing_studies, "study", "studies"),
         plural(report.studies_compared, "study", "studies"),
     );
+    if report.differing_registers > 0 {
+        let _ = writeln!(
+            out,
+            "{peer}: {} differed",
+            plural(report.differing_registers, "attribute correction", "attribute corrections")
+        );
+    }
     if report.repair {
         let _ = writeln!(
             out,
-            "repair: {} sent to {peer}, {} taken from it, {}",
+            "repair: {} and {} sent to {peer}, {} and {} taken from it, {}",
             plural(report.pushed, "version", "versions"),
+            plural(report.registers_pushed, "correction", "corrections"),
             plural(report.pulled, "version", "versions"),
+            plural(report.registers_pulled, "correction", "corrections"),
             plural(report.failures, "failure", "failures"),
         );
     }
@@ -104,8 +113,9 @@ fn summary(report: &VerifyReport) -> String {
     } else {
         let _ = writeln!(
             out,
-            "{peer}: {} still differ ({trips}, {:.2} s){}",
+            "{peer}: {} and {} still differ ({trips}, {:.2} s){}",
             plural(report.remaining, "instance", "instances"),
+            plural(report.registers_remaining, "correction", "corrections"),
             report.duration_seconds,
             if report.repair { "" } else { "; run without --no-repair to repair" }
         );

@@ -490,6 +490,89 @@ fn corrections_made_at_both_sites_during_a_partition_converge_on_the_later_one()
     assert_eq!(tree(&a), tree(&b));
 }
 
+/// A correction the peer's API cannot take (a revoked token, a proxy down)
+/// is held and retried on its own: the stores journaled after it still
+/// reach the peer over DICOM. Held across a restart, it arrives once the API
+/// answers again.
+#[test]
+fn a_correction_the_peer_api_cannot_take_does_not_hold_back_later_stores() {
+    let TwoSites { mut a, b, to_b_api, tokens: _tokens, .. } = TwoSites::start();
+    a.store_samples("MODALITY", &FILES[..1]);
+    eventually("b holding a's instance", || b.instances().len() == 1);
+    let study = a.instances().into_iter().next().unwrap().0;
+    to_b_api.cut();
+    correct(&a, &study, serde_json::json!({ "StudyDescription": "CT CHEST" }));
+    eventually("a failing to pass the correction on", || {
+        a.peer_metric("haneul_replication_failures_total", "b") >= 1.0
+    });
+    a.store_samples("MODALITY", &FILES[1..2]);
+    eventually("b holding the instance stored after the correction", || b.instances().len() == 2);
+    assert!(corrections_held(&b, &study).is_empty());
+    assert_eq!(a.peer_metric("haneul_replication_pending_instances", "b"), 1.0, "the correction waits");
+
+    a.restart();
+    a.store_samples("MODALITY", &FILES[2..3]);
+    eventually("b holding the instance stored after the restart", || b.instances().len() == 3);
+    to_b_api.connect_port(b.http_port);
+    let description = ("StudyDescription".to_string(), "CT CHEST".to_string(), "SITEA".to_string());
+    eventually("b holding the correction", || corrections_held(&b, &study).contains(&description));
+    eventually("nothing pending", || a.peer_metric("haneul_replication_pending_instances", "b") == 0.0);
+    assert_eq!(a.instances(), b.instances());
+}
+
+/// A correction one site lost (restored from an older backup, say) never
+/// comes back through the journal, which passed it on long ago: verify finds
+/// the registers digests differ and gives each site the later register of
+/// every attribute, both ways.
+#[test]
+fn verify_repairs_correction_registers_the_journal_did_not_pass_on() {
+    let TwoSites { a, b, tokens: _tokens, .. } = TwoSites::start();
+    a.store_samples("MODALITY", &FILES[..1]);
+    eventually("b holding a's instance", || b.instances().len() == 1);
+    let study = a.instances().into_iter().next().unwrap().0;
+    // Registers each site holds as if the other had passed them on, so
+    // neither journal sends them: the state a lost message leaves.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let plant = |node: &Server, from: &str, tag: u32, vr: &str, value: &str| {
+        let register = serde_json::json!({
+            "level": "STUDY", "key": study, "tag": tag, "vr": vr, "value": value,
+            "hlc": now << 16, "origin": from, "reason": "CORRECT",
+        });
+        let body = serde_json::json!({ "replicated_from": from, "registers": [register] }).to_string();
+        let auth = node.authorization();
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+        let answer = http_request(node.http_port, "POST", "/api/corrections", &headers, body.as_bytes());
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    };
+    plant(&a, "SITEB", 0x0008_1030, "LO", "CT CHEST");
+    plant(&b, "SITEA", 0x0008_0050, "SH", "ACC-7");
+    let verify = |repair: bool| {
+        let path = format!("/api/replication/peers/b/verify?repair={repair}");
+        let auth = a.authorization();
+        let report = http_request(a.http_port, "POST", &path, &[("Authorization", &auth)], b"");
+        assert_eq!(report.status, 200, "{}", report.text());
+        report.json()
+    };
+    let counts = |report: &Value| {
+        ["differing_registers", "registers_pushed", "registers_pulled", "registers_remaining"]
+            .map(|field| report[field].as_u64().unwrap_or(u64::MAX))
+    };
+    let compared = verify(false);
+    assert_eq!((compared["equal"].as_bool(), counts(&compared)), (Some(false), [2, 0, 0, 2]), "{compared:#}");
+    assert_eq!(compared["differing_instances"], 0, "the instances are the same: {compared:#}");
+
+    let repaired = verify(true);
+    assert_eq!((repaired["equal"].as_bool(), counts(&repaired)), (Some(true), [2, 1, 1, 0]), "{repaired:#}");
+    let held = corrections_held(&a, &study);
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(held, corrections_held(&b, &study));
+    let tree = |node: &Server| node.get("/api/replication/tree", "application/json").json();
+    assert_eq!(tree(&a), tree(&b));
+    assert_eq!(tree(&a)["register_count"], 2);
+    let again = verify(true);
+    assert_eq!((again["equal_at_start"].as_bool(), counts(&again)), (Some(true), [0, 0, 0, 0]), "{again:#}");
+}
+
 /// Between sites, replication runs over DICOM TLS with client certificates:
 /// the peer's TLS listener checks ours (its audit trail names it), and a node
 /// without one does not get in.

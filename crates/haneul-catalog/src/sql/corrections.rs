@@ -166,6 +166,11 @@ pub(super) fn study_corrections(db: &mut dyn Db, study_uid: &str) -> Result<Stud
     Ok(StudyCorrections { patient_identity, registers })
 }
 
+/// Every register held, by level, key and attribute.
+pub(super) fn all_registers(db: &mut dyn Db) -> Result<Vec<CorrectionRecord>> {
+    db.query_all(&format!("SELECT {REGISTER_COLUMNS} FROM corrections ORDER BY level, key, tag"), &[], register)
+}
+
 /// The latest clock of any register (0 without any).
 pub(super) fn latest_clock(db: &mut dyn Db) -> Result<i64> {
     db.query_one("SELECT CAST(COALESCE(MAX(hlc), 0) AS BIGINT) FROM corrections", &[], |row| row.int(0))

@@ -366,6 +366,10 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
         self.engine.read(|db| corrections::study_corrections(db, study_uid))
     }
 
+    fn all_corrections(&self) -> Result<Vec<CorrectionRecord>> {
+        self.engine.read(corrections::all_registers)
+    }
+
     fn latest_correction_clock(&self) -> Result<i64> {
         self.engine.read(corrections::latest_clock)
     }
