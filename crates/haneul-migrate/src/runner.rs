@@ -288,51 +288,61 @@ impl Migrations {
                 .await?;
         }
         let working_phase = if state.verify_only { MigrationPhase::Verifying } else { MigrationPhase::Migrating };
-        let mut tasks: JoinSet<(String, Result<u64, String>)> = JoinSet::new();
+        // A study is fetched, then verified in a task of its own, so that its
+        // slot takes the next study at once: the verification's round trips
+        // to the source (a C-FIND at IMAGE level) overlap the next fetch.
+        let mut fetching: JoinSet<(MigrationStudy, Result<Fetched, String>)> = JoinSet::new();
+        let mut verifying: JoinSet<(String, Result<(), String>)> = JoinSet::new();
         let mut in_flight: HashSet<String> = HashSet::new();
         // Fetched studies not verified yet (a run stopped between the two) are verified first, in UID order.
         let mut done_cursor: Option<String> = Some(String::new());
         loop {
             if *stopped.borrow() {
-                while tasks.join_next().await.is_some() {}
+                while fetching.join_next().await.is_some() {}
+                while verifying.join_next().await.is_some() {}
                 return Ok(MigrationPhase::Paused);
             }
             let allowed = parallel_at(&source.windows, source.parallel, local_minute_now());
-            let free = allowed.saturating_sub(tasks.len());
-            let mut work: Vec<(MigrationStudy, bool)> = Vec::new();
-            if free > 0 {
+            let verify_free = allowed.saturating_sub(verifying.len());
+            if verify_free > 0 {
                 if let Some(after) = done_cursor.take() {
-                    let page =
-                        self.archive.migration_studies(&name, Some(vec![MigrationState::Done]), &after, free).await?;
-                    let next = page.last().map(|study| study.study_uid.clone());
-                    work.extend(
-                        page.into_iter().filter(|study| !in_flight.contains(&study.study_uid)).map(|s| (s, false)),
-                    );
-                    done_cursor = next;
-                }
-                let still_free = free.saturating_sub(work.len());
-                if done_cursor.is_none() && still_free > 0 && !state.verify_only {
-                    let claimed = self
+                    let page = self
                         .archive
-                        .migration_claim(&name, still_free, now_ms(), source.claim_lease, source.max_attempts)
+                        .migration_studies(&name, Some(vec![MigrationState::Done]), &after, verify_free)
                         .await?;
-                    work.extend(claimed.into_iter().map(|study| (study, true)));
+                    done_cursor = page.last().map(|study| study.study_uid.clone());
+                    for study in page {
+                        if !in_flight.insert(study.study_uid.clone()) {
+                            continue;
+                        }
+                        let context = Arc::clone(&context);
+                        verifying.spawn(async move {
+                            let result = context.verify_study(&study, false, None).await;
+                            (study.study_uid, result)
+                        });
+                    }
+                }
+            }
+            let fetch_free = allowed.saturating_sub(fetching.len());
+            if done_cursor.is_none() && fetch_free > 0 && !state.verify_only {
+                let claimed = self
+                    .archive
+                    .migration_claim(&name, fetch_free, now_ms(), source.claim_lease, source.max_attempts)
+                    .await?;
+                for study in claimed {
+                    in_flight.insert(study.study_uid.clone());
+                    let context = Arc::clone(&context);
+                    fetching.spawn(async move {
+                        let result = context.fetch_study(&study).await;
+                        (study, result)
+                    });
                 }
             }
             if renewed_at.elapsed() >= source.claim_lease / 3 {
                 self.archive.migration_renew(&name, now_ms()).await?;
                 renewed_at = std::time::Instant::now();
             }
-            for (study, fetch) in work {
-                in_flight.insert(study.study_uid.clone());
-                let context = Arc::clone(&context);
-                tasks.spawn(async move {
-                    let uid = study.study_uid.clone();
-                    let result = context.process(study, fetch).await;
-                    (uid, result)
-                });
-            }
-            let idle = tasks.is_empty();
+            let idle = fetching.is_empty() && verifying.is_empty();
             self.update_progress(&name, |progress| {
                 progress.parallel_now = allowed;
                 progress.phase = if allowed == 0 || idle { MigrationPhase::Waiting } else { working_phase };
@@ -347,13 +357,28 @@ impl Migrations {
                 }
             }
             tokio::select! {
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok((uid, result)) = joined {
-                        in_flight.remove(&uid);
-                        match result {
-                            Ok(fetched) => self.update_progress(&name, |p| p.fetched_this_run += fetched),
-                            Err(error) => self.update_progress(&name, |p| p.last_error = Some(error)),
+                Some(joined) = fetching.join_next(), if !fetching.is_empty() => {
+                    let Ok((study, result)) = joined else { continue };
+                    match result {
+                        Ok(fetched) => {
+                            self.update_progress(&name, |p| p.fetched_this_run += fetched.count);
+                            let context = Arc::clone(&context);
+                            verifying.spawn(async move {
+                                let result = context.verify_study(&study, true, fetched.listed).await;
+                                (study.study_uid, result)
+                            });
                         }
+                        Err(error) => {
+                            in_flight.remove(&study.study_uid);
+                            self.update_progress(&name, |p| p.last_error = Some(error));
+                        }
+                    }
+                }
+                Some(joined) = verifying.join_next(), if !verifying.is_empty() => {
+                    let Ok((uid, result)) = joined else { continue };
+                    in_flight.remove(&uid);
+                    if let Err(error) = result {
+                        self.update_progress(&name, |p| p.last_error = Some(error));
                     }
                 }
                 _ = tokio::time::sleep(TICK) => {}
@@ -576,53 +601,57 @@ impl RunContext {
         self.archive.migration_plan(&self.source.name, studies).await.map_err(|error| error.to_string())
     }
 
-    /// Fetch (unless only verifying) and verify one study; records the
-    /// outcome and returns how many instances were fetched.
-    async fn process(&self, study: MigrationStudy, fetch: bool) -> Result<u64, String> {
+    /// Fetch one study and record the outcome: `done`, or `failed` with
+    /// when to try again.
+    async fn fetch_study(&self, study: &MigrationStudy) -> Result<Fetched, String> {
         let name = &self.source.name;
-        let uid = study.study_uid.clone();
-        let mut fetched = 0;
-        let mut listed = None;
-        if fetch {
-            self.rate.acquire(study.expected_instances.unwrap_or(1).max(1) as f64).await;
-            match self.fetch(&study).await {
-                Ok(done) => (fetched, listed) = (done.count, done.listed),
-                Err(FetchError { detail, retriable }) => {
-                    tracing::warn!(source = %name, study_uid = %uid, attempt = study.attempts, retriable, error = %detail, "study not fetched");
-                    let next_attempt_ms = match retriable {
-                        true => {
-                            now_ms() + retry_delay(self.source.retry_delay, study.attempts as u32).as_millis() as i64
-                        }
-                        false => NEVER,
-                    };
-                    let update = MigrationUpdate {
-                        state: Some(MigrationState::Failed),
-                        detail: Some(detail.clone()),
-                        next_attempt_ms: Some(next_attempt_ms),
-                        ..MigrationUpdate::default()
-                    };
-                    self.archive.migration_update(name, &uid, update).await.map_err(|e| e.to_string())?;
-                    return Err(format!("study {uid}: {detail}"));
-                }
+        let uid = &study.study_uid;
+        self.rate.acquire(study.expected_instances.unwrap_or(1).max(1) as f64).await;
+        let fetched = match self.fetch(study).await {
+            Ok(fetched) => fetched,
+            Err(FetchError { detail, retriable }) => {
+                tracing::warn!(source = %name, study_uid = %uid, attempt = study.attempts, retriable, error = %detail, "study not fetched");
+                let next_attempt_ms = match retriable {
+                    true => now_ms() + retry_delay(self.source.retry_delay, study.attempts as u32).as_millis() as i64,
+                    false => NEVER,
+                };
+                let update = MigrationUpdate {
+                    state: Some(MigrationState::Failed),
+                    detail: Some(detail.clone()),
+                    next_attempt_ms: Some(next_attempt_ms),
+                    ..MigrationUpdate::default()
+                };
+                self.archive.migration_update(name, uid, update).await.map_err(|e| e.to_string())?;
+                return Err(format!("study {uid}: {detail}"));
             }
-            let update = MigrationUpdate { state: Some(MigrationState::Done), ..MigrationUpdate::default() };
-            self.archive.migration_update(name, &uid, update).await.map_err(|e| e.to_string())?;
-        }
-        if let Err(error) = self.verify(&study, fetch, listed).await {
-            // Left `done`, the study would keep the run from ever finishing: it is
-            // fetched (harmlessly) and verified again once its retry time comes.
-            let update = MigrationUpdate {
-                state: Some(MigrationState::Failed),
-                detail: Some(format!("not verified: {error}")),
-                next_attempt_ms: Some(
-                    now_ms() + retry_delay(self.source.retry_delay, study.attempts.max(1) as u32).as_millis() as i64,
-                ),
-                ..MigrationUpdate::default()
-            };
-            self.archive.migration_update(name, &uid, update).await.map_err(|e| e.to_string())?;
-            return Err(format!("study {uid}: not verified: {error}"));
-        }
+        };
+        let update = MigrationUpdate { state: Some(MigrationState::Done), ..MigrationUpdate::default() };
+        self.archive.migration_update(name, uid, update).await.map_err(|e| e.to_string())?;
         Ok(fetched)
+    }
+
+    /// Verify one study (`just_fetched`: by this run, with the source's
+    /// listing when the fetch made one); records the outcome.
+    async fn verify_study(
+        &self,
+        study: &MigrationStudy,
+        just_fetched: bool,
+        listed: Option<BTreeSet<String>>,
+    ) -> Result<(), String> {
+        let uid = &study.study_uid;
+        let Err(error) = self.verify(study, just_fetched, listed).await else { return Ok(()) };
+        // Left `done`, the study would keep the run from ever finishing: it is
+        // fetched (harmlessly) and verified again once its retry time comes.
+        let update = MigrationUpdate {
+            state: Some(MigrationState::Failed),
+            detail: Some(format!("not verified: {error}")),
+            next_attempt_ms: Some(
+                now_ms() + retry_delay(self.source.retry_delay, study.attempts.max(1) as u32).as_millis() as i64,
+            ),
+            ..MigrationUpdate::default()
+        };
+        self.archive.migration_update(&self.source.name, uid, update).await.map_err(|e| e.to_string())?;
+        Err(format!("study {uid}: not verified: {error}"))
     }
 
     async fn fetch(&self, study: &MigrationStudy) -> Result<Fetched, FetchError> {
