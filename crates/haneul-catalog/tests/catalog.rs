@@ -283,6 +283,23 @@ on_every_engine! {
         catalog.commit(&CommitBatch { settled: &settled, ..CommitBatch::events(&[]) }).expect("settle");
         assert!(catalog.unsettled_instances().expect("unsettled").is_empty());
         assert!(catalog.instances_by_sop_uid(&["1.1.1.1".into()]).expect("lookup")[0].settled);
+
+        // Many settled at once (more than one statement takes), one left unsettled.
+        let sops: Vec<String> = (0..250).map(|n| format!("1.1.2.{n}")).collect();
+        let items: Vec<NewInstance> = sops
+            .iter()
+            .map(|sop| {
+                let mut item = instance(&spec("P1", "A", "1.1", "1.1.2", "CT", sop), 2);
+                item.instance.blob_durable = false;
+                item
+            })
+            .collect();
+        commit(catalog, &items, DuplicatePolicy::KeepFirst);
+        assert_eq!(catalog.unsettled_instances().expect("unsettled").len(), 250);
+        let settled: Vec<String> = items[1..].iter().map(|item| item.instance.blob.path.clone()).collect();
+        catalog.commit(&CommitBatch { settled: &settled, ..CommitBatch::events(&[]) }).expect("settle");
+        let left = catalog.unsettled_instances().expect("unsettled");
+        assert_eq!(left.iter().map(|instance| instance.sop_uid.as_str()).collect::<Vec<_>>(), ["1.1.2.0"]);
     }
 }
 
@@ -539,5 +556,43 @@ on_every_engine! {
         let all = catalog.all_corrections().expect("reads");
         let held: Vec<(CorrectionLevel, &str, &str)> = all.iter().map(|r| (r.level, r.key.as_str(), r.value.as_str())).collect();
         assert_eq!(held, [(CorrectionLevel::Patient, identity.as_str(), "Lee^Jiwoo"), (CorrectionLevel::Study, "1.2", "CT CHEST")]);
+    }
+}
+
+on_every_engine! {
+    /// A study or series stays with the parent it was first stored under: an
+    /// instance naming another is filed under the first and the mismatch is
+    /// journaled. Rows made earlier in the same batch are seen by the next
+    /// instance (one study, two SOP classes, one commit).
+    fn instances_naming_another_parent_are_filed_under_the_first_and_journaled(catalog) {
+        let mut ct = instance(&spec("P1", "Hong^Gildong", "1.1", "1.1.1", "CT", "1.1.1.1"), 1);
+        let mut sr = instance(&spec("P1", "Hong^Gildong", "1.1", "1.1.2", "SR", "1.1.2.1"), 2);
+        ct.instance.sop_class = "1.2.840.10008.5.1.4.1.1.2".into();
+        sr.instance.sop_class = "1.2.840.10008.5.1.4.1.1.88.11".into();
+        assert_eq!(commit(catalog, &[ct, sr], DuplicatePolicy::KeepFirst), [CommitOutcome::Stored, CommitOutcome::Stored]);
+        let study = find(catalog, &query("STUDY", &[(tags::STUDY_INSTANCE_UID, VR::UI, "1.1")]));
+        assert_eq!(study.len(), 1);
+        let classes = study[0].strings(haneul_dicom::levels::computed::SOP_CLASSES_IN_STUDY);
+        assert_eq!(classes.len(), 2, "{classes:?}");
+
+        // Study 1.1 under another patient, series 1.1.1 under another study.
+        let other_patient = instance(&spec("P2", "Kim^Minsu", "1.1", "1.1.1", "CT", "1.1.1.2"), 3);
+        let other_study = instance(&spec("P1", "Hong^Gildong", "1.9", "1.1.1", "CT", "1.9.1.1"), 4);
+        commit(catalog, &[other_patient, other_study], DuplicatePolicy::KeepFirst);
+        let kinds: Vec<(String, Option<String>)> = catalog
+            .events_after(0, 100)
+            .expect("events")
+            .into_iter()
+            .filter(|event| event.kind.ends_with("-mismatch"))
+            .map(|event| (event.kind, event.sop_uid))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("patient-mismatch".to_string(), Some("1.1.1.2".to_string())), ("study-mismatch".to_string(), Some("1.9.1.1".to_string()))]
+        );
+        let in_series = find(catalog, &query("IMAGE", &[(tags::PATIENT_ID, VR::LO, "P1"), (tags::STUDY_INSTANCE_UID, VR::UI, "1.1"), (tags::SERIES_INSTANCE_UID, VR::UI, "1.1.1")]));
+        let sops: Vec<&str> = in_series.iter().filter_map(|view| view.string(tags::SOP_INSTANCE_UID)).collect();
+        assert_eq!(sops.len(), 3, "every instance of series 1.1.1 is under P1's study 1.1: {sops:?}");
+        assert!(find(catalog, &query("PATIENT", &[(tags::PATIENT_ID, VR::LO, "P2")])).len() <= 1);
     }
 }

@@ -31,7 +31,7 @@ use query::{
     digest_array, narrowing_for, row_to_view, select_for, stored_instance, view_columns, AttrCache, CountNeeds,
     INSTANCE_COLUMNS, INSTANCE_COLUMN_COUNT,
 };
-use write::{commit_one, hex, insert_event, remove_one};
+use write::{commit_one, forget_settled, hex, insert_event, remove_one};
 
 /// What the shared catalog needs from a database engine.
 pub trait Engine: Send + Sync + 'static {
@@ -131,9 +131,7 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
             for event in batch.events {
                 insert_event(tx, event, at_ms)?;
             }
-            for path in batch.settled {
-                tx.execute("DELETE FROM unsettled WHERE blob_path = ?1", &[path.into()])?;
-            }
+            forget_settled(tx, batch.settled)?;
             if let Some(watermark) = batch.scan_from {
                 tx.execute(
                     "INSERT INTO settings (key, value) VALUES (?1, ?2)

@@ -5,7 +5,7 @@ use haneul_dicom::matching::person_name_groups;
 use haneul_dicom::Dataset;
 
 use super::corrections::apply_registers;
-use super::db::Db;
+use super::db::{Db, Param};
 use super::query::{stored_instance, INSTANCE_COLUMNS, INSTANCE_COLUMN_COUNT};
 use crate::records::*;
 use crate::{CatalogError, Result};
@@ -81,18 +81,66 @@ struct ExistingInstance {
     content_digest: Option<Vec<u8>>,
 }
 
-pub(super) fn commit_one(
-    tx: &mut dyn Db,
-    item: &NewInstance,
-    policy: DuplicatePolicy,
-    at_ms: i64,
-) -> Result<CommitOutcome> {
-    let policy = item.duplicate_policy.unwrap_or(policy);
-    let existing = tx.query_opt(
+/// What committing a new instance needs to know of the rows it joins, read
+/// in one statement: on PostgreSQL each statement is a round trip, which
+/// costs more than the lookups themselves.
+struct Known {
+    /// An instance with this SOP Instance UID is held.
+    instance_held: bool,
+    /// This SOP Instance UID was deliberately removed here.
+    removed_here: bool,
+    patient_pk: Option<i64>,
+    study: Option<Parented>,
+    series: Option<Parented>,
+}
+
+/// A study or series row held: its key, its parent's, and for a study its SOP classes.
+struct Parented {
+    pk: i64,
+    parent_pk: i64,
+    sop_classes: String,
+}
+
+impl Known {
+    fn look_up(tx: &mut dyn Db, item: &NewInstance) -> Result<Known> {
+        let identity = patient_identity(&item.patient);
+        tx.query_one(
+            "SELECT EXISTS (SELECT 1 FROM instances WHERE sop_uid = ?1),
+                    EXISTS (SELECT 1 FROM removed_uids WHERE sop_uid = ?1),
+                    (SELECT pk FROM patients WHERE identity = ?2),
+                    (SELECT pk FROM studies WHERE study_uid = ?3),
+                    (SELECT patient_pk FROM studies WHERE study_uid = ?3),
+                    (SELECT sop_classes FROM studies WHERE study_uid = ?3),
+                    (SELECT pk FROM series WHERE series_uid = ?4),
+                    (SELECT study_pk FROM series WHERE series_uid = ?4)",
+            &[
+                (&item.instance.sop_uid).into(),
+                (&identity).into(),
+                (&item.study.study_uid).into(),
+                (&item.series.series_uid).into(),
+            ],
+            |row| {
+                let parented = |pk: Option<i64>, parent: Option<i64>, sop_classes: Option<String>| {
+                    Some(Parented { pk: pk?, parent_pk: parent?, sop_classes: sop_classes.unwrap_or_default() })
+                };
+                Ok(Known {
+                    instance_held: row.flag(0)?,
+                    removed_here: row.flag(1)?,
+                    patient_pk: row.opt_int(2)?,
+                    study: parented(row.opt_int(3)?, row.opt_int(4)?, row.opt_text(5)?),
+                    series: parented(row.opt_int(6)?, row.opt_int(7)?, None),
+                })
+            },
+        )
+    }
+}
+
+fn existing_instance(tx: &mut dyn Db, sop_uid: &str) -> Result<Option<ExistingInstance>> {
+    tx.query_opt(
         "SELECT i.pk, se.series_uid, i.blob_digest, i.blob_path, i.blob_size, i.transfer_syntax, i.dataset_offset,
                 i.received_ms, i.content_digest
          FROM instances i JOIN series se ON se.pk = i.series_pk WHERE i.sop_uid = ?1",
-        &[(&item.instance.sop_uid).into()],
+        &[sop_uid.into()],
         |row| {
             Ok(ExistingInstance {
                 pk: row.int(0)?,
@@ -106,26 +154,64 @@ pub(super) fn commit_one(
                 content_digest: row.opt_bytes(8)?,
             })
         },
-    )?;
-    if let Some(existing) = existing {
-        return commit_duplicate(tx, item, existing, policy, at_ms);
+    )
+}
+
+/// Blobs forgotten per statement by [`forget_settled`].
+const SETTLED_PER_STATEMENT: usize = 100;
+
+/// Forget unsettled blobs now durable, many per statement (one round trip
+/// each on PostgreSQL).
+pub(super) fn forget_settled(tx: &mut dyn Db, paths: &[String]) -> Result<()> {
+    for chunk in paths.chunks(SETTLED_PER_STATEMENT) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|number| format!("?{number}")).collect();
+        let params: Vec<Param<'_>> = chunk.iter().map(|path| path.into()).collect();
+        tx.execute(&format!("DELETE FROM unsettled WHERE blob_path IN ({})", placeholders.join(", ")), &params)?;
+    }
+    Ok(())
+}
+
+pub(super) fn commit_one(
+    tx: &mut dyn Db,
+    item: &NewInstance,
+    policy: DuplicatePolicy,
+    at_ms: i64,
+) -> Result<CommitOutcome> {
+    let policy = item.duplicate_policy.unwrap_or(policy);
+    let known = Known::look_up(tx, item)?;
+    if known.instance_held {
+        if let Some(existing) = existing_instance(tx, &item.instance.sop_uid)? {
+            return commit_duplicate(tx, item, existing, policy, at_ms);
+        }
     }
     // A peer's copy of an instance removed here stays removed; a store from
     // anyone else is new and ends that.
-    if policy == DuplicatePolicy::KeepBoth {
-        let removed_here =
-            tx.exists("SELECT 1 FROM removed_uids WHERE sop_uid = ?1", &[(&item.instance.sop_uid).into()])?;
-        if removed_here {
+    if known.removed_here {
+        if policy == DuplicatePolicy::KeepBoth {
             insert_event(tx, &instance_event("replicated-after-removal", item), at_ms)?;
             return Ok(CommitOutcome::RemovedHere);
         }
-    } else {
         tx.execute("DELETE FROM removed_uids WHERE sop_uid = ?1", &[(&item.instance.sop_uid).into()])?;
     }
 
-    let patient_pk = upsert_patient(tx, &item.patient, at_ms)?;
-    let study_pk = upsert_study(tx, item, patient_pk, at_ms)?;
-    let series_pk = upsert_series(tx, item, study_pk, at_ms)?;
+    let patient_pk = match known.patient_pk {
+        Some(pk) => pk,
+        None => insert_patient(tx, &item.patient, at_ms)?,
+    };
+    let (study_pk, sop_classes) = match known.study {
+        Some(study) => {
+            note_other_parent(tx, item, study.parent_pk != patient_pk, STUDY_OF_ANOTHER_PATIENT, at_ms)?;
+            (study.pk, study.sop_classes)
+        }
+        None => (insert_study(tx, item, patient_pk, at_ms)?, String::new()),
+    };
+    let series_pk = match known.series {
+        Some(series) => {
+            note_other_parent(tx, item, series.parent_pk != study_pk, SERIES_OF_ANOTHER_STUDY, at_ms)?;
+            series.pk
+        }
+        None => insert_series(tx, item, study_pk, at_ms)?,
+    };
     let instance = &item.instance;
     let attrs = encode_attrs(&instance.attrs);
     tx.execute(
@@ -155,8 +241,6 @@ pub(super) fn commit_one(
         )?;
     }
     // The study's SOP class set changes rarely; write it only then.
-    let sop_classes =
-        tx.query_one("SELECT sop_classes FROM studies WHERE pk = ?1", &[study_pk.into()], |row| row.text(0))?;
     if let Some(classes) = add_to_set(&sop_classes, &instance.sop_class) {
         tx.execute("UPDATE studies SET sop_classes = ?2 WHERE pk = ?1", &[study_pk.into(), (&classes).into()])?;
     }
@@ -295,12 +379,8 @@ fn commit_duplicate(
     Ok(outcome)
 }
 
-fn upsert_patient(tx: &mut dyn Db, patient: &PatientFacts, at_ms: i64) -> Result<i64> {
+fn insert_patient(tx: &mut dyn Db, patient: &PatientFacts, at_ms: i64) -> Result<i64> {
     let identity = patient_identity(patient);
-    let found = tx.query_opt("SELECT pk FROM patients WHERE identity = ?1", &[(&identity).into()], |row| row.int(0))?;
-    if let Some(pk) = found {
-        return Ok(pk);
-    }
     let [alphabetic, ideographic, phonetic] = person_name_groups(&patient.name);
     let attrs = encode_attrs(&patient.attrs);
     let pk = tx.query_one(
@@ -327,44 +407,32 @@ fn upsert_patient(tx: &mut dyn Db, patient: &PatientFacts, at_ms: i64) -> Result
     Ok(pk)
 }
 
-/// A study or series that may already exist, by UID.
-struct Existing<'a> {
-    /// Selects its primary key and its parent's.
-    select: &'a str,
-    uid: &'a str,
-    /// The journal event when it belongs to another parent than the instance says.
-    kind: &'a str,
-    note: &'a str,
-}
+/// The journal event and its note when a study or series held belongs to
+/// another parent than the new instance says.
+const STUDY_OF_ANOTHER_PATIENT: (&str, &str) =
+    ("patient-mismatch", "study already belongs to another patient; instance filed under it");
+const SERIES_OF_ANOTHER_STUDY: (&str, &str) =
+    ("study-mismatch", "series already belongs to another study; instance filed under it");
 
-impl Existing<'_> {
-    /// Its primary key, if it exists. It stays with its first parent; a
-    /// different one is journaled for the PACS team.
-    fn find(&self, tx: &mut dyn Db, item: &NewInstance, parent_pk: i64, at_ms: i64) -> Result<Option<i64>> {
-        let found = tx.query_opt(self.select, &[self.uid.into()], |row| Ok((row.int(0)?, row.int(1)?)))?;
-        let Some((pk, owner)) = found else {
-            return Ok(None);
-        };
-        if owner != parent_pk {
-            let mut event = instance_event(self.kind, item);
-            event.detail["note"] = self.note.into();
-            insert_event(tx, &event, at_ms)?;
-        }
-        Ok(Some(pk))
+/// A study or series stays with its first parent; a different one is
+/// journaled for the PACS team.
+fn note_other_parent(
+    tx: &mut dyn Db,
+    item: &NewInstance,
+    differs: bool,
+    (kind, note): (&str, &str),
+    at_ms: i64,
+) -> Result<()> {
+    if !differs {
+        return Ok(());
     }
+    let mut event = instance_event(kind, item);
+    event.detail["note"] = note.into();
+    insert_event(tx, &event, at_ms)
 }
 
-fn upsert_study(tx: &mut dyn Db, item: &NewInstance, patient_pk: i64, at_ms: i64) -> Result<i64> {
+fn insert_study(tx: &mut dyn Db, item: &NewInstance, patient_pk: i64, at_ms: i64) -> Result<i64> {
     let study = &item.study;
-    let existing = Existing {
-        select: "SELECT pk, patient_pk FROM studies WHERE study_uid = ?1",
-        uid: &study.study_uid,
-        kind: "patient-mismatch",
-        note: "study already belongs to another patient; instance filed under it",
-    };
-    if let Some(pk) = existing.find(tx, item, patient_pk, at_ms)? {
-        return Ok(pk);
-    }
     let attrs = encode_attrs(&study.attrs);
     let pk = tx.query_one(
         "INSERT INTO studies (patient_pk, study_uid, study_date, study_time, accession, study_id, description,
@@ -389,17 +457,8 @@ fn upsert_study(tx: &mut dyn Db, item: &NewInstance, patient_pk: i64, at_ms: i64
     Ok(pk)
 }
 
-fn upsert_series(tx: &mut dyn Db, item: &NewInstance, study_pk: i64, at_ms: i64) -> Result<i64> {
+fn insert_series(tx: &mut dyn Db, item: &NewInstance, study_pk: i64, at_ms: i64) -> Result<i64> {
     let series = &item.series;
-    let existing = Existing {
-        select: "SELECT pk, study_pk FROM series WHERE series_uid = ?1",
-        uid: &series.series_uid,
-        kind: "study-mismatch",
-        note: "series already belongs to another study; instance filed under it",
-    };
-    if let Some(pk) = existing.find(tx, item, study_pk, at_ms)? {
-        return Ok(pk);
-    }
     let attrs = encode_attrs(&series.attrs);
     let series_pk = tx.query_one(
         "INSERT INTO series (study_pk, series_uid, modality, series_number, description, body_part, attrs, created_ms)
