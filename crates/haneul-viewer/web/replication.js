@@ -28,7 +28,11 @@ function verifyText(verify) {
   if (!verify) return 'never';
   const when = verify.finished_ms ? localTime(new Date(verify.finished_ms).toISOString()) : '';
   const repaired = verify.pushed || verify.pulled ? ` (${verify.pushed} sent, ${verify.pulled} fetched)` : '';
-  return `${verify.equal ? 'equal' : `${verify.remaining} differing`}${repaired}${when ? ` · ${when}` : ''}`;
+  const corrections = verify.registers_pushed || verify.registers_pulled
+    ? ` (corrections: ${verify.registers_pushed || 0} sent, ${verify.registers_pulled || 0} fetched)`
+    : '';
+  const differing = `${verify.remaining} instances${verify.registers_remaining ? `, ${verify.registers_remaining} corrections` : ''} differing`;
+  return `${verify.equal ? 'equal' : differing}${repaired}${corrections}${when ? ` · ${when}` : ''}`;
 }
 
 export class ReplicationPage {
