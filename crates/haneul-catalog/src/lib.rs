@@ -104,6 +104,17 @@ pub trait Catalog: Send + Sync {
     /// The visitor returns `false` to stop early.
     fn find(&self, query: &Query, visit: &mut dyn FnMut(Dataset) -> bool) -> Result<()>;
 
+    /// How the database would run the statement [`Catalog::find`] issues
+    /// for `query` (PostgreSQL's `EXPLAIN`, SQLite's `EXPLAIN QUERY PLAN`),
+    /// one line per plan row: to find out why a query is slow, and for the
+    /// tests that keep every narrowing on an index.
+    fn query_plan(&self, query: &Query) -> Result<String>;
+
+    /// Gather the planner's statistics now (`ANALYZE`), as after a bulk
+    /// load; otherwise SQLite gathers them every ten minutes and
+    /// PostgreSQL's autovacuum when it sees fit.
+    fn refresh_statistics(&self) -> Result<()>;
+
     /// All instances under the entities that match `query` (a retrieve).
     fn find_instances(&self, query: &Query) -> Result<Vec<StoredInstance>>;
 

@@ -455,6 +455,13 @@ impl Archive {
         run_blocking(move || catalog.statistics().map_err(ArchiveError::from)).await
     }
 
+    /// Gather the catalog's planner statistics now, as after a bulk load
+    /// (`haneul bench fill`), so the next queries get plans that fit its size.
+    pub async fn refresh_statistics(&self) -> Result<(), ArchiveError> {
+        let catalog = Arc::clone(&self.catalog);
+        run_blocking(move || catalog.refresh_statistics().map_err(ArchiveError::from)).await
+    }
+
     /// Versions kept for review because a replication peer holds other bytes
     /// under the same SOP Instance UID (all, or one instance's).
     pub async fn conflicts(&self, sop_uid: Option<String>) -> Result<Vec<ConflictRecord>, ArchiveError> {

@@ -226,6 +226,33 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
         })
     }
 
+    fn query_plan(&self, query: &Query) -> Result<String> {
+        let narrowing = narrowing_for(self.engine.dialect(), query, query.level);
+        let sql = select_for(query.level, &view_columns(query.level, CountNeeds::of(query)), &narrowing);
+        let explain = match self.engine.dialect() {
+            Dialect::Sqlite => "EXPLAIN QUERY PLAN",
+            Dialect::Postgres => "EXPLAIN",
+        };
+        self.engine.read(|db| {
+            let mut lines = Vec::new();
+            db.query_each(&format!("{explain} {sql}"), &narrowing.params(), &mut |row| {
+                // The plan text is the last column (SQLite's `detail`, PostgreSQL's `QUERY PLAN`).
+                lines.push(row.opt_text(row.len() - 1)?.unwrap_or_default());
+                Ok(true)
+            })?;
+            Ok(lines.join("\n"))
+        })
+    }
+
+    fn refresh_statistics(&self) -> Result<()> {
+        match self.engine.dialect() {
+            // Writes sqlite_stat1, which a reader connection may not.
+            Dialect::Sqlite => self.engine.write(|tx| tx.execute("ANALYZE", &[]).map(|_| ())),
+            // Outside a transaction, so the write lock is not held meanwhile.
+            Dialect::Postgres => self.engine.read(|db| db.execute("ANALYZE", &[]).map(|_| ())),
+        }
+    }
+
     fn find_instances(&self, query: &Query) -> Result<Vec<StoredInstance>> {
         // Candidates are instances, so every level's columns can narrow;
         // each candidate is then matched on its view at the query's level.

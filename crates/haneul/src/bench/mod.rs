@@ -383,6 +383,7 @@ async fn fill(args: FillArgs) -> anyhow::Result<ExitCode> {
         done.context("fill task panicked")??;
     }
     progress.finish_and_clear();
+    archive.refresh_statistics().await.context("gathering the catalog's planner statistics")?;
     archive.shutdown().await;
     let statistics = archive.statistics().await?;
     println!(
