@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use haneul_core::corrections::CORRECTED;
 use haneul_core::{Archive, StoredEvent};
 
+use crate::http::HttpClient;
 use crate::verify::{http_client, VerifyPeer};
 use crate::{Peer, MAX_BACKOFF};
 
@@ -104,15 +105,25 @@ pub(crate) fn to_pass_on(event: &StoredEvent, peer: &Peer) -> bool {
 /// Send the registers of `event` to the peer; done once it recorded them
 /// (or held later ones already).
 pub(crate) async fn pass_on(api: &VerifyPeer, event: &StoredEvent) -> Result<(), String> {
-    let document = serde_json::json!({
-        "replicated_from": api.peer.calling_ae,
-        "registers": event.detail["corrections"],
-    });
     let client = http_client(api).map_err(|error| error.to_string())?;
+    send_registers(&client, &api.peer, &event.detail["corrections"], REQUEST_TIMEOUT).await?;
+    tracing::info!(peer = %api.peer.name, seq = event.seq, "correction passed on");
+    Ok(())
+}
+
+/// `POST /api/corrections` to the peer: `registers` (a JSON array of
+/// registers) as coming from this node, so that the peer does not send them
+/// back; done once the peer recorded them (or held later ones already).
+pub(crate) async fn send_registers(
+    client: &HttpClient,
+    peer: &Peer,
+    registers: &serde_json::Value,
+    timeout: Duration,
+) -> Result<(), String> {
+    let document = serde_json::json!({ "replicated_from": peer.calling_ae, "registers": registers });
     let path = "/api/corrections";
-    let (status, body) = client.post_json(path, &document, REQUEST_TIMEOUT).await?;
+    let (status, body) = client.post_json(path, &document, timeout).await?;
     if status.is_success() {
-        tracing::info!(peer = %api.peer.name, seq = event.seq, "correction passed on");
         return Ok(());
     }
     Err(crate::http::failure(&client.base_url(), path, status, &body))

@@ -190,8 +190,8 @@ struct RegisterDifferences {
     /// Only the peer holds them, or its are later.
     pull: Vec<CorrectionRecord>,
     /// Held on both sides with the same clock, origin and value, yet
-    /// otherwise different: no rule says which to keep, so they stay.
-    unordered: Vec<(CorrectionLevel, String, u32)>,
+    /// otherwise different: no rule says which to keep, so they stay (ours listed).
+    unordered: Vec<CorrectionRecord>,
 }
 
 /// What differs in one study: versions only we hold, versions only the peer holds.
@@ -253,20 +253,18 @@ impl Run<'_> {
         let RegisterDifferences { push, pull, unordered } = self.register_differences().await?;
         self.report.differing_registers = (push.len() + pull.len() + unordered.len()) as u64;
         self.report.registers_remaining = self.report.differing_registers;
-        for (level, key, tag) in unordered {
-            let attribute = haneul_dicom::model::tag_from_u32(tag);
+        for register in unordered {
+            let (level, key, attribute) = (register.level, &register.key, register.attribute());
             self.failure(format!("{level:?} {key}: neither node's register of {attribute} is later than the other's"));
         }
         if !repair {
             return Ok(());
         }
         for chunk in push.chunks(REGISTERS_PER_REQUEST) {
-            let document = serde_json::json!({ "replicated_from": self.peer.calling_ae, "registers": chunk });
             self.report.round_trips += 1;
-            let path = "/api/corrections";
-            match self.client.post_json(path, &document, REQUEST_TIMEOUT).await {
-                Ok((status, _)) if status.is_success() => self.report.registers_pushed += chunk.len() as u64,
-                Ok((status, body)) => self.failure(crate::http::failure(&self.client.base_url(), path, status, &body)),
+            let registers = serde_json::to_value(chunk).unwrap_or_default();
+            match crate::corrections::send_registers(self.client, self.peer, &registers, REQUEST_TIMEOUT).await {
+                Ok(()) => self.report.registers_pushed += chunk.len() as u64,
                 Err(error) => self.failure(error),
             }
         }
@@ -300,7 +298,7 @@ impl Run<'_> {
             match (ours.remove(&key), theirs.remove(&key)) {
                 (Some(mine), Some(peers)) if mine.supersedes(&peers) => differences.push.push(mine),
                 (Some(mine), Some(peers)) if peers.supersedes(&mine) => differences.pull.push(peers),
-                (Some(mine), Some(peers)) if mine != peers => differences.unordered.push(key),
+                (Some(mine), Some(peers)) if mine != peers => differences.unordered.push(mine),
                 (Some(mine), None) => differences.push.push(mine),
                 (None, Some(peers)) => differences.pull.push(peers),
                 _ => {}

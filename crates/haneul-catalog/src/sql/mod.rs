@@ -29,7 +29,7 @@ use crate::{Catalog, Result};
 pub(crate) use db::{row_limit, Db, Dialect, Row};
 use query::{
     digest_array, narrowing_for, row_to_view, select_for, stored_instance, view_columns, AttrCache, CountNeeds,
-    INSTANCE_COLUMNS, INSTANCE_COLUMN_COUNT,
+    Narrowing, INSTANCE_COLUMNS, INSTANCE_COLUMN_COUNT,
 };
 use write::{commit_one, forget_settled, hex, insert_event, remove_one};
 
@@ -118,6 +118,16 @@ fn insert_statement(table: &str, row: &dyn Row) -> Result<String> {
     let columns = (0..row.len()).map(|index| row.column_name(index)).collect::<Result<Vec<_>>>()?;
     let placeholders: Vec<String> = (1..=columns.len()).map(|n| format!("?{n}")).collect();
     Ok(format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), placeholders.join(", ")))
+}
+
+impl<E: Engine> SqlCatalog<E> {
+    /// The statement [`Catalog::find`] runs for `query` (and
+    /// [`Catalog::query_plan`] explains), with its narrowing's parameters.
+    fn find_statement(&self, query: &Query) -> (Narrowing, String) {
+        let narrowing = narrowing_for(self.engine.dialect(), query, query.level);
+        let sql = select_for(query.level, &view_columns(query.level, CountNeeds::of(query)), &narrowing);
+        (narrowing, sql)
+    }
 }
 
 impl<E: Engine> Catalog for SqlCatalog<E> {
@@ -215,8 +225,7 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
     }
 
     fn find(&self, query: &Query, visit: &mut dyn FnMut(Dataset) -> bool) -> Result<()> {
-        let narrowing = narrowing_for(self.engine.dialect(), query, query.level);
-        let sql = select_for(query.level, &view_columns(query.level, CountNeeds::of(query)), &narrowing);
+        let (narrowing, sql) = self.find_statement(query);
         self.engine.read(|db| {
             let mut cache = AttrCache::default();
             db.query_each(&sql, &narrowing.params(), &mut |row| {
@@ -227,8 +236,7 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
     }
 
     fn query_plan(&self, query: &Query) -> Result<String> {
-        let narrowing = narrowing_for(self.engine.dialect(), query, query.level);
-        let sql = select_for(query.level, &view_columns(query.level, CountNeeds::of(query)), &narrowing);
+        let (narrowing, sql) = self.find_statement(query);
         let explain = match self.engine.dialect() {
             Dialect::Sqlite => "EXPLAIN QUERY PLAN",
             Dialect::Postgres => "EXPLAIN",
