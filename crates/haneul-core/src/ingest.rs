@@ -829,7 +829,7 @@ fn validate(header: &InstanceHeader, format: &IngestFormat) -> Result<Prepared, 
         ("Study Instance UID", &study_instance_uid),
         ("Series Instance UID", &series_instance_uid),
     ] {
-        if uid.len() > 64 || uid.contains(['\\', '/']) || uid.chars().any(char::is_control) {
+        if !haneul_dicom::uid::is_acceptable(uid) {
             return Err(IngestError::rejected(RejectReason::Inconsistent, format!("{name} {uid:?} is not a UID")));
         }
     }

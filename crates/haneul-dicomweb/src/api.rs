@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use haneul_dicom::levels::Level;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{check_uid, ApiError, ApiResult};
 use crate::{RequestContext, WebState};
 
 pub async fn status(State(state): State<WebState>) -> ApiResult<Response> {
@@ -157,9 +157,7 @@ async fn remove(
     uid: String,
     params: RemoveParams,
 ) -> ApiResult<Response> {
-    if uid.is_empty() || uid.len() > 64 {
-        return Err(ApiError::BadRequest(format!("{uid:?} is not a UID")));
-    }
+    check_uid(&uid)?;
     let replicated_from = params.replicated_from.filter(|ae| !ae.is_empty());
     if replicated_from.as_ref().is_some_and(|ae| ae.len() > 16) {
         return Err(ApiError::BadRequest("replicated_from: an AE title has at most 16 characters".into()));

@@ -9,7 +9,7 @@ use haneul_core::audit::Action;
 use haneul_core::corrections::AttributeChange;
 use haneul_core::CorrectionRecord;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{check_uid, ApiError, ApiResult};
 use crate::{RequestContext, WebState};
 
 /// Most registers one request from a peer carries.
@@ -51,9 +51,7 @@ pub async fn correct_study(
     Path(study): Path<String>,
     Json(request): Json<CorrectionRequest>,
 ) -> ApiResult<Response> {
-    if study.is_empty() || study.len() > 64 {
-        return Err(ApiError::BadRequest(format!("{study:?} is not a UID")));
-    }
+    check_uid(&study)?;
     if request.reason.trim().is_empty() {
         return Err(ApiError::BadRequest("reason: say why the values are corrected".into()));
     }

@@ -69,3 +69,12 @@ impl From<haneul_core::ArchiveError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// 400 unless `uid` is one the archive would have stored
+/// ([`haneul_dicom::uid::is_acceptable`]): a path names what ingest took.
+pub fn check_uid(uid: &str) -> ApiResult<()> {
+    if !haneul_dicom::uid::is_acceptable(uid) {
+        return Err(ApiError::BadRequest(format!("{uid:?} is not a UID")));
+    }
+    Ok(())
+}

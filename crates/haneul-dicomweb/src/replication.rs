@@ -13,18 +13,8 @@ use axum::{Extension, Json};
 use haneul_core::digest_tree::Hex;
 use haneul_core::replication::VerifyError;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{check_uid, ApiError, ApiResult};
 use crate::{RequestContext, WebState};
-
-/// Longest UID (PS3.5 9.1).
-const MAX_UID: usize = 64;
-
-fn check_uid(uid: &str) -> ApiResult<()> {
-    if uid.is_empty() || uid.len() > MAX_UID || !uid.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(ApiError::BadRequest(format!("{uid:?} is not a UID")));
-    }
-    Ok(())
-}
 
 /// `GET /api/replication/tree`: the root, the 256 bucket digests and counts.
 pub async fn tree(State(state): State<WebState>) -> ApiResult<Response> {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use haneul_core::{Archive, Ingest, IngestError, IngestFormat, Origin, PlannedStudy};
-use haneul_replication::http::{self, HttpClient, Incoming, Method, StatusCode};
+use haneul_replication::http::{self, escape, HttpClient, Incoming, Method, StatusCode};
 use serde_json::Value as Json;
 
 use crate::multipart::{self, Event, MultipartReader};
@@ -105,20 +105,6 @@ pub fn check_url(url: &str) -> Result<(), String> {
         return Err(format!("{url:?} must be a plain base URL, without query, fragment or spaces"));
     }
     Ok(())
-}
-
-/// `text` as one path segment or query value: everything but unreserved
-/// characters percent-encoded (UIDs come from the source and are not trusted).
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Whether a Warning header says that the server left answers out

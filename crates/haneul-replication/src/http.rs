@@ -251,6 +251,21 @@ pub async fn next_chunk(body: &mut Incoming) -> Option<Result<Bytes, HttpError>>
     }
 }
 
+/// `text` as one path segment or query value: everything but unreserved
+/// characters percent-encoded. UIDs come from stored data (legacy archives
+/// hold letters, spaces), AE titles may hold spaces.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// The error of a non-success answer, with the server's `error` message when it sent one.
 pub fn failure(base: &str, path: &str, status: StatusCode, body: &[u8]) -> HttpError {
     let message = serde_json::from_slice::<serde_json::Value>(body)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use haneul_core::StoredEvent;
 
-use crate::http::{Method, StatusCode};
+use crate::http::{escape, Method, StatusCode};
 use crate::verify::{http_client, VerifyPeer};
 use crate::Peer;
 
@@ -32,18 +32,7 @@ fn removal_path(event: &StoredEvent, calling_ae: &str) -> Option<String> {
         "IMAGE" => "instances",
         _ => return None,
     };
-    let uid: String = uid.chars().filter(|c| c.is_ascii_digit() || *c == '.').collect();
-    Some(format!("/api/{resource}/{uid}?replicated_from={}", query_value(calling_ae)))
-}
-
-/// Percent-encoding of a query value (AE titles may hold spaces).
-fn query_value(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (byte as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    Some(format!("/api/{resource}/{}?replicated_from={}", escape(uid), escape(calling_ae)))
 }
 
 /// Remove at the peer what `event` removed here. Done when the peer removed
@@ -100,6 +89,17 @@ mod tests {
         assert_eq!(
             removal_path(&removal("IMAGE", None), "MY AE").as_deref(),
             Some("/api/instances/1.2.3?replicated_from=MY%20AE")
+        );
+    }
+
+    #[test]
+    fn a_legacy_uid_is_passed_on_whole() {
+        let mut event = removal("STUDY", None);
+        event.detail["uid"] = "1.2.840.LEGACY 7#a".into();
+        assert_eq!(
+            removal_path(&event, "A").as_deref(),
+            Some("/api/studies/1.2.840.LEGACY%207%23a?replicated_from=A"),
+            "letters, spaces and '#' reach the peer as they were stored"
         );
     }
 }

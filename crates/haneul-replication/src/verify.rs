@@ -360,7 +360,8 @@ impl Run<'_> {
     /// Compare one study's instance versions on both sides.
     async fn study_difference(&mut self, study: &str) -> Result<StudyDifference, String> {
         let local = self.archive.study_versions(study).await.map_err(|error| error.to_string())?;
-        let remote: Option<StudyVersions> = self.get(&format!("/api/replication/studies/{study}/digests")).await?;
+        let remote: Option<StudyVersions> =
+            self.get(&format!("/api/replication/studies/{}/digests", crate::http::escape(study))).await?;
         let empty = BTreeMap::new();
         let ours = local.as_ref().map_or(&empty, |versions| &versions.instances);
         let theirs = remote.as_ref().map_or(&empty, |versions| &versions.instances);
@@ -451,7 +452,7 @@ impl Run<'_> {
 
     /// Take one version from the peer and ingest it here, as from the peer.
     async fn pull(&mut self, study: &str, sop: &str, digest: Hex) -> Result<(), String> {
-        let path = format!("/api/replication/instances/{sop}/versions/{digest}");
+        let path = format!("/api/replication/instances/{}/versions/{digest}", crate::http::escape(sop));
         self.report.round_trips += 1;
         let response = self.client.send(hyper::Method::GET, &path, REQUEST_TIMEOUT).await?;
         if !response.status().is_success() {

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{eventually, haneul_bin, http_request, run, HttpResponse, Server};
+use common::{dcmtk, eventually, haneul_bin, http_request, run, HttpResponse, Server};
 use serde_json::Value;
 
 const FILES: [&str; 5] = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "SC_rgb_small_odd.dcm", "rtplan.dcm"];
@@ -119,11 +119,21 @@ fn verify_repairs_differences_in_both_directions_and_the_cli_says_so_in_its_exit
     a.store_samples("MODALITY", &FILES[..3]);
     eventually("b holding a's instances", || b.instances().len() == 3);
     // B loses one instance (removals are not replicated), and gets one that
-    // A never sees (B replicates to nobody).
+    // A never sees (B replicates to nobody), with the letters in its UIDs
+    // that images from legacy archives carry: verify must name it to B.
     let lost = b.instances().into_iter().next().expect("an instance");
     let removed = request(&b, "DELETE", &format!("/api/instances/{}", lost.2));
     assert_eq!(removed.status, 200, "{}", removed.text());
-    b.store_samples("MODALITY", &FILES[3..4]);
+    let legacy = dir.path().join("legacy.dcm");
+    std::fs::copy(common::pydicom_data().join("test_files").join(FILES[3]), &legacy).expect("copying a sample");
+    let modified = run(dcmtk("dcmodify")
+        .args(["-nb", "-m", "(0020,000d)=1.2.840.LEGACY.7", "-m"])
+        .args(["(0008,0018)=1.2.840.LEGACY.7.1", legacy.to_str().expect("a UTF-8 path")]));
+    assert!(modified.status.success(), "{}", common::text(&modified));
+    let stored =
+        run(dcmtk("storescu").args(["-aec", &b.ae_title, "127.0.0.1", &b.dicom_port.to_string()]).arg(&legacy));
+    assert!(stored.status.success(), "{}", common::text(&stored));
+    assert!(b.instances().iter().any(|(study, _, _)| study == "1.2.840.LEGACY.7"), "B holds the legacy study");
     assert_eq!((a.instances().len(), b.instances().len()), (3, 3));
     assert_ne!(a.instances(), b.instances());
 
@@ -196,10 +206,14 @@ fn verify_needs_the_peers_url_and_token_and_names_the_missing_key() {
 
     // Client mistakes are 4xx with a JSON error.
     let unknown_version = format!("/api/replication/instances/1.2.3/versions/{}", "0".repeat(64));
+    let too_long = format!("/api/replication/studies/{}/digests", "1".repeat(65));
     for (path, status) in [
         ("/api/replication/tree/256", 400),
         ("/api/replication/studies/1.2.3/digests", 404),
-        ("/api/replication/studies/not-a-uid/digests", 400),
+        // Letters are a UID ingest takes (legacy archives hold them): not found, not refused.
+        ("/api/replication/studies/1.2.LEGACY/digests", 404),
+        (too_long.as_str(), 400),
+        ("/api/replication/studies/1.2%5C3/digests", 400),
         ("/api/replication/instances/1.2.3/versions/abc", 400),
         (unknown_version.as_str(), 404),
     ] {
