@@ -27,7 +27,7 @@ mod target;
 mod when;
 
 pub use manifest::{object_key, BlobEntry, CatalogEntry, Counts, Manifest, MANIFEST_FORMAT};
-pub use target::{DirTarget, NewObject, Target};
+pub use target::{BucketTarget, DirTarget, NewObject, Target};
 pub use when::{is_snapshot_name, parse_at};
 
 use std::collections::{BTreeSet, HashSet};
@@ -323,8 +323,8 @@ pub fn backup_files(
 /// Make sure the target holds `blob`'s content under its digest.
 fn store_object(blobs: &BlobStore, target: &dyn Target, blob: &ReferencedBlob, digest: &str) -> Result<Stored> {
     let key = object_key(digest);
-    if target.object_size(&key).map_err(io_error(target.locate(&key)))?.is_some() {
-        return check_existing(target, &key, blob);
+    if let Some(size) = target.object_size(&key).map_err(io_error(target.locate(&key)))? {
+        return check_existing(target, &key, blob, size);
     }
     let mut file = match blobs.open_blob(&blob.path) {
         Ok(file) => file,
@@ -342,13 +342,23 @@ fn store_object(blobs: &BlobStore, target: &dyn Target, blob: &ReferencedBlob, d
     match object.publish() {
         Ok(()) => Ok(Stored::Written),
         // Another run published the same content meanwhile: check theirs.
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => check_existing(target, &key, blob),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            let size = target.object_size(&key).map_err(io_error(target.locate(&key)))?;
+            check_existing(target, &key, blob, size.unwrap_or(0))
+        }
         Err(error) => Err(io_error(target.locate(&key))(error)),
     }
 }
 
-/// An object already in the target must hold exactly `blob`'s bytes.
-fn check_existing(target: &dyn Target, key: &str, blob: &ReferencedBlob) -> Result<Stored> {
+/// An object already in the target (of `size` bytes) must hold exactly
+/// `blob`'s bytes; where the target does not reread, its size must match.
+fn check_existing(target: &dyn Target, key: &str, blob: &ReferencedBlob, size: u64) -> Result<Stored> {
+    if !target.rereads_present_objects() {
+        return match size == blob.size {
+            true => Ok(Stored::Present),
+            false => Ok(Stored::Problem(BackupProblem::ObjectDiffers { object: target.locate(key) })),
+        };
+    }
     let mut object = target.open(key).map_err(io_error(target.locate(key)))?;
     let found = hash_reader(&mut object).map_err(io_error(target.locate(key)))?;
     if found == (blob.size, blob.digest) {

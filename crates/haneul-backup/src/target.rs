@@ -1,12 +1,18 @@
 //! Where backups go: a [`Target`] stores named objects that, once published,
-//! Haneul never alters. [`DirTarget`] is a write-once directory; an S3
-//! bucket with object lock is meant to be another implementation.
+//! Haneul never alters. [`DirTarget`] is a write-once directory;
+//! [`BucketTarget`] an S3 bucket, written with conditional PUTs, whose
+//! Object Lock (default retention in compliance mode, set by whoever owns
+//! the bucket) keeps anyone, Haneul included, from deleting or replacing
+//! what was written.
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use haneul_storage::{Bucket, S3Options, PART_SIZE};
 
 /// A store of write-once objects named by `/`-separated keys.
 pub trait Target: Send + Sync {
@@ -31,13 +37,23 @@ pub trait Target: Send + Sync {
 
     /// Reserve a snapshot's name; `false` when another run already has it.
     fn claim_snapshot(&self, name: &str) -> io::Result<bool>;
+
+    /// Whether an object found already present is read back and hashed
+    /// before a backup counts on it. A bucket answers `false`: reading back
+    /// petabytes on every run is not affordable, an object is published
+    /// only after its digest matched, and Object Lock keeps it as it was;
+    /// its size is still compared, and a drill reads everything.
+    fn rereads_present_objects(&self) -> bool {
+        true
+    }
 }
 
 /// An object being written.
 pub trait NewObject: Write + Send {
     /// Make the object durable and visible under its key. Fails with
     /// [`io::ErrorKind::AlreadyExists`] when the key is taken, which is never
-    /// replaced.
+    /// replaced (a bucket accepts the identical content already there: a
+    /// retried upload whose first attempt landed).
     fn publish(self: Box<Self>) -> io::Result<()>;
 }
 
@@ -223,6 +239,136 @@ impl Drop for DirObject {
         if self.file.take().is_some() {
             let _ = fs::remove_file(&self.temp);
         }
+    }
+}
+
+/// A bucket (and key prefix) as a backup target.
+///
+/// An object is written to a temporary file under the staging directory
+/// while it is hashed, then uploaded with a conditional PUT (`If-None-Match:
+/// *`), which the server refuses when the key exists; larger objects go up
+/// as multipart uploads, which S3 cannot make conditional, so the key is
+/// checked just before. A snapshot's name is claimed with a conditional PUT
+/// of a marker object. Immutability against everyone else, an attacker with
+/// Haneul's credentials included, is the bucket's Object Lock: Haneul never
+/// deletes, and cannot check the lock configuration through the S3 API it
+/// uses, so the operator sets it (see docs/backup.md).
+pub struct BucketTarget {
+    bucket: Arc<Bucket>,
+    /// `s3://bucket/prefix`, for messages.
+    url: String,
+    staging: PathBuf,
+}
+
+impl BucketTarget {
+    /// Connect to the bucket; temporary files go under `staging`.
+    pub fn connect(options: &S3Options, staging: impl Into<PathBuf>) -> io::Result<BucketTarget> {
+        let staging = staging.into();
+        fs::create_dir_all(&staging)?;
+        let bucket = Arc::new(Bucket::connect(options)?);
+        let prefix = options.prefix.trim_matches('/');
+        let url = match prefix.is_empty() {
+            true => format!("s3://{}", options.bucket),
+            false => format!("s3://{}/{prefix}", options.bucket),
+        };
+        Ok(BucketTarget { bucket, url, staging })
+    }
+
+    fn check_key(key: &str) -> io::Result<()> {
+        let plain = key.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+        if !plain {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid backup key {key:?}")));
+        }
+        Ok(())
+    }
+}
+
+impl Target for BucketTarget {
+    fn describe(&self) -> String {
+        format!("{} ({})", self.url, self.bucket.location())
+    }
+
+    fn locate(&self, key: &str) -> String {
+        format!("{}/{key}", self.url)
+    }
+
+    fn object_size(&self, key: &str) -> io::Result<Option<u64>> {
+        Self::check_key(key)?;
+        self.bucket.size(key)
+    }
+
+    fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
+        Self::check_key(key)?;
+        self.bucket.open(key)
+    }
+
+    fn create(&self, key: &str) -> io::Result<Box<dyn NewObject>> {
+        Self::check_key(key)?;
+        let file = tempfile::Builder::new().prefix(".backup-object-").tempfile_in(&self.staging)?;
+        Ok(Box::new(BucketObject {
+            bucket: Arc::clone(&self.bucket),
+            key: key.to_string(),
+            file,
+            hasher: blake3::Hasher::new(),
+            size: 0,
+        }))
+    }
+
+    fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
+        self.bucket.list_children(prefix.trim_end_matches('/'))
+    }
+
+    fn claim_snapshot(&self, name: &str) -> io::Result<bool> {
+        // Unique content: the same content already there counts as an
+        // upload that landed, so only different content proves a claim taken.
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let claimant = format!("{}-{nanos}-{}\n", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        let mut marker = self.create(&format!("snapshots/{name}/claim"))?;
+        marker.write_all(claimant.as_bytes())?;
+        match marker.publish() {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn rereads_present_objects(&self) -> bool {
+        false
+    }
+}
+
+/// An object on its way to a bucket: a temporary file, removed when dropped.
+struct BucketObject {
+    bucket: Arc<Bucket>,
+    key: String,
+    file: tempfile::NamedTempFile,
+    hasher: blake3::Hasher,
+    size: u64,
+}
+
+impl Write for BucketObject {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        self.size += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl NewObject for BucketObject {
+    fn publish(mut self: Box<Self>) -> io::Result<()> {
+        self.file.flush()?;
+        // A multipart upload is not conditional: look first.
+        if self.size > PART_SIZE as u64 && self.bucket.size(&self.key)?.is_some() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", self.key)));
+        }
+        let digest = *self.hasher.finalize().as_bytes();
+        self.bucket.put_new(self.file.path(), &self.key, self.size, digest)
     }
 }
 

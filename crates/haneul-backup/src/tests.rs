@@ -58,7 +58,7 @@ impl Archive {
         written.rel_path
     }
 
-    fn backup(&self, target: &DirTarget) -> Result<BackupReport> {
+    fn backup(&self, target: &dyn Target) -> Result<BackupReport> {
         let source = Source { catalog: &self.catalog, blobs: &self.blobs };
         let scratch = tempfile::tempdir().expect("scratch");
         backup(&source, target, scratch.path(), &mut |_, _| {})
@@ -216,4 +216,67 @@ fn restore_refuses_a_non_empty_directory_and_reports_every_bad_object() {
     assert!(!into.path().join("catalog.sqlite").exists(), "no catalog after a failed restore");
     assert!(into.path().join("blobs").join(&kept).is_file());
     assert!(!into.path().join("blobs").join(&damaged).exists(), "no damaged copy left behind");
+}
+
+/// Bytes that differ at every offset, so a misplaced multipart part would show.
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 11)) as u8).collect()
+}
+
+fn read_object(target: &dyn Target, key: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    target.open(key).expect("open").read_to_end(&mut bytes).expect("read");
+    bytes
+}
+
+#[test]
+fn a_bucket_target_backs_up_restores_and_never_replaces_an_object() {
+    let bucket = haneul_storage::testing::TestBucket::create();
+    let staging = tempfile::tempdir().expect("staging");
+    let target = BucketTarget::connect(&bucket.options, staging.path()).expect("bucket target");
+    let archive = Archive::new();
+    // One object above the multipart threshold, whose upload is not conditional.
+    let large = patterned(haneul_storage::PART_SIZE + 300_000);
+    let paths = [archive.store("1.1", b"first instance"), archive.store("1.2", &large)];
+    let first = archive.backup(&target).expect("first backup");
+    assert_eq!((first.objects_written, first.objects_present), (2, 0));
+    let third = archive.store("1.3", b"third instance");
+    let second = archive.backup(&target).expect("second backup");
+    assert_eq!((second.objects_written, second.objects_present), (1, 2), "only the new instance is written");
+
+    let listed = list_snapshots(&target).expect("list");
+    let names: Vec<&str> = listed.iter().map(|snapshot| snapshot.name.as_str()).collect();
+    assert_eq!(names, [first.snapshot.as_str(), second.snapshot.as_str()]);
+    assert!(listed.iter().all(|snapshot| snapshot.manifest.is_ok()), "both complete");
+
+    let manifest = choose_snapshot(&target, None).expect("newest");
+    let restored = tempfile::tempdir().expect("tempdir");
+    let data_dir = restored.path().join("data");
+    let report = restore(&target, &manifest, &layout(&data_dir), &mut |_, _| {}).expect("restore");
+    assert_eq!(report.blobs_restored, 3);
+    for path in paths.iter().chain([&third]) {
+        assert_eq!(
+            fs::read(data_dir.join("blobs").join(path)).expect("restored blob"),
+            fs::read(archive.blobs.path_of(path).expect("path")).expect("original blob"),
+            "{path}"
+        );
+    }
+
+    // Nothing written is replaced through Haneul, small or multipart.
+    let large_ransom = vec![0x5a; large.len()];
+    for (content, ransom) in [(&b"first instance"[..], &b"ransom note"[..]), (&large, &large_ransom)] {
+        let key = object_key(&to_hex(blake3::hash(content).as_bytes()));
+        let mut object = target.create(&key).expect("create");
+        object.write_all(ransom).expect("write");
+        let error = object.publish().expect_err("an existing object must not be replaced");
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists, "{error}");
+        assert_eq!(read_object(&target, &key), content, "{key} is as it was");
+    }
+    assert!(target.claim_snapshot("20200101T000000Z").expect("claim"));
+    assert!(!target.claim_snapshot("20200101T000000Z").expect("claim again"), "a name is claimed once");
+    let missing = object_key(&"0".repeat(64));
+    assert_eq!(target.object_size(&missing).expect("size"), None);
+    assert_eq!(target.open(&missing).err().map(|error| error.kind()), Some(io::ErrorKind::NotFound));
+    assert!(target.create("objects/../escape").is_err(), "keys stay under the prefix");
+    assert_eq!(fs::read_dir(staging.path()).expect("staging").count(), 0, "no temporary file is left");
 }

@@ -16,6 +16,7 @@
 //! unreferenced file after a crash ([`BlobStore::oldest_unsettled_shard`]).
 //! Start-up recovery lists only the shards from there on.
 
+mod bucket;
 mod cache;
 mod object;
 mod pool;
@@ -23,6 +24,7 @@ mod pool;
 pub mod testing;
 mod writer;
 
+pub use bucket::Bucket;
 pub use cache::CacheStats;
 pub use object::{S3Options, PART_SIZE};
 pub use writer::{BlobWriter, InflightGuard, WrittenBlob};

@@ -267,6 +267,31 @@ impl ObjectBackend {
         Ok(size)
     }
 
+    /// The object's size, or `None` when there is none under `rel_path`.
+    pub(crate) fn size(&self, rel_path: &str) -> Result<Option<u64>> {
+        let key = self.key(rel_path)?;
+        let store = Arc::clone(&self.store);
+        let object_error = self.object_error(rel_path);
+        self.wait(async move {
+            match store.head(&key).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(error) => Err(object_error(error)),
+            }
+        })
+    }
+
+    /// A blocking reader of the object. Waits for its first chunk, so a
+    /// missing object is an error here rather than on the first read.
+    pub(crate) fn reader(&self, rel_path: &str) -> Result<ObjectReader> {
+        let mut chunks = self.chunks(rel_path)?;
+        let first = match chunks.blocking_recv() {
+            Some(chunk) => chunk?,
+            None => Bytes::new(),
+        };
+        Ok(ObjectReader { chunks, current: first })
+    }
+
     /// Size and BLAKE3 digest of a stored object, read back from the bucket.
     pub(crate) fn digest(&self, rel_path: &str) -> Result<(u64, Digest)> {
         let mut hasher = blake3::Hasher::new();
@@ -334,6 +359,28 @@ impl ObjectBackend {
         let store = Arc::clone(&self.store);
         let object_error = self.object_error(rel_dir);
         self.wait(async move { store.list_with_delimiter(prefix.as_ref()).await.map_err(object_error) })
+    }
+}
+
+/// An object's bytes as a blocking [`std::io::Read`]; not for async threads.
+pub(crate) struct ObjectReader {
+    chunks: tokio::sync::mpsc::Receiver<Result<Bytes>>,
+    /// What is left of the chunk being read.
+    current: Bytes,
+}
+
+impl std::io::Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(error)) => return Err(std::io::Error::other(error.to_string())),
+                None => return Ok(0),
+            }
+        }
+        let count = buf.len().min(self.current.len());
+        buf[..count].copy_from_slice(&self.current.split_to(count));
+        Ok(count)
     }
 }
 

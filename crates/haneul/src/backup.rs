@@ -8,10 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use haneul_backup::{BackupError, DirTarget, Layout, Manifest, RestoreProblem};
+use haneul_backup::{BackupError, BucketTarget, DirTarget, Layout, Manifest, RestoreProblem, Target};
 use haneul_core::{
-    open_blob_store, verify_archive, Archive, ArchiveConfig, BlobBackend, BlobConfig, CatalogLocation, VerifyProblem,
-    BLOB_DIR, CATALOG_FILE,
+    open_blob_store, verify_archive, Archive, ArchiveConfig, BlobBackend, BlobConfig, CatalogLocation, S3Options,
+    VerifyProblem, BLOB_DIR, CATALOG_FILE,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -30,12 +30,76 @@ pub struct BackupArgs {
 struct RunArgs {
     #[command(flatten)]
     archive: ArchiveOptions,
-    /// The backup directory (created if needed; files in it are never changed once written).
-    #[arg(long, value_name = "DIR", required = true)]
-    to: Option<PathBuf>,
-    /// Where the catalog copy is made before it is stored (default: the backup directory).
+    /// The backup: a directory (created if needed; files in it are never changed once written)
+    /// or s3://BUCKET[/PREFIX], a bucket with Object Lock.
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX", required = true)]
+    to: Option<String>,
+    /// Where the catalog copy is made before it is stored (default: the backup directory, or the
+    /// system's temporary directory for a bucket).
     #[arg(long, value_name = "DIR")]
     scratch: Option<PathBuf>,
+    #[command(flatten)]
+    bucket: BucketArgs,
+}
+
+/// How to reach a backup in a bucket. Credentials come from the environment
+/// (`AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, or a role), so that
+/// backups can run with keys of their own, never the archive's.
+#[derive(Args)]
+struct BucketArgs {
+    /// The S3-compatible server of an s3:// backup (default: AWS, by region).
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// The region of an s3:// backup.
+    #[arg(long, value_name = "REGION", default_value = "us-east-1")]
+    s3_region: String,
+}
+
+/// Where a backup is: a directory, or a bucket and key prefix.
+enum BackupLocation {
+    Dir(PathBuf),
+    Bucket(S3Options),
+}
+
+impl BackupLocation {
+    fn parse(location: &str, bucket: &BucketArgs) -> anyhow::Result<BackupLocation> {
+        let Some(rest) = location.strip_prefix("s3://") else {
+            return Ok(BackupLocation::Dir(PathBuf::from(location)));
+        };
+        let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if name.is_empty() {
+            anyhow::bail!("{location:?}: expected s3://BUCKET or s3://BUCKET/PREFIX");
+        }
+        Ok(BackupLocation::Bucket(S3Options {
+            endpoint: bucket.s3_endpoint.clone(),
+            region: bucket.s3_region.clone(),
+            bucket: name.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            access_key_id: None,
+            secret_access_key: None,
+        }))
+    }
+
+    /// The target; a directory is created for a new backup (`create`), and
+    /// must exist otherwise. Temporary files of a bucket go under `staging`.
+    fn open(&self, create: bool, staging: &Path) -> anyhow::Result<Box<dyn Target>> {
+        match self {
+            BackupLocation::Dir(dir) if create => Ok(Box::new(
+                DirTarget::open(dir).with_context(|| format!("cannot use the backup directory {}", dir.display()))?,
+            )),
+            BackupLocation::Dir(dir) => Ok(Box::new(DirTarget::existing(dir)?)),
+            BackupLocation::Bucket(options) => {
+                let target = BucketTarget::connect(options, staging)
+                    .with_context(|| format!("cannot use the backup bucket {}", options.bucket))?;
+                Ok(Box::new(target))
+            }
+        }
+    }
+}
+
+/// Open an existing backup for reading.
+fn existing_target(from: &str, bucket: &BucketArgs) -> anyhow::Result<Box<dyn Target>> {
+    BackupLocation::parse(from, bucket)?.open(false, &std::env::temp_dir())
 }
 
 #[derive(Subcommand)]
@@ -48,38 +112,44 @@ enum BackupCommand {
 
 #[derive(Args)]
 struct ListArgs {
-    /// The backup directory.
-    #[arg(long, value_name = "DIR")]
-    from: PathBuf,
+    /// The backup: a directory or s3://BUCKET[/PREFIX].
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    from: String,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    bucket: BucketArgs,
 }
 
 #[derive(Args)]
 struct DrillArgs {
-    /// The backup directory.
-    #[arg(long, value_name = "DIR")]
-    from: PathBuf,
+    /// The backup: a directory or s3://BUCKET[/PREFIX].
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    from: String,
     /// The newest snapshot at or before this time (RFC 3339 or a snapshot name); default: the newest.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
     /// Where the temporary restore goes (default: the system's temporary directory).
     #[arg(long, value_name = "DIR")]
     scratch: Option<PathBuf>,
+    #[command(flatten)]
+    bucket: BucketArgs,
 }
 
 #[derive(Args)]
 pub struct RestoreArgs {
-    /// The backup directory.
-    #[arg(long, value_name = "DIR")]
-    from: PathBuf,
+    /// The backup: a directory or s3://BUCKET[/PREFIX].
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    from: String,
     /// The newest snapshot at or before this time (RFC 3339 or a snapshot name); default: the newest.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
     /// The new node's data directory (--data, or storage.data_dir of --config): absent or empty.
     #[command(flatten)]
     archive: ArchiveOptions,
+    #[command(flatten)]
+    bucket: BucketArgs,
 }
 
 fn byte_progress() -> ProgressBar {
@@ -115,12 +185,18 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
 
 fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     let Some(to) = args.to else {
-        anyhow::bail!("--to DIR is required");
+        anyhow::bail!("--to DIR or --to s3://BUCKET/PREFIX is required");
     };
     let config = args.archive.load()?;
     let data_dir = config.storage.data_dir.clone();
-    let target = DirTarget::open(&to).with_context(|| format!("cannot use the backup directory {}", to.display()))?;
-    let scratch = args.scratch.unwrap_or_else(|| to.clone());
+    let location = BackupLocation::parse(&to, &args.bucket)?;
+    let scratch = match (&args.scratch, &location) {
+        (Some(scratch), _) => scratch.clone(),
+        (None, BackupLocation::Dir(dir)) => dir.clone(),
+        (None, BackupLocation::Bucket(_)) => std::env::temp_dir(),
+    };
+    let target = location.open(true, &scratch)?;
+    let target = target.as_ref();
     let progress = byte_progress();
     let mut show = show_bytes(&progress);
     let blob_config = config.blob_config()?;
@@ -130,13 +206,13 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     let blobs = open_blob_store(&data_dir, &blob_config, false).context("cannot open the blob store")?;
     let report = match config.catalog.location()? {
         CatalogLocation::Embedded => {
-            haneul_backup::backup_files(&data_dir.join(CATALOG_FILE), &blobs, &target, &scratch, &mut show)
+            haneul_backup::backup_files(&data_dir.join(CATALOG_FILE), &blobs, target, &scratch, &mut show)
         }
         // The snapshot of a PostgreSQL catalog is a SQLite catalog, so
         // a restore gives an archive on the embedded default.
         location => {
             let catalog = location.open(&data_dir).context("cannot open the catalog")?;
-            haneul_backup::backup_shared_catalog(catalog.as_ref(), &blobs, &target, &scratch, &mut show)
+            haneul_backup::backup_shared_catalog(catalog.as_ref(), &blobs, target, &scratch, &mut show)
         }
     };
     progress.finish_and_clear();
@@ -153,8 +229,8 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let target = DirTarget::existing(&args.from)?;
-    let snapshots = haneul_backup::list_snapshots(&target)?;
+    let target = existing_target(&args.from, &args.bucket)?;
+    let snapshots = haneul_backup::list_snapshots(target.as_ref())?;
     if args.json {
         let listing: Vec<serde_json::Value> = snapshots
             .iter()
@@ -173,7 +249,7 @@ fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if snapshots.is_empty() {
-        println!("no snapshots in {}", args.from.display());
+        println!("no snapshots in {}", args.from);
     }
     for snapshot in &snapshots {
         match &snapshot.manifest {
@@ -206,10 +282,10 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         ),
     }
     let data_dir = config.storage.data_dir;
-    let target = DirTarget::existing(&args.from)?;
-    let manifest = haneul_backup::choose_snapshot(&target, args.at.as_deref())?;
+    let target = existing_target(&args.from, &args.bucket)?;
+    let manifest = haneul_backup::choose_snapshot(target.as_ref(), args.at.as_deref())?;
     let progress = byte_progress();
-    let report = haneul_backup::restore(&target, &manifest, &layout(&data_dir), &mut show_bytes(&progress));
+    let report = haneul_backup::restore(target.as_ref(), &manifest, &layout(&data_dir), &mut show_bytes(&progress));
     progress.finish_and_clear();
     let report = report?;
     println!("restored snapshot {} (created {})", report.snapshot, manifest.created);
@@ -226,14 +302,20 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
     let CatalogLocation::Postgres(options) = config.catalog.location()? else {
         anyhow::bail!("catalog.engine = \"postgres\" needs catalog.url");
     };
-    let target = DirTarget::existing(&args.from)?;
-    let manifest = haneul_backup::choose_snapshot(&target, args.at.as_deref())?;
+    let target = existing_target(&args.from, &args.bucket)?;
+    let manifest = haneul_backup::choose_snapshot(target.as_ref(), args.at.as_deref())?;
     let data_dir = &config.storage.data_dir;
     let blobs = open_blob_store(data_dir, &config.blob_config()?, false).context("cannot open the bucket")?;
     let scratch = data_dir.join("restoring");
     let progress = byte_progress();
-    let report =
-        haneul_backup::restore_shared(&target, &manifest, &options, &blobs, &scratch, &mut show_bytes(&progress));
+    let report = haneul_backup::restore_shared(
+        target.as_ref(),
+        &manifest,
+        &options,
+        &blobs,
+        &scratch,
+        &mut show_bytes(&progress),
+    );
     progress.finish_and_clear();
     let _ = std::fs::remove_dir(&scratch);
     let report = report?;
@@ -266,15 +348,15 @@ impl Drill {
 }
 
 fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
-    let target = DirTarget::existing(&args.from)?;
-    let manifest = haneul_backup::choose_snapshot(&target, args.at.as_deref())?;
+    let target = existing_target(&args.from, &args.bucket)?;
+    let manifest = haneul_backup::choose_snapshot(target.as_ref(), args.at.as_deref())?;
     let scratch = args.scratch.unwrap_or_else(std::env::temp_dir);
     let work = tempfile::Builder::new()
         .prefix("haneul-drill-")
         .tempdir_in(&scratch)
         .with_context(|| format!("cannot make a temporary directory in {}", scratch.display()))?;
     let data_dir = work.path().join("data");
-    let drill = drill(&target, &manifest, &data_dir)?;
+    let drill = drill(target.as_ref(), &manifest, &data_dir)?;
     // Removed before the report, so a drill leaves nothing behind either way.
     work.close().with_context(|| format!("cannot remove the drill's directory in {}", scratch.display()))?;
 
@@ -312,7 +394,7 @@ fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
 
 /// Restore into `data_dir`, start the archive there (start-up recovery
 /// included), then verify every blob and compare with the manifest.
-fn drill(target: &DirTarget, manifest: &Manifest, data_dir: &Path) -> anyhow::Result<Drill> {
+fn drill(target: &dyn Target, manifest: &Manifest, data_dir: &Path) -> anyhow::Result<Drill> {
     let mut drill = Drill::default();
     let progress = byte_progress();
     let restored = haneul_backup::restore(target, manifest, &layout(data_dir), &mut show_bytes(&progress));

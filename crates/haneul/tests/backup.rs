@@ -176,6 +176,62 @@ fn backups_beside_a_running_server_restore_to_byte_identical_archives() {
     server.stop();
 }
 
+/// `haneul` with the credentials of `bucket` in the environment, as a
+/// backup job gets its own keys.
+fn haneul_for(bucket: &haneul_storage::testing::TestBucket) -> Command {
+    let mut command = haneul();
+    command
+        .env("AWS_ACCESS_KEY_ID", bucket.options.access_key_id.as_deref().unwrap_or_default())
+        .env("AWS_SECRET_ACCESS_KEY", bucket.options.secret_access_key.as_deref().unwrap_or_default());
+    command
+}
+
+#[test]
+fn a_backup_in_a_bucket_restores_to_a_byte_identical_archive_and_passes_its_drill() {
+    let bucket = haneul_storage::testing::TestBucket::create();
+    let url = format!("s3://{}/{}", bucket.options.bucket, bucket.options.prefix);
+    let endpoint = ["--s3-endpoint", bucket.endpoint()];
+    let mut server = Server::start();
+    let config = server.config_path().display().to_string();
+    let work = tempfile::tempdir().expect("tempdir");
+    let in_bucket = |command: &mut Command| -> Output {
+        let output = run(command.args(endpoint));
+        assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
+        output
+    };
+
+    server.store_samples("MODALITY", &FIRST_SET);
+    let first = in_bucket(haneul_for(&bucket).args(["backup", "--config", &config, "--to", &url]));
+    assert_eq!(count(&first, "objects written:"), FIRST_SET.len() as u64);
+    server.store_samples("MODALITY", &SECOND_SET);
+    let second = in_bucket(haneul_for(&bucket).args(["backup", "--config", &config, "--to", &url]));
+    assert_eq!(count(&second, "objects written:"), SECOND_SET.len() as u64, "only the new instances are copied");
+    assert_eq!(count(&second, "objects already present:"), FIRST_SET.len() as u64);
+    let listing = in_bucket(haneul_for(&bucket).args(["backup", "list", "--json", "--from", &url]));
+    let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).expect("list JSON");
+    let complete: Vec<bool> =
+        listing.as_array().expect("an array").iter().map(|item| item["complete"] == true).collect();
+    assert_eq!(complete, [true, true], "{listing:#}");
+
+    let restored = work.path().join("restored");
+    in_bucket(haneul_for(&bucket).args(["restore", "--from", &url, "--data"]).arg(&restored));
+    assert_eq!(blob_files(&restored), blob_files(&server.data_dir()), "restored files are byte-identical");
+    assert_eq!(verify_clean(&restored)["instances_checked"], FIRST_SET.len() + SECOND_SET.len());
+
+    let drill = in_bucket(haneul_for(&bucket).args(["backup", "drill", "--from", &url]));
+    assert!(stdout(&drill).contains("result:            complete"), "{}", stdout(&drill));
+    assert_eq!(count(&drill, "objects verified:"), (FIRST_SET.len() + SECOND_SET.len()) as u64);
+
+    // Wrong keys: a clear error naming the bucket, exit code 2.
+    let refused = run(haneul_for(&bucket)
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        .args(["backup", "list", "--from", &url])
+        .args(endpoint));
+    assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
+    assert!(stderr(&refused).contains(&bucket.options.bucket), "{}", stderr(&refused));
+    server.stop();
+}
+
 /// The objects of a snapshot, from its manifest: blob path → object file.
 fn manifest_objects(backup: &Path, snapshot: &str) -> BTreeMap<String, PathBuf> {
     let manifest = std::fs::read(backup.join("snapshots").join(snapshot).join("manifest.json")).expect("manifest");

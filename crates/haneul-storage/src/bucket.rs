@@ -1,0 +1,65 @@
+//! A bucket as a plain store of named objects, for other crates (the backup
+//! target): the same client, retries and checksums as the blob store, with
+//! `std::io` errors so that callers can tell a missing or taken key apart.
+//! Calls block; they must not run on an async thread.
+
+use std::io::{self, Read};
+use std::path::Path;
+
+use crate::object::ObjectBackend;
+use crate::{Digest, S3Options, StorageError};
+
+/// A bucket (and key prefix) whose objects are written once.
+pub struct Bucket {
+    backend: ObjectBackend,
+}
+
+/// A storage error as `std::io`, keeping "not found" and "already exists".
+fn to_io(error: StorageError) -> io::Error {
+    let kind = match &error {
+        StorageError::Object { source, .. } => match **source {
+            object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+            object_store::Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
+            _ => io::ErrorKind::Other,
+        },
+        StorageError::Io { source, .. } => source.kind(),
+        StorageError::InvalidPath(_) => io::ErrorKind::InvalidInput,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, error.to_string())
+}
+
+impl Bucket {
+    /// Connect and check that the bucket answers with these credentials.
+    pub fn connect(options: &S3Options) -> io::Result<Bucket> {
+        Ok(Bucket { backend: ObjectBackend::connect(options).map_err(to_io)? })
+    }
+
+    /// Where the bucket is, for messages.
+    pub fn location(&self) -> &str {
+        self.backend.location()
+    }
+
+    /// The size of the object `key`, or `None` when there is none.
+    pub fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        self.backend.size(key).map_err(to_io)
+    }
+
+    /// Read the object `key` ([`io::ErrorKind::NotFound`] when there is none).
+    pub fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(self.backend.reader(key).map_err(to_io)?))
+    }
+
+    /// Upload the file `staged` as `key` with a conditional PUT, which never
+    /// replaces an object: [`io::ErrorKind::AlreadyExists`] when `key` holds
+    /// other content. The same content already there (a retried request whose
+    /// first attempt landed) is success. `size` and `digest` are the file's.
+    pub fn put_new(&self, staged: &Path, key: &str, size: u64, digest: [u8; 32]) -> io::Result<()> {
+        self.backend.upload(staged, key, size, Digest(digest)).map_err(to_io)
+    }
+
+    /// The names of the "directories" right under `dir`, sorted.
+    pub fn list_children(&self, dir: &str) -> io::Result<Vec<String>> {
+        self.backend.list_children(dir).map_err(to_io)
+    }
+}
