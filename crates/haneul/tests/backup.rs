@@ -232,6 +232,62 @@ fn a_backup_in_a_bucket_restores_to_a_byte_identical_archive_and_passes_its_dril
     server.stop();
 }
 
+#[test]
+fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_keys() {
+    // A bucket of its own (Object Lock is set when a bucket is created), with
+    // one day of compliance retention: it outlives the test on a developer's
+    // server, and goes with the temporary server in scripts/test.sh.
+    let bucket = haneul_storage::testing::TestBucket::create();
+    let name = format!("lock-{}", bucket.options.prefix.to_lowercase());
+    let owner_url = bucket.endpoint().replacen(
+        "://",
+        &format!(
+            "://{}:{}@",
+            bucket.options.access_key_id.as_deref().unwrap_or_default(),
+            bucket.options.secret_access_key.as_deref().unwrap_or_default()
+        ),
+        1,
+    );
+    let locked = common::parse_peer_output(
+        "s3_lock.py",
+        &common::run_peer("s3_lock.py", &["lock-bucket", &owner_url, &name, "1"]),
+    );
+    assert!(locked["configuration"].as_str().is_some_and(|xml| xml.contains("COMPLIANCE")), "{locked:#}");
+
+    let mut server = Server::start();
+    server.store_samples("MODALITY", &FIRST_SET);
+    let url = format!("s3://{name}/site1");
+    let endpoint = ["--s3-endpoint", bucket.endpoint()];
+    let config = server.config_path().display().to_string();
+    let output = run(haneul_for(&bucket).args(["backup", "--config", &config, "--to", &url]).args(endpoint));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(count(&output, "objects written:"), FIRST_SET.len() as u64, "a locked bucket takes Haneul's writes");
+
+    // With the same keys: deleting the version Haneul wrote is refused,
+    // overwriting only adds a version, and the original is still there.
+    let work = tempfile::tempdir().expect("tempdir");
+    let saved = work.path().join("original");
+    let saved_arg = saved.to_str().expect("a UTF-8 path");
+    let attack = common::parse_peer_output(
+        "s3_lock.py",
+        &common::run_peer("s3_lock.py", &["attack", &owner_url, &name, "site1/objects/", saved_arg]),
+    );
+    let deletes = attack["deletes"].as_array().expect("delete statuses");
+    assert!(!deletes.is_empty() && deletes.iter().all(|status| status == 403), "{attack:#}");
+    assert_eq!(attack["overwrite"], 200, "{attack:#}");
+    let written = &attack["before"][0]["version"];
+    assert!(attack["after"].as_array().is_some_and(|after| after.iter().any(|entry| &entry["version"] == written)));
+    let original = std::fs::read(&saved).expect("the saved original");
+    assert!(blob_files(&server.data_dir()).values().any(|blob| *blob == original), "the original bytes are kept");
+
+    // Haneul reads the current versions: the drill names the replaced object.
+    let drill = run(haneul_for(&bucket).args(["backup", "drill", "--from", &url]).args(endpoint));
+    assert_eq!(drill.status.code(), Some(1), "{}{}", stdout(&drill), stderr(&drill));
+    assert_eq!(count(&drill, "mismatched:"), 1, "{}", stdout(&drill));
+    assert!(stdout(&drill).contains(attack["key"].as_str().expect("key")), "{}", stdout(&drill));
+    server.stop();
+}
+
 /// The objects of a snapshot, from its manifest: blob path → object file.
 fn manifest_objects(backup: &Path, snapshot: &str) -> BTreeMap<String, PathBuf> {
     let manifest = std::fs::read(backup.join("snapshots").join(snapshot).join("manifest.json")).expect("manifest");
