@@ -83,8 +83,9 @@ enum Command {
     /// Check (verify) and search the tamper-evident audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
-    /// Back up the catalog and instance files to a write-once directory
-    /// (beside a running server); `backup list` and `backup drill` check backups.
+    /// Back up the catalog and instance files to a write-once directory or an S3
+    /// bucket with Object Lock (beside a running server); `backup list` and
+    /// `backup drill` check backups.
     Backup(backup::BackupArgs),
     /// Restore a backup snapshot into an empty data directory.
     Restore(backup::RestoreArgs),
