@@ -324,7 +324,7 @@ pub fn backup_files(
 fn store_object(blobs: &BlobStore, target: &dyn Target, blob: &ReferencedBlob, digest: &str) -> Result<Stored> {
     let key = object_key(digest);
     if let Some(size) = target.object_size(&key).map_err(io_error(target.locate(&key)))? {
-        return check_existing(target, &key, blob, size);
+        return check_existing(target, &key, blob, Presence::Found { size });
     }
     let mut file = match blobs.open_blob(&blob.path) {
         Ok(file) => file,
@@ -343,21 +343,32 @@ fn store_object(blobs: &BlobStore, target: &dyn Target, blob: &ReferencedBlob, d
         Ok(()) => Ok(Stored::Written),
         // Another run published the same content meanwhile: check theirs.
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-            let size = target.object_size(&key).map_err(io_error(target.locate(&key)))?;
-            check_existing(target, &key, blob, size.unwrap_or(0))
+            check_existing(target, &key, blob, Presence::RefusedOurs)
         }
         Err(error) => Err(io_error(target.locate(&key))(error)),
     }
 }
 
-/// An object already in the target (of `size` bytes) must hold exactly
-/// `blob`'s bytes; where the target does not reread, its size must match.
-fn check_existing(target: &dyn Target, key: &str, blob: &ReferencedBlob, size: u64) -> Result<Stored> {
-    if !target.rereads_present_objects() {
-        return match size == blob.size {
-            true => Ok(Stored::Present),
-            false => Ok(Stored::Problem(BackupProblem::ObjectDiffers { object: target.locate(key) })),
-        };
+/// How an object already in the target came to light.
+enum Presence {
+    /// Listed before writing, with its size.
+    Found { size: u64 },
+    /// Our publish was refused because the key is taken.
+    RefusedOurs,
+}
+
+/// An object already in the target must hold exactly `blob`'s bytes. One
+/// found before writing, in a target that does not reread, is judged by its
+/// size; one that refused our publish is always read back, since a bucket
+/// refuses only other content.
+fn check_existing(target: &dyn Target, key: &str, blob: &ReferencedBlob, presence: Presence) -> Result<Stored> {
+    if let Presence::Found { size } = presence {
+        if !target.rereads_present_objects() {
+            return match size == blob.size {
+                true => Ok(Stored::Present),
+                false => Ok(Stored::Problem(BackupProblem::ObjectDiffers { object: target.locate(key) })),
+            };
+        }
     }
     let mut object = target.open(key).map_err(io_error(target.locate(key)))?;
     let found = hash_reader(&mut object).map_err(io_error(target.locate(key)))?;

@@ -247,12 +247,13 @@ impl Drop for DirObject {
 /// An object is written to a temporary file under the staging directory
 /// while it is hashed, then uploaded with a conditional PUT (`If-None-Match:
 /// *`), which the server refuses when the key exists; larger objects go up
-/// as multipart uploads, which S3 cannot make conditional, so the key is
-/// checked just before. A snapshot's name is claimed with a conditional PUT
-/// of a marker object. Immutability against everyone else, an attacker with
-/// Haneul's credentials included, is the bucket's Object Lock: Haneul never
-/// deletes, and cannot check the lock configuration through the S3 API it
-/// uses, so the operator sets it (see docs/backup.md).
+/// as multipart uploads, whose completion the `object_store` client cannot
+/// make conditional, so the key is checked just before. A snapshot's name is
+/// claimed with a conditional PUT of a marker object. Immutability against
+/// everyone else, an attacker with Haneul's credentials included, is the
+/// bucket's Object Lock: Haneul never deletes, and cannot check the lock
+/// configuration through the S3 API it uses, so the operator sets it (see
+/// README, "Backups in an S3 bucket with Object Lock").
 pub struct BucketTarget {
     bucket: Arc<Bucket>,
     /// `s3://bucket/prefix`, for messages.
@@ -363,7 +364,7 @@ impl Write for BucketObject {
 impl NewObject for BucketObject {
     fn publish(mut self: Box<Self>) -> io::Result<()> {
         self.file.flush()?;
-        // A multipart upload is not conditional: look first.
+        // The client's multipart completion is not conditional: look first.
         if self.size > PART_SIZE as u64 && self.bucket.size(&self.key)?.is_some() {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", self.key)));
         }

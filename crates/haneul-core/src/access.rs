@@ -102,6 +102,10 @@ impl Archive {
         origin: &Origin,
         replicated_from: Option<&str>,
     ) -> Result<usize, ArchiveError> {
+        // A blank key would match universally: never remove by one.
+        if uid.trim().is_empty() {
+            return Ok(0);
+        }
         let key = level.unique_key();
         let mut identifier = Dataset::new();
         identifier.put(haneul_dicom::Element::text(

@@ -25,12 +25,18 @@ pub const MAX_LEN: usize = 64;
 /// identifier. Looser than [`is_valid`] on purpose: legacy archives hold UIDs
 /// with letters or leading zeros, and an image stored with one must stay
 /// findable, retrievable, removable and replicable. Refused is only what
-/// would break storage, a multi-valued attribute or a URL path: an empty
-/// value, more than 64 bytes, a value separator `\`, a path separator `/`
-/// and control characters. Every edge that takes a UID (ingest, REST, the
-/// replication API) asks this one rule, so whatever was stored can be named.
+/// would break storage, a multi-valued attribute, a URL path or matching:
+/// an empty value, more than 64 bytes, a value separator `\`, a path
+/// separator `/`, control characters, and leading or trailing spaces (stored
+/// values are trimmed, and a blank one would match every study). Every edge
+/// that takes a UID (ingest, REST, the replication API) asks this one rule,
+/// so whatever was stored can be named.
 pub fn is_acceptable(uid: &str) -> bool {
-    !uid.is_empty() && uid.len() <= MAX_LEN && !uid.contains(['\\', '/']) && !uid.chars().any(char::is_control)
+    !uid.is_empty()
+        && uid.len() <= MAX_LEN
+        && uid.trim() == uid
+        && !uid.contains(['\\', '/'])
+        && !uid.chars().any(char::is_control)
 }
 
 #[cfg(test)]
@@ -59,7 +65,7 @@ mod tests {
         for uid in ["1.2.840.10008.1.2", "1.02.3", "1.2.840.LEGACY.7", "not-a-uid", &"9".repeat(64)] {
             assert!(is_acceptable(uid), "{uid:?}");
         }
-        for uid in ["", "1.2\\3.4", "1.2/3", "1.2\n", "1.2\0", &"9".repeat(65)] {
+        for uid in ["", " ", "1.2.3 ", " 1.2.3", "1.2\\3.4", "1.2/3", "1.2\n", "1.2\0", &"9".repeat(65)] {
             assert!(!is_acceptable(uid), "{uid:?}");
         }
     }

@@ -25,7 +25,7 @@ pub(crate) fn to_remove(event: &StoredEvent, peer: &Peer) -> bool {
 /// the API does not remove at (patients).
 fn removal_path(event: &StoredEvent, calling_ae: &str) -> Option<String> {
     let level = event.detail.get("level")?.as_str()?;
-    let uid = event.detail.get("uid")?.as_str()?;
+    let uid = event.detail.get("uid")?.as_str().filter(|uid| haneul_dicom::uid::is_acceptable(uid))?;
     let resource = match level {
         "STUDY" => "studies",
         "SERIES" => "series",
@@ -101,5 +101,7 @@ mod tests {
             Some("/api/studies/1.2.840.LEGACY%207%23a?replicated_from=A"),
             "letters, spaces and '#' reach the peer as they were stored"
         );
+        event.detail["uid"] = " ".into();
+        assert_eq!(removal_path(&event, "A"), None, "a blank UID is never passed on");
     }
 }

@@ -44,15 +44,26 @@ struct RunArgs {
 
 /// How to reach a backup in a bucket. Credentials come from the environment
 /// (`AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, or a role), so that
-/// backups can run with keys of their own, never the archive's.
+/// backups can run with keys of their own rather than the archive's.
 #[derive(Args)]
 struct BucketArgs {
     /// The S3-compatible server of an s3:// backup (default: AWS, by region).
     #[arg(long, value_name = "URL")]
     s3_endpoint: Option<String>,
-    /// The region of an s3:// backup.
-    #[arg(long, value_name = "REGION", default_value = "us-east-1")]
-    s3_region: String,
+    /// The region of an s3:// backup (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).
+    #[arg(long, value_name = "REGION")]
+    s3_region: Option<String>,
+}
+
+impl BucketArgs {
+    fn region(&self) -> String {
+        let from_environment = || {
+            ["AWS_REGION", "AWS_DEFAULT_REGION"]
+                .iter()
+                .find_map(|name| std::env::var(name).ok().filter(|region| !region.is_empty()))
+        };
+        self.s3_region.clone().or_else(from_environment).unwrap_or_else(|| "us-east-1".into())
+    }
 }
 
 /// Where a backup is: a directory, or a bucket and key prefix.
@@ -72,7 +83,7 @@ impl BackupLocation {
         }
         Ok(BackupLocation::Bucket(S3Options {
             endpoint: bucket.s3_endpoint.clone(),
-            region: bucket.s3_region.clone(),
+            region: bucket.region(),
             bucket: name.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             access_key_id: None,

@@ -124,6 +124,10 @@ fn verify_repairs_differences_in_both_directions_and_the_cli_says_so_in_its_exit
     let lost = b.instances().into_iter().next().expect("an instance");
     let removed = request(&b, "DELETE", &format!("/api/instances/{}", lost.2));
     assert_eq!(removed.status, 200, "{}", removed.text());
+    // A blank UID names nothing (it would match every study).
+    let blank = request(&b, "DELETE", "/api/studies/%20");
+    assert_eq!(blank.status, 400, "{}", blank.text());
+    assert_eq!(b.instances().len(), 2, "nothing else removed");
     let legacy = dir.path().join("legacy.dcm");
     std::fs::copy(common::pydicom_data().join("test_files").join(FILES[3]), &legacy).expect("copying a sample");
     let modified = run(dcmtk("dcmodify")
@@ -214,6 +218,7 @@ fn verify_needs_the_peers_url_and_token_and_names_the_missing_key() {
         ("/api/replication/studies/1.2.LEGACY/digests", 404),
         (too_long.as_str(), 400),
         ("/api/replication/studies/1.2%5C3/digests", 400),
+        ("/api/replication/studies/%20/digests", 400),
         ("/api/replication/instances/1.2.3/versions/abc", 400),
         (unknown_version.as_str(), 404),
     ] {
