@@ -8,7 +8,7 @@
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -57,6 +57,16 @@ pub trait NewObject: Write + Send {
     fn publish(self: Box<Self>) -> io::Result<()>;
 }
 
+/// Refuse a key that is not a plain relative name (`objects/ab/abc`): no
+/// empty, `.` or `..` segment, nor a leading `/`, so no key leaves its target.
+fn check_key(key: &str) -> io::Result<()> {
+    let plain = key.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+    if !plain {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid backup key {key:?}")));
+    }
+    Ok(())
+}
+
 /// A write-once directory.
 ///
 /// Every file is written to a temporary name in its final directory (created
@@ -91,12 +101,8 @@ impl DirTarget {
 
     /// The file of a key, refusing anything but plain relative names.
     pub fn path_of(&self, key: &str) -> io::Result<PathBuf> {
-        let relative = Path::new(key);
-        let plain = relative.components().all(|c| matches!(c, Component::Normal(_)));
-        if key.is_empty() || !plain {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid backup key {key:?}")));
-        }
-        Ok(self.root.join(relative))
+        check_key(key)?;
+        Ok(self.root.join(key))
     }
 
     /// Create the directories of `dir` under the root, fsyncing each parent
@@ -274,14 +280,6 @@ impl BucketTarget {
         };
         Ok(BucketTarget { bucket, url, staging })
     }
-
-    fn check_key(key: &str) -> io::Result<()> {
-        let plain = key.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
-        if !plain {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid backup key {key:?}")));
-        }
-        Ok(())
-    }
 }
 
 impl Target for BucketTarget {
@@ -294,17 +292,17 @@ impl Target for BucketTarget {
     }
 
     fn object_size(&self, key: &str) -> io::Result<Option<u64>> {
-        Self::check_key(key)?;
+        check_key(key)?;
         self.bucket.size(key)
     }
 
     fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
-        Self::check_key(key)?;
+        check_key(key)?;
         self.bucket.open(key)
     }
 
     fn create(&self, key: &str) -> io::Result<Box<dyn NewObject>> {
-        Self::check_key(key)?;
+        check_key(key)?;
         let file = tempfile::Builder::new().prefix(".backup-object-").tempfile_in(&self.staging)?;
         Ok(Box::new(BucketObject {
             bucket: Arc::clone(&self.bucket),
