@@ -152,6 +152,9 @@ pub trait Catalog: Send + Sync {
     /// The registers that apply to a study: its patient's and its own.
     fn study_corrections(&self, study_uid: &str) -> Result<StudyCorrections>;
 
+    /// The patient-level attributes held for a patient identity (see [`patient_identity`]).
+    fn patient_attributes(&self, identity: &str) -> Result<Option<Dataset>>;
+
     /// Every register held (anti-entropy compares them with a peer's), by
     /// level, key and attribute. Corrections are made by people, so there
     /// are few enough to list at once.

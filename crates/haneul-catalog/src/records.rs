@@ -399,6 +399,31 @@ pub struct StudyCorrections {
     /// The identity of the study's patient; `None` when the study is not held here.
     pub patient_identity: Option<String>,
     pub registers: Vec<CorrectionRecord>,
+    /// For a study moved to another patient (a Patient ID or issuer
+    /// register): that patient's attributes as held here, which replace
+    /// those of the patient its files name. Derived, not registers.
+    #[serde(skip)]
+    pub moved_to: Vec<CorrectionRecord>,
+}
+
+impl StudyCorrections {
+    /// Everything a copy of one of the study's files needs changed: the
+    /// patient it was moved to, then the registers.
+    pub fn to_apply(&self) -> Vec<CorrectionRecord> {
+        self.moved_to.iter().chain(&self.registers).cloned().collect()
+    }
+}
+
+/// Whether a study-level register of this attribute moves the study to
+/// another patient (its Patient ID or the ID's issuer).
+pub fn moves_study(tag: u32) -> bool {
+    let tag = haneul_dicom::model::tag_from_u32(tag);
+    tag == haneul_dicom::tags::PATIENT_ID || tag == haneul_dicom::tags::ISSUER_OF_PATIENT_ID
+}
+
+/// The identity of a patient with a Patient ID (not empty) and its issuer.
+pub fn identity_of(patient_id: &str, issuer: &str) -> String {
+    format!("{patient_id}\\{issuer}")
 }
 
 /// The Patient ID a [`patient_identity`] was made of; `None` for a patient
@@ -411,7 +436,7 @@ pub fn patient_id_of(identity: &str) -> Option<&str> {
 /// without a Patient ID, the demographics.
 pub fn patient_identity(patient: &PatientFacts) -> String {
     if !patient.patient_id.is_empty() {
-        return format!("{}\\{}", patient.patient_id, patient.issuer);
+        return identity_of(&patient.patient_id, &patient.issuer);
     }
     // Without a Patient ID, only identical demographics are the same patient.
     format!(

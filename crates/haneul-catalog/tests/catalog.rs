@@ -593,7 +593,76 @@ on_every_engine! {
         let in_series = find(catalog, &query("IMAGE", &[(tags::PATIENT_ID, VR::LO, "P1"), (tags::STUDY_INSTANCE_UID, VR::UI, "1.1"), (tags::SERIES_INSTANCE_UID, VR::UI, "1.1.1")]));
         let sops: Vec<&str> = in_series.iter().filter_map(|view| view.string(tags::SOP_INSTANCE_UID)).collect();
         assert_eq!(sops.len(), 3, "every instance of series 1.1.1 is under P1's study 1.1: {sops:?}");
-        assert!(find(catalog, &query("PATIENT", &[(tags::PATIENT_ID, VR::LO, "P2")])).len() <= 1);
+        assert!(
+            find(catalog, &query("PATIENT", &[(tags::PATIENT_ID, VR::LO, "P2")])).is_empty(),
+            "no patient row is made for what an instance of a held study names"
+        );
+    }
+}
+
+on_every_engine! {
+    /// A Patient ID register moves a study to that patient: queries find it
+    /// there with that patient's attributes, a patient left without studies
+    /// is gone, a patient not held is made from the one the study leaves,
+    /// later instances and studies that arrive after the register follow it,
+    /// and an older register does not move it back.
+    fn a_patient_id_register_moves_the_study_to_that_patient(catalog) {
+        let items = [
+            instance(&spec("P1", "Hong^Gildong", "1.1", "1.1.1", "CT", "1.1.1.1"), 1),
+            instance(&spec("P1", "Hong^Gildong", "1.1", "1.1.1", "CT", "1.1.1.2"), 2),
+            instance(&spec("P2", "Kim^Minsu", "2.1", "2.1.1", "MR", "2.1.1.1"), 3),
+        ];
+        commit(catalog, &items, DuplicatePolicy::KeepFirst);
+        let event = Event::new("attributes-corrected", &Origin::default());
+        let move_to = |study: &str, id: &str, hlc: i64| {
+            [
+                register(CorrectionLevel::Study, study, tags::PATIENT_ID, "LO", id, hlc, "SITEA"),
+                register(CorrectionLevel::Study, study, tags::ISSUER_OF_PATIENT_ID, "LO", "", hlc, "SITEA"),
+            ]
+        };
+        let patient = |id: &str| find(catalog, &query("PATIENT", &[(tags::PATIENT_ID, VR::LO, id)]));
+        let studies_of = |id: &str| {
+            let found = find(catalog, &query("STUDY", &[(tags::PATIENT_ID, VR::LO, id)]));
+            let mut uids: Vec<String> = found.iter().filter_map(|view| view.string(tags::STUDY_INSTANCE_UID).map(str::to_string)).collect();
+            uids.sort();
+            (uids, found.first().and_then(|view| view.string(tags::PATIENT_NAME).map(str::to_string)))
+        };
+
+        assert_eq!(catalog.correct(&move_to("1.1", "P2", 10 << 16), &event).expect("correct").len(), 2);
+        assert!(patient("P1").is_empty(), "the patient left without studies is removed");
+        assert_eq!(studies_of("P2"), (vec!["1.1".to_string(), "2.1".to_string()], Some("Kim^Minsu".to_string())));
+        let images = find(catalog, &query("IMAGE", &[(tags::STUDY_INSTANCE_UID, VR::UI, "1.1")]));
+        assert!(images.iter().all(|view| view.string(tags::PATIENT_ID) == Some("P2")), "{images:?}");
+        assert!(catalog.instances_by_sop_uid(&["1.1.1.1".into()]).expect("reads")[0].corrected);
+        let held = catalog.study_corrections("1.1").expect("reads");
+        assert_eq!(held.patient_identity.as_deref(), Some("P2\\"));
+        let overlay: Vec<(u32, &str)> = held.moved_to.iter().map(|r| (r.tag, r.value.as_str())).collect();
+        assert!(overlay.contains(&(haneul_dicom::model::tag_to_u32(tags::PATIENT_NAME), "Kim^Minsu")), "{overlay:?}");
+        assert!(held.moved_to.iter().all(|r| r.level == CorrectionLevel::Patient && r.hlc == 10 << 16));
+        assert_eq!(held.to_apply().len(), held.moved_to.len() + 2);
+        assert!(catalog.study_corrections("2.1").expect("reads").moved_to.is_empty(), "not moved: no overlay");
+
+        // A later instance of the moved study, naming the patient it left, joins it where it is.
+        commit(catalog, &[instance(&spec("P1", "Hong^Gildong", "1.1", "1.1.2", "CT", "1.1.2.1"), 4)], DuplicatePolicy::KeepFirst);
+        assert!(patient("P1").is_empty());
+        assert_eq!(studies_of("P2").0.len(), 2);
+        assert!(catalog.events_after(0, 100).expect("events").iter().any(|e| e.kind == "patient-mismatch"));
+
+        // An older register does not move it back; the same one changes nothing.
+        assert!(catalog.correct(&move_to("1.1", "P1", 5 << 16), &event).expect("correct").is_empty());
+        assert!(catalog.correct(&move_to("1.1", "P2", 10 << 16), &event).expect("correct").is_empty());
+        assert!(patient("P1").is_empty());
+
+        // To a patient not held: made from the one the study leaves.
+        catalog.correct(&move_to("2.1", "P9", 20 << 16), &event).expect("correct");
+        assert_eq!(studies_of("P9"), (vec!["2.1".to_string()], Some("Kim^Minsu".to_string())));
+        assert_eq!(studies_of("P2").0, ["1.1"], "P2 keeps its other study");
+
+        // A register that arrives before its study (a peer's): the study is filed where it says.
+        catalog.correct(&move_to("3.1", "P2", 30 << 16), &event).expect("correct");
+        commit(catalog, &[instance(&spec("P3", "Lee^Jiwoo", "3.1", "3.1.1", "CT", "3.1.1.1"), 5)], DuplicatePolicy::KeepFirst);
+        assert!(patient("P3").is_empty(), "the patient its files name is not kept");
+        assert_eq!(studies_of("P2").0, ["1.1", "3.1"]);
     }
 }
 

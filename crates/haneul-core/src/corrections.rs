@@ -20,7 +20,9 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
 
-use haneul_catalog::{CorrectionLevel, CorrectionRecord, Event, Origin, StoredInstance, StudyCorrections};
+use haneul_catalog::{
+    identity_of, moves_study, CorrectionLevel, CorrectionRecord, Event, Origin, StoredInstance, StudyCorrections,
+};
 use haneul_dicom::coerce::{coerce_part10, text_kind, CoercionRules, REASON_CORRECT};
 use haneul_dicom::levels::{level_of, Level};
 use haneul_dicom::model::tag_to_u32;
@@ -72,17 +74,15 @@ impl Clock {
 }
 
 /// Whether an attribute may be corrected, and its VR: a standard text
-/// attribute of the patient or study level, not one that identifies the
-/// record (Patient ID and its issuer, Study Instance UID: those are a
-/// patient merge or a study move, not a correction).
+/// attribute of the patient or study level, not the Study Instance UID
+/// (which identifies the record) nor the character set. Patient ID and its
+/// issuer are corrected per study: the study moves to that patient.
 pub fn correctable(tag: Tag) -> Result<VR, String> {
     let name = dict::keyword(tag).map_or_else(|| tag.to_string(), |keyword| format!("{keyword} {tag}"));
     if tag.group() % 2 == 1 || dict::keyword(tag).is_none() {
         return Err(format!("{name} is not a standard attribute"));
     }
-    if [tags::PATIENT_ID, tags::ISSUER_OF_PATIENT_ID, tags::STUDY_INSTANCE_UID, tags::SPECIFIC_CHARACTER_SET]
-        .contains(&tag)
-    {
+    if [tags::STUDY_INSTANCE_UID, tags::SPECIFIC_CHARACTER_SET].contains(&tag) {
         return Err(format!("{name} identifies the record and cannot be corrected"));
     }
     if !matches!(level_of(tag), Level::Patient | Level::Study) || tag.group() >= 0x0400 {
@@ -95,9 +95,57 @@ pub fn correctable(tag: Tag) -> Result<VR, String> {
     Ok(vr)
 }
 
+/// The register a correction of this (correctable) attribute goes to:
+/// patient attributes to the patient's, the rest, Patient ID and its issuer
+/// included, to the study's.
+pub fn register_level(tag: Tag) -> CorrectionLevel {
+    match level_of(tag) {
+        Level::Patient if !moves_study(tag_to_u32(tag)) => CorrectionLevel::Patient,
+        _ => CorrectionLevel::Study,
+    }
+}
+
+/// The identity a correction moves its study to, if it changes the Patient
+/// ID or its issuer; both are then among `checked`, the one not given with
+/// its current value, so that the study's registers alone name its patient.
+fn moved_identity(current: &str, checked: &mut Vec<(Tag, VR, String)>) -> Result<Option<String>, ArchiveError> {
+    let given =
+        |checked: &[(Tag, VR, String)], tag| checked.iter().find(|(held, _, _)| *held == tag).map(|c| c.2.clone());
+    let (new_id, new_issuer) = (given(checked, tags::PATIENT_ID), given(checked, tags::ISSUER_OF_PATIENT_ID));
+    if new_id.is_none() && new_issuer.is_none() {
+        return Ok(None);
+    }
+    // An identity is `ID\issuer`, or `\issuer\name\birth date` without an ID.
+    let (current_id, rest) = current.split_once('\\').unwrap_or((current, ""));
+    let current_issuer = if current_id.is_empty() { rest.split('\\').next().unwrap_or_default() } else { rest };
+    let id = new_id.unwrap_or_else(|| current_id.to_string());
+    let issuer = new_issuer.unwrap_or_else(|| current_issuer.to_string());
+    if id.is_empty() {
+        return Err(ArchiveError::Invalid("PatientID: the study's patient has none; give the ID to move it to".into()));
+    }
+    let target = identity_of(&id, &issuer);
+    if target == current {
+        // Already that patient: nothing moves, and nothing is recorded for it.
+        checked.retain(|(tag, _, _)| !moves_study(tag_to_u32(*tag)));
+        return Ok(None);
+    }
+    for (tag, value) in [(tags::PATIENT_ID, id), (tags::ISSUER_OF_PATIENT_ID, issuer)] {
+        if !checked.iter().any(|(held, _, _)| *held == tag) {
+            checked.push((tag, VR::LO, value));
+        }
+    }
+    Ok(Some(target))
+}
+
 /// Check a new value against its VR (length, characters, dates).
 pub fn check_value(tag: Tag, vr: VR, value: &str) -> Result<(), String> {
     let name = dict::keyword(tag).unwrap_or("attribute");
+    if moves_study(tag_to_u32(tag)) && value.contains('\\') {
+        return Err(format!("{name}: one value, without a backslash"));
+    }
+    if tag == tags::PATIENT_ID && value.trim().is_empty() {
+        return Err(format!("{name}: a study is moved to a patient with an ID"));
+    }
     let multi_line = matches!(vr, VR::LT | VR::ST | VR::UT);
     if value.chars().any(|c| c.is_control() && !(multi_line && matches!(c, '\r' | '\n' | '\t' | '\x0c'))) {
         return Err(format!("{name}: control characters are not allowed"));
@@ -151,9 +199,13 @@ fn is_date(text: &str) -> bool {
 /// The rewrite rules that put a study's registers into one of its files.
 pub(crate) fn rules_for(registers: &[CorrectionRecord]) -> CoercionRules {
     let latest = registers.iter().max_by(|a, b| (a.hlc, &a.origin).cmp(&(b.hlc, &b.origin)));
+    let identity = |tag| registers.iter().rev().find(|register| register.attribute() == tag).map(|r| r.value.clone());
     CoercionRules {
+        patient_id: identity(tags::PATIENT_ID),
+        issuer_of_patient_id: identity(tags::ISSUER_OF_PATIENT_ID),
         set: registers
             .iter()
+            .filter(|register| !moves_study(register.tag))
             .map(|register| (register.attribute(), (register.value_representation(), register.value.clone())))
             .collect(),
         reason: REASON_CORRECT.into(),
@@ -213,25 +265,50 @@ impl Archive {
         let mut checked = Vec::with_capacity(changes.len());
         for change in &changes {
             let vr = correctable(change.tag).map_err(ArchiveError::Invalid)?;
-            check_value(change.tag, vr, &change.value).map_err(ArchiveError::Invalid)?;
-            if checked.iter().any(|(tag, _, _): &(Tag, VR, &str)| *tag == change.tag) {
+            let value = if moves_study(tag_to_u32(change.tag)) { change.value.trim() } else { change.value.as_str() };
+            check_value(change.tag, vr, value).map_err(ArchiveError::Invalid)?;
+            if checked.iter().any(|(tag, _, _): &(Tag, VR, String)| *tag == change.tag) {
                 return Err(ArchiveError::Invalid(format!("{} is given twice", change.tag)));
             }
-            checked.push((change.tag, vr, change.value.as_str()));
-        }
-        if !self.check_encodable(study_uid, &checked, origin).await? {
-            return Ok(None);
+            checked.push((change.tag, vr, value.to_string()));
         }
         let held = self.study_corrections(study_uid).await?;
         let Some(identity) = held.patient_identity else { return Ok(None) };
+        // A new Patient ID or issuer moves the study: its patient attributes
+        // then go to the patient it moves to, whose own must fit its files.
+        let identity = match moved_identity(&identity, &mut checked)? {
+            Some(target) => {
+                let catalog = Arc::clone(self.catalog());
+                let key = target.clone();
+                let attributes = run_blocking(move || Ok(catalog.patient_attributes(&key)?)).await?;
+                let mut to_check = checked.clone();
+                for element in attributes.iter().flat_map(|attributes| attributes.iter()) {
+                    let carried =
+                        is_text_vr(element.vr) && element.vr != VR::UI && !moves_study(tag_to_u32(element.tag));
+                    if carried && !to_check.iter().any(|(tag, _, _)| *tag == element.tag) {
+                        to_check.push((element.tag, element.vr, element.value.to_strings().join("\\")));
+                    }
+                }
+                if !self.check_encodable(study_uid, &to_check, origin).await? {
+                    return Ok(None);
+                }
+                target
+            }
+            None => {
+                if !self.check_encodable(study_uid, &checked, origin).await? {
+                    return Ok(None);
+                }
+                identity
+            }
+        };
         let archive = Arc::clone(self);
         let node = self.config().ae_title.clone();
         let records: Vec<CorrectionRecord> = checked
             .iter()
             .map(|(tag, vr, value)| {
-                let (level, key) = match level_of(*tag) {
-                    Level::Patient => (CorrectionLevel::Patient, identity.clone()),
-                    _ => (CorrectionLevel::Study, study_uid.to_string()),
+                let (level, key) = match register_level(*tag) {
+                    CorrectionLevel::Patient => (CorrectionLevel::Patient, identity.clone()),
+                    CorrectionLevel::Study => (CorrectionLevel::Study, study_uid.to_string()),
                 };
                 CorrectionRecord {
                     level,
@@ -269,7 +346,12 @@ impl Archive {
     ) -> Result<Vec<CorrectionRecord>, ArchiveError> {
         for record in &records {
             let vr = correctable(record.attribute()).map_err(ArchiveError::Invalid)?;
-            if record.vr != vr.to_string() || record.key.is_empty() || record.origin.is_empty() || record.hlc <= 0 {
+            let malformed = record.vr != vr.to_string()
+                || record.level != register_level(record.attribute())
+                || record.key.is_empty()
+                || record.origin.is_empty()
+                || record.hlc <= 0;
+            if malformed {
                 return Err(ArchiveError::Invalid(format!("register of {} is malformed", record.attribute())));
             }
             check_value(record.attribute(), vr, &record.value).map_err(ArchiveError::Invalid)?;
@@ -307,7 +389,7 @@ impl Archive {
     async fn check_encodable(
         &self,
         study_uid: &str,
-        changes: &[(Tag, VR, &str)],
+        changes: &[(Tag, VR, String)],
         origin: &Origin,
     ) -> Result<bool, ArchiveError> {
         let mut identifier = Dataset::new();
@@ -355,7 +437,7 @@ impl Archive {
         let corrections = self.study_corrections(&instance.study_uid).await?;
         let archive = Arc::clone(self);
         let instance = instance.clone();
-        run_blocking(move || Ok(archive.corrected_copy(file, &instance, &corrections.registers))).await
+        run_blocking(move || Ok(archive.corrected_copy(file, &instance, &corrections.to_apply()))).await
     }
 
     /// [`Archive::open_delivered`] from a blocking thread.
@@ -365,7 +447,7 @@ impl Archive {
             return Ok(DeliveredFile { file, size: instance.blob.size, dataset_offset: instance.dataset_offset });
         }
         let corrections = self.catalog().study_corrections(&instance.study_uid)?;
-        Ok(self.corrected_copy(file, instance, &corrections.registers))
+        Ok(self.corrected_copy(file, instance, &corrections.to_apply()))
     }
 
     fn corrected_copy(&self, stored: File, instance: &StoredInstance, registers: &[CorrectionRecord]) -> DeliveredFile {
@@ -413,8 +495,13 @@ mod tests {
         assert_eq!(correctable(tags::PATIENT_NAME), Ok(VR::PN));
         assert_eq!(correctable(tags::STUDY_DESCRIPTION), Ok(VR::LO));
         assert_eq!(correctable(tags::PATIENT_BIRTH_DATE), Ok(VR::DA));
+        assert_eq!(correctable(tags::PATIENT_ID), Ok(VR::LO));
+        assert_eq!(register_level(tags::PATIENT_NAME), CorrectionLevel::Patient);
+        assert_eq!(register_level(tags::PATIENT_ID), CorrectionLevel::Study, "a move is the study's");
+        assert_eq!(register_level(tags::ISSUER_OF_PATIENT_ID), CorrectionLevel::Study);
+        assert_eq!(register_level(tags::STUDY_DESCRIPTION), CorrectionLevel::Study);
         for refused in [
-            tags::PATIENT_ID,
+            tags::SPECIFIC_CHARACTER_SET,
             tags::STUDY_INSTANCE_UID,
             tags::SERIES_DESCRIPTION,
             tags::SOP_INSTANCE_UID,
@@ -436,6 +523,58 @@ mod tests {
         assert!(check_value(tags::STUDY_DESCRIPTION, VR::LO, "line\nbreak").is_err());
         assert!(check_value(tags::PATIENT_COMMENTS, VR::LT, "line\nbreak").is_ok());
         assert!(check_value(tags::PATIENT_BIRTH_DATE, VR::DA, "").is_ok());
+    }
+
+    #[test]
+    fn a_new_patient_id_or_issuer_names_the_whole_identity_moved_to() {
+        let given = |changes: &[(Tag, &str)]| -> Vec<(Tag, VR, String)> {
+            changes.iter().map(|(tag, value)| (*tag, VR::LO, value.to_string())).collect()
+        };
+        let mut checked = given(&[(tags::PATIENT_ID, "P2"), (tags::PATIENT_NAME, "Kim")]);
+        assert_eq!(moved_identity("P1\\HOSP", &mut checked).expect("moves"), Some("P2\\HOSP".into()));
+        assert!(checked.contains(&(tags::ISSUER_OF_PATIENT_ID, VR::LO, "HOSP".into())), "the issuer kept is recorded");
+        let mut checked = given(&[(tags::ISSUER_OF_PATIENT_ID, "OTHER")]);
+        assert_eq!(moved_identity("P1\\HOSP", &mut checked).expect("moves"), Some("P1\\OTHER".into()));
+        assert!(checked.contains(&(tags::PATIENT_ID, VR::LO, "P1".into())));
+        // Where it is already: nothing about the identity is recorded.
+        let mut checked = given(&[(tags::PATIENT_ID, "P1"), (tags::PATIENT_NAME, "Kim")]);
+        assert_eq!(moved_identity("P1\\HOSP", &mut checked).expect("no move"), None);
+        assert_eq!(checked, given(&[(tags::PATIENT_NAME, "Kim")]));
+        // No change of identity asked: nothing added.
+        let mut checked = given(&[(tags::PATIENT_NAME, "Kim")]);
+        assert_eq!(moved_identity("P1\\", &mut checked).expect("no move"), None);
+        assert_eq!(checked.len(), 1);
+        // A patient known by demographics only needs an ID to move to.
+        let mut checked = given(&[(tags::ISSUER_OF_PATIENT_ID, "HOSP")]);
+        assert!(moved_identity("\\\\HONG^GILDONG\\19700101", &mut checked).is_err());
+        let mut checked = given(&[(tags::PATIENT_ID, "P9")]);
+        assert_eq!(
+            moved_identity("\\HOSP\\HONG^GILDONG\\19700101", &mut checked).expect("moves"),
+            Some("P9\\HOSP".into())
+        );
+    }
+
+    #[test]
+    fn a_moved_study_is_written_with_the_new_identity() {
+        let register = |tag: Tag, value: &str| CorrectionRecord {
+            level: register_level(tag),
+            key: "k".into(),
+            tag: tag_to_u32(tag),
+            vr: "LO".into(),
+            value: value.into(),
+            hlc: 1,
+            origin: "SITEA".into(),
+            reason: "r".into(),
+        };
+        let rules = rules_for(&[
+            register(tags::PATIENT_ID, "P2"),
+            register(tags::ISSUER_OF_PATIENT_ID, ""),
+            register(tags::PATIENT_NAME, "Kim^Minsu"),
+        ]);
+        assert_eq!(rules.patient_id.as_deref(), Some("P2"));
+        assert_eq!(rules.issuer_of_patient_id.as_deref(), Some(""));
+        assert_eq!(rules.set.keys().copied().collect::<Vec<_>>(), [tags::PATIENT_NAME]);
+        assert!(rules.validate().is_ok());
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub const REASON_CORRECT: &str = "CORRECT";
 pub struct CoercionRules {
     /// Issuer of Patient ID (0010,0021) set on every instance (replacing any value).
     pub issuer_of_patient_id: Option<String>,
+    /// Patient ID (0010,0020) set on every instance, replacing any value or inserted where absent (a study moved
+    /// to another patient). Not together with the map or the prefix.
+    pub patient_id: Option<String>,
     /// Prefix put in front of Patient ID (0010,0020) (after the map, if the map has the ID).
     pub patient_id_prefix: Option<String>,
     /// Patient ID replacements, old -> new (applied first; an ID not in the map is kept, then prefixed).
@@ -91,6 +94,7 @@ impl CoercionRules {
     /// True when no rule would change anything.
     pub fn is_empty(&self) -> bool {
         self.issuer_of_patient_id.is_none()
+            && self.patient_id.is_none()
             && self.patient_id_prefix.as_deref().is_none_or(str::is_empty)
             && self.patient_id_map.iter().all(|(old, new)| old == new)
             && self.character_set.is_none()
@@ -115,6 +119,17 @@ impl CoercionRules {
         if let Some(prefix) = &self.patient_id_prefix {
             long_string("patient id prefix", prefix)?;
         }
+        if let Some(patient_id) = &self.patient_id {
+            long_string("patient id", patient_id)?;
+            if patient_id.is_empty() {
+                return Err(CoerceError::InvalidRule("the patient id to set is empty".into()));
+            }
+            if self.patient_id_prefix.as_deref().is_some_and(|prefix| !prefix.is_empty())
+                || !self.patient_id_map.is_empty()
+            {
+                return Err(CoerceError::InvalidRule("a patient id to set excludes a patient id map or prefix".into()));
+            }
+        }
         for (old, new) in &self.patient_id_map {
             long_string("a patient id in the map", old)?;
             long_string("a patient id in the map", new)?;
@@ -130,10 +145,7 @@ impl CoercionRules {
             }
         }
         for (tag, (vr, value)) in &self.set {
-            let taken = [tags::SPECIFIC_CHARACTER_SET, tags::PATIENT_ID, tags::ISSUER_OF_PATIENT_ID];
-            // Everything set comes before the Original Attributes Sequence (0400,0561), which is then final.
-            let placeable = tag.group() > 0x0002 && tag.group() < 0x0400 && tag.group() % 2 == 0 && tag.element() != 0;
-            if taken.contains(tag) || !placeable {
+            if !settable_position(*tag) {
                 return Err(CoerceError::InvalidRule(format!("{tag} cannot be set by a rule")));
             }
             if !is_text_vr(*vr) {
@@ -156,8 +168,20 @@ impl CoercionRules {
     }
 
     fn touches_patient_id(&self) -> bool {
-        self.patient_id_prefix.as_deref().is_some_and(|prefix| !prefix.is_empty()) || !self.patient_id_map.is_empty()
+        self.patient_id.is_some()
+            || self.patient_id_prefix.as_deref().is_some_and(|prefix| !prefix.is_empty())
+            || !self.patient_id_map.is_empty()
     }
+}
+
+/// Whether [`CoercionRules::set`] may give this attribute a value: a
+/// standard top-level attribute before the Original Attributes Sequence
+/// (0400,0561), which is final once written, and not one the other rules
+/// change (the character set, Patient ID and its issuer).
+pub fn settable_position(tag: Tag) -> bool {
+    let taken = [tags::SPECIFIC_CHARACTER_SET, tags::PATIENT_ID, tags::ISSUER_OF_PATIENT_ID];
+    let placeable = tag.group() > 0x0002 && tag.group() < 0x0400 && tag.group().is_multiple_of(2) && tag.element() != 0;
+    placeable && !taken.contains(&tag)
 }
 
 /// What a coercion did.
@@ -531,6 +555,11 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
         }
         if !self.patient_id_done && tag > tags::PATIENT_ID {
             self.patient_id_done = true;
+            if let Some(patient_id) = self.rules.patient_id.as_deref() {
+                let bytes = self.encode(tags::PATIENT_ID, patient_id)?;
+                self.replace(tags::PATIENT_ID, VR::LO, None, &bytes)?;
+                self.patient_changed = true;
+            }
         }
         if !self.issuer_done && tag > tags::ISSUER_OF_PATIENT_ID {
             self.issuer_done = true;
@@ -618,9 +647,9 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
         let trimmed = trim_text(&value);
         let old = self.charset.decode(trimmed, TextKind::MultiValued);
         let prefix = self.rules.patient_id_prefix.as_deref().unwrap_or_default();
-        let (base, mapped) = match self.rules.patient_id_map.get(&old) {
-            Some(new) => (new.as_str(), true),
-            None => (old.as_str(), false),
+        let (base, mapped) = match (&self.rules.patient_id, self.rules.patient_id_map.get(&old)) {
+            (Some(new), _) | (None, Some(new)) => (new.as_str(), true),
+            (None, None) => (old.as_str(), false),
         };
         // An empty ID stays empty: prefixing it would merge every unidentified patient into one.
         let new = if base.is_empty() { String::new() } else { format!("{prefix}{base}") };

@@ -69,7 +69,14 @@ pub async fn correct_study(
     let outcome = state.archive().correct_study(&study, changes, request.reason.trim(), &ctx.origin).await;
     let audit = ctx.audit_entry(Action::Correct).study(&study).detail("reason", request.reason.trim());
     let audit = match &outcome {
-        Ok(Some(recorded)) => audit.detail("attributes", recorded.len()),
+        Ok(Some(recorded)) => {
+            let moved_to = recorded.iter().find(|register| register.attribute() == haneul_dicom::tags::PATIENT_ID);
+            match moved_to {
+                Some(register) => audit.detail("moved_to_patient_id", register.value.as_str()),
+                None => audit,
+            }
+            .detail("attributes", recorded.len())
+        }
         Ok(None) => audit.failed("no such study"),
         Err(error) => audit.failed(error),
     };

@@ -97,7 +97,13 @@ fn corrected_values_are_found_and_retrieved_and_the_stored_files_stay_as_receive
 
     // What may not be corrected, and what is not there, say so.
     let refused = [
-        (serde_json::json!({ "attributes": { "PatientID": "X" }, "reason": "r" }), 400, "identifies the record"),
+        (
+            serde_json::json!({ "attributes": { "StudyInstanceUID": "1.2" }, "reason": "r" }),
+            400,
+            "identifies the record",
+        ),
+        (serde_json::json!({ "attributes": { "PatientID": " " }, "reason": "r" }), 400, "patient with an ID"),
+        (serde_json::json!({ "attributes": { "PatientID": "A\\B" }, "reason": "r" }), 400, "without a backslash"),
         (
             serde_json::json!({ "attributes": { "SeriesDescription": "X" }, "reason": "r" }),
             400,
@@ -170,4 +176,87 @@ print(str(item.ModifiedAttributesSequence[0].PatientName))
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(printed.contains("Kim^Minsu=金^民秀=김^민수") && printed.contains("CORRECT"), "{printed}");
     assert!(printed.contains("Hong^Gildong=洪^吉洞=홍^길동"), "the received name is kept: {printed}");
+}
+
+/// A study scanned under the wrong patient is moved to the right one: C-FIND
+/// finds it there with that patient's name, the patient it left is gone, and
+/// every retrieved copy names the new patient (the previous identity kept in
+/// an Original Attributes Sequence item), while the stored file stays as
+/// received. A patient not held yet is made from the one the study leaves.
+#[test]
+fn a_study_moved_to_another_patient_is_found_and_retrieved_as_that_patients() {
+    const MR_STUDY: &str = "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457";
+    let server = Server::start();
+    server.store_samples("MODALITY", &["CT_small.dcm", "MR_small.dcm"]);
+    let stored_before: Vec<Vec<u8>> =
+        files_under(&server.data_dir().join("blobs")).iter().map(|path| std::fs::read(path).unwrap()).collect();
+
+    let body =
+        serde_json::json!({ "attributes": { "PatientID": "4MR1" }, "reason": "scanned under the wrong patient" });
+    let answer = correct(&server, CT_STUDY, &body);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let recorded = answer.json()["recorded"].as_array().cloned().unwrap_or_default();
+    let keywords: Vec<&str> = recorded.iter().filter_map(|r| r["keyword"].as_str()).collect();
+    assert_eq!(keywords, ["PatientID", "IssuerOfPatientID"], "{}", answer.text());
+    assert!(recorded.iter().all(|r| r["level"] == "STUDY"));
+
+    let patients = |id: &str| {
+        let mut command = dcmtk("findscu");
+        command.args(["-v", "-P", "-aec", &server.ae_title, "-k", "QueryRetrieveLevel=PATIENT"]);
+        command.args(["-k", &format!("PatientID={id}"), "-k", "PatientName", "-k", "NumberOfPatientRelatedStudies"]);
+        let output = run(command.arg("127.0.0.1").arg(server.dicom_port.to_string()));
+        assert!(output.status.success(), "findscu failed:\n{}", text(&output));
+        text(&output)
+    };
+    assert!(!patients("1CT1").contains("1CT1 "), "the patient left without studies is gone:\n{}", patients("1CT1"));
+    let moved = patients("4MR1");
+    assert!(moved.contains("CompressedSamples^MR1") && moved.contains("[2 ]"), "{moved}");
+    let found = find_studies(&server, &["PatientID=4MR1", "PatientName"]);
+    assert!(found.contains(CT_STUDY) && found.contains(MR_STUDY), "{found}");
+    assert!(!found.contains("CompressedSamples^CT1"), "{found}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(dcmtk("getscu")
+        .args(["-S", "-aec", &server.ae_title, "-od"])
+        .arg(dir.path())
+        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &format!("StudyInstanceUID={CT_STUDY}")])
+        .arg("127.0.0.1")
+        .arg(server.dicom_port.to_string()));
+    assert!(output.status.success(), "getscu failed:\n{}", text(&output));
+    let received = files_under(dir.path());
+    assert_eq!(received.len(), 1);
+    let header = dump(&received[0]);
+    assert!(header.contains("(0010,0020) LO [4MR1]"), "{header}");
+    assert!(header.contains("(0010,0010) PN [CompressedSamples^MR1]"), "{header}");
+    assert!(header.contains("(0010,0040) CS [F]"), "the new patient's sex:\n{header}");
+    assert!(header.contains("(0010,0020) LO [1CT1]"), "the previous ID is kept:\n{header}");
+    assert!(header.contains(&format!("(0010,0010) PN [{CT_NAME}]")), "the previous name is kept:\n{header}");
+    assert!(header.contains("(0400,0565) CS [CORRECT]"), "{header}");
+    let metadata = server.get(&format!("/dicom-web/studies/{CT_STUDY}/metadata"), "application/dicom+json").json();
+    assert_eq!(metadata[0]["00100020"]["Value"][0], "4MR1", "{metadata:#}");
+
+    // To a patient not held yet, with a name given in the same correction.
+    let body = serde_json::json!({ "attributes": { "PatientID": "NEW-7", "PatientName": "Kim^Minsu" }, "reason": "r" });
+    let answer = correct(&server, MR_STUDY, &body);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let new_patient = patients("NEW-7");
+    assert!(new_patient.contains("Kim^Minsu") && new_patient.contains("[1 ]"), "{new_patient}");
+    let left = find_studies(&server, &["PatientID=4MR1", "PatientName"]);
+    assert!(left.contains(CT_STUDY) && !left.contains(MR_STUDY), "{left}");
+    // Moving it where it is records nothing.
+    let again =
+        correct(&server, MR_STUDY, &serde_json::json!({ "attributes": { "PatientID": "NEW-7" }, "reason": "r" }));
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["recorded"].as_array().map(Vec::len), Some(0), "{}", again.text());
+
+    let stored_after: Vec<Vec<u8>> =
+        files_under(&server.data_dir().join("blobs")).iter().map(|path| std::fs::read(path).unwrap()).collect();
+    assert!(stored_before == stored_after, "a stored file changed");
+    let audited = common::audit_search(&server.data_dir(), &["--action", "correct"]);
+    assert!(
+        audited.iter().any(|record| record["outcome"] == "success"
+            && record["studies"][0] == CT_STUDY
+            && record["detail"]["moved_to_patient_id"] == "4MR1"),
+        "{audited:#?}"
+    );
 }

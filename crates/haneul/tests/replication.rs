@@ -488,6 +488,14 @@ fn corrections_made_at_both_sites_during_a_partition_converge_on_the_later_one()
     // The stored bytes are the same at both sites: the digest trees agree.
     let tree = |node: &Server| node.get("/api/replication/tree", "application/json").json();
     assert_eq!(tree(&a), tree(&b));
+
+    // A study moved to another patient at one site is moved at the other.
+    correct(&a, &study, serde_json::json!({ "PatientID": "MOVED-1" }));
+    eventually("b filing the study under the patient it was moved to", || {
+        b.get("/dicom-web/studies?PatientID=MOVED-1", "application/dicom+json").text().contains(&study)
+    });
+    let retrieved = b.data_set(&instance);
+    assert!(retrieved.windows(7).any(|window| window == b"MOVED-1"), "b's copy names the new patient");
 }
 
 /// A correction the peer's API cannot take (a revoked token, a proxy down)

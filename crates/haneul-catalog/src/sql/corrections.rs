@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use haneul_dicom::matching::{normalize_temporal, person_name_groups};
-use haneul_dicom::{tags, VR};
+use haneul_dicom::{tags, Dataset, Element, VR};
 
 use super::db::{Db, Row};
 use super::write::{decode_attrs, encode_attrs, insert_event};
@@ -101,11 +101,15 @@ pub(super) fn apply_registers(tx: &mut dyn Db, level: CorrectionLevel, key: &str
     }
     let table = match level {
         CorrectionLevel::Patient => "patients",
-        CorrectionLevel::Study => "studies",
+        CorrectionLevel::Study => {
+            move_study(tx, pk, &registers)?;
+            "studies"
+        }
     };
     let stored = tx.query_one(&format!("SELECT attrs FROM {table} WHERE pk = ?1"), &[pk.into()], |row| row.bytes(0))?;
     let mut attrs = decode_attrs(&stored, || format!("{table} row {pk}"))?;
-    for register in &registers {
+    // The patient's identity is the patient row's, not the study's.
+    for register in registers.iter().filter(|register| !moves_study(register.tag)) {
         attrs.put(register.element());
     }
     let text = |tag| attrs.string(tag).unwrap_or_default().to_string();
@@ -151,6 +155,96 @@ pub(super) fn apply_registers(tx: &mut dyn Db, level: CorrectionLevel, key: &str
     Ok(())
 }
 
+/// A study with a Patient ID or issuer register belongs to the patient with
+/// that identity: it is moved there (the patient created from the one it
+/// leaves, if not held here), and the patient it leaves is removed once it
+/// has no other study.
+fn move_study(tx: &mut dyn Db, study_pk: i64, registers: &[CorrectionRecord]) -> Result<()> {
+    let corrected = |tag| registers.iter().find(|register| register.attribute() == tag).map(|register| &register.value);
+    let (new_id, new_issuer) = (corrected(tags::PATIENT_ID), corrected(tags::ISSUER_OF_PATIENT_ID));
+    if new_id.is_none() && new_issuer.is_none() {
+        return Ok(());
+    }
+    let (from_pk, id, issuer) = tx.query_one(
+        "SELECT p.pk, p.patient_id, p.issuer FROM studies s JOIN patients p ON p.pk = s.patient_pk WHERE s.pk = ?1",
+        &[study_pk.into()],
+        |row| Ok((row.int(0)?, row.text(1)?, row.text(2)?)),
+    )?;
+    let id = new_id.unwrap_or(&id);
+    let issuer = new_issuer.unwrap_or(&issuer);
+    // Never keyed by demographics: a move names the patient it goes to.
+    if id.is_empty() {
+        return Ok(());
+    }
+    let identity = identity_of(id, issuer);
+    let to_pk =
+        match tx.query_opt("SELECT pk FROM patients WHERE identity = ?1", &[(&identity).into()], |row| row.int(0))? {
+            Some(pk) if pk == from_pk => return Ok(()),
+            Some(pk) => pk,
+            None => {
+                let stored =
+                    tx.query_one("SELECT attrs FROM patients WHERE pk = ?1", &[from_pk.into()], |row| row.bytes(0))?;
+                let mut attrs = decode_attrs(&stored, || format!("patients row {from_pk}"))?;
+                attrs.put(Element::text(tags::PATIENT_ID, VR::LO, id.as_str()));
+                attrs.put(Element::text(tags::ISSUER_OF_PATIENT_ID, VR::LO, issuer.as_str()));
+                let pk = tx.query_one(
+                    "INSERT INTO patients (identity, patient_id, issuer, name, name_alphabetic, name_ideographic,
+                                       name_phonetic, birth_date, sex, attrs, created_ms)
+                 SELECT ?2, ?3, ?4, name, name_alphabetic, name_ideographic, name_phonetic, birth_date, sex, ?5,
+                        created_ms
+                 FROM patients WHERE pk = ?1 RETURNING pk",
+                    &[from_pk.into(), (&identity).into(), id.into(), issuer.into(), encode_attrs(&attrs)[..].into()],
+                    |row| row.int(0),
+                )?;
+                apply_registers(tx, CorrectionLevel::Patient, &identity, pk)?;
+                pk
+            }
+        };
+    tx.execute("UPDATE studies SET patient_pk = ?2 WHERE pk = ?1", &[study_pk.into(), to_pk.into()])?;
+    if !tx.exists("SELECT 1 FROM studies WHERE patient_pk = ?1 LIMIT 1", &[from_pk.into()])? {
+        tx.execute("DELETE FROM patients WHERE pk = ?1", &[from_pk.into()])?;
+    }
+    Ok(())
+}
+
+/// The attributes of the patient a study was moved to, as registers that
+/// replace those its files carry: every text attribute the patient row
+/// holds, and the demographics it lacks as empty values, so that nothing
+/// of the patient the files name is left in a copy.
+fn moved_to(db: &mut dyn Db, identity: &str, study_registers: &[CorrectionRecord]) -> Result<Vec<CorrectionRecord>> {
+    let Some(move_register) = study_registers.iter().filter(|register| moves_study(register.tag)).max_by_key(|r| r.hlc)
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(mut attrs) = patient_attributes(db, identity)? else {
+        return Ok(Vec::new());
+    };
+    for (tag, vr) in [(tags::PATIENT_NAME, VR::PN), (tags::PATIENT_BIRTH_DATE, VR::DA), (tags::PATIENT_SEX, VR::CS)] {
+        if !attrs.contains(tag) {
+            attrs.put(Element::empty(tag, vr));
+        }
+    }
+    let replaceable = |element: &Element| {
+        haneul_dicom::read::is_text_vr(element.vr)
+            && element.vr != VR::UI
+            && haneul_dicom::coerce::settable_position(element.tag)
+    };
+    Ok(attrs
+        .iter()
+        .filter(|element| replaceable(element))
+        .map(|element| CorrectionRecord {
+            level: CorrectionLevel::Patient,
+            key: identity.to_string(),
+            tag: haneul_dicom::model::tag_to_u32(element.tag),
+            vr: element.vr.to_string().to_string(),
+            value: element.value.to_strings().join("\\"),
+            hlc: move_register.hlc,
+            origin: move_register.origin.clone(),
+            reason: move_register.reason.clone(),
+        })
+        .collect())
+}
+
 /// The registers of a study and of its patient (the study need not be held here).
 pub(super) fn study_corrections(db: &mut dyn Db, study_uid: &str) -> Result<StudyCorrections> {
     let patient_identity = db.query_opt(
@@ -162,8 +256,20 @@ pub(super) fn study_corrections(db: &mut dyn Db, study_uid: &str) -> Result<Stud
         Some(identity) => registers_of(db, CorrectionLevel::Patient, identity)?,
         None => Vec::new(),
     };
-    registers.extend(registers_of(db, CorrectionLevel::Study, study_uid)?);
-    Ok(StudyCorrections { patient_identity, registers })
+    let study_registers = registers_of(db, CorrectionLevel::Study, study_uid)?;
+    let moved_to = match &patient_identity {
+        Some(identity) => moved_to(db, identity, &study_registers)?,
+        None => Vec::new(),
+    };
+    registers.extend(study_registers);
+    Ok(StudyCorrections { patient_identity, registers, moved_to })
+}
+
+/// The attributes of the patient row with this identity.
+pub(super) fn patient_attributes(db: &mut dyn Db, identity: &str) -> Result<Option<Dataset>> {
+    let stored =
+        db.query_opt("SELECT attrs FROM patients WHERE identity = ?1", &[identity.into()], |row| row.bytes(0))?;
+    stored.map(|stored| decode_attrs(&stored, || format!("patient {identity}"))).transpose()
 }
 
 /// Every register held, by level, key and attribute.

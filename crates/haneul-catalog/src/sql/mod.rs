@@ -399,6 +399,10 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
         self.engine.read(|db| corrections::study_corrections(db, study_uid))
     }
 
+    fn patient_attributes(&self, identity: &str) -> Result<Option<Dataset>> {
+        self.engine.read(|db| corrections::patient_attributes(db, identity))
+    }
+
     fn all_corrections(&self) -> Result<Vec<CorrectionRecord>> {
         self.engine.read(corrections::all_registers)
     }

@@ -194,16 +194,21 @@ pub(super) fn commit_one(
         tx.execute("DELETE FROM removed_uids WHERE sop_uid = ?1", &[(&item.instance.sop_uid).into()])?;
     }
 
-    let patient_pk = match known.patient_pk {
-        Some(pk) => pk,
-        None => insert_patient(tx, &item.patient, at_ms)?,
-    };
+    // A study held stays with its patient (a study moved to another patient
+    // included): no patient row is made for what a later instance names.
     let (study_pk, sop_classes) = match known.study {
         Some(study) => {
-            note_other_parent(tx, item, study.parent_pk != patient_pk, STUDY_OF_ANOTHER_PATIENT, at_ms)?;
+            let differs = known.patient_pk != Some(study.parent_pk);
+            note_other_parent(tx, item, differs, STUDY_OF_ANOTHER_PATIENT, at_ms)?;
             (study.pk, study.sop_classes)
         }
-        None => (insert_study(tx, item, patient_pk, at_ms)?, String::new()),
+        None => {
+            let patient_pk = match known.patient_pk {
+                Some(pk) => pk,
+                None => insert_patient(tx, &item.patient, at_ms)?,
+            };
+            (insert_study(tx, item, patient_pk, at_ms)?, String::new())
+        }
     };
     let series_pk = match known.series {
         Some(series) => {

@@ -289,6 +289,37 @@ fn patient_ids_are_mapped_then_prefixed() {
     assert!(matches!(error, CoerceError::Value { tag: tags::PATIENT_ID, .. }), "{error}");
 }
 
+#[test]
+fn a_patient_id_to_set_replaces_any_id_and_is_inserted_where_absent() {
+    let rules = CoercionRules { patient_id: Some("P-2".into()), ..CoercionRules::default() };
+    let mut with_id = legacy();
+    with_id.put(text(tags::PATIENT_ID, VR::LO, "12345"));
+    let mut without_id = legacy();
+    without_id.remove(tags::PATIENT_ID);
+    for (ds, was) in [(with_id, Some("12345")), (without_id, None)] {
+        for uid in NATIVE {
+            let (out, outcome) = coerce(&part10(uid, &ds, &SpecificCharacterSet::utf8()), &rules);
+            assert!(outcome.changed, "{uid}");
+            let after = parse(&out);
+            assert_eq!(after.string(tags::PATIENT_ID), Some("P-2"), "{uid}");
+            // An inserted attribute is recorded as present and empty (PS3.3 C.12.1.1.9.2).
+            let original = our_item(&after);
+            assert!(original.contains(tags::PATIENT_ID), "{uid}");
+            assert_eq!(original.string(tags::PATIENT_ID), was, "{uid}");
+        }
+    }
+    // Already that ID: nothing changes.
+    let mut same = legacy();
+    same.put(text(tags::PATIENT_ID, VR::LO, "P-2"));
+    let file = part10(ts::EXPLICIT_VR_LITTLE_ENDIAN, &same, &SpecificCharacterSet::utf8());
+    let (out, outcome) = coerce(&file, &rules);
+    assert!(!outcome.changed && out == file);
+    // Not with a map or a prefix, and never empty.
+    let both = CoercionRules { patient_id_prefix: Some("A-".into()), ..rules.clone() };
+    assert!(both.validate().is_err());
+    assert!(CoercionRules { patient_id: Some(String::new()), ..CoercionRules::default() }.validate().is_err());
+}
+
 /// The legacy instance without private elements, declaring `\ISO 2022 IR 149`, and that character set.
 fn korean_legacy() -> (SpecificCharacterSet, Dataset) {
     let mut ds = legacy();
