@@ -238,6 +238,17 @@ pub fn apply_to_dataset(dataset: &mut Dataset, registers: &[CorrectionRecord]) {
     }
 }
 
+/// What a patient merge did.
+#[derive(Debug, Default)]
+pub struct PatientMerge {
+    /// Studies moved, by Study Instance UID.
+    pub moved: Vec<String>,
+    /// Studies left where they were, and why (a value their files cannot carry).
+    pub refused: Vec<(String, String)>,
+    /// Studies of the patient in sites the caller may not see, left as they were.
+    pub not_visible: usize,
+}
+
 /// What a retrieve sends of an instance: its stored file, or a corrected copy.
 pub struct DeliveredFile {
     pub file: File,
@@ -333,6 +344,53 @@ impl Archive {
         .await?;
         self.metrics().corrections.add(applied.len() as u64);
         Ok(Some(applied))
+    }
+
+    /// Merge two records of one patient: every study of `from` (a Patient
+    /// ID and its issuer) that `origin` may see is moved to `into`, each as a
+    /// correction of its own (see [`Archive::correct_study`]). `None` when no
+    /// study of `from` is held. A study whose copies could not carry the
+    /// patient it moves to is left where it is and listed with why.
+    pub async fn merge_patient(
+        self: &Arc<Self>,
+        from: (&str, &str),
+        into: (&str, &str),
+        reason: &str,
+        origin: &Origin,
+    ) -> Result<Option<PatientMerge>, ArchiveError> {
+        for (what, (id, issuer)) in [("from", from), ("into", into)] {
+            check_value(tags::PATIENT_ID, VR::LO, id)
+                .map_err(|error| ArchiveError::Invalid(format!("{what}: {error}")))?;
+            check_value(tags::ISSUER_OF_PATIENT_ID, VR::LO, issuer)
+                .map_err(|error| ArchiveError::Invalid(format!("{what}: {error}")))?;
+        }
+        let (from_identity, into_identity) = (identity_of(from.0, from.1), identity_of(into.0, into.1));
+        if from_identity == into_identity {
+            return Err(ArchiveError::Invalid("a patient cannot be merged into itself".into()));
+        }
+        let catalog = Arc::clone(self.catalog());
+        let studies = run_blocking(move || Ok(catalog.studies_of_patient(&from_identity)?)).await?;
+        if studies.is_empty() {
+            return Ok(None);
+        }
+        let mut merge = PatientMerge::default();
+        for study in studies {
+            let changes = vec![
+                AttributeChange { tag: tags::PATIENT_ID, value: into.0.to_string() },
+                AttributeChange { tag: tags::ISSUER_OF_PATIENT_ID, value: into.1.to_string() },
+            ];
+            match self.correct_study(&study, changes, reason, origin).await {
+                Ok(Some(_)) => merge.moved.push(study),
+                // Not in the sites `origin` may see: neither moved nor named.
+                Ok(None) => merge.not_visible += 1,
+                Err(ArchiveError::Invalid(why)) => merge.refused.push((study, why)),
+                Err(error) => return Err(error),
+            }
+        }
+        if merge.moved.is_empty() && merge.refused.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(merge))
     }
 
     /// Record registers a peer sent (its corrections, or what anti-entropy

@@ -88,6 +88,67 @@ pub async fn correct_study(
     Ok(Json(serde_json::json!({ "recorded": registers_json(&recorded) })).into_response())
 }
 
+/// A patient as a merge names it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientKey {
+    #[serde(rename = "PatientID")]
+    patient_id: String,
+    #[serde(rename = "IssuerOfPatientID", default)]
+    issuer: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeRequest {
+    /// The patient record that goes away (a temporary ID, a duplicate registration).
+    from: PatientKey,
+    /// The patient record that stays.
+    into: PatientKey,
+    reason: String,
+}
+
+/// `POST /api/patients/merge`: every study of one patient record moved to another.
+pub async fn merge_patient(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+    Json(request): Json<MergeRequest>,
+) -> ApiResult<Response> {
+    if request.reason.trim().is_empty() {
+        return Err(ApiError::BadRequest("reason: say why the patients are merged".into()));
+    }
+    let from = (request.from.patient_id.trim(), request.from.issuer.trim());
+    let into = (request.into.patient_id.trim(), request.into.issuer.trim());
+    let outcome = state.archive().merge_patient(from, into, request.reason.trim(), &ctx.origin).await;
+    let audit = ctx
+        .audit_entry(Action::Correct)
+        .patients([from.0, into.0])
+        .detail("merged_patient_id", from.0)
+        .detail("into_patient_id", into.0)
+        .detail("reason", request.reason.trim());
+    let audit = match &outcome {
+        Ok(Some(merge)) => audit
+            .studies(merge.moved.iter())
+            .detail("studies_refused", merge.refused.len())
+            .detail("studies_not_visible", merge.not_visible),
+        Ok(None) => audit.failed("no such patient"),
+        Err(error) => audit.failed(error),
+    };
+    state.archive().audit(audit);
+    let Some(merge) = outcome? else {
+        return Err(ApiError::NotFound(format!("no study of patient {:?} is stored", from.0)));
+    };
+    tracing::info!(
+        moved = merge.moved.len(),
+        refused = merge.refused.len(),
+        not_visible = merge.not_visible,
+        "patient merged"
+    );
+    let refused: Vec<serde_json::Value> =
+        merge.refused.iter().map(|(study, error)| serde_json::json!({ "study": study, "error": error })).collect();
+    Ok(Json(serde_json::json!({ "moved": merge.moved, "refused": refused })).into_response())
+}
+
 /// `GET /api/studies/{study}/corrections`: the registers of the study and of its patient.
 pub async fn study_corrections(
     State(state): State<WebState>,

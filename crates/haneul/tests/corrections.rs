@@ -260,3 +260,50 @@ fn a_study_moved_to_another_patient_is_found_and_retrieved_as_that_patients() {
         "{audited:#?}"
     );
 }
+
+/// Two records of one patient (a duplicate registration, a temporary ID)
+/// are merged: every study of the one that goes away is moved to the one
+/// that stays, which C-FIND then finds with all of them.
+#[test]
+fn a_patient_merge_moves_every_study_to_the_patient_that_stays() {
+    let server = Server::start();
+    server.store_samples("MODALITY", &["CT_small.dcm", "MR_small.dcm"]);
+    let merge = |authorization: &str, body: &Value| {
+        let headers = [("Authorization", authorization), ("Content-Type", "application/json")];
+        http_request(server.http_port, "POST", "/api/patients/merge", &headers, body.to_string().as_bytes())
+    };
+    let auth = server.authorization();
+    let body = serde_json::json!({
+        "from": { "PatientID": "1CT1" },
+        "into": { "PatientID": "4MR1" },
+        "reason": "duplicate registration",
+    });
+    let answer = merge(&auth, &body);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["moved"], serde_json::json!([CT_STUDY]), "{}", answer.text());
+
+    let found = find_studies(&server, &["PatientID=4MR1", "PatientName"]);
+    assert!(found.contains(CT_STUDY) && !found.contains(CT_NAME), "{found}");
+    assert!(!find_studies(&server, &["PatientID=1CT1"]).contains(CT_STUDY));
+    let patients = server.get("/dicom-web/studies?PatientID=4MR1", "application/dicom+json").json();
+    assert_eq!(patients.as_array().map(Vec::len), Some(2), "{patients:#}");
+
+    // Nothing left to merge, itself, no reason, no permission.
+    assert_eq!(merge(&auth, &body).status, 404);
+    let into_itself =
+        serde_json::json!({ "from": { "PatientID": "4MR1" }, "into": { "PatientID": "4MR1" }, "reason": "r" });
+    assert_eq!(merge(&auth, &into_itself).status, 400);
+    let no_reason = serde_json::json!({ "from": { "PatientID": "4MR1" }, "into": { "PatientID": "X" }, "reason": " " });
+    assert_eq!(merge(&auth, &no_reason).status, 400);
+    let reader = server.add_user("reader", "clinician");
+    let reader = format!("Bearer {}", server.create_token(&reader, "reads"));
+    assert_eq!(merge(&reader, &body).status, 403);
+
+    let audited = common::audit_search(&server.data_dir(), &["--action", "correct"]);
+    assert!(
+        audited.iter().any(|record| record["outcome"] == "success"
+            && record["detail"]["merged_patient_id"] == "1CT1"
+            && record["studies"][0] == CT_STUDY),
+        "{audited:#?}"
+    );
+}

@@ -403,6 +403,17 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
         self.engine.read(|db| corrections::patient_attributes(db, identity))
     }
 
+    fn studies_of_patient(&self, identity: &str) -> Result<Vec<String>> {
+        self.engine.read(|db| {
+            db.query_all(
+                "SELECT s.study_uid FROM studies s JOIN patients p ON p.pk = s.patient_pk WHERE p.identity = ?1
+                 ORDER BY s.pk",
+                &[identity.into()],
+                |row| row.text(0),
+            )
+        })
+    }
+
     fn all_corrections(&self) -> Result<Vec<CorrectionRecord>> {
         self.engine.read(corrections::all_registers)
     }
