@@ -155,8 +155,8 @@ pub trait Catalog: Send + Sync {
     /// The patient-level attributes held for a patient identity (see [`patient_identity`]).
     fn patient_attributes(&self, identity: &str) -> Result<Option<Dataset>>;
 
-    /// The Study Instance UIDs of a patient identity, oldest first.
-    fn studies_of_patient(&self, identity: &str) -> Result<Vec<String>>;
+    /// The studies of a patient identity, oldest first: Study Instance UID and site.
+    fn studies_of_patient(&self, identity: &str) -> Result<Vec<(String, String)>>;
 
     /// Every register held (anti-entropy compares them with a peer's), by
     /// level, key and attribute. Corrections are made by people, so there

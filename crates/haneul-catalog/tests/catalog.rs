@@ -653,10 +653,17 @@ on_every_engine! {
         assert!(catalog.correct(&move_to("1.1", "P2", 10 << 16), &event).expect("correct").is_empty());
         assert!(patient("P1").is_empty());
 
-        // To a patient not held: made from the one the study leaves.
-        catalog.correct(&move_to("2.1", "P9", 20 << 16), &event).expect("correct");
-        assert_eq!(studies_of("P9"), (vec!["2.1".to_string()], Some("Kim^Minsu".to_string())));
+        // To a patient not held: made from its identity and registers, nothing of the one the study leaves.
+        let named = register(CorrectionLevel::Patient, "P9\\", tags::PATIENT_NAME, "PN", "Park^Jiho", 20 << 16, "SITEA");
+        let mut registers = vec![named];
+        registers.extend(move_to("2.1", "P9", 20 << 16));
+        catalog.correct(&registers, &event).expect("correct");
+        assert_eq!(studies_of("P9"), (vec!["2.1".to_string()], Some("Park^Jiho".to_string())));
         assert_eq!(studies_of("P2").0, ["1.1"], "P2 keeps its other study");
+        assert_eq!(catalog.studies_of_patient("P9\\").expect("reads"), [("2.1".to_string(), String::new())]);
+        catalog.correct(&move_to("2.1", "P10", 21 << 16), &event).expect("correct");
+        assert_eq!(studies_of("P10"), (vec!["2.1".to_string()], None), "no name given: none");
+        assert!(patient("P9").is_empty());
 
         // A register that arrives before its study (a peer's): the study is filed where it says.
         catalog.correct(&move_to("3.1", "P2", 30 << 16), &event).expect("correct");

@@ -21,7 +21,8 @@ use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
 
 use haneul_catalog::{
-    identity_of, moves_study, CorrectionLevel, CorrectionRecord, Event, Origin, StoredInstance, StudyCorrections,
+    identity_of, moves_study, patient_id_of, CorrectionLevel, CorrectionRecord, Event, Origin, StoredInstance,
+    StudyCorrections,
 };
 use haneul_dicom::coerce::{coerce_part10, text_kind, CoercionRules, REASON_CORRECT};
 use haneul_dicom::levels::{level_of, Level};
@@ -131,6 +132,8 @@ fn moved_identity(current: &str, checked: &mut Vec<(Tag, VR, String)>) -> Result
     }
     for (tag, value) in [(tags::PATIENT_ID, id), (tags::ISSUER_OF_PATIENT_ID, issuer)] {
         if !checked.iter().any(|(held, _, _)| *held == tag) {
+            // The current value, from a file: peers check it as they would a new one.
+            check_value(tag, VR::LO, &value).map_err(ArchiveError::Invalid)?;
             checked.push((tag, VR::LO, value));
         }
     }
@@ -203,6 +206,7 @@ pub(crate) fn rules_for(registers: &[CorrectionRecord]) -> CoercionRules {
     CoercionRules {
         patient_id: identity(tags::PATIENT_ID),
         issuer_of_patient_id: identity(tags::ISSUER_OF_PATIENT_ID),
+        remove_other_patient_attributes: identity(tags::PATIENT_ID).is_some(),
         set: registers
             .iter()
             .filter(|register| !moves_study(register.tag))
@@ -285,32 +289,18 @@ impl Archive {
         }
         let held = self.study_corrections(study_uid).await?;
         let Some(identity) = held.patient_identity else { return Ok(None) };
+        // Whether `origin` may see the study comes before anything about its patient.
+        if !self.check_encodable(study_uid, &checked, origin).await? {
+            return Ok(None);
+        }
         // A new Patient ID or issuer moves the study: its patient attributes
-        // then go to the patient it moves to, whose own must fit its files.
+        // then go to the patient it moves to.
         let identity = match moved_identity(&identity, &mut checked)? {
             Some(target) => {
-                let catalog = Arc::clone(self.catalog());
-                let key = target.clone();
-                let attributes = run_blocking(move || Ok(catalog.patient_attributes(&key)?)).await?;
-                let mut to_check = checked.clone();
-                for element in attributes.iter().flat_map(|attributes| attributes.iter()) {
-                    let carried =
-                        is_text_vr(element.vr) && element.vr != VR::UI && !moves_study(tag_to_u32(element.tag));
-                    if carried && !to_check.iter().any(|(tag, _, _)| *tag == element.tag) {
-                        to_check.push((element.tag, element.vr, element.value.to_strings().join("\\")));
-                    }
-                }
-                if !self.check_encodable(study_uid, &to_check, origin).await? {
-                    return Ok(None);
-                }
+                self.check_move_target(study_uid, &target, &checked, origin).await?;
                 target
             }
-            None => {
-                if !self.check_encodable(study_uid, &checked, origin).await? {
-                    return Ok(None);
-                }
-                identity
-            }
+            None => identity,
         };
         let archive = Arc::clone(self);
         let node = self.config().ae_title.clone();
@@ -369,22 +359,52 @@ impl Archive {
             return Err(ArchiveError::Invalid("a patient cannot be merged into itself".into()));
         }
         let catalog = Arc::clone(self.catalog());
-        let studies = run_blocking(move || Ok(catalog.studies_of_patient(&from_identity)?)).await?;
-        if studies.is_empty() {
+        let (studies, from_attributes, into_held) = run_blocking(move || {
+            Ok((
+                catalog.studies_of_patient(&from_identity)?,
+                catalog.patient_attributes(&from_identity)?,
+                catalog.patient_attributes(&into_identity)?.is_some(),
+            ))
+        })
+        .await?;
+        let mut merge = PatientMerge::default();
+        let visible: Vec<String> = studies
+            .into_iter()
+            .filter_map(|(study, site)| {
+                let seen = origin.scope.is_empty() || origin.scope.contains(&site);
+                merge.not_visible += usize::from(!seen);
+                seen.then_some(study)
+            })
+            .collect();
+        if visible.is_empty() {
             return Ok(None);
         }
-        let mut merge = PatientMerge::default();
-        for study in studies {
-            let changes = vec![
+        // Both records are the same person: a patient `into` not held yet
+        // takes the demographics of `from` with the first study moved.
+        let carried: Vec<AttributeChange> = if into_held {
+            Vec::new()
+        } else {
+            [tags::PATIENT_NAME, tags::PATIENT_BIRTH_DATE, tags::PATIENT_SEX]
+                .into_iter()
+                .filter_map(|tag| {
+                    let value = from_attributes.as_ref()?.get(tag)?.value.to_strings().join("\\");
+                    (!value.is_empty()).then_some(AttributeChange { tag, value })
+                })
+                .collect()
+        };
+        for study in visible {
+            let mut changes = vec![
                 AttributeChange { tag: tags::PATIENT_ID, value: into.0.to_string() },
                 AttributeChange { tag: tags::ISSUER_OF_PATIENT_ID, value: into.1.to_string() },
             ];
+            if merge.moved.is_empty() {
+                changes.extend(carried.iter().cloned());
+            }
             match self.correct_study(&study, changes, reason, origin).await {
                 Ok(Some(_)) => merge.moved.push(study),
-                // Not in the sites `origin` may see: neither moved nor named.
                 Ok(None) => merge.not_visible += 1,
-                Err(ArchiveError::Invalid(why)) => merge.refused.push((study, why)),
-                Err(error) => return Err(error),
+                // Each study on its own: what was moved stays moved and is reported.
+                Err(error) => merge.refused.push((study, error.to_string())),
             }
         }
         if merge.moved.is_empty() && merge.refused.is_empty() {
@@ -440,6 +460,49 @@ impl Archive {
         run_blocking(move || Ok(catalog.all_corrections()?)).await
     }
 
+    /// Refuse a move to a patient with studies in sites `origin` may not see
+    /// (the moved study would show that patient's attributes), to a patient
+    /// not held here without its name, and to one whose attributes the
+    /// study's files cannot carry.
+    async fn check_move_target(
+        &self,
+        study_uid: &str,
+        target: &str,
+        checked: &[(Tag, VR, String)],
+        origin: &Origin,
+    ) -> Result<(), ArchiveError> {
+        let catalog = Arc::clone(self.catalog());
+        let key = target.to_string();
+        let (attributes, studies) =
+            run_blocking(move || Ok((catalog.patient_attributes(&key)?, catalog.studies_of_patient(&key)?))).await?;
+        let hidden = |(_, site): &(String, String)| !origin.scope.is_empty() && !origin.scope.contains(site);
+        if studies.iter().any(hidden) {
+            return Err(ArchiveError::Invalid(
+                "PatientID: that patient has studies in sites you may not see; someone who may see them can move it"
+                    .into(),
+            ));
+        }
+        let Some(attributes) = attributes else {
+            if checked.iter().any(|(tag, _, _)| *tag == tags::PATIENT_NAME) {
+                return Ok(());
+            }
+            return Err(ArchiveError::Invalid(format!(
+                "PatientName: patient {:?} is not held here; give the name (and birth date and sex) of the patient \
+                 the study moves to",
+                patient_id_of(target).unwrap_or_default()
+            )));
+        };
+        let mut carried = Vec::new();
+        for element in attributes.iter() {
+            let text = is_text_vr(element.vr) && element.vr != VR::UI && !moves_study(tag_to_u32(element.tag));
+            if text && !checked.iter().any(|(tag, _, _)| *tag == element.tag) {
+                carried.push((element.tag, element.vr, element.value.to_strings().join("\\")));
+            }
+        }
+        self.check_encodable(study_uid, &carried, origin).await?;
+        Ok(())
+    }
+
     /// Refuse a value the character set of one of the study's series cannot
     /// carry (a Korean name in a file declaring Latin-1): its copies could
     /// not be corrected. One instance per series is read. `false`: the
@@ -471,8 +534,9 @@ impl Archive {
             let charset = haneul_dicom::charset::SpecificCharacterSet::from_raw(declared.as_bytes());
             for (tag, vr, value) in changes {
                 if charset.encode(value, text_kind(*vr)).is_none() {
+                    // The value is not repeated: it may be another patient's.
                     return Err(ArchiveError::Invalid(format!(
-                        "{} {value:?} cannot be written in the character set {declared:?} of series {}",
+                        "{}: the new value cannot be written in the character set {declared:?} of series {}",
                         dict::keyword(*tag).unwrap_or("value"),
                         instance.series_uid
                     )));
@@ -495,7 +559,7 @@ impl Archive {
         let corrections = self.study_corrections(&instance.study_uid).await?;
         let archive = Arc::clone(self);
         let instance = instance.clone();
-        run_blocking(move || Ok(archive.corrected_copy(file, &instance, &corrections.to_apply()))).await
+        run_blocking(move || archive.corrected_copy(file, &instance, &corrections.to_apply())).await
     }
 
     /// [`Archive::open_delivered`] from a blocking thread.
@@ -505,14 +569,19 @@ impl Archive {
             return Ok(DeliveredFile { file, size: instance.blob.size, dataset_offset: instance.dataset_offset });
         }
         let corrections = self.catalog().study_corrections(&instance.study_uid)?;
-        Ok(self.corrected_copy(file, instance, &corrections.to_apply()))
+        self.corrected_copy(file, instance, &corrections.to_apply())
     }
 
-    fn corrected_copy(&self, stored: File, instance: &StoredInstance, registers: &[CorrectionRecord]) -> DeliveredFile {
+    fn corrected_copy(
+        &self,
+        stored: File,
+        instance: &StoredInstance,
+        registers: &[CorrectionRecord],
+    ) -> Result<DeliveredFile, ArchiveError> {
         let as_stored =
             |file: File| DeliveredFile { file, size: instance.blob.size, dataset_offset: instance.dataset_offset };
         if registers.is_empty() {
-            return as_stored(stored);
+            return Ok(as_stored(stored));
         }
         let rules = rules_for(registers);
         let now = modification_time(registers);
@@ -531,14 +600,23 @@ impl Archive {
         match copy {
             Ok(delivered) => {
                 self.metrics().corrected_deliveries.inc();
-                delivered
+                Ok(delivered)
+            }
+            // Sent as stored, a moved study's file would name the patient it was taken from.
+            Err(error) if rules.patient_id.is_some() => {
+                self.metrics().corrections_not_applied.inc();
+                tracing::error!(sop_instance_uid = %instance.sop_uid, %error, "a moved instance cannot carry its patient; not sent");
+                Err(ArchiveError::Invalid(format!(
+                    "instance {} was moved to another patient and cannot be written with that patient: {error}",
+                    instance.sop_uid
+                )))
             }
             Err(error) => {
                 self.metrics().corrections_not_applied.inc();
                 tracing::error!(sop_instance_uid = %instance.sop_uid, %error, "corrections not applied to a retrieved instance; sent as stored");
                 let mut stored = stored;
                 let _ = stored.seek(SeekFrom::Start(0));
-                as_stored(stored)
+                Ok(as_stored(stored))
             }
         }
     }
@@ -632,6 +710,8 @@ mod tests {
         assert_eq!(rules.patient_id.as_deref(), Some("P2"));
         assert_eq!(rules.issuer_of_patient_id.as_deref(), Some(""));
         assert_eq!(rules.set.keys().copied().collect::<Vec<_>>(), [tags::PATIENT_NAME]);
+        assert!(rules.remove_other_patient_attributes, "nothing else of the patient left behind");
+        assert!(!rules_for(&[register(tags::PATIENT_NAME, "Kim")]).remove_other_patient_attributes);
         assert!(rules.validate().is_ok());
     }
 

@@ -68,6 +68,9 @@ pub struct CoercionRules {
     /// Patient ID (0010,0020) set on every instance, replacing any value or inserted where absent (a study moved
     /// to another patient). Not together with the map or the prefix.
     pub patient_id: Option<String>,
+    /// Remove every other patient-level attribute (see [`crate::levels::level_of`]) that `set` does not give a
+    /// value: a study moved to another patient keeps nothing of the one its files name.
+    pub remove_other_patient_attributes: bool,
     /// Prefix put in front of Patient ID (0010,0020) (after the map, if the map has the ID).
     pub patient_id_prefix: Option<String>,
     /// Patient ID replacements, old -> new (applied first; an ID not in the map is kept, then prefixed).
@@ -95,6 +98,7 @@ impl CoercionRules {
     pub fn is_empty(&self) -> bool {
         self.issuer_of_patient_id.is_none()
             && self.patient_id.is_none()
+            && !self.remove_other_patient_attributes
             && self.patient_id_prefix.as_deref().is_none_or(str::is_empty)
             && self.patient_id_map.iter().all(|(old, new)| old == new)
             && self.character_set.is_none()
@@ -182,6 +186,14 @@ pub fn settable_position(tag: Tag) -> bool {
     let taken = [tags::SPECIFIC_CHARACTER_SET, tags::PATIENT_ID, tags::ISSUER_OF_PATIENT_ID];
     let placeable = tag.group() > 0x0002 && tag.group() < 0x0400 && tag.group().is_multiple_of(2) && tag.element() != 0;
     placeable && !taken.contains(&tag)
+}
+
+/// A patient-level attribute other than the patient's identity (Patient ID and its issuer).
+fn is_other_patient_attribute(tag: Tag) -> bool {
+    tag.element() != 0
+        && tag != tags::PATIENT_ID
+        && tag != tags::ISSUER_OF_PATIENT_ID
+        && crate::levels::level_of(tag) == crate::levels::Level::Patient
 }
 
 /// What a coercion did.
@@ -524,12 +536,17 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
         if rules.set.contains_key(&tag) {
             return self.set_element(header);
         }
+        if rules.remove_other_patient_attributes && is_other_patient_attribute(tag) {
+            self.patient_changed |= tag.group() == 0x0010;
+            self.set_changed_groups.insert(tag.group());
+            return self.remove_element(header);
+        }
         if tag == tags::ORIGINAL_ATTRIBUTES_SEQUENCE {
             return self.original_attributes_element(header);
         }
         if tag.group() % 2 == 1 && rules.remove_private_tags {
             if self.oas != Oas::Final {
-                return self.remove_private(header);
+                return self.remove_element(header);
             }
             self.outcome.warnings.push(format!("{tag} kept: it follows the original attributes, already written"));
         }
@@ -553,6 +570,8 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
                 self.charset_changed = true;
             }
         }
+        // Inserted attributes go out in tag order: set values below each identity attribute first.
+        self.insert_set_before(tag.min(tags::PATIENT_ID))?;
         if !self.patient_id_done && tag > tags::PATIENT_ID {
             self.patient_id_done = true;
             if let Some(patient_id) = self.rules.patient_id.as_deref() {
@@ -561,6 +580,7 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
                 self.patient_changed = true;
             }
         }
+        self.insert_set_before(tag.min(tags::ISSUER_OF_PATIENT_ID))?;
         if !self.issuer_done && tag > tags::ISSUER_OF_PATIENT_ID {
             self.issuer_done = true;
             if let Some(issuer) = self.rules.issuer_of_patient_id.as_deref().filter(|issuer| !issuer.is_empty()) {
@@ -569,8 +589,23 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
                 self.patient_changed = true;
             }
         }
+        self.insert_set_before(tag)?;
+        for piece in &mut self.queue {
+            if let Piece::GroupLength { group, ended, .. } = piece {
+                *ended |= *group != tag.group();
+            }
+        }
+        if self.oas == Oas::NotReached && tag > tags::ORIGINAL_ATTRIBUTES_SEQUENCE {
+            self.reach_original_attributes();
+            self.push(Piece::NewOas)?;
+        }
+        Ok(())
+    }
+
+    /// Insert the attributes `rules.set` gives a value that come before `limit` and were not in the data set.
+    fn insert_set_before(&mut self, limit: Tag) -> CoerceResult<()> {
         while let Some(&next) = self.set_pending.front() {
-            if next >= tag {
+            if next >= limit {
                 break;
             }
             self.set_pending.pop_front();
@@ -582,15 +617,6 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
                 self.replace(next, *vr, None, &bytes)?;
                 self.set_changed_groups.insert(next.group());
             }
-        }
-        for piece in &mut self.queue {
-            if let Piece::GroupLength { group, ended, .. } = piece {
-                *ended |= *group != tag.group();
-            }
-        }
-        if self.oas == Oas::NotReached && tag > tags::ORIGINAL_ATTRIBUTES_SEQUENCE {
-            self.reach_original_attributes();
-            self.push(Piece::NewOas)?;
         }
         Ok(())
     }
@@ -733,7 +759,9 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
         self.push(Piece::OasClose { raw: close, inner })
     }
 
-    fn remove_private(&mut self, header: Header) -> CoerceResult<()> {
+    /// Leave an element out, its value kept as an original (unless too large to keep: then it stays, with a
+    /// warning).
+    fn remove_element(&mut self, header: Header) -> CoerceResult<()> {
         let room = MAX_ORIGINALS.saturating_sub(self.originals_size);
         if header.length != UNDEFINED && header.size.saturating_add(header.length as usize) > room {
             self.outcome.warnings.push(format!(
@@ -810,8 +838,13 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
     /// Whether a group length of this group must wait: the group may change.
     fn group_may_change(&self, group: u16) -> bool {
         let by_other_rules = match group {
-            0x0008 => self.rules.character_set.is_some(),
-            0x0010 => self.rules.touches_patient_id() || self.rules.issuer_of_patient_id.is_some(),
+            0x0008 => self.rules.character_set.is_some() || self.rules.remove_other_patient_attributes,
+            0x0012 => self.rules.remove_other_patient_attributes,
+            0x0010 => {
+                self.rules.touches_patient_id()
+                    || self.rules.issuer_of_patient_id.is_some()
+                    || self.rules.remove_other_patient_attributes
+            }
             0x0400 => !self.rules.is_empty(),
             _ => false,
         };

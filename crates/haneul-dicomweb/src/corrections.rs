@@ -66,13 +66,22 @@ pub async fn correct_study(
         };
         changes.push(AttributeChange { tag, value });
     }
+    // The patient before: a move is attributed to both patients.
+    let before = state.archive().study_corrections(&study).await.ok().and_then(|held| held.patient_identity);
     let outcome = state.archive().correct_study(&study, changes, request.reason.trim(), &ctx.origin).await;
     let audit = ctx.audit_entry(Action::Correct).study(&study).detail("reason", request.reason.trim());
     let audit = match &outcome {
         Ok(Some(recorded)) => {
-            let moved_to = recorded.iter().find(|register| register.attribute() == haneul_dicom::tags::PATIENT_ID);
-            match moved_to {
-                Some(register) => audit.detail("moved_to_patient_id", register.value.as_str()),
+            let value = |tag| recorded.iter().find(|register| register.attribute() == tag).map(|r| r.value.as_str());
+            match value(haneul_dicom::tags::PATIENT_ID) {
+                Some(moved_to) => {
+                    let moved_from = before.as_deref().and_then(haneul_core::patient_id_of).unwrap_or_default();
+                    audit
+                        .patients([moved_from, moved_to])
+                        .detail("moved_from_patient_id", moved_from)
+                        .detail("moved_to_patient_id", moved_to)
+                        .detail("moved_to_issuer", value(haneul_dicom::tags::ISSUER_OF_PATIENT_ID).unwrap_or_default())
+                }
                 None => audit,
             }
             .detail("attributes", recorded.len())

@@ -232,10 +232,17 @@ fn a_study_moved_to_another_patient_is_found_and_retrieved_as_that_patients() {
     assert!(header.contains("(0010,0020) LO [1CT1]"), "the previous ID is kept:\n{header}");
     assert!(header.contains(&format!("(0010,0010) PN [{CT_NAME}]")), "the previous name is kept:\n{header}");
     assert!(header.contains("(0400,0565) CS [CORRECT]"), "{header}");
+    // Nothing else of the patient it left: CT1's other IDs are only among the previous values.
+    assert!(!header.lines().any(|line| line.starts_with("(0010,1002)")), "{header}");
+    assert!(header.lines().any(|line| line.trim_start().starts_with("(0010,1002)")), "{header}");
     let metadata = server.get(&format!("/dicom-web/studies/{CT_STUDY}/metadata"), "application/dicom+json").json();
     assert_eq!(metadata[0]["00100020"]["Value"][0], "4MR1", "{metadata:#}");
 
-    // To a patient not held yet, with a name given in the same correction.
+    // To a patient not held yet: only with its name (nothing of the patient left behind is taken).
+    let nameless = serde_json::json!({ "attributes": { "PatientID": "NEW-7" }, "reason": "r" });
+    let refused = correct(&server, MR_STUDY, &nameless);
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("not held here"), "{}", refused.text());
     let body = serde_json::json!({ "attributes": { "PatientID": "NEW-7", "PatientName": "Kim^Minsu" }, "reason": "r" });
     let answer = correct(&server, MR_STUDY, &body);
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -256,7 +263,8 @@ fn a_study_moved_to_another_patient_is_found_and_retrieved_as_that_patients() {
     assert!(
         audited.iter().any(|record| record["outcome"] == "success"
             && record["studies"][0] == CT_STUDY
-            && record["detail"]["moved_to_patient_id"] == "4MR1"),
+            && record["detail"]["moved_to_patient_id"] == "4MR1"
+            && record["patients"] == serde_json::json!(["1CT1", "4MR1"])),
         "{audited:#?}"
     );
 }
@@ -287,6 +295,16 @@ fn a_patient_merge_moves_every_study_to_the_patient_that_stays() {
     assert!(!find_studies(&server, &["PatientID=1CT1"]).contains(CT_STUDY));
     let patients = server.get("/dicom-web/studies?PatientID=4MR1", "application/dicom+json").json();
     assert_eq!(patients.as_array().map(Vec::len), Some(2), "{patients:#}");
+
+    // Into a record not held yet (a temporary ID replaced): it takes the demographics of the one merged.
+    let renamed =
+        serde_json::json!({ "from": { "PatientID": "4MR1" }, "into": { "PatientID": "P-77" }, "reason": "r" });
+    let answer = merge(&auth, &renamed);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["moved"].as_array().map(Vec::len), Some(2), "{}", answer.text());
+    let found = find_studies(&server, &["PatientID=P-77", "PatientName"]);
+    assert!(found.contains(CT_STUDY) && found.contains("CompressedSamples^MR1"), "{found}");
+    let body = serde_json::json!({ "from": { "PatientID": "1CT1" }, "into": { "PatientID": "P-77" }, "reason": "r" });
 
     // Nothing left to merge, itself, no reason, no permission.
     assert_eq!(merge(&auth, &body).status, 404);

@@ -490,12 +490,17 @@ fn corrections_made_at_both_sites_during_a_partition_converge_on_the_later_one()
     assert_eq!(tree(&a), tree(&b));
 
     // A study moved to another patient at one site is moved at the other.
-    correct(&a, &study, serde_json::json!({ "PatientID": "MOVED-1" }));
+    correct(&a, &study, serde_json::json!({ "PatientID": "MOVED-1", "PatientName": "Moved^Patient" }));
     eventually("b filing the study under the patient it was moved to", || {
         b.get("/dicom-web/studies?PatientID=MOVED-1", "application/dicom+json").text().contains(&study)
     });
-    let retrieved = b.data_set(&instance);
-    assert!(retrieved.windows(7).any(|window| window == b"MOVED-1"), "b's copy names the new patient");
+    for node in [&a, &b] {
+        let found = node.get("/dicom-web/studies?PatientID=MOVED-1", "application/dicom+json").text();
+        assert!(found.contains("Moved^Patient"), "{}: {found}", node.ae_title);
+        let retrieved = node.data_set(&instance);
+        let holds = |text: &[u8]| retrieved.windows(text.len()).any(|window| window == text);
+        assert!(holds(b"MOVED-1") && holds(b"Moved^Patient"), "{}: the copy names the new patient", node.ae_title);
+    }
 }
 
 /// A correction the peer's API cannot take (a revoked token, a proxy down)

@@ -156,8 +156,8 @@ pub(super) fn apply_registers(tx: &mut dyn Db, level: CorrectionLevel, key: &str
 }
 
 /// A study with a Patient ID or issuer register belongs to the patient with
-/// that identity: it is moved there (the patient created from the one it
-/// leaves, if not held here), and the patient it leaves is removed once it
+/// that identity: it is moved there (the patient made from its identity and
+/// registers if not held here), and the patient it leaves is removed once it
 /// has no other study.
 fn move_study(tx: &mut dyn Db, study_pk: i64, registers: &[CorrectionRecord]) -> Result<()> {
     let corrected = |tag| registers.iter().find(|register| register.attribute() == tag).map(|register| &register.value);
@@ -182,18 +182,17 @@ fn move_study(tx: &mut dyn Db, study_pk: i64, registers: &[CorrectionRecord]) ->
             Some(pk) if pk == from_pk => return Ok(()),
             Some(pk) => pk,
             None => {
-                let stored =
-                    tx.query_one("SELECT attrs FROM patients WHERE pk = ?1", &[from_pk.into()], |row| row.bytes(0))?;
-                let mut attrs = decode_attrs(&stored, || format!("patients row {from_pk}"))?;
+                // Made from its identity and its registers only, never from the patient the study leaves (the
+                // wrong one): every site that makes it makes the same.
+                let mut attrs = Dataset::new();
                 attrs.put(Element::text(tags::PATIENT_ID, VR::LO, id.as_str()));
                 attrs.put(Element::text(tags::ISSUER_OF_PATIENT_ID, VR::LO, issuer.as_str()));
                 let pk = tx.query_one(
                     "INSERT INTO patients (identity, patient_id, issuer, name, name_alphabetic, name_ideographic,
-                                       name_phonetic, birth_date, sex, attrs, created_ms)
-                 SELECT ?2, ?3, ?4, name, name_alphabetic, name_ideographic, name_phonetic, birth_date, sex, ?5,
-                        created_ms
-                 FROM patients WHERE pk = ?1 RETURNING pk",
-                    &[from_pk.into(), (&identity).into(), id.into(), issuer.into(), encode_attrs(&attrs)[..].into()],
+                                           name_phonetic, birth_date, sex, attrs, created_ms)
+                     SELECT ?1, ?2, ?3, '', '', '', '', '', '', ?4, created_ms FROM studies WHERE pk = ?5
+                     RETURNING pk",
+                    &[(&identity).into(), id.into(), issuer.into(), encode_attrs(&attrs)[..].into(), study_pk.into()],
                     |row| row.int(0),
                 )?;
                 apply_registers(tx, CorrectionLevel::Patient, &identity, pk)?;

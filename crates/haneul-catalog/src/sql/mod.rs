@@ -403,13 +403,13 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
         self.engine.read(|db| corrections::patient_attributes(db, identity))
     }
 
-    fn studies_of_patient(&self, identity: &str) -> Result<Vec<String>> {
+    fn studies_of_patient(&self, identity: &str) -> Result<Vec<(String, String)>> {
         self.engine.read(|db| {
             db.query_all(
-                "SELECT s.study_uid FROM studies s JOIN patients p ON p.pk = s.patient_pk WHERE p.identity = ?1
+                "SELECT s.study_uid, s.site FROM studies s JOIN patients p ON p.pk = s.patient_pk WHERE p.identity = ?1
                  ORDER BY s.pk",
                 &[identity.into()],
-                |row| row.text(0),
+                |row| Ok((row.text(0)?, row.text(1)?)),
             )
         })
     }

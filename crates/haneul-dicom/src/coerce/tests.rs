@@ -320,6 +320,45 @@ fn a_patient_id_to_set_replaces_any_id_and_is_inserted_where_absent() {
     assert!(CoercionRules { patient_id: Some(String::new()), ..CoercionRules::default() }.validate().is_err());
 }
 
+/// A study moved to another patient: the new identity and name inserted in tag order (the file names
+/// neither), every other patient attribute of the patient it named removed and kept as an original.
+#[test]
+fn a_moved_patient_is_written_in_tag_order_and_nothing_of_the_old_one_stays() {
+    let mut ds = legacy();
+    ds.remove(tags::PATIENT_NAME);
+    ds.remove(tags::PATIENT_ID);
+    ds.put(text(Tag(0x0010, 0x1000), VR::LO, "OLD-ALIAS"));
+    ds.put(text(Tag(0x0010, 0x4000), VR::LT, "allergic to contrast"));
+    let rules = CoercionRules {
+        patient_id: Some("P-2".into()),
+        issuer_of_patient_id: Some("HOSP_B".into()),
+        remove_other_patient_attributes: true,
+        set: [(tags::PATIENT_NAME, (VR::PN, "Kim^Minsu".to_string()))].into(),
+        ..CoercionRules::default()
+    };
+    let file = part10(ts::EXPLICIT_VR_LITTLE_ENDIAN, &ds, &SpecificCharacterSet::utf8());
+    let (out, outcome) = coerce(&file, &rules);
+    assert!(outcome.changed);
+    // Explicit VR little endian headers: tag, then VR.
+    let at = |group: u16, element: u16, vr: &[u8]| {
+        let header = [&group.to_le_bytes()[..], &element.to_le_bytes()[..], vr].concat();
+        out.windows(header.len()).position(|window| window == header).unwrap_or(usize::MAX)
+    };
+    let (name, id, issuer) = (at(0x0010, 0x0010, b"PN"), at(0x0010, 0x0020, b"LO"), at(0x0010, 0x0021, b"LO"));
+    assert!(name < id && id < issuer && issuer < at(0x0020, 0x000D, b"UI"), "{name} {id} {issuer}");
+    let after = parse(&out);
+    assert_eq!(after.string(tags::PATIENT_NAME), Some("Kim^Minsu"));
+    assert_eq!(after.string(tags::PATIENT_ID), Some("P-2"));
+    for removed in [tags::PATIENT_BIRTH_DATE, Tag(0x0010, 0x1000), Tag(0x0010, 0x4000)] {
+        assert!(!after.contains(removed), "{removed} stayed");
+    }
+    let original = our_item(&after);
+    assert_eq!(original.string(tags::PATIENT_BIRTH_DATE), Some("19700101"));
+    assert_eq!(original.string(Tag(0x0010, 0x4000)), Some("allergic to contrast"));
+    assert!(original.contains(tags::PATIENT_NAME) && original.contains(tags::PATIENT_ID), "inserted: recorded empty");
+    assert_eq!(after.string(tags::STUDY_INSTANCE_UID), Some("1.2.3.1"), "study attributes stay");
+}
+
 /// The legacy instance without private elements, declaring `\ISO 2022 IR 149`, and that character set.
 fn korean_legacy() -> (SpecificCharacterSet, Dataset) {
     let mut ds = legacy();
