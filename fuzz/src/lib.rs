@@ -148,6 +148,26 @@ pub fn transcode(data: &[u8]) {
 /// Rules `coerce` picks from with the low bits of its first byte.
 fn coercion_rules(selector: u8) -> haneul_dicom::coerce::CoercionRules {
     use haneul_dicom::coerce::CoercionRules;
+    use haneul_dicom::{tags, VR};
+    // Bits 0 and 1 together: a study moved to another patient (a corrected copy) instead of the ID map.
+    if selector & 3 == 3 {
+        return CoercionRules {
+            issuer_of_patient_id: Some("HOSP_B".into()),
+            patient_id: Some("P-2".into()),
+            remove_other_patient_attributes: true,
+            set: [
+                (tags::PATIENT_NAME, (VR::PN, "Kim^Minsu".to_string())),
+                (tags::PATIENT_BIRTH_DATE, (VR::DA, String::new())),
+                (tags::STUDY_DESCRIPTION, (VR::LO, "CT CHEST".to_string())),
+            ]
+            .into(),
+            character_set: (selector & 4 != 0).then(|| "ISO_IR 192".to_string()),
+            remove_private_tags: selector & 8 != 0,
+            reason: "CORRECT".into(),
+            modifying_system: "HANEUL".into(),
+            ..CoercionRules::default()
+        };
+    }
     CoercionRules {
         issuer_of_patient_id: (selector & 1 != 0).then(|| "HOSP_A".to_string()),
         patient_id_prefix: (selector & 2 != 0).then(|| "A-".to_string()),
@@ -164,8 +184,8 @@ fn coercion_rules(selector: u8) -> haneul_dicom::coerce::CoercionRules {
     }
 }
 
-/// `coerce_part10` (import coercion rules) with the rules picked by bits 0-3 of
-/// the first byte. The rest is a whole file or, with bit 7 set, a data set put
+/// `coerce_part10` (import coercion rules, corrected copies) with the rules
+/// picked by bits 0-3 of the first byte. The rest is a whole file or, with bit 7 set, a data set put
 /// behind a file meta group in the syntax picked by bits 4-6 (one of
 /// [`SYNTAXES`]). Whenever the input's data set reads, the output's must read
 /// too, and an unchanged non-deflated output must equal the input.
