@@ -606,7 +606,7 @@ impl Archive {
             Err(error) if rules.patient_id.is_some() => {
                 self.metrics().corrections_not_applied.inc();
                 tracing::error!(sop_instance_uid = %instance.sop_uid, %error, "a moved instance cannot carry its patient; not sent");
-                Err(ArchiveError::Invalid(format!(
+                Err(ArchiveError::Undeliverable(format!(
                     "instance {} was moved to another patient and cannot be written with that patient: {error}",
                     instance.sop_uid
                 )))

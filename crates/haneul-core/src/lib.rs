@@ -173,6 +173,9 @@ pub enum ArchiveError {
     /// A request the archive refuses as it stands (the message says why).
     #[error("{0}")]
     Invalid(String),
+    /// What is held cannot be sent as it must be (a moved study's copy that cannot carry its patient).
+    #[error("{0}")]
+    Undeliverable(String),
 }
 
 pub const CATALOG_FILE: &str = "catalog.sqlite";

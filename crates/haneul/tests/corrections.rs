@@ -325,3 +325,51 @@ fn a_patient_merge_moves_every_study_to_the_patient_that_stays() {
         "{audited:#?}"
     );
 }
+
+/// A moved study's copy that cannot carry its patient (the patient renamed
+/// in Hangul since, through a study in UTF-8, while this study's file
+/// declares Latin-1) is not sent at all: sent as stored it would name the
+/// patient it was taken from.
+#[test]
+fn a_moved_instance_that_cannot_carry_its_patient_is_not_sent_as_stored() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let utf8 = dir.path().join("mr_utf8.dcm");
+    std::fs::copy(pydicom_data().join("test_files").join("MR_small.dcm"), &utf8).unwrap();
+    let output = run(dcmtk("dcmodify").args(["-nb", "-i", "(0008,0005)=ISO_IR 192"]).arg(&utf8));
+    assert!(output.status.success(), "{}", text(&output));
+    server.store_samples("MODALITY", &["CT_small.dcm"]);
+    let output = run(dcmtk("storescu")
+        .args(["-aec", &server.ae_title, "127.0.0.1"])
+        .arg(server.dicom_port.to_string())
+        .arg(&utf8));
+    assert!(output.status.success(), "{}", text(&output));
+    let ct = server.instances().into_iter().find(|instance| instance.0 == CT_STUDY).expect("CT stored");
+    let mr_study = server.instances().into_iter().find(|instance| instance.0 != CT_STUDY).expect("MR stored").0;
+
+    let moved =
+        correct(&server, CT_STUDY, &serde_json::json!({ "attributes": { "PatientID": "4MR1" }, "reason": "r" }));
+    assert_eq!(moved.status, 200, "{}", moved.text());
+    assert!(server.data_set(&ct).windows(4).any(|window| window == b"4MR1"), "sent with its new patient");
+    let renamed =
+        correct(&server, &mr_study, &serde_json::json!({ "attributes": { "PatientName": "김^민수" }, "reason": "r" }));
+    assert_eq!(renamed.status, 200, "{}", renamed.text());
+
+    let (study, series, sop) = &ct;
+    let path = format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}");
+    let auth = server.authorization();
+    let accept = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
+    let answer = http_request(server.http_port, "GET", &path, &[("Accept", accept), ("Authorization", &auth)], b"");
+    // The answer's parts stream after its status: the stream ends without the file.
+    assert!(!answer.body.windows(4).any(|window| window == b"DICM"), "a file was sent: {}", answer.text());
+    let received = tempfile::tempdir().unwrap();
+    let output = run(dcmtk("getscu")
+        .args(["-v", "-S", "-aec", &server.ae_title, "-od"])
+        .arg(received.path())
+        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &format!("StudyInstanceUID={CT_STUDY}")])
+        .arg("127.0.0.1")
+        .arg(server.dicom_port.to_string()));
+    assert!(files_under(received.path()).is_empty(), "getscu received a file:\n{}", text(&output));
+    assert!(text(&output).contains("Number of Failed Suboperations    : 1"), "{}", text(&output));
+    assert!(server.metric("haneul_corrections_not_applied_total") >= 2.0);
+}
