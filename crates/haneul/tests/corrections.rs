@@ -36,6 +36,26 @@ fn dump(path: &std::path::Path) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// getscu of a whole study into `into`.
+fn get_study(server: &Server, study: &str, into: &std::path::Path) -> std::process::Output {
+    run(dcmtk("getscu")
+        .args(["-v", "-S", "-aec", &server.ae_title, "-od"])
+        .arg(into)
+        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &format!("StudyInstanceUID={study}")])
+        .arg("127.0.0.1")
+        .arg(server.dicom_port.to_string()))
+}
+
+/// The header of the one instance of a study, as getscu brings it back.
+fn dump_the_one_instance(server: &Server, study: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let output = get_study(server, study, dir.path());
+    assert!(output.status.success(), "getscu failed:\n{}", text(&output));
+    let received = files_under(dir.path());
+    assert_eq!(received.len(), 1, "{}", text(&output));
+    dump(&received[0])
+}
+
 #[test]
 fn corrected_values_are_found_and_retrieved_and_the_stored_files_stay_as_received() {
     let server = Server::start();
@@ -64,17 +84,7 @@ fn corrected_values_are_found_and_retrieved_and_the_stored_files_stay_as_receive
     assert!(!old.contains(CT_STUDY), "the old name still matches:\n{old}");
 
     // getscu brings back a copy carrying them, the previous values kept.
-    let dir = tempfile::tempdir().unwrap();
-    let output = run(dcmtk("getscu")
-        .args(["-S", "-aec", &server.ae_title, "-od"])
-        .arg(dir.path())
-        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &format!("StudyInstanceUID={CT_STUDY}")])
-        .arg("127.0.0.1")
-        .arg(server.dicom_port.to_string()));
-    assert!(output.status.success(), "getscu failed:\n{}", text(&output));
-    let received = files_under(dir.path());
-    assert_eq!(received.len(), 1);
-    let header = dump(&received[0]);
+    let header = dump_the_one_instance(&server, CT_STUDY);
     assert!(header.contains("(0010,0010) PN [Kim^Minsu]"), "{header}");
     assert!(header.contains("(0008,1030) LO [CT CHEST]"), "{header}");
     assert!(header.contains("(0400,0565) CS [CORRECT]"), "{header}");
@@ -215,17 +225,7 @@ fn a_study_moved_to_another_patient_is_found_and_retrieved_as_that_patients() {
     assert!(found.contains(CT_STUDY) && found.contains(MR_STUDY), "{found}");
     assert!(!found.contains("CompressedSamples^CT1"), "{found}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let output = run(dcmtk("getscu")
-        .args(["-S", "-aec", &server.ae_title, "-od"])
-        .arg(dir.path())
-        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &format!("StudyInstanceUID={CT_STUDY}")])
-        .arg("127.0.0.1")
-        .arg(server.dicom_port.to_string()));
-    assert!(output.status.success(), "getscu failed:\n{}", text(&output));
-    let received = files_under(dir.path());
-    assert_eq!(received.len(), 1);
-    let header = dump(&received[0]);
+    let header = dump_the_one_instance(&server, CT_STUDY);
     assert!(header.contains("(0010,0020) LO [4MR1]"), "{header}");
     assert!(header.contains("(0010,0010) PN [CompressedSamples^MR1]"), "{header}");
     assert!(header.contains("(0010,0040) CS [F]"), "the new patient's sex:\n{header}");
@@ -363,12 +363,7 @@ fn a_moved_instance_that_cannot_carry_its_patient_is_not_sent_as_stored() {
     // The answer's parts stream after its status: the stream ends without the file.
     assert!(!answer.body.windows(4).any(|window| window == b"DICM"), "a file was sent: {}", answer.text());
     let received = tempfile::tempdir().unwrap();
-    let output = run(dcmtk("getscu")
-        .args(["-v", "-S", "-aec", &server.ae_title, "-od"])
-        .arg(received.path())
-        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &format!("StudyInstanceUID={CT_STUDY}")])
-        .arg("127.0.0.1")
-        .arg(server.dicom_port.to_string()));
+    let output = get_study(&server, CT_STUDY, received.path());
     assert!(files_under(received.path()).is_empty(), "getscu received a file:\n{}", text(&output));
     assert!(text(&output).contains("Number of Failed Suboperations    : 1"), "{}", text(&output));
     assert!(server.metric("haneul_corrections_not_applied_total") >= 2.0);
