@@ -149,8 +149,8 @@ pub fn transcode(data: &[u8]) {
 fn coercion_rules(selector: u8) -> haneul_dicom::coerce::CoercionRules {
     use haneul_dicom::coerce::CoercionRules;
     use haneul_dicom::{tags, VR};
-    // Bits 0 and 1 together: a study moved to another patient (a corrected copy) instead of the ID map.
-    if selector & 3 == 3 {
+    // Bits 0-3 all set: a study moved to another patient (a corrected copy) instead of the ID rules.
+    if selector & 0x0F == 0x0F {
         return CoercionRules {
             issuer_of_patient_id: Some("HOSP_B".into()),
             patient_id: Some("P-2".into()),
@@ -161,8 +161,8 @@ fn coercion_rules(selector: u8) -> haneul_dicom::coerce::CoercionRules {
                 (tags::STUDY_DESCRIPTION, (VR::LO, "CT CHEST".to_string())),
             ]
             .into(),
-            character_set: (selector & 4 != 0).then(|| "ISO_IR 192".to_string()),
-            remove_private_tags: selector & 8 != 0,
+            character_set: Some("ISO_IR 192".to_string()),
+            remove_private_tags: true,
             reason: "CORRECT".into(),
             modifying_system: "HANEUL".into(),
             ..CoercionRules::default()

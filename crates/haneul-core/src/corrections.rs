@@ -34,6 +34,9 @@ use crate::{run_blocking, Archive, ArchiveError};
 
 /// The journal kind of a correction.
 pub const CORRECTED: &str = "attributes-corrected";
+/// The patient attributes a move records for the patient it goes to.
+const DEMOGRAPHICS: [(Tag, VR); 3] =
+    [(tags::PATIENT_NAME, VR::PN), (tags::PATIENT_BIRTH_DATE, VR::DA), (tags::PATIENT_SEX, VR::CS)];
 /// Most attributes one correction changes.
 const MAX_CHANGES: usize = 64;
 
@@ -235,8 +238,16 @@ fn modification_time(registers: &[CorrectionRecord]) -> String {
     )
 }
 
-/// Put the registers' values into a data set read from a stored file.
+/// Put the registers' values into a data set read from a stored file, as
+/// [`rules_for`] puts them into a copy: for a moved study, nothing else of
+/// the patient the file names stays.
 pub fn apply_to_dataset(dataset: &mut Dataset, registers: &[CorrectionRecord]) {
+    if registers.iter().any(|register| register.attribute() == tags::PATIENT_ID) {
+        let set: std::collections::HashSet<u32> = registers.iter().map(|register| register.tag).collect();
+        dataset.retain(|element| {
+            !haneul_dicom::coerce::is_other_patient_attribute(element.tag) || set.contains(&tag_to_u32(element.tag))
+        });
+    }
     for register in registers {
         dataset.put(register.element());
     }
@@ -297,11 +308,12 @@ impl Archive {
         // then go to the patient it moves to.
         let identity = match moved_identity(&identity, &mut checked)? {
             Some(target) => {
-                self.check_move_target(study_uid, &target, &checked, origin).await?;
+                self.check_move_target(study_uid, &target, &mut checked, origin).await?;
                 target
             }
             None => identity,
         };
+        self.check_other_studies_of_patient(study_uid, &identity, &checked).await?;
         let archive = Arc::clone(self);
         let node = self.config().ae_title.clone();
         let records: Vec<CorrectionRecord> = checked
@@ -381,14 +393,19 @@ impl Archive {
         }
         // Both records are the same person: a patient `into` not held yet
         // takes the demographics of `from` with the first study moved.
+        // A value that would not pass as a correction (a legacy birth date)
+        // is left out; the name always goes, empty if need be, since a move
+        // to a patient not held needs one.
         let carried: Vec<AttributeChange> = if into_held {
             Vec::new()
         } else {
-            [tags::PATIENT_NAME, tags::PATIENT_BIRTH_DATE, tags::PATIENT_SEX]
+            DEMOGRAPHICS
                 .into_iter()
-                .filter_map(|tag| {
-                    let value = from_attributes.as_ref()?.get(tag)?.value.to_strings().join("\\");
-                    (!value.is_empty()).then_some(AttributeChange { tag, value })
+                .filter_map(|(tag, vr)| {
+                    let held = from_attributes.as_ref().and_then(|attributes| attributes.get(tag));
+                    let value = held.map(|element| element.value.to_strings().join("\\")).unwrap_or_default();
+                    let value = if check_value(tag, vr, &value).is_ok() { value } else { String::new() };
+                    (tag == tags::PATIENT_NAME || !value.is_empty()).then_some(AttributeChange { tag, value })
                 })
                 .collect()
         };
@@ -463,12 +480,14 @@ impl Archive {
     /// Refuse a move to a patient with studies in sites `origin` may not see
     /// (the moved study would show that patient's attributes), to a patient
     /// not held here without its name, and to one whose attributes the
-    /// study's files cannot carry.
+    /// study's files cannot carry. A patient held here has its name, birth
+    /// date and sex recorded with the move (unless given), so that a site
+    /// that does not hold it yet makes the same patient.
     async fn check_move_target(
         &self,
         study_uid: &str,
         target: &str,
-        checked: &[(Tag, VR, String)],
+        checked: &mut Vec<(Tag, VR, String)>,
         origin: &Origin,
     ) -> Result<(), ArchiveError> {
         let catalog = Arc::clone(self.catalog());
@@ -500,6 +519,47 @@ impl Archive {
             }
         }
         self.check_encodable(study_uid, &carried, origin).await?;
+        for (tag, vr) in DEMOGRAPHICS {
+            if checked.iter().any(|(given, _, _)| *given == tag) {
+                continue;
+            }
+            let held = attributes.get(tag).map(|element| element.value.to_strings().join("\\")).unwrap_or_default();
+            // A value that would not pass as a correction is left to the files (a legacy birth date).
+            if check_value(tag, vr, &held).is_ok() {
+                checked.push((tag, vr, held));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuse patient values that the files of another study of the patient
+    /// cannot carry (one moved there in another character set would become
+    /// unretrievable). Every study is checked, whoever asks: the refusal
+    /// names none of them.
+    async fn check_other_studies_of_patient(
+        &self,
+        study_uid: &str,
+        identity: &str,
+        checked: &[(Tag, VR, String)],
+    ) -> Result<(), ArchiveError> {
+        let patient_values: Vec<(Tag, VR, String)> =
+            checked.iter().filter(|(tag, _, _)| register_level(*tag) == CorrectionLevel::Patient).cloned().collect();
+        if patient_values.is_empty() {
+            return Ok(());
+        }
+        let catalog = Arc::clone(self.catalog());
+        let key = identity.to_string();
+        let studies = run_blocking(move || Ok(catalog.studies_of_patient(&key)?)).await?;
+        for (other, _) in studies.iter().filter(|(other, _)| other != study_uid) {
+            if let Err(ArchiveError::Invalid(_)) =
+                self.check_encodable(other, &patient_values, &Origin::default()).await
+            {
+                return Err(ArchiveError::Invalid(
+                    "a new patient value cannot be written in the character set of another study of this patient"
+                        .into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -713,6 +773,44 @@ mod tests {
         assert!(rules.remove_other_patient_attributes, "nothing else of the patient left behind");
         assert!(!rules_for(&[register(tags::PATIENT_NAME, "Kim")]).remove_other_patient_attributes);
         assert!(rules.validate().is_ok());
+    }
+
+    #[test]
+    fn a_decoded_moved_instance_keeps_nothing_else_of_the_patient_it_names() {
+        let register = |tag: Tag, vr: &str, value: &str| CorrectionRecord {
+            level: register_level(tag),
+            key: "k".into(),
+            tag: tag_to_u32(tag),
+            vr: vr.into(),
+            value: value.into(),
+            hlc: 1,
+            origin: "SITEA".into(),
+            reason: "r".into(),
+        };
+        let file = || -> Dataset {
+            [
+                Element::text(tags::PATIENT_NAME, VR::PN, "Hong^Gildong"),
+                Element::text(tags::PATIENT_ID, VR::LO, "P1"),
+                Element::text(tags::PATIENT_COMMENTS, VR::LT, "allergic to contrast"),
+                Element::text(Tag(0x0012, 0x0062), VR::CS, "YES"),
+                Element::text(tags::STUDY_DESCRIPTION, VR::LO, "CT"),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let mut moved = file();
+        apply_to_dataset(
+            &mut moved,
+            &[register(tags::PATIENT_ID, "LO", "P2"), register(tags::PATIENT_NAME, "PN", "Kim")],
+        );
+        assert_eq!(moved.string(tags::PATIENT_ID), Some("P2"));
+        assert_eq!(moved.string(tags::PATIENT_NAME), Some("Kim"));
+        assert!(!moved.contains(tags::PATIENT_COMMENTS), "the old patient's comments stayed");
+        assert_eq!(moved.string(Tag(0x0012, 0x0062)), Some("YES"), "de-identification flags describe the data");
+        assert_eq!(moved.string(tags::STUDY_DESCRIPTION), Some("CT"));
+        let mut renamed = file();
+        apply_to_dataset(&mut renamed, &[register(tags::PATIENT_NAME, "PN", "Kim")]);
+        assert!(renamed.contains(tags::PATIENT_COMMENTS), "not moved: the rest stays");
     }
 
     #[test]

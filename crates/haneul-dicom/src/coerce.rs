@@ -188,9 +188,12 @@ pub fn settable_position(tag: Tag) -> bool {
     placeable && !taken.contains(&tag)
 }
 
-/// A patient-level attribute other than the patient's identity (Patient ID and its issuer).
-fn is_other_patient_attribute(tag: Tag) -> bool {
+/// A patient-level attribute other than the patient's identity (Patient ID
+/// and its issuer) and the de-identification flags of group 0012, which
+/// describe the data rather than the patient.
+pub fn is_other_patient_attribute(tag: Tag) -> bool {
     tag.element() != 0
+        && tag.group() != 0x0012
         && tag != tags::PATIENT_ID
         && tag != tags::ISSUER_OF_PATIENT_ID
         && crate::levels::level_of(tag) == crate::levels::Level::Patient
@@ -839,7 +842,6 @@ impl<R: Read, W: Write> Coercer<'_, R, W> {
     fn group_may_change(&self, group: u16) -> bool {
         let by_other_rules = match group {
             0x0008 => self.rules.character_set.is_some() || self.rules.remove_other_patient_attributes,
-            0x0012 => self.rules.remove_other_patient_attributes,
             0x0010 => {
                 self.rules.touches_patient_id()
                     || self.rules.issuer_of_patient_id.is_some()

@@ -77,7 +77,7 @@ pub async fn correct_study(
                 Some(moved_to) => {
                     let moved_from = before.as_deref().and_then(haneul_core::patient_id_of).unwrap_or_default();
                     audit
-                        .patients([moved_from, moved_to])
+                        .patients([moved_from, moved_to].into_iter().filter(|id| !id.is_empty()))
                         .detail("moved_from_patient_id", moved_from)
                         .detail("moved_to_patient_id", moved_to)
                         .detail("moved_to_issuer", value(haneul_dicom::tags::ISSUER_OF_PATIENT_ID).unwrap_or_default())

@@ -206,9 +206,25 @@ fn a_study_moved_to_another_patient_is_found_and_retrieved_as_that_patients() {
     let answer = correct(&server, CT_STUDY, &body);
     assert_eq!(answer.status, 200, "{}", answer.text());
     let recorded = answer.json()["recorded"].as_array().cloned().unwrap_or_default();
-    let keywords: Vec<&str> = recorded.iter().filter_map(|r| r["keyword"].as_str()).collect();
-    assert_eq!(keywords, ["PatientID", "IssuerOfPatientID"], "{}", answer.text());
-    assert!(recorded.iter().all(|r| r["level"] == "STUDY"));
+    let registers: Vec<(&str, &str, &str)> = recorded
+        .iter()
+        .map(|r| {
+            (r["level"].as_str().unwrap_or(""), r["keyword"].as_str().unwrap_or(""), r["value"].as_str().unwrap_or(""))
+        })
+        .collect();
+    // The move, and the patient it goes to as held here (for a peer that does not hold it yet).
+    assert_eq!(
+        registers,
+        [
+            ("STUDY", "PatientID", "4MR1"),
+            ("STUDY", "IssuerOfPatientID", ""),
+            ("PATIENT", "PatientName", "CompressedSamples^MR1"),
+            ("PATIENT", "PatientBirthDate", ""),
+            ("PATIENT", "PatientSex", "F"),
+        ],
+        "{}",
+        answer.text()
+    );
 
     let patients = |id: &str| {
         let mut command = dcmtk("findscu");
@@ -327,9 +343,9 @@ fn a_patient_merge_moves_every_study_to_the_patient_that_stays() {
 }
 
 /// A moved study's copy that cannot carry its patient (the patient renamed
-/// in Hangul since, through a study in UTF-8, while this study's file
-/// declares Latin-1) is not sent at all: sent as stored it would name the
-/// patient it was taken from.
+/// in Hangul since, at another site, while this study's file declares
+/// Latin-1) is not sent at all: sent as stored it would name the patient it
+/// was taken from. Here, such a rename is refused.
 #[test]
 fn a_moved_instance_that_cannot_carry_its_patient_is_not_sent_as_stored() {
     let server = Server::start();
@@ -351,13 +367,27 @@ fn a_moved_instance_that_cannot_carry_its_patient_is_not_sent_as_stored() {
         correct(&server, CT_STUDY, &serde_json::json!({ "attributes": { "PatientID": "4MR1" }, "reason": "r" }));
     assert_eq!(moved.status, 200, "{}", moved.text());
     assert!(server.data_set(&ct).windows(4).any(|window| window == b"4MR1"), "sent with its new patient");
-    let renamed =
-        correct(&server, &mr_study, &serde_json::json!({ "attributes": { "PatientName": "김^민수" }, "reason": "r" }));
-    assert_eq!(renamed.status, 200, "{}", renamed.text());
+    // Renaming the patient through its UTF-8 study is refused: the moved Latin-1 study could not carry it.
+    let hangul = serde_json::json!({ "attributes": { "PatientName": "김^민수" }, "reason": "r" });
+    let renamed = correct(&server, &mr_study, &hangul);
+    assert_eq!(renamed.status, 400, "{}", renamed.text());
+    assert!(renamed.text().contains("another study of this patient"), "{}", renamed.text());
+    // A peer's register is not checked against this site's files: it is applied as it comes.
+    let auth = server.authorization();
+    let from_peer = serde_json::json!({
+        "replicated_from": "SITEB",
+        "registers": [{
+            "level": "PATIENT", "key": "4MR1\\", "tag": 0x0010_0010, "vr": "PN", "value": "김^민수",
+            "hlc": i64::MAX >> 1, "origin": "SITEB", "reason": "renamed at site b",
+        }],
+    });
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let merged = http_request(server.http_port, "POST", "/api/corrections", &headers, from_peer.to_string().as_bytes());
+    assert_eq!(merged.status, 200, "{}", merged.text());
+    assert_eq!(merged.json()["recorded"], 1, "{}", merged.text());
 
     let (study, series, sop) = &ct;
     let path = format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}");
-    let auth = server.authorization();
     let accept = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
     let answer = http_request(server.http_port, "GET", &path, &[("Accept", accept), ("Authorization", &auth)], b"");
     // The answer's parts stream after its status: the stream ends without the file.
