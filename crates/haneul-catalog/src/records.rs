@@ -327,6 +327,8 @@ pub enum CorrectionLevel {
     Patient,
     /// Keyed by the Study Instance UID.
     Study,
+    /// Keyed by the Series Instance UID.
+    Series,
 }
 
 impl CorrectionLevel {
@@ -334,6 +336,7 @@ impl CorrectionLevel {
         match self {
             CorrectionLevel::Patient => "PATIENT",
             CorrectionLevel::Study => "STUDY",
+            CorrectionLevel::Series => "SERIES",
         }
     }
 
@@ -341,6 +344,7 @@ impl CorrectionLevel {
         match text {
             "PATIENT" => Some(CorrectionLevel::Patient),
             "STUDY" => Some(CorrectionLevel::Study),
+            "SERIES" => Some(CorrectionLevel::Series),
             _ => None,
         }
     }
@@ -393,7 +397,7 @@ impl CorrectionRecord {
     }
 }
 
-/// The registers that apply to a study: its own and its patient's.
+/// The registers that apply to a study: its own, its patient's and its series'.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StudyCorrections {
     /// The identity of the study's patient; `None` when the study is not held here.
@@ -407,10 +411,13 @@ pub struct StudyCorrections {
 }
 
 impl StudyCorrections {
-    /// Everything a copy of one of the study's files needs changed: the
-    /// patient it was moved to, then the registers.
-    pub fn to_apply(&self) -> Vec<CorrectionRecord> {
-        self.moved_to.iter().chain(&self.registers).cloned().collect()
+    /// Everything a copy of a file of the study's series `series_uid` needs
+    /// changed: the patient it was moved to, then the registers (of that
+    /// series only, among the series registers).
+    pub fn to_apply(&self, series_uid: &str) -> Vec<CorrectionRecord> {
+        let applies =
+            |register: &&CorrectionRecord| register.level != CorrectionLevel::Series || register.key == series_uid;
+        self.moved_to.iter().chain(self.registers.iter().filter(applies)).cloned().collect()
     }
 }
 

@@ -601,6 +601,36 @@ on_every_engine! {
 }
 
 on_every_engine! {
+    /// A series register changes its series row (what SERIES-level queries
+    /// match and answer), applies to a series stored after it, and reaches
+    /// the copies of that series' instances only.
+    fn series_registers_correct_their_series_only(catalog) {
+        let items = [
+            instance(&spec("P1", "Hong^Gildong", "1.1", "1.1.1", "CT", "1.1.1.1"), 1),
+            instance(&spec("P1", "Hong^Gildong", "1.1", "1.1.2", "CT", "1.1.2.1"), 2),
+        ];
+        commit(catalog, &items, DuplicatePolicy::KeepFirst);
+        let event = Event::new("attributes-corrected", &Origin::default());
+        let described = |series: &str, value: &str, hlc: i64| {
+            register(CorrectionLevel::Series, series, tags::SERIES_DESCRIPTION, "LO", value, hlc, "SITEA")
+        };
+        catalog.correct(&[described("1.1.1", "AXIAL 5MM", 10 << 16), described("1.1.3", "LATER", 10 << 16)], &event).expect("correct");
+        let series = |description: &str| {
+            let found = find(catalog, &query("SERIES", &[(tags::STUDY_INSTANCE_UID, VR::UI, "1.1"), (tags::SERIES_DESCRIPTION, VR::LO, description)]));
+            found.iter().filter_map(|view| view.string(tags::SERIES_INSTANCE_UID).map(str::to_string)).collect::<Vec<_>>()
+        };
+        assert_eq!(series("AXIAL*"), ["1.1.1"]);
+        let corrected = |sop: &str| catalog.instances_by_sop_uid(&[sop.into()]).expect("reads")[0].corrected;
+        assert!(corrected("1.1.1.1") && !corrected("1.1.2.1"), "only the corrected series' instances");
+        let held = catalog.study_corrections("1.1").expect("reads");
+        assert_eq!(held.to_apply("1.1.1").len(), 1);
+        assert!(held.to_apply("1.1.2").is_empty());
+        commit(catalog, &[instance(&spec("P1", "Hong^Gildong", "1.1", "1.1.3", "CT", "1.1.3.1"), 3)], DuplicatePolicy::KeepFirst);
+        assert_eq!(series("LATER"), ["1.1.3"], "a register before its series applies when it arrives");
+    }
+}
+
+on_every_engine! {
     /// A Patient ID register moves a study to that patient: queries find it
     /// there with that patient's attributes, a patient left without studies
     /// is gone, a patient not held is made from the one the study leaves,
@@ -639,7 +669,7 @@ on_every_engine! {
         let overlay: Vec<(u32, &str)> = held.moved_to.iter().map(|r| (r.tag, r.value.as_str())).collect();
         assert!(overlay.contains(&(haneul_dicom::model::tag_to_u32(tags::PATIENT_NAME), "Kim^Minsu")), "{overlay:?}");
         assert!(held.moved_to.iter().all(|r| r.level == CorrectionLevel::Patient && r.hlc == 10 << 16));
-        assert_eq!(held.to_apply().len(), held.moved_to.len() + 2);
+        assert_eq!(held.to_apply("1.1.1").len(), held.moved_to.len() + 2);
         assert!(catalog.study_corrections("2.1").expect("reads").moved_to.is_empty(), "not moved: no overlay");
 
         // A later instance of the moved study, naming the patient it left, joins it where it is.

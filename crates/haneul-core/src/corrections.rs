@@ -89,8 +89,11 @@ pub fn correctable(tag: Tag) -> Result<VR, String> {
     if [tags::STUDY_INSTANCE_UID, tags::SPECIFIC_CHARACTER_SET].contains(&tag) {
         return Err(format!("{name} identifies the record and cannot be corrected"));
     }
-    if !matches!(level_of(tag), Level::Patient | Level::Study) || tag.group() >= 0x0400 {
-        return Err(format!("{name} is not a patient or study attribute"));
+    if !matches!(level_of(tag), Level::Patient | Level::Study | Level::Series) || tag.group() >= 0x0400 {
+        return Err(format!("{name} is not a patient, study or series attribute"));
+    }
+    if tag == tags::MODALITY {
+        return Err(format!("{name} says what kind of images the series holds and cannot be corrected"));
     }
     let vr = dict::implicit_vr(tag);
     if !is_text_vr(vr) || vr == VR::UI {
@@ -100,11 +103,12 @@ pub fn correctable(tag: Tag) -> Result<VR, String> {
 }
 
 /// The register a correction of this (correctable) attribute goes to:
-/// patient attributes to the patient's, the rest, Patient ID and its issuer
-/// included, to the study's.
+/// patient attributes to the patient's, series attributes to the series',
+/// the rest, Patient ID and its issuer included, to the study's.
 pub fn register_level(tag: Tag) -> CorrectionLevel {
     match level_of(tag) {
         Level::Patient if !moves_study(tag_to_u32(tag)) => CorrectionLevel::Patient,
+        Level::Series => CorrectionLevel::Series,
         _ => CorrectionLevel::Study,
     }
 }
@@ -282,6 +286,30 @@ impl Archive {
         reason: &str,
         origin: &Origin,
     ) -> Result<Option<Vec<CorrectionRecord>>, ArchiveError> {
+        self.correct(study_uid, None, changes, reason, origin).await
+    }
+
+    /// Correct attributes of one series of a study (series attributes only).
+    /// `None` when the study does not hold that series here.
+    pub async fn correct_series(
+        self: &Arc<Self>,
+        study_uid: &str,
+        series_uid: &str,
+        changes: Vec<AttributeChange>,
+        reason: &str,
+        origin: &Origin,
+    ) -> Result<Option<Vec<CorrectionRecord>>, ArchiveError> {
+        self.correct(study_uid, Some(series_uid), changes, reason, origin).await
+    }
+
+    async fn correct(
+        self: &Arc<Self>,
+        study_uid: &str,
+        series_uid: Option<&str>,
+        changes: Vec<AttributeChange>,
+        reason: &str,
+        origin: &Origin,
+    ) -> Result<Option<Vec<CorrectionRecord>>, ArchiveError> {
         if changes.is_empty() || changes.len() > MAX_CHANGES {
             return Err(ArchiveError::Invalid(format!("a correction changes 1 to {MAX_CHANGES} attributes")));
         }
@@ -293,6 +321,20 @@ impl Archive {
             let vr = correctable(change.tag).map_err(ArchiveError::Invalid)?;
             let value = if moves_study(tag_to_u32(change.tag)) { change.value.trim() } else { change.value.as_str() };
             check_value(change.tag, vr, value).map_err(ArchiveError::Invalid)?;
+            let name = dict::keyword(change.tag).unwrap_or("attribute");
+            match (series_uid, register_level(change.tag)) {
+                (None, CorrectionLevel::Series) => {
+                    return Err(ArchiveError::Invalid(format!(
+                        "{name} is a series attribute: correct it at /api/studies/{study_uid}/series/{{series}}/corrections"
+                    )));
+                }
+                (Some(_), CorrectionLevel::Patient | CorrectionLevel::Study) => {
+                    return Err(ArchiveError::Invalid(format!(
+                        "{name} is not a series attribute: correct it at /api/studies/{study_uid}/corrections"
+                    )));
+                }
+                _ => {}
+            }
             if checked.iter().any(|(tag, _, _): &(Tag, VR, String)| *tag == change.tag) {
                 return Err(ArchiveError::Invalid(format!("{} is given twice", change.tag)));
             }
@@ -301,7 +343,7 @@ impl Archive {
         let held = self.study_corrections(study_uid).await?;
         let Some(identity) = held.patient_identity else { return Ok(None) };
         // Whether `origin` may see the study comes before anything about its patient.
-        if !self.check_encodable(study_uid, &checked, origin).await? {
+        if !self.check_encodable(study_uid, series_uid, &checked, origin).await? {
             return Ok(None);
         }
         // A new Patient ID or issuer moves the study: its patient attributes
@@ -322,6 +364,8 @@ impl Archive {
                 let (level, key) = match register_level(*tag) {
                     CorrectionLevel::Patient => (CorrectionLevel::Patient, identity.clone()),
                     CorrectionLevel::Study => (CorrectionLevel::Study, study_uid.to_string()),
+                    // Only a series correction has series attributes (checked above).
+                    CorrectionLevel::Series => (CorrectionLevel::Series, series_uid.unwrap_or_default().to_string()),
                 };
                 CorrectionRecord {
                     level,
@@ -518,7 +562,7 @@ impl Archive {
                 carried.push((element.tag, element.vr, element.value.to_strings().join("\\")));
             }
         }
-        self.check_encodable(study_uid, &carried, origin).await?;
+        self.check_encodable(study_uid, None, &carried, origin).await?;
         for (tag, vr) in DEMOGRAPHICS {
             if checked.iter().any(|(given, _, _)| *given == tag) {
                 continue;
@@ -552,7 +596,7 @@ impl Archive {
         let studies = run_blocking(move || Ok(catalog.studies_of_patient(&key)?)).await?;
         for (other, _) in studies.iter().filter(|(other, _)| other != study_uid) {
             if let Err(ArchiveError::Invalid(_)) =
-                self.check_encodable(other, &patient_values, &Origin::default()).await
+                self.check_encodable(other, None, &patient_values, &Origin::default()).await
             {
                 return Err(ArchiveError::Invalid(
                     "a new patient value cannot be written in the character set of another study of this patient"
@@ -570,12 +614,16 @@ impl Archive {
     async fn check_encodable(
         &self,
         study_uid: &str,
+        series_uid: Option<&str>,
         changes: &[(Tag, VR, String)],
         origin: &Origin,
     ) -> Result<bool, ArchiveError> {
         let mut identifier = Dataset::new();
         identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"));
         identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
+        if let Some(series_uid) = series_uid {
+            identifier.put(Element::text(tags::SERIES_INSTANCE_UID, VR::UI, series_uid));
+        }
         let mut query = haneul_dicom::matching::Query::from_identifier(
             &identifier,
             haneul_dicom::levels::InformationModel::StudyRoot,
@@ -619,7 +667,7 @@ impl Archive {
         let corrections = self.study_corrections(&instance.study_uid).await?;
         let archive = Arc::clone(self);
         let instance = instance.clone();
-        run_blocking(move || archive.corrected_copy(file, &instance, &corrections.to_apply())).await
+        run_blocking(move || archive.corrected_copy(file, &instance, &corrections.to_apply(&instance.series_uid))).await
     }
 
     /// [`Archive::open_delivered`] from a blocking thread.
@@ -629,7 +677,7 @@ impl Archive {
             return Ok(DeliveredFile { file, size: instance.blob.size, dataset_offset: instance.dataset_offset });
         }
         let corrections = self.catalog().study_corrections(&instance.study_uid)?;
-        self.corrected_copy(file, instance, &corrections.to_apply())
+        self.corrected_copy(file, instance, &corrections.to_apply(&instance.series_uid))
     }
 
     fn corrected_copy(
@@ -687,7 +735,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_patient_and_study_text_attributes_are_correctable() {
+    fn only_patient_study_and_series_text_attributes_are_correctable() {
         assert_eq!(correctable(tags::PATIENT_NAME), Ok(VR::PN));
         assert_eq!(correctable(tags::STUDY_DESCRIPTION), Ok(VR::LO));
         assert_eq!(correctable(tags::PATIENT_BIRTH_DATE), Ok(VR::DA));
@@ -696,10 +744,14 @@ mod tests {
         assert_eq!(register_level(tags::PATIENT_ID), CorrectionLevel::Study, "a move is the study's");
         assert_eq!(register_level(tags::ISSUER_OF_PATIENT_ID), CorrectionLevel::Study);
         assert_eq!(register_level(tags::STUDY_DESCRIPTION), CorrectionLevel::Study);
+        assert_eq!(correctable(tags::SERIES_DESCRIPTION), Ok(VR::LO));
+        assert_eq!(register_level(tags::SERIES_DESCRIPTION), CorrectionLevel::Series);
+        assert_eq!(register_level(tags::BODY_PART_EXAMINED), CorrectionLevel::Series);
         for refused in [
             tags::SPECIFIC_CHARACTER_SET,
             tags::STUDY_INSTANCE_UID,
-            tags::SERIES_DESCRIPTION,
+            tags::MODALITY,
+            tags::SERIES_INSTANCE_UID,
             tags::SOP_INSTANCE_UID,
             tags::PIXEL_DATA,
             Tag(0x0009, 0x1001),

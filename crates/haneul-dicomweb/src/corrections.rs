@@ -44,6 +44,52 @@ fn registers_json(registers: &[CorrectionRecord]) -> serde_json::Value {
         .collect()
 }
 
+impl CorrectionRequest {
+    /// The attributes to change, with a reason given.
+    fn changes(&self) -> ApiResult<Vec<AttributeChange>> {
+        if self.reason.trim().is_empty() {
+            return Err(ApiError::BadRequest("reason: say why the values are corrected".into()));
+        }
+        let mut changes = Vec::with_capacity(self.attributes.len());
+        for (name, value) in &self.attributes {
+            let tag = haneul_dicom::dict::parse_tag(name)
+                .ok_or_else(|| ApiError::BadRequest(format!("{name:?} is neither a keyword nor a tag")))?;
+            let value = match value {
+                serde_json::Value::String(text) => text.clone(),
+                serde_json::Value::Null => String::new(),
+                _ => return Err(ApiError::BadRequest(format!("{name}: the new value must be a string"))),
+            };
+            changes.push(AttributeChange { tag, value });
+        }
+        Ok(changes)
+    }
+}
+
+/// `POST /api/studies/{study}/series/{series}/corrections`.
+pub async fn correct_series(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path((study, series)): Path<(String, String)>,
+    Json(request): Json<CorrectionRequest>,
+) -> ApiResult<Response> {
+    check_uid(&study)?;
+    check_uid(&series)?;
+    let changes = request.changes()?;
+    let outcome = state.archive().correct_series(&study, &series, changes, request.reason.trim(), &ctx.origin).await;
+    let audit = ctx.audit_entry(Action::Correct).study(&study).detail("series", series.as_str());
+    let audit = match &outcome {
+        Ok(Some(recorded)) => audit.detail("attributes", recorded.len()),
+        Ok(None) => audit.failed("no such series"),
+        Err(error) => audit.failed(error),
+    };
+    state.archive().audit_instances(audit.detail("reason", request.reason.trim()), &[]);
+    let Some(recorded) = outcome? else {
+        return Err(ApiError::NotFound(format!("no series {series} of study {study} is stored")));
+    };
+    tracing::info!(study_instance_uid = %study, series_instance_uid = %series, attributes = recorded.len(), "series corrected");
+    Ok(Json(serde_json::json!({ "recorded": registers_json(&recorded) })).into_response())
+}
+
 /// `POST /api/studies/{study}/corrections`.
 pub async fn correct_study(
     State(state): State<WebState>,
@@ -52,20 +98,7 @@ pub async fn correct_study(
     Json(request): Json<CorrectionRequest>,
 ) -> ApiResult<Response> {
     check_uid(&study)?;
-    if request.reason.trim().is_empty() {
-        return Err(ApiError::BadRequest("reason: say why the values are corrected".into()));
-    }
-    let mut changes = Vec::with_capacity(request.attributes.len());
-    for (name, value) in &request.attributes {
-        let tag = haneul_dicom::dict::parse_tag(name)
-            .ok_or_else(|| ApiError::BadRequest(format!("{name:?} is neither a keyword nor a tag")))?;
-        let value = match value {
-            serde_json::Value::String(text) => text.clone(),
-            serde_json::Value::Null => String::new(),
-            _ => return Err(ApiError::BadRequest(format!("{name}: the new value must be a string"))),
-        };
-        changes.push(AttributeChange { tag, value });
-    }
+    let changes = request.changes()?;
     // The patient before: a move is attributed to both patients.
     let before = state.archive().study_corrections(&study).await.ok().and_then(|held| held.patient_identity);
     let outcome = state.archive().correct_study(&study, changes, request.reason.trim(), &ctx.origin).await;

@@ -330,6 +330,11 @@ pub fn routes(base_path: &str) -> Vec<Route> {
             &[("GET", Needs(Query)), ("POST", Needs(Correct))],
             get(corrections::study_corrections).post(corrections::correct_study),
         ),
+        route(
+            "/api/studies/{study}/series/{series}/corrections".into(),
+            &[("POST", Needs(Correct))],
+            post(corrections::correct_series),
+        ),
         route("/api/corrections".into(), &[("POST", Needs(Correct))], post(corrections::merge)),
         route("/api/patients/merge".into(), &[("POST", Needs(Correct))], post(corrections::merge_patient)),
         route("/api/series/{series}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_series)),

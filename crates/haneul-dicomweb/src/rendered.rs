@@ -416,7 +416,7 @@ pub async fn decompress_instance(archive: &Arc<Archive>, instance: &StoredInstan
     let (mut dataset, decompressed) = decompress(archive, instance).await?;
     if instance.corrected {
         let corrections = archive.study_corrections(&instance.study_uid).await?;
-        haneul_core::corrections::apply_to_dataset(&mut dataset, &corrections.to_apply());
+        haneul_core::corrections::apply_to_dataset(&mut dataset, &corrections.to_apply(&instance.series_uid));
     }
     tokio::task::spawn_blocking(move || {
         decompressed.apply(&mut dataset);

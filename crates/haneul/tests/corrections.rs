@@ -117,7 +117,7 @@ fn corrected_values_are_found_and_retrieved_and_the_stored_files_stay_as_receive
         (
             serde_json::json!({ "attributes": { "SeriesDescription": "X" }, "reason": "r" }),
             400,
-            "not a patient or study",
+            "is a series attribute",
         ),
         (serde_json::json!({ "attributes": { "PatientBirthDate": "19700230" }, "reason": "r" }), 400, "not a valid"),
         (serde_json::json!({ "attributes": { "PatientName": "X" }, "reason": " " }), 400, "say why"),
@@ -397,4 +397,68 @@ fn a_moved_instance_that_cannot_carry_its_patient_is_not_sent_as_stored() {
     assert!(files_under(received.path()).is_empty(), "getscu received a file:\n{}", text(&output));
     assert!(text(&output).contains("Number of Failed Suboperations    : 1"), "{}", text(&output));
     assert!(server.metric("haneul_corrections_not_applied_total") >= 2.0);
+}
+
+/// A series attribute is corrected on its series: C-FIND at SERIES level
+/// matches and answers the new value, and getscu brings it back in the
+/// copy, the previous value kept.
+#[test]
+fn a_series_description_is_corrected_on_its_series() {
+    let server = Server::start();
+    server.store_samples("MODALITY", &["CT_small.dcm"]);
+    let (study, series, _) = server.instances().into_iter().next().expect("stored");
+    let correct_series = |series: &str, body: &Value| {
+        let auth = server.authorization();
+        let path = format!("/api/studies/{study}/series/{series}/corrections");
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+        http_request(server.http_port, "POST", &path, &headers, body.to_string().as_bytes())
+    };
+    let body = serde_json::json!({
+        "attributes": { "SeriesDescription": "AXIAL 5MM", "BodyPartExamined": "CHEST" },
+        "reason": "protocol renamed",
+    });
+    let answer = correct_series(&series, &body);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let recorded = answer.json()["recorded"].as_array().cloned().unwrap_or_default();
+    assert!(recorded.iter().all(|r| r["level"] == "SERIES" && r["key"] == series.as_str()), "{recorded:?}");
+
+    let mut command = dcmtk("findscu");
+    command.args(["-v", "-S", "-aec", &server.ae_title, "-k", "QueryRetrieveLevel=SERIES"]);
+    command.args([
+        "-k",
+        &format!("StudyInstanceUID={study}"),
+        "-k",
+        "SeriesDescription=AXIAL*",
+        "-k",
+        "BodyPartExamined",
+        "-k",
+        "SeriesInstanceUID",
+    ]);
+    let output = run(command.arg("127.0.0.1").arg(server.dicom_port.to_string()));
+    let found = text(&output);
+    assert!(found.contains(&series) && found.contains("CHEST"), "{found}");
+
+    let header = dump_the_one_instance(&server, &study);
+    assert!(header.contains("(0008,103e) LO [AXIAL 5MM]") || header.contains("(0008,103E) LO [AXIAL 5MM]"), "{header}");
+    assert!(header.contains("(0018,0015) CS [CHEST]"), "{header}");
+    assert!(header.contains("(0400,0565) CS [CORRECT]"), "{header}");
+
+    let refused = [
+        (correct(&server, &study, &body), 400, "is a series attribute"),
+        (
+            correct_series(&series, &serde_json::json!({ "attributes": { "PatientName": "X" }, "reason": "r" })),
+            400,
+            "not a series attribute",
+        ),
+        (
+            correct_series(&series, &serde_json::json!({ "attributes": { "Modality": "MR" }, "reason": "r" })),
+            400,
+            "cannot be corrected",
+        ),
+        (correct_series("1.2.3.4", &body), 404, "no series"),
+    ];
+    for (answer, status, message) in refused {
+        assert_eq!(answer.status, status, "{}", answer.text());
+        assert!(answer.text().contains(message), "{}", answer.text());
+    }
 }

@@ -79,6 +79,7 @@ pub(super) fn record_corrections(
         let select = match level {
             CorrectionLevel::Patient => "SELECT pk FROM patients WHERE identity = ?1",
             CorrectionLevel::Study => "SELECT pk FROM studies WHERE study_uid = ?1",
+            CorrectionLevel::Series => "SELECT pk FROM series WHERE series_uid = ?1",
         };
         if let Some(pk) = tx.query_opt(select, &[key.into()], |row| row.int(0))? {
             apply_registers(tx, level, key, pk)?;
@@ -105,6 +106,7 @@ pub(super) fn apply_registers(tx: &mut dyn Db, level: CorrectionLevel, key: &str
             move_study(tx, pk, &registers)?;
             "studies"
         }
+        CorrectionLevel::Series => "series",
     };
     let stored = tx.query_one(&format!("SELECT attrs FROM {table} WHERE pk = ?1"), &[pk.into()], |row| row.bytes(0))?;
     let mut attrs = decode_attrs(&stored, || format!("{table} row {pk}"))?;
@@ -147,6 +149,19 @@ pub(super) fn apply_registers(tx: &mut dyn Db, level: CorrectionLevel, key: &str
                     (&text(tags::STUDY_ID)).into(),
                     (&text(tags::STUDY_DESCRIPTION)).into(),
                     (&text(tags::REFERRING_PHYSICIAN_NAME)).into(),
+                    encoded[..].into(),
+                ],
+            )?;
+        }
+        CorrectionLevel::Series => {
+            let series_number = text(tags::SERIES_NUMBER).trim().parse::<i64>().ok();
+            tx.execute(
+                "UPDATE series SET series_number = ?2, description = ?3, body_part = ?4, attrs = ?5 WHERE pk = ?1",
+                &[
+                    pk.into(),
+                    series_number.into(),
+                    (&text(tags::SERIES_DESCRIPTION)).into(),
+                    (&text(tags::BODY_PART_EXAMINED)).into(),
                     encoded[..].into(),
                 ],
             )?;
@@ -256,6 +271,15 @@ pub(super) fn study_corrections(db: &mut dyn Db, study_uid: &str) -> Result<Stud
         None => Vec::new(),
     };
     let study_registers = registers_of(db, CorrectionLevel::Study, study_uid)?;
+    registers.extend(db.query_all(
+        &format!(
+            "SELECT {REGISTER_COLUMNS} FROM corrections WHERE level = 'SERIES' AND key IN
+             (SELECT se.series_uid FROM series se JOIN studies s ON s.pk = se.study_pk WHERE s.study_uid = ?1)
+             ORDER BY key, tag"
+        ),
+        &[study_uid.into()],
+        register,
+    )?);
     let moved_to = match &patient_identity {
         Some(identity) => moved_to(db, identity, &study_registers)?,
         None => Vec::new(),

@@ -184,6 +184,7 @@ pub(super) const INSTANCE_COLUMNS: &str = "i.pk, i.sop_uid, i.sop_class, i.trans
      i.blob_digest, i.dataset_offset, s.study_uid, se.series_uid, \
      NOT EXISTS (SELECT 1 FROM unsettled u WHERE u.blob_path = i.blob_path AND u.write_ahead IS NULL), \
      (EXISTS (SELECT 1 FROM corrections c WHERE c.level = 'STUDY' AND c.key = s.study_uid) \
+      OR EXISTS (SELECT 1 FROM corrections c WHERE c.level = 'SERIES' AND c.key = se.series_uid) \
       OR EXISTS (SELECT 1 FROM patients p JOIN corrections c ON c.level = 'PATIENT' AND c.key = p.identity \
                  WHERE p.pk = s.patient_pk))";
 /// How many columns [`INSTANCE_COLUMNS`] selects.

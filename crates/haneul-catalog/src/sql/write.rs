@@ -485,6 +485,7 @@ fn insert_series(tx: &mut dyn Db, item: &NewInstance, study_pk: i64, at_ms: i64)
     if let Some(modalities) = add_to_set(&modalities, &series.modality) {
         tx.execute("UPDATE studies SET modalities = ?2 WHERE pk = ?1", &[study_pk.into(), (&modalities).into()])?;
     }
+    apply_registers(tx, CorrectionLevel::Series, &series.series_uid, series_pk)?;
     Ok(series_pk)
 }
 
