@@ -501,6 +501,17 @@ fn corrections_made_at_both_sites_during_a_partition_converge_on_the_later_one()
         let holds = |text: &[u8]| retrieved.windows(text.len()).any(|window| window == text);
         assert!(holds(b"MOVED-1") && holds(b"Moved^Patient"), "{}: the copy names the new patient", node.ae_title);
     }
+
+    // A series correction reaches the other site and its copies.
+    let auth = a.authorization();
+    let body = serde_json::json!({ "attributes": { "SeriesDescription": "AXIAL 5MM" }, "reason": "protocol renamed" });
+    let path = format!("/api/studies/{study}/series/{}/corrections", instance.1);
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let answer = http_request(a.http_port, "POST", &path, &headers, body.to_string().as_bytes());
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let series_description = ("SeriesDescription".to_string(), "AXIAL 5MM".to_string(), "SITEA".to_string());
+    eventually("b holding a's series correction", || corrections_held(&b, &study).contains(&series_description));
+    assert!(b.data_set(&instance).windows(9).any(|window| window == b"AXIAL 5MM"));
 }
 
 /// A correction the peer's API cannot take (a revoked token, a proxy down)
