@@ -186,6 +186,7 @@ pub fn check_value(tag: Tag, vr: VR, value: &str) -> Result<(), String> {
             VR::TM => single.chars().all(|c| c.is_ascii_digit() || c == '.'),
             VR::CS => single.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == ' ' || c == '_'),
             VR::AS => single.is_empty() || (single.len() == 4 && single[..3].chars().all(|c| c.is_ascii_digit())),
+            VR::IS => single.is_empty() || single.trim().parse::<i32>().is_ok(),
             _ => true,
         };
         if !valid {
@@ -771,6 +772,10 @@ mod tests {
         assert!(check_value(tags::STUDY_DESCRIPTION, VR::LO, "line\nbreak").is_err());
         assert!(check_value(tags::PATIENT_COMMENTS, VR::LT, "line\nbreak").is_ok());
         assert!(check_value(tags::PATIENT_BIRTH_DATE, VR::DA, "").is_ok());
+        assert!(check_value(tags::SERIES_NUMBER, VR::IS, "-12").is_ok());
+        for not_an_integer in ["abc", "1.5", "99999999999"] {
+            assert!(check_value(tags::SERIES_NUMBER, VR::IS, not_an_integer).is_err(), "{not_an_integer}");
+        }
     }
 
     #[test]

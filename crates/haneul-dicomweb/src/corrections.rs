@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use haneul_core::audit::Action;
 use haneul_core::corrections::AttributeChange;
-use haneul_core::CorrectionRecord;
+use haneul_core::{CorrectionLevel, CorrectionRecord};
 
 use crate::error::{check_uid, ApiError, ApiResult};
 use crate::{RequestContext, WebState};
@@ -236,12 +236,24 @@ pub async fn merge(
     if request.registers.len() > MAX_REGISTERS {
         return Err(ApiError::BadRequest(format!("at most {MAX_REGISTERS} registers at once")));
     }
-    let keys: Vec<String> = request.registers.iter().map(|register| register.key.clone()).collect();
+    let keys_of = |level| -> Vec<String> {
+        request
+            .registers
+            .iter()
+            .filter(|register| register.level == level)
+            .map(|register| register.key.clone())
+            .collect()
+    };
+    let (studies, series) = (keys_of(CorrectionLevel::Study), keys_of(CorrectionLevel::Series));
+    let patients: Vec<String> = keys_of(CorrectionLevel::Patient)
+        .iter()
+        .filter_map(|identity| haneul_core::patient_id_of(identity).map(str::to_string))
+        .collect();
     let outcome = state.archive().merge_corrections(request.registers, peer, &ctx.origin).await;
     let audit = ctx.audit_entry(Action::Correct).detail("replicated_from", peer);
     let audit = match &outcome {
         Ok(recorded) => {
-            audit.studies(keys.iter().filter(|key| !key.contains('\\'))).detail("attributes", recorded.len())
+            audit.studies(&studies).patients(&patients).detail("series", series).detail("attributes", recorded.len())
         }
         Err(error) => audit.failed(error),
     };

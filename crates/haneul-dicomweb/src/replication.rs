@@ -55,7 +55,11 @@ pub async fn corrections(
         Ok(registers) => {
             let of_level = |level| registers.iter().filter(move |register| register.level == level);
             let patients = of_level(CorrectionLevel::Patient).filter_map(|register| patient_id_of(&register.key));
-            audit.studies(of_level(CorrectionLevel::Study).map(|register| register.key.as_str())).patients(patients)
+            let series: Vec<&str> = of_level(CorrectionLevel::Series).map(|register| register.key.as_str()).collect();
+            audit
+                .studies(of_level(CorrectionLevel::Study).map(|register| register.key.as_str()))
+                .patients(patients)
+                .detail("series", series)
         }
         Err(error) => audit.failed(error),
     };

@@ -154,7 +154,8 @@ pub(super) fn apply_registers(tx: &mut dyn Db, level: CorrectionLevel, key: &str
             )?;
         }
         CorrectionLevel::Series => {
-            let series_number = text(tags::SERIES_NUMBER).trim().parse::<i64>().ok();
+            // As ingest reads it (a stored "12.0" is 12).
+            let series_number = attrs.int(tags::SERIES_NUMBER);
             tx.execute(
                 "UPDATE series SET series_number = ?2, description = ?3, body_part = ?4, attrs = ?5 WHERE pk = ?1",
                 &[
