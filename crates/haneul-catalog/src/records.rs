@@ -20,6 +20,13 @@ pub struct Origin {
     pub scope: Vec<String>,
 }
 
+impl Origin {
+    /// Whether this peer may see data of `site`.
+    pub fn may_see(&self, site: &str) -> bool {
+        self.scope.is_empty() || self.scope.iter().any(|allowed| allowed == site)
+    }
+}
+
 /// Where an instance's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobInfo {
@@ -436,8 +443,24 @@ pub fn identity_of(patient_id: &str, issuer: &str) -> String {
 /// The Patient ID a [`patient_identity`] was made of; `None` for a patient
 /// without one.
 pub fn patient_id_of(identity: &str) -> Option<&str> {
-    identity.split('\\').next().filter(|id| !id.is_empty())
+    Some(identity_parts(identity).0).filter(|id| !id.is_empty())
 }
+
+/// The Patient ID ("" for a patient without one) and issuer a
+/// [`patient_identity`] was made of: `ID\issuer`, or `\issuer\name\birth date`.
+pub fn identity_parts(identity: &str) -> (&str, &str) {
+    let (id, rest) = identity.split_once('\\').unwrap_or((identity, ""));
+    let issuer = if id.is_empty() { rest.split('\\').next().unwrap_or_default() } else { rest };
+    (id, issuer)
+}
+
+/// The demographics a study move records for the patient it goes to, and
+/// that a copy of a moved study always replaces (empty where not held).
+pub const PATIENT_DEMOGRAPHICS: [(haneul_dicom::Tag, haneul_dicom::VR); 3] = [
+    (haneul_dicom::tags::PATIENT_NAME, haneul_dicom::VR::PN),
+    (haneul_dicom::tags::PATIENT_BIRTH_DATE, haneul_dicom::VR::DA),
+    (haneul_dicom::tags::PATIENT_SEX, haneul_dicom::VR::CS),
+];
 
 /// The key of a patient in the catalog: Patient ID with its issuer, or,
 /// without a Patient ID, the demographics.

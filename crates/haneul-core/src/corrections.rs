@@ -21,8 +21,8 @@ use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
 
 use haneul_catalog::{
-    identity_of, moves_study, patient_id_of, CorrectionLevel, CorrectionRecord, Event, Origin, StoredInstance,
-    StudyCorrections,
+    identity_of, identity_parts, moves_study, patient_id_of, CorrectionLevel, CorrectionRecord, Event, Origin,
+    StoredInstance, StudyCorrections, PATIENT_DEMOGRAPHICS,
 };
 use haneul_dicom::coerce::{coerce_part10, text_kind, CoercionRules, REASON_CORRECT};
 use haneul_dicom::levels::{level_of, Level};
@@ -34,9 +34,6 @@ use crate::{run_blocking, Archive, ArchiveError};
 
 /// The journal kind of a correction.
 pub const CORRECTED: &str = "attributes-corrected";
-/// The patient attributes a move records for the patient it goes to.
-const DEMOGRAPHICS: [(Tag, VR); 3] =
-    [(tags::PATIENT_NAME, VR::PN), (tags::PATIENT_BIRTH_DATE, VR::DA), (tags::PATIENT_SEX, VR::CS)];
 /// Most attributes one correction changes.
 const MAX_CHANGES: usize = 64;
 
@@ -123,9 +120,7 @@ fn moved_identity(current: &str, checked: &mut Vec<(Tag, VR, String)>) -> Result
     if new_id.is_none() && new_issuer.is_none() {
         return Ok(None);
     }
-    // An identity is `ID\issuer`, or `\issuer\name\birth date` without an ID.
-    let (current_id, rest) = current.split_once('\\').unwrap_or((current, ""));
-    let current_issuer = if current_id.is_empty() { rest.split('\\').next().unwrap_or_default() } else { rest };
+    let (current_id, current_issuer) = identity_parts(current);
     let id = new_id.unwrap_or_else(|| current_id.to_string());
     let issuer = new_issuer.unwrap_or_else(|| current_issuer.to_string());
     if id.is_empty() {
@@ -263,7 +258,7 @@ pub fn apply_to_dataset(dataset: &mut Dataset, registers: &[CorrectionRecord]) {
 pub struct PatientMerge {
     /// Studies moved, by Study Instance UID.
     pub moved: Vec<String>,
-    /// Studies left where they were, and why (a value their files cannot carry).
+    /// Studies left where they were, and why (a value their files cannot carry, a failure).
     pub refused: Vec<(String, String)>,
     /// Studies of the patient in sites the caller may not see, left as they were.
     pub not_visible: usize,
@@ -428,7 +423,7 @@ impl Archive {
         let visible: Vec<String> = studies
             .into_iter()
             .filter_map(|(study, site)| {
-                let seen = origin.scope.is_empty() || origin.scope.contains(&site);
+                let seen = origin.may_see(&site);
                 merge.not_visible += usize::from(!seen);
                 seen.then_some(study)
             })
@@ -444,7 +439,7 @@ impl Archive {
         let carried: Vec<AttributeChange> = if into_held {
             Vec::new()
         } else {
-            DEMOGRAPHICS
+            PATIENT_DEMOGRAPHICS
                 .into_iter()
                 .filter_map(|(tag, vr)| {
                     let held = from_attributes.as_ref().and_then(|attributes| attributes.get(tag));
@@ -539,8 +534,7 @@ impl Archive {
         let key = target.to_string();
         let (attributes, studies) =
             run_blocking(move || Ok((catalog.patient_attributes(&key)?, catalog.studies_of_patient(&key)?))).await?;
-        let hidden = |(_, site): &(String, String)| !origin.scope.is_empty() && !origin.scope.contains(site);
-        if studies.iter().any(hidden) {
+        if studies.iter().any(|(_, site)| !origin.may_see(site)) {
             return Err(ArchiveError::Invalid(
                 "PatientID: that patient has studies in sites you may not see; someone who may see them can move it"
                     .into(),
@@ -557,14 +551,13 @@ impl Archive {
             )));
         };
         let mut carried = Vec::new();
-        for element in attributes.iter() {
-            let text = is_text_vr(element.vr) && element.vr != VR::UI && !moves_study(tag_to_u32(element.tag));
-            if text && !checked.iter().any(|(tag, _, _)| *tag == element.tag) {
+        for element in attributes.iter().filter(|element| haneul_dicom::coerce::settable(element)) {
+            if !checked.iter().any(|(tag, _, _)| *tag == element.tag) {
                 carried.push((element.tag, element.vr, element.value.to_strings().join("\\")));
             }
         }
         self.check_encodable(study_uid, None, &carried, origin).await?;
-        for (tag, vr) in DEMOGRAPHICS {
+        for (tag, vr) in PATIENT_DEMOGRAPHICS {
             if checked.iter().any(|(given, _, _)| *given == tag) {
                 continue;
             }
@@ -807,34 +800,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_moved_study_is_written_with_the_new_identity() {
-        let register = |tag: Tag, value: &str| CorrectionRecord {
-            level: register_level(tag),
-            key: "k".into(),
-            tag: tag_to_u32(tag),
-            vr: "LO".into(),
-            value: value.into(),
-            hlc: 1,
-            origin: "SITEA".into(),
-            reason: "r".into(),
-        };
-        let rules = rules_for(&[
-            register(tags::PATIENT_ID, "P2"),
-            register(tags::ISSUER_OF_PATIENT_ID, ""),
-            register(tags::PATIENT_NAME, "Kim^Minsu"),
-        ]);
-        assert_eq!(rules.patient_id.as_deref(), Some("P2"));
-        assert_eq!(rules.issuer_of_patient_id.as_deref(), Some(""));
-        assert_eq!(rules.set.keys().copied().collect::<Vec<_>>(), [tags::PATIENT_NAME]);
-        assert!(rules.remove_other_patient_attributes, "nothing else of the patient left behind");
-        assert!(!rules_for(&[register(tags::PATIENT_NAME, "Kim")]).remove_other_patient_attributes);
-        assert!(rules.validate().is_ok());
-    }
-
-    #[test]
-    fn a_decoded_moved_instance_keeps_nothing_else_of_the_patient_it_names() {
-        let register = |tag: Tag, vr: &str, value: &str| CorrectionRecord {
+    /// A register of this node's, of the level the attribute goes to.
+    fn register(tag: Tag, vr: &str, value: &str) -> CorrectionRecord {
+        CorrectionRecord {
             level: register_level(tag),
             key: "k".into(),
             tag: tag_to_u32(tag),
@@ -843,7 +811,26 @@ mod tests {
             hlc: 1,
             origin: "SITEA".into(),
             reason: "r".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_moved_study_is_written_with_the_new_identity() {
+        let rules = rules_for(&[
+            register(tags::PATIENT_ID, "LO", "P2"),
+            register(tags::ISSUER_OF_PATIENT_ID, "LO", ""),
+            register(tags::PATIENT_NAME, "PN", "Kim^Minsu"),
+        ]);
+        assert_eq!(rules.patient_id.as_deref(), Some("P2"));
+        assert_eq!(rules.issuer_of_patient_id.as_deref(), Some(""));
+        assert_eq!(rules.set.keys().copied().collect::<Vec<_>>(), [tags::PATIENT_NAME]);
+        assert!(rules.remove_other_patient_attributes, "nothing else of the patient left behind");
+        assert!(!rules_for(&[register(tags::PATIENT_NAME, "PN", "Kim")]).remove_other_patient_attributes);
+        assert!(rules.validate().is_ok());
+    }
+
+    #[test]
+    fn a_decoded_moved_instance_keeps_nothing_else_of_the_patient_it_names() {
         let file = || -> Dataset {
             [
                 Element::text(tags::PATIENT_NAME, VR::PN, "Hong^Gildong"),

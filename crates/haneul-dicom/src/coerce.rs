@@ -199,6 +199,12 @@ pub fn is_other_patient_attribute(tag: Tag) -> bool {
         && crate::levels::level_of(tag) == crate::levels::Level::Patient
 }
 
+/// Whether [`CoercionRules::set`] may carry this element: a text value (not
+/// a UID) in a [`settable_position`].
+pub fn settable(element: &Element) -> bool {
+    is_text_vr(element.vr) && element.vr != VR::UI && settable_position(element.tag)
+}
+
 /// What a coercion did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CoercionOutcome {

@@ -234,19 +234,14 @@ fn moved_to(db: &mut dyn Db, identity: &str, study_registers: &[CorrectionRecord
     let Some(mut attrs) = patient_attributes(db, identity)? else {
         return Ok(Vec::new());
     };
-    for (tag, vr) in [(tags::PATIENT_NAME, VR::PN), (tags::PATIENT_BIRTH_DATE, VR::DA), (tags::PATIENT_SEX, VR::CS)] {
+    for (tag, vr) in PATIENT_DEMOGRAPHICS {
         if !attrs.contains(tag) {
             attrs.put(Element::empty(tag, vr));
         }
     }
-    let replaceable = |element: &Element| {
-        haneul_dicom::read::is_text_vr(element.vr)
-            && element.vr != VR::UI
-            && haneul_dicom::coerce::settable_position(element.tag)
-    };
     Ok(attrs
         .iter()
-        .filter(|element| replaceable(element))
+        .filter(|element| haneul_dicom::coerce::settable(element))
         .map(|element| CorrectionRecord {
             level: CorrectionLevel::Patient,
             key: identity.to_string(),
