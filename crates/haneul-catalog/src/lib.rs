@@ -155,6 +155,14 @@ pub trait Catalog: Send + Sync {
     /// The patient-level attributes held for a patient identity (see [`patient_identity`]).
     fn patient_attributes(&self, identity: &str) -> Result<Option<Dataset>>;
 
+    /// The record a merged patient record `identity` links to directly (see
+    /// [`moves_study`]); `None` when it is not merged, or the merge was undone.
+    fn merge_link(&self, identity: &str) -> Result<Option<String>>;
+
+    /// The record studies arriving for `identity` are filed under: the end
+    /// of its merge links; `None` when it is not merged (or its links go round).
+    fn merged_into(&self, identity: &str) -> Result<Option<String>>;
+
     /// The studies of a patient identity, oldest first: Study Instance UID and site.
     fn studies_of_patient(&self, identity: &str) -> Result<Vec<(String, String)>>;
 

@@ -326,11 +326,17 @@ pub enum VersionScope<'a> {
     Instance(&'a str),
 }
 
+/// The journal kind of a correction: its registers are in
+/// `detail.corrections`, and replication passes them on to the peers.
+pub const CORRECTED: &str = "attributes-corrected";
+
 /// Which record a correction register belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum CorrectionLevel {
     /// Keyed by the patient's identity (Patient ID and issuer, see [`patient_identity`]).
+    /// A Patient ID or issuer register of this level links a merged record
+    /// to the one that took its studies (see [`moves_study`]).
     Patient,
     /// Keyed by the Study Instance UID.
     Study,
@@ -429,7 +435,10 @@ impl StudyCorrections {
 }
 
 /// Whether a study-level register of this attribute moves the study to
-/// another patient (its Patient ID or the ID's issuer).
+/// another patient (its Patient ID or the ID's issuer). At the patient
+/// level such a register says that the record was merged into the one it
+/// names: studies arriving for it are filed there; one naming the record
+/// itself ends the link.
 pub fn moves_study(tag: u32) -> bool {
     let tag = haneul_dicom::model::tag_from_u32(tag);
     tag == haneul_dicom::tags::PATIENT_ID || tag == haneul_dicom::tags::ISSUER_OF_PATIENT_ID

@@ -32,10 +32,12 @@ use haneul_dicom::{dict, tags, Dataset, Element, Tag, VR};
 
 use crate::{run_blocking, Archive, ArchiveError};
 
-/// The journal kind of a correction.
-pub const CORRECTED: &str = "attributes-corrected";
+pub use haneul_catalog::CORRECTED;
 /// Most attributes one correction changes.
 const MAX_CHANGES: usize = 64;
+
+/// A register to record: its level, key, attribute, VR and value.
+type NewValue = (CorrectionLevel, String, Tag, VR, String);
 
 /// One attribute to correct and its new value (empty: no value).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +264,9 @@ pub struct PatientMerge {
     pub refused: Vec<(String, String)>,
     /// Studies of the patient in sites the caller may not see, left as they were.
     pub not_visible: usize,
+    /// Whether every study moved, so that the record now links to the one
+    /// it was merged into: studies arriving for it later are filed there.
+    pub linked: bool,
 }
 
 /// What a retrieve sends of an instance: its stored file, or a corrected copy.
@@ -346,6 +351,7 @@ impl Archive {
         // then go to the patient it moves to.
         let identity = match moved_identity(&identity, &mut checked)? {
             Some(target) => {
+                self.refuse_merged(&target, "PatientID").await?;
                 self.check_move_target(study_uid, &target, &mut checked, origin).await?;
                 target
             }
@@ -353,46 +359,62 @@ impl Archive {
         };
         self.check_other_studies_of_patient(study_uid, &identity, &checked).await?;
         let archive = Arc::clone(self);
-        let node = self.config().ae_title.clone();
-        let records: Vec<CorrectionRecord> = checked
-            .iter()
+        let values: Vec<NewValue> = checked
+            .into_iter()
             .map(|(tag, vr, value)| {
-                let (level, key) = match register_level(*tag) {
-                    CorrectionLevel::Patient => (CorrectionLevel::Patient, identity.clone()),
-                    CorrectionLevel::Study => (CorrectionLevel::Study, study_uid.to_string()),
+                let key = match register_level(tag) {
+                    CorrectionLevel::Patient => identity.clone(),
+                    CorrectionLevel::Study => study_uid.to_string(),
                     // Only a series correction has series attributes (checked above).
-                    CorrectionLevel::Series => (CorrectionLevel::Series, series_uid.unwrap_or_default().to_string()),
+                    CorrectionLevel::Series => series_uid.unwrap_or_default().to_string(),
                 };
-                CorrectionRecord {
-                    level,
-                    key,
-                    tag: tag_to_u32(*tag),
-                    vr: vr.to_string().to_string(),
-                    value: value.to_string(),
-                    hlc: 0,
-                    origin: node.clone(),
-                    reason: reason.to_string(),
-                }
+                (register_level(tag), key, tag, vr, value)
             })
             .collect();
         let mut event = Event::new(CORRECTED, origin).with_detail(serde_json::json!({ "reason": reason }));
         event.study_uid = Some(study_uid.to_string());
+        Ok(Some(archive.record_now(values, reason, event).await?))
+    }
+
+    /// Record new values as registers of this node, stamped with one tick
+    /// of its clock, journaling `event` with those that took effect.
+    async fn record_now(
+        self: Arc<Self>,
+        values: Vec<NewValue>,
+        reason: &str,
+        event: Event,
+    ) -> Result<Vec<CorrectionRecord>, ArchiveError> {
+        let archive = Arc::clone(&self);
+        let (node, reason) = (self.config().ae_title.clone(), reason.to_string());
         let applied = run_blocking(move || {
             let hlc = archive.clock.tick(|| Ok(archive.catalog().latest_correction_clock()?))?;
-            let records: Vec<CorrectionRecord> =
-                records.into_iter().map(|record| CorrectionRecord { hlc, ..record }).collect();
+            let records: Vec<CorrectionRecord> = values
+                .into_iter()
+                .map(|(level, key, tag, vr, value)| CorrectionRecord {
+                    level,
+                    key,
+                    tag: tag_to_u32(tag),
+                    vr: vr.to_string().to_string(),
+                    value,
+                    hlc,
+                    origin: node.clone(),
+                    reason: reason.clone(),
+                })
+                .collect();
             Ok(archive.catalog().correct(&records, &event)?)
         })
         .await?;
         self.metrics().corrections.add(applied.len() as u64);
-        Ok(Some(applied))
+        Ok(applied)
     }
 
     /// Merge two records of one patient: every study of `from` (a Patient
     /// ID and its issuer) that `origin` may see is moved to `into`, each as a
     /// correction of its own (see [`Archive::correct_study`]). `None` when no
     /// study of `from` is held. A study whose copies could not carry the
-    /// patient it moves to is left where it is and listed with why.
+    /// patient it moves to is left where it is and listed with why. When
+    /// every study moved, `from` links to `into`: studies that arrive for it
+    /// later are filed under `into` (see [`Archive::unmerge_patient`]).
     pub async fn merge_patient(
         self: &Arc<Self>,
         from: (&str, &str),
@@ -410,11 +432,13 @@ impl Archive {
         if from_identity == into_identity {
             return Err(ArchiveError::Invalid("a patient cannot be merged into itself".into()));
         }
+        self.refuse_merged(&into_identity, "into").await?;
         let catalog = Arc::clone(self.catalog());
+        let from_key = from_identity.clone();
         let (studies, from_attributes, into_held) = run_blocking(move || {
             Ok((
-                catalog.studies_of_patient(&from_identity)?,
-                catalog.patient_attributes(&from_identity)?,
+                catalog.studies_of_patient(&from_key)?,
+                catalog.patient_attributes(&from_key)?,
                 catalog.patient_attributes(&into_identity)?.is_some(),
             ))
         })
@@ -467,7 +491,76 @@ impl Archive {
         if merge.moved.is_empty() && merge.refused.is_empty() {
             return Ok(None);
         }
+        // Every study moved: the record is gone, and studies that still
+        // arrive for it (a modality's worklist not updated yet) follow.
+        if merge.refused.is_empty() && merge.not_visible == 0 {
+            self.record_merge_link(&from_identity, into, reason, origin).await?;
+            merge.linked = true;
+        }
         Ok(Some(merge))
+    }
+
+    /// Undo the merge link of the record `patient` (a Patient ID and its
+    /// issuer): studies arriving for it are filed under it again. Studies
+    /// the merge moved stay where they are (move them back one by one).
+    /// `None` when the record is not merged.
+    pub async fn unmerge_patient(
+        self: &Arc<Self>,
+        patient: (&str, &str),
+        reason: &str,
+        origin: &Origin,
+    ) -> Result<Option<()>, ArchiveError> {
+        let identity = identity_of(patient.0, patient.1);
+        let catalog = Arc::clone(self.catalog());
+        let key = identity.clone();
+        let Some(target) = run_blocking(move || Ok(catalog.merge_link(&key)?)).await? else {
+            return Ok(None);
+        };
+        // As for the merge: whoever may not see all the record's studies may not change where new ones go.
+        let catalog = Arc::clone(self.catalog());
+        let studies = run_blocking(move || Ok(catalog.studies_of_patient(&target)?)).await?;
+        if studies.iter().any(|(_, site)| !origin.may_see(site)) {
+            return Err(ArchiveError::Invalid(
+                "the record it was merged into has studies in sites you may not see; someone who may see them can \
+                 undo the merge"
+                    .into(),
+            ));
+        }
+        self.record_merge_link(&identity, patient, reason, origin).await?;
+        Ok(Some(()))
+    }
+
+    /// Refuse a record that was merged into another as the place to move
+    /// studies to (`what`: the field that named it): they would be filed
+    /// under a record that no longer exists.
+    async fn refuse_merged(&self, identity: &str, what: &str) -> Result<(), ArchiveError> {
+        let catalog = Arc::clone(self.catalog());
+        let key = identity.to_string();
+        if run_blocking(move || Ok(catalog.merge_link(&key)?)).await?.is_none() {
+            return Ok(());
+        }
+        Err(ArchiveError::Invalid(format!(
+            "{what}: that patient record was merged into another; use the record it was merged into, or undo the \
+             merge first (POST /api/patients/unmerge)"
+        )))
+    }
+
+    /// Record the merge link of `from_identity` to `into` (to itself: no link).
+    async fn record_merge_link(
+        self: &Arc<Self>,
+        from_identity: &str,
+        into: (&str, &str),
+        reason: &str,
+        origin: &Origin,
+    ) -> Result<(), ArchiveError> {
+        let values: Vec<NewValue> = [(tags::PATIENT_ID, into.0), (tags::ISSUER_OF_PATIENT_ID, into.1)]
+            .into_iter()
+            .map(|(tag, value)| (CorrectionLevel::Patient, from_identity.to_string(), tag, VR::LO, value.to_string()))
+            .collect();
+        let mut event = Event::new(CORRECTED, origin).with_detail(serde_json::json!({ "reason": reason }));
+        event.patient_id = patient_id_of(from_identity).map(str::to_string);
+        Arc::clone(self).record_now(values, reason, event).await?;
+        Ok(())
     }
 
     /// Record registers a peer sent (its corrections, or what anti-entropy
@@ -481,8 +574,10 @@ impl Archive {
     ) -> Result<Vec<CorrectionRecord>, ArchiveError> {
         for record in &records {
             let vr = correctable(record.attribute()).map_err(ArchiveError::Invalid)?;
+            // A patient-level Patient ID or issuer register is a merge link.
+            let link = record.level == CorrectionLevel::Patient && moves_study(record.tag);
             let malformed = record.vr != vr.to_string()
-                || record.level != register_level(record.attribute())
+                || (record.level != register_level(record.attribute()) && !link)
                 || record.key.is_empty()
                 || record.origin.is_empty()
                 || record.hlc <= 0;

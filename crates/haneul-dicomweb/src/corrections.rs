@@ -172,7 +172,8 @@ pub async fn merge_patient(
         Ok(Some(merge)) => audit
             .studies(merge.moved.iter())
             .detail("studies_refused", merge.refused.len())
-            .detail("studies_not_visible", merge.not_visible),
+            .detail("studies_not_visible", merge.not_visible)
+            .detail("linked", merge.linked),
         Ok(None) => audit.failed("no such patient"),
         Err(error) => audit.failed(error),
     };
@@ -184,11 +185,49 @@ pub async fn merge_patient(
         moved = merge.moved.len(),
         refused = merge.refused.len(),
         not_visible = merge.not_visible,
+        linked = merge.linked,
         "patient merged"
     );
     let refused: Vec<serde_json::Value> =
         merge.refused.iter().map(|(study, error)| serde_json::json!({ "study": study, "error": error })).collect();
-    Ok(Json(serde_json::json!({ "moved": merge.moved, "refused": refused })).into_response())
+    Ok(Json(serde_json::json!({ "moved": merge.moved, "refused": refused, "linked": merge.linked })).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnmergeRequest {
+    /// The merged patient record whose link ends.
+    patient: PatientKey,
+    reason: String,
+}
+
+/// `POST /api/patients/unmerge`: studies arriving for a merged patient record are filed under it again.
+pub async fn unmerge_patient(
+    State(state): State<WebState>,
+    Extension(ctx): Extension<RequestContext>,
+    Json(request): Json<UnmergeRequest>,
+) -> ApiResult<Response> {
+    if request.reason.trim().is_empty() {
+        return Err(ApiError::BadRequest("reason: say why the merge is undone".into()));
+    }
+    let patient = (request.patient.patient_id.trim(), request.patient.issuer.trim());
+    let outcome = state.archive().unmerge_patient(patient, request.reason.trim(), &ctx.origin).await;
+    let audit = ctx
+        .audit_entry(Action::Correct)
+        .patients([patient.0])
+        .detail("unmerged_patient_id", patient.0)
+        .detail("reason", request.reason.trim());
+    let audit = match &outcome {
+        Ok(Some(())) => audit,
+        Ok(None) => audit.failed("not merged"),
+        Err(error) => audit.failed(error),
+    };
+    state.archive().audit(audit);
+    if outcome?.is_none() {
+        return Err(ApiError::NotFound(format!("patient record {:?} is not merged into another", patient.0)));
+    }
+    tracing::info!("patient merge undone");
+    Ok(Json(serde_json::json!({ "unmerged": true })).into_response())
 }
 
 /// `GET /api/studies/{study}/corrections`: the registers of the study and of its patient.

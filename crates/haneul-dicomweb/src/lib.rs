@@ -337,6 +337,7 @@ pub fn routes(base_path: &str) -> Vec<Route> {
         ),
         route("/api/corrections".into(), &[("POST", Needs(Correct))], post(corrections::merge)),
         route("/api/patients/merge".into(), &[("POST", Needs(Correct))], post(corrections::merge_patient)),
+        route("/api/patients/unmerge".into(), &[("POST", Needs(Correct))], post(corrections::unmerge_patient)),
         route("/api/series/{series}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_series)),
         route("/api/instances/{instance}".into(), &[("DELETE", Needs(Delete))], delete(api::delete_instance)),
         route("/api/audit".into(), &[("GET", Needs(Audit))], get(api::audit)),

@@ -342,6 +342,108 @@ fn a_patient_merge_moves_every_study_to_the_patient_that_stays() {
     );
 }
 
+/// A study that arrives for a merged record (a modality whose worklist
+/// still has the old ID) is filed under the record it was merged into:
+/// found there, retrieved as that patient's, its later instances join it,
+/// and no record is made for the merged ID. Studies are not moved into a
+/// merged record by hand; undoing the merge ends the link.
+#[test]
+fn a_study_arriving_for_a_merged_record_is_filed_under_the_record_it_was_merged_into() {
+    const MR_STUDY: &str = "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457";
+    let server = Server::start();
+    server.store_samples("MODALITY", &["CT_small.dcm", "MR_small.dcm"]);
+    let auth = server.authorization();
+    let post = |path: &str, body: &Value| {
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+        http_request(server.http_port, "POST", path, &headers, body.to_string().as_bytes())
+    };
+    let merge = serde_json::json!({
+        "from": { "PatientID": "1CT1" }, "into": { "PatientID": "4MR1" }, "reason": "temporary ID replaced",
+    });
+    let answer = post("/api/patients/merge", &merge);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["linked"], true, "{}", answer.text());
+
+    // The modality sends a new study under the old ID, then another image of it.
+    let dir = tempfile::tempdir().unwrap();
+    let new_study_file = |name: &str, regenerate: &[&str]| {
+        let path = dir.path().join(name);
+        std::fs::copy(pydicom_data().join("test_files").join("CT_small.dcm"), &path).unwrap();
+        let output = run(dcmtk("dcmodify").arg("-nb").args(regenerate).arg(&path));
+        assert!(output.status.success(), "{}", text(&output));
+        path
+    };
+    let store = |path: &std::path::Path| {
+        let output = run(dcmtk("storescu")
+            .args(["-aec", &server.ae_title, "-aet", "MODALITY", "127.0.0.1"])
+            .arg(server.dicom_port.to_string())
+            .arg(path));
+        assert!(output.status.success(), "{}", text(&output));
+    };
+    let first = new_study_file("new.dcm", &["-gst", "-gse", "-gin"]);
+    store(&first);
+    let held_studies = || -> std::collections::BTreeSet<String> {
+        server.instances().into_iter().map(|(study, _, _)| study).collect()
+    };
+    let new_study = held_studies().into_iter().find(|study| study != CT_STUDY && study != MR_STUDY).expect("stored");
+    let second = dir.path().join("second.dcm");
+    std::fs::copy(&first, &second).unwrap();
+    let output = run(dcmtk("dcmodify").args(["-nb", "-gin"]).arg(&second));
+    assert!(output.status.success(), "{}", text(&output));
+    store(&second);
+
+    let found = find_studies(&server, &["PatientID=4MR1", "PatientName"]);
+    assert!(found.contains(&new_study) && found.contains(CT_STUDY) && found.contains(MR_STUDY), "{found}");
+    let old_id = find_studies(&server, &["PatientID=1CT1"]);
+    assert!(!old_id.contains(&new_study), "no record for the merged ID:\n{old_id}");
+    let retrieved = tempfile::tempdir().unwrap();
+    let output = get_study(&server, &new_study, retrieved.path());
+    let received = files_under(retrieved.path());
+    assert_eq!(received.len(), 2, "{}", text(&output));
+    for file in received {
+        let header = dump(&file);
+        assert!(header.contains("(0010,0020) LO [4MR1]"), "{header}");
+        assert!(header.contains("(0010,0010) PN [CompressedSamples^MR1]"), "{header}");
+        assert!(header.contains("(0010,0020) LO [1CT1]"), "the ID the modality sent is kept:\n{header}");
+    }
+
+    // Nothing is moved or merged into the merged record by hand.
+    let to_merged = serde_json::json!({ "attributes": { "PatientID": "1CT1" }, "reason": "r" });
+    let refused = correct(&server, MR_STUDY, &to_merged);
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("merged into another"), "{}", refused.text());
+    let into_merged =
+        serde_json::json!({ "from": { "PatientID": "4MR1" }, "into": { "PatientID": "1CT1" }, "reason": "r" });
+    assert_eq!(post("/api/patients/merge", &into_merged).status, 400);
+
+    // Undone: the next study for the old ID is filed under it again.
+    let unmerge = serde_json::json!({ "patient": { "PatientID": "1CT1" }, "reason": "merged by mistake" });
+    let answer = post("/api/patients/unmerge", &unmerge);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(post("/api/patients/unmerge", &unmerge).status, 404, "no longer merged");
+    let third = new_study_file("third.dcm", &["-gst", "-gse", "-gin"]);
+    store(&third);
+    let under_old_id = find_studies(&server, &["PatientID=1CT1"]);
+    let third_study = held_studies()
+        .into_iter()
+        .find(|study| ![CT_STUDY, MR_STUDY, new_study.as_str()].contains(&study.as_str()))
+        .expect("stored");
+    assert!(under_old_id.contains(&third_study), "{under_old_id}");
+    let audited = common::audit_search(&server.data_dir(), &["--action", "correct"]);
+    assert!(
+        audited.iter().any(|record| record["outcome"] == "success"
+            && record["detail"]["merged_patient_id"] == "1CT1"
+            && record["detail"]["linked"] == true),
+        "{audited:#?}"
+    );
+    assert!(
+        audited
+            .iter()
+            .any(|record| record["outcome"] == "success" && record["detail"]["unmerged_patient_id"] == "1CT1"),
+        "{audited:#?}"
+    );
+}
+
 /// A moved study's copy that cannot carry its patient (the patient renamed
 /// in Hangul since, at another site, while this study's file declares
 /// Latin-1) is not sent at all: sent as stored it would name the patient it

@@ -514,6 +514,69 @@ fn corrections_made_at_both_sites_during_a_partition_converge_on_the_later_one()
     assert!(b.data_set(&instance).windows(9).any(|window| window == b"AXIAL 5MM"));
 }
 
+/// A new study of patient 1CT1 (a copy of CT_small with new UIDs) written to `dir`.
+fn new_ct_study(dir: &std::path::Path, name: &str) -> String {
+    let path = dir.join(name);
+    std::fs::copy(pydicom_data().join("test_files").join("CT_small.dcm"), &path).unwrap();
+    let output = dcmtk("dcmodify").args(["-nb", "-gst", "-gse", "-gin"]).arg(&path).output().expect("dcmodify");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    path.display().to_string()
+}
+
+/// Studies QIDO-RS finds at `node` for a Patient ID.
+fn studies_of(node: &Server, patient_id: &str) -> BTreeSet<String> {
+    let found = node.get(&format!("/dicom-web/studies?PatientID={patient_id}"), "application/dicom+json").json();
+    found
+        .as_array()
+        .map(|studies| {
+            studies.iter().filter_map(|study| study["0020000D"]["Value"][0].as_str().map(str::to_string)).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A patient merge at one site reaches the other: a study the other site
+/// took for the merged record before the merge reached it follows there,
+/// and studies that arrive later for the merged record, at either site, are
+/// filed under the record it was merged into at both.
+#[test]
+fn a_merge_reaches_the_other_site_with_studies_that_arrive_for_the_merged_record() {
+    let TwoSites { a, b, to_b_api, tokens: _tokens, .. } = TwoSites::start();
+    a.store_samples("MODALITY", &FILES[..2]);
+    eventually("b holding a's instances", || b.instances().len() == 2);
+    let files = tempfile::tempdir().unwrap();
+
+    // The merge is made at A while B's API cannot be reached; meanwhile B takes a study for the old ID.
+    to_b_api.cut();
+    let auth = a.authorization();
+    let merge = serde_json::json!({
+        "from": { "PatientID": "1CT1" }, "into": { "PatientID": "4MR1" }, "reason": "temporary ID replaced",
+    });
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let answer = http_request(a.http_port, "POST", "/api/patients/merge", &headers, merge.to_string().as_bytes());
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["linked"], true, "{}", answer.text());
+    assert_eq!(store_statuses(&b, &[new_ct_study(files.path(), "at_b.dcm")]), [0x0000]);
+    eventually("a holding b's study, under the record 1CT1 was merged into", || {
+        a.instances().len() == 3 && studies_of(&a, "1CT1").is_empty()
+    });
+    assert_eq!(studies_of(&b, "1CT1").len(), 2, "b has not heard of the merge yet");
+
+    to_b_api.connect_port(b.http_port);
+    eventually("b filing every study of 1CT1 under 4MR1", || studies_of(&b, "1CT1").is_empty());
+    assert_eq!(studies_of(&b, "4MR1").len(), 3);
+
+    // Later studies for 1CT1, at either site, go to 4MR1 at both.
+    assert_eq!(store_statuses(&b, &[new_ct_study(files.path(), "later_b.dcm")]), [0x0000]);
+    assert_eq!(store_statuses(&a, &[new_ct_study(files.path(), "later_a.dcm")]), [0x0000]);
+    for node in [&a, &b] {
+        eventually("both later studies held", || node.instances().len() == 5);
+        assert!(studies_of(node, "1CT1").is_empty(), "{}", node.ae_title);
+        assert_eq!(studies_of(node, "4MR1").len(), 5, "{}", node.ae_title);
+    }
+    let registers = |node: &Server| node.get("/api/replication/corrections", "application/json").text();
+    eventually("both sites holding the same registers", || registers(&a) == registers(&b));
+}
+
 /// A correction the peer's API cannot take (a revoked token, a proxy down)
 /// is held and retried on its own: the stores journaled after it still
 /// reach the peer over DICOM. Held across a restart, it arrives once the API

@@ -90,7 +90,193 @@ pub(super) fn record_corrections(
         event.detail["corrections"] = serde_json::to_value(&applied).unwrap_or_default();
         insert_event(tx, &event, at_ms)?;
     }
+    // A merge link recorded (here, or a peer's): what the merged record
+    // still holds (studies a peer stored before the link reached it) follows.
+    let linked: BTreeSet<&str> = applied
+        .iter()
+        .filter(|record| record.level == CorrectionLevel::Patient && moves_study(record.tag))
+        .map(|record| record.key.as_str())
+        .collect();
+    for identity in linked {
+        follow_merge_of_held(tx, identity, &event.origin, at_ms)?;
+    }
     Ok(applied)
+}
+
+/// Most merge links followed from one record (a record merged into one
+/// merged later in turn); beyond, the links are not followed.
+const MAX_MERGE_LINKS: usize = 16;
+
+/// A merged record's link, as followed to the record that now takes its studies.
+#[derive(Debug, Clone)]
+pub(super) struct MergeLink {
+    /// The identity of the record the studies go to (not merged itself).
+    pub target: String,
+    /// The latest link register followed: its clock, origin and reason
+    /// make the registers that move a study there, the same on every node.
+    pub via: CorrectionRecord,
+}
+
+/// The record `identity` links to directly: its patient-level Patient ID
+/// and issuer registers, with the later of the two. `None` without them,
+/// or when they name the record itself (a merge undone).
+pub(super) fn merge_link(db: &mut dyn Db, identity: &str) -> Result<Option<(String, CorrectionRecord)>> {
+    let links: Vec<CorrectionRecord> = registers_of(db, CorrectionLevel::Patient, identity)?
+        .into_iter()
+        .filter(|register| moves_study(register.tag))
+        .collect();
+    let Some(latest) = links.iter().max_by(|a, b| (a.hlc, &a.origin).cmp(&(b.hlc, &b.origin))) else {
+        return Ok(None);
+    };
+    let (id, issuer) = identity_parts(identity);
+    let linked =
+        |tag| links.iter().find(|register| register.attribute() == tag).map(|register| register.value.as_str());
+    let target =
+        identity_of(linked(tags::PATIENT_ID).unwrap_or(id), linked(tags::ISSUER_OF_PATIENT_ID).unwrap_or(issuer));
+    Ok((target != identity).then(|| (target, latest.clone())))
+}
+
+/// Where studies arriving for the record `identity` go: the end of its
+/// merge links. `None` when it is not merged, or its links go round (two
+/// sites merging each record into the other at once) or run too long: the
+/// studies then stay where their files say.
+pub(super) fn merged_into(db: &mut dyn Db, identity: &str) -> Result<Option<MergeLink>> {
+    let mut visited = vec![identity.to_string()];
+    let mut followed: Option<MergeLink> = None;
+    for _ in 0..MAX_MERGE_LINKS {
+        let current = visited.last().map(String::as_str).unwrap_or(identity);
+        let Some((target, register)) = merge_link(db, current)? else {
+            return Ok(followed);
+        };
+        if visited.contains(&target) {
+            return Ok(None);
+        }
+        let via = match followed {
+            Some(link) if (link.via.hlc, &link.via.origin) >= (register.hlc, &register.origin) => link.via,
+            _ => register,
+        };
+        followed = Some(MergeLink { target: target.clone(), via });
+        visited.push(target);
+    }
+    Ok(None)
+}
+
+/// The study registers that move `study_uid` along `link`: the same on
+/// every node that follows it, so that nodes agree whichever followed first.
+pub(super) fn follow_registers(study_uid: &str, link: &MergeLink) -> Vec<CorrectionRecord> {
+    let (id, issuer) = identity_parts(&link.target);
+    [(tags::PATIENT_ID, id), (tags::ISSUER_OF_PATIENT_ID, issuer)]
+        .into_iter()
+        .map(|(tag, value)| CorrectionRecord {
+            level: CorrectionLevel::Study,
+            key: study_uid.to_string(),
+            tag: haneul_dicom::model::tag_to_u32(tag),
+            vr: "LO".into(),
+            value: value.to_string(),
+            ..link.via.clone()
+        })
+        .collect()
+}
+
+/// Whether files declaring these Specific Character Set values (as
+/// written, `\`-joined) can carry the attributes of the record `identity`
+/// (held, or made from its registers as a move makes it): a copy of a
+/// study filed there is written with them.
+pub(super) fn can_carry(db: &mut dyn Db, identity: &str, declared: &[String]) -> Result<bool> {
+    let attrs = match patient_attributes(db, identity)? {
+        Some(attrs) => attrs,
+        None => {
+            let mut attrs = Dataset::new();
+            for register in registers_of(db, CorrectionLevel::Patient, identity)? {
+                if !moves_study(register.tag) {
+                    attrs.put(register.element());
+                }
+            }
+            attrs
+        }
+    };
+    let (id, issuer) = identity_parts(identity);
+    let mut values: Vec<(VR, String)> = vec![(VR::LO, id.to_string()), (VR::LO, issuer.to_string())];
+    values.extend(
+        attrs
+            .iter()
+            .filter(|element| haneul_dicom::coerce::settable(element))
+            .map(|element| (element.vr, element.value.to_strings().join("\\"))),
+    );
+    Ok(declared.iter().all(|declared| {
+        let charset = haneul_dicom::charset::SpecificCharacterSet::from_raw(declared.as_bytes());
+        values.iter().all(|(vr, value)| charset.encode(value, haneul_dicom::coerce::text_kind(*vr)).is_some())
+    }))
+}
+
+/// The Specific Character Set an instance's catalog attributes declare, as written.
+pub(super) fn declared_character_set(instance_attrs: &Dataset) -> String {
+    instance_attrs.strings(tags::SPECIFIC_CHARACTER_SET).join("\\")
+}
+
+/// The journal kind of a study that was not filed under the record its
+/// patient was merged into, and why.
+const MERGE_NOT_FOLLOWED: (&str, &str) = (
+    "merge-not-followed",
+    "the patient record was merged into another whose attributes this study's character set cannot carry; \
+     the study stays under the record its files name",
+);
+
+/// Journal that `study_uid` stays under the merged record `identity`.
+pub(super) fn note_merge_not_followed(
+    tx: &mut dyn Db,
+    identity: &str,
+    study_uid: &str,
+    origin: &Origin,
+    at_ms: i64,
+) -> Result<()> {
+    let (kind, note) = MERGE_NOT_FOLLOWED;
+    let mut event = Event::new(kind, origin).with_detail(serde_json::json!({ "note": note }));
+    event.patient_id = patient_id_of(identity).map(str::to_string);
+    event.study_uid = Some(study_uid.to_string());
+    insert_event(tx, &event, at_ms)
+}
+
+/// Move the studies the merged record `identity` holds along its link,
+/// each whose files can carry the record it goes to.
+fn follow_merge_of_held(tx: &mut dyn Db, identity: &str, origin: &Origin, at_ms: i64) -> Result<()> {
+    let Some(link) = merged_into(tx, identity)? else {
+        return Ok(());
+    };
+    let studies = tx.query_all(
+        "SELECT s.study_uid FROM studies s JOIN patients p ON p.pk = s.patient_pk WHERE p.identity = ?1 ORDER BY s.pk",
+        &[identity.into()],
+        |row| row.text(0),
+    )?;
+    let mut moves = Vec::new();
+    for study_uid in studies {
+        let declared: Vec<String> = tx
+            .query_all(
+                "SELECT i.attrs FROM instances i WHERE i.pk IN
+                   (SELECT MIN(i.pk) FROM instances i JOIN series se ON se.pk = i.series_pk
+                    JOIN studies s ON s.pk = se.study_pk WHERE s.study_uid = ?1 GROUP BY se.pk)",
+                &[(&study_uid).into()],
+                |row| row.bytes(0),
+            )?
+            .iter()
+            .map(|stored| decode_attrs(stored, || format!("instance of study {study_uid}")))
+            .map(|attrs| attrs.map(|attrs| declared_character_set(&attrs)))
+            .collect::<Result<_>>()?;
+        if can_carry(tx, &link.target, &declared)? {
+            moves.extend(follow_registers(&study_uid, &link));
+        } else {
+            note_merge_not_followed(tx, identity, &study_uid, origin, at_ms)?;
+        }
+    }
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let event = Event::new(CORRECTED, origin).with_detail(serde_json::json!({
+        "reason": link.via.reason,
+        "note": "studies of a merged patient record filed under the record it was merged into",
+    }));
+    record_corrections(tx, &moves, &event, at_ms)?;
+    Ok(())
 }
 
 /// Put the values of every register of `key` into the row `pk` of its
@@ -262,8 +448,13 @@ pub(super) fn study_corrections(db: &mut dyn Db, study_uid: &str) -> Result<Stud
         &[study_uid.into()],
         |row| row.text(0),
     )?;
+    // A merge link of the patient names another record: it says nothing
+    // about this study's files (those it moved have registers of their own).
     let mut registers = match &patient_identity {
-        Some(identity) => registers_of(db, CorrectionLevel::Patient, identity)?,
+        Some(identity) => registers_of(db, CorrectionLevel::Patient, identity)?
+            .into_iter()
+            .filter(|register| !moves_study(register.tag))
+            .collect(),
         None => Vec::new(),
     };
     let study_registers = registers_of(db, CorrectionLevel::Study, study_uid)?;

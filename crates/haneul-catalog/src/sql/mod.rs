@@ -403,6 +403,14 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
         self.engine.read(|db| corrections::patient_attributes(db, identity))
     }
 
+    fn merge_link(&self, identity: &str) -> Result<Option<String>> {
+        self.engine.read(|db| Ok(corrections::merge_link(db, identity)?.map(|(target, _)| target)))
+    }
+
+    fn merged_into(&self, identity: &str) -> Result<Option<String>> {
+        self.engine.read(|db| Ok(corrections::merged_into(db, identity)?.map(|link| link.target)))
+    }
+
     fn studies_of_patient(&self, identity: &str) -> Result<Vec<(String, String)>> {
         self.engine.read(|db| {
             db.query_all(

@@ -2,9 +2,13 @@
 //! journal events, and removals.
 
 use haneul_dicom::matching::person_name_groups;
-use haneul_dicom::Dataset;
+use haneul_dicom::model::tag_to_u32;
+use haneul_dicom::{tags, Dataset};
 
-use super::corrections::apply_registers;
+use super::corrections::{
+    apply_registers, can_carry, declared_character_set, follow_registers, merged_into, note_merge_not_followed,
+    record_corrections,
+};
 use super::db::{Db, Param};
 use super::query::{stored_instance, INSTANCE_COLUMNS, INSTANCE_COLUMN_COUNT};
 use crate::records::*;
@@ -198,17 +202,12 @@ pub(super) fn commit_one(
     // included): no patient row is made for what a later instance names.
     let (study_pk, sop_classes) = match known.study {
         Some(study) => {
-            let differs = known.patient_pk != Some(study.parent_pk);
+            // The files of a study moved to another patient name the one it left: expected, not noted.
+            let differs = known.patient_pk != Some(study.parent_pk) && !study_was_moved(tx, &item.study.study_uid)?;
             note_other_parent(tx, item, differs, STUDY_OF_ANOTHER_PATIENT, at_ms)?;
             (study.pk, study.sop_classes)
         }
-        None => {
-            let patient_pk = match known.patient_pk {
-                Some(pk) => pk,
-                None => insert_patient(tx, &item.patient, at_ms)?,
-            };
-            (insert_study(tx, item, patient_pk, at_ms)?, String::new())
-        }
+        None => (insert_study_following_merges(tx, item, known.patient_pk, at_ms)?, String::new()),
     };
     let series_pk = match known.series {
         Some(series) => {
@@ -382,6 +381,62 @@ fn commit_duplicate(
     };
     insert_event(tx, &event, at_ms)?;
     Ok(outcome)
+}
+
+/// Whether a study has a Patient ID or issuer register (was moved to another patient).
+fn study_was_moved(tx: &mut dyn Db, study_uid: &str) -> Result<bool> {
+    tx.exists(
+        "SELECT 1 FROM corrections WHERE level = 'STUDY' AND key = ?1 AND tag IN (?2, ?3)",
+        &[
+            study_uid.into(),
+            i64::from(tag_to_u32(tags::PATIENT_ID)).into(),
+            i64::from(tag_to_u32(tags::ISSUER_OF_PATIENT_ID)).into(),
+        ],
+    )
+}
+
+/// A new study, filed under its patient, or, when that patient record was
+/// merged into another, under that one: moved there at once by the study
+/// registers the merge link makes (the same on every node). A study whose
+/// character set cannot carry the other record stays where its files say,
+/// noted in the journal.
+fn insert_study_following_merges(
+    tx: &mut dyn Db,
+    item: &NewInstance,
+    patient_pk: Option<i64>,
+    at_ms: i64,
+) -> Result<i64> {
+    let identity = patient_identity(&item.patient);
+    let study_uid = &item.study.study_uid;
+    let link = match merged_into(tx, &identity)? {
+        Some(link) if can_carry(tx, &link.target, &[declared_character_set(&item.instance.attrs)])? => Some(link),
+        Some(_) => {
+            note_merge_not_followed(tx, &identity, study_uid, &item.origin, at_ms)?;
+            None
+        }
+        None => None,
+    };
+    let target_pk = match &link {
+        Some(link) => {
+            tx.query_opt("SELECT pk FROM patients WHERE identity = ?1", &[(&link.target).into()], |row| row.int(0))?
+        }
+        None => None,
+    };
+    let patient_pk = match target_pk.or(patient_pk) {
+        Some(pk) => pk,
+        None => insert_patient(tx, &item.patient, at_ms)?,
+    };
+    let study_pk = insert_study(tx, item, patient_pk, at_ms)?;
+    if let Some(link) = link {
+        let mut event = Event::new(CORRECTED, &item.origin).with_detail(serde_json::json!({
+            "reason": link.via.reason,
+            "note": "a study of a merged patient record filed under the record it was merged into",
+        }));
+        event.patient_id = Some(item.patient.patient_id.clone());
+        event.study_uid = Some(study_uid.clone());
+        record_corrections(tx, &follow_registers(study_uid, &link), &event, at_ms)?;
+    }
+    Ok(study_pk)
 }
 
 fn insert_patient(tx: &mut dyn Db, patient: &PatientFacts, at_ms: i64) -> Result<i64> {
