@@ -390,9 +390,21 @@ impl CorrectionRecord {
         (self.hlc, &self.origin, &self.value) > (other.hlc, &other.origin, &other.value)
     }
 
-    /// Wall-clock milliseconds of the clock.
+    /// Wall-clock milliseconds of the clock (of the link's, for a register a merge link made).
     pub fn at_ms(&self) -> i64 {
+        if self.made_by_merge_link() {
+            return (self.hlc + MERGE_LINK_CLOCK_OFFSET) >> 16;
+        }
         self.hlc >> 16
+    }
+
+    /// Whether a merge link made this study move register (see
+    /// [`MERGE_LINK_CLOCK_OFFSET`]), rather than a person or a peer's person.
+    pub fn made_by_merge_link(&self) -> bool {
+        self.level == CorrectionLevel::Study
+            && moves_study(self.tag)
+            && self.hlc < 0
+            && self.hlc > -MERGE_LINK_CLOCK_OFFSET
     }
 
     pub fn attribute(&self) -> haneul_dicom::Tag {
@@ -433,6 +445,13 @@ impl StudyCorrections {
         self.moved_to.iter().chain(self.registers.iter().filter(applies)).cloned().collect()
     }
 }
+
+/// The study move registers a merge link makes carry the link's clock less
+/// this, below every clock a person's correction has (clocks are positive
+/// and far below it): a deliberate move of the study, earlier or later,
+/// always wins over the link's, whichever a node learns first, while links
+/// still order among themselves by their clocks.
+pub const MERGE_LINK_CLOCK_OFFSET: i64 = 1 << 62;
 
 /// Whether a study-level register of this attribute moves the study to
 /// another patient (its Patient ID or the ID's issuer). At the patient

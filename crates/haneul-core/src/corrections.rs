@@ -144,6 +144,14 @@ fn moved_identity(current: &str, checked: &mut Vec<(Tag, VR, String)>) -> Result
     Ok(Some(target))
 }
 
+/// A correction's reason: at most 64 characters, on one line.
+fn check_reason(reason: &str) -> Result<(), ArchiveError> {
+    if reason.chars().count() > 64 || reason.chars().any(char::is_control) {
+        return Err(ArchiveError::Invalid("reason: at most 64 characters, no control characters".into()));
+    }
+    Ok(())
+}
+
 /// Check a new value against its VR (length, characters, dates).
 pub fn check_value(tag: Tag, vr: VR, value: &str) -> Result<(), String> {
     let name = dict::keyword(tag).unwrap_or("attribute");
@@ -314,9 +322,7 @@ impl Archive {
         if changes.is_empty() || changes.len() > MAX_CHANGES {
             return Err(ArchiveError::Invalid(format!("a correction changes 1 to {MAX_CHANGES} attributes")));
         }
-        if reason.chars().count() > 64 || reason.chars().any(char::is_control) {
-            return Err(ArchiveError::Invalid("reason: at most 64 characters, no control characters".into()));
-        }
+        check_reason(reason)?;
         let mut checked = Vec::with_capacity(changes.len());
         for change in &changes {
             let vr = correctable(change.tag).map_err(ArchiveError::Invalid)?;
@@ -492,8 +498,9 @@ impl Archive {
             return Ok(None);
         }
         // Every study moved: the record is gone, and studies that still
-        // arrive for it (a modality's worklist not updated yet) follow.
-        if merge.refused.is_empty() && merge.not_visible == 0 {
+        // arrive for it (a modality's worklist not updated yet) follow, at
+        // every site and from every site: only for someone who may see all.
+        if merge.refused.is_empty() && merge.not_visible == 0 && origin.scope.is_empty() {
             self.record_merge_link(&from_identity, into, reason, origin).await?;
             merge.linked = true;
         }
@@ -513,19 +520,16 @@ impl Archive {
         let identity = identity_of(patient.0, patient.1);
         let catalog = Arc::clone(self.catalog());
         let key = identity.clone();
-        let Some(target) = run_blocking(move || Ok(catalog.merge_link(&key)?)).await? else {
+        if run_blocking(move || Ok(catalog.merge_link(&key)?)).await?.is_none() {
             return Ok(None);
-        };
-        // As for the merge: whoever may not see all the record's studies may not change where new ones go.
-        let catalog = Arc::clone(self.catalog());
-        let studies = run_blocking(move || Ok(catalog.studies_of_patient(&target)?)).await?;
-        if studies.iter().any(|(_, site)| !origin.may_see(site)) {
+        }
+        // As for the merge: where studies of every site go is for someone who may see every site.
+        if !origin.scope.is_empty() {
             return Err(ArchiveError::Invalid(
-                "the record it was merged into has studies in sites you may not see; someone who may see them can \
-                 undo the merge"
-                    .into(),
+                "a merge applies to studies of every site; someone who may see every site can undo it".into(),
             ));
         }
+        check_reason(reason)?;
         self.record_merge_link(&identity, patient, reason, origin).await?;
         Ok(Some(()))
     }
@@ -580,7 +584,7 @@ impl Archive {
                 || (record.level != register_level(record.attribute()) && !link)
                 || record.key.is_empty()
                 || record.origin.is_empty()
-                || record.hlc <= 0;
+                || (record.hlc <= 0 && !record.made_by_merge_link());
             if malformed {
                 return Err(ArchiveError::Invalid(format!("register of {} is malformed", record.attribute())));
             }

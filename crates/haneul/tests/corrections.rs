@@ -416,8 +416,15 @@ fn a_study_arriving_for_a_merged_record_is_filed_under_the_record_it_was_merged_
         serde_json::json!({ "from": { "PatientID": "4MR1" }, "into": { "PatientID": "1CT1" }, "reason": "r" });
     assert_eq!(post("/api/patients/merge", &into_merged).status, 400);
 
-    // Undone: the next study for the old ID is filed under it again.
+    // Undone, by someone who may see every site: the next study for the old ID is filed under it again.
     let unmerge = serde_json::json!({ "patient": { "PatientID": "1CT1" }, "reason": "merged by mistake" });
+    let limited = server.add_user_in_sites("seoul.tech", "technologist", &["seoul"]);
+    let limited = format!("Bearer {}", server.create_token(&limited, "corrects"));
+    let headers = [("Authorization", limited.as_str()), ("Content-Type", "application/json")];
+    let refused =
+        http_request(server.http_port, "POST", "/api/patients/unmerge", &headers, unmerge.to_string().as_bytes());
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("every site"), "{}", refused.text());
     let answer = post("/api/patients/unmerge", &unmerge);
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(post("/api/patients/unmerge", &unmerge).status, 404, "no longer merged");

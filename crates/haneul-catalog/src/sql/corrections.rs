@@ -143,7 +143,8 @@ pub(super) fn merge_link(db: &mut dyn Db, identity: &str) -> Result<Option<(Stri
 pub(super) fn merged_into(db: &mut dyn Db, identity: &str) -> Result<Option<MergeLink>> {
     let mut visited = vec![identity.to_string()];
     let mut followed: Option<MergeLink> = None;
-    for _ in 0..MAX_MERGE_LINKS {
+    // One more round than links: the last sees whether the chain ends there.
+    for _ in 0..=MAX_MERGE_LINKS {
         let current = visited.last().map(String::as_str).unwrap_or(identity);
         let Some((target, register)) = merge_link(db, current)? else {
             return Ok(followed);
@@ -162,7 +163,8 @@ pub(super) fn merged_into(db: &mut dyn Db, identity: &str) -> Result<Option<Merg
 }
 
 /// The study registers that move `study_uid` along `link`: the same on
-/// every node that follows it, so that nodes agree whichever followed first.
+/// every node that follows it, so that nodes agree whichever followed first,
+/// and below any deliberate move ([`MERGE_LINK_CLOCK_OFFSET`]).
 pub(super) fn follow_registers(study_uid: &str, link: &MergeLink) -> Vec<CorrectionRecord> {
     let (id, issuer) = identity_parts(&link.target);
     [(tags::PATIENT_ID, id), (tags::ISSUER_OF_PATIENT_ID, issuer)]
@@ -173,9 +175,23 @@ pub(super) fn follow_registers(study_uid: &str, link: &MergeLink) -> Vec<Correct
             tag: haneul_dicom::model::tag_to_u32(tag),
             vr: "LO".into(),
             value: value.to_string(),
+            hlc: link.via.hlc - MERGE_LINK_CLOCK_OFFSET,
             ..link.via.clone()
         })
         .collect()
+}
+
+/// Whether a study has a Patient ID or issuer register: it was moved (by
+/// a person, or by a merge link), and links no longer move it.
+pub(super) fn study_was_moved(tx: &mut dyn Db, study_uid: &str) -> Result<bool> {
+    tx.exists(
+        "SELECT 1 FROM corrections WHERE level = 'STUDY' AND key = ?1 AND tag IN (?2, ?3)",
+        &[
+            study_uid.into(),
+            i64::from(haneul_dicom::model::tag_to_u32(tags::PATIENT_ID)).into(),
+            i64::from(haneul_dicom::model::tag_to_u32(tags::ISSUER_OF_PATIENT_ID)).into(),
+        ],
+    )
 }
 
 /// Whether files declaring these Specific Character Set values (as
@@ -237,8 +253,9 @@ pub(super) fn note_merge_not_followed(
     insert_event(tx, &event, at_ms)
 }
 
-/// Move the studies the merged record `identity` holds along its link,
-/// each whose files can carry the record it goes to.
+/// Move the studies the merged record `identity` holds as their files say
+/// (not moved there) along its link, each whose files can carry the record
+/// it goes to.
 fn follow_merge_of_held(tx: &mut dyn Db, identity: &str, origin: &Origin, at_ms: i64) -> Result<()> {
     let Some(link) = merged_into(tx, identity)? else {
         return Ok(());
@@ -250,6 +267,9 @@ fn follow_merge_of_held(tx: &mut dyn Db, identity: &str, origin: &Origin, at_ms:
     )?;
     let mut moves = Vec::new();
     for study_uid in studies {
+        if study_was_moved(tx, &study_uid)? {
+            continue;
+        }
         let declared: Vec<String> = tx
             .query_all(
                 "SELECT i.attrs FROM instances i WHERE i.pk IN
@@ -271,10 +291,11 @@ fn follow_merge_of_held(tx: &mut dyn Db, identity: &str, origin: &Origin, at_ms:
     if moves.is_empty() {
         return Ok(());
     }
-    let event = Event::new(CORRECTED, origin).with_detail(serde_json::json!({
+    let mut event = Event::new(CORRECTED, origin).with_detail(serde_json::json!({
         "reason": link.via.reason,
         "note": "studies of a merged patient record filed under the record it was merged into",
     }));
+    event.patient_id = patient_id_of(identity).map(str::to_string);
     record_corrections(tx, &moves, &event, at_ms)?;
     Ok(())
 }

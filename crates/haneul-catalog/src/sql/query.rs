@@ -180,13 +180,15 @@ pub(super) fn narrowing_for(dialect: Dialect, query: &Query, available: Level) -
     narrowing
 }
 
+// A patient's Patient ID and issuer registers (0x00100020, 0x00100021) are a
+// merge link, which changes nothing in copies.
 pub(super) const INSTANCE_COLUMNS: &str = "i.pk, i.sop_uid, i.sop_class, i.transfer_syntax, i.blob_path, i.blob_size, \
      i.blob_digest, i.dataset_offset, s.study_uid, se.series_uid, \
      NOT EXISTS (SELECT 1 FROM unsettled u WHERE u.blob_path = i.blob_path AND u.write_ahead IS NULL), \
      (EXISTS (SELECT 1 FROM corrections c WHERE c.level = 'STUDY' AND c.key = s.study_uid) \
       OR EXISTS (SELECT 1 FROM corrections c WHERE c.level = 'SERIES' AND c.key = se.series_uid) \
       OR EXISTS (SELECT 1 FROM patients p JOIN corrections c ON c.level = 'PATIENT' AND c.key = p.identity \
-                 WHERE p.pk = s.patient_pk))";
+                 WHERE p.pk = s.patient_pk AND c.tag NOT IN (1048608, 1048609)))";
 /// How many columns [`INSTANCE_COLUMNS`] selects.
 pub(super) const INSTANCE_COLUMN_COUNT: usize = 12;
 

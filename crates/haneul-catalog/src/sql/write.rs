@@ -2,12 +2,11 @@
 //! journal events, and removals.
 
 use haneul_dicom::matching::person_name_groups;
-use haneul_dicom::model::tag_to_u32;
-use haneul_dicom::{tags, Dataset};
+use haneul_dicom::Dataset;
 
 use super::corrections::{
     apply_registers, can_carry, declared_character_set, follow_registers, merged_into, note_merge_not_followed,
-    record_corrections,
+    record_corrections, study_was_moved,
 };
 use super::db::{Db, Param};
 use super::query::{stored_instance, INSTANCE_COLUMNS, INSTANCE_COLUMN_COUNT};
@@ -202,8 +201,12 @@ pub(super) fn commit_one(
     // included): no patient row is made for what a later instance names.
     let (study_pk, sop_classes) = match known.study {
         Some(study) => {
-            // The files of a study moved to another patient name the one it left: expected, not noted.
-            let differs = known.patient_pk != Some(study.parent_pk) && !study_was_moved(tx, &item.study.study_uid)?;
+            // The files of a study moved to another patient name the one it left, which is gone: expected,
+            // not noted. A patient held that is not the study's is.
+            let differs = match known.patient_pk {
+                Some(pk) => pk != study.parent_pk,
+                None => !study_was_moved(tx, &item.study.study_uid)?,
+            };
             note_other_parent(tx, item, differs, STUDY_OF_ANOTHER_PATIENT, at_ms)?;
             (study.pk, study.sop_classes)
         }
@@ -383,23 +386,12 @@ fn commit_duplicate(
     Ok(outcome)
 }
 
-/// Whether a study has a Patient ID or issuer register (was moved to another patient).
-fn study_was_moved(tx: &mut dyn Db, study_uid: &str) -> Result<bool> {
-    tx.exists(
-        "SELECT 1 FROM corrections WHERE level = 'STUDY' AND key = ?1 AND tag IN (?2, ?3)",
-        &[
-            study_uid.into(),
-            i64::from(tag_to_u32(tags::PATIENT_ID)).into(),
-            i64::from(tag_to_u32(tags::ISSUER_OF_PATIENT_ID)).into(),
-        ],
-    )
-}
-
 /// A new study, filed under its patient, or, when that patient record was
 /// merged into another, under that one: moved there at once by the study
 /// registers the merge link makes (the same on every node). A study whose
 /// character set cannot carry the other record stays where its files say,
-/// noted in the journal.
+/// noted in the journal; one with move registers already (a peer's,
+/// arrived first) goes where they say.
 fn insert_study_following_merges(
     tx: &mut dyn Db,
     item: &NewInstance,
@@ -409,6 +401,7 @@ fn insert_study_following_merges(
     let identity = patient_identity(&item.patient);
     let study_uid = &item.study.study_uid;
     let link = match merged_into(tx, &identity)? {
+        _ if study_was_moved(tx, study_uid)? => None,
         Some(link) if can_carry(tx, &link.target, &[declared_character_set(&item.instance.attrs)])? => Some(link),
         Some(_) => {
             note_merge_not_followed(tx, &identity, study_uid, &item.origin, at_ms)?;

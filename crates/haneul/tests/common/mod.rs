@@ -288,9 +288,19 @@ impl Server {
 
     /// Add a user with `haneul user add` (password [`USER_PASSWORD`]); returns the name.
     pub fn add_user(&self, name: &str, role: &str) -> String {
+        self.add_user_in_sites(name, role, &[])
+    }
+
+    /// [`Server::add_user`] limited to `sites`.
+    pub fn add_user_in_sites(&self, name: &str, role: &str, sites: &[&str]) -> String {
         use std::io::Write;
-        let mut child = Command::new(haneul_bin())
-            .args(["user", "add", name, "--role", role, "--password-stdin", "--config"])
+        let mut command = Command::new(haneul_bin());
+        command.args(["user", "add", name, "--role", role, "--password-stdin"]);
+        for site in sites {
+            command.args(["--site", site]);
+        }
+        let mut child = command
+            .arg("--config")
             .arg(self.config_path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
