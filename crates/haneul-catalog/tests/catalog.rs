@@ -834,6 +834,9 @@ on_every_engine! {
         catalog.correct(&move_to("3.2", "P7", 6 << 16), &event).expect("correct");
         arrives("P1", "3.2", 8, None);
         assert_eq!(studies_of("P7"), ["3.1", "3.2"]);
+        // A study a link filed under P2 before P2 was merged in turn.
+        arrives("P1", "3.3", 9, None);
+        assert!(studies_of("P2").contains(&"3.3".to_string()));
 
         // P2 merged in turn into P3 at another site, not held here, named by its register: the studies moved
         // there by that merge and what P2 holds as its files say follow; so will P1's.
@@ -841,11 +844,11 @@ on_every_engine! {
         merged_again.extend(move_to("1.1", "P3", 20 << 16));
         merged_again.extend(link("P2", "P3", 20 << 16));
         catalog.correct(&merged_again, &event).expect("correct");
-        assert_eq!(studies_of("P3"), ["1.1", "2.1"]);
+        assert_eq!(studies_of("P3"), ["1.1", "2.1", "3.3"], "the one a link filed follows the later link");
         assert!(studies_of("P2").is_empty());
         assert_eq!(catalog.merged_into("P1\\").expect("reads").as_deref(), Some("P3\\"));
         arrives("P1", "4.1", 5, Some("ISO_IR 100"));
-        assert_eq!(studies_of("P3"), ["1.1", "2.1", "4.1"]);
+        assert_eq!(studies_of("P3"), ["1.1", "2.1", "3.3", "4.1"]);
 
         // P3 renamed in Hangul: a Latin-1 study for P1 cannot carry it and stays under P1, noted; a UTF-8 one follows.
         let hangul = register(CorrectionLevel::Patient, "P3\\", tags::PATIENT_NAME, "PN", "박^지호", 21 << 16, "SITEB");
@@ -856,11 +859,19 @@ on_every_engine! {
         assert!(studies_of("P3").contains(&"6.1".to_string()));
         let events = catalog.events_after(0, 100).expect("events");
         assert!(events.iter().any(|e| e.kind == "merge-not-followed" && e.study_uid.as_deref() == Some("5.1")));
+        let corrected = |sop: &str| catalog.instances_by_sop_uid(&[sop.into()]).expect("reads")[0].corrected;
+        assert!(!corrected("5.1.1.1"), "its patient's link changes nothing in its copies");
+        // An image naming P1, which is held, for a study a person moved elsewhere: noted.
+        let mut stray = instance(&spec("P1", "Hong^Gildong", "3.1", "3.1.1", "CT", "3.1.1.3"), 10);
+        stray.instance.attrs = Dataset::new();
+        commit(catalog, &[stray], DuplicatePolicy::KeepFirst);
+        let events = catalog.events_after(0, 200).expect("events");
+        assert!(events.iter().any(|e| e.kind == "patient-mismatch" && e.sop_uid.as_deref() == Some("3.1.1.3")));
 
         // Links that go round (each record merged into the other at two sites) are not followed.
         catalog.correct(&link("P3", "P1", 30 << 16), &event).expect("correct");
         assert_eq!(catalog.merged_into("P1\\").expect("reads"), None);
-        assert_eq!(studies_of("P3").len(), 4, "nothing moved round");
+        assert_eq!(studies_of("P3").len(), 5, "nothing moved round");
         // A link naming its own record ends it.
         catalog.correct(&link("P3", "P3", 31 << 16), &event).expect("correct");
         assert_eq!(catalog.merge_link("P3\\").expect("reads"), None);
@@ -868,5 +879,20 @@ on_every_engine! {
         // An older link does not replace a later one.
         catalog.correct(&link("P1", "P9", 5 << 16), &event).expect("correct");
         assert_eq!(catalog.merge_link("P1\\").expect("reads").as_deref(), Some("P2\\"));
+
+        // Two nodes that knew different links can make move pairs with one clock and origin: the pair naming
+        // the greater identity wins whole, never the ID of one and the issuer of the other.
+        arrives("P8", "7.1", 11, None);
+        let pair = |id: &str, issuer: &str| {
+            [
+                register(CorrectionLevel::Study, "7.1", tags::PATIENT_ID, "LO", id, -5, "SITEC"),
+                register(CorrectionLevel::Study, "7.1", tags::ISSUER_OF_PATIENT_ID, "LO", issuer, -5, "SITEC"),
+            ]
+        };
+        catalog.correct(&pair("PA", "H2"), &event).expect("correct");
+        catalog.correct(&pair("PB", "H1"), &event).expect("correct");
+        assert_eq!(catalog.studies_of_patient("PB\\H1").expect("reads").len(), 1);
+        assert!(catalog.correct(&pair("PA", "H3"), &event).expect("correct").is_empty(), "loses whole");
+        assert_eq!(catalog.studies_of_patient("PB\\H1").expect("reads").len(), 1);
     }
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use haneul_catalog::{
     identity_of, identity_parts, moves_study, patient_id_of, CorrectionLevel, CorrectionRecord, Event, Origin,
-    StoredInstance, StudyCorrections, PATIENT_DEMOGRAPHICS,
+    StoredInstance, StudyCorrections, MERGE_LINK_CLOCK_OFFSET, PATIENT_DEMOGRAPHICS,
 };
 use haneul_dicom::coerce::{coerce_part10, text_kind, CoercionRules, REASON_CORRECT};
 use haneul_dicom::levels::{level_of, Level};
@@ -584,7 +584,9 @@ impl Archive {
                 || (record.level != register_level(record.attribute()) && !link)
                 || record.key.is_empty()
                 || record.origin.is_empty()
-                || (record.hlc <= 0 && !record.made_by_merge_link());
+                || (record.hlc <= 0 && !record.made_by_merge_link())
+                // Beyond it, this node's clock would rank people's moves below links' for good.
+                || record.hlc >= MERGE_LINK_CLOCK_OFFSET;
             if malformed {
                 return Err(ArchiveError::Invalid(format!("register of {} is malformed", record.attribute())));
             }

@@ -2,7 +2,7 @@
 //! later clock) and applying their values to the patient and study rows, so
 //! that queries match and answer the corrected values.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use haneul_dicom::matching::{normalize_temporal, person_name_groups};
 use haneul_dicom::{tags, Dataset, Element, VR};
@@ -46,6 +46,7 @@ pub(super) fn record_corrections(
     event: &Event,
     at_ms: i64,
 ) -> Result<Vec<CorrectionRecord>> {
+    let pairs_won = move_pairs_won(tx, records)?;
     let mut applied = Vec::new();
     for record in records {
         let held = tx.query_opt(
@@ -53,7 +54,14 @@ pub(super) fn record_corrections(
             &[record.level.as_str().into(), (&record.key).into(), i64::from(record.tag).into()],
             register,
         )?;
-        if held.is_some_and(|held| !record.supersedes(&held)) {
+        let wins = match &held {
+            None => true,
+            Some(held) if is_move(record) && (held.hlc, &held.origin) == (record.hlc, &record.origin) => {
+                pairs_won.get(record.key.as_str()).copied().unwrap_or(false) && held.value != record.value
+            }
+            Some(held) => record.supersedes(held),
+        };
+        if !wins {
             continue;
         }
         tx.execute(
@@ -101,6 +109,38 @@ pub(super) fn record_corrections(
         follow_merge_of_held(tx, identity, &event.origin, at_ms)?;
     }
     Ok(applied)
+}
+
+fn is_move(record: &CorrectionRecord) -> bool {
+    record.level == CorrectionLevel::Study && moves_study(record.tag)
+}
+
+/// A study's Patient ID and issuer registers move it together. Two nodes
+/// that followed merge links knowing different links can make pairs with
+/// the same clock and origin naming different records: the pair naming the
+/// greater identity wins whole, never the ID of one and the issuer of the
+/// other. Per study key of `records`: whether its incoming pair wins such a tie.
+fn move_pairs_won<'a>(tx: &mut dyn Db, records: &'a [CorrectionRecord]) -> Result<BTreeMap<&'a str, bool>> {
+    let keys: BTreeSet<&str> = records.iter().filter(|record| is_move(record)).map(|r| r.key.as_str()).collect();
+    let mut won = BTreeMap::new();
+    for key in keys {
+        let held: Vec<CorrectionRecord> =
+            registers_of(tx, CorrectionLevel::Study, key)?.into_iter().filter(is_move).collect();
+        let incoming: Vec<&CorrectionRecord> = records.iter().filter(|r| is_move(r) && r.key == key).collect();
+        let value = |registers: &[&CorrectionRecord], tag| {
+            registers.iter().find(|register| register.attribute() == tag).map(|register| register.value.clone())
+        };
+        let held: Vec<&CorrectionRecord> = held.iter().collect();
+        let identity = |registers: &[&CorrectionRecord]| {
+            let id = value(registers, tags::PATIENT_ID).or_else(|| value(&held, tags::PATIENT_ID)).unwrap_or_default();
+            let issuer = value(registers, tags::ISSUER_OF_PATIENT_ID)
+                .or_else(|| value(&held, tags::ISSUER_OF_PATIENT_ID))
+                .unwrap_or_default();
+            identity_of(&id, &issuer)
+        };
+        won.insert(key, identity(&incoming) > identity(&held));
+    }
+    Ok(won)
 }
 
 /// Most merge links followed from one record (a record merged into one
@@ -181,15 +221,18 @@ pub(super) fn follow_registers(study_uid: &str, link: &MergeLink) -> Vec<Correct
         .collect()
 }
 
-/// Whether a study has a Patient ID or issuer register: it was moved (by
-/// a person, or by a merge link), and links no longer move it.
-pub(super) fn study_was_moved(tx: &mut dyn Db, study_uid: &str) -> Result<bool> {
+/// Whether a study has a Patient ID or issuer register: it was moved, by a
+/// person, or also by a merge link unless `by_a_person`. Links do not move
+/// a study a person moved; one a link moved follows a later link.
+pub(super) fn study_was_moved(tx: &mut dyn Db, study_uid: &str, by_a_person: bool) -> Result<bool> {
+    let floor = if by_a_person { 0 } else { -MERGE_LINK_CLOCK_OFFSET };
     tx.exists(
-        "SELECT 1 FROM corrections WHERE level = 'STUDY' AND key = ?1 AND tag IN (?2, ?3)",
+        "SELECT 1 FROM corrections WHERE level = 'STUDY' AND key = ?1 AND tag IN (?2, ?3) AND hlc > ?4",
         &[
             study_uid.into(),
             i64::from(haneul_dicom::model::tag_to_u32(tags::PATIENT_ID)).into(),
             i64::from(haneul_dicom::model::tag_to_u32(tags::ISSUER_OF_PATIENT_ID)).into(),
+            floor.into(),
         ],
     )
 }
@@ -253,9 +296,9 @@ pub(super) fn note_merge_not_followed(
     insert_event(tx, &event, at_ms)
 }
 
-/// Move the studies the merged record `identity` holds as their files say
-/// (not moved there) along its link, each whose files can carry the record
-/// it goes to.
+/// Move the studies the merged record `identity` holds along its link
+/// (those its files name, and those an earlier link filed there), each
+/// whose files can carry the record it goes to; not one a person moved.
 fn follow_merge_of_held(tx: &mut dyn Db, identity: &str, origin: &Origin, at_ms: i64) -> Result<()> {
     let Some(link) = merged_into(tx, identity)? else {
         return Ok(());
@@ -267,7 +310,7 @@ fn follow_merge_of_held(tx: &mut dyn Db, identity: &str, origin: &Origin, at_ms:
     )?;
     let mut moves = Vec::new();
     for study_uid in studies {
-        if study_was_moved(tx, &study_uid)? {
+        if study_was_moved(tx, &study_uid, true)? {
             continue;
         }
         let declared: Vec<String> = tx

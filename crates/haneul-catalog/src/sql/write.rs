@@ -205,7 +205,7 @@ pub(super) fn commit_one(
             // not noted. A patient held that is not the study's is.
             let differs = match known.patient_pk {
                 Some(pk) => pk != study.parent_pk,
-                None => !study_was_moved(tx, &item.study.study_uid)?,
+                None => !study_was_moved(tx, &item.study.study_uid, false)?,
             };
             note_other_parent(tx, item, differs, STUDY_OF_ANOTHER_PATIENT, at_ms)?;
             (study.pk, study.sop_classes)
@@ -390,7 +390,7 @@ fn commit_duplicate(
 /// merged into another, under that one: moved there at once by the study
 /// registers the merge link makes (the same on every node). A study whose
 /// character set cannot carry the other record stays where its files say,
-/// noted in the journal; one with move registers already (a peer's,
+/// noted in the journal; one a person moved already (a peer's registers,
 /// arrived first) goes where they say.
 fn insert_study_following_merges(
     tx: &mut dyn Db,
@@ -401,7 +401,7 @@ fn insert_study_following_merges(
     let identity = patient_identity(&item.patient);
     let study_uid = &item.study.study_uid;
     let link = match merged_into(tx, &identity)? {
-        _ if study_was_moved(tx, study_uid)? => None,
+        _ if study_was_moved(tx, study_uid, true)? => None,
         Some(link) if can_carry(tx, &link.target, &[declared_character_set(&item.instance.attrs)])? => Some(link),
         Some(_) => {
             note_merge_not_followed(tx, &identity, study_uid, &item.origin, at_ms)?;
