@@ -163,6 +163,10 @@ pub trait Catalog: Send + Sync {
     /// of its merge links; `None` when it is not merged (or its links go round).
     fn merged_into(&self, identity: &str) -> Result<Option<String>>;
 
+    /// The Specific Character Set each series of a study declares (its
+    /// first instance's, as written), by Series Instance UID.
+    fn declared_character_sets(&self, study_uid: &str) -> Result<Vec<(String, String)>>;
+
     /// The studies of a patient identity, oldest first: Study Instance UID and site.
     fn studies_of_patient(&self, identity: &str) -> Result<Vec<(String, String)>>;
 

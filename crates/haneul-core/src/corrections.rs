@@ -24,7 +24,7 @@ use haneul_catalog::{
     identity_of, identity_parts, moves_study, patient_id_of, CorrectionLevel, CorrectionRecord, Event, Origin,
     StoredInstance, StudyCorrections, MERGE_LINK_CLOCK_OFFSET, PATIENT_DEMOGRAPHICS,
 };
-use haneul_dicom::coerce::{coerce_part10, text_kind, CoercionRules, REASON_CORRECT};
+use haneul_dicom::coerce::{can_encode, coerce_part10, CoercionRules, REASON_CORRECT};
 use haneul_dicom::levels::{level_of, Level};
 use haneul_dicom::model::tag_to_u32;
 use haneul_dicom::read::is_text_vr;
@@ -704,8 +704,9 @@ impl Archive {
 
     /// Refuse a value the character set of one of the study's series cannot
     /// carry (a Korean name in a file declaring Latin-1): its copies could
-    /// not be corrected. One instance per series is read. `false`: the
-    /// study is not held here, or not in the sites `origin` may see.
+    /// not be corrected. The character sets come from the catalog (each
+    /// series' first instance). `false`: the study is not held here, or not
+    /// in the sites `origin` may see.
     async fn check_encodable(
         &self,
         study_uid: &str,
@@ -730,18 +731,18 @@ impl Archive {
         if instances.is_empty() {
             return Ok(false);
         }
-        let mut seen_series = std::collections::HashSet::new();
-        for instance in instances.iter().filter(|instance| seen_series.insert(instance.series_uid.clone())) {
-            let header = self.read_header(instance, 64).await?;
-            let declared = header.parsed.dataset.strings(tags::SPECIFIC_CHARACTER_SET).join("\\");
-            let charset = haneul_dicom::charset::SpecificCharacterSet::from_raw(declared.as_bytes());
+        let visible_series: std::collections::HashSet<String> =
+            instances.into_iter().map(|instance| instance.series_uid).collect();
+        let catalog = Arc::clone(self.catalog());
+        let study_uid = study_uid.to_string();
+        let declared = run_blocking(move || Ok(catalog.declared_character_sets(&study_uid)?)).await?;
+        for (series_uid, declared) in declared.iter().filter(|(series_uid, _)| visible_series.contains(series_uid)) {
             for (tag, vr, value) in changes {
-                if charset.encode(value, text_kind(*vr)).is_none() {
+                if !can_encode(declared, *vr, value) {
                     // The value is not repeated: it may be another patient's.
                     return Err(ArchiveError::Invalid(format!(
-                        "{}: the new value cannot be written in the character set {declared:?} of series {}",
+                        "{}: the new value cannot be written in the character set {declared:?} of series {series_uid}",
                         dict::keyword(*tag).unwrap_or("value"),
-                        instance.series_uid
                     )));
                 }
             }

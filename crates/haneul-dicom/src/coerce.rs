@@ -1163,6 +1163,12 @@ fn text_element(tag: Tag, vr: VR, value: &[u8], encoding: Encoding) -> CoerceRes
     Ok(element)
 }
 
+/// Whether a file declaring this Specific Character Set value (its terms
+/// as written, `\`-joined) can carry `value`, of VR `vr`.
+pub fn can_encode(declared: &str, vr: VR, value: &str) -> bool {
+    SpecificCharacterSet::from_raw(declared.as_bytes()).encode(value, text_kind(vr)).is_some()
+}
+
 /// How text of this VR is delimited for the character set's code extensions.
 pub fn text_kind(vr: VR) -> TextKind {
     match vr {

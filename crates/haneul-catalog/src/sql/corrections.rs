@@ -262,15 +262,44 @@ pub(super) fn can_carry(db: &mut dyn Db, identity: &str, declared: &[String]) ->
             .filter(|element| haneul_dicom::coerce::settable(element))
             .map(|element| (element.vr, element.value.to_strings().join("\\"))),
     );
-    Ok(declared.iter().all(|declared| {
-        let charset = haneul_dicom::charset::SpecificCharacterSet::from_raw(declared.as_bytes());
-        values.iter().all(|(vr, value)| charset.encode(value, haneul_dicom::coerce::text_kind(*vr)).is_some())
-    }))
+    Ok(declared
+        .iter()
+        .all(|declared| values.iter().all(|(vr, value)| haneul_dicom::coerce::can_encode(declared, *vr, value))))
 }
 
 /// The Specific Character Set an instance's catalog attributes declare, as written.
 pub(super) fn declared_character_set(instance_attrs: &Dataset) -> String {
     instance_attrs.strings(tags::SPECIFIC_CHARACTER_SET).join("\\")
+}
+
+/// The Specific Character Set each series of a study declares (that of its
+/// first instance, from the catalog), by Series Instance UID.
+pub(super) fn declared_character_sets(db: &mut dyn Db, study_uid: &str) -> Result<Vec<(String, String)>> {
+    let firsts = db.query_all(
+        "SELECT se.series_uid, i.attrs FROM instances i JOIN series se ON se.pk = i.series_pk WHERE i.pk IN
+           (SELECT MIN(i.pk) FROM instances i JOIN series se ON se.pk = i.series_pk
+            JOIN studies s ON s.pk = se.study_pk WHERE s.study_uid = ?1 GROUP BY se.pk)
+         ORDER BY se.series_uid",
+        &[study_uid.into()],
+        |row| Ok((row.text(0)?, row.bytes(1)?)),
+    )?;
+    firsts
+        .into_iter()
+        .map(|(series_uid, stored)| {
+            let attrs = decode_attrs(&stored, || format!("first instance of series {series_uid}"))?;
+            Ok((series_uid, declared_character_set(&attrs)))
+        })
+        .collect()
+}
+
+/// The studies of a patient identity, oldest first: Study Instance UID and site.
+pub(super) fn studies_of_patient(db: &mut dyn Db, identity: &str) -> Result<Vec<(String, String)>> {
+    db.query_all(
+        "SELECT s.study_uid, s.site FROM studies s JOIN patients p ON p.pk = s.patient_pk WHERE p.identity = ?1
+         ORDER BY s.pk",
+        &[identity.into()],
+        |row| Ok((row.text(0)?, row.text(1)?)),
+    )
 }
 
 /// The journal kind of a study that was not filed under the record its
@@ -303,28 +332,13 @@ fn follow_merge_of_held(tx: &mut dyn Db, identity: &str, origin: &Origin, at_ms:
     let Some(link) = merged_into(tx, identity)? else {
         return Ok(());
     };
-    let studies = tx.query_all(
-        "SELECT s.study_uid FROM studies s JOIN patients p ON p.pk = s.patient_pk WHERE p.identity = ?1 ORDER BY s.pk",
-        &[identity.into()],
-        |row| row.text(0),
-    )?;
     let mut moves = Vec::new();
-    for study_uid in studies {
+    for (study_uid, _) in studies_of_patient(tx, identity)? {
         if study_was_moved(tx, &study_uid, true)? {
             continue;
         }
-        let declared: Vec<String> = tx
-            .query_all(
-                "SELECT i.attrs FROM instances i WHERE i.pk IN
-                   (SELECT MIN(i.pk) FROM instances i JOIN series se ON se.pk = i.series_pk
-                    JOIN studies s ON s.pk = se.study_pk WHERE s.study_uid = ?1 GROUP BY se.pk)",
-                &[(&study_uid).into()],
-                |row| row.bytes(0),
-            )?
-            .iter()
-            .map(|stored| decode_attrs(stored, || format!("instance of study {study_uid}")))
-            .map(|attrs| attrs.map(|attrs| declared_character_set(&attrs)))
-            .collect::<Result<_>>()?;
+        let declared: Vec<String> =
+            declared_character_sets(tx, &study_uid)?.into_iter().map(|(_, declared)| declared).collect();
         if can_carry(tx, &link.target, &declared)? {
             moves.extend(follow_registers(&study_uid, &link));
         } else {

@@ -412,14 +412,11 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
     }
 
     fn studies_of_patient(&self, identity: &str) -> Result<Vec<(String, String)>> {
-        self.engine.read(|db| {
-            db.query_all(
-                "SELECT s.study_uid, s.site FROM studies s JOIN patients p ON p.pk = s.patient_pk WHERE p.identity = ?1
-                 ORDER BY s.pk",
-                &[identity.into()],
-                |row| Ok((row.text(0)?, row.text(1)?)),
-            )
-        })
+        self.engine.read(|db| corrections::studies_of_patient(db, identity))
+    }
+
+    fn declared_character_sets(&self, study_uid: &str) -> Result<Vec<(String, String)>> {
+        self.engine.read(|db| corrections::declared_character_sets(db, study_uid))
     }
 
     fn all_corrections(&self) -> Result<Vec<CorrectionRecord>> {

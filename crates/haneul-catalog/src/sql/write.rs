@@ -400,14 +400,15 @@ fn insert_study_following_merges(
 ) -> Result<i64> {
     let identity = patient_identity(&item.patient);
     let study_uid = &item.study.study_uid;
+    // Not merged (nearly every study): one lookup of the identity's registers, nothing more.
     let link = match merged_into(tx, &identity)? {
-        _ if study_was_moved(tx, study_uid, true)? => None,
+        None => None,
+        Some(_) if study_was_moved(tx, study_uid, true)? => None,
         Some(link) if can_carry(tx, &link.target, &[declared_character_set(&item.instance.attrs)])? => Some(link),
         Some(_) => {
             note_merge_not_followed(tx, &identity, study_uid, &item.origin, at_ms)?;
             None
         }
-        None => None,
     };
     let target_pk = match &link {
         Some(link) => {
