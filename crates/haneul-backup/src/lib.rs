@@ -33,7 +33,7 @@ pub use when::{is_snapshot_name, parse_at};
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use haneul_catalog::{BlobKind, Catalog, CatalogError, CatalogSnapshot, ReferencedBlob};
@@ -131,6 +131,26 @@ impl fmt::Display for RestoreProblem {
                 write!(f, "backup object {object} (for {path}) does not match its digest")
             }
         }
+    }
+}
+
+/// An object a restore read from the version Haneul wrote, because the
+/// object as served now is missing or holds other bytes: someone else
+/// wrote to the backup since (a delete marker, an overwrite).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaced {
+    pub object: String,
+    /// The blob path it holds, or `catalog`.
+    pub path: String,
+}
+
+impl fmt::Display for Replaced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "backup object {} (for {}) was replaced or deleted after it was written; its first version was used",
+            self.object, self.path
+        )
     }
 }
 
@@ -450,7 +470,7 @@ pub fn read_manifest(target: &dyn Target, snapshot: &str) -> Result<Manifest> {
     let bad = |detail: String| BackupError::BadManifest { snapshot: snapshot.to_string(), detail };
     let key = format!("snapshots/{snapshot}/{MANIFEST_FILE}");
     let mut bytes = Vec::new();
-    match target.open(&key) {
+    match open_as_written(target, &key) {
         Ok(mut reader) => reader.read_to_end(&mut bytes).map_err(io_error(target.locate(&key)))?,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(bad("no manifest (incomplete)".into())),
         Err(error) => return Err(io_error(target.locate(&key))(error)),
@@ -469,6 +489,20 @@ pub fn read_manifest(target: &dyn Target, snapshot: &str) -> Result<Manifest> {
         return Err(bad(format!("blob {} has a malformed digest", entry.path)));
     }
     Ok(manifest)
+}
+
+/// Open the object `key` as it was first written, where the target keeps
+/// versions: a manifest has no digest to check it by, and Haneul writes
+/// each once, so a later version (or a delete marker) is someone else's.
+fn open_as_written(target: &dyn Target, key: &str) -> io::Result<Box<dyn Read + Send>> {
+    match target.versions(key) {
+        Ok(versions) => match versions.first() {
+            Some(first) => target.open_version(key, first),
+            None => target.open(key),
+        },
+        Err(error) if target::versions_unavailable(&error) => target.open(key),
+        Err(error) => Err(error),
+    }
 }
 
 /// The newest complete snapshot at or before `at` (a snapshot name or RFC
@@ -504,6 +538,35 @@ pub struct RestoreReport {
     pub blobs_restored: u64,
     pub bytes: u64,
     pub manifest: Manifest,
+    /// Objects restored from an earlier version.
+    pub replaced: Vec<Replaced>,
+}
+
+impl RestoreReport {
+    fn new(target: &dyn Target, manifest: &Manifest, catalog_replaced: bool) -> RestoreReport {
+        let key = format!("snapshots/{}/{}", manifest.snapshot, manifest.catalog.file);
+        let replaced = match catalog_replaced {
+            true => vec![Replaced { object: target.locate(&key), path: "catalog".into() }],
+            false => Vec::new(),
+        };
+        RestoreReport {
+            snapshot: manifest.snapshot.clone(),
+            blobs_restored: 0,
+            bytes: 0,
+            manifest: manifest.clone(),
+            replaced,
+        }
+    }
+
+    /// One blob restored and verified.
+    fn count(&mut self, target: &dyn Target, entry: &manifest::BlobEntry, size: u64, from_earlier_version: bool) {
+        self.blobs_restored += 1;
+        self.bytes += size;
+        if from_earlier_version {
+            let object = target.locate(&object_key(&entry.digest));
+            self.replaced.push(Replaced { object, path: entry.path.clone() });
+        }
+    }
 }
 
 /// Restore snapshot `manifest` from `target` into the empty data directory
@@ -520,15 +583,14 @@ pub fn restore(
     let snapshot = manifest.snapshot.as_str();
     prepare_empty_dir(&layout.data_dir)?;
     let staged_catalog = layout.data_dir.join(format!(".{}.restoring", layout.catalog_file));
-    restore_catalog(target, manifest, &staged_catalog)?;
+    let catalog_replaced = restore_catalog(target, manifest, &staged_catalog)?;
     check_catalog_against_manifest(&staged_catalog, manifest)?;
 
     let blobs = BlobStore::open(layout.data_dir.join(&layout.blob_dir), false)?;
     let mut new_entries: BTreeSet<PathBuf> = BTreeSet::new();
     new_entries.insert(layout.data_dir.clone());
     let mut problems = Vec::new();
-    let mut report =
-        RestoreReport { snapshot: snapshot.to_string(), blobs_restored: 0, bytes: 0, manifest: manifest.clone() };
+    let mut report = RestoreReport::new(target, manifest, catalog_replaced);
     let total = manifest.counts.bytes;
     progress(0, total);
     for entry in &manifest.blobs {
@@ -538,7 +600,8 @@ pub fn restore(
             new_entries.insert(dir.to_path_buf());
         }
         let create = || OpenOptions::new().write(true).create_new(true).open(&destination);
-        let Copied { file, size, .. } = match copy_verified(target, entry, &destination, create)? {
+        let Copied { file, size, from_earlier_version, .. } = match copy_verified(target, entry, &destination, create)?
+        {
             Ok(copied) => copied,
             Err(problem) => {
                 if matches!(problem, RestoreProblem::Damaged { .. }) {
@@ -550,8 +613,7 @@ pub fn restore(
             }
         };
         file.sync_all().map_err(io_error(format_args!("cannot sync {}", destination.display())))?;
-        report.blobs_restored += 1;
-        report.bytes += size;
+        report.count(target, entry, size, from_earlier_version);
         progress(report.bytes, total);
     }
     for dir in &new_entries {
@@ -591,16 +653,15 @@ pub fn restore_shared(
     let staged_catalog = scratch.join(format!("{snapshot}.catalog.restoring"));
     let staged_blob = scratch.join(format!("{snapshot}.blob.restoring"));
     let _ = fs::remove_file(&staged_catalog);
-    restore_catalog(target, manifest, &staged_catalog)?;
+    let catalog_replaced = restore_catalog(target, manifest, &staged_catalog)?;
     let result = (|| {
         check_catalog_against_manifest(&staged_catalog, manifest)?;
         let mut problems = Vec::new();
-        let mut report =
-            RestoreReport { snapshot: snapshot.to_string(), blobs_restored: 0, bytes: 0, manifest: manifest.clone() };
+        let mut report = RestoreReport::new(target, manifest, catalog_replaced);
         let total = manifest.counts.bytes;
         progress(0, total);
         for entry in &manifest.blobs {
-            let Copied { file, size, digest } =
+            let Copied { file, size, digest, from_earlier_version } =
                 match copy_verified(target, entry, &staged_blob, || File::create(&staged_blob))? {
                     Ok(copied) => copied,
                     Err(problem) => {
@@ -610,8 +671,7 @@ pub fn restore_shared(
                 };
             drop(file);
             blobs.put_file(&entry.path, &staged_blob, size, haneul_storage::Digest(digest))?;
-            report.blobs_restored += 1;
-            report.bytes += size;
+            report.count(target, entry, size, from_earlier_version);
             progress(report.bytes, total);
         }
         if !problems.is_empty() {
@@ -630,12 +690,112 @@ struct Copied {
     file: File,
     size: u64,
     digest: [u8; 32],
+    /// Read from an earlier version: the object as served now is missing
+    /// or holds other bytes.
+    from_earlier_version: bool,
 }
 
-/// Copy the backup object holding `entry` into the file `create` makes at
-/// `destination` (only once the object is found), hashing it on the way.
-/// The file, its size and digest when the bytes are the entry's; else what is
-/// wrong with the object (the file, if made, holds the wrong bytes).
+/// What copying one object out of a backup came to.
+enum Copy {
+    Verified(Copied),
+    /// Neither the object nor any version of it is there.
+    Missing,
+    /// No version holds the expected bytes (the file, if made, holds wrong ones).
+    Damaged,
+}
+
+/// Copy the object `key` into the file `create` makes at `destination`
+/// (made once, when there is something to copy) and keep it only if it is
+/// `size` bytes hashing to `digest` (hex): first as the target serves it
+/// now, then, when that is missing or other bytes, each version the target
+/// keeps, oldest first. So a backup whose objects someone replaced or hid
+/// under a delete marker still restores from the versions Haneul wrote.
+fn copy_object(
+    target: &dyn Target,
+    key: &str,
+    (size, digest): (u64, &str),
+    destination: &Path,
+    create: impl FnOnce() -> io::Result<File>,
+) -> Result<Copy> {
+    let mut create = Some(create);
+    let mut file: Option<File> = None;
+    let mut found = false;
+    // The digest when the bytes are the expected ones.
+    let mut copy = |reader: &mut dyn Read, file: &mut Option<File>| -> Result<Option<[u8; 32]>> {
+        let output = match file {
+            Some(output) => {
+                output.set_len(0).and_then(|()| output.rewind()).map_err(io_error(destination.display()))?;
+                output
+            }
+            None => {
+                let create = create.take().ok_or_else(|| BackupError::Io {
+                    what: format!("cannot create {}", destination.display()),
+                    cause: io::Error::other("created twice"),
+                })?;
+                file.insert(create().map_err(io_error(format_args!("cannot create {}", destination.display())))?)
+            }
+        };
+        let copied = copy_and_hash(reader, output).map_err(|(side, source)| match side {
+            Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(key)), cause: source },
+            Side::Write => BackupError::Io { what: format!("cannot write {}", destination.display()), cause: source },
+        })?;
+        Ok((copied.0 == size && to_hex(&copied.1) == digest).then_some(copied.1))
+    };
+    let verified = |file: Option<File>, digest: [u8; 32], from_earlier_version: bool| {
+        let file = file.ok_or_else(|| BackupError::Io {
+            what: format!("cannot write {}", destination.display()),
+            cause: io::Error::other("no file made"),
+        })?;
+        Ok(Copy::Verified(Copied { file, size, digest, from_earlier_version }))
+    };
+    match target.open(key) {
+        Ok(mut reader) => {
+            found = true;
+            if let Some(digest) = copy(reader.as_mut(), &mut file)? {
+                return verified(file, digest, false);
+            }
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io_error(target.locate(key))(error)),
+    }
+    for version in kept_versions(target, key)? {
+        let mut reader = match target.open_version(key, &version) {
+            Ok(reader) => reader,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(io_error(format_args!("{} (version {version})", target.locate(key)))(error)),
+        };
+        found = true;
+        if let Some(digest) = copy(reader.as_mut(), &mut file)? {
+            tracing::warn!(
+                object = %target.locate(key),
+                version = %version,
+                "backup object missing or replaced since it was written; using the version written first"
+            );
+            return verified(file, digest, true);
+        }
+    }
+    Ok(if found { Copy::Damaged } else { Copy::Missing })
+}
+
+/// The versions the target keeps of `key`, oldest first; none where they
+/// cannot be seen (said in the log, as the object is in trouble already).
+fn kept_versions(target: &dyn Target, key: &str) -> Result<Vec<String>> {
+    match target.versions(key) {
+        Ok(versions) => Ok(versions),
+        Err(error) if target::versions_unavailable(&error) => {
+            tracing::warn!(
+                object = %target.locate(key),
+                error = %error,
+                "cannot look for earlier versions of a missing or damaged backup object \
+                 (the keys need s3:ListBucketVersions and s3:GetObjectVersion)"
+            );
+            Ok(Vec::new())
+        }
+        Err(error) => Err(io_error(format_args!("cannot list the versions of {}", target.locate(key)))(error)),
+    }
+}
+
+/// Copy the backup object holding `entry` to `destination`, verified.
 fn copy_verified(
     target: &dyn Target,
     entry: &manifest::BlobEntry,
@@ -643,22 +803,13 @@ fn copy_verified(
     create: impl FnOnce() -> io::Result<File>,
 ) -> Result<std::result::Result<Copied, RestoreProblem>> {
     let key = object_key(&entry.digest);
-    let mut object = match target.open(&key) {
-        Ok(object) => object,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            return Ok(Err(RestoreProblem::Missing { object: target.locate(&key), path: entry.path.clone() }));
-        }
-        Err(error) => return Err(io_error(target.locate(&key))(error)),
-    };
-    let mut file = create().map_err(io_error(format_args!("cannot create {}", destination.display())))?;
-    let (size, digest) = copy_and_hash(&mut object, &mut file).map_err(|(side, source)| match side {
-        Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(&key)), cause: source },
-        Side::Write => BackupError::Io { what: format!("cannot write {}", destination.display()), cause: source },
-    })?;
-    if (size, to_hex(&digest)) != (entry.size, entry.digest.clone()) {
-        return Ok(Err(RestoreProblem::Damaged { object: target.locate(&key), path: entry.path.clone() }));
-    }
-    Ok(Ok(Copied { file, size, digest }))
+    let object = target.locate(&key);
+    let path = entry.path.clone();
+    Ok(match copy_object(target, &key, (entry.size, &entry.digest), destination, create)? {
+        Copy::Verified(copied) => Ok(copied),
+        Copy::Missing => Err(RestoreProblem::Missing { object, path }),
+        Copy::Damaged => Err(RestoreProblem::Damaged { object, path }),
+    })
 }
 
 /// An absent directory is created; an existing one must be empty.
@@ -681,25 +832,26 @@ fn prepare_empty_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// Copy the snapshot's catalog to `staged`, checking it against the manifest.
-fn restore_catalog(target: &dyn Target, manifest: &Manifest, staged: &Path) -> Result<()> {
+/// Copy the snapshot's catalog to `staged`, checking it against the
+/// manifest; whether it came from an earlier version of its object.
+fn restore_catalog(target: &dyn Target, manifest: &Manifest, staged: &Path) -> Result<bool> {
     let key = format!("snapshots/{}/{}", manifest.snapshot, manifest.catalog.file);
-    let mut object = target.open(&key).map_err(io_error(target.locate(&key)))?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(staged)
-        .map_err(io_error(format_args!("cannot create {}", staged.display())))?;
-    let (size, digest) = copy_and_hash(&mut object, &mut file).map_err(|(side, source)| match side {
-        Side::Read => BackupError::Io { what: format!("cannot read {}", target.locate(&key)), cause: source },
-        Side::Write => BackupError::Io { what: format!("cannot write {}", staged.display()), cause: source },
-    })?;
-    if (size, to_hex(&digest)) != (manifest.catalog.size, manifest.catalog.digest.clone()) {
-        drop(file);
-        let _ = fs::remove_file(staged);
-        return Err(BackupError::CatalogDamaged { snapshot: manifest.snapshot.clone(), object: target.locate(&key) });
+    let create = || OpenOptions::new().write(true).create_new(true).open(staged);
+    let expected = (manifest.catalog.size, manifest.catalog.digest.as_str());
+    match copy_object(target, &key, expected, staged, create)? {
+        Copy::Verified(Copied { file, from_earlier_version, .. }) => {
+            file.sync_all().map_err(io_error(format_args!("cannot sync {}", staged.display())))?;
+            Ok(from_earlier_version)
+        }
+        Copy::Missing => Err(BackupError::Io {
+            what: format!("cannot read {}", target.locate(&key)),
+            cause: io::Error::new(io::ErrorKind::NotFound, "no such object"),
+        }),
+        Copy::Damaged => {
+            let _ = fs::remove_file(staged);
+            Err(BackupError::CatalogDamaged { snapshot: manifest.snapshot.clone(), object: target.locate(&key) })
+        }
     }
-    file.sync_all().map_err(io_error(format_args!("cannot sync {}", staged.display())))
 }
 
 /// The restored catalog must reference exactly the manifest's blobs: the

@@ -25,8 +25,25 @@ pub trait Target: Send + Sync {
     /// The size of an object, or `None` when there is none with this key.
     fn object_size(&self, key: &str) -> io::Result<Option<u64>>;
 
-    /// Read a published object.
+    /// Read a published object (as the target serves it now).
     fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>>;
+
+    /// The versions the target keeps of an object, oldest first, for
+    /// reading what Haneul published after someone replaced or hid it: a
+    /// versioned bucket keeps them all (Object Lock keeps them from
+    /// deletion), and since Haneul writes a key once the oldest is its own.
+    /// Empty where the target keeps no versions (a directory) or the key has
+    /// none. Failing with [`io::ErrorKind::PermissionDenied`] or
+    /// [`io::ErrorKind::Unsupported`] means the versions cannot be seen
+    /// (keys without `s3:ListBucketVersions`, a server without versioning).
+    fn versions(&self, _key: &str) -> io::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// Read one of [`Target::versions`].
+    fn open_version(&self, key: &str, _version: &str) -> io::Result<Box<dyn Read + Send>> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, format!("{} keeps no versions", self.locate(key))))
+    }
 
     /// Start a new object. Nothing is visible under `key` until
     /// [`NewObject::publish`]; dropping the writer discards what was written.
@@ -55,6 +72,12 @@ pub trait NewObject: Write + Send {
     /// replaced (a bucket accepts the identical content already there: a
     /// retried upload whose first attempt landed).
     fn publish(self: Box<Self>) -> io::Result<()>;
+}
+
+/// Whether an error from [`Target::versions`] only says that versions cannot
+/// be seen here, so that reading goes on with the current objects.
+pub fn versions_unavailable(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported)
 }
 
 /// Refuse a key that is not a plain relative name (`objects/ab/abc`): no
@@ -313,8 +336,25 @@ impl Target for BucketTarget {
         }))
     }
 
+    fn versions(&self, key: &str) -> io::Result<Vec<String>> {
+        check_key(key)?;
+        Ok(self.bucket.versions(key)?.into_iter().map(|version| version.version_id).collect())
+    }
+
+    fn open_version(&self, key: &str, version: &str) -> io::Result<Box<dyn Read + Send>> {
+        check_key(key)?;
+        self.bucket.open_version(key, version)
+    }
+
+    /// Names hidden under delete markers are listed too (a snapshot someone
+    /// "deleted" is still there to restore), where the keys may list versions.
     fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
-        self.bucket.list_children(prefix.trim_end_matches('/'))
+        let dir = prefix.trim_end_matches('/');
+        match self.bucket.list_children_of_all_versions(dir) {
+            Ok(names) => Ok(names),
+            Err(error) if versions_unavailable(&error) => self.bucket.list_children(dir),
+            Err(error) => Err(error),
+        }
     }
 
     fn claim_snapshot(&self, name: &str) -> io::Result<bool> {

@@ -1,6 +1,7 @@
 //! Backups and restores of a small archive made with the real catalog and
 //! blob store.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
 use haneul_catalog::{
@@ -279,4 +280,108 @@ fn a_bucket_target_backs_up_restores_and_never_replaces_an_object() {
     assert_eq!(target.open(&missing).err().map(|error| error.kind()), Some(io::ErrorKind::NotFound));
     assert!(target.create("objects/../escape").is_err(), "keys stay under the prefix");
     assert_eq!(fs::read_dir(staging.path()).expect("staging").count(), 0, "no temporary file is left");
+}
+
+/// A directory target that also keeps earlier versions of some keys, as a
+/// versioned bucket does (the real one is tested against SeaweedFS in the
+/// `haneul` crate's backup tests).
+struct KeepingVersions {
+    current: DirTarget,
+    /// key → versions, oldest first.
+    kept: BTreeMap<String, Vec<Vec<u8>>>,
+}
+
+impl Target for KeepingVersions {
+    fn describe(&self) -> String {
+        self.current.describe()
+    }
+    fn locate(&self, key: &str) -> String {
+        self.current.locate(key)
+    }
+    fn object_size(&self, key: &str) -> io::Result<Option<u64>> {
+        self.current.object_size(key)
+    }
+    fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
+        self.current.open(key)
+    }
+    fn create(&self, key: &str) -> io::Result<Box<dyn NewObject>> {
+        self.current.create(key)
+    }
+    fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
+        self.current.list(prefix)
+    }
+    fn claim_snapshot(&self, name: &str) -> io::Result<bool> {
+        self.current.claim_snapshot(name)
+    }
+    fn versions(&self, key: &str) -> io::Result<Vec<String>> {
+        let count = self.kept.get(key).map_or(0, Vec::len);
+        Ok((0..count).map(|index| index.to_string()).collect())
+    }
+    fn open_version(&self, key: &str, version: &str) -> io::Result<Box<dyn Read + Send>> {
+        let bytes = version.parse::<usize>().ok().and_then(|index| self.kept.get(key)?.get(index).cloned());
+        let bytes = bytes.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{key} {version}")))?;
+        Ok(Box::new(io::Cursor::new(bytes)))
+    }
+}
+
+#[test]
+fn a_restore_reads_the_first_good_version_of_an_object_changed_since() {
+    let archive = Archive::new();
+    let replaced = archive.store("1.1", b"replaced later");
+    let hidden = archive.store("1.2", b"hidden later");
+    let lost = archive.store("1.3", b"lost for good");
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let current = DirTarget::open(backup_dir.path()).expect("target");
+    archive.backup(&current).expect("backup");
+    let manifest = choose_snapshot(&current, None).expect("snapshot");
+    let catalog_key = format!("snapshots/{}/catalog.sqlite", manifest.snapshot);
+    let catalog_bytes = read_object(&current, &catalog_key);
+
+    // What someone with the keys did: replace two objects, hide one, and
+    // replace the last with nothing of the original left.
+    let tamper = |path: &Path, bytes: Option<&[u8]>| {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        match bytes {
+            Some(bytes) => fs::write(path, bytes).expect("overwrite"),
+            None => fs::remove_file(path).expect("remove"),
+        }
+    };
+    let key_of = |content: &[u8]| object_key(&to_hex(blake3::hash(content).as_bytes()));
+    tamper(&current.path_of(&catalog_key).expect("path"), Some(b"ransom"));
+    tamper(&object_path(&current, b"replaced later"), Some(b"ransom"));
+    tamper(&object_path(&current, b"hidden later"), None);
+    tamper(&object_path(&current, b"lost for good"), Some(b"ransom"));
+    let kept: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::from([
+        (catalog_key.clone(), vec![catalog_bytes, b"ransom".to_vec()]),
+        // A first version that is not the object's own is passed over.
+        (key_of(b"replaced later"), vec![b"junk".to_vec(), b"replaced later".to_vec(), b"ransom".to_vec()]),
+        (key_of(b"hidden later"), vec![b"hidden later".to_vec()]),
+        (key_of(b"lost for good"), vec![b"ransom".to_vec()]),
+    ]);
+    let target = KeepingVersions { current, kept };
+
+    let into = tempfile::tempdir().expect("tempdir");
+    let error = restore(&target, &manifest, &layout(into.path()), &mut |_, _| {}).expect_err("one object is lost");
+    let BackupError::Incomplete { problems, .. } = error else { panic!("unexpected error {error}") };
+    let lost_object = target.locate(&key_of(b"lost for good"));
+    assert_eq!(problems, [RestoreProblem::Damaged { object: lost_object, path: lost.clone() }]);
+
+    // With that instance's object back, everything restores, and the report
+    // names what came from earlier versions.
+    let mut target = target;
+    target.kept.insert(key_of(b"lost for good"), vec![b"lost for good".to_vec()]);
+    let into = tempfile::tempdir().expect("tempdir");
+    let data_dir = into.path().join("data");
+    let report = restore(&target, &manifest, &layout(&data_dir), &mut |_, _| {}).expect("restore");
+    for (path, content) in [(&replaced, &b"replaced later"[..]), (&hidden, b"hidden later"), (&lost, b"lost for good")]
+    {
+        assert_eq!(fs::read(data_dir.join("blobs").join(path)).expect("restored"), content, "{path}");
+    }
+    let mut named: Vec<&str> = report.replaced.iter().map(|replaced| replaced.path.as_str()).collect();
+    named.sort();
+    let mut expected = vec!["catalog", replaced.as_str(), hidden.as_str(), lost.as_str()];
+    expected.sort();
+    assert_eq!(named, expected);
+    let restored_catalog = CatalogSnapshot::open(&data_dir.join("catalog.sqlite")).expect("restored catalog");
+    assert_eq!(restored_catalog.counts().expect("counts").instances, 3);
 }

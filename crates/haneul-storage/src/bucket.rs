@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use crate::object::ObjectBackend;
-use crate::{Digest, S3Options, StorageError};
+use crate::{Digest, ObjectVersion, S3Options, StorageError};
 
 /// A bucket (and key prefix) whose objects are written once.
 pub struct Bucket {
@@ -24,6 +24,9 @@ fn to_io(error: StorageError) -> io::Error {
         },
         StorageError::Io { source, .. } => source.kind(),
         StorageError::InvalidPath(_) => io::ErrorKind::InvalidInput,
+        StorageError::Versions { status: Some(403), .. } => io::ErrorKind::PermissionDenied,
+        // Servers without versioning support answer 501 Not Implemented.
+        StorageError::Versions { status: Some(501), .. } => io::ErrorKind::Unsupported,
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, error.to_string())
@@ -61,5 +64,33 @@ impl Bucket {
     /// The names of the "directories" right under `dir`, sorted.
     pub fn list_children(&self, dir: &str) -> io::Result<Vec<String>> {
         self.backend.list_children(dir).map_err(to_io)
+    }
+
+    /// The versions the bucket keeps of the object `key`, oldest first
+    /// (delete markers left out): one, `null`, in a bucket without
+    /// versioning. Needs `s3:ListBucketVersions`
+    /// ([`io::ErrorKind::PermissionDenied`] without it).
+    pub fn versions(&self, key: &str) -> io::Result<Vec<ObjectVersion>> {
+        let listing = self.backend.list_versions(key, None).map_err(to_io)?;
+        // Newest first per key, as S3 lists them; a prefix also lists longer keys.
+        let mut versions: Vec<ObjectVersion> =
+            listing.versions.into_iter().filter(|version| version.key == key).collect();
+        versions.reverse();
+        Ok(versions)
+    }
+
+    /// Read one version of the object `key` (needs `s3:GetObjectVersion`).
+    pub fn open_version(&self, key: &str, version_id: &str) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(self.backend.reader_of_version(key, Some(version_id)).map_err(to_io)?))
+    }
+
+    /// Like [`Bucket::list_children`], but also the names whose every key
+    /// is hidden under a delete marker (needs `s3:ListBucketVersions`).
+    pub fn list_children_of_all_versions(&self, dir: &str) -> io::Result<Vec<String>> {
+        let prefix = match dir.is_empty() {
+            true => String::new(),
+            false => format!("{}/", dir.trim_end_matches('/')),
+        };
+        Ok(self.backend.list_versions(&prefix, Some('/')).map_err(to_io)?.children)
     }
 }

@@ -22,11 +22,13 @@ mod object;
 mod pool;
 #[doc(hidden)]
 pub mod testing;
+mod versions;
 mod writer;
 
 pub use bucket::Bucket;
 pub use cache::CacheStats;
 pub use object::{S3Options, PART_SIZE};
+pub use versions::ObjectVersion;
 pub use writer::{BlobWriter, InflightGuard, WrittenBlob};
 
 use std::collections::HashSet;
@@ -118,6 +120,8 @@ pub enum StorageError {
     Object { key: String, source: Box<object_store::Error> },
     #[error("{0}")]
     ObjectSetup(String),
+    #[error("cannot list the versions under {what}: {detail}")]
+    Versions { what: String, status: Option<u16>, detail: String },
     #[error("blob {0} is in an object store, not on local disk")]
     NotLocal(String),
     #[error("invalid node name {0:?}: a letter first, then letters, digits, '.', '_' or '-' (64 at most)")]

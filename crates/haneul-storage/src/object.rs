@@ -19,13 +19,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::aws::{AmazonS3Builder, Checksum};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::path::Path as Key;
 use object_store::{
-    BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+    BackoffConfig, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    WriteMultipart,
 };
 use tokio::io::AsyncReadExt;
 
+use crate::versions::{VersionLister, VersionListing};
 use crate::{Digest, Result, StorageError};
 
 /// Files above this size go up as a multipart upload, in parts of this size.
@@ -65,10 +67,12 @@ impl std::fmt::Debug for S3Options {
 
 /// A bucket (and key prefix) holding blobs.
 pub(crate) struct ObjectBackend {
-    store: Arc<dyn ObjectStore>,
+    store: Arc<AmazonS3>,
     /// Where it is, for messages.
     location: String,
     prefix: String,
+    /// Lists the versions a versioned bucket keeps (backups read the version they wrote).
+    versions: Arc<VersionLister>,
     /// Taken out only when dropped, to shut down without blocking.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -101,7 +105,9 @@ impl ObjectBackend {
         if let (Some(key_id), Some(secret)) = (&options.access_key_id, &options.secret_access_key) {
             builder = builder.with_access_key_id(key_id).with_secret_access_key(secret);
         }
-        let store = builder.build().map_err(|error| setup(error.to_string()))?;
+        // The endpoint the client will use, wherever it came from (options or environment).
+        let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+        let store = Arc::new(builder.build().map_err(|error| setup(error.to_string()))?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("haneul-s3")
@@ -112,8 +118,14 @@ impl ObjectBackend {
         if !prefix.is_empty() {
             Key::parse(&prefix).map_err(|error| setup(format!("invalid key prefix {prefix:?}: {error}")))?;
         }
-        let backend =
-            ObjectBackend { store: Arc::new(store), location: location.clone(), prefix, runtime: Some(runtime) };
+        let versions = {
+            // The HTTP client registers with the runtime it is made in.
+            let _entered = runtime.enter();
+            let lister =
+                VersionLister::new(Arc::clone(&store), endpoint.as_deref(), &options.bucket, &options.region, &prefix);
+            Arc::new(lister?)
+        };
+        let backend = ObjectBackend { store, location: location.clone(), prefix, versions, runtime: Some(runtime) };
         backend.probe().map_err(|error| setup(format!("does not answer as expected: {error}")))?;
         Ok(backend)
     }
@@ -228,8 +240,8 @@ impl ObjectBackend {
         }
     }
 
-    /// The object's bytes, chunk by chunk as they arrive.
-    fn chunks(&self, rel_path: &str) -> Result<tokio::sync::mpsc::Receiver<Result<Bytes>>> {
+    /// The object's bytes (of `version`, else the current one), chunk by chunk as they arrive.
+    fn chunks(&self, rel_path: &str, version: Option<&str>) -> Result<tokio::sync::mpsc::Receiver<Result<Bytes>>> {
         let key = self.key(rel_path)?;
         let store = Arc::clone(&self.store);
         let object_error = self.object_error(rel_path);
@@ -237,8 +249,11 @@ impl ObjectBackend {
         let Some(runtime) = &self.runtime else {
             return Err(StorageError::ObjectSetup(format!("{}: client stopped", self.location)));
         };
+        // `null` names what was written before the bucket had versioning: the plain object.
+        let options =
+            GetOptions { version: version.filter(|id| *id != "null").map(str::to_string), ..Default::default() };
         runtime.spawn(async move {
-            let mut stream = match store.get(&key).await {
+            let mut stream = match store.get_opts(&key, options).await {
                 Ok(found) => found.into_stream(),
                 Err(error) => {
                     let _ = sender.send(Err(object_error(error))).await;
@@ -257,7 +272,7 @@ impl ObjectBackend {
 
     /// Feed the object's bytes to `consume` (blocking).
     fn read_into(&self, rel_path: &str, consume: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<u64> {
-        let mut receiver = self.chunks(rel_path)?;
+        let mut receiver = self.chunks(rel_path, None)?;
         let mut size = 0u64;
         while let Some(chunk) = receiver.blocking_recv() {
             let chunk = chunk?;
@@ -284,7 +299,12 @@ impl ObjectBackend {
     /// A blocking reader of the object. Waits for its first chunk, so a
     /// missing object is an error here rather than on the first read.
     pub(crate) fn reader(&self, rel_path: &str) -> Result<ObjectReader> {
-        let mut chunks = self.chunks(rel_path)?;
+        self.reader_of_version(rel_path, None)
+    }
+
+    /// A blocking reader of one version of the object (`None`: the current one).
+    pub(crate) fn reader_of_version(&self, rel_path: &str, version: Option<&str>) -> Result<ObjectReader> {
+        let mut chunks = self.chunks(rel_path, version)?;
         let first = match chunks.blocking_recv() {
             Some(chunk) => chunk?,
             None => Bytes::new(),
@@ -349,6 +369,13 @@ impl ObjectBackend {
             .collect();
         paths.sort();
         Ok(paths)
+    }
+
+    /// Every version the bucket keeps under `rel_prefix` (see [`VersionLister`]).
+    pub(crate) fn list_versions(&self, rel_prefix: &str, delimiter: Option<char>) -> Result<VersionListing> {
+        let lister = Arc::clone(&self.versions);
+        let rel_prefix = rel_prefix.to_string();
+        self.wait(async move { lister.list(&rel_prefix, delimiter).await })
     }
 
     fn list(&self, rel_dir: &str) -> Result<object_store::ListResult> {

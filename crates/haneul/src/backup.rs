@@ -118,6 +118,8 @@ enum BackupCommand {
     /// List the snapshots of a backup.
     List(ListArgs),
     /// Restore a snapshot into a temporary directory, verify everything, and report.
+    /// Exit status: 0 complete, 1 incomplete, 2 could not run, 3 complete only
+    /// from the versions Haneul wrote (someone has changed the backup since).
     Drill(DrillArgs),
 }
 
@@ -303,6 +305,7 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     println!("into:      {}", data_dir.display());
     println!("instances: {}", manifest.counts.instances);
     println!("blobs:     {} ({} bytes, every one verified)", report.blobs_restored, report.bytes);
+    print_replaced(&report.replaced);
     println!("start it with: haneul serve --data {}", data_dir.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -334,14 +337,36 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
     println!("into:      {} and the PostgreSQL catalog", blobs.describe());
     println!("instances: {}", manifest.counts.instances);
     println!("blobs:     {} ({} bytes, every one verified)", report.blobs_restored, report.bytes);
+    print_replaced(&report.replaced);
     println!("start the nodes with their configuration (haneul serve --config FILE)");
     Ok(ExitCode::SUCCESS)
 }
+
+/// Objects a restore read from the version Haneul wrote: someone else
+/// writes to the backup, which its owner must look into.
+fn print_replaced(replaced: &[haneul_backup::Replaced]) {
+    if replaced.is_empty() {
+        return;
+    }
+    println!(
+        "replaced:  {} (restored from the version Haneul wrote; someone else has written to this backup)",
+        replaced.len()
+    );
+    for object in replaced {
+        println!("  {object}");
+    }
+}
+
+/// A drill's exit status when the backup restores only thanks to the
+/// versions the bucket kept: complete, but tampered with.
+const DRILL_TAMPERED: u8 = 3;
 
 /// What a drill found.
 #[derive(Default)]
 struct Drill {
     objects_verified: u64,
+    /// Objects restored from the version Haneul wrote.
+    replaced: Vec<haneul_backup::Replaced>,
     restore_problems: Vec<RestoreProblem>,
     verify_problems: Vec<VerifyProblem>,
     /// Differences between the restored node and the manifest.
@@ -395,6 +420,14 @@ fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
     for problem in &drill.count_problems {
         println!("  {problem}");
     }
+    println!("replaced:          {}", drill.replaced.len());
+    for object in &drill.replaced {
+        println!("  {object}");
+    }
+    if drill.complete() && !drill.replaced.is_empty() {
+        println!("result:            complete from the versions Haneul wrote; the objects above were changed since");
+        return Ok(ExitCode::from(DRILL_TAMPERED));
+    }
     if drill.complete() {
         println!("result:            complete");
         return Ok(ExitCode::SUCCESS);
@@ -414,6 +447,7 @@ fn drill(target: &dyn Target, manifest: &Manifest, data_dir: &Path) -> anyhow::R
         Ok(report) => {
             drill.objects_verified = report.blobs_restored;
             drill.bytes = report.bytes;
+            drill.replaced = report.replaced;
         }
         Err(BackupError::Incomplete { problems, .. }) => {
             drill.objects_verified = manifest.counts.blobs - problems.len() as u64;

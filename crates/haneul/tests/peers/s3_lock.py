@@ -11,6 +11,10 @@ only), as `aws s3api` would, to a real S3-compatible server:
         of it, then overwrite it; prints what the server answered and which
         versions remain, and saves the first version's bytes, read back by
         its version id, to the file SAVED
+    s3_lock.py hide URL BUCKET PREFIX REGEX
+        "delete" the last key under PREFIX that REGEX finds, as a plain
+        DELETE does in a versioned bucket: a delete marker on top of the
+        versions; prints the key, the server's answer and its versions
 
 URL is http://ACCESS_KEY:SECRET@HOST:PORT. Output: one JSON line.
 """
@@ -110,14 +114,27 @@ def lock_bucket(url, bucket, days):
     print(json.dumps({"status": status, "configuration": body.decode()}))
 
 
-def first_key(url, bucket, prefix):
+def current_keys(url, bucket, prefix):
     status, body = request(url, "GET", f"/{bucket}", f"list-type=2&prefix={prefix}")
     if status != 200:
         raise SystemExit(f"listing {prefix}: {status} {body[:300]!r}")
     keys = re.findall(r"<Key>(.*?)</Key>", body.decode())
     if not keys:
         raise SystemExit(f"no object under {prefix}")
-    return keys[0]
+    return keys
+
+
+def first_key(url, bucket, prefix):
+    return current_keys(url, bucket, prefix)[0]
+
+
+def hide(url, bucket, prefix, pattern):
+    matching = [key for key in current_keys(url, bucket, prefix) if re.search(pattern, key)]
+    if not matching:
+        raise SystemExit(f"no key under {prefix} matches {pattern}")
+    key = matching[-1]
+    status, _ = request(url, "DELETE", f"/{bucket}/{key}")
+    print(json.dumps({"key": key, "delete": status, "after": versions(url, bucket, key)}))
 
 
 def attack(url, bucket, prefix, saved):
@@ -146,6 +163,8 @@ def main():
         lock_bucket(args[0], args[1], int(args[2]))
     elif command == "attack":
         attack(args[0], args[1], args[2], args[3])
+    elif command == "hide":
+        hide(args[0], args[1], args[2], args[3])
     else:
         raise SystemExit(f"unknown command {command}")
 
