@@ -26,7 +26,7 @@ mod manifest;
 mod target;
 mod when;
 
-pub use manifest::{object_key, BlobEntry, CatalogEntry, Counts, Manifest, MANIFEST_FORMAT};
+pub use manifest::{object_key, AuditEntry, BlobEntry, CatalogEntry, Counts, Manifest, MANIFEST_FORMAT};
 pub use target::{BucketTarget, DirTarget, NewObject, Target};
 pub use when::{is_snapshot_name, parse_at};
 
@@ -36,9 +36,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use haneul_catalog::{BlobKind, Catalog, CatalogError, CatalogSnapshot, ReferencedBlob};
+use haneul_catalog::{BlobKind, Catalog, CatalogError, CatalogSnapshot};
 use haneul_storage::{BlobStore, StorageError};
-use manifest::{is_digest_hex, to_hex};
+use manifest::{is_digest_hex, is_plain_file_name, to_hex};
 
 /// The catalog's file inside a snapshot.
 const SNAPSHOT_CATALOG: &str = "catalog.sqlite";
@@ -158,6 +158,8 @@ impl fmt::Display for Replaced {
 pub struct Source<'a> {
     pub catalog: &'a dyn Catalog,
     pub blobs: &'a BlobStore,
+    /// The node's audit trail directory, if it is backed up too.
+    pub audit_dir: Option<&'a Path>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +171,10 @@ pub struct BackupReport {
     /// Objects a previous run had written, checked and kept.
     pub objects_present: u64,
     pub counts: Counts,
+    /// Files of the audit trail in the snapshot, and how many of them
+    /// this run copied (the others an earlier run had stored whole).
+    pub audit_files: u64,
+    pub audit_written: u64,
 }
 
 /// Back up `source` into `target`: a catalog snapshot, every referenced blob
@@ -200,6 +206,8 @@ pub fn backup(
         bytes_written: 0,
         objects_present: 0,
         counts: Counts::default(),
+        audit_files: 0,
+        audit_written: 0,
     };
     let mut problems = Vec::new();
     let mut handled = HashSet::new();
@@ -216,22 +224,33 @@ pub fn backup(
         });
         // Blobs with the same content share one object.
         if handled.insert(digest.clone()) {
-            match store_object(source.blobs, target, blob, &digest)? {
+            let stored = store_object(target, &digest, &blob.path, (blob.size, blob.digest), || {
+                match source.blobs.open_blob(&blob.path) {
+                    Ok(file) => Ok(Some(file)),
+                    Err(StorageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+                    Err(error) => Err(error.into()),
+                }
+            })?;
+            match stored {
                 Stored::Written => {
                     report.objects_written += 1;
                     report.bytes_written += blob.size;
                 }
                 Stored::Present => report.objects_present += 1,
-                Stored::Problem(problem) => {
-                    tracing::error!(%problem, "backup problem");
-                    problems.push(problem);
-                }
+                Stored::Problem(problem) => problems.push(problem),
             }
         }
         done += blob.size;
         progress(done, total);
     }
+    let audit = match source.audit_dir {
+        Some(dir) => backup_audit(dir, target, scratch.path(), &mut report, &mut problems)?,
+        None => Vec::new(),
+    };
     if !problems.is_empty() {
+        for problem in &problems {
+            tracing::error!(%problem, "backup problem");
+        }
         return Err(BackupError::Problems(problems));
     }
 
@@ -267,6 +286,7 @@ pub fn backup(
         },
         counts: report.counts.clone(),
         blobs: entries,
+        audit,
     };
     let manifest_key = format!("snapshots/{name}/{MANIFEST_FILE}");
     let bytes = serde_json::to_vec_pretty(&manifest).map_err(|error| BackupError::Io {
@@ -309,23 +329,26 @@ enum Stored {
 }
 
 /// Back up the archive whose catalog is `catalog` (a shared database) and
-/// whose blobs are in `blobs`.
+/// whose blobs are in `blobs`, with this node's audit trail in `audit_dir`.
 pub fn backup_shared_catalog(
     catalog: &dyn Catalog,
     blobs: &BlobStore,
+    audit_dir: Option<&Path>,
     target: &dyn Target,
     scratch: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<BackupReport> {
-    backup(&Source { catalog, blobs }, target, scratch, progress)
+    backup(&Source { catalog, blobs, audit_dir }, target, scratch, progress)
 }
 
 /// Back up the archive whose catalog is the file `catalog` and whose blobs
-/// are in `blobs`, opening the catalog for reading only (beside a running
-/// server, and without the start-up recovery of a node).
+/// are in `blobs`, with the audit trail in `audit_dir`, opening the catalog
+/// for reading only (beside a running server, and without the start-up
+/// recovery of a node).
 pub fn backup_files(
     catalog: &Path,
     blobs: &BlobStore,
+    audit_dir: Option<&Path>,
     target: &dyn Target,
     scratch: &Path,
     progress: &mut dyn FnMut(u64, u64),
@@ -337,36 +360,109 @@ pub fn backup_files(
         });
     }
     let catalog = haneul_catalog::SqliteCatalog::open_read_only(catalog)?;
-    backup(&Source { catalog: &catalog, blobs }, target, scratch, progress)
+    backup(&Source { catalog: &catalog, blobs, audit_dir }, target, scratch, progress)
 }
 
-/// Make sure the target holds `blob`'s content under its digest.
-fn store_object(blobs: &BlobStore, target: &dyn Target, blob: &ReferencedBlob, digest: &str) -> Result<Stored> {
+/// Make sure the target holds the content `expected` (size, digest; `digest`
+/// in hex) of the archive file `what` under its digest. `open` gives the
+/// file, or `None` when it is missing; it is called only if the target
+/// lacks the object.
+fn store_object(
+    target: &dyn Target,
+    digest: &str,
+    what: &str,
+    expected: (u64, [u8; 32]),
+    open: impl FnOnce() -> Result<Option<File>>,
+) -> Result<Stored> {
     let key = object_key(digest);
     if let Some(size) = target.object_size(&key).map_err(io_error(target.locate(&key)))? {
-        return check_existing(target, &key, blob, Presence::Found { size });
+        return check_existing(target, &key, expected, Presence::Found { size });
     }
-    let mut file = match blobs.open_blob(&blob.path) {
-        Ok(file) => file,
-        Err(StorageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            return Ok(Stored::Problem(BackupProblem::SourceMissing { path: blob.path.clone() }));
-        }
-        Err(error) => return Err(error.into()),
+    let Some(mut file) = open()? else {
+        return Ok(Stored::Problem(BackupProblem::SourceMissing { path: what.to_string() }));
     };
     let mut object = target.create(&key).map_err(io_error(target.locate(&key)))?;
-    let copied = copy_hashing(&mut file, &mut object, &blob.path, target)?;
-    if copied != (blob.size, blob.digest) {
+    let copied = copy_hashing(&mut file, &mut object, what, target)?;
+    if copied != expected {
         // Dropping the unpublished object discards the copy.
-        return Ok(Stored::Problem(BackupProblem::SourceMismatch { path: blob.path.clone() }));
+        return Ok(Stored::Problem(BackupProblem::SourceMismatch { path: what.to_string() }));
     }
     match object.publish() {
         Ok(()) => Ok(Stored::Written),
         // Another run published the same content meanwhile: check theirs.
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-            check_existing(target, &key, blob, Presence::RefusedOurs)
+            check_existing(target, &key, expected, Presence::RefusedOurs)
         }
         Err(error) => Err(io_error(target.locate(&key))(error)),
     }
+}
+
+/// Store each file of the audit trail in `dir` as far as its last complete
+/// record (the server may be appending to the newest), through a copy in
+/// `scratch`. Files already stored whole by an earlier run are found by
+/// their digest and not written again.
+fn backup_audit(
+    dir: &Path,
+    target: &dyn Target,
+    scratch: &Path,
+    report: &mut BackupReport,
+    problems: &mut Vec<BackupProblem>,
+) -> Result<Vec<AuditEntry>> {
+    let files = haneul_audit::trail_files(dir).map_err(|error| BackupError::Io {
+        what: format!("cannot list the audit trail in {}", dir.display()),
+        cause: io::Error::other(error.to_string()),
+    })?;
+    let staged = scratch.join("audit-file");
+    let mut entries = Vec::with_capacity(files.len());
+    for path in files {
+        let Some(name) = path.file_name().and_then(|name| name.to_str()).map(str::to_string) else { continue };
+        let (size, digest) = copy_complete_lines(&path, &staged)?;
+        if size == 0 {
+            continue;
+        }
+        let digest_hex = to_hex(&digest);
+        let what = path.display().to_string();
+        let stored = store_object(target, &digest_hex, &what, (size, digest), || {
+            File::open(&staged).map(Some).map_err(io_error(format_args!("cannot read {}", staged.display())))
+        })?;
+        match stored {
+            Stored::Written => report.audit_written += 1,
+            Stored::Present => {}
+            Stored::Problem(problem) => problems.push(problem),
+        }
+        entries.push(AuditEntry { file: name, size, digest: digest_hex });
+    }
+    let _ = fs::remove_file(&staged);
+    report.audit_files = entries.len() as u64;
+    Ok(entries)
+}
+
+/// Copy `source` into `staged` up to and including its last newline; the
+/// size and digest of the copy.
+fn copy_complete_lines(source: &Path, staged: &Path) -> Result<(u64, [u8; 32])> {
+    let mut input = File::open(source).map_err(io_error(format_args!("cannot read {}", source.display())))?;
+    let mut output = File::create(staged).map_err(io_error(format_args!("cannot create {}", staged.display())))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    let mut complete = 0u64;
+    loop {
+        let n = match input.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(io_error(format_args!("cannot read {}", source.display()))(error)),
+        };
+        if let Some(last) = buffer[..n].iter().rposition(|byte| *byte == b'\n') {
+            complete = written + last as u64 + 1;
+        }
+        output.write_all(&buffer[..n]).map_err(io_error(format_args!("cannot write {}", staged.display())))?;
+        written += n as u64;
+    }
+    output.set_len(complete).map_err(io_error(format_args!("cannot write {}", staged.display())))?;
+    drop(output);
+    let (size, digest) =
+        haneul_storage::digest_file(staged).map_err(io_error(format_args!("cannot read {}", staged.display())))?;
+    Ok((size, digest.0))
 }
 
 /// How an object already in the target came to light.
@@ -381,10 +477,10 @@ enum Presence {
 /// found before writing, in a target that does not reread, is judged by its
 /// size; one that refused our publish is always read back, since a bucket
 /// refuses only other content.
-fn check_existing(target: &dyn Target, key: &str, blob: &ReferencedBlob, presence: Presence) -> Result<Stored> {
+fn check_existing(target: &dyn Target, key: &str, expected: (u64, [u8; 32]), presence: Presence) -> Result<Stored> {
     if let Presence::Found { size } = presence {
         if !target.rereads_present_objects() {
-            return match size == blob.size {
+            return match size == expected.0 {
                 true => Ok(Stored::Present),
                 false => Ok(Stored::Problem(BackupProblem::ObjectDiffers { object: target.locate(key) })),
             };
@@ -392,7 +488,7 @@ fn check_existing(target: &dyn Target, key: &str, blob: &ReferencedBlob, presenc
     }
     let mut object = target.open(key).map_err(io_error(target.locate(key)))?;
     let found = hash_reader(&mut object).map_err(io_error(target.locate(key)))?;
-    if found == (blob.size, blob.digest) {
+    if found == expected {
         return Ok(Stored::Present);
     }
     Ok(Stored::Problem(BackupProblem::ObjectDiffers { object: target.locate(key) }))
@@ -488,6 +584,11 @@ pub fn read_manifest(target: &dyn Target, snapshot: &str) -> Result<Manifest> {
     if let Some(entry) = manifest.blobs.iter().find(|entry| !is_digest_hex(&entry.digest)) {
         return Err(bad(format!("blob {} has a malformed digest", entry.path)));
     }
+    if let Some(entry) =
+        manifest.audit.iter().find(|entry| !is_digest_hex(&entry.digest) || !is_plain_file_name(&entry.file))
+    {
+        return Err(bad(format!("audit file {:?} is malformed", entry.file)));
+    }
     Ok(manifest)
 }
 
@@ -529,6 +630,8 @@ pub struct Layout {
     pub catalog_file: String,
     /// The blob store's directory in it.
     pub blob_dir: String,
+    /// The audit trail's directory in it.
+    pub audit_dir: String,
 }
 
 #[derive(Debug, Clone)]
@@ -540,6 +643,8 @@ pub struct RestoreReport {
     pub manifest: Manifest,
     /// Objects restored from an earlier version.
     pub replaced: Vec<Replaced>,
+    /// Files of the audit trail restored and verified.
+    pub audit_files: u64,
 }
 
 impl RestoreReport {
@@ -555,6 +660,7 @@ impl RestoreReport {
             bytes: 0,
             manifest: manifest.clone(),
             replaced,
+            audit_files: 0,
         }
     }
 
@@ -616,6 +722,8 @@ pub fn restore(
         report.count(target, entry, size, from_earlier_version);
         progress(report.bytes, total);
     }
+    let audit_dir = layout.data_dir.join(&layout.audit_dir);
+    restore_audit(target, manifest, &audit_dir, &mut new_entries, &mut problems, &mut report)?;
     for dir in &new_entries {
         fsync_dir(dir)?;
     }
@@ -642,12 +750,16 @@ pub fn restore_shared(
     manifest: &Manifest,
     catalog: &haneul_catalog::PostgresOptions,
     blobs: &BlobStore,
+    audit_dir: &Path,
     scratch: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RestoreReport> {
     // Checked before anything is uploaded, and again as the rows go in.
     let catalog = haneul_catalog::PostgresCatalog::connect(catalog)?;
     catalog.check_empty()?;
+    if !manifest.audit.is_empty() {
+        prepare_empty_dir(audit_dir)?;
+    }
     let snapshot = manifest.snapshot.as_str();
     fs::create_dir_all(scratch).map_err(io_error(format_args!("cannot create {}", scratch.display())))?;
     let staged_catalog = scratch.join(format!("{snapshot}.catalog.restoring"));
@@ -673,6 +785,11 @@ pub fn restore_shared(
             blobs.put_file(&entry.path, &staged_blob, size, haneul_storage::Digest(digest))?;
             report.count(target, entry, size, from_earlier_version);
             progress(report.bytes, total);
+        }
+        let mut new_entries = BTreeSet::from([audit_dir.to_path_buf()]);
+        restore_audit(target, manifest, audit_dir, &mut new_entries, &mut problems, &mut report)?;
+        for dir in new_entries.iter().filter(|dir| dir.is_dir()) {
+            fsync_dir(dir)?;
         }
         if !problems.is_empty() {
             return Err(BackupError::Incomplete { snapshot: snapshot.to_string(), problems });
@@ -810,6 +927,45 @@ fn copy_verified(
         Copy::Missing => Err(RestoreProblem::Missing { object, path }),
         Copy::Damaged => Err(RestoreProblem::Damaged { object, path }),
     })
+}
+
+/// Restore the snapshot's audit trail files into `dir`, each verified and
+/// fsynced; what is missing or damaged goes to `problems`.
+fn restore_audit(
+    target: &dyn Target,
+    manifest: &Manifest,
+    dir: &Path,
+    new_entries: &mut BTreeSet<PathBuf>,
+    problems: &mut Vec<RestoreProblem>,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    if manifest.audit.is_empty() {
+        return Ok(());
+    }
+    create_dirs(dir, new_entries)?;
+    new_entries.insert(dir.to_path_buf());
+    for entry in &manifest.audit {
+        let destination = dir.join(&entry.file);
+        let key = object_key(&entry.digest);
+        let object = target.locate(&key);
+        let path = format!("audit trail {}", entry.file);
+        let create = || OpenOptions::new().write(true).create_new(true).open(&destination);
+        match copy_object(target, &key, (entry.size, &entry.digest), &destination, create)? {
+            Copy::Verified(Copied { file, from_earlier_version, .. }) => {
+                file.sync_all().map_err(io_error(format_args!("cannot sync {}", destination.display())))?;
+                report.audit_files += 1;
+                if from_earlier_version {
+                    report.replaced.push(Replaced { object, path });
+                }
+            }
+            Copy::Missing => problems.push(RestoreProblem::Missing { object, path }),
+            Copy::Damaged => {
+                let _ = fs::remove_file(&destination);
+                problems.push(RestoreProblem::Damaged { object, path });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An absent directory is created; an existing one must be empty.

@@ -19,6 +19,10 @@ pub struct Manifest {
     pub counts: Counts,
     /// Every blob the catalog references, by path.
     pub blobs: Vec<BlobEntry>,
+    /// The node's audit trail, file by file, oldest first (none in
+    /// snapshots written before trails were backed up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<AuditEntry>,
 }
 
 /// The catalog copy of a snapshot.
@@ -59,6 +63,22 @@ pub struct BlobEntry {
     pub digest: String,
     /// `instance`, `superseded` or `conflict`.
     pub kind: String,
+}
+
+/// One file of the audit trail, as far as its last complete record when it
+/// was copied; stored as an object like a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Its name in the trail's directory (`audit-2026-11-23.jsonl`).
+    pub file: String,
+    pub size: u64,
+    /// BLAKE3, hex; also the name of its object.
+    pub digest: String,
+}
+
+/// Whether `name` is a plain file name a restore may create.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0'])
 }
 
 /// The key of the object holding content with this digest (hex).

@@ -60,14 +60,19 @@ impl Archive {
     }
 
     fn backup(&self, target: &dyn Target) -> Result<BackupReport> {
-        let source = Source { catalog: &self.catalog, blobs: &self.blobs };
+        let source = Source { catalog: &self.catalog, blobs: &self.blobs, audit_dir: None };
         let scratch = tempfile::tempdir().expect("scratch");
         backup(&source, target, scratch.path(), &mut |_, _| {})
     }
 }
 
 fn layout(dir: &Path) -> Layout {
-    Layout { data_dir: dir.to_path_buf(), catalog_file: "catalog.sqlite".into(), blob_dir: "blobs".into() }
+    Layout {
+        data_dir: dir.to_path_buf(),
+        catalog_file: "catalog.sqlite".into(),
+        blob_dir: "blobs".into(),
+        audit_dir: "audit".into(),
+    }
 }
 
 fn object_path(target: &DirTarget, content: &[u8]) -> PathBuf {
@@ -384,4 +389,63 @@ fn a_restore_reads_the_first_good_version_of_an_object_changed_since() {
     assert_eq!(named, expected);
     let restored_catalog = CatalogSnapshot::open(&data_dir.join("catalog.sqlite")).expect("restored catalog");
     assert_eq!(restored_catalog.counts().expect("counts").instances, 3);
+}
+
+#[test]
+fn the_audit_trail_is_backed_up_to_its_last_complete_record_and_restored() {
+    let archive = Archive::new();
+    archive.store("1.1", b"an instance");
+    let audit_dir = archive.dir.path().join("audit");
+    fs::create_dir(&audit_dir).expect("audit dir");
+    let past_day = b"{\"seq\":1}\n{\"seq\":2}\n".to_vec();
+    fs::write(audit_dir.join("audit-2026-11-22.jsonl"), &past_day).expect("past day");
+    // Today's file, with a record half written as the backup reads it.
+    let today = audit_dir.join("audit-2026-11-23.jsonl");
+    fs::write(&today, b"{\"seq\":3}\n{\"seq\":4,\"act").expect("today");
+    fs::write(audit_dir.join(".writer.lock"), b"").expect("lock file");
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let source = Source { catalog: &archive.catalog, blobs: &archive.blobs, audit_dir: Some(&audit_dir) };
+    let first = backup(&source, &target, scratch.path(), &mut |_, _| {}).expect("first backup");
+    assert_eq!((first.audit_files, first.audit_written, first.objects_written), (2, 2, 1));
+    let manifest = read_manifest(&target, &first.snapshot).expect("manifest");
+    let files: Vec<(&str, u64)> = manifest.audit.iter().map(|entry| (entry.file.as_str(), entry.size)).collect();
+    assert_eq!(files, [("audit-2026-11-22.jsonl", past_day.len() as u64), ("audit-2026-11-23.jsonl", 10)]);
+
+    // The record completed and one more: only today's file is copied again.
+    fs::write(&today, b"{\"seq\":3}\n{\"seq\":4,\"action\":\"store\"}\n{\"seq\":5}\n").expect("today");
+    let second = backup(&source, &target, scratch.path(), &mut |_, _| {}).expect("second backup");
+    assert_eq!((second.audit_files, second.audit_written, second.objects_present), (2, 1, 1));
+
+    let at_first_dir = tempfile::tempdir().expect("tempdir");
+    let at_first = at_first_dir.path().join("data");
+    restore(&target, &manifest, &layout(&at_first), &mut |_, _| {}).expect("restore the first");
+    assert_eq!(fs::read(at_first.join("audit/audit-2026-11-22.jsonl")).expect("past"), past_day);
+    assert_eq!(fs::read(at_first.join("audit/audit-2026-11-23.jsonl")).expect("today"), b"{\"seq\":3}\n");
+    let latest = choose_snapshot(&target, None).expect("latest");
+    let into = tempfile::tempdir().expect("tempdir");
+    let report = restore(&target, &latest, &layout(into.path()), &mut |_, _| {}).expect("restore the latest");
+    assert_eq!(report.audit_files, 2);
+    assert_eq!(
+        fs::read(into.path().join("audit/audit-2026-11-23.jsonl")).expect("today"),
+        fs::read(&today).expect("today")
+    );
+    assert!(!into.path().join("audit/.writer.lock").exists(), "only trail files are backed up");
+
+    // A trail object lost from the backup makes the restore incomplete.
+    let today_key = object_key(&latest.audit[1].digest);
+    let lost = target.path_of(&today_key).expect("path");
+    fs::set_permissions(&lost, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::remove_file(&lost).expect("remove");
+    let into = tempfile::tempdir().expect("tempdir");
+    let error = restore(&target, &latest, &layout(into.path()), &mut |_, _| {}).expect_err("incomplete");
+    let BackupError::Incomplete { problems, .. } = error else { panic!("unexpected error {error}") };
+    assert_eq!(
+        problems,
+        [RestoreProblem::Missing {
+            object: target.locate(&today_key),
+            path: "audit trail audit-2026-11-23.jsonl".into()
+        }]
+    );
 }

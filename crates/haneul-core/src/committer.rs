@@ -27,6 +27,9 @@ type CommitResult = Result<CommitOutcome, String>;
 
 pub(crate) struct Committer {
     shared: Arc<Shared>,
+    /// Joined on drop: the thread holds the catalog, which must be closed
+    /// when the archive is.
+    journal_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 struct Shared {
@@ -92,11 +95,11 @@ impl Committer {
             events_arrived: Condvar::new(),
         });
         let flusher = Arc::clone(&shared);
-        std::thread::Builder::new()
+        let journal_thread = std::thread::Builder::new()
             .name("haneul-journal".into())
             .spawn(move || flusher.flush_events_forever())
             .expect("spawning the journal thread at start-up");
-        Committer { shared }
+        Committer { shared, journal_thread: Some(journal_thread) }
     }
 
     /// Record one durably written instance; returns once the catalog commit
@@ -153,6 +156,9 @@ impl Drop for Committer {
         self.shared.flush_now();
         lock(&self.shared.state).closed = true;
         self.shared.events_arrived.notify_all();
+        if let Some(thread) = self.journal_thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use haneul_backup::{BackupError, BucketTarget, DirTarget, Layout, Manifest, RestoreProblem, Target};
 use haneul_core::{
-    open_blob_store, verify_archive, Archive, ArchiveConfig, BlobBackend, BlobConfig, CatalogLocation, S3Options,
-    VerifyProblem, BLOB_DIR, CATALOG_FILE,
+    audit, open_blob_store, verify_archive, Archive, ArchiveConfig, BlobBackend, BlobConfig, CatalogLocation,
+    S3Options, VerifyProblem, BLOB_DIR, CATALOG_FILE,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -185,7 +185,12 @@ fn show_bytes(progress: &ProgressBar) -> impl FnMut(u64, u64) + '_ {
 }
 
 fn layout(data_dir: &Path) -> Layout {
-    Layout { data_dir: data_dir.to_path_buf(), catalog_file: CATALOG_FILE.into(), blob_dir: BLOB_DIR.into() }
+    Layout {
+        data_dir: data_dir.to_path_buf(),
+        catalog_file: CATALOG_FILE.into(),
+        blob_dir: BLOB_DIR.into(),
+        audit_dir: audit::AUDIT_DIR.into(),
+    }
 }
 
 pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
@@ -217,15 +222,29 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no archive at {}: no blob directory", data_dir.display());
     }
     let blobs = open_blob_store(&data_dir, &blob_config, false).context("cannot open the blob store")?;
+    // This node's audit trail goes with the archive: it says who saw and changed what.
+    let audit_dir = data_dir.join(audit::AUDIT_DIR);
     let report = match config.catalog.location()? {
-        CatalogLocation::Embedded => {
-            haneul_backup::backup_files(&data_dir.join(CATALOG_FILE), &blobs, target, &scratch, &mut show)
-        }
+        CatalogLocation::Embedded => haneul_backup::backup_files(
+            &data_dir.join(CATALOG_FILE),
+            &blobs,
+            Some(&audit_dir),
+            target,
+            &scratch,
+            &mut show,
+        ),
         // The snapshot of a PostgreSQL catalog is a SQLite catalog, so
         // a restore gives an archive on the embedded default.
         location => {
             let catalog = location.open(&data_dir).context("cannot open the catalog")?;
-            haneul_backup::backup_shared_catalog(catalog.as_ref(), &blobs, target, &scratch, &mut show)
+            haneul_backup::backup_shared_catalog(
+                catalog.as_ref(),
+                &blobs,
+                Some(&audit_dir),
+                target,
+                &scratch,
+                &mut show,
+            )
         }
     };
     progress.finish_and_clear();
@@ -234,6 +253,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     println!("snapshot:                {}", report.snapshot);
     println!("objects written:         {} ({} bytes)", report.objects_written, report.bytes_written);
     println!("objects already present: {}", report.objects_present);
+    println!("audit trail:             {} files ({} copied)", report.audit_files, report.audit_written);
     println!(
         "catalog:                 {} instances, {} studies, {} patients, {} blobs ({} bytes)",
         counts.instances, counts.studies, counts.patients, counts.blobs, counts.bytes
@@ -305,6 +325,7 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     println!("into:      {}", data_dir.display());
     println!("instances: {}", manifest.counts.instances);
     println!("blobs:     {} ({} bytes, every one verified)", report.blobs_restored, report.bytes);
+    println!("audit:     {} trail files (every one verified)", report.audit_files);
     print_replaced(&report.replaced);
     println!("start it with: haneul serve --data {}", data_dir.display());
     Ok(ExitCode::SUCCESS)
@@ -327,6 +348,7 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
         &manifest,
         &options,
         &blobs,
+        &data_dir.join(audit::AUDIT_DIR),
         &scratch,
         &mut show_bytes(&progress),
     );
@@ -337,6 +359,7 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
     println!("into:      {} and the PostgreSQL catalog", blobs.describe());
     println!("instances: {}", manifest.counts.instances);
     println!("blobs:     {} ({} bytes, every one verified)", report.blobs_restored, report.bytes);
+    println!("audit:     {} trail files, into {}", report.audit_files, data_dir.join(audit::AUDIT_DIR).display());
     print_replaced(&report.replaced);
     println!("start the nodes with their configuration (haneul serve --config FILE)");
     Ok(ExitCode::SUCCESS)
@@ -375,6 +398,9 @@ struct Drill {
     studies: u64,
     /// Bytes restored and verified against their digests.
     bytes: u64,
+    /// The restored audit trail: files, and records whose chain holds.
+    audit_files: u64,
+    audit_records: u64,
 }
 
 impl Drill {
@@ -405,6 +431,7 @@ fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
     println!("studies:           {} (manifest {})", drill.studies, counts.studies);
     println!("bytes:             {} (manifest {})", drill.bytes, counts.bytes);
     println!("objects verified:  {} of {} blobs", drill.objects_verified, counts.blobs);
+    println!("audit trail:       {} records in {} files", drill.audit_records, drill.audit_files);
     let missing = drill.restore_problems.iter().filter(|p| matches!(p, RestoreProblem::Missing { .. })).count();
     println!("missing:           {missing}");
     println!("mismatched:        {}", drill.restore_problems.len() - missing);
@@ -448,6 +475,7 @@ fn drill(target: &dyn Target, manifest: &Manifest, data_dir: &Path) -> anyhow::R
             drill.objects_verified = report.blobs_restored;
             drill.bytes = report.bytes;
             drill.replaced = report.replaced;
+            drill.audit_files = report.audit_files;
         }
         Err(BackupError::Incomplete { problems, .. }) => {
             drill.objects_verified = manifest.counts.blobs - problems.len() as u64;
@@ -471,6 +499,26 @@ fn drill(target: &dyn Target, manifest: &Manifest, data_dir: &Path) -> anyhow::R
     drop(runtime);
     drill.instances = statistics.instances;
     drill.studies = statistics.studies;
+
+    let audit_dir = data_dir.join(audit::AUDIT_DIR);
+    let trail = audit::verify(&audit_dir)
+        .with_context(|| format!("reading the restored audit trail in {}", audit_dir.display()))?;
+    drill.audit_records = trail.records;
+    if let Some(broken) = &trail.first_break {
+        drill.count_problems.push(format!(
+            "audit trail: {} line {}: {}",
+            broken.at.file.file_name().unwrap_or_default().to_string_lossy(),
+            broken.at.line,
+            broken.reason
+        ));
+    }
+    if trail.files != manifest.audit.len() {
+        drill.count_problems.push(format!(
+            "audit trail files: {} in the restored node, {} in the manifest",
+            trail.files,
+            manifest.audit.len()
+        ));
+    }
 
     let report = verify_archive(data_dir, &CatalogLocation::Embedded, &BlobConfig::default(), &mut |_, _| {})?;
     drill.verify_problems = report.problems;

@@ -118,8 +118,10 @@ fn backups_beside_a_running_server_restore_to_byte_identical_archives() {
     assert_eq!(blobs_at_first.len(), FIRST_SET.len());
     let (first, output) = backup(&["--config", &config], &backup_dir);
     assert_eq!(count(&output, "objects written:"), FIRST_SET.len() as u64);
+    assert_eq!(manifest_objects(&backup_dir, &first).len(), FIRST_SET.len());
+    // The server's audit trail goes with it (one file a day).
+    assert!(count(&output, "audit trail:") >= 1, "{}", stdout(&output));
     let objects_at_first = object_identities(&backup_dir);
-    assert_eq!(objects_at_first.len(), FIRST_SET.len());
 
     server.store_samples("MODALITY", &SECOND_SET);
     let (second, output) = backup(&["--config", &config], &backup_dir);
@@ -145,6 +147,18 @@ fn backups_beside_a_running_server_restore_to_byte_identical_archives() {
         let output = run(haneul().args(["restore", "--from"]).arg(&backup_dir).arg("--data").arg(latest));
         assert!(output.status.success(), "restore: {}", stderr(&output));
         assert_eq!(blob_files(latest), blob_files(&server.data_dir()), "restored files are byte-identical");
+        // The trail as it was at the backup: each file a prefix of the
+        // server's (which has gone on recording), its chain intact.
+        let trail = files_under(&latest.join("audit"));
+        assert!(!trail.is_empty(), "the audit trail is restored");
+        for (name, restored_bytes) in &trail {
+            let now = std::fs::read(server.data_dir().join("audit").join(name)).expect("the server's trail file");
+            assert!(now.starts_with(restored_bytes) && restored_bytes.ends_with(b"\n"), "{name}");
+        }
+        let verified = run(haneul().args(["audit", "verify", "--json", "--data"]).arg(latest));
+        assert!(verified.status.success(), "audit verify: {}{}", stdout(&verified), stderr(&verified));
+        let verified: serde_json::Value = serde_json::from_slice(&verified.stdout).expect("audit verify JSON");
+        assert!(verified["records"].as_u64().is_some_and(|records| records > 0), "{verified:#}");
     });
     let latest = restored.data_dir();
     let authorization = server.authorization();
@@ -172,6 +186,7 @@ fn backups_beside_a_running_server_restore_to_byte_identical_archives() {
     assert!(output.status.success(), "drill failed:\n{}{}", stdout(&output), stderr(&output));
     assert!(stdout(&output).contains("result:            complete"), "{}", stdout(&output));
     assert_eq!(count(&output, "objects verified:"), (FIRST_SET.len() + SECOND_SET.len()) as u64);
+    assert!(count(&output, "audit trail:") > 0, "{}", stdout(&output));
     assert!(std::fs::read_dir(&scratch).expect("scratch").next().is_none(), "the drill removed its restore");
     server.stop();
 }
@@ -278,7 +293,10 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
     let written = &attack["before"][0]["version"];
     assert!(attack["after"].as_array().is_some_and(|after| after.iter().any(|entry| &entry["version"] == written)));
     let original = std::fs::read(&saved).expect("the saved original");
-    assert!(blob_files(&server.data_dir()).values().any(|blob| *blob == original), "the original bytes are kept");
+    // The object is an instance file or a file of the audit trail as it was then.
+    let kept = blob_files(&server.data_dir()).values().any(|blob| *blob == original)
+        || files_under(&server.data_dir().join("audit")).values().any(|trail| trail.starts_with(&original));
+    assert!(!original.is_empty() && kept, "the original bytes are kept");
 
     // Delete markers over another object and over the snapshot's manifest:
     // to a plain listing the object is gone and the snapshot incomplete.

@@ -28,11 +28,19 @@ pub struct SqliteEngine {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     stop_checkpoints: Arc<AtomicBool>,
+    /// Joined when the catalog closes, so that no connection outlives it
+    /// (its last checkpoint would make the WAL files again, in a directory
+    /// that may be on its way out: a restore drill's).
+    checkpointer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for SqliteEngine {
     fn drop(&mut self) {
         self.stop_checkpoints.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.checkpointer.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
     }
 }
 
@@ -70,7 +78,11 @@ fn checkpoint_forever(connection: Connection, stop: Arc<AtomicBool>) {
     // sampled (analysis_limit) so it takes milliseconds even on large catalogs.
     let mut next_analyze = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(std::time::Duration::from_millis(250));
+        // Unparked early when the catalog closes.
+        std::thread::park_timeout(std::time::Duration::from_millis(250));
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         if std::time::Instant::now() >= next_analyze {
             next_analyze = std::time::Instant::now() + std::time::Duration::from_secs(600);
             if let Err(error) = connection.execute_batch("PRAGMA analysis_limit = 1000; ANALYZE;") {
@@ -123,12 +135,17 @@ impl SqlCatalog<SqliteEngine> {
         checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
-        std::thread::Builder::new()
+        let checkpointer = std::thread::Builder::new()
             .name("haneul-checkpoint".into())
             .spawn(move || checkpoint_forever(checkpointer, stop_flag))
             .map_err(|e| CatalogError::Busy(format!("cannot start the checkpoint thread: {e}")))?;
-        let engine =
-            SqliteEngine { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), stop_checkpoints: stop };
+        let engine = SqliteEngine {
+            path,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            stop_checkpoints: stop,
+            checkpointer: Some(checkpointer),
+        };
         Ok(SqlCatalog { engine })
     }
 
@@ -149,6 +166,7 @@ impl SqlCatalog<SqliteEngine> {
             writer: Mutex::new(connection),
             readers: Mutex::new(Vec::new()),
             stop_checkpoints: Arc::new(AtomicBool::new(true)),
+            checkpointer: None,
         };
         Ok(SqlCatalog { engine })
     }
