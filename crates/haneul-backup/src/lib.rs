@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use haneul_catalog::{BlobKind, Catalog, CatalogError, CatalogSnapshot};
 use haneul_storage::{BlobStore, StorageError};
-use manifest::{is_digest_hex, is_plain_file_name, to_hex};
+use manifest::{is_audit_file_name, is_digest_hex, to_hex};
 
 /// The catalog's file inside a snapshot.
 const SNAPSHOT_CATALOG: &str = "catalog.sqlite";
@@ -123,6 +123,15 @@ pub enum RestoreProblem {
     Damaged { object: String, path: String },
 }
 
+impl RestoreProblem {
+    /// The blob path (or audit trail file) the object holds.
+    pub fn path(&self) -> &str {
+        match self {
+            RestoreProblem::Missing { path, .. } | RestoreProblem::Damaged { path, .. } => path,
+        }
+    }
+}
+
 impl fmt::Display for RestoreProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -148,7 +157,7 @@ impl fmt::Display for Replaced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "backup object {} (for {}) was replaced or deleted after it was written; its first version was used",
+            "backup object {} (for {}) was replaced or deleted after it was written; the first version matching its digest was used",
             self.object, self.path
         )
     }
@@ -585,7 +594,7 @@ pub fn read_manifest(target: &dyn Target, snapshot: &str) -> Result<Manifest> {
         return Err(bad(format!("blob {} has a malformed digest", entry.path)));
     }
     if let Some(entry) =
-        manifest.audit.iter().find(|entry| !is_digest_hex(&entry.digest) || !is_plain_file_name(&entry.file))
+        manifest.audit.iter().find(|entry| !is_digest_hex(&entry.digest) || !is_audit_file_name(&entry.file))
     {
         return Err(bad(format!("audit file {:?} is malformed", entry.file)));
     }
@@ -596,13 +605,24 @@ pub fn read_manifest(target: &dyn Target, snapshot: &str) -> Result<Manifest> {
 /// versions: a manifest has no digest to check it by, and Haneul writes
 /// each once, so a later version (or a delete marker) is someone else's.
 fn open_as_written(target: &dyn Target, key: &str) -> io::Result<Box<dyn Read + Send>> {
-    match target.versions(key) {
-        Ok(versions) => match versions.first() {
-            Some(first) => target.open_version(key, first),
-            None => target.open(key),
-        },
-        Err(error) if target::versions_unavailable(&error) => target.open(key),
-        Err(error) => Err(error),
+    let unavailable = |error: io::Error| {
+        tracing::warn!(
+            object = %target.locate(key),
+            %error,
+            "cannot read the version Haneul wrote; reading the object as it is now \
+             (the keys need s3:ListBucketVersions and s3:GetObjectVersion)"
+        );
+        target.open(key)
+    };
+    let first = match target.versions(key) {
+        Ok(versions) => versions.into_iter().next(),
+        Err(error) if target::versions_unavailable(&error) => return unavailable(error),
+        Err(error) => return Err(error),
+    };
+    let Some(first) = first else { return target.open(key) };
+    match target.open_version(key, &first) {
+        Err(error) if target::versions_unavailable(&error) => unavailable(error),
+        result => result,
     }
 }
 
@@ -797,6 +817,12 @@ pub fn restore_shared(
         catalog.load_snapshot(&staged_catalog)?;
         Ok(report)
     })();
+    if result.is_err() {
+        // The trail restored so far goes, so that the restore can be run again.
+        for entry in &manifest.audit {
+            let _ = fs::remove_file(audit_dir.join(&entry.file));
+        }
+    }
     let _ = fs::remove_file(&staged_blob);
     let _ = fs::remove_file(&staged_catalog);
     result
@@ -879,6 +905,15 @@ fn copy_object(
         let mut reader = match target.open_version(key, &version) {
             Ok(reader) => reader,
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) if target::versions_unavailable(&error) => {
+                tracing::warn!(
+                    object = %target.locate(key),
+                    %error,
+                    "cannot read earlier versions of a missing or damaged backup object \
+                     (the keys need s3:GetObjectVersion)"
+                );
+                break;
+            }
             Err(error) => return Err(io_error(format_args!("{} (version {version})", target.locate(key)))(error)),
         };
         found = true;

@@ -76,9 +76,18 @@ pub struct AuditEntry {
     pub digest: String,
 }
 
-/// Whether `name` is a plain file name a restore may create.
-pub fn is_plain_file_name(name: &str) -> bool {
-    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0'])
+/// Whether `name` is the name of an audit trail file (`audit-2026-11-23.jsonl`),
+/// the only files a restore makes in the trail's directory.
+pub fn is_audit_file_name(name: &str) -> bool {
+    let Some(day) = name.strip_prefix("audit-").and_then(|rest| rest.strip_suffix(".jsonl")) else {
+        return false;
+    };
+    let bytes = day.as_bytes();
+    bytes.len() == 10
+        && bytes.iter().enumerate().all(|(index, byte)| match index {
+            4 | 7 => *byte == b'-',
+            _ => byte.is_ascii_digit(),
+        })
 }
 
 /// The key of the object holding content with this digest (hex).
@@ -93,4 +102,18 @@ pub fn is_digest_hex(text: &str) -> bool {
 
 pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_trail_file_names_are_restored_into_the_trail_directory() {
+        assert!(is_audit_file_name("audit-2026-11-23.jsonl"));
+        for name in ["../audit-2026-11-23.jsonl", "audit-2026-11-2x.jsonl", "audit-20261123.jsonl", ".writer.lock", ""]
+        {
+            assert!(!is_audit_file_name(name), "{name}");
+        }
+    }
 }

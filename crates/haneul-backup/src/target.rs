@@ -352,7 +352,15 @@ impl Target for BucketTarget {
         let dir = prefix.trim_end_matches('/');
         match self.bucket.list_children_of_all_versions(dir) {
             Ok(names) => Ok(names),
-            Err(error) if versions_unavailable(&error) => self.bucket.list_children(dir),
+            Err(error) if versions_unavailable(&error) => {
+                tracing::warn!(
+                    bucket = %self.url,
+                    %error,
+                    "cannot list versions; names hidden under delete markers are not listed \
+                     (the keys need s3:ListBucketVersions)"
+                );
+                self.bucket.list_children(dir)
+            }
             Err(error) => Err(error),
         }
     }

@@ -20,13 +20,16 @@ fn to_io(error: StorageError) -> io::Error {
         StorageError::Object { source, .. } => match **source {
             object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
             object_store::Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+                io::ErrorKind::PermissionDenied
+            }
             _ => io::ErrorKind::Other,
         },
         StorageError::Io { source, .. } => source.kind(),
         StorageError::InvalidPath(_) => io::ErrorKind::InvalidInput,
         StorageError::Versions { status: Some(403), .. } => io::ErrorKind::PermissionDenied,
-        // Servers without versioning support answer 501 Not Implemented.
-        StorageError::Versions { status: Some(501), .. } => io::ErrorKind::Unsupported,
+        // Servers that do not list versions answer 501 Not Implemented (or 400, 405).
+        StorageError::Versions { status: Some(400 | 405 | 501), .. } => io::ErrorKind::Unsupported,
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, error.to_string())
@@ -81,7 +84,16 @@ impl Bucket {
 
     /// Read one version of the object `key` (needs `s3:GetObjectVersion`).
     pub fn open_version(&self, key: &str, version_id: &str) -> io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(self.backend.reader_of_version(key, Some(version_id)).map_err(to_io)?))
+        let error = match self.backend.reader_of_version(key, Some(version_id)) {
+            Ok(reader) => return Ok(Box::new(reader)),
+            Err(error) => to_io(error),
+        };
+        // A server that does not take `versionId=null` keeps no versions:
+        // the object written without one is the current object.
+        if version_id == "null" && error.kind() != io::ErrorKind::PermissionDenied {
+            return self.open(key);
+        }
+        Err(error)
     }
 
     /// Like [`Bucket::list_children`], but also the names whose every key

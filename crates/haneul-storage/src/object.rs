@@ -27,7 +27,7 @@ use object_store::{
 };
 use tokio::io::AsyncReadExt;
 
-use crate::versions::{VersionLister, VersionListing};
+use crate::versions::{bucket_url, VersionLister, VersionListing};
 use crate::{Digest, Result, StorageError};
 
 /// Files above this size go up as a multipart upload, in parts of this size.
@@ -107,6 +107,9 @@ impl ObjectBackend {
         }
         // The endpoint the client will use, wherever it came from (options or environment).
         let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+        let virtual_hosted = builder
+            .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
+            .is_some_and(|value| value == "true");
         let store = Arc::new(builder.build().map_err(|error| setup(error.to_string()))?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -121,9 +124,8 @@ impl ObjectBackend {
         let versions = {
             // The HTTP client registers with the runtime it is made in.
             let _entered = runtime.enter();
-            let lister =
-                VersionLister::new(Arc::clone(&store), endpoint.as_deref(), &options.bucket, &options.region, &prefix);
-            Arc::new(lister?)
+            let url = bucket_url(endpoint.as_deref(), virtual_hosted, &options.bucket, &options.region);
+            Arc::new(VersionLister::new(Arc::clone(&store), url, &options.region, &prefix)?)
         };
         let backend = ObjectBackend { store, location: location.clone(), prefix, versions, runtime: Some(runtime) };
         backend.probe().map_err(|error| setup(format!("does not answer as expected: {error}")))?;
@@ -249,9 +251,8 @@ impl ObjectBackend {
         let Some(runtime) = &self.runtime else {
             return Err(StorageError::ObjectSetup(format!("{}: client stopped", self.location)));
         };
-        // `null` names what was written before the bucket had versioning: the plain object.
-        let options =
-            GetOptions { version: version.filter(|id| *id != "null").map(str::to_string), ..Default::default() };
+        // Passed as it is, `null` included (what was written before the bucket had versioning).
+        let options = GetOptions { version: version.map(str::to_string), ..Default::default() };
         runtime.spawn(async move {
             let mut stream = match store.get_opts(&key, options).await {
                 Ok(found) => found.into_stream(),

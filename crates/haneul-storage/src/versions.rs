@@ -78,19 +78,23 @@ struct CommonPrefix {
 /// and a prefix of snapshots a few thousand names.
 const MAX_PAGES: usize = 10_000;
 
+/// The bucket's URL as the `object_store` client addresses it: an endpoint
+/// given is the bucket's own with virtual-hosted requests, else the server's;
+/// AWS by region otherwise.
+pub(crate) fn bucket_url(endpoint: Option<&str>, virtual_hosted: bool, bucket: &str, region: &str) -> String {
+    match (endpoint, virtual_hosted) {
+        (Some(endpoint), true) => endpoint.trim_end_matches('/').to_string(),
+        (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+        (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+    }
+}
+
+/// Attempts of one listing request when the server answers 5xx or not at all.
+const ATTEMPTS: u32 = 4;
+
 impl VersionLister {
-    /// `endpoint`: an S3-compatible server, addressed by path; `None` for AWS.
-    pub(crate) fn new(
-        s3: Arc<AmazonS3>,
-        endpoint: Option<&str>,
-        bucket: &str,
-        region: &str,
-        prefix: &str,
-    ) -> Result<VersionLister> {
-        let bucket_url = match endpoint {
-            Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
-            None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
-        };
+    pub(crate) fn new(s3: Arc<AmazonS3>, bucket_url: String, region: &str, prefix: &str) -> Result<VersionLister> {
         let allow_http = bucket_url.starts_with("http://");
         let http = ReqwestConnector::default()
             .connect(&ClientOptions::new().with_allow_http(allow_http))
@@ -130,9 +134,12 @@ impl VersionLister {
             }
             if let Some((key_marker, version_marker)) = &markers {
                 query.push(("key-marker", key_marker.clone()));
-                query.push(("version-id-marker", version_marker.clone()));
+                // Absent after a page that ended on a common prefix; some servers refuse it empty.
+                if !version_marker.is_empty() {
+                    query.push(("version-id-marker", version_marker.clone()));
+                }
             }
-            let page = self.page(&query).await.map_err(|(status, detail)| failed(status, detail))?;
+            let page = self.page_with_retries(&query).await.map_err(|(status, detail)| failed(status, detail))?;
             listing.versions.extend(page.versions.into_iter().map(|entry| ObjectVersion {
                 key: self.rel_key(&entry.key),
                 version_id: entry.version_id,
@@ -153,6 +160,27 @@ impl VersionLister {
             };
         }
         Err(failed(None, format!("more than {MAX_PAGES} pages")))
+    }
+
+    /// [`VersionLister::page`], again after a pause when the server failed
+    /// (5xx) or did not answer, as the `object_store` client does.
+    async fn page_with_retries(
+        &self,
+        query: &[(&str, String)],
+    ) -> std::result::Result<ListVersionsResult, (Option<u16>, String)> {
+        let mut pause = std::time::Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match self.page(query).await {
+                Err((status, detail)) if attempt < ATTEMPTS && status.is_none_or(|status| status >= 500) => {
+                    tracing::debug!(?status, %detail, attempt, "version listing failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// One signed `GET /?versions` request.
@@ -202,7 +230,8 @@ mod tests {
 <ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
   <Name>backup</Name><Prefix>site1/objects/ab/</Prefix><IsTruncated>true</IsTruncated>
   <NextKeyMarker>site1/objects/ab/abd</NextKeyMarker><NextVersionIdMarker>v9</NextVersionIdMarker>
-  <DeleteMarker><Key>site1/objects/ab/abc</Key><VersionId>v3</VersionId><IsLatest>true</IsLatest></DeleteMarker>
+  <Version><Key>site1/objects/ab/abc</Key><VersionId>v4</VersionId><IsLatest>true</IsLatest><Size>6</Size></Version>
+  <DeleteMarker><Key>site1/objects/ab/abc</Key><VersionId>v3</VersionId><IsLatest>false</IsLatest></DeleteMarker>
   <Version><Key>site1/objects/ab/abc</Key><VersionId>v2</VersionId><IsLatest>false</IsLatest><Size>11</Size></Version>
   <Version><Key>site1/objects/ab/abc</Key><VersionId>v1</VersionId><IsLatest>false</IsLatest><Size>5</Size></Version>
   <CommonPrefixes><Prefix>site1/objects/ab/x/</Prefix></CommonPrefixes>
@@ -212,8 +241,16 @@ mod tests {
         assert_eq!(page.next_key_marker.as_deref(), Some("site1/objects/ab/abd"));
         let versions: Vec<(&str, u64)> =
             page.versions.iter().map(|entry| (entry.version_id.as_str(), entry.size)).collect();
-        assert_eq!(versions, [("v2", 11), ("v1", 5)]);
+        assert_eq!(versions, [("v4", 6), ("v2", 11), ("v1", 5)]);
         assert_eq!(page.common_prefixes[0].prefix, "site1/objects/ab/x/");
+    }
+
+    #[test]
+    fn the_bucket_is_addressed_as_the_client_addresses_it() {
+        assert_eq!(bucket_url(Some("http://127.0.0.1:7433/"), false, "b", "r"), "http://127.0.0.1:7433/b");
+        assert_eq!(bucket_url(Some("https://b.s3.example.org"), true, "b", "r"), "https://b.s3.example.org");
+        assert_eq!(bucket_url(None, false, "my.bucket", "eu-west-1"), "https://s3.eu-west-1.amazonaws.com/my.bucket");
+        assert_eq!(bucket_url(None, true, "b", "eu-west-1"), "https://b.s3.eu-west-1.amazonaws.com");
     }
 
     #[test]

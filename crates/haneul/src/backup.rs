@@ -478,7 +478,11 @@ fn drill(target: &dyn Target, manifest: &Manifest, data_dir: &Path) -> anyhow::R
             drill.audit_files = report.audit_files;
         }
         Err(BackupError::Incomplete { problems, .. }) => {
-            drill.objects_verified = manifest.counts.blobs - problems.len() as u64;
+            // Problems name blob paths, or audit trail files.
+            let blob_paths: std::collections::HashSet<&str> =
+                manifest.blobs.iter().map(|blob| blob.path.as_str()).collect();
+            let blob_problems = problems.iter().filter(|problem| blob_paths.contains(problem.path())).count();
+            drill.objects_verified = manifest.counts.blobs.saturating_sub(blob_problems as u64);
             drill.restore_problems = problems;
             return Ok(drill);
         }

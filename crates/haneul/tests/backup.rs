@@ -298,23 +298,26 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
         || files_under(&server.data_dir().join("audit")).values().any(|trail| trail.starts_with(&original));
     assert!(!original.is_empty() && kept, "the original bytes are kept");
 
-    // Delete markers over another object and over the snapshot's manifest:
-    // to a plain listing the object is gone and the snapshot incomplete.
-    let hide = |prefix: &str, pattern: &str| {
-        let hidden = common::parse_peer_output(
+    // A delete marker over another object, the snapshot's catalog hidden
+    // too, its manifest overwritten: to a plain reader the object is gone
+    // and the snapshot incomplete.
+    let change = |prefix: &str, pattern: &str, how: &str, status: u64| {
+        let changed = common::parse_peer_output(
             "s3_lock.py",
-            &common::run_peer("s3_lock.py", &["hide", &owner_url, &name, prefix, pattern]),
+            &common::run_peer("s3_lock.py", &["change", &owner_url, &name, prefix, pattern, how]),
         );
-        assert_eq!(hidden["delete"], 204, "{hidden:#}");
-        assert!(hidden["after"].as_array().is_some_and(|after| after.iter().any(|v| v["kind"] == "DeleteMarker")));
-        hidden["key"].as_str().expect("key").to_string()
+        assert_eq!(changed["status"], status, "{changed:#}");
+        assert!(changed["after"].as_array().is_some_and(|after| after.len() >= 2), "{changed:#}");
+        changed["key"].as_str().expect("key").to_string()
     };
-    let hidden_object = hide("site1/objects/", ".");
+    let hidden_object = change("site1/objects/", ".", "delete", 204);
     assert_ne!(hidden_object, attack["key"].as_str().expect("key"), "two different objects");
-    hide("site1/snapshots/", "manifest[.]json$");
+    let hidden_catalog = change("site1/snapshots/", "catalog[.]sqlite$", "delete", 204);
+    change("site1/snapshots/", "manifest[.]json$", "overwrite", 200);
 
-    // Haneul reads the versions it wrote: the snapshot is listed complete,
-    // the drill restores everything and names what was changed (exit 3),
+    // Haneul reads the versions it wrote: the snapshot is listed complete
+    // (its manifest as written), the drill restores everything and names
+    // what was changed (exit 3),
     // and a restore gives the archive back byte for byte.
     let listing = run(haneul_for(&bucket).args(["backup", "list", "--json", "--from", &url]).args(endpoint));
     assert!(listing.status.success(), "{}", stderr(&listing));
@@ -322,15 +325,15 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
     assert_eq!(listing[0]["complete"], true, "{listing:#}");
     let drill = run(haneul_for(&bucket).args(["backup", "drill", "--from", &url]).args(endpoint));
     assert_eq!(drill.status.code(), Some(3), "{}{}", stdout(&drill), stderr(&drill));
-    assert_eq!(count(&drill, "replaced:"), 2, "{}", stdout(&drill));
+    assert_eq!(count(&drill, "replaced:"), 3, "{}", stdout(&drill));
     assert_eq!(count(&drill, "objects verified:"), FIRST_SET.len() as u64, "{}", stdout(&drill));
-    for key in [attack["key"].as_str().expect("key"), hidden_object.as_str()] {
+    for key in [attack["key"].as_str().expect("key"), hidden_object.as_str(), hidden_catalog.as_str()] {
         assert!(stdout(&drill).contains(key), "{key} not named in\n{}", stdout(&drill));
     }
     let restored = work.path().join("restored");
     let restore = run(haneul_for(&bucket).args(["restore", "--from", &url, "--data"]).arg(&restored).args(endpoint));
     assert!(restore.status.success(), "{}{}", stdout(&restore), stderr(&restore));
-    assert_eq!(count(&restore, "replaced:"), 2, "{}", stdout(&restore));
+    assert_eq!(count(&restore, "replaced:"), 3, "{}", stdout(&restore));
     assert_eq!(blob_files(&restored), blob_files(&server.data_dir()), "restored files are byte-identical");
     assert_eq!(verify_clean(&restored)["instances_checked"], FIRST_SET.len());
     server.stop();

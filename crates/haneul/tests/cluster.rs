@@ -273,6 +273,11 @@ fn a_cluster_backup_restores_into_an_empty_database_and_bucket() {
     let restored = restore(&shared, &common::postgres_catalog(&new_database));
     assert!(restored.status.success(), "{}", text(&restored));
     assert!(text(&restored).contains("every one verified"), "{}", text(&restored));
+    // The source node's audit trail comes back in the restoring node's data directory, chain intact.
+    let restored_trail = work.path().join("restore-data");
+    assert!(std::fs::read_dir(restored_trail.join("audit")).is_ok_and(|mut files| files.next().is_some()));
+    let trail = run(Command::new(haneul_bin()).args(["audit", "verify", "--data"]).arg(&restored_trail));
+    assert!(trail.status.success(), "{}", text(&trail));
     let again = restore(&shared, &common::postgres_catalog(&new_database));
     assert!(!again.status.success());
     assert!(text(&again).contains("already holds an archive"), "{}", text(&again));

@@ -11,10 +11,11 @@ only), as `aws s3api` would, to a real S3-compatible server:
         of it, then overwrite it; prints what the server answered and which
         versions remain, and saves the first version's bytes, read back by
         its version id, to the file SAVED
-    s3_lock.py hide URL BUCKET PREFIX REGEX
-        "delete" the last key under PREFIX that REGEX finds, as a plain
-        DELETE does in a versioned bucket: a delete marker on top of the
-        versions; prints the key, the server's answer and its versions
+    s3_lock.py change URL BUCKET PREFIX REGEX HOW
+        change the last key under PREFIX that REGEX finds: HOW "delete" is a
+        plain DELETE, which in a versioned bucket puts a delete marker on top
+        of the versions, "overwrite" a PUT of other bytes; prints the key,
+        the server's answer and its versions
 
 URL is http://ACCESS_KEY:SECRET@HOST:PORT. Output: one JSON line.
 """
@@ -128,13 +129,18 @@ def first_key(url, bucket, prefix):
     return current_keys(url, bucket, prefix)[0]
 
 
-def hide(url, bucket, prefix, pattern):
+def change(url, bucket, prefix, pattern, how):
     matching = [key for key in current_keys(url, bucket, prefix) if re.search(pattern, key)]
     if not matching:
         raise SystemExit(f"no key under {prefix} matches {pattern}")
     key = matching[-1]
-    status, _ = request(url, "DELETE", f"/{bucket}/{key}")
-    print(json.dumps({"key": key, "delete": status, "after": versions(url, bucket, key)}))
+    if how == "delete":
+        status, _ = request(url, "DELETE", f"/{bucket}/{key}")
+    elif how == "overwrite":
+        status, _ = request(url, "PUT", f"/{bucket}/{key}", body=b'{"ransom": "note"}')
+    else:
+        raise SystemExit(f"unknown change {how}")
+    print(json.dumps({"key": key, "status": status, "after": versions(url, bucket, key)}))
 
 
 def attack(url, bucket, prefix, saved):
@@ -163,8 +169,8 @@ def main():
         lock_bucket(args[0], args[1], int(args[2]))
     elif command == "attack":
         attack(args[0], args[1], args[2], args[3])
-    elif command == "hide":
-        hide(args[0], args[1], args[2], args[3])
+    elif command == "change":
+        change(args[0], args[1], args[2], args[3], args[4])
     else:
         raise SystemExit(f"unknown command {command}")
 
