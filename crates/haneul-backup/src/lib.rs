@@ -425,6 +425,11 @@ fn backup_audit(
     let mut entries = Vec::with_capacity(files.len());
     for path in files {
         let Some(name) = path.file_name().and_then(|name| name.to_str()).map(str::to_string) else { continue };
+        // A restore makes only files named as the trail names them.
+        if !is_audit_file_name(&name) {
+            tracing::warn!(file = %path.display(), "not an audit trail file name; left out of the backup");
+            continue;
+        }
         let (size, digest) = copy_complete_lines(&path, &staged)?;
         if size == 0 {
             continue;
@@ -743,7 +748,7 @@ pub fn restore(
         progress(report.bytes, total);
     }
     let audit_dir = layout.data_dir.join(&layout.audit_dir);
-    restore_audit(target, manifest, &audit_dir, &mut new_entries, &mut problems, &mut report)?;
+    restore_audit(target, manifest, &audit_dir, &mut new_entries, &mut problems, &mut report, &mut Vec::new())?;
     for dir in &new_entries {
         fsync_dir(dir)?;
     }
@@ -786,6 +791,7 @@ pub fn restore_shared(
     let staged_blob = scratch.join(format!("{snapshot}.blob.restoring"));
     let _ = fs::remove_file(&staged_catalog);
     let catalog_replaced = restore_catalog(target, manifest, &staged_catalog)?;
+    let mut trail_files = Vec::new();
     let result = (|| {
         check_catalog_against_manifest(&staged_catalog, manifest)?;
         let mut problems = Vec::new();
@@ -807,7 +813,7 @@ pub fn restore_shared(
             progress(report.bytes, total);
         }
         let mut new_entries = BTreeSet::from([audit_dir.to_path_buf()]);
-        restore_audit(target, manifest, audit_dir, &mut new_entries, &mut problems, &mut report)?;
+        restore_audit(target, manifest, audit_dir, &mut new_entries, &mut problems, &mut report, &mut trail_files)?;
         for dir in new_entries.iter().filter(|dir| dir.is_dir()) {
             fsync_dir(dir)?;
         }
@@ -819,8 +825,8 @@ pub fn restore_shared(
     })();
     if result.is_err() {
         // The trail restored so far goes, so that the restore can be run again.
-        for entry in &manifest.audit {
-            let _ = fs::remove_file(audit_dir.join(&entry.file));
+        for file in &trail_files {
+            let _ = fs::remove_file(file);
         }
     }
     let _ = fs::remove_file(&staged_blob);
@@ -973,6 +979,7 @@ fn restore_audit(
     new_entries: &mut BTreeSet<PathBuf>,
     problems: &mut Vec<RestoreProblem>,
     report: &mut RestoreReport,
+    created: &mut Vec<PathBuf>,
 ) -> Result<()> {
     if manifest.audit.is_empty() {
         return Ok(());
@@ -984,7 +991,11 @@ fn restore_audit(
         let key = object_key(&entry.digest);
         let object = target.locate(&key);
         let path = format!("audit trail {}", entry.file);
-        let create = || OpenOptions::new().write(true).create_new(true).open(&destination);
+        let create = || {
+            let file = OpenOptions::new().write(true).create_new(true).open(&destination)?;
+            created.push(destination.clone());
+            Ok(file)
+        };
         match copy_object(target, &key, (entry.size, &entry.digest), &destination, create)? {
             Copy::Verified(Copied { file, from_earlier_version, .. }) => {
                 file.sync_all().map_err(io_error(format_args!("cannot sync {}", destination.display())))?;

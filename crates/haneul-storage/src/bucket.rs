@@ -88,10 +88,14 @@ impl Bucket {
             Ok(reader) => return Ok(Box::new(reader)),
             Err(error) => to_io(error),
         };
-        // A server that does not take `versionId=null` keeps no versions:
-        // the object written without one is the current object.
+        // A server that does not take `versionId=null`: when the bucket keeps
+        // no other version of the key, the object written without one is the
+        // current object.
         if version_id == "null" && error.kind() != io::ErrorKind::PermissionDenied {
-            return self.open(key);
+            let others = self.versions(key)?;
+            if others.iter().all(|version| version.version_id == "null") {
+                return self.open(key);
+            }
         }
         Err(error)
     }

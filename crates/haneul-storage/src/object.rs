@@ -106,10 +106,13 @@ impl ObjectBackend {
             builder = builder.with_access_key_id(key_id).with_secret_access_key(secret);
         }
         // The endpoint the client will use, wherever it came from (options or environment).
-        let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+        // (as the client picks it: the S3-specific endpoint first).
+        let endpoint = builder
+            .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
+            .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
         let virtual_hosted = builder
             .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
-            .is_some_and(|value| value == "true");
+            .is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "on" | "yes" | "y"));
         let store = Arc::new(builder.build().map_err(|error| setup(error.to_string()))?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -172,7 +172,10 @@ impl VersionLister {
         let mut attempt = 1;
         loop {
             match self.page(query).await {
-                Err((status, detail)) if attempt < ATTEMPTS && status.is_none_or(|status| status >= 500) => {
+                // 501: the server does not list versions; asking again will not help.
+                Err((status, detail))
+                    if attempt < ATTEMPTS && status.is_none_or(|status| status >= 500 && status != 501) =>
+                {
                     tracing::debug!(?status, %detail, attempt, "version listing failed; retrying");
                     tokio::time::sleep(pause).await;
                     pause *= 2;
