@@ -248,7 +248,18 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     progress.finish_and_clear();
+    // A backup reads every patient's data: an export, attributed to whoever ran it.
+    let entry = match &report {
+        Ok(report) => audit_entry(audit::Action::Export, "backup", target)
+            .detail("snapshot", report.snapshot.as_str())
+            .detail("instances", report.counts.instances)
+            .detail("studies", report.counts.studies)
+            .detail("patients", report.counts.patients),
+        Err(error) => audit_entry(audit::Action::Export, "backup", target).failed(error),
+    };
+    let recorded = record_in_trail(&config, &data_dir, entry);
     let report = report?;
+    recorded?;
     let counts = &report.counts;
     println!("snapshot:                {}", report.snapshot);
     println!("objects written:         {} ({} bytes)", report.objects_written, report.bytes_written);
@@ -314,13 +325,15 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
              (storage.backend = \"s3\") with a PostgreSQL catalog (catalog.engine = \"postgres\"), not one of each"
         ),
     }
-    let data_dir = config.storage.data_dir;
+    let data_dir = config.storage.data_dir.clone();
     let target = existing_target(&args.from, &args.bucket)?;
     let manifest = haneul_backup::choose_snapshot(target.as_ref(), args.at.as_deref())?;
     let progress = byte_progress();
     let report = haneul_backup::restore(target.as_ref(), &manifest, &layout(&data_dir), &mut show_bytes(&progress));
     progress.finish_and_clear();
     let report = report?;
+    // The new node's trail (the restored one, continued) says where its data came from.
+    record_in_trail(&config, &data_dir, restore_entry(target.as_ref(), &report))?;
     println!("restored snapshot {} (created {})", report.snapshot, manifest.created);
     println!("into:      {}", data_dir.display());
     println!("instances: {}", manifest.counts.instances);
@@ -355,6 +368,7 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
     progress.finish_and_clear();
     let _ = std::fs::remove_dir(&scratch);
     let report = report?;
+    record_in_trail(config, data_dir, restore_entry(target.as_ref(), &report))?;
     println!("restored snapshot {} (created {})", report.snapshot, manifest.created);
     println!("into:      {} and the PostgreSQL catalog", blobs.describe());
     println!("instances: {}", manifest.counts.instances);
@@ -363,6 +377,37 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
     print_replaced(&report.replaced);
     println!("start the nodes with their configuration (haneul serve --config FILE)");
     Ok(ExitCode::SUCCESS)
+}
+
+/// An audit record of a backup command, done by the operating-system user
+/// at the command line.
+fn audit_entry(action: audit::Action, operation: &str, target: &dyn Target) -> audit::Entry {
+    audit::Entry::new(action, crate::users::command_line_actor(), "localhost", format!("cli-{}", std::process::id()))
+        .detail("operation", operation)
+        .detail("backup", target.describe())
+}
+
+/// A restore writes every patient's data of a snapshot into a node: a store.
+fn restore_entry(target: &dyn Target, report: &haneul_backup::RestoreReport) -> audit::Entry {
+    let counts = &report.manifest.counts;
+    audit_entry(audit::Action::Store, "restore", target)
+        .detail("snapshot", report.snapshot.as_str())
+        .detail("instances", counts.instances)
+        .detail("studies", counts.studies)
+        .detail("patients", counts.patients)
+        .detail("replaced", report.replaced.len())
+}
+
+/// Append `entry` to the audit trail of the node in `data_dir` (through its
+/// inbox when the server runs), unless the configuration turns auditing off.
+fn record_in_trail(config: &crate::config::Config, data_dir: &Path, entry: audit::Entry) -> anyhow::Result<()> {
+    if !config.audit.enabled {
+        return Ok(());
+    }
+    let dir = data_dir.join(audit::AUDIT_DIR);
+    audit::submit(&dir, entry)
+        .with_context(|| format!("recording this in the audit trail in {} failed", dir.display()))?;
+    Ok(())
 }
 
 /// Objects a restore read from the version Haneul wrote: someone else

@@ -93,6 +93,26 @@ fn blob_files(data_dir: &Path) -> BTreeMap<String, Vec<u8>> {
     files_under(&data_dir.join("blobs")).into_iter().filter(|(_, bytes)| !bytes.is_empty()).collect()
 }
 
+/// The trail's records of backups, once there are `count` of them (the
+/// running server appends what the command left in its inbox).
+fn backups_recorded(data_dir: &Path, count: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let exports: Vec<serde_json::Value> = common::audit_search(data_dir, &["--action", "export"])
+            .into_iter()
+            .filter(|record| record["detail"]["operation"] == "backup")
+            .collect();
+        if exports.len() >= count || std::time::Instant::now() > deadline {
+            assert_eq!(exports.len(), count, "backup records: {exports:#?}");
+            let mut exports = exports;
+            // Oldest first (a search lists the newest first).
+            exports.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
+            return exports;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// The snapshots `haneul backup list --json` shows: (name, complete).
 fn snapshots(backup: &Path) -> Vec<(String, bool)> {
     let output = run(haneul().args(["backup", "list", "--json", "--from"]).arg(backup));
@@ -126,6 +146,12 @@ fn backups_beside_a_running_server_restore_to_byte_identical_archives() {
     server.store_samples("MODALITY", &SECOND_SET);
     let (second, output) = backup(&["--config", &config], &backup_dir);
     assert_ne!(first, second);
+    // Each backup is an export of every patient's data in the server's trail
+    // (queued by the command, appended by the running server).
+    let exports = backups_recorded(&server.data_dir(), 2);
+    assert_eq!(exports[0]["detail"]["snapshot"], first.as_str(), "{exports:#?}");
+    assert_eq!(exports[1]["detail"]["snapshot"], second.as_str(), "{exports:#?}");
+    assert_eq!(exports[1]["detail"]["instances"], (FIRST_SET.len() + SECOND_SET.len()) as u64, "{exports:#?}");
     assert_eq!(count(&output, "objects written:"), SECOND_SET.len() as u64, "only the new instances are copied");
     assert_eq!(count(&output, "objects already present:"), FIRST_SET.len() as u64);
     let objects_at_second = object_identities(&backup_dir);
@@ -149,12 +175,31 @@ fn backups_beside_a_running_server_restore_to_byte_identical_archives() {
         assert_eq!(blob_files(latest), blob_files(&server.data_dir()), "restored files are byte-identical");
         // The trail as it was at the backup: each file a prefix of the
         // server's (which has gone on recording), its chain intact.
+        // The restore's own record, appended after them, is left out here.
+        const RESTORE: &[u8] = b"\"operation\":\"restore\"";
         let trail = files_under(&latest.join("audit"));
-        assert!(!trail.is_empty(), "the audit trail is restored");
-        for (name, restored_bytes) in &trail {
+        let trail_files: Vec<(&String, Vec<u8>)> = trail
+            .iter()
+            .filter(|(name, _)| name.starts_with("audit-"))
+            .map(|(name, bytes)| {
+                let lines = bytes.split_inclusive(|byte| *byte == b'\n');
+                let restore_record = |line: &[u8]| line.windows(RESTORE.len()).any(|window| window == RESTORE);
+                let restored: Vec<u8> = lines.filter(|line| !restore_record(line)).flatten().copied().collect();
+                (name, restored)
+            })
+            .filter(|(_, restored)| !restored.is_empty())
+            .collect();
+        assert!(!trail_files.is_empty(), "the audit trail is restored");
+        for (name, restored_bytes) in &trail_files {
             let now = std::fs::read(server.data_dir().join("audit").join(name)).expect("the server's trail file");
             assert!(now.starts_with(restored_bytes) && restored_bytes.ends_with(b"\n"), "{name}");
         }
+        // The restore itself is the restored trail's newest record, attributed.
+        let restores = common::audit_search(latest, &["--action", "store"]);
+        let restore = restores.iter().find(|record| record["detail"]["operation"] == "restore");
+        let restore = restore.unwrap_or_else(|| panic!("no restore record in {restores:#?}"));
+        assert_eq!(restore["detail"]["snapshot"], second.as_str(), "{restore:#}");
+        assert!(restore["actor"].as_str().is_some_and(|actor| actor.ends_with("(command line)")), "{restore:#}");
         let verified = run(haneul().args(["audit", "verify", "--json", "--data"]).arg(latest));
         assert!(verified.status.success(), "audit verify: {}{}", stdout(&verified), stderr(&verified));
         let verified: serde_json::Value = serde_json::from_slice(&verified.stdout).expect("audit verify JSON");
