@@ -257,7 +257,11 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
             .detail("patients", report.counts.patients),
         Err(error) => audit_entry(audit::Action::Export, "backup", target).failed(error),
     };
-    let recorded = record_in_trail(&config, &data_dir, entry);
+    let done = match &report {
+        Ok(report) => format!("snapshot {} was written", report.snapshot),
+        Err(_) => "the backup failed".to_string(),
+    };
+    let recorded = record_in_trail(&config, &data_dir, &done, entry);
     let report = report?;
     recorded?;
     let counts = &report.counts;
@@ -333,7 +337,8 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     progress.finish_and_clear();
     let report = report?;
     // The new node's trail (the restored one, continued) says where its data came from.
-    record_in_trail(&config, &data_dir, restore_entry(target.as_ref(), &report))?;
+    let done = format!("snapshot {} was restored into {}", report.snapshot, data_dir.display());
+    record_in_trail(&config, &data_dir, &done, restore_entry(target.as_ref(), &report))?;
     println!("restored snapshot {} (created {})", report.snapshot, manifest.created);
     println!("into:      {}", data_dir.display());
     println!("instances: {}", manifest.counts.instances);
@@ -368,7 +373,8 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
     progress.finish_and_clear();
     let _ = std::fs::remove_dir(&scratch);
     let report = report?;
-    record_in_trail(config, data_dir, restore_entry(target.as_ref(), &report))?;
+    let done = format!("snapshot {} was restored", report.snapshot);
+    record_in_trail(config, data_dir, &done, restore_entry(target.as_ref(), &report))?;
     println!("restored snapshot {} (created {})", report.snapshot, manifest.created);
     println!("into:      {} and the PostgreSQL catalog", blobs.describe());
     println!("instances: {}", manifest.counts.instances);
@@ -400,13 +406,18 @@ fn restore_entry(target: &dyn Target, report: &haneul_backup::RestoreReport) -> 
 
 /// Append `entry` to the audit trail of the node in `data_dir` (through its
 /// inbox when the server runs), unless the configuration turns auditing off.
-fn record_in_trail(config: &crate::config::Config, data_dir: &Path, entry: audit::Entry) -> anyhow::Result<()> {
+fn record_in_trail(
+    config: &crate::config::Config,
+    data_dir: &Path,
+    done: &str,
+    entry: audit::Entry,
+) -> anyhow::Result<()> {
     if !config.audit.enabled {
         return Ok(());
     }
     let dir = data_dir.join(audit::AUDIT_DIR);
     audit::submit(&dir, entry)
-        .with_context(|| format!("recording this in the audit trail in {} failed", dir.display()))?;
+        .with_context(|| format!("{done}, but recording it in the audit trail in {} failed", dir.display()))?;
     Ok(())
 }
 
