@@ -451,14 +451,16 @@ fn backup_audit(
     Ok(entries)
 }
 
-/// Copy `source` into `staged` up to and including its last newline; the
-/// size and digest of the copy.
+/// Copy `source` into `staged` up to and including its last newline,
+/// hashing what is copied; the size and digest of the copy.
 fn copy_complete_lines(source: &Path, staged: &Path) -> Result<(u64, [u8; 32])> {
     let mut input = File::open(source).map_err(io_error(format_args!("cannot read {}", source.display())))?;
     let mut output = File::create(staged).map_err(io_error(format_args!("cannot create {}", staged.display())))?;
+    let mut hasher = blake3::Hasher::new();
     let mut buffer = vec![0u8; 1 << 20];
-    let mut written = 0u64;
-    let mut complete = 0u64;
+    // What was read after the last newline so far: a record not yet complete.
+    let mut pending = Vec::new();
+    let mut size = 0u64;
     loop {
         let n = match input.read(&mut buffer) {
             Ok(0) => break,
@@ -466,17 +468,20 @@ fn copy_complete_lines(source: &Path, staged: &Path) -> Result<(u64, [u8; 32])> 
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(io_error(format_args!("cannot read {}", source.display()))(error)),
         };
-        if let Some(last) = buffer[..n].iter().rposition(|byte| *byte == b'\n') {
-            complete = written + last as u64 + 1;
+        let chunk = &buffer[..n];
+        let Some(last) = chunk.iter().rposition(|byte| *byte == b'\n') else {
+            pending.extend_from_slice(chunk);
+            continue;
+        };
+        for complete in [&pending[..], &chunk[..=last]] {
+            hasher.update(complete);
+            output.write_all(complete).map_err(io_error(format_args!("cannot write {}", staged.display())))?;
+            size += complete.len() as u64;
         }
-        output.write_all(&buffer[..n]).map_err(io_error(format_args!("cannot write {}", staged.display())))?;
-        written += n as u64;
+        pending.clear();
+        pending.extend_from_slice(&chunk[last + 1..]);
     }
-    output.set_len(complete).map_err(io_error(format_args!("cannot write {}", staged.display())))?;
-    drop(output);
-    let (size, digest) =
-        haneul_storage::digest_file(staged).map_err(io_error(format_args!("cannot read {}", staged.display())))?;
-    Ok((size, digest.0))
+    Ok((size, *hasher.finalize().as_bytes()))
 }
 
 /// How an object already in the target came to light.
@@ -673,18 +678,13 @@ pub struct RestoreReport {
 }
 
 impl RestoreReport {
-    fn new(target: &dyn Target, manifest: &Manifest, catalog_replaced: bool) -> RestoreReport {
-        let key = format!("snapshots/{}/{}", manifest.snapshot, manifest.catalog.file);
-        let replaced = match catalog_replaced {
-            true => vec![Replaced { object: target.locate(&key), path: "catalog".into() }],
-            false => Vec::new(),
-        };
+    fn new(manifest: &Manifest, catalog_replaced: Option<Replaced>) -> RestoreReport {
         RestoreReport {
             snapshot: manifest.snapshot.clone(),
             blobs_restored: 0,
             bytes: 0,
             manifest: manifest.clone(),
-            replaced,
+            replaced: catalog_replaced.into_iter().collect(),
             audit_files: 0,
         }
     }
@@ -721,7 +721,7 @@ pub fn restore(
     let mut new_entries: BTreeSet<PathBuf> = BTreeSet::new();
     new_entries.insert(layout.data_dir.clone());
     let mut problems = Vec::new();
-    let mut report = RestoreReport::new(target, manifest, catalog_replaced);
+    let mut report = RestoreReport::new(manifest, catalog_replaced);
     let total = manifest.counts.bytes;
     progress(0, total);
     for entry in &manifest.blobs {
@@ -795,7 +795,7 @@ pub fn restore_shared(
     let result = (|| {
         check_catalog_against_manifest(&staged_catalog, manifest)?;
         let mut problems = Vec::new();
-        let mut report = RestoreReport::new(target, manifest, catalog_replaced);
+        let mut report = RestoreReport::new(manifest, catalog_replaced);
         let total = manifest.counts.bytes;
         progress(0, total);
         for entry in &manifest.blobs {
@@ -1035,15 +1035,15 @@ fn prepare_empty_dir(dir: &Path) -> Result<()> {
 }
 
 /// Copy the snapshot's catalog to `staged`, checking it against the
-/// manifest; whether it came from an earlier version of its object.
-fn restore_catalog(target: &dyn Target, manifest: &Manifest, staged: &Path) -> Result<bool> {
+/// manifest; its object when it came from an earlier version.
+fn restore_catalog(target: &dyn Target, manifest: &Manifest, staged: &Path) -> Result<Option<Replaced>> {
     let key = format!("snapshots/{}/{}", manifest.snapshot, manifest.catalog.file);
     let create = || OpenOptions::new().write(true).create_new(true).open(staged);
     let expected = (manifest.catalog.size, manifest.catalog.digest.as_str());
     match copy_object(target, &key, expected, staged, create)? {
         Copy::Verified(Copied { file, from_earlier_version, .. }) => {
             file.sync_all().map_err(io_error(format_args!("cannot sync {}", staged.display())))?;
-            Ok(from_earlier_version)
+            Ok(from_earlier_version.then(|| Replaced { object: target.locate(&key), path: "catalog".into() }))
         }
         Copy::Missing => Err(BackupError::Io {
             what: format!("cannot read {}", target.locate(&key)),

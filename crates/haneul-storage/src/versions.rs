@@ -22,7 +22,6 @@ pub struct ObjectVersion {
     pub key: String,
     /// `null` for an object written while the bucket had no versioning.
     pub version_id: String,
-    pub size: u64,
 }
 
 /// What a version listing found under a prefix.
@@ -64,8 +63,6 @@ struct ListVersionsResult {
 struct VersionEntry {
     key: String,
     version_id: String,
-    #[serde(default)]
-    size: u64,
 }
 
 #[derive(Deserialize)]
@@ -140,11 +137,11 @@ impl VersionLister {
                 }
             }
             let page = self.page_with_retries(&query).await.map_err(|(status, detail)| failed(status, detail))?;
-            listing.versions.extend(page.versions.into_iter().map(|entry| ObjectVersion {
-                key: self.rel_key(&entry.key),
-                version_id: entry.version_id,
-                size: entry.size,
-            }));
+            listing.versions.extend(
+                page.versions
+                    .into_iter()
+                    .map(|entry| ObjectVersion { key: self.rel_key(&entry.key), version_id: entry.version_id }),
+            );
             listing.children.extend(page.common_prefixes.into_iter().filter_map(|common| {
                 let name = common.prefix.strip_prefix(&full_prefix)?.trim_end_matches(delimiter.unwrap_or('/'));
                 (!name.is_empty()).then(|| name.to_string())
@@ -242,9 +239,8 @@ mod tests {
         let page: ListVersionsResult = quick_xml::de::from_str(xml).expect("a listing");
         assert!(page.is_truncated);
         assert_eq!(page.next_key_marker.as_deref(), Some("site1/objects/ab/abd"));
-        let versions: Vec<(&str, u64)> =
-            page.versions.iter().map(|entry| (entry.version_id.as_str(), entry.size)).collect();
-        assert_eq!(versions, [("v4", 6), ("v2", 11), ("v1", 5)]);
+        let versions: Vec<&str> = page.versions.iter().map(|entry| entry.version_id.as_str()).collect();
+        assert_eq!(versions, ["v4", "v2", "v1"]);
         assert_eq!(page.common_prefixes[0].prefix, "site1/objects/ab/x/");
     }
 

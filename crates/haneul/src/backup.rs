@@ -15,6 +15,7 @@ use haneul_core::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::users::{command_line_entry, record_command};
 use crate::ArchiveOptions;
 
 #[derive(Args)]
@@ -261,7 +262,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(report) => format!("snapshot {} was written", report.snapshot),
         Err(_) => "the backup failed".to_string(),
     };
-    let recorded = record_in_trail(&config, &data_dir, &done, entry);
+    let recorded = record_command(&config, &done, entry);
     let report = report?;
     recorded?;
     let counts = &report.counts;
@@ -338,7 +339,7 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let report = report?;
     // The new node's trail (the restored one, continued) says where its data came from.
     let done = format!("snapshot {} was restored into {}", report.snapshot, data_dir.display());
-    record_in_trail(&config, &data_dir, &done, restore_entry(target.as_ref(), &report))?;
+    record_command(&config, &done, restore_entry(target.as_ref(), &report))?;
     println!("restored snapshot {} (created {})", report.snapshot, manifest.created);
     println!("into:      {}", data_dir.display());
     println!("instances: {}", manifest.counts.instances);
@@ -374,7 +375,7 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
     let _ = std::fs::remove_dir(&scratch);
     let report = report?;
     let done = format!("snapshot {} was restored", report.snapshot);
-    record_in_trail(config, data_dir, &done, restore_entry(target.as_ref(), &report))?;
+    record_command(config, &done, restore_entry(target.as_ref(), &report))?;
     println!("restored snapshot {} (created {})", report.snapshot, manifest.created);
     println!("into:      {} and the PostgreSQL catalog", blobs.describe());
     println!("instances: {}", manifest.counts.instances);
@@ -385,12 +386,9 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-/// An audit record of a backup command, done by the operating-system user
-/// at the command line.
+/// An audit record of a backup command, with where the backup is.
 fn audit_entry(action: audit::Action, operation: &str, target: &dyn Target) -> audit::Entry {
-    audit::Entry::new(action, crate::users::command_line_actor(), "localhost", format!("cli-{}", std::process::id()))
-        .detail("operation", operation)
-        .detail("backup", target.describe())
+    command_line_entry(action).detail("operation", operation).detail("backup", target.describe())
 }
 
 /// A restore writes every patient's data of a snapshot into a node: a store.
@@ -402,23 +400,6 @@ fn restore_entry(target: &dyn Target, report: &haneul_backup::RestoreReport) -> 
         .detail("studies", counts.studies)
         .detail("patients", counts.patients)
         .detail("replaced", report.replaced.len())
-}
-
-/// Append `entry` to the audit trail of the node in `data_dir` (through its
-/// inbox when the server runs), unless the configuration turns auditing off.
-fn record_in_trail(
-    config: &crate::config::Config,
-    data_dir: &Path,
-    done: &str,
-    entry: audit::Entry,
-) -> anyhow::Result<()> {
-    if !config.audit.enabled {
-        return Ok(());
-    }
-    let dir = data_dir.join(audit::AUDIT_DIR);
-    audit::submit(&dir, entry)
-        .with_context(|| format!("{done}, but recording it in the audit trail in {} failed", dir.display()))?;
-    Ok(())
 }
 
 /// Objects a restore read from the version Haneul wrote: someone else

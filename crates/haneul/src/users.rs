@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use haneul_core::audit;
 use haneul_core::users::{generate_password, unix_ms_now, ApiToken, NewUser, Role, User, Users};
 
 use crate::ArchiveOptions;
@@ -144,23 +145,31 @@ fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 }
 
 /// Record a change of accounts, tokens or shared AEs in the audit trail, as done by the
-/// operating-system user at the command line. The running server appends it
-/// (through the trail's inbox) when it owns the trail.
+/// operating-system user at the command line.
 pub(crate) fn record_change(options: &ArchiveOptions, change: &str, details: &[(&str, &str)]) -> anyhow::Result<()> {
-    use haneul_core::audit::{self, Action, Entry};
     let config = options.load()?;
-    if !config.audit.enabled {
-        return Ok(());
-    }
-    let mut entry =
-        Entry::new(Action::ConfigChange, command_line_actor(), "localhost", format!("cli-{}", std::process::id()))
-            .detail("change", change);
+    let mut entry = command_line_entry(audit::Action::ConfigChange).detail("change", change);
     for (key, value) in details {
         entry = entry.detail(key, *value);
     }
+    record_command(&config, &format!("{change} was done"), entry)
+}
+
+/// An audit record of what the operating-system user does at the command line.
+pub(crate) fn command_line_entry(action: audit::Action) -> audit::Entry {
+    audit::Entry::new(action, command_line_actor(), "localhost", format!("cli-{}", std::process::id()))
+}
+
+/// Append `entry` to the audit trail of the node `config` describes, unless
+/// auditing is off; the running server appends it (through the trail's inbox)
+/// when it owns the trail. `done` says what happened, for the error.
+pub(crate) fn record_command(config: &crate::config::Config, done: &str, entry: audit::Entry) -> anyhow::Result<()> {
+    if !config.audit.enabled {
+        return Ok(());
+    }
     let dir = config.storage.data_dir.join(audit::AUDIT_DIR);
     audit::submit(&dir, entry)
-        .with_context(|| format!("{change} was done, but recording it in the audit trail failed"))?;
+        .with_context(|| format!("{done}, but recording it in the audit trail in {} failed", dir.display()))?;
     Ok(())
 }
 
