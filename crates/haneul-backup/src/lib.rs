@@ -184,6 +184,9 @@ pub struct BackupReport {
     /// this run copied (the others an earlier run had stored whole).
     pub audit_files: u64,
     pub audit_written: u64,
+    /// Objects someone replaced in the target since a run wrote them, whose
+    /// version as written is still kept there (restores read that one).
+    pub replaced: Vec<Replaced>,
 }
 
 /// Back up `source` into `target`: a catalog snapshot, every referenced blob
@@ -217,6 +220,7 @@ pub fn backup(
         counts: Counts::default(),
         audit_files: 0,
         audit_written: 0,
+        replaced: Vec::new(),
     };
     let mut problems = Vec::new();
     let mut handled = HashSet::new();
@@ -246,6 +250,12 @@ pub fn backup(
                     report.bytes_written += blob.size;
                 }
                 Stored::Present => report.objects_present += 1,
+                Stored::InEarlierVersion => {
+                    report.objects_present += 1;
+                    report
+                        .replaced
+                        .push(Replaced { object: target.locate(&object_key(&digest)), path: blob.path.clone() });
+                }
                 Stored::Problem(problem) => problems.push(problem),
             }
         }
@@ -334,6 +344,9 @@ fn claim_snapshot_name(target: &dyn Target) -> Result<(String, String)> {
 enum Stored {
     Written,
     Present,
+    /// Present only in a version the target keeps: the current one was
+    /// replaced by someone else.
+    InEarlierVersion,
     Problem(BackupProblem),
 }
 
@@ -442,6 +455,10 @@ fn backup_audit(
         match stored {
             Stored::Written => report.audit_written += 1,
             Stored::Present => {}
+            Stored::InEarlierVersion => report.replaced.push(Replaced {
+                object: target.locate(&object_key(&digest_hex)),
+                path: format!("audit trail {name}"),
+            }),
             Stored::Problem(problem) => problems.push(problem),
         }
         entries.push(AuditEntry { file: name, size, digest: digest_hex });
@@ -495,22 +512,51 @@ enum Presence {
 /// An object already in the target must hold exactly `blob`'s bytes. One
 /// found before writing, in a target that does not reread, is judged by its
 /// size; one that refused our publish is always read back, since a bucket
-/// refuses only other content.
+/// refuses only other content. One that differs may still be kept as
+/// written in an earlier version (a versioned bucket under Object Lock after
+/// someone overwrote it): then the backup goes on, naming it, as restores
+/// read that version.
 fn check_existing(target: &dyn Target, key: &str, expected: (u64, [u8; 32]), presence: Presence) -> Result<Stored> {
-    if let Presence::Found { size } = presence {
-        if !target.rereads_present_objects() {
-            return match size == expected.0 {
-                true => Ok(Stored::Present),
-                false => Ok(Stored::Problem(BackupProblem::ObjectDiffers { object: target.locate(key) })),
-            };
+    let current_matches = match presence {
+        Presence::Found { size } if !target.rereads_present_objects() => size == expected.0,
+        _ => {
+            let mut object = target.open(key).map_err(io_error(target.locate(key)))?;
+            hash_reader(&mut object).map_err(io_error(target.locate(key)))? == expected
         }
-    }
-    let mut object = target.open(key).map_err(io_error(target.locate(key)))?;
-    let found = hash_reader(&mut object).map_err(io_error(target.locate(key)))?;
-    if found == expected {
+    };
+    if current_matches {
         return Ok(Stored::Present);
     }
+    if kept_version_matches(target, key, expected)? {
+        tracing::warn!(
+            object = %target.locate(key),
+            "backup object replaced since it was written; its version as written is kept and used"
+        );
+        return Ok(Stored::InEarlierVersion);
+    }
     Ok(Stored::Problem(BackupProblem::ObjectDiffers { object: target.locate(key) }))
+}
+
+/// Whether the target keeps a version of `key` holding `expected` (size,
+/// digest), read back to be sure.
+fn kept_version_matches(target: &dyn Target, key: &str, expected: (u64, [u8; 32])) -> Result<bool> {
+    for version in kept_versions(target, key)? {
+        let mut reader = match target.open_version(key, &version) {
+            Ok(reader) => reader,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) if target::versions_unavailable(&error) => {
+                warn_versions_unreadable(target, key, &error);
+                return Ok(false);
+            }
+            Err(error) => return Err(io_error(format_args!("{} (version {version})", target.locate(key)))(error)),
+        };
+        let found = hash_reader(reader.as_mut())
+            .map_err(io_error(format_args!("{} (version {version})", target.locate(key))))?;
+        if found == expected {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn hash_reader(reader: &mut dyn Read) -> io::Result<(u64, [u8; 32])> {
@@ -912,12 +958,7 @@ fn copy_object(
             Ok(reader) => reader,
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(error) if target::versions_unavailable(&error) => {
-                tracing::warn!(
-                    object = %target.locate(key),
-                    %error,
-                    "cannot read earlier versions of a missing or damaged backup object \
-                     (the keys need s3:GetObjectVersion)"
-                );
+                warn_versions_unreadable(target, key, &error);
                 break;
             }
             Err(error) => return Err(io_error(format_args!("{} (version {version})", target.locate(key)))(error)),
@@ -933,6 +974,14 @@ fn copy_object(
         }
     }
     Ok(if found { Copy::Damaged } else { Copy::Missing })
+}
+
+fn warn_versions_unreadable(target: &dyn Target, key: &str, error: &io::Error) {
+    tracing::warn!(
+        object = %target.locate(key),
+        %error,
+        "cannot read earlier versions of a missing or damaged backup object (the keys need s3:GetObjectVersion)"
+    );
 }
 
 /// The versions the target keeps of `key`, oldest first; none where they

@@ -392,6 +392,41 @@ fn a_restore_reads_the_first_good_version_of_an_object_changed_since() {
 }
 
 #[test]
+fn a_backup_goes_on_past_an_object_replaced_when_its_version_as_written_is_kept() {
+    let archive = Archive::new();
+    let path = archive.store("1.1", b"written by haneul");
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let current = DirTarget::open(backup_dir.path()).expect("target");
+    archive.backup(&current).expect("first backup");
+    let object = object_path(&current, b"written by haneul");
+    fs::set_permissions(&object, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::write(&object, b"ransom").expect("overwrite");
+    let key = object_key(&to_hex(blake3::hash(b"written by haneul").as_bytes()));
+
+    // Only a version that hashes to the digest counts (here none does).
+    let mut target = KeepingVersions {
+        current,
+        kept: BTreeMap::from([(key.clone(), vec![b"ransom".to_vec(), b"written by haneul!".to_vec()])]),
+    };
+    let error = archive.backup(&target).expect_err("no version as written");
+    let BackupError::Problems(problems) = &error else { panic!("unexpected error {error}") };
+    assert_eq!(problems, &[BackupProblem::ObjectDiffers { object: object.display().to_string() }]);
+
+    target.kept.insert(key.clone(), vec![b"written by haneul".to_vec(), b"ransom".to_vec()]);
+    let report = archive.backup(&target).expect("a kept version as written");
+    assert_eq!(report.replaced, [Replaced { object: object.display().to_string(), path: path.clone() }]);
+    assert_eq!((report.objects_written, report.objects_present), (0, 1));
+    assert_eq!(fs::read(&object).expect("object"), b"ransom", "never overwritten");
+    let manifest = choose_snapshot(&target, None).expect("newest snapshot");
+    assert_eq!(manifest.snapshot, report.snapshot);
+    let into = tempfile::tempdir().expect("tempdir");
+    let data_dir = into.path().join("data");
+    let restored = restore(&target, &manifest, &layout(&data_dir), &mut |_, _| {}).expect("restore");
+    assert_eq!(restored.replaced.len(), 1);
+    assert_eq!(fs::read(data_dir.join("blobs").join(&path)).expect("restored"), b"written by haneul");
+}
+
+#[test]
 fn the_audit_trail_is_backed_up_to_its_last_complete_record_and_restored() {
     let archive = Archive::new();
     archive.store("1.1", b"an instance");

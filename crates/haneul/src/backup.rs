@@ -255,7 +255,8 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
             .detail("snapshot", report.snapshot.as_str())
             .detail("instances", report.counts.instances)
             .detail("studies", report.counts.studies)
-            .detail("patients", report.counts.patients),
+            .detail("patients", report.counts.patients)
+            .detail("replaced", report.replaced.len()),
         Err(error) => audit_entry(audit::Action::Export, "backup", target).failed(error),
     };
     let done = match &report {
@@ -274,7 +275,18 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         "catalog:                 {} instances, {} studies, {} patients, {} blobs ({} bytes)",
         counts.instances, counts.studies, counts.patients, counts.blobs, counts.bytes
     );
-    Ok(ExitCode::SUCCESS)
+    if report.replaced.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The snapshot is complete, but someone else has written to the backup.
+    println!(
+        "replaced:                {} (changed in the backup since Haneul wrote them; their versions as written are kept and used)",
+        report.replaced.len()
+    );
+    for object in &report.replaced {
+        println!("  {object}");
+    }
+    Ok(ExitCode::from(TAMPERED))
 }
 
 fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
@@ -417,9 +429,9 @@ fn print_replaced(replaced: &[haneul_backup::Replaced]) {
     }
 }
 
-/// A drill's exit status when the backup restores only thanks to the
-/// versions the bucket kept: complete, but tampered with.
-const DRILL_TAMPERED: u8 = 3;
+/// The exit status of a backup or drill that is complete only thanks to the
+/// versions the bucket kept: someone else has written to the backup.
+const TAMPERED: u8 = 3;
 
 /// What a drill found.
 #[derive(Default)]
@@ -490,7 +502,7 @@ fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
     }
     if drill.complete() && !drill.replaced.is_empty() {
         println!("result:            complete from the versions Haneul wrote; the objects above were changed since");
-        return Ok(ExitCode::from(DRILL_TAMPERED));
+        return Ok(ExitCode::from(TAMPERED));
     }
     if drill.complete() {
         println!("result:            complete");

@@ -85,7 +85,8 @@ enum Command {
     Audit(audit::AuditCommand),
     /// Back up the catalog and instance files to a write-once directory or an S3
     /// bucket with Object Lock (beside a running server); `backup list` and
-    /// `backup drill` check backups.
+    /// `backup drill` check backups. Exit 3: the snapshot was written, but
+    /// objects in the backup were replaced since Haneul wrote them.
     Backup(backup::BackupArgs),
     /// Restore a backup snapshot into an empty data directory.
     Restore(backup::RestoreArgs),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -381,6 +381,35 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
     assert_eq!(count(&restore, "replaced:"), 3, "{}", stdout(&restore));
     assert_eq!(blob_files(&restored), blob_files(&server.data_dir()), "restored files are byte-identical");
     assert_eq!(verify_clean(&restored)["instances_checked"], FIRST_SET.len());
+
+    // Backups go on: one more instance object overwritten, the next backup
+    // refers to every replaced instance object as written, names each and
+    // exits 3, and writes the hidden one again; its drill restores it all.
+    let instance_keys: BTreeSet<String> = blob_files(&server.data_dir())
+        .values()
+        .map(|bytes| {
+            let digest = blake3::hash(bytes).to_hex().to_string();
+            format!("site1/objects/{}/{digest}", &digest[..2])
+        })
+        .collect();
+    let attacked = attack["key"].as_str().expect("key").to_string();
+    let untouched = instance_keys.iter().find(|key| **key != attacked && **key != hidden_object).expect("a third");
+    let overwritten = change("site1/objects/", &format!("{untouched}$"), "overwrite", 200);
+    let replaced_instances: Vec<&String> =
+        [&attacked, &overwritten].into_iter().filter(|key| instance_keys.contains(*key)).collect();
+    let next = run(haneul_for(&bucket).args(["backup", "--config", &config, "--to", &url]).args(endpoint));
+    assert_eq!(next.status.code(), Some(3), "{}{}", stdout(&next), stderr(&next));
+    assert!(count(&next, "replaced:") >= replaced_instances.len() as u64, "{}", stdout(&next));
+    for key in &replaced_instances {
+        assert!(stdout(&next).contains(key.as_str()), "{key} not named in\n{}", stdout(&next));
+    }
+    if instance_keys.contains(&hidden_object) {
+        assert!(count(&next, "objects written:") >= 1, "{}", stdout(&next));
+    }
+    let drill = run(haneul_for(&bucket).args(["backup", "drill", "--from", &url]).args(endpoint));
+    assert_eq!(drill.status.code(), Some(3), "{}{}", stdout(&drill), stderr(&drill));
+    assert_eq!(count(&drill, "objects verified:"), FIRST_SET.len() as u64, "{}", stdout(&drill));
+    assert!(stdout(&drill).contains(&overwritten), "{overwritten} not named in\n{}", stdout(&drill));
     server.stop();
 }
 
