@@ -10,7 +10,9 @@
 //!   ([`haneul_catalog::Catalog::snapshot_into`]);
 //! - `snapshots/<UTC time>/manifest.json`: every blob the catalog references
 //!   (path, size, digest), written last, so a snapshot without a manifest is
-//!   incomplete and ignored.
+//!   incomplete and ignored;
+//! - `snapshots/<UTC time>/manifest.sig`: where the backup was given a
+//!   [`SigningKey`], its signature of the manifest, written just before it.
 //!
 //! A backup only reads the archive (a catalog snapshot and the blob files), so
 //! it runs beside a serving node; every blob is hashed while it is copied and
@@ -23,10 +25,12 @@
 //! data directory.
 
 mod manifest;
+mod signing;
 mod target;
 mod when;
 
 pub use manifest::{object_key, AuditEntry, BlobEntry, CatalogEntry, Counts, Manifest, MANIFEST_FORMAT};
+pub use signing::{Signature, SigningKey};
 pub use target::{BucketTarget, DirTarget, NewObject, Target};
 pub use when::{is_snapshot_name, parse_at};
 
@@ -39,6 +43,7 @@ use std::path::{Path, PathBuf};
 use haneul_catalog::{BlobKind, Catalog, CatalogError, CatalogSnapshot};
 use haneul_storage::{BlobStore, StorageError};
 use manifest::{is_audit_file_name, is_digest_hex, to_hex};
+use signing::SIGNATURE_FILE;
 
 /// The catalog's file inside a snapshot.
 const SNAPSHOT_CATALOG: &str = "catalog.sqlite";
@@ -56,8 +61,12 @@ pub enum BackupError {
     Storage(#[from] StorageError),
     #[error("backup failed, no snapshot written: {}", list(.0))]
     Problems(Vec<BackupProblem>),
-    #[error("no complete snapshot in {target}{}", .at.as_ref().map(|at| format!(" at or before {at}")).unwrap_or_default())]
-    NoSnapshot { target: String, at: Option<String> },
+    #[error(
+        "no complete snapshot{} in {target}{}",
+        if *.signed { " signed with this key" } else { "" },
+        .at.as_ref().map(|at| format!(" at or before {at}")).unwrap_or_default()
+    )]
+    NoSnapshot { target: String, at: Option<String>, signed: bool },
     #[error("{0:?} is neither a snapshot name (20261123T101500Z) nor an RFC 3339 time (2026-11-23T10:15:00Z)")]
     BadTime(String),
     #[error("snapshot {snapshot} has no readable manifest: {detail}")]
@@ -169,6 +178,8 @@ pub struct Source<'a> {
     pub blobs: &'a BlobStore,
     /// The node's audit trail directory, if it is backed up too.
     pub audit_dir: Option<&'a Path>,
+    /// The key that signs the snapshot's manifest, if any.
+    pub signing_key: Option<&'a SigningKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -312,10 +323,19 @@ pub fn backup(
         what: format!("cannot encode the manifest of {name}"),
         cause: io::Error::other(error),
     })?;
-    let mut object = target.create(&manifest_key).map_err(io_error(target.locate(&manifest_key)))?;
-    object.write_all(&bytes).map_err(io_error(target.locate(&manifest_key)))?;
-    object.publish().map_err(io_error(target.locate(&manifest_key)))?;
+    // The signature goes first: the manifest's arrival completes the snapshot.
+    if let Some(key) = source.signing_key {
+        let signature_key = format!("snapshots/{name}/{SIGNATURE_FILE}");
+        write_small_object(target, &signature_key, &key.signature_for(&bytes))?;
+    }
+    write_small_object(target, &manifest_key, &bytes)?;
     Ok(report)
+}
+
+fn write_small_object(target: &dyn Target, key: &str, bytes: &[u8]) -> Result<()> {
+    let mut object = target.create(key).map_err(io_error(target.locate(key)))?;
+    object.write_all(bytes).map_err(io_error(target.locate(key)))?;
+    object.publish().map_err(io_error(target.locate(key)))
 }
 
 fn kind_name(kind: BlobKind) -> &'static str {
@@ -351,16 +371,18 @@ enum Stored {
 }
 
 /// Back up the archive whose catalog is `catalog` (a shared database) and
-/// whose blobs are in `blobs`, with this node's audit trail in `audit_dir`.
+/// whose blobs are in `blobs`, with this node's audit trail in `audit_dir`,
+/// signed with `signing_key` if given.
 pub fn backup_shared_catalog(
     catalog: &dyn Catalog,
     blobs: &BlobStore,
     audit_dir: Option<&Path>,
+    signing_key: Option<&SigningKey>,
     target: &dyn Target,
     scratch: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<BackupReport> {
-    backup(&Source { catalog, blobs, audit_dir }, target, scratch, progress)
+    backup(&Source { catalog, blobs, audit_dir, signing_key }, target, scratch, progress)
 }
 
 /// Back up the archive whose catalog is the file `catalog` and whose blobs
@@ -371,6 +393,7 @@ pub fn backup_files(
     catalog: &Path,
     blobs: &BlobStore,
     audit_dir: Option<&Path>,
+    signing_key: Option<&SigningKey>,
     target: &dyn Target,
     scratch: &Path,
     progress: &mut dyn FnMut(u64, u64),
@@ -382,7 +405,7 @@ pub fn backup_files(
         });
     }
     let catalog = haneul_catalog::SqliteCatalog::open_read_only(catalog)?;
-    backup(&Source { catalog: &catalog, blobs, audit_dir }, target, scratch, progress)
+    backup(&Source { catalog: &catalog, blobs, audit_dir, signing_key }, target, scratch, progress)
 }
 
 /// Make sure the target holds the content `expected` (size, digest; `digest`
@@ -609,37 +632,64 @@ pub struct SnapshotListing {
     pub name: String,
     /// The manifest, or why there is no usable one (an incomplete snapshot).
     pub manifest: std::result::Result<Manifest, String>,
+    /// How a complete snapshot stands against the key the listing was made
+    /// with (none without a key).
+    pub signature: Option<Signature>,
 }
 
-/// Every snapshot in the target, oldest first, complete or not.
-pub fn list_snapshots(target: &dyn Target) -> Result<Vec<SnapshotListing>> {
+/// Every snapshot in the target, oldest first, complete or not, with each
+/// complete one's signature checked against `key` if given.
+pub fn list_snapshots(target: &dyn Target, key: Option<&SigningKey>) -> Result<Vec<SnapshotListing>> {
     let names = target.list("snapshots/").map_err(io_error(format_args!("cannot list {}", target.describe())))?;
     let mut listings = Vec::new();
     for name in names.into_iter().filter(|name| is_snapshot_name(name)) {
-        let manifest = match read_manifest(target, &name) {
-            Ok(manifest) => Ok(manifest),
-            Err(BackupError::BadManifest { detail, .. }) => Err(detail),
+        let read = read_manifest_bytes(target, &name).and_then(|bytes| Ok((parse_manifest(&name, &bytes)?, bytes)));
+        let (manifest, signature) = match read {
+            Ok((manifest, bytes)) => {
+                let signature = match key {
+                    Some(key) => Some(check_signature(target, &name, &bytes, key)?),
+                    None => None,
+                };
+                (Ok(manifest), signature)
+            }
+            Err(BackupError::BadManifest { detail, .. }) => (Err(detail), None),
             Err(error) => return Err(error),
         };
-        listings.push(SnapshotListing { name, manifest });
+        listings.push(SnapshotListing { name, manifest, signature });
     }
     Ok(listings)
 }
 
 /// The manifest of a snapshot, checked for form (not against the objects).
 pub fn read_manifest(target: &dyn Target, snapshot: &str) -> Result<Manifest> {
-    let bad = |detail: String| BackupError::BadManifest { snapshot: snapshot.to_string(), detail };
+    parse_manifest(snapshot, &read_manifest_bytes(target, snapshot)?)
+}
+
+/// A snapshot's manifest as Haneul wrote it.
+fn read_manifest_bytes(target: &dyn Target, snapshot: &str) -> Result<Vec<u8>> {
     let key = format!("snapshots/{snapshot}/{MANIFEST_FILE}");
     let mut bytes = Vec::new();
     match open_as_written(target, &key) {
         Ok(mut reader) => reader.read_to_end(&mut bytes).map_err(io_error(target.locate(&key)))?,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(bad("no manifest (incomplete)".into())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return Err(BackupError::BadManifest {
+                snapshot: snapshot.to_string(),
+                detail: "no manifest (incomplete)".into(),
+            })
+        }
         Err(error) => return Err(io_error(target.locate(&key))(error)),
     };
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|error| bad(error.to_string()))?;
+    Ok(bytes)
+}
+
+fn parse_manifest(snapshot: &str, bytes: &[u8]) -> Result<Manifest> {
+    let bad = |detail: String| BackupError::BadManifest { snapshot: snapshot.to_string(), detail };
+    let manifest: Manifest = serde_json::from_slice(bytes).map_err(|error| bad(error.to_string()))?;
     if manifest.format != MANIFEST_FORMAT {
         return Err(bad(format!("format {} is not {MANIFEST_FORMAT}", manifest.format)));
     }
+    // The name inside is signed with the rest: a signed manifest copied
+    // under a newer name is refused here.
     if manifest.snapshot != snapshot {
         return Err(bad(format!("it names snapshot {}", manifest.snapshot)));
     }
@@ -655,6 +705,18 @@ pub fn read_manifest(target: &dyn Target, snapshot: &str) -> Result<Manifest> {
         return Err(bad(format!("audit file {:?} is malformed", entry.file)));
     }
     Ok(manifest)
+}
+
+/// Check a snapshot's signature (as first written) against its manifest's bytes.
+fn check_signature(target: &dyn Target, snapshot: &str, manifest: &[u8], key: &SigningKey) -> Result<Signature> {
+    let signature_key = format!("snapshots/{snapshot}/{SIGNATURE_FILE}");
+    let mut signature = Vec::new();
+    match open_as_written(target, &signature_key) {
+        Ok(mut reader) => reader.read_to_end(&mut signature).map_err(io_error(target.locate(&signature_key)))?,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(key.check(manifest, None)),
+        Err(error) => return Err(io_error(target.locate(&signature_key))(error)),
+    };
+    Ok(key.check(manifest, Some(&signature)))
 }
 
 /// Open the object `key` as it was first written, where the target keeps
@@ -682,19 +744,40 @@ fn open_as_written(target: &dyn Target, key: &str) -> io::Result<Box<dyn Read + 
     }
 }
 
+/// The snapshot a restore takes, and what it passed over.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    pub manifest: Manifest,
+    /// Complete snapshots newer than the chosen one (at or before the time
+    /// asked for) that are not signed with the key: someone else wrote them.
+    pub passed_over: Vec<(String, Signature)>,
+}
+
 /// The newest complete snapshot at or before `at` (a snapshot name or RFC
-/// 3339 time; `None`: the newest of all).
-pub fn choose_snapshot(target: &dyn Target, at: Option<&str>) -> Result<Manifest> {
+/// 3339 time; `None`: the newest of all), and with a key the newest signed
+/// with it.
+pub fn choose_snapshot(target: &dyn Target, at: Option<&str>, key: Option<&SigningKey>) -> Result<Chosen> {
     let limit = match at {
         Some(at) => Some(parse_at(at).ok_or_else(|| BackupError::BadTime(at.to_string()))?),
         None => None,
     };
-    let chosen = list_snapshots(target)?
+    let mut passed_over = Vec::new();
+    let listings = list_snapshots(target, key)?;
+    let candidates = listings
         .into_iter()
         .rev()
-        .filter(|listing| limit.as_ref().is_none_or(|limit| listing.name.as_str() <= limit.as_str()))
-        .find_map(|listing| listing.manifest.ok());
-    chosen.ok_or_else(|| BackupError::NoSnapshot { target: target.describe(), at: limit })
+        .filter(|listing| limit.as_ref().is_none_or(|limit| listing.name.as_str() <= limit.as_str()));
+    for listing in candidates {
+        let Ok(manifest) = listing.manifest else { continue };
+        match listing.signature {
+            None | Some(Signature::Valid) => return Ok(Chosen { manifest, passed_over }),
+            Some(signature) => {
+                tracing::warn!(snapshot = %listing.name, %signature, "snapshot passed over: not signed with the key");
+                passed_over.push((listing.name, signature));
+            }
+        }
+    }
+    Err(BackupError::NoSnapshot { target: target.describe(), at: limit, signed: key.is_some() })
 }
 
 /// Where a restore puts the catalog and the blobs.

@@ -60,7 +60,7 @@ impl Archive {
     }
 
     fn backup(&self, target: &dyn Target) -> Result<BackupReport> {
-        let source = Source { catalog: &self.catalog, blobs: &self.blobs, audit_dir: None };
+        let source = Source { catalog: &self.catalog, blobs: &self.blobs, audit_dir: None, signing_key: None };
         let scratch = tempfile::tempdir().expect("scratch");
         backup(&source, target, scratch.path(), &mut |_, _| {})
     }
@@ -95,7 +95,7 @@ fn backup_and_restore_give_the_same_blobs_and_catalog_references() {
     let counts = &report.counts;
     assert_eq!((counts.instances, counts.superseded, counts.conflicts, counts.blobs), (3, 1, 1, 5));
 
-    let manifest = choose_snapshot(&target, None).expect("a snapshot");
+    let manifest = choose_snapshot(&target, None, None).expect("a snapshot").manifest;
     assert_eq!(manifest.snapshot, report.snapshot);
     let kinds: Vec<&str> = manifest.blobs.iter().map(|entry| entry.kind.as_str()).collect();
     assert_eq!(kinds.iter().filter(|kind| **kind == "superseded").count(), 1);
@@ -138,10 +138,13 @@ fn second_backup_writes_only_new_objects_and_leaves_old_ones_untouched() {
     );
 
     // Point in time: the first snapshot holds only the first instance.
-    let at_first = choose_snapshot(&target, Some(&first.snapshot)).expect("first snapshot");
+    let at_first = choose_snapshot(&target, Some(&first.snapshot), None).expect("first snapshot").manifest;
     assert_eq!(at_first.counts.instances, 1);
-    assert_eq!(choose_snapshot(&target, None).expect("newest").counts.instances, 2);
-    assert!(matches!(choose_snapshot(&target, Some("2000-01-01T00:00:00Z")), Err(BackupError::NoSnapshot { .. })));
+    assert_eq!(choose_snapshot(&target, None, None).expect("newest").manifest.counts.instances, 2);
+    assert!(matches!(
+        choose_snapshot(&target, Some("2000-01-01T00:00:00Z"), None),
+        Err(BackupError::NoSnapshot { .. })
+    ));
 }
 
 #[test]
@@ -161,7 +164,7 @@ fn an_object_that_differs_is_refused_and_stays_as_it_is() {
     assert_eq!(problems, &[BackupProblem::ObjectDiffers { object: object.display().to_string() }]);
     assert!(error.to_string().contains("refusing to overwrite"), "{error}");
     assert_eq!(fs::read(&object).expect("object"), b"tampered", "never overwritten");
-    let complete: Vec<_> = list_snapshots(&target)
+    let complete: Vec<_> = list_snapshots(&target, None)
         .expect("list")
         .into_iter()
         .filter(|listing| listing.manifest.is_ok())
@@ -185,7 +188,7 @@ fn an_archive_file_that_fails_its_digest_is_not_backed_up() {
         .expect("list")
         .iter()
         .all(|dir| target.list(&format!("objects/{dir}/")).expect("list").is_empty()));
-    assert!(matches!(choose_snapshot(&target, None), Err(BackupError::NoSnapshot { .. })));
+    assert!(matches!(choose_snapshot(&target, None, None), Err(BackupError::NoSnapshot { .. })));
 }
 
 #[test]
@@ -197,7 +200,7 @@ fn restore_refuses_a_non_empty_directory_and_reports_every_bad_object() {
     let backup_dir = tempfile::tempdir().expect("tempdir");
     let target = DirTarget::open(backup_dir.path()).expect("target");
     archive.backup(&target).expect("backup");
-    let manifest = choose_snapshot(&target, None).expect("snapshot");
+    let manifest = choose_snapshot(&target, None, None).expect("snapshot").manifest;
 
     let busy = tempfile::tempdir().expect("tempdir");
     fs::write(busy.path().join("something"), b"x").expect("file");
@@ -250,12 +253,12 @@ fn a_bucket_target_backs_up_restores_and_never_replaces_an_object() {
     let second = archive.backup(&target).expect("second backup");
     assert_eq!((second.objects_written, second.objects_present), (1, 2), "only the new instance is written");
 
-    let listed = list_snapshots(&target).expect("list");
+    let listed = list_snapshots(&target, None).expect("list");
     let names: Vec<&str> = listed.iter().map(|snapshot| snapshot.name.as_str()).collect();
     assert_eq!(names, [first.snapshot.as_str(), second.snapshot.as_str()]);
     assert!(listed.iter().all(|snapshot| snapshot.manifest.is_ok()), "both complete");
 
-    let manifest = choose_snapshot(&target, None).expect("newest");
+    let manifest = choose_snapshot(&target, None, None).expect("newest").manifest;
     let restored = tempfile::tempdir().expect("tempdir");
     let data_dir = restored.path().join("data");
     let report = restore(&target, &manifest, &layout(&data_dir), &mut |_, _| {}).expect("restore");
@@ -338,7 +341,7 @@ fn a_restore_reads_the_first_good_version_of_an_object_changed_since() {
     let backup_dir = tempfile::tempdir().expect("tempdir");
     let current = DirTarget::open(backup_dir.path()).expect("target");
     archive.backup(&current).expect("backup");
-    let manifest = choose_snapshot(&current, None).expect("snapshot");
+    let manifest = choose_snapshot(&current, None, None).expect("snapshot").manifest;
     let catalog_key = format!("snapshots/{}/catalog.sqlite", manifest.snapshot);
     let catalog_bytes = read_object(&current, &catalog_key);
 
@@ -417,13 +420,69 @@ fn a_backup_goes_on_past_an_object_replaced_when_its_version_as_written_is_kept(
     assert_eq!(report.replaced, [Replaced { object: object.display().to_string(), path: path.clone() }]);
     assert_eq!((report.objects_written, report.objects_present), (0, 1));
     assert_eq!(fs::read(&object).expect("object"), b"ransom", "never overwritten");
-    let manifest = choose_snapshot(&target, None).expect("newest snapshot");
+    let manifest = choose_snapshot(&target, None, None).expect("newest snapshot").manifest;
     assert_eq!(manifest.snapshot, report.snapshot);
     let into = tempfile::tempdir().expect("tempdir");
     let data_dir = into.path().join("data");
     let restored = restore(&target, &manifest, &layout(&data_dir), &mut |_, _| {}).expect("restore");
     assert_eq!(restored.replaced.len(), 1);
     assert_eq!(fs::read(data_dir.join("blobs").join(&path)).expect("restored"), b"written by haneul");
+}
+
+#[test]
+fn with_a_key_restores_take_only_snapshots_signed_with_it() {
+    let archive = Archive::new();
+    archive.store("1.1", b"the hospital's instance");
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let key = SigningKey::generate();
+    let scratch = tempfile::tempdir().expect("scratch");
+    let source = Source { catalog: &archive.catalog, blobs: &archive.blobs, audit_dir: None, signing_key: Some(&key) };
+    let signed = backup(&source, &target, scratch.path(), &mut |_, _| {}).expect("signed backup");
+
+    // Someone with write access to the backup adds newer snapshots that look
+    // complete: one unsigned, one signed with another key, one with the
+    // genuine signature copied next to a changed manifest.
+    let genuine = read_object(&target, &format!("snapshots/{}/manifest.json", signed.snapshot));
+    let genuine_signature = read_object(&target, &format!("snapshots/{}/manifest.sig", signed.snapshot));
+    let forge = |year: u32, signature: Option<Vec<u8>>| -> String {
+        let name = format!("{year}1124T101500Z");
+        assert!(target.claim_snapshot(&name).expect("claim"));
+        let mut manifest: Manifest = serde_json::from_slice(&genuine).expect("manifest");
+        manifest.snapshot = name.clone();
+        let bytes = serde_json::to_vec(&manifest).expect("encode");
+        let signature = signature.map(|signature| match signature.is_empty() {
+            true => SigningKey::generate().signature_for(&bytes),
+            false => signature,
+        });
+        for (file, content) in [("manifest.sig", signature), ("manifest.json", Some(bytes))] {
+            if let Some(content) = content {
+                let mut object = target.create(&format!("snapshots/{name}/{file}")).expect("create");
+                object.write_all(&content).expect("write");
+                object.publish().expect("publish");
+            }
+        }
+        name
+    };
+    let unsigned = forge(2097, None);
+    let other_key = forge(2098, Some(Vec::new()));
+    let copied_signature = forge(2099, Some(genuine_signature));
+
+    // Without the key the newest complete snapshot wins, forged or not.
+    assert_eq!(choose_snapshot(&target, None, None).expect("newest").manifest.snapshot, copied_signature);
+    let chosen = choose_snapshot(&target, None, Some(&key)).expect("signed");
+    assert_eq!(chosen.manifest.snapshot, signed.snapshot);
+    let passed: Vec<&str> = chosen.passed_over.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(passed, [copied_signature.as_str(), other_key.as_str(), unsigned.as_str()]);
+    assert_eq!(chosen.passed_over[0].1, Signature::Invalid);
+    assert!(matches!(&chosen.passed_over[1].1, Signature::OtherKey(id) if *id != key.id()));
+    assert_eq!(chosen.passed_over[2].1, Signature::Unsigned);
+    let listed: Vec<Option<Signature>> =
+        list_snapshots(&target, Some(&key)).expect("list").into_iter().map(|listing| listing.signature).collect();
+    assert_eq!(listed[0], Some(Signature::Valid));
+    // Nothing signed at or before a time: no snapshot, whatever is unsigned there.
+    let error = choose_snapshot(&target, Some("2000-01-01T00:00:00Z"), Some(&key)).expect_err("none");
+    assert!(error.to_string().contains("signed with this key"), "{error}");
 }
 
 #[test]
@@ -441,7 +500,8 @@ fn the_audit_trail_is_backed_up_to_its_last_complete_record_and_restored() {
     let backup_dir = tempfile::tempdir().expect("tempdir");
     let target = DirTarget::open(backup_dir.path()).expect("target");
     let scratch = tempfile::tempdir().expect("scratch");
-    let source = Source { catalog: &archive.catalog, blobs: &archive.blobs, audit_dir: Some(&audit_dir) };
+    let source =
+        Source { catalog: &archive.catalog, blobs: &archive.blobs, audit_dir: Some(&audit_dir), signing_key: None };
     let first = backup(&source, &target, scratch.path(), &mut |_, _| {}).expect("first backup");
     assert_eq!((first.audit_files, first.audit_written, first.objects_written), (2, 2, 1));
     let manifest = read_manifest(&target, &first.snapshot).expect("manifest");
@@ -458,7 +518,7 @@ fn the_audit_trail_is_backed_up_to_its_last_complete_record_and_restored() {
     restore(&target, &manifest, &layout(&at_first), &mut |_, _| {}).expect("restore the first");
     assert_eq!(fs::read(at_first.join("audit/audit-2026-11-22.jsonl")).expect("past"), past_day);
     assert_eq!(fs::read(at_first.join("audit/audit-2026-11-23.jsonl")).expect("today"), b"{\"seq\":3}\n");
-    let latest = choose_snapshot(&target, None).expect("latest");
+    let latest = choose_snapshot(&target, None, None).expect("latest").manifest;
     let into = tempfile::tempdir().expect("tempdir");
     let report = restore(&target, &latest, &layout(into.path()), &mut |_, _| {}).expect("restore the latest");
     assert_eq!(report.audit_files, 2);

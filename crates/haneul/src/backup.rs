@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use haneul_backup::{BackupError, BucketTarget, DirTarget, Layout, Manifest, RestoreProblem, Target};
+use haneul_backup::{
+    BackupError, BucketTarget, Chosen, DirTarget, Layout, Manifest, RestoreProblem, Signature, SigningKey, Target,
+};
 use haneul_core::{
     audit, open_blob_store, verify_archive, Archive, ArchiveConfig, BlobBackend, BlobConfig, CatalogLocation,
     S3Options, VerifyProblem, BLOB_DIR, CATALOG_FILE,
@@ -39,8 +41,19 @@ struct RunArgs {
     /// system's temporary directory for a bucket).
     #[arg(long, value_name = "DIR")]
     scratch: Option<PathBuf>,
+    /// Sign the snapshot with the key in FILE (made by `haneul backup keygen`), so that restores
+    /// given the key take no snapshot written by anyone else.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
     #[command(flatten)]
     bucket: BucketArgs,
+}
+
+/// Read a signing key file named on the command line.
+fn read_key(path: Option<&Path>) -> anyhow::Result<Option<SigningKey>> {
+    let Some(path) = path else { return Ok(None) };
+    let key = SigningKey::read_file(path).with_context(|| format!("cannot read the backup key {}", path.display()))?;
+    Ok(Some(key))
 }
 
 /// How to reach a backup in a bucket. Credentials come from the environment
@@ -120,8 +133,27 @@ enum BackupCommand {
     List(ListArgs),
     /// Restore a snapshot into a temporary directory, verify everything, and report.
     /// Exit status: 0 complete, 1 incomplete, 2 could not run, 3 complete only
-    /// from the versions Haneul wrote (someone has changed the backup since).
+    /// from the versions Haneul wrote, or newer snapshots not signed with the
+    /// key were passed over (someone has changed the backup since).
     Drill(DrillArgs),
+    /// Make a new key that signs backups (`--key`), in a file that must not exist yet. Keep a
+    /// copy away from both the archive and the backup: restores after an incident need it.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// The new key file (written once, readable by its owner only).
+    file: PathBuf,
+}
+
+/// Take only snapshots signed with a key.
+#[derive(Args)]
+struct VerifyKeyArgs {
+    /// Take only snapshots signed with the key in FILE; newer ones that are not are named and
+    /// passed over.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -132,6 +164,9 @@ struct ListArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Check each complete snapshot's signature against the key in FILE.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
     #[command(flatten)]
     bucket: BucketArgs,
 }
@@ -148,6 +183,8 @@ struct DrillArgs {
     #[arg(long, value_name = "DIR")]
     scratch: Option<PathBuf>,
     #[command(flatten)]
+    signed: VerifyKeyArgs,
+    #[command(flatten)]
     bucket: BucketArgs,
 }
 
@@ -162,6 +199,8 @@ pub struct RestoreArgs {
     /// The new node's data directory (--data, or storage.data_dir of --config): absent or empty.
     #[command(flatten)]
     archive: ArchiveOptions,
+    #[command(flatten)]
+    signed: VerifyKeyArgs,
     #[command(flatten)]
     bucket: BucketArgs,
 }
@@ -198,6 +237,7 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(BackupCommand::List(list)) => run_list(list),
         Some(BackupCommand::Drill(drill)) => run_drill(drill),
+        Some(BackupCommand::Keygen(keygen)) => run_keygen(keygen),
         None => run_once(args.run),
     }
 }
@@ -207,6 +247,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--to DIR or --to s3://BUCKET/PREFIX is required");
     };
     let config = args.archive.load()?;
+    let signing_key = read_key(args.key.as_deref())?;
     let data_dir = config.storage.data_dir.clone();
     let location = BackupLocation::parse(&to, &args.bucket)?;
     let scratch = match (&args.scratch, &location) {
@@ -230,6 +271,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
             &data_dir.join(CATALOG_FILE),
             &blobs,
             Some(&audit_dir),
+            signing_key.as_ref(),
             target,
             &scratch,
             &mut show,
@@ -242,6 +284,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
                 catalog.as_ref(),
                 &blobs,
                 Some(&audit_dir),
+                signing_key.as_ref(),
                 target,
                 &scratch,
                 &mut show,
@@ -256,7 +299,8 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
             .detail("instances", report.counts.instances)
             .detail("studies", report.counts.studies)
             .detail("patients", report.counts.patients)
-            .detail("replaced", report.replaced.len()),
+            .detail("replaced", report.replaced.len())
+            .detail("signed", signing_key.as_ref().map(SigningKey::id)),
         Err(error) => audit_entry(audit::Action::Export, "backup", target).failed(error),
     };
     let done = match &report {
@@ -271,6 +315,10 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     println!("objects written:         {} ({} bytes)", report.objects_written, report.bytes_written);
     println!("objects already present: {}", report.objects_present);
     println!("audit trail:             {} files ({} copied)", report.audit_files, report.audit_written);
+    match &signing_key {
+        Some(key) => println!("signed:                  with key {}", key.id()),
+        None => println!("signed:                  no (--key FILE signs snapshots)"),
+    }
     println!(
         "catalog:                 {} instances, {} studies, {} patients, {} blobs ({} bytes)",
         counts.instances, counts.studies, counts.patients, counts.blobs, counts.bytes
@@ -290,8 +338,9 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let key = read_key(args.key.as_deref())?;
     let target = existing_target(&args.from, &args.bucket)?;
-    let snapshots = haneul_backup::list_snapshots(target.as_ref())?;
+    let snapshots = haneul_backup::list_snapshots(target.as_ref(), key.as_ref())?;
     if args.json {
         let listing: Vec<serde_json::Value> = snapshots
             .iter()
@@ -302,6 +351,7 @@ fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
                     "created": manifest.created,
                     "haneul_version": manifest.haneul_version,
                     "counts": manifest.counts,
+                    "signature": snapshot.signature.as_ref().map(Signature::code),
                 }),
                 Err(reason) => serde_json::json!({ "snapshot": snapshot.name, "complete": false, "reason": reason }),
             })
@@ -315,12 +365,13 @@ fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
     for snapshot in &snapshots {
         match &snapshot.manifest {
             Ok(manifest) => println!(
-                "{}  complete    {} instances, {} studies, {} objects, {} bytes",
+                "{}  complete    {} instances, {} studies, {} objects, {} bytes{}",
                 snapshot.name,
                 manifest.counts.instances,
                 manifest.counts.studies,
                 manifest.counts.objects,
-                manifest.counts.bytes
+                manifest.counts.bytes,
+                snapshot.signature.as_ref().map(|signature| format!("; {signature}")).unwrap_or_default()
             ),
             Err(reason) => println!("{}  incomplete  {reason}", snapshot.name),
         }
@@ -344,7 +395,7 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     let data_dir = config.storage.data_dir.clone();
     let target = existing_target(&args.from, &args.bucket)?;
-    let manifest = haneul_backup::choose_snapshot(target.as_ref(), args.at.as_deref())?;
+    let Chosen { manifest, passed_over } = choose(target.as_ref(), args.at.as_deref(), &args.signed)?;
     let progress = byte_progress();
     let report = haneul_backup::restore(target.as_ref(), &manifest, &layout(&data_dir), &mut show_bytes(&progress));
     progress.finish_and_clear();
@@ -358,6 +409,7 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     println!("blobs:     {} ({} bytes, every one verified)", report.blobs_restored, report.bytes);
     println!("audit:     {} trail files (every one verified)", report.audit_files);
     print_replaced(&report.replaced);
+    print_passed_over(&passed_over);
     println!("start it with: haneul serve --data {}", data_dir.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -369,7 +421,7 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
         anyhow::bail!("catalog.engine = \"postgres\" needs catalog.url");
     };
     let target = existing_target(&args.from, &args.bucket)?;
-    let manifest = haneul_backup::choose_snapshot(target.as_ref(), args.at.as_deref())?;
+    let Chosen { manifest, passed_over } = choose(target.as_ref(), args.at.as_deref(), &args.signed)?;
     let data_dir = &config.storage.data_dir;
     let blobs = open_blob_store(data_dir, &config.blob_config()?, false).context("cannot open the bucket")?;
     let scratch = data_dir.join("restoring");
@@ -394,7 +446,38 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
     println!("blobs:     {} ({} bytes, every one verified)", report.blobs_restored, report.bytes);
     println!("audit:     {} trail files, into {}", report.audit_files, data_dir.join(audit::AUDIT_DIR).display());
     print_replaced(&report.replaced);
+    print_passed_over(&passed_over);
     println!("start the nodes with their configuration (haneul serve --config FILE)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The snapshot to restore: at or before `at`, signed with the key if one is given.
+fn choose(target: &dyn Target, at: Option<&str>, signed: &VerifyKeyArgs) -> anyhow::Result<Chosen> {
+    let key = read_key(signed.key.as_deref())?;
+    let chosen = haneul_backup::choose_snapshot(target, at, key.as_ref())?;
+    if let Some(key) = &key {
+        println!("signature: snapshot {} is signed with key {}", chosen.manifest.snapshot, key.id());
+    }
+    Ok(chosen)
+}
+
+/// Newer snapshots a restore did not take because the key did not sign them.
+fn print_passed_over(passed_over: &[(String, Signature)]) {
+    if passed_over.is_empty() {
+        return;
+    }
+    println!("passed over: {} newer snapshots not signed with the key (someone else wrote them)", passed_over.len());
+    for (snapshot, signature) in passed_over {
+        println!("  {snapshot}: {signature}");
+    }
+}
+
+fn run_keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
+    let key = SigningKey::create_file(&args.file)
+        .with_context(|| format!("cannot make a new key at {}", args.file.display()))?;
+    println!("key {} written to {}", key.id(), args.file.display());
+    println!("sign backups with: haneul backup --key {} ...", args.file.display());
+    println!("keep a copy away from the archive and from the backup: restores after an incident need it");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -460,7 +543,7 @@ impl Drill {
 
 fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
     let target = existing_target(&args.from, &args.bucket)?;
-    let manifest = haneul_backup::choose_snapshot(target.as_ref(), args.at.as_deref())?;
+    let Chosen { manifest, passed_over } = choose(target.as_ref(), args.at.as_deref(), &args.signed)?;
     let scratch = args.scratch.unwrap_or_else(std::env::temp_dir);
     let work = tempfile::Builder::new()
         .prefix("haneul-drill-")
@@ -500,8 +583,13 @@ fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
     for object in &drill.replaced {
         println!("  {object}");
     }
+    print_passed_over(&passed_over);
     if drill.complete() && !drill.replaced.is_empty() {
         println!("result:            complete from the versions Haneul wrote; the objects above were changed since");
+        return Ok(ExitCode::from(TAMPERED));
+    }
+    if drill.complete() && !passed_over.is_empty() {
+        println!("result:            complete; newer snapshots that the key did not sign were passed over");
         return Ok(ExitCode::from(TAMPERED));
     }
     if drill.complete() {

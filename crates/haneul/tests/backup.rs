@@ -319,13 +319,18 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
     let url = format!("s3://{name}/site1");
     let endpoint = ["--s3-endpoint", bucket.endpoint()];
     let config = server.config_path().display().to_string();
-    let output = run(haneul_for(&bucket).args(["backup", "--config", &config, "--to", &url]).args(endpoint));
+    // Signed, with a key the backup's write keys cannot reach.
+    let work = tempfile::tempdir().expect("tempdir");
+    let key_file = work.path().join("backup.key");
+    assert!(run(haneul().args(["backup", "keygen"]).arg(&key_file)).status.success());
+    let key = key_file.to_str().expect("a UTF-8 path");
+    let output =
+        run(haneul_for(&bucket).args(["backup", "--config", &config, "--key", key, "--to", &url]).args(endpoint));
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(count(&output, "objects written:"), FIRST_SET.len() as u64, "a locked bucket takes Haneul's writes");
 
     // With the same keys: deleting the version Haneul wrote is refused,
     // overwriting only adds a version, and the original is still there.
-    let work = tempfile::tempdir().expect("tempdir");
     let saved = work.path().join("original");
     let saved_arg = saved.to_str().expect("a UTF-8 path");
     let attack = common::parse_peer_output(
@@ -364,11 +369,14 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
     // (its manifest as written), the drill restores everything and names
     // what was changed (exit 3),
     // and a restore gives the archive back byte for byte.
-    let listing = run(haneul_for(&bucket).args(["backup", "list", "--json", "--from", &url]).args(endpoint));
+    let listing =
+        run(haneul_for(&bucket).args(["backup", "list", "--json", "--key", key, "--from", &url]).args(endpoint));
     assert!(listing.status.success(), "{}", stderr(&listing));
     let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).expect("list JSON");
     assert_eq!(listing[0]["complete"], true, "{listing:#}");
-    let drill = run(haneul_for(&bucket).args(["backup", "drill", "--from", &url]).args(endpoint));
+    // The signature is of the manifest as Haneul wrote it.
+    assert_eq!(listing[0]["signature"], "valid", "{listing:#}");
+    let drill = run(haneul_for(&bucket).args(["backup", "drill", "--key", key, "--from", &url]).args(endpoint));
     assert_eq!(drill.status.code(), Some(3), "{}{}", stdout(&drill), stderr(&drill));
     assert_eq!(count(&drill, "replaced:"), 3, "{}", stdout(&drill));
     assert_eq!(count(&drill, "objects verified:"), FIRST_SET.len() as u64, "{}", stdout(&drill));
@@ -397,7 +405,8 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
     let overwritten = change("site1/objects/", &format!("{untouched}$"), "overwrite", 200);
     let replaced_instances: Vec<&String> =
         [&attacked, &overwritten].into_iter().filter(|key| instance_keys.contains(*key)).collect();
-    let next = run(haneul_for(&bucket).args(["backup", "--config", &config, "--to", &url]).args(endpoint));
+    let next =
+        run(haneul_for(&bucket).args(["backup", "--config", &config, "--key", key, "--to", &url]).args(endpoint));
     assert_eq!(next.status.code(), Some(3), "{}{}", stdout(&next), stderr(&next));
     assert!(count(&next, "replaced:") >= replaced_instances.len() as u64, "{}", stdout(&next));
     for key in &replaced_instances {
@@ -406,9 +415,10 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
     if instance_keys.contains(&hidden_object) {
         assert!(count(&next, "objects written:") >= 1, "{}", stdout(&next));
     }
-    let drill = run(haneul_for(&bucket).args(["backup", "drill", "--from", &url]).args(endpoint));
+    let drill = run(haneul_for(&bucket).args(["backup", "drill", "--key", key, "--from", &url]).args(endpoint));
     assert_eq!(drill.status.code(), Some(3), "{}{}", stdout(&drill), stderr(&drill));
     assert_eq!(count(&drill, "objects verified:"), FIRST_SET.len() as u64, "{}", stdout(&drill));
+    assert!(!stdout(&drill).contains("passed over"), "{}", stdout(&drill));
     assert!(stdout(&drill).contains(&overwritten), "{overwritten} not named in\n{}", stdout(&drill));
     server.stop();
 }
@@ -498,4 +508,84 @@ fn damaged_backups_fail_the_drill_and_are_never_overwritten() {
     assert!(!output.status.success(), "restore of a damaged backup succeeded");
     assert!(stderr(&output).contains(&removed.display().to_string()), "{}", stderr(&output));
     assert!(!into.join("catalog.sqlite").exists());
+}
+
+#[test]
+fn restores_with_the_key_pass_over_snapshots_someone_else_wrote() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let data_dir = work.path().join("data");
+    let backup_dir = work.path().join("backup");
+    let files: Vec<PathBuf> = IMPORT_SET.iter().map(|file| pydicom_data().join("test_files").join(file)).collect();
+    let output = run(haneul().arg("import").arg("--data").arg(&data_dir).args(&files));
+    assert!(output.status.success(), "import: {}", stderr(&output));
+
+    let key_file = work.path().join("backup.key");
+    let output = run(haneul().args(["backup", "keygen"]).arg(&key_file));
+    assert!(output.status.success(), "keygen: {}", stderr(&output));
+    let key_id = stdout(&output).split_whitespace().nth(1).expect("key id").to_string();
+    let output = run(haneul().args(["backup", "keygen"]).arg(&key_file));
+    assert_eq!(output.status.code(), Some(2), "a second keygen over the key succeeded");
+    assert!(stderr(&output).contains("cannot make a new key"), "{}", stderr(&output));
+
+    let key = key_file.display().to_string();
+    let data = data_dir.display().to_string();
+    let (genuine, output) = backup(&["--data", &data, "--key", &key], &backup_dir);
+    assert!(stdout(&output).contains(&format!("signed:                  with key {key_id}")), "{}", stdout(&output));
+
+    // Someone who may write to the backup adds a newer snapshot: the
+    // genuine one under another name, with its signature copied.
+    let forged = "20991124T101500Z";
+    let (from, to) = (backup_dir.join("snapshots").join(&genuine), backup_dir.join("snapshots").join(forged));
+    std::fs::create_dir(&to).expect("forged snapshot");
+    for file in ["catalog.sqlite", "manifest.sig"] {
+        std::fs::copy(from.join(file), to.join(file)).expect("copy");
+    }
+    let manifest = std::fs::read_to_string(from.join("manifest.json")).expect("manifest");
+    std::fs::write(to.join("manifest.json"), manifest.replace(&genuine, forged)).expect("forged manifest");
+
+    let listing = run(haneul().args(["backup", "list", "--json", "--key", &key, "--from"]).arg(&backup_dir));
+    assert!(listing.status.success(), "{}", stderr(&listing));
+    let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).expect("list JSON");
+    let signatures: Vec<(&str, &str)> = listing
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|item| (item["snapshot"].as_str().expect("name"), item["signature"].as_str().expect("signature")))
+        .collect();
+    assert_eq!(signatures, [(genuine.as_str(), "valid"), (forged, "invalid")]);
+
+    // Without the key the newest complete snapshot is taken, whoever wrote it.
+    let unchecked = work.path().join("unchecked");
+    let output = run(haneul().args(["restore", "--from"]).arg(&backup_dir).arg("--data").arg(&unchecked));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains(&format!("restored snapshot {forged}")), "{}", stdout(&output));
+
+    let restored = work.path().join("restored");
+    let output = run(haneul().args(["restore", "--key", &key, "--from"]).arg(&backup_dir).arg("--data").arg(&restored));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = stdout(&output);
+    assert!(report.contains(&format!("restored snapshot {genuine}")), "{report}");
+    assert!(report.contains("passed over: 1 newer"), "{report}");
+    assert!(report.contains(&format!("  {forged}: signature does not match")), "{report}");
+    assert_eq!(blob_files(&restored), blob_files(&data_dir), "restored files are byte-identical");
+
+    let output = run(haneul().args(["backup", "drill", "--key", &key, "--from"]).arg(&backup_dir));
+    assert_eq!(output.status.code(), Some(3), "{}{}", stdout(&output), stderr(&output));
+    assert!(stdout(&output).contains(&format!("snapshot:          {genuine}")), "{}", stdout(&output));
+    assert!(stdout(&output).contains("passed over: 1 newer"), "{}", stdout(&output));
+
+    // Another key signed nothing here: nothing to restore, said so.
+    let other_key = work.path().join("other.key");
+    assert!(run(haneul().args(["backup", "keygen"]).arg(&other_key)).status.success());
+    let output = run(haneul().args(["backup", "drill", "--from"]).arg(&backup_dir).arg("--key").arg(&other_key));
+    assert_eq!(output.status.code(), Some(2), "{}{}", stdout(&output), stderr(&output));
+    assert!(stderr(&output).contains("no complete snapshot signed with this key"), "{}", stderr(&output));
+    std::fs::write(work.path().join("bad.key"), "not a key\n").expect("bad key");
+    let output = run(haneul()
+        .args(["backup", "drill", "--from"])
+        .arg(&backup_dir)
+        .arg("--key")
+        .arg(work.path().join("bad.key")));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("cannot read the backup key"), "{}", stderr(&output));
 }
