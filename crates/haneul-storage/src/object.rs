@@ -27,7 +27,7 @@ use object_store::{
 };
 use tokio::io::AsyncReadExt;
 
-use crate::versions::{bucket_url, VersionLister, VersionListing};
+use crate::versions::{bucket_url, client_options, VersionLister, VersionListing};
 use crate::{Digest, Result, StorageError};
 
 /// Files above this size go up as a multipart upload, in parts of this size.
@@ -113,6 +113,7 @@ impl ObjectBackend {
         let virtual_hosted = builder
             .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
             .is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "on" | "yes" | "y"));
+        let http_options = client_options(|key| builder.get_config_value(&AmazonS3ConfigKey::Client(key)));
         let store = Arc::new(builder.build().map_err(|error| setup(error.to_string()))?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -128,7 +129,7 @@ impl ObjectBackend {
             // The HTTP client registers with the runtime it is made in.
             let _entered = runtime.enter();
             let url = bucket_url(endpoint.as_deref(), virtual_hosted, &options.bucket, &options.region);
-            Arc::new(VersionLister::new(Arc::clone(&store), url, &options.region, &prefix)?)
+            Arc::new(VersionLister::new(Arc::clone(&store), url, http_options, &options.region, &prefix)?)
         };
         let backend = ObjectBackend { store, location: location.clone(), prefix, versions, runtime: Some(runtime) };
         backend.probe().map_err(|error| setup(format!("does not answer as expected: {error}")))?;

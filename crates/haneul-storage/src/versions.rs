@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use object_store::aws::{AmazonS3, AwsAuthorizer};
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
-use object_store::ClientOptions;
+use object_store::{ClientConfigKey, ClientOptions};
 use serde::Deserialize;
 
 use crate::{Result, StorageError};
@@ -90,11 +90,50 @@ pub(crate) fn bucket_url(endpoint: Option<&str>, virtual_hosted: bool, bucket: &
 /// Attempts of one listing request when the server answers 5xx or not at all.
 const ATTEMPTS: u32 = 4;
 
+/// The HTTP settings of the store's client that a version listing needs
+/// too: a proxy (and its CA and exclusions), certificate checking, plain
+/// HTTP, timeouts. `value` reads one from the store's configuration (its
+/// options and `AWS_*` environment variables alike).
+pub(crate) fn client_options(value: impl Fn(ClientConfigKey) -> Option<String>) -> ClientOptions {
+    const SHARED: [ClientConfigKey; 16] = [
+        ClientConfigKey::AllowHttp,
+        ClientConfigKey::AllowInvalidCertificates,
+        ClientConfigKey::ConnectTimeout,
+        ClientConfigKey::Http1Only,
+        ClientConfigKey::Http2KeepAliveInterval,
+        ClientConfigKey::Http2KeepAliveTimeout,
+        ClientConfigKey::Http2KeepAliveWhileIdle,
+        ClientConfigKey::Http2MaxFrameSize,
+        ClientConfigKey::Http2Only,
+        ClientConfigKey::PoolIdleTimeout,
+        ClientConfigKey::PoolMaxIdlePerHost,
+        ClientConfigKey::ProxyUrl,
+        ClientConfigKey::ProxyCaCertificate,
+        ClientConfigKey::ProxyExcludes,
+        ClientConfigKey::Timeout,
+        ClientConfigKey::UserAgent,
+    ];
+    SHARED.into_iter().fold(ClientOptions::new(), |options, key| match value(key) {
+        Some(setting) => options.with_config(key, setting),
+        None => options,
+    })
+}
+
 impl VersionLister {
-    pub(crate) fn new(s3: Arc<AmazonS3>, bucket_url: String, region: &str, prefix: &str) -> Result<VersionLister> {
-        let allow_http = bucket_url.starts_with("http://");
+    pub(crate) fn new(
+        s3: Arc<AmazonS3>,
+        bucket_url: String,
+        options: ClientOptions,
+        region: &str,
+        prefix: &str,
+    ) -> Result<VersionLister> {
+        // As the store's client: an endpoint given as http:// is allowed plain HTTP.
+        let options = match bucket_url.starts_with("http://") {
+            true => options.with_allow_http(true),
+            false => options,
+        };
         let http = ReqwestConnector::default()
-            .connect(&ClientOptions::new().with_allow_http(allow_http))
+            .connect(&options)
             .map_err(|error| StorageError::ObjectSetup(format!("{bucket_url}: cannot start its client: {error}")))?;
         Ok(VersionLister { s3, http, bucket_url, region: region.to_string(), prefix: prefix.to_string() })
     }
@@ -223,6 +262,23 @@ fn encode_query_value(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listings_use_the_proxy_and_certificate_settings_of_the_store_client() {
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+        let builder = AmazonS3Builder::new()
+            .with_proxy_url("http://proxy.hospital.example:3128")
+            .with_proxy_excludes("10.0.0.0/8")
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::AllowInvalidCertificates), "true")
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "90s");
+        let options = client_options(|key| builder.get_config_value(&AmazonS3ConfigKey::Client(key)));
+        let setting = |key| options.get_config_value(&key);
+        assert_eq!(setting(ClientConfigKey::ProxyUrl).as_deref(), Some("http://proxy.hospital.example:3128"));
+        assert_eq!(setting(ClientConfigKey::ProxyExcludes).as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(setting(ClientConfigKey::AllowInvalidCertificates).as_deref(), Some("true"));
+        assert_eq!(setting(ClientConfigKey::Timeout).as_deref(), Some("90s"));
+        assert_eq!(setting(ClientConfigKey::AllowHttp).as_deref(), Some("false"));
+    }
 
     #[test]
     fn a_listing_keeps_versions_in_order_and_skips_delete_markers() {
