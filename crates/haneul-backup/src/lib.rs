@@ -30,8 +30,8 @@ mod target;
 mod when;
 
 pub use manifest::{object_key, AuditEntry, BlobEntry, CatalogEntry, Counts, Manifest, MANIFEST_FORMAT};
-pub use signing::{Signature, SigningKey};
-pub use target::{BucketTarget, DirTarget, NewObject, Target};
+pub use signing::{verify_key_path, Signature, SigningKey, VerifyKey};
+pub use target::{BucketTarget, DirTarget, KeptVersion, NewObject, Target};
 pub use when::{is_snapshot_name, parse_at};
 
 use std::collections::{BTreeSet, HashSet};
@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use haneul_catalog::{BlobKind, Catalog, CatalogError, CatalogSnapshot};
 use haneul_storage::{BlobStore, StorageError};
 use manifest::{is_audit_file_name, is_digest_hex, to_hex};
-use signing::SIGNATURE_FILE;
+use signing::{MAX_SIGNATURE_BYTES, SIGNATURE_FILE};
 
 /// The catalog's file inside a snapshot.
 const SNAPSHOT_CATALOG: &str = "catalog.sqlite";
@@ -561,9 +561,16 @@ fn check_existing(target: &dyn Target, key: &str, expected: (u64, [u8; 32]), pre
 }
 
 /// Whether the target keeps a version of `key` holding `expected` (size,
-/// digest), read back to be sure.
+/// digest): judged by its listed size where the target does not reread
+/// present objects (as the current version is), else read back and hashed.
 fn kept_version_matches(target: &dyn Target, key: &str, expected: (u64, [u8; 32])) -> Result<bool> {
-    for version in kept_versions(target, key)? {
+    for KeptVersion { id: version, size } in kept_versions(target, key)? {
+        if let Some(size) = size.filter(|_| !target.rereads_present_objects()) {
+            if size == expected.0 {
+                return Ok(true);
+            }
+            continue;
+        }
         let mut reader = match target.open_version(key, &version) {
             Ok(reader) => reader,
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
@@ -630,7 +637,8 @@ fn copy_hashing(
 #[derive(Debug, Clone)]
 pub struct SnapshotListing {
     pub name: String,
-    /// The manifest, or why there is no usable one (an incomplete snapshot).
+    /// The manifest, or why there is no usable one (an incomplete snapshot,
+    /// one that cannot be read).
     pub manifest: std::result::Result<Manifest, String>,
     /// How a complete snapshot stands against the key the listing was made
     /// with (none without a key).
@@ -638,26 +646,28 @@ pub struct SnapshotListing {
 }
 
 /// Every snapshot in the target, oldest first, complete or not, with each
-/// complete one's signature checked against `key` if given.
-pub fn list_snapshots(target: &dyn Target, key: Option<&SigningKey>) -> Result<Vec<SnapshotListing>> {
-    let names = target.list("snapshots/").map_err(io_error(format_args!("cannot list {}", target.describe())))?;
+/// complete one's signature checked against `key` if given. A snapshot
+/// that cannot be read is listed with the reason.
+pub fn list_snapshots(target: &dyn Target, key: Option<&VerifyKey>) -> Result<Vec<SnapshotListing>> {
     let mut listings = Vec::new();
-    for name in names.into_iter().filter(|name| is_snapshot_name(name)) {
+    for name in snapshot_names(target)? {
         let read = read_manifest_bytes(target, &name).and_then(|bytes| Ok((parse_manifest(&name, &bytes)?, bytes)));
         let (manifest, signature) = match read {
-            Ok((manifest, bytes)) => {
-                let signature = match key {
-                    Some(key) => Some(check_signature(target, &name, &bytes, key)?),
-                    None => None,
-                };
-                (Ok(manifest), signature)
-            }
+            Ok((manifest, bytes)) => (Ok(manifest), key.map(|key| check_signature(target, &name, &bytes, key))),
             Err(BackupError::BadManifest { detail, .. }) => (Err(detail), None),
-            Err(error) => return Err(error),
+            Err(error) => (Err(format!("cannot be read: {error}")), None),
         };
         listings.push(SnapshotListing { name, manifest, signature });
     }
     Ok(listings)
+}
+
+/// The snapshot names in the target, oldest first.
+fn snapshot_names(target: &dyn Target) -> Result<Vec<String>> {
+    let mut names = target.list("snapshots/").map_err(io_error(format_args!("cannot list {}", target.describe())))?;
+    names.retain(|name| is_snapshot_name(name));
+    names.sort();
+    Ok(names)
 }
 
 /// The manifest of a snapshot, checked for form (not against the objects).
@@ -708,15 +718,28 @@ fn parse_manifest(snapshot: &str, bytes: &[u8]) -> Result<Manifest> {
 }
 
 /// Check a snapshot's signature (as first written) against its manifest's bytes.
-fn check_signature(target: &dyn Target, snapshot: &str, manifest: &[u8], key: &SigningKey) -> Result<Signature> {
-    let signature_key = format!("snapshots/{snapshot}/{SIGNATURE_FILE}");
-    let mut signature = Vec::new();
-    match open_as_written(target, &signature_key) {
-        Ok(mut reader) => reader.read_to_end(&mut signature).map_err(io_error(target.locate(&signature_key)))?,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(key.check(manifest, None)),
-        Err(error) => return Err(io_error(target.locate(&signature_key))(error)),
+fn check_signature(target: &dyn Target, snapshot: &str, manifest: &[u8], key: &VerifyKey) -> Signature {
+    match read_signature(target, snapshot) {
+        Ok(signature) => key.check(manifest, signature.as_deref()),
+        Err(error) => Signature::Unreadable(error.to_string()),
+    }
+}
+
+/// A snapshot's signature object as first written, if it has one.
+fn read_signature(target: &dyn Target, snapshot: &str) -> io::Result<Option<Vec<u8>>> {
+    let key = format!("snapshots/{snapshot}/{SIGNATURE_FILE}");
+    let reader = match open_as_written(target, &key) {
+        Ok(reader) => reader,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
     };
-    Ok(key.check(manifest, Some(&signature)))
+    let mut signature = Vec::new();
+    // Capped: the object is untrusted, and ours is a few hundred bytes.
+    reader.take(MAX_SIGNATURE_BYTES + 1).read_to_end(&mut signature)?;
+    if signature.len() as u64 > MAX_SIGNATURE_BYTES {
+        return Ok(Some(Vec::new()));
+    }
+    Ok(Some(signature))
 }
 
 /// Open the object `key` as it was first written, where the target keeps
@@ -738,7 +761,7 @@ fn open_as_written(target: &dyn Target, key: &str) -> io::Result<Box<dyn Read + 
         Err(error) => return Err(error),
     };
     let Some(first) = first else { return target.open(key) };
-    match target.open_version(key, &first) {
+    match target.open_version(key, &first.id) {
         Err(error) if target::versions_unavailable(&error) => unavailable(error),
         result => result,
     }
@@ -748,36 +771,88 @@ fn open_as_written(target: &dyn Target, key: &str) -> io::Result<Box<dyn Read + 
 #[derive(Debug, Clone)]
 pub struct Chosen {
     pub manifest: Manifest,
-    /// Complete snapshots newer than the chosen one (at or before the time
-    /// asked for) that are not signed with the key: someone else wrote them.
-    pub passed_over: Vec<(String, Signature)>,
+    /// With a key: snapshots newer than the chosen one (at or before the
+    /// time asked for) that were not taken although they are not merely
+    /// incomplete — not signed with the key, or unreadable.
+    pub passed_over: Vec<PassedOver>,
+}
+
+/// A snapshot a restore with a key did not take, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassedOver {
+    pub snapshot: String,
+    pub reason: String,
+}
+
+impl fmt::Display for PassedOver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.snapshot, self.reason)
+    }
 }
 
 /// The newest complete snapshot at or before `at` (a snapshot name or RFC
 /// 3339 time; `None`: the newest of all), and with a key the newest signed
-/// with it.
-pub fn choose_snapshot(target: &dyn Target, at: Option<&str>, key: Option<&SigningKey>) -> Result<Chosen> {
+/// with it. Snapshots are read newest first, and only as far as the one
+/// taken, so an unreadable one older than it or after `at` stops nothing.
+pub fn choose_snapshot(target: &dyn Target, at: Option<&str>, key: Option<&VerifyKey>) -> Result<Chosen> {
     let limit = match at {
         Some(at) => Some(parse_at(at).ok_or_else(|| BackupError::BadTime(at.to_string()))?),
         None => None,
     };
+    let mut names = snapshot_names(target)?;
+    names.retain(|name| limit.as_ref().is_none_or(|limit| name.as_str() <= limit.as_str()));
     let mut passed_over = Vec::new();
-    let listings = list_snapshots(target, key)?;
-    let candidates = listings
-        .into_iter()
-        .rev()
-        .filter(|listing| limit.as_ref().is_none_or(|limit| listing.name.as_str() <= limit.as_str()));
-    for listing in candidates {
-        let Ok(manifest) = listing.manifest else { continue };
-        match listing.signature {
-            None | Some(Signature::Valid) => return Ok(Chosen { manifest, passed_over }),
-            Some(signature) => {
-                tracing::warn!(snapshot = %listing.name, %signature, "snapshot passed over: not signed with the key");
-                passed_over.push((listing.name, signature));
+    for name in names.into_iter().rev() {
+        let Some(key) = key else {
+            match read_manifest(target, &name) {
+                Ok(manifest) => return Ok(Chosen { manifest, passed_over }),
+                Err(BackupError::BadManifest { .. }) => continue,
+                Err(error) => return Err(error),
+            }
+        };
+        match examine_signed(target, &name, key) {
+            Examined::Signed(manifest) => return Ok(Chosen { manifest: *manifest, passed_over }),
+            Examined::Incomplete => {}
+            Examined::PassedOver(reason) => {
+                tracing::warn!(snapshot = %name, %reason, "snapshot passed over");
+                passed_over.push(PassedOver { snapshot: name, reason });
             }
         }
     }
     Err(BackupError::NoSnapshot { target: target.describe(), at: limit, signed: key.is_some() })
+}
+
+/// What a restore with a key makes of one snapshot.
+enum Examined {
+    Signed(Box<Manifest>),
+    /// Neither manifest nor signature: a run that stopped before its end.
+    Incomplete,
+    /// Anything else that is not a snapshot signed with the key: someone
+    /// else wrote it, or it cannot be read (why).
+    PassedOver(String),
+}
+
+fn examine_signed(target: &dyn Target, name: &str, key: &VerifyKey) -> Examined {
+    let bytes = match read_manifest_bytes(target, name) {
+        Ok(bytes) => bytes,
+        // A run writes the signature just before the manifest.
+        Err(BackupError::BadManifest { .. }) => {
+            return match read_signature(target, name) {
+                Ok(None) => Examined::Incomplete,
+                Ok(Some(_)) => Examined::PassedOver("a signature without a manifest".into()),
+                Err(error) => Examined::PassedOver(format!("signature unreadable: {error}")),
+            };
+        }
+        Err(error) => return Examined::PassedOver(format!("manifest unreadable: {error}")),
+    };
+    let manifest = match parse_manifest(name, &bytes) {
+        Ok(manifest) => manifest,
+        Err(error) => return Examined::PassedOver(error.to_string()),
+    };
+    match check_signature(target, name, &bytes, key) {
+        Signature::Valid => Examined::Signed(Box::new(manifest)),
+        signature => Examined::PassedOver(signature.to_string()),
+    }
 }
 
 /// Where a restore puts the catalog and the blobs.
@@ -1036,7 +1111,7 @@ fn copy_object(
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) => return Err(io_error(target.locate(key))(error)),
     }
-    for version in kept_versions(target, key)? {
+    for KeptVersion { id: version, .. } in kept_versions(target, key)? {
         let mut reader = match target.open_version(key, &version) {
             Ok(reader) => reader,
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
@@ -1069,7 +1144,7 @@ fn warn_versions_unreadable(target: &dyn Target, key: &str, error: &io::Error) {
 
 /// The versions the target keeps of `key`, oldest first; none where they
 /// cannot be seen (said in the log, as the object is in trouble already).
-fn kept_versions(target: &dyn Target, key: &str) -> Result<Vec<String>> {
+fn kept_versions(target: &dyn Target, key: &str) -> Result<Vec<KeptVersion>> {
     match target.versions(key) {
         Ok(versions) => Ok(versions),
         Err(error) if target::versions_unavailable(&error) => {

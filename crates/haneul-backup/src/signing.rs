@@ -1,98 +1,133 @@
-//! Signed snapshots: a key kept by the PACS team (not in the backup) signs
-//! each manifest, so that whoever holds the backup's write keys cannot
-//! pass off a snapshot of their own as Haneul's.
+//! Signed snapshots: a key kept on the archive node signs each manifest,
+//! so that whoever holds only the backup's write keys cannot pass off a
+//! snapshot of their own as Haneul's.
 //!
 //! Object Lock keeps what Haneul wrote, but the same keys that write
 //! backups can add a complete-looking snapshot, newer than the real ones,
-//! and a restore takes the newest. With a key, restores and drills take
-//! only snapshots signed with it and name the others they passed over.
+//! and a restore takes the newest. Given the verify key, restores and drills
+//! take only snapshots signed with its signing key and name the newer ones
+//! they passed over.
 //!
-//! The signature is a keyed BLAKE3 hash of the manifest's exact bytes,
-//! stored beside it as `manifest.sig` before the manifest itself is
-//! written. The manifest holds the digests of the catalog copy, of every
-//! blob and of the audit trail, so the signature covers the whole snapshot.
+//! Signatures are Ed25519 over the manifest's exact bytes, stored beside it
+//! as `manifest.sig` before the manifest itself is written. The manifest
+//! holds the digests of the catalog copy, of every blob and of the audit
+//! trail, and its own snapshot name, so the signature covers the whole
+//! snapshot and cannot be moved to another name. Checking needs only the
+//! public half (the verify key), so a drill host or a restore runbook holds
+//! nothing that signs.
 
 use std::fmt;
-use std::fs::OpenOptions;
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 
 use crate::manifest::to_hex;
 
 /// Signature object of a snapshot, beside its manifest.
 pub(crate) const SIGNATURE_FILE: &str = "manifest.sig";
-/// Keeps these hashes apart from any other keyed BLAKE3 use of a key.
+/// A signature object is a few hundred bytes; more is not ours.
+pub(crate) const MAX_SIGNATURE_BYTES: u64 = 4096;
+/// Signed before the manifest's bytes: these signatures mean nothing else.
 const SIGNING_CONTEXT: &[u8] = b"haneul backup manifest signature v1\0";
-const KEY_ID_CONTEXT: &str = "haneul backup signing key id v1";
+const SIGNING_KEY_LABEL: &str = "haneul-backup-signing-key-v1";
+const VERIFY_KEY_LABEL: &str = "haneul-backup-verify-key-v1";
 
-/// A secret key that signs snapshots (32 random bytes, kept as 64 hex digits in a file).
+/// The secret half: signs snapshots (`haneul backup --key`).
 pub struct SigningKey {
-    key: [u8; 32],
+    pair: Ed25519KeyPair,
 }
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SigningKey({})", self.id())
+        write!(f, "SigningKey({})", self.verify_key().id())
     }
 }
 
-impl SigningKey {
-    /// A new key from the operating system's random source.
-    pub fn generate() -> SigningKey {
-        let mut key = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut key);
-        SigningKey { key }
-    }
+/// The public half: checks signatures (restores, drills, listings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyKey {
+    public: [u8; 32],
+}
 
-    /// Write a new key to `path`, which must not exist, readable by its owner only.
-    pub fn create_file(path: &Path) -> io::Result<SigningKey> {
-        let key = SigningKey::generate();
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o400).open(path)?;
-        writeln!(file, "{}", to_hex(&key.key))?;
-        file.sync_all()?;
+impl SigningKey {
+    /// Make a new key pair: the signing key at `path` (readable by its
+    /// owner only) and the verify key beside it (`<path>.pub`). Neither
+    /// may exist; a failed run leaves neither.
+    pub fn create_files(path: &Path) -> io::Result<SigningKey> {
+        let random = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&random)
+            .map_err(|_| io::Error::other("the system's random source failed"))?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|error| io::Error::other(error.to_string()))?;
+        let key = SigningKey { pair };
+        let public_path = verify_key_path(path);
+        write_new(path, 0o400, &format!("{SIGNING_KEY_LABEL} {}\n", to_hex(pkcs8.as_ref())))?;
+        if let Err(error) = write_new(&public_path, 0o444, &key.verify_key().file_text()) {
+            let _ = fs::remove_file(path);
+            return Err(error);
+        }
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            fs::File::open(dir)?.sync_all()?;
+        }
         Ok(key)
     }
 
-    /// Read a key file: 64 hexadecimal digits (surrounding white space ignored).
+    /// Read a signing key file (as [`SigningKey::create_files`] writes it).
     pub fn read_file(path: &Path) -> io::Result<SigningKey> {
-        let text = std::fs::read_to_string(path)?;
-        SigningKey::parse(text.trim())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a backup signing key is 64 hexadecimal digits"))
-    }
-
-    fn parse(hex: &str) -> Option<SigningKey> {
-        if hex.len() != 64 || !hex.is_ascii() {
-            return None;
+        let text = fs::read_to_string(path)?;
+        let pkcs8 = text
+            .trim()
+            .strip_prefix(SIGNING_KEY_LABEL)
+            .and_then(|rest| from_hex(rest.trim()))
+            .ok_or_else(|| invalid(format!("not a backup signing key (a line starting {SIGNING_KEY_LABEL})")))?;
+        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|error| invalid(format!("a damaged key: {error}")))?;
+        if fs::metadata(path)?.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %path.display(), "the backup signing key is readable by others than its owner");
         }
-        let mut key = [0u8; 32];
-        for (index, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * index..2 * index + 2], 16).ok()?;
-        }
-        Some(SigningKey { key })
+        Ok(SigningKey { pair })
     }
 
-    /// A public name of the key (16 hex digits), recorded with each
-    /// signature so that a snapshot signed with another key says so.
-    pub fn id(&self) -> String {
-        to_hex(&blake3::derive_key(KEY_ID_CONTEXT, &self.key)[..8])
-    }
-
-    fn sign(&self, manifest: &[u8]) -> blake3::Hash {
-        let mut hasher = blake3::Hasher::new_keyed(&self.key);
-        hasher.update(SIGNING_CONTEXT);
-        hasher.update(manifest);
-        hasher.finalize()
+    pub fn verify_key(&self) -> VerifyKey {
+        let mut public = [0u8; 32];
+        public.copy_from_slice(self.pair.public_key().as_ref());
+        VerifyKey { public }
     }
 
     /// The signature object for these manifest bytes.
     pub(crate) fn signature_for(&self, manifest: &[u8]) -> Vec<u8> {
-        let signature = SignatureFile { key_id: self.id(), signature: self.sign(manifest).to_hex().to_string() };
-        // Two strings cannot fail to encode.
-        serde_json::to_vec(&signature).unwrap_or_default()
+        let signature = self.pair.sign(&signed_message(manifest));
+        // Both values are hex: nothing to escape.
+        format!(r#"{{"key_id":"{}","signature":"{}"}}"#, self.verify_key().id(), to_hex(signature.as_ref()))
+            .into_bytes()
+    }
+}
+
+impl VerifyKey {
+    /// Read a verify key file (`<key>.pub`); a signing key file gives its public half.
+    pub fn read_file(path: &Path) -> io::Result<VerifyKey> {
+        let text = fs::read_to_string(path)?;
+        let text = text.trim();
+        if text.starts_with(SIGNING_KEY_LABEL) {
+            return Ok(SigningKey::read_file(path)?.verify_key());
+        }
+        let public = text
+            .strip_prefix(VERIFY_KEY_LABEL)
+            .and_then(|rest| from_hex(rest.trim()))
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| invalid(format!("not a backup verify key (a line starting {VERIFY_KEY_LABEL})")))?;
+        Ok(VerifyKey { public })
+    }
+
+    fn file_text(&self) -> String {
+        format!("{VERIFY_KEY_LABEL} {}\n", to_hex(&self.public))
+    }
+
+    /// A short public name of the key pair (16 hex digits), recorded with
+    /// each signature so that a snapshot signed with another key says so.
+    pub fn id(&self) -> String {
+        to_hex(&blake3::hash(&self.public).as_bytes()[..8])
     }
 
     /// Check a signature object (`None`: the snapshot has none) against the manifest bytes.
@@ -102,22 +137,53 @@ impl SigningKey {
         if signature.key_id != self.id() {
             return Signature::OtherKey(signature.key_id);
         }
-        match blake3::Hash::from_hex(&signature.signature) {
-            // `Hash` compares in constant time.
-            Ok(given) if given == self.sign(manifest) => Signature::Valid,
-            _ => Signature::Invalid,
+        let Some(bytes) = from_hex(&signature.signature) else { return Signature::Invalid };
+        match UnparsedPublicKey::new(&ED25519, &self.public).verify(&signed_message(manifest), &bytes) {
+            Ok(()) => Signature::Valid,
+            Err(_) => Signature::Invalid,
         }
     }
 }
 
-#[derive(Serialize, Deserialize)]
+/// Where [`SigningKey::create_files`] puts the verify key of `path`.
+pub fn verify_key_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+fn signed_message(manifest: &[u8]) -> Vec<u8> {
+    [SIGNING_CONTEXT, manifest].concat()
+}
+
+fn write_new(path: &Path, mode: u32, text: &str) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
+    if written.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    written
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|at| u8::from_str_radix(&text[at..at + 2], 16).ok()).collect()
+}
+
+#[derive(serde::Deserialize)]
 struct SignatureFile {
     key_id: String,
-    /// Keyed BLAKE3 of the manifest's bytes, hex.
+    /// Ed25519 over the context and the manifest's bytes, hex.
     signature: String,
 }
 
-/// How a snapshot's manifest stands against a signing key.
+/// How a snapshot's manifest stands against a verify key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signature {
     /// Signed with the key.
@@ -129,16 +195,19 @@ pub enum Signature {
     /// A signature that does not match the manifest: the manifest or the
     /// signature was written by someone without the key.
     Invalid,
+    /// The signature could not be read (why).
+    Unreadable(String),
 }
 
 impl Signature {
-    /// A short name for JSON: `valid`, `unsigned`, `other-key` or `invalid`.
+    /// A short name for JSON: `valid`, `unsigned`, `other-key`, `invalid` or `unreadable`.
     pub fn code(&self) -> &'static str {
         match self {
             Signature::Valid => "valid",
             Signature::Unsigned => "unsigned",
             Signature::OtherKey(_) => "other-key",
             Signature::Invalid => "invalid",
+            Signature::Unreadable(_) => "unreadable",
         }
     }
 }
@@ -150,6 +219,7 @@ impl fmt::Display for Signature {
             Signature::Unsigned => write!(f, "not signed"),
             Signature::OtherKey(id) => write!(f, "signed with another key ({id})"),
             Signature::Invalid => write!(f, "signature does not match (forged or damaged)"),
+            Signature::Unreadable(why) => write!(f, "signature unreadable: {why}"),
         }
     }
 }
@@ -158,37 +228,50 @@ impl fmt::Display for Signature {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_signature_holds_only_for_the_same_bytes_and_key() {
-        let key = SigningKey::generate();
-        let manifest = br#"{"snapshot": "20261124T101500Z"}"#;
-        let signature = key.signature_for(manifest);
-        assert_eq!(key.check(manifest, Some(&signature)), Signature::Valid);
-        assert_eq!(key.check(br#"{"snapshot": "20261124T101501Z"}"#, Some(&signature)), Signature::Invalid);
-        assert_eq!(key.check(manifest, None), Signature::Unsigned);
-        assert_eq!(key.check(manifest, Some(b"not json")), Signature::Invalid);
-
-        let other = SigningKey::generate();
-        assert_eq!(other.check(manifest, Some(&signature)), Signature::OtherKey(key.id()));
-        // A signature that claims the right key id but was made without the key.
-        let forged = serde_json::json!({ "key_id": key.id(), "signature": blake3::hash(manifest).to_hex().as_str() });
-        assert_eq!(key.check(manifest, Some(forged.to_string().as_bytes())), Signature::Invalid);
+    fn new_key(dir: &Path) -> SigningKey {
+        SigningKey::create_files(&dir.join("backup.key")).expect("new key")
     }
 
     #[test]
-    fn key_files_are_made_once_private_and_read_back() {
+    fn a_signature_holds_only_for_the_same_bytes_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = new_key(dir.path());
+        let verify = key.verify_key();
+        let manifest = br#"{"snapshot": "20261124T101500Z"}"#;
+        let signature = key.signature_for(manifest);
+        assert_eq!(verify.check(manifest, Some(&signature)), Signature::Valid);
+        assert_eq!(verify.check(br#"{"snapshot": "20261124T101501Z"}"#, Some(&signature)), Signature::Invalid);
+        assert_eq!(verify.check(manifest, None), Signature::Unsigned);
+        assert_eq!(verify.check(manifest, Some(b"not json")), Signature::Invalid);
+
+        let other = SigningKey::create_files(&dir.path().join("other.key")).expect("other key");
+        assert_eq!(other.verify_key().check(manifest, Some(&signature)), Signature::OtherKey(verify.id()));
+        // A signature that claims the right key id but was made without the key.
+        let forged = serde_json::json!({ "key_id": verify.id(), "signature": to_hex(&[7u8; 64]) });
+        assert_eq!(verify.check(manifest, Some(forged.to_string().as_bytes())), Signature::Invalid);
+        let forged = serde_json::json!({ "key_id": verify.id(), "signature": "+f" });
+        assert_eq!(verify.check(manifest, Some(forged.to_string().as_bytes())), Signature::Invalid);
+    }
+
+    #[test]
+    fn key_files_are_made_once_the_secret_one_private_and_read_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("backup.key");
-        let key = SigningKey::create_file(&path).expect("new key");
-        let mode = std::fs::metadata(&path).expect("metadata").permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o400);
-        assert_eq!(SigningKey::read_file(&path).expect("read").id(), key.id());
-        assert!(SigningKey::create_file(&path).is_err(), "an existing key is never replaced");
+        let key = new_key(dir.path());
+        let mode = |path: &Path| fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o400);
+        assert_eq!(mode(&verify_key_path(&path)), 0o444);
+        assert_eq!(SigningKey::read_file(&path).expect("read").verify_key(), key.verify_key());
+        assert_eq!(VerifyKey::read_file(&verify_key_path(&path)).expect("read"), key.verify_key());
+        // The secret file gives its public half too.
+        assert_eq!(VerifyKey::read_file(&path).expect("read"), key.verify_key());
+        assert!(SigningKey::create_files(&path).is_err(), "an existing key is never replaced");
+        assert!(SigningKey::read_file(&verify_key_path(&path)).is_err(), "the public half does not sign");
 
-        let short = dir.path().join("short.key");
-        std::fs::write(&short, "abcd\n").expect("write");
-        assert_eq!(SigningKey::read_file(&short).err().map(|error| error.kind()), Some(io::ErrorKind::InvalidData));
-        std::fs::write(&short, format!("{}\n", "zz".repeat(32))).expect("write");
-        assert!(SigningKey::read_file(&short).is_err());
+        let bad = dir.path().join("bad.key");
+        for text in ["abcd\n".to_string(), format!("{VERIFY_KEY_LABEL} {}\n", "+f".repeat(32))] {
+            fs::write(&bad, text).expect("write");
+            assert_eq!(VerifyKey::read_file(&bad).err().map(|error| error.kind()), Some(io::ErrorKind::InvalidData));
+        }
     }
 }

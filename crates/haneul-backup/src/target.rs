@@ -36,7 +36,7 @@ pub trait Target: Send + Sync {
     /// none. Failing with [`io::ErrorKind::PermissionDenied`] or
     /// [`io::ErrorKind::Unsupported`] means the versions cannot be seen
     /// (keys without `s3:ListBucketVersions`, a server without versioning).
-    fn versions(&self, _key: &str) -> io::Result<Vec<String>> {
+    fn versions(&self, _key: &str) -> io::Result<Vec<KeptVersion>> {
         Ok(Vec::new())
     }
 
@@ -63,6 +63,14 @@ pub trait Target: Send + Sync {
     fn rereads_present_objects(&self) -> bool {
         true
     }
+}
+
+/// A version a target keeps of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptVersion {
+    pub id: String,
+    /// Its size, where the target's listing says.
+    pub size: Option<u64>,
 }
 
 /// An object being written.
@@ -336,9 +344,10 @@ impl Target for BucketTarget {
         }))
     }
 
-    fn versions(&self, key: &str) -> io::Result<Vec<String>> {
+    fn versions(&self, key: &str) -> io::Result<Vec<KeptVersion>> {
         check_key(key)?;
-        Ok(self.bucket.versions(key)?.into_iter().map(|version| version.version_id).collect())
+        let versions = self.bucket.versions(key)?.into_iter();
+        Ok(versions.map(|version| KeptVersion { id: version.version_id, size: version.size }).collect())
     }
 
     fn open_version(&self, key: &str, version: &str) -> io::Result<Box<dyn Read + Send>> {

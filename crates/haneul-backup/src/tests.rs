@@ -297,6 +297,9 @@ struct KeepingVersions {
     current: DirTarget,
     /// key → versions, oldest first.
     kept: BTreeMap<String, Vec<Vec<u8>>>,
+    /// Whether present objects and kept versions are read back, or judged
+    /// by size as a bucket's are.
+    rereads: bool,
 }
 
 impl Target for KeepingVersions {
@@ -321,9 +324,16 @@ impl Target for KeepingVersions {
     fn claim_snapshot(&self, name: &str) -> io::Result<bool> {
         self.current.claim_snapshot(name)
     }
-    fn versions(&self, key: &str) -> io::Result<Vec<String>> {
-        let count = self.kept.get(key).map_or(0, Vec::len);
-        Ok((0..count).map(|index| index.to_string()).collect())
+    fn versions(&self, key: &str) -> io::Result<Vec<KeptVersion>> {
+        let kept = self.kept.get(key).map(Vec::as_slice).unwrap_or_default();
+        Ok(kept
+            .iter()
+            .enumerate()
+            .map(|(index, bytes)| KeptVersion { id: index.to_string(), size: Some(bytes.len() as u64) })
+            .collect())
+    }
+    fn rereads_present_objects(&self) -> bool {
+        self.rereads
     }
     fn open_version(&self, key: &str, version: &str) -> io::Result<Box<dyn Read + Send>> {
         let bytes = version.parse::<usize>().ok().and_then(|index| self.kept.get(key)?.get(index).cloned());
@@ -366,7 +376,7 @@ fn a_restore_reads_the_first_good_version_of_an_object_changed_since() {
         (key_of(b"hidden later"), vec![b"hidden later".to_vec()]),
         (key_of(b"lost for good"), vec![b"ransom".to_vec()]),
     ]);
-    let target = KeepingVersions { current, kept };
+    let target = KeepingVersions { current, kept, rereads: true };
 
     let into = tempfile::tempdir().expect("tempdir");
     let error = restore(&target, &manifest, &layout(into.path()), &mut |_, _| {}).expect_err("one object is lost");
@@ -396,6 +406,14 @@ fn a_restore_reads_the_first_good_version_of_an_object_changed_since() {
 
 #[test]
 fn a_backup_goes_on_past_an_object_replaced_when_its_version_as_written_is_kept() {
+    // Kept versions read back (a directory-like target) and judged by their
+    // listed size (a bucket), as present objects are.
+    for rereads in [true, false] {
+        backup_past_a_replaced_object(rereads);
+    }
+}
+
+fn backup_past_a_replaced_object(rereads: bool) {
     let archive = Archive::new();
     let path = archive.store("1.1", b"written by haneul");
     let backup_dir = tempfile::tempdir().expect("tempdir");
@@ -406,10 +424,11 @@ fn a_backup_goes_on_past_an_object_replaced_when_its_version_as_written_is_kept(
     fs::write(&object, b"ransom").expect("overwrite");
     let key = object_key(&to_hex(blake3::hash(b"written by haneul").as_bytes()));
 
-    // Only a version that hashes to the digest counts (here none does).
+    // Only a version with the content counts (here none has).
     let mut target = KeepingVersions {
         current,
         kept: BTreeMap::from([(key.clone(), vec![b"ransom".to_vec(), b"written by haneul!".to_vec()])]),
+        rereads,
     };
     let error = archive.backup(&target).expect_err("no version as written");
     let BackupError::Problems(problems) = &error else { panic!("unexpected error {error}") };
@@ -429,33 +448,45 @@ fn a_backup_goes_on_past_an_object_replaced_when_its_version_as_written_is_kept(
     assert_eq!(fs::read(data_dir.join("blobs").join(&path)).expect("restored"), b"written by haneul");
 }
 
+/// What someone with write access to a backup leaves in it as a newer snapshot.
+enum Forged {
+    Unsigned,
+    SignedWithAnotherKey,
+    /// The genuine snapshot's signature beside a manifest that names the new snapshot.
+    CopiedSignature(Vec<u8>),
+    /// A manifest that is not one, with the genuine signature.
+    JunkManifest(Vec<u8>),
+}
+
 #[test]
 fn with_a_key_restores_take_only_snapshots_signed_with_it() {
     let archive = Archive::new();
     archive.store("1.1", b"the hospital's instance");
     let backup_dir = tempfile::tempdir().expect("tempdir");
     let target = DirTarget::open(backup_dir.path()).expect("target");
-    let key = SigningKey::generate();
+    let keys = tempfile::tempdir().expect("keys");
+    let key = SigningKey::create_files(&keys.path().join("backup.key")).expect("key");
+    let verify = key.verify_key();
     let scratch = tempfile::tempdir().expect("scratch");
     let source = Source { catalog: &archive.catalog, blobs: &archive.blobs, audit_dir: None, signing_key: Some(&key) };
     let signed = backup(&source, &target, scratch.path(), &mut |_, _| {}).expect("signed backup");
 
-    // Someone with write access to the backup adds newer snapshots that look
-    // complete: one unsigned, one signed with another key, one with the
-    // genuine signature copied next to a changed manifest.
     let genuine = read_object(&target, &format!("snapshots/{}/manifest.json", signed.snapshot));
     let genuine_signature = read_object(&target, &format!("snapshots/{}/manifest.sig", signed.snapshot));
-    let forge = |year: u32, signature: Option<Vec<u8>>| -> String {
+    let another_key = SigningKey::create_files(&keys.path().join("another.key")).expect("another key");
+    let forge = |year: u32, forged: Forged| -> String {
         let name = format!("{year}1124T101500Z");
         assert!(target.claim_snapshot(&name).expect("claim"));
         let mut manifest: Manifest = serde_json::from_slice(&genuine).expect("manifest");
         manifest.snapshot = name.clone();
         let bytes = serde_json::to_vec(&manifest).expect("encode");
-        let signature = signature.map(|signature| match signature.is_empty() {
-            true => SigningKey::generate().signature_for(&bytes),
-            false => signature,
-        });
-        for (file, content) in [("manifest.sig", signature), ("manifest.json", Some(bytes))] {
+        let (manifest, signature) = match forged {
+            Forged::Unsigned => (bytes, None),
+            Forged::SignedWithAnotherKey => (bytes.clone(), Some(another_key.signature_for(&bytes))),
+            Forged::CopiedSignature(signature) => (bytes, Some(signature)),
+            Forged::JunkManifest(signature) => (b"{}".to_vec(), Some(signature)),
+        };
+        for (file, content) in [("manifest.sig", signature), ("manifest.json", Some(manifest))] {
             if let Some(content) = content {
                 let mut object = target.create(&format!("snapshots/{name}/{file}")).expect("create");
                 object.write_all(&content).expect("write");
@@ -464,25 +495,33 @@ fn with_a_key_restores_take_only_snapshots_signed_with_it() {
         }
         name
     };
-    let unsigned = forge(2097, None);
-    let other_key = forge(2098, Some(Vec::new()));
-    let copied_signature = forge(2099, Some(genuine_signature));
+    let unsigned = forge(2096, Forged::Unsigned);
+    let other_key = forge(2097, Forged::SignedWithAnotherKey);
+    let copied_signature = forge(2098, Forged::CopiedSignature(genuine_signature.clone()));
+    let junk = forge(2099, Forged::JunkManifest(genuine_signature));
+    // A run that stopped before writing anything is only incomplete.
+    assert!(target.claim_snapshot("21001124T101500Z").expect("claim"));
 
     // Without the key the newest complete snapshot wins, forged or not.
     assert_eq!(choose_snapshot(&target, None, None).expect("newest").manifest.snapshot, copied_signature);
-    let chosen = choose_snapshot(&target, None, Some(&key)).expect("signed");
+    let chosen = choose_snapshot(&target, None, Some(&verify)).expect("signed");
     assert_eq!(chosen.manifest.snapshot, signed.snapshot);
-    let passed: Vec<&str> = chosen.passed_over.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(passed, [copied_signature.as_str(), other_key.as_str(), unsigned.as_str()]);
-    assert_eq!(chosen.passed_over[0].1, Signature::Invalid);
-    assert!(matches!(&chosen.passed_over[1].1, Signature::OtherKey(id) if *id != key.id()));
-    assert_eq!(chosen.passed_over[2].1, Signature::Unsigned);
+    let passed: Vec<&str> = chosen.passed_over.iter().map(|passed| passed.snapshot.as_str()).collect();
+    assert_eq!(passed, [junk.as_str(), copied_signature.as_str(), other_key.as_str(), unsigned.as_str()]);
+    let reasons: Vec<&str> = chosen.passed_over.iter().map(|passed| passed.reason.as_str()).collect();
+    assert!(reasons[0].contains("no readable manifest"), "{reasons:?}");
+    assert_eq!(reasons[1], Signature::Invalid.to_string());
+    assert_eq!(reasons[2], Signature::OtherKey(another_key.verify_key().id()).to_string());
+    assert_eq!(reasons[3], Signature::Unsigned.to_string());
     let listed: Vec<Option<Signature>> =
-        list_snapshots(&target, Some(&key)).expect("list").into_iter().map(|listing| listing.signature).collect();
+        list_snapshots(&target, Some(&verify)).expect("list").into_iter().map(|listing| listing.signature).collect();
     assert_eq!(listed[0], Some(Signature::Valid));
     // Nothing signed at or before a time: no snapshot, whatever is unsigned there.
-    let error = choose_snapshot(&target, Some("2000-01-01T00:00:00Z"), Some(&key)).expect_err("none");
+    let error = choose_snapshot(&target, Some("2000-01-01T00:00:00Z"), Some(&verify)).expect_err("none");
     assert!(error.to_string().contains("signed with this key"), "{error}");
+    // Only what is newer than the time asked for is looked at.
+    let chosen = choose_snapshot(&target, Some(&other_key), Some(&verify)).expect("signed");
+    assert_eq!(chosen.passed_over.len(), 2);
 }
 
 #[test]

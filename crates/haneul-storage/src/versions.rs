@@ -22,6 +22,8 @@ pub struct ObjectVersion {
     pub key: String,
     /// `null` for an object written while the bucket had no versioning.
     pub version_id: String,
+    /// Its size, where the listing gives it.
+    pub size: Option<u64>,
 }
 
 /// What a version listing found under a prefix.
@@ -63,6 +65,7 @@ struct ListVersionsResult {
 struct VersionEntry {
     key: String,
     version_id: String,
+    size: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -176,11 +179,11 @@ impl VersionLister {
                 }
             }
             let page = self.page_with_retries(&query).await.map_err(|(status, detail)| failed(status, detail))?;
-            listing.versions.extend(
-                page.versions
-                    .into_iter()
-                    .map(|entry| ObjectVersion { key: self.rel_key(&entry.key), version_id: entry.version_id }),
-            );
+            listing.versions.extend(page.versions.into_iter().map(|entry| ObjectVersion {
+                key: self.rel_key(&entry.key),
+                version_id: entry.version_id,
+                size: entry.size,
+            }));
             listing.children.extend(page.common_prefixes.into_iter().filter_map(|common| {
                 let name = common.prefix.strip_prefix(&full_prefix)?.trim_end_matches(delimiter.unwrap_or('/'));
                 (!name.is_empty()).then(|| name.to_string())
@@ -295,8 +298,9 @@ mod tests {
         let page: ListVersionsResult = quick_xml::de::from_str(xml).expect("a listing");
         assert!(page.is_truncated);
         assert_eq!(page.next_key_marker.as_deref(), Some("site1/objects/ab/abd"));
-        let versions: Vec<&str> = page.versions.iter().map(|entry| entry.version_id.as_str()).collect();
-        assert_eq!(versions, ["v4", "v2", "v1"]);
+        let versions: Vec<(&str, Option<u64>)> =
+            page.versions.iter().map(|entry| (entry.version_id.as_str(), entry.size)).collect();
+        assert_eq!(versions, [("v4", Some(6)), ("v2", Some(11)), ("v1", Some(5))]);
         assert_eq!(page.common_prefixes[0].prefix, "site1/objects/ab/x/");
     }
 

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use haneul_backup::{
-    BackupError, BucketTarget, Chosen, DirTarget, Layout, Manifest, RestoreProblem, Signature, SigningKey, Target,
+    BackupError, BucketTarget, Chosen, DirTarget, Layout, Manifest, PassedOver, RestoreProblem, Signature, SigningKey,
+    Target, VerifyKey,
 };
 use haneul_core::{
     audit, open_blob_store, verify_archive, Archive, ArchiveConfig, BlobBackend, BlobConfig, CatalogLocation,
@@ -41,8 +42,8 @@ struct RunArgs {
     /// system's temporary directory for a bucket).
     #[arg(long, value_name = "DIR")]
     scratch: Option<PathBuf>,
-    /// Sign the snapshot with the key in FILE (made by `haneul backup keygen`), so that restores
-    /// given the key take no snapshot written by anyone else.
+    /// Sign the snapshot with the signing key in FILE (made by `haneul backup keygen`), so that
+    /// restores given its verify key take no snapshot written by anyone else.
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
     #[command(flatten)]
@@ -50,9 +51,17 @@ struct RunArgs {
 }
 
 /// Read a signing key file named on the command line.
-fn read_key(path: Option<&Path>) -> anyhow::Result<Option<SigningKey>> {
+fn read_signing_key(path: Option<&Path>) -> anyhow::Result<Option<SigningKey>> {
     let Some(path) = path else { return Ok(None) };
-    let key = SigningKey::read_file(path).with_context(|| format!("cannot read the backup key {}", path.display()))?;
+    let key = SigningKey::read_file(path)
+        .with_context(|| format!("cannot read the backup signing key {}", path.display()))?;
+    Ok(Some(key))
+}
+
+/// Read a verify key file (or the public half of a signing key file) named on the command line.
+fn read_verify_key(path: Option<&Path>) -> anyhow::Result<Option<VerifyKey>> {
+    let Some(path) = path else { return Ok(None) };
+    let key = VerifyKey::read_file(path).with_context(|| format!("cannot read the backup key {}", path.display()))?;
     Ok(Some(key))
 }
 
@@ -133,25 +142,26 @@ enum BackupCommand {
     List(ListArgs),
     /// Restore a snapshot into a temporary directory, verify everything, and report.
     /// Exit status: 0 complete, 1 incomplete, 2 could not run, 3 complete only
-    /// from the versions Haneul wrote, or newer snapshots not signed with the
-    /// key were passed over (someone has changed the backup since).
+    /// from the versions Haneul wrote, or (with --key) newer snapshots not
+    /// signed with the key were passed over: someone else has written to the backup.
     Drill(DrillArgs),
-    /// Make a new key that signs backups (`--key`), in a file that must not exist yet. Keep a
-    /// copy away from both the archive and the backup: restores after an incident need it.
+    /// Make a new key pair for signed backups: FILE signs (`haneul backup --key FILE`, on the
+    /// archive node) and FILE.pub checks (`restore`, `drill`, `list --key FILE.pub`).
     Keygen(KeygenArgs),
 }
 
 #[derive(Args)]
 struct KeygenArgs {
-    /// The new key file (written once, readable by its owner only).
+    /// The new signing key file (written once, readable by its owner only); the verify key goes
+    /// beside it as FILE.pub. Neither may exist.
     file: PathBuf,
 }
 
 /// Take only snapshots signed with a key.
 #[derive(Args)]
 struct VerifyKeyArgs {
-    /// Take only snapshots signed with the key in FILE; newer ones that are not are named and
-    /// passed over.
+    /// Take only snapshots signed with this key pair (its verify key FILE.pub, or the signing key
+    /// file); newer ones that are not signed with it are named and passed over (exit 3).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
 }
@@ -164,7 +174,7 @@ struct ListArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    /// Check each complete snapshot's signature against the key in FILE.
+    /// Check each complete snapshot's signature against this key pair (FILE.pub, or the signing key).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
     #[command(flatten)]
@@ -247,7 +257,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--to DIR or --to s3://BUCKET/PREFIX is required");
     };
     let config = args.archive.load()?;
-    let signing_key = read_key(args.key.as_deref())?;
+    let signing_key = read_signing_key(args.key.as_deref())?;
     let data_dir = config.storage.data_dir.clone();
     let location = BackupLocation::parse(&to, &args.bucket)?;
     let scratch = match (&args.scratch, &location) {
@@ -300,7 +310,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
             .detail("studies", report.counts.studies)
             .detail("patients", report.counts.patients)
             .detail("replaced", report.replaced.len())
-            .detail("signed", signing_key.as_ref().map(SigningKey::id)),
+            .detail("signed", signing_key.as_ref().map(|key| key.verify_key().id())),
         Err(error) => audit_entry(audit::Action::Export, "backup", target).failed(error),
     };
     let done = match &report {
@@ -316,7 +326,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     println!("objects already present: {}", report.objects_present);
     println!("audit trail:             {} files ({} copied)", report.audit_files, report.audit_written);
     match &signing_key {
-        Some(key) => println!("signed:                  with key {}", key.id()),
+        Some(key) => println!("signed:                  with key {}", key.verify_key().id()),
         None => println!("signed:                  no (--key FILE signs snapshots)"),
     }
     println!(
@@ -338,7 +348,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let key = read_key(args.key.as_deref())?;
+    let key = read_verify_key(args.key.as_deref())?;
     let target = existing_target(&args.from, &args.bucket)?;
     let snapshots = haneul_backup::list_snapshots(target.as_ref(), key.as_ref())?;
     if args.json {
@@ -352,6 +362,7 @@ fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
                     "haneul_version": manifest.haneul_version,
                     "counts": manifest.counts,
                     "signature": snapshot.signature.as_ref().map(Signature::code),
+                    "signature_detail": snapshot.signature.as_ref().map(Signature::to_string),
                 }),
                 Err(reason) => serde_json::json!({ "snapshot": snapshot.name, "complete": false, "reason": reason }),
             })
@@ -409,9 +420,8 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     println!("blobs:     {} ({} bytes, every one verified)", report.blobs_restored, report.bytes);
     println!("audit:     {} trail files (every one verified)", report.audit_files);
     print_replaced(&report.replaced);
-    print_passed_over(&passed_over);
     println!("start it with: haneul serve --data {}", data_dir.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(restore_status(&passed_over))
 }
 
 /// Restore into the bucket and the PostgreSQL database of nodes that share
@@ -446,38 +456,54 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
     println!("blobs:     {} ({} bytes, every one verified)", report.blobs_restored, report.bytes);
     println!("audit:     {} trail files, into {}", report.audit_files, data_dir.join(audit::AUDIT_DIR).display());
     print_replaced(&report.replaced);
-    print_passed_over(&passed_over);
     println!("start the nodes with their configuration (haneul serve --config FILE)");
-    Ok(ExitCode::SUCCESS)
+    Ok(restore_status(&passed_over))
 }
 
-/// The snapshot to restore: at or before `at`, signed with the key if one is given.
+/// The snapshot to restore: at or before `at`, signed with the key if one
+/// is given; what was passed over is printed at once, so that it is seen
+/// even when the restore then fails.
 fn choose(target: &dyn Target, at: Option<&str>, signed: &VerifyKeyArgs) -> anyhow::Result<Chosen> {
-    let key = read_key(signed.key.as_deref())?;
+    let key = read_verify_key(signed.key.as_deref())?;
     let chosen = haneul_backup::choose_snapshot(target, at, key.as_ref())?;
     if let Some(key) = &key {
         println!("signature: snapshot {} is signed with key {}", chosen.manifest.snapshot, key.id());
     }
+    if !chosen.passed_over.is_empty() {
+        println!(
+            "passed over: {} newer snapshots not signed with the key or unreadable (someone else has written to the backup)",
+            chosen.passed_over.len()
+        );
+        for passed in &chosen.passed_over {
+            println!("  {passed}");
+        }
+    }
     Ok(chosen)
 }
 
-/// Newer snapshots a restore did not take because the key did not sign them.
-fn print_passed_over(passed_over: &[(String, Signature)]) {
-    if passed_over.is_empty() {
-        return;
-    }
-    println!("passed over: {} newer snapshots not signed with the key (someone else wrote them)", passed_over.len());
-    for (snapshot, signature) in passed_over {
-        println!("  {snapshot}: {signature}");
+/// A restore that passed over newer snapshots brought back older data than
+/// the backup seems to hold: it says so in its exit status.
+fn restore_status(passed_over: &[PassedOver]) -> ExitCode {
+    match passed_over.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(TAMPERED),
     }
 }
 
 fn run_keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
-    let key = SigningKey::create_file(&args.file)
-        .with_context(|| format!("cannot make a new key at {}", args.file.display()))?;
-    println!("key {} written to {}", key.id(), args.file.display());
-    println!("sign backups with: haneul backup --key {} ...", args.file.display());
-    println!("keep a copy away from the archive and from the backup: restores after an incident need it");
+    let key = SigningKey::create_files(&args.file)
+        .with_context(|| format!("cannot make a new key pair at {}", args.file.display()))?;
+    let verify = haneul_backup::verify_key_path(&args.file);
+    println!("key pair {} written", key.verify_key().id());
+    println!(
+        "signing key: {} (on the archive node: haneul backup --key {} ...)",
+        args.file.display(),
+        args.file.display()
+    );
+    println!("verify key:  {} (for restores and drills: --key {})", verify.display(), verify.display());
+    println!(
+        "keep a copy of the verify key away from the archive and the backup; anyone with the signing key can sign"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -583,7 +609,6 @@ fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
     for object in &drill.replaced {
         println!("  {object}");
     }
-    print_passed_over(&passed_over);
     if drill.complete() && !drill.replaced.is_empty() {
         println!("result:            complete from the versions Haneul wrote; the objects above were changed since");
         return Ok(ExitCode::from(TAMPERED));

@@ -323,9 +323,12 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
     let work = tempfile::tempdir().expect("tempdir");
     let key_file = work.path().join("backup.key");
     assert!(run(haneul().args(["backup", "keygen"]).arg(&key_file)).status.success());
-    let key = key_file.to_str().expect("a UTF-8 path");
-    let output =
-        run(haneul_for(&bucket).args(["backup", "--config", &config, "--key", key, "--to", &url]).args(endpoint));
+    let signing_key = key_file.to_str().expect("a UTF-8 path");
+    let verify_key = format!("{signing_key}.pub");
+    let key = verify_key.as_str();
+    let output = run(haneul_for(&bucket)
+        .args(["backup", "--config", &config, "--key", signing_key, "--to", &url])
+        .args(endpoint));
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(count(&output, "objects written:"), FIRST_SET.len() as u64, "a locked bucket takes Haneul's writes");
 
@@ -364,6 +367,7 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
     assert_ne!(hidden_object, attack["key"].as_str().expect("key"), "two different objects");
     let hidden_catalog = change("site1/snapshots/", "catalog[.]sqlite$", "delete", 204);
     change("site1/snapshots/", "manifest[.]json$", "overwrite", 200);
+    change("site1/snapshots/", "manifest[.]sig$", "overwrite", 200);
 
     // Haneul reads the versions it wrote: the snapshot is listed complete
     // (its manifest as written), the drill restores everything and names
@@ -374,7 +378,7 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
     assert!(listing.status.success(), "{}", stderr(&listing));
     let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).expect("list JSON");
     assert_eq!(listing[0]["complete"], true, "{listing:#}");
-    // The signature is of the manifest as Haneul wrote it.
+    // Both read as Haneul wrote them: the signature holds.
     assert_eq!(listing[0]["signature"], "valid", "{listing:#}");
     let drill = run(haneul_for(&bucket).args(["backup", "drill", "--key", key, "--from", &url]).args(endpoint));
     assert_eq!(drill.status.code(), Some(3), "{}{}", stdout(&drill), stderr(&drill));
@@ -405,8 +409,9 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
     let overwritten = change("site1/objects/", &format!("{untouched}$"), "overwrite", 200);
     let replaced_instances: Vec<&String> =
         [&attacked, &overwritten].into_iter().filter(|key| instance_keys.contains(*key)).collect();
-    let next =
-        run(haneul_for(&bucket).args(["backup", "--config", &config, "--key", key, "--to", &url]).args(endpoint));
+    let next = run(haneul_for(&bucket)
+        .args(["backup", "--config", &config, "--key", signing_key, "--to", &url])
+        .args(endpoint));
     assert_eq!(next.status.code(), Some(3), "{}{}", stdout(&next), stderr(&next));
     assert!(count(&next, "replaced:") >= replaced_instances.len() as u64, "{}", stdout(&next));
     for key in &replaced_instances {
@@ -522,14 +527,19 @@ fn restores_with_the_key_pass_over_snapshots_someone_else_wrote() {
     let key_file = work.path().join("backup.key");
     let output = run(haneul().args(["backup", "keygen"]).arg(&key_file));
     assert!(output.status.success(), "keygen: {}", stderr(&output));
-    let key_id = stdout(&output).split_whitespace().nth(1).expect("key id").to_string();
+    let key_id = stdout(&output).split_whitespace().nth(2).expect("key id").to_string();
     let output = run(haneul().args(["backup", "keygen"]).arg(&key_file));
     assert_eq!(output.status.code(), Some(2), "a second keygen over the key succeeded");
-    assert!(stderr(&output).contains("cannot make a new key"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("cannot make a new key pair"), "{}", stderr(&output));
 
-    let key = key_file.display().to_string();
+    // Signed on the archive node with the signing key, checked elsewhere with the verify key.
+    let signing_key = key_file.display().to_string();
+    let key = format!("{signing_key}.pub");
     let data = data_dir.display().to_string();
-    let (genuine, output) = backup(&["--data", &data, "--key", &key], &backup_dir);
+    let (genuine, output) = backup(&["--data", &data, "--key", &signing_key], &backup_dir);
+    let with_verify_key =
+        run(haneul().arg("backup").arg("--to").arg(&backup_dir).args(["--data", &data, "--key", &key]));
+    assert_eq!(with_verify_key.status.code(), Some(2), "the verify key signed a backup");
     assert!(stdout(&output).contains(&format!("signed:                  with key {key_id}")), "{}", stdout(&output));
 
     // Someone who may write to the backup adds a newer snapshot: the
@@ -562,7 +572,7 @@ fn restores_with_the_key_pass_over_snapshots_someone_else_wrote() {
 
     let restored = work.path().join("restored");
     let output = run(haneul().args(["restore", "--key", &key, "--from"]).arg(&backup_dir).arg("--data").arg(&restored));
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(3), "{}{}", stdout(&output), stderr(&output));
     let report = stdout(&output);
     assert!(report.contains(&format!("restored snapshot {genuine}")), "{report}");
     assert!(report.contains("passed over: 1 newer"), "{report}");
