@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use haneul_catalog::{BlobKind, Catalog, CatalogError, CatalogSnapshot};
 use haneul_storage::{BlobStore, StorageError};
 use manifest::{is_audit_file_name, is_digest_hex, to_hex};
-use signing::{MAX_SIGNATURE_BYTES, SIGNATURE_FILE};
+use signing::{ManifestDigest, MAX_SIGNATURE_BYTES, SIGNATURE_FILE};
 
 /// The catalog's file inside a snapshot.
 const SNAPSHOT_CATALOG: &str = "catalog.sqlite";
@@ -550,7 +550,8 @@ fn check_existing(target: &dyn Target, key: &str, expected: (u64, [u8; 32]), pre
     if current_matches {
         return Ok(Stored::Present);
     }
-    if kept_version_matches(target, key, expected)? {
+    let judge_by_size = matches!(presence, Presence::Found { .. }) && !target.rereads_present_objects();
+    if kept_version_matches(target, key, expected, judge_by_size)? {
         tracing::warn!(
             object = %target.locate(key),
             "backup object replaced since it was written; its version as written is kept and used"
@@ -561,11 +562,16 @@ fn check_existing(target: &dyn Target, key: &str, expected: (u64, [u8; 32]), pre
 }
 
 /// Whether the target keeps a version of `key` holding `expected` (size,
-/// digest): judged by its listed size where the target does not reread
-/// present objects (as the current version is), else read back and hashed.
-fn kept_version_matches(target: &dyn Target, key: &str, expected: (u64, [u8; 32])) -> Result<bool> {
+/// digest): judged by its listed size where the current version was
+/// (`judge_by_size`), else read back and hashed.
+fn kept_version_matches(
+    target: &dyn Target,
+    key: &str,
+    expected: (u64, [u8; 32]),
+    judge_by_size: bool,
+) -> Result<bool> {
     for KeptVersion { id: version, size } in kept_versions(target, key)? {
-        if let Some(size) = size.filter(|_| !target.rereads_present_objects()) {
+        if let Some(size) = size.filter(|_| judge_by_size) {
             if size == expected.0 {
                 return Ok(true);
             }
@@ -633,33 +639,30 @@ fn copy_hashing(
     })
 }
 
-/// A snapshot in a target.
+/// A snapshot in a target, as a restore sees it.
 #[derive(Debug, Clone)]
 pub struct SnapshotListing {
     pub name: String,
-    /// The manifest, or why there is no usable one (an incomplete snapshot,
-    /// one that cannot be read).
-    pub manifest: std::result::Result<Manifest, String>,
-    /// How a complete snapshot stands against the key the listing was made
-    /// with (none without a key).
-    pub signature: Option<Signature>,
+    pub state: SnapshotState,
 }
 
-/// Every snapshot in the target, oldest first, complete or not, with each
-/// complete one's signature checked against `key` if given. A snapshot
-/// that cannot be read is listed with the reason.
+#[derive(Debug, Clone)]
+pub enum SnapshotState {
+    /// A restore would take it (with a key: it is signed with it).
+    Complete(Box<Manifest>),
+    /// No manifest (and no signature): a run that stopped before its end.
+    Incomplete,
+    /// Something that is not a snapshot a restore may take, and why: a
+    /// malformed or unreadable manifest, or with a key anything not signed
+    /// with it. A restore that meets it names it and exits 3.
+    PassedOver(String),
+}
+
+/// Every snapshot in the target, oldest first, as [`choose_snapshot`]
+/// judges it with `key`.
 pub fn list_snapshots(target: &dyn Target, key: Option<&VerifyKey>) -> Result<Vec<SnapshotListing>> {
-    let mut listings = Vec::new();
-    for name in snapshot_names(target)? {
-        let read = read_manifest_bytes(target, &name).and_then(|bytes| Ok((parse_manifest(&name, &bytes)?, bytes)));
-        let (manifest, signature) = match read {
-            Ok((manifest, bytes)) => (Ok(manifest), key.map(|key| check_signature(target, &name, &bytes, key))),
-            Err(BackupError::BadManifest { detail, .. }) => (Err(detail), None),
-            Err(error) => (Err(format!("cannot be read: {error}")), None),
-        };
-        listings.push(SnapshotListing { name, manifest, signature });
-    }
-    Ok(listings)
+    let names = snapshot_names(target)?;
+    Ok(names.into_iter().map(|name| SnapshotListing { state: examine(target, &name, key), name }).collect())
 }
 
 /// The snapshot names in the target, oldest first.
@@ -672,24 +675,25 @@ fn snapshot_names(target: &dyn Target) -> Result<Vec<String>> {
 
 /// The manifest of a snapshot, checked for form (not against the objects).
 pub fn read_manifest(target: &dyn Target, snapshot: &str) -> Result<Manifest> {
-    parse_manifest(snapshot, &read_manifest_bytes(target, snapshot)?)
+    match read_manifest_bytes(target, snapshot).map_err(io_error(format_args!("the manifest of {snapshot}")))? {
+        Some(bytes) => parse_manifest(snapshot, &bytes),
+        None => {
+            Err(BackupError::BadManifest { snapshot: snapshot.to_string(), detail: "no manifest (incomplete)".into() })
+        }
+    }
 }
 
-/// A snapshot's manifest as Haneul wrote it.
-fn read_manifest_bytes(target: &dyn Target, snapshot: &str) -> Result<Vec<u8>> {
+/// A snapshot's manifest as Haneul wrote it; `None` without one.
+fn read_manifest_bytes(target: &dyn Target, snapshot: &str) -> io::Result<Option<Vec<u8>>> {
     let key = format!("snapshots/{snapshot}/{MANIFEST_FILE}");
-    let mut bytes = Vec::new();
-    match open_as_written(target, &key) {
-        Ok(mut reader) => reader.read_to_end(&mut bytes).map_err(io_error(target.locate(&key)))?,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            return Err(BackupError::BadManifest {
-                snapshot: snapshot.to_string(),
-                detail: "no manifest (incomplete)".into(),
-            })
-        }
-        Err(error) => return Err(io_error(target.locate(&key))(error)),
+    let mut reader = match open_as_written(target, &key) {
+        Ok(reader) => reader,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
     };
-    Ok(bytes)
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
 }
 
 fn parse_manifest(snapshot: &str, bytes: &[u8]) -> Result<Manifest> {
@@ -701,13 +705,13 @@ fn parse_manifest(snapshot: &str, bytes: &[u8]) -> Result<Manifest> {
     // The name inside is signed with the rest: a signed manifest copied
     // under a newer name is refused here.
     if manifest.snapshot != snapshot {
-        return Err(bad(format!("it names snapshot {}", manifest.snapshot)));
+        return Err(bad(format!("it names snapshot {:?}", manifest.snapshot)));
     }
     if !is_digest_hex(&manifest.catalog.digest) || manifest.catalog.file.contains('/') {
         return Err(bad("its catalog entry is malformed".into()));
     }
     if let Some(entry) = manifest.blobs.iter().find(|entry| !is_digest_hex(&entry.digest)) {
-        return Err(bad(format!("blob {} has a malformed digest", entry.path)));
+        return Err(bad(format!("blob {:?} has a malformed digest", entry.path)));
     }
     if let Some(entry) =
         manifest.audit.iter().find(|entry| !is_digest_hex(&entry.digest) || !is_audit_file_name(&entry.file))
@@ -715,14 +719,6 @@ fn parse_manifest(snapshot: &str, bytes: &[u8]) -> Result<Manifest> {
         return Err(bad(format!("audit file {:?} is malformed", entry.file)));
     }
     Ok(manifest)
-}
-
-/// Check a snapshot's signature (as first written) against its manifest's bytes.
-fn check_signature(target: &dyn Target, snapshot: &str, manifest: &[u8], key: &VerifyKey) -> Signature {
-    match read_signature(target, snapshot) {
-        Ok(signature) => key.check(manifest, signature.as_deref()),
-        Err(error) => Signature::Unreadable(error.to_string()),
-    }
 }
 
 /// A snapshot's signature object as first written, if it has one.
@@ -771,13 +767,13 @@ fn open_as_written(target: &dyn Target, key: &str) -> io::Result<Box<dyn Read + 
 #[derive(Debug, Clone)]
 pub struct Chosen {
     pub manifest: Manifest,
-    /// With a key: snapshots newer than the chosen one (at or before the
-    /// time asked for) that were not taken although they are not merely
-    /// incomplete — not signed with the key, or unreadable.
+    /// Snapshots newer than the chosen one (at or before the time asked
+    /// for) that it did not take although they are not merely incomplete:
+    /// malformed or unreadable, or with a key not signed with it.
     pub passed_over: Vec<PassedOver>,
 }
 
-/// A snapshot a restore with a key did not take, and why.
+/// A snapshot a restore did not take, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassedOver {
     pub snapshot: String,
@@ -786,14 +782,19 @@ pub struct PassedOver {
 
 impl fmt::Display for PassedOver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.snapshot, self.reason)
+        write!(f, "{}: {}", self.snapshot, printable(&self.reason))
     }
+}
+
+/// Text read from a backup, made safe for a terminal: control characters escaped.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// The newest complete snapshot at or before `at` (a snapshot name or RFC
 /// 3339 time; `None`: the newest of all), and with a key the newest signed
 /// with it. Snapshots are read newest first, and only as far as the one
-/// taken, so an unreadable one older than it or after `at` stops nothing.
+/// taken, so nothing after `at` or older than the one taken is even read.
 pub fn choose_snapshot(target: &dyn Target, at: Option<&str>, key: Option<&VerifyKey>) -> Result<Chosen> {
     let limit = match at {
         Some(at) => Some(parse_at(at).ok_or_else(|| BackupError::BadTime(at.to_string()))?),
@@ -803,18 +804,11 @@ pub fn choose_snapshot(target: &dyn Target, at: Option<&str>, key: Option<&Verif
     names.retain(|name| limit.as_ref().is_none_or(|limit| name.as_str() <= limit.as_str()));
     let mut passed_over = Vec::new();
     for name in names.into_iter().rev() {
-        let Some(key) = key else {
-            match read_manifest(target, &name) {
-                Ok(manifest) => return Ok(Chosen { manifest, passed_over }),
-                Err(BackupError::BadManifest { .. }) => continue,
-                Err(error) => return Err(error),
-            }
-        };
-        match examine_signed(target, &name, key) {
-            Examined::Signed(manifest) => return Ok(Chosen { manifest: *manifest, passed_over }),
-            Examined::Incomplete => {}
-            Examined::PassedOver(reason) => {
-                tracing::warn!(snapshot = %name, %reason, "snapshot passed over");
+        match examine(target, &name, key) {
+            SnapshotState::Complete(manifest) => return Ok(Chosen { manifest: *manifest, passed_over }),
+            SnapshotState::Incomplete => {}
+            SnapshotState::PassedOver(reason) => {
+                tracing::warn!(snapshot = %name, reason = %printable(&reason), "snapshot passed over");
                 passed_over.push(PassedOver { snapshot: name, reason });
             }
         }
@@ -822,37 +816,108 @@ pub fn choose_snapshot(target: &dyn Target, at: Option<&str>, key: Option<&Verif
     Err(BackupError::NoSnapshot { target: target.describe(), at: limit, signed: key.is_some() })
 }
 
-/// What a restore with a key makes of one snapshot.
-enum Examined {
-    Signed(Box<Manifest>),
-    /// Neither manifest nor signature: a run that stopped before its end.
-    Incomplete,
-    /// Anything else that is not a snapshot signed with the key: someone
-    /// else wrote it, or it cannot be read (why).
-    PassedOver(String),
-}
+/// A manifest is held whole while its signature is unchecked up to this
+/// size; a larger one is hashed on and read again once its signature holds,
+/// so a huge forged manifest costs a read, not the memory.
+const MANIFEST_BUFFER_LIMIT: u64 = 256 << 20;
 
-fn examine_signed(target: &dyn Target, name: &str, key: &VerifyKey) -> Examined {
-    let bytes = match read_manifest_bytes(target, name) {
-        Ok(bytes) => bytes,
-        // A run writes the signature just before the manifest.
-        Err(BackupError::BadManifest { .. }) => {
-            return match read_signature(target, name) {
-                Ok(None) => Examined::Incomplete,
-                Ok(Some(_)) => Examined::PassedOver("a signature without a manifest".into()),
-                Err(error) => Examined::PassedOver(format!("signature unreadable: {error}")),
+/// How a restore judges one snapshot, with or without a key. With a key
+/// the signature is read first (capped), so a manifest not claimed by the
+/// key pair is never read, and a claimed one is checked as it streams in.
+fn examine(target: &dyn Target, name: &str, key: Option<&VerifyKey>) -> SnapshotState {
+    let manifest_hidden = "a signature without a manifest: a backup that failed at its last step, \
+                           or a manifest these keys cannot see";
+    let Some(key) = key else {
+        return match read_manifest_bytes(target, name) {
+            Ok(Some(bytes)) => parsed(name, &bytes),
+            Ok(None) => SnapshotState::Incomplete,
+            Err(error) => SnapshotState::PassedOver(format!("manifest unreadable: {error}")),
+        };
+    };
+    let signature = match read_signature(target, name) {
+        Ok(signature) => signature,
+        Err(error) => return SnapshotState::PassedOver(format!("signature unreadable: {error}")),
+    };
+    let claim = match key.claims(signature.as_deref()) {
+        Ok(claim) => claim,
+        Err(verdict) => {
+            return match manifest_present(target, name) {
+                Ok(true) => SnapshotState::PassedOver(verdict.to_string()),
+                Ok(false) if verdict == Signature::Unsigned => SnapshotState::Incomplete,
+                Ok(false) => SnapshotState::PassedOver(format!("{manifest_hidden} ({verdict})")),
+                Err(error) => SnapshotState::PassedOver(format!("manifest unreadable: {error}")),
             };
         }
-        Err(error) => return Examined::PassedOver(format!("manifest unreadable: {error}")),
     };
-    let manifest = match parse_manifest(name, &bytes) {
-        Ok(manifest) => manifest,
-        Err(error) => return Examined::PassedOver(error.to_string()),
+    let (digest, held) = match hash_manifest(target, name) {
+        Ok(Some(hashed)) => hashed,
+        Ok(None) => return SnapshotState::PassedOver(manifest_hidden.into()),
+        Err(error) => return SnapshotState::PassedOver(format!("manifest unreadable: {error}")),
     };
-    match check_signature(target, name, &bytes, key) {
-        Signature::Valid => Examined::Signed(Box::new(manifest)),
-        signature => Examined::PassedOver(signature.to_string()),
+    let verdict = key.verify(&claim, &digest);
+    if verdict != Signature::Valid {
+        return SnapshotState::PassedOver(verdict.to_string());
     }
+    let bytes = match held {
+        Some(bytes) => bytes,
+        // Too large to hold unchecked: read again, and it must be what was signed.
+        None => match read_manifest_bytes(target, name) {
+            Ok(Some(bytes)) if ManifestDigest::of(&bytes) == digest => bytes,
+            Ok(_) => return SnapshotState::PassedOver("the manifest changed while it was read".into()),
+            Err(error) => return SnapshotState::PassedOver(format!("manifest unreadable: {error}")),
+        },
+    };
+    parsed(name, &bytes)
+}
+
+fn parsed(name: &str, bytes: &[u8]) -> SnapshotState {
+    match parse_manifest(name, bytes) {
+        Ok(manifest) => SnapshotState::Complete(Box::new(manifest)),
+        Err(BackupError::BadManifest { detail, .. }) => {
+            SnapshotState::PassedOver(format!("malformed manifest: {detail}"))
+        }
+        Err(error) => SnapshotState::PassedOver(error.to_string()),
+    }
+}
+
+/// Whether a snapshot has a manifest (as first written).
+fn manifest_present(target: &dyn Target, snapshot: &str) -> io::Result<bool> {
+    match open_as_written(target, &format!("snapshots/{snapshot}/{MANIFEST_FILE}")) {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// A snapshot's manifest (as first written) hashed as it streams in, and
+/// its bytes when they fit [`MANIFEST_BUFFER_LIMIT`]; `None` without one.
+fn hash_manifest(target: &dyn Target, snapshot: &str) -> io::Result<Option<(ManifestDigest, Option<Vec<u8>>)>> {
+    let mut reader = match open_as_written(target, &format!("snapshots/{snapshot}/{MANIFEST_FILE}")) {
+        Ok(reader) => reader,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut held = Some(Vec::new());
+    let mut len = 0u64;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        hasher.update(&buffer[..n]);
+        len += n as u64;
+        if len > MANIFEST_BUFFER_LIMIT {
+            held = None;
+        }
+        if let Some(held) = &mut held {
+            held.extend_from_slice(&buffer[..n]);
+        }
+    }
+    Ok(Some((ManifestDigest { len, hash: *hasher.finalize().as_bytes() }, held)))
 }
 
 /// Where a restore puts the catalog and the blobs.

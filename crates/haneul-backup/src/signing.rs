@@ -8,8 +8,10 @@
 //! take only snapshots signed with its signing key and name the newer ones
 //! they passed over.
 //!
-//! Signatures are Ed25519 over the manifest's exact bytes, stored beside it
-//! as `manifest.sig` before the manifest itself is written. The manifest
+//! Signatures are Ed25519 over the length and BLAKE3 digest of the
+//! manifest's exact bytes (so a manifest is checked as it streams in, and
+//! only a genuine one is held whole), stored beside it as `manifest.sig`
+//! before the manifest itself is written. The manifest
 //! holds the digests of the catalog copy, of every blob and of the audit
 //! trail, and its own snapshot name, so the signature covers the whole
 //! snapshot and cannot be moved to another name. Checking needs only the
@@ -30,7 +32,7 @@ use crate::manifest::to_hex;
 pub(crate) const SIGNATURE_FILE: &str = "manifest.sig";
 /// A signature object is a few hundred bytes; more is not ours.
 pub(crate) const MAX_SIGNATURE_BYTES: u64 = 4096;
-/// Signed before the manifest's bytes: these signatures mean nothing else.
+/// Signed before the manifest's length and digest: these signatures mean nothing else.
 const SIGNING_CONTEXT: &[u8] = b"haneul backup manifest signature v1\0";
 const SIGNING_KEY_LABEL: &str = "haneul-backup-signing-key-v1";
 const VERIFY_KEY_LABEL: &str = "haneul-backup-verify-key-v1";
@@ -66,10 +68,12 @@ impl SigningKey {
         write_new(path, 0o400, &format!("{SIGNING_KEY_LABEL} {}\n", to_hex(pkcs8.as_ref())))?;
         if let Err(error) = write_new(&public_path, 0o444, &key.verify_key().file_text()) {
             let _ = fs::remove_file(path);
-            return Err(error);
+            return Err(io::Error::new(error.kind(), format!("{}: {error}", public_path.display())));
         }
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            fs::File::open(dir)?.sync_all()?;
+        // The files are complete; a directory that cannot be synced is only said.
+        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if let Err(error) = fs::File::open(dir).and_then(|dir| dir.sync_all()) {
+            tracing::warn!(dir = %dir.display(), %error, "cannot sync the directory of the new key files");
         }
         Ok(key)
     }
@@ -97,7 +101,7 @@ impl SigningKey {
 
     /// The signature object for these manifest bytes.
     pub(crate) fn signature_for(&self, manifest: &[u8]) -> Vec<u8> {
-        let signature = self.pair.sign(&signed_message(manifest));
+        let signature = self.pair.sign(&signed_message(&ManifestDigest::of(manifest)));
         // Both values are hex: nothing to escape.
         format!(r#"{{"key_id":"{}","signature":"{}"}}"#, self.verify_key().id(), to_hex(signature.as_ref()))
             .into_bytes()
@@ -105,11 +109,17 @@ impl SigningKey {
 }
 
 impl VerifyKey {
-    /// Read a verify key file (`<key>.pub`); a signing key file gives its public half.
+    /// Read a verify key file (`<key>.pub`); a signing key file gives its
+    /// public half, with a warning: only the archive node needs it.
     pub fn read_file(path: &Path) -> io::Result<VerifyKey> {
         let text = fs::read_to_string(path)?;
         let text = text.trim();
         if text.starts_with(SIGNING_KEY_LABEL) {
+            tracing::warn!(
+                file = %path.display(),
+                "this is the signing key; checking needs only its verify key ({}), keep the signing key on the archive node",
+                verify_key_path(path).display()
+            );
             return Ok(SigningKey::read_file(path)?.verify_key());
         }
         let public = text
@@ -130,17 +140,35 @@ impl VerifyKey {
         to_hex(&blake3::hash(&self.public).as_bytes()[..8])
     }
 
-    /// Check a signature object (`None`: the snapshot has none) against the manifest bytes.
-    pub(crate) fn check(&self, manifest: &[u8], signature: Option<&[u8]>) -> Signature {
-        let Some(signature) = signature else { return Signature::Unsigned };
-        let Ok(signature) = serde_json::from_slice::<SignatureFile>(signature) else { return Signature::Invalid };
-        if signature.key_id != self.id() {
-            return Signature::OtherKey(signature.key_id);
+    /// What a signature object says before the manifest is read: whether
+    /// it is by this key pair at all (else why not).
+    pub(crate) fn claims(&self, signature: Option<&[u8]>) -> Result<Claim, Signature> {
+        let Some(signature) = signature else { return Err(Signature::Unsigned) };
+        let Ok(signature) = serde_json::from_slice::<SignatureFile>(signature) else { return Err(Signature::Invalid) };
+        // Shown to the operator: only what a key id can be.
+        if signature.key_id.len() != 16 || !signature.key_id.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err(Signature::Invalid);
         }
-        let Some(bytes) = from_hex(&signature.signature) else { return Signature::Invalid };
-        match UnparsedPublicKey::new(&ED25519, &self.public).verify(&signed_message(manifest), &bytes) {
+        if signature.key_id != self.id() {
+            return Err(Signature::OtherKey(signature.key_id));
+        }
+        from_hex(&signature.signature).map(|bytes| Claim { signature: bytes }).ok_or(Signature::Invalid)
+    }
+
+    /// Whether a claimed signature holds for the manifest's length and digest.
+    pub(crate) fn verify(&self, claim: &Claim, manifest: &ManifestDigest) -> Signature {
+        match UnparsedPublicKey::new(&ED25519, &self.public).verify(&signed_message(manifest), &claim.signature) {
             Ok(()) => Signature::Valid,
             Err(_) => Signature::Invalid,
+        }
+    }
+
+    /// Check a signature object (`None`: the snapshot has none) against whole manifest bytes.
+    #[cfg(test)]
+    pub(crate) fn check(&self, manifest: &[u8], signature: Option<&[u8]>) -> Signature {
+        match self.claims(signature) {
+            Ok(claim) => self.verify(&claim, &ManifestDigest::of(manifest)),
+            Err(signature) => signature,
         }
     }
 }
@@ -152,8 +180,26 @@ pub fn verify_key_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn signed_message(manifest: &[u8]) -> Vec<u8> {
-    [SIGNING_CONTEXT, manifest].concat()
+/// A signature by this key pair, not yet checked against a manifest.
+pub(crate) struct Claim {
+    signature: Vec<u8>,
+}
+
+/// What a signature covers of a manifest: its length and BLAKE3 digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ManifestDigest {
+    pub len: u64,
+    pub hash: [u8; 32],
+}
+
+impl ManifestDigest {
+    pub(crate) fn of(manifest: &[u8]) -> ManifestDigest {
+        ManifestDigest { len: manifest.len() as u64, hash: *blake3::hash(manifest).as_bytes() }
+    }
+}
+
+fn signed_message(manifest: &ManifestDigest) -> Vec<u8> {
+    [SIGNING_CONTEXT, &manifest.len.to_le_bytes(), &manifest.hash].concat()
 }
 
 fn write_new(path: &Path, mode: u32, text: &str) -> io::Result<()> {
@@ -195,21 +241,6 @@ pub enum Signature {
     /// A signature that does not match the manifest: the manifest or the
     /// signature was written by someone without the key.
     Invalid,
-    /// The signature could not be read (why).
-    Unreadable(String),
-}
-
-impl Signature {
-    /// A short name for JSON: `valid`, `unsigned`, `other-key`, `invalid` or `unreadable`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Signature::Valid => "valid",
-            Signature::Unsigned => "unsigned",
-            Signature::OtherKey(_) => "other-key",
-            Signature::Invalid => "invalid",
-            Signature::Unreadable(_) => "unreadable",
-        }
-    }
 }
 
 impl fmt::Display for Signature {
@@ -219,7 +250,6 @@ impl fmt::Display for Signature {
             Signature::Unsigned => write!(f, "not signed"),
             Signature::OtherKey(id) => write!(f, "signed with another key ({id})"),
             Signature::Invalid => write!(f, "signature does not match (forged or damaged)"),
-            Signature::Unreadable(why) => write!(f, "signature unreadable: {why}"),
         }
     }
 }
@@ -251,6 +281,9 @@ mod tests {
         assert_eq!(verify.check(manifest, Some(forged.to_string().as_bytes())), Signature::Invalid);
         let forged = serde_json::json!({ "key_id": verify.id(), "signature": "+f" });
         assert_eq!(verify.check(manifest, Some(forged.to_string().as_bytes())), Signature::Invalid);
+        // A key id is 16 hex digits, nothing else (it is shown to the operator).
+        let forged = serde_json::json!({ "key_id": "\u{1b}[2J", "signature": to_hex(&[7u8; 64]) });
+        assert_eq!(verify.check(manifest, Some(forged.to_string().as_bytes())), Signature::Invalid);
     }
 
     #[test]
@@ -260,7 +293,7 @@ mod tests {
         let key = new_key(dir.path());
         let mode = |path: &Path| fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o400);
-        assert_eq!(mode(&verify_key_path(&path)), 0o444);
+        assert_eq!(mode(&verify_key_path(&path)) & 0o222, 0, "the verify key is read-only");
         assert_eq!(SigningKey::read_file(&path).expect("read").verify_key(), key.verify_key());
         assert_eq!(VerifyKey::read_file(&verify_key_path(&path)).expect("read"), key.verify_key());
         // The secret file gives its public half too.

@@ -167,7 +167,7 @@ fn an_object_that_differs_is_refused_and_stays_as_it_is() {
     let complete: Vec<_> = list_snapshots(&target, None)
         .expect("list")
         .into_iter()
-        .filter(|listing| listing.manifest.is_ok())
+        .filter(|listing| matches!(listing.state, SnapshotState::Complete(_)))
         .map(|listing| listing.name)
         .collect();
     assert_eq!(complete, snapshots_before, "the failed run left no complete snapshot");
@@ -256,7 +256,7 @@ fn a_bucket_target_backs_up_restores_and_never_replaces_an_object() {
     let listed = list_snapshots(&target, None).expect("list");
     let names: Vec<&str> = listed.iter().map(|snapshot| snapshot.name.as_str()).collect();
     assert_eq!(names, [first.snapshot.as_str(), second.snapshot.as_str()]);
-    assert!(listed.iter().all(|snapshot| snapshot.manifest.is_ok()), "both complete");
+    assert!(listed.iter().all(|snapshot| matches!(snapshot.state, SnapshotState::Complete(_))), "both complete");
 
     let manifest = choose_snapshot(&target, None, None).expect("newest").manifest;
     let restored = tempfile::tempdir().expect("tempdir");
@@ -300,6 +300,8 @@ struct KeepingVersions {
     /// Whether present objects and kept versions are read back, or judged
     /// by size as a bucket's are.
     rereads: bool,
+    /// Versions opened.
+    versions_read: std::sync::atomic::AtomicUsize,
 }
 
 impl Target for KeepingVersions {
@@ -336,6 +338,7 @@ impl Target for KeepingVersions {
         self.rereads
     }
     fn open_version(&self, key: &str, version: &str) -> io::Result<Box<dyn Read + Send>> {
+        self.versions_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let bytes = version.parse::<usize>().ok().and_then(|index| self.kept.get(key)?.get(index).cloned());
         let bytes = bytes.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{key} {version}")))?;
         Ok(Box::new(io::Cursor::new(bytes)))
@@ -376,7 +379,7 @@ fn a_restore_reads_the_first_good_version_of_an_object_changed_since() {
         (key_of(b"hidden later"), vec![b"hidden later".to_vec()]),
         (key_of(b"lost for good"), vec![b"ransom".to_vec()]),
     ]);
-    let target = KeepingVersions { current, kept, rereads: true };
+    let target = KeepingVersions { current, kept, rereads: true, versions_read: Default::default() };
 
     let into = tempfile::tempdir().expect("tempdir");
     let error = restore(&target, &manifest, &layout(into.path()), &mut |_, _| {}).expect_err("one object is lost");
@@ -429,6 +432,7 @@ fn backup_past_a_replaced_object(rereads: bool) {
         current,
         kept: BTreeMap::from([(key.clone(), vec![b"ransom".to_vec(), b"written by haneul!".to_vec()])]),
         rereads,
+        versions_read: Default::default(),
     };
     let error = archive.backup(&target).expect_err("no version as written");
     let BackupError::Problems(problems) = &error else { panic!("unexpected error {error}") };
@@ -439,6 +443,8 @@ fn backup_past_a_replaced_object(rereads: bool) {
     assert_eq!(report.replaced, [Replaced { object: object.display().to_string(), path: path.clone() }]);
     assert_eq!((report.objects_written, report.objects_present), (0, 1));
     assert_eq!(fs::read(&object).expect("object"), b"ransom", "never overwritten");
+    let read = target.versions_read.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(read > 0, rereads, "kept versions are read back only where present objects are");
     let manifest = choose_snapshot(&target, None, None).expect("newest snapshot").manifest;
     assert_eq!(manifest.snapshot, report.snapshot);
     let into = tempfile::tempdir().expect("tempdir");
@@ -495,31 +501,70 @@ fn with_a_key_restores_take_only_snapshots_signed_with_it() {
         }
         name
     };
-    let unsigned = forge(2096, Forged::Unsigned);
-    let other_key = forge(2097, Forged::SignedWithAnotherKey);
-    let copied_signature = forge(2098, Forged::CopiedSignature(genuine_signature.clone()));
-    let junk = forge(2099, Forged::JunkManifest(genuine_signature));
+    let unsigned = forge(2095, Forged::Unsigned);
+    let other_key = forge(2096, Forged::SignedWithAnotherKey);
+    let copied_signature = forge(2097, Forged::CopiedSignature(genuine_signature.clone()));
+    let junk = forge(2098, Forged::JunkManifest(genuine_signature.clone()));
+    // A signature alone (a run that failed at its last step, or a hidden
+    // manifest) and one far larger than any signature.
+    let signature_only = "20991124T101500Z".to_string();
+    assert!(target.claim_snapshot(&signature_only).expect("claim"));
+    let write = |key: String, content: &[u8]| {
+        let mut object = target.create(&key).expect("create");
+        object.write_all(content).expect("write");
+        object.publish().expect("publish");
+    };
+    write(format!("snapshots/{signature_only}/manifest.sig"), &genuine_signature);
+    let oversized = "21001124T101500Z".to_string();
+    assert!(target.claim_snapshot(&oversized).expect("claim"));
+    let mut padded = genuine_signature.clone();
+    padded.resize(8192, b' ');
+    write(format!("snapshots/{oversized}/manifest.sig"), &padded);
+    write(format!("snapshots/{oversized}/manifest.json"), &genuine);
     // A run that stopped before writing anything is only incomplete.
-    assert!(target.claim_snapshot("21001124T101500Z").expect("claim"));
+    assert!(target.claim_snapshot("21011124T101500Z").expect("claim"));
 
-    // Without the key the newest complete snapshot wins, forged or not.
-    assert_eq!(choose_snapshot(&target, None, None).expect("newest").manifest.snapshot, copied_signature);
+    // Without the key the newest complete snapshot wins, forged or not; a
+    // malformed one is passed over and named.
+    let chosen = choose_snapshot(&target, None, None).expect("newest");
+    assert_eq!(chosen.manifest.snapshot, copied_signature);
+    let passed: Vec<&str> = chosen.passed_over.iter().map(|passed| passed.snapshot.as_str()).collect();
+    // The oversized one names another snapshot inside; the junk one is no manifest at all.
+    assert_eq!(passed, [oversized.as_str(), junk.as_str()]);
+
     let chosen = choose_snapshot(&target, None, Some(&verify)).expect("signed");
     assert_eq!(chosen.manifest.snapshot, signed.snapshot);
     let passed: Vec<&str> = chosen.passed_over.iter().map(|passed| passed.snapshot.as_str()).collect();
-    assert_eq!(passed, [junk.as_str(), copied_signature.as_str(), other_key.as_str(), unsigned.as_str()]);
+    assert_eq!(
+        passed,
+        [
+            oversized.as_str(),
+            signature_only.as_str(),
+            junk.as_str(),
+            copied_signature.as_str(),
+            other_key.as_str(),
+            unsigned.as_str()
+        ]
+    );
     let reasons: Vec<&str> = chosen.passed_over.iter().map(|passed| passed.reason.as_str()).collect();
-    assert!(reasons[0].contains("no readable manifest"), "{reasons:?}");
-    assert_eq!(reasons[1], Signature::Invalid.to_string());
-    assert_eq!(reasons[2], Signature::OtherKey(another_key.verify_key().id()).to_string());
-    assert_eq!(reasons[3], Signature::Unsigned.to_string());
-    let listed: Vec<Option<Signature>> =
-        list_snapshots(&target, Some(&verify)).expect("list").into_iter().map(|listing| listing.signature).collect();
-    assert_eq!(listed[0], Some(Signature::Valid));
+    assert_eq!(reasons[0], Signature::Invalid.to_string(), "a signature past the cap is not one");
+    assert!(reasons[1].starts_with("a signature without a manifest"), "{reasons:?}");
+    // Checked against its signature before it is parsed.
+    assert_eq!(reasons[2], Signature::Invalid.to_string());
+    assert_eq!(reasons[3], Signature::Invalid.to_string());
+    assert_eq!(reasons[4], Signature::OtherKey(another_key.verify_key().id()).to_string());
+    assert_eq!(reasons[5], Signature::Unsigned.to_string());
+    let listed: Vec<String> = list_snapshots(&target, Some(&verify))
+        .expect("list")
+        .into_iter()
+        .filter(|listing| matches!(listing.state, SnapshotState::Complete(_)))
+        .map(|listing| listing.name)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&signed.snapshot));
     // Nothing signed at or before a time: no snapshot, whatever is unsigned there.
     let error = choose_snapshot(&target, Some("2000-01-01T00:00:00Z"), Some(&verify)).expect_err("none");
     assert!(error.to_string().contains("signed with this key"), "{error}");
-    // Only what is newer than the time asked for is looked at.
+    // Only what is not newer than the time asked for is looked at.
     let chosen = choose_snapshot(&target, Some(&other_key), Some(&verify)).expect("signed");
     assert_eq!(chosen.passed_over.len(), 2);
 }

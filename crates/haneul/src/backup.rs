@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use haneul_backup::{
-    BackupError, BucketTarget, Chosen, DirTarget, Layout, Manifest, PassedOver, RestoreProblem, Signature, SigningKey,
-    Target, VerifyKey,
+    BackupError, BucketTarget, Chosen, DirTarget, Layout, Manifest, PassedOver, RestoreProblem, SigningKey,
+    SnapshotState, Target, VerifyKey,
 };
 use haneul_core::{
     audit, open_blob_store, verify_archive, Archive, ArchiveConfig, BlobBackend, BlobConfig, CatalogLocation,
@@ -174,7 +174,8 @@ struct ListArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    /// Check each complete snapshot's signature against this key pair (FILE.pub, or the signing key).
+    /// Judge snapshots as a restore with this key pair would (FILE.pub, or the signing key).
+    /// Exit 3 when a snapshot would be passed over (malformed, unreadable, or not signed with it).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
     #[command(flatten)]
@@ -351,43 +352,60 @@ fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let key = read_verify_key(args.key.as_deref())?;
     let target = existing_target(&args.from, &args.bucket)?;
     let snapshots = haneul_backup::list_snapshots(target.as_ref(), key.as_ref())?;
+    let passed_over =
+        snapshots.iter().filter(|snapshot| matches!(snapshot.state, SnapshotState::PassedOver(_))).count();
+    let status = if passed_over == 0 { ExitCode::SUCCESS } else { ExitCode::from(TAMPERED) };
     if args.json {
         let listing: Vec<serde_json::Value> = snapshots
             .iter()
-            .map(|snapshot| match &snapshot.manifest {
-                Ok(manifest) => serde_json::json!({
+            .map(|snapshot| match &snapshot.state {
+                SnapshotState::Complete(manifest) => serde_json::json!({
                     "snapshot": snapshot.name,
+                    "state": "complete",
                     "complete": true,
+                    "signed": key.is_some(),
                     "created": manifest.created,
                     "haneul_version": manifest.haneul_version,
                     "counts": manifest.counts,
-                    "signature": snapshot.signature.as_ref().map(Signature::code),
-                    "signature_detail": snapshot.signature.as_ref().map(Signature::to_string),
                 }),
-                Err(reason) => serde_json::json!({ "snapshot": snapshot.name, "complete": false, "reason": reason }),
+                SnapshotState::Incomplete => serde_json::json!({
+                    "snapshot": snapshot.name,
+                    "state": "incomplete",
+                    "complete": false,
+                    "reason": "no manifest",
+                }),
+                SnapshotState::PassedOver(reason) => serde_json::json!({
+                    "snapshot": snapshot.name,
+                    "state": "passed-over",
+                    "complete": false,
+                    "reason": reason,
+                }),
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&listing)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(status);
     }
     if snapshots.is_empty() {
         println!("no snapshots in {}", args.from);
     }
     for snapshot in &snapshots {
-        match &snapshot.manifest {
-            Ok(manifest) => println!(
-                "{}  complete    {} instances, {} studies, {} objects, {} bytes{}",
+        match &snapshot.state {
+            SnapshotState::Complete(manifest) => println!(
+                "{}  complete     {} instances, {} studies, {} objects, {} bytes{}",
                 snapshot.name,
                 manifest.counts.instances,
                 manifest.counts.studies,
                 manifest.counts.objects,
                 manifest.counts.bytes,
-                snapshot.signature.as_ref().map(|signature| format!("; {signature}")).unwrap_or_default()
+                if key.is_some() { "; signed with the key" } else { "" }
             ),
-            Err(reason) => println!("{}  incomplete  {reason}", snapshot.name),
+            SnapshotState::Incomplete => println!("{}  incomplete   no manifest", snapshot.name),
+            SnapshotState::PassedOver(reason) => {
+                println!("{}  passed over  {}", snapshot.name, haneul_backup::printable(reason))
+            }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(status)
 }
 
 pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
@@ -421,7 +439,7 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     println!("audit:     {} trail files (every one verified)", report.audit_files);
     print_replaced(&report.replaced);
     println!("start it with: haneul serve --data {}", data_dir.display());
-    Ok(restore_status(&passed_over))
+    Ok(restore_status(&passed_over, &report.replaced))
 }
 
 /// Restore into the bucket and the PostgreSQL database of nodes that share
@@ -457,7 +475,7 @@ fn restore_shared(args: &RestoreArgs, config: &crate::config::Config) -> anyhow:
     println!("audit:     {} trail files, into {}", report.audit_files, data_dir.join(audit::AUDIT_DIR).display());
     print_replaced(&report.replaced);
     println!("start the nodes with their configuration (haneul serve --config FILE)");
-    Ok(restore_status(&passed_over))
+    Ok(restore_status(&passed_over, &report.replaced))
 }
 
 /// The snapshot to restore: at or before `at`, signed with the key if one
@@ -471,7 +489,7 @@ fn choose(target: &dyn Target, at: Option<&str>, signed: &VerifyKeyArgs) -> anyh
     }
     if !chosen.passed_over.is_empty() {
         println!(
-            "passed over: {} newer snapshots not signed with the key or unreadable (someone else has written to the backup)",
+            "passed over: {} newer snapshots a restore may not take (look into each: someone else may have written to the backup)",
             chosen.passed_over.len()
         );
         for passed in &chosen.passed_over {
@@ -481,10 +499,11 @@ fn choose(target: &dyn Target, at: Option<&str>, signed: &VerifyKeyArgs) -> anyh
     Ok(chosen)
 }
 
-/// A restore that passed over newer snapshots brought back older data than
-/// the backup seems to hold: it says so in its exit status.
-fn restore_status(passed_over: &[PassedOver]) -> ExitCode {
-    match passed_over.is_empty() {
+/// A restore that took objects from earlier versions, or passed over newer
+/// snapshots (older data than the backup seems to hold), says so in its
+/// exit status as the drill does.
+fn restore_status(passed_over: &[PassedOver], replaced: &[haneul_backup::Replaced]) -> ExitCode {
+    match passed_over.is_empty() && replaced.is_empty() {
         true => ExitCode::SUCCESS,
         false => ExitCode::from(TAMPERED),
     }

@@ -88,8 +88,9 @@ enum Command {
     /// `backup drill` check backups. Exit 3: the snapshot was written, but
     /// objects in the backup were replaced since Haneul wrote them.
     Backup(backup::BackupArgs),
-    /// Restore a backup snapshot into an empty data directory. Exit 3: restored, but with
-    /// --key newer snapshots not signed with the key pair were passed over.
+    /// Restore a backup snapshot into an empty data directory. Exit 3: restored, but objects
+    /// came from earlier versions or newer snapshots were passed over (someone else has
+    /// written to the backup).
     Restore(backup::RestoreArgs),
     /// Compare two DICOM nodes (AE@host:port) study by study over C-FIND
     /// (exit 0: equal, 1: differences, 2: error or incomplete).

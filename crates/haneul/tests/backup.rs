@@ -377,9 +377,8 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
         run(haneul_for(&bucket).args(["backup", "list", "--json", "--key", key, "--from", &url]).args(endpoint));
     assert!(listing.status.success(), "{}", stderr(&listing));
     let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).expect("list JSON");
-    assert_eq!(listing[0]["complete"], true, "{listing:#}");
     // Both read as Haneul wrote them: the signature holds.
-    assert_eq!(listing[0]["signature"], "valid", "{listing:#}");
+    assert_eq!((&listing[0]["state"], &listing[0]["signed"]), (&"complete".into(), &true.into()), "{listing:#}");
     let drill = run(haneul_for(&bucket).args(["backup", "drill", "--key", key, "--from", &url]).args(endpoint));
     assert_eq!(drill.status.code(), Some(3), "{}{}", stdout(&drill), stderr(&drill));
     assert_eq!(count(&drill, "replaced:"), 3, "{}", stdout(&drill));
@@ -389,7 +388,7 @@ fn a_backup_in_a_bucket_with_object_lock_survives_someone_holding_the_backup_key
     }
     let restored = work.path().join("restored");
     let restore = run(haneul_for(&bucket).args(["restore", "--from", &url, "--data"]).arg(&restored).args(endpoint));
-    assert!(restore.status.success(), "{}{}", stdout(&restore), stderr(&restore));
+    assert_eq!(restore.status.code(), Some(3), "{}{}", stdout(&restore), stderr(&restore));
     assert_eq!(count(&restore, "replaced:"), 3, "{}", stdout(&restore));
     assert_eq!(blob_files(&restored), blob_files(&server.data_dir()), "restored files are byte-identical");
     assert_eq!(verify_clean(&restored)["instances_checked"], FIRST_SET.len());
@@ -554,15 +553,16 @@ fn restores_with_the_key_pass_over_snapshots_someone_else_wrote() {
     std::fs::write(to.join("manifest.json"), manifest.replace(&genuine, forged)).expect("forged manifest");
 
     let listing = run(haneul().args(["backup", "list", "--json", "--key", &key, "--from"]).arg(&backup_dir));
-    assert!(listing.status.success(), "{}", stderr(&listing));
+    assert_eq!(listing.status.code(), Some(3), "a snapshot would be passed over: {}", stderr(&listing));
     let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).expect("list JSON");
-    let signatures: Vec<(&str, &str)> = listing
+    let states: Vec<(&str, &str)> = listing
         .as_array()
         .expect("array")
         .iter()
-        .map(|item| (item["snapshot"].as_str().expect("name"), item["signature"].as_str().expect("signature")))
+        .map(|item| (item["snapshot"].as_str().expect("name"), item["state"].as_str().expect("state")))
         .collect();
-    assert_eq!(signatures, [(genuine.as_str(), "valid"), (forged, "invalid")]);
+    assert_eq!(states, [(genuine.as_str(), "complete"), (forged, "passed-over")]);
+    assert!(listing[1]["reason"].as_str().is_some_and(|reason| reason.contains("signature does not match")));
 
     // Without the key the newest complete snapshot is taken, whoever wrote it.
     let unchecked = work.path().join("unchecked");
