@@ -448,14 +448,21 @@ fn tamper(object: &Path, content: &[u8]) {
     std::fs::write(object, content).expect("overwrite");
 }
 
-#[test]
-fn damaged_backups_fail_the_drill_and_are_never_overwritten() {
+/// A work directory with an archive made by `haneul import` of IMPORT_SET
+/// in `data`, and where its backup goes (`backup`).
+fn imported_archive() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let work = tempfile::tempdir().expect("tempdir");
     let data_dir = work.path().join("data");
     let backup_dir = work.path().join("backup");
     let files: Vec<PathBuf> = IMPORT_SET.iter().map(|file| pydicom_data().join("test_files").join(file)).collect();
     let output = run(haneul().arg("import").arg("--data").arg(&data_dir).args(&files));
     assert!(output.status.success(), "import: {}", stderr(&output));
+    (work, data_dir, backup_dir)
+}
+
+#[test]
+fn damaged_backups_fail_the_drill_and_are_never_overwritten() {
+    let (work, data_dir, backup_dir) = imported_archive();
     let data = data_dir.display().to_string();
     let (snapshot, _) = backup(&["--data", &data], &backup_dir);
     let objects: Vec<PathBuf> = manifest_objects(&backup_dir, &snapshot).into_values().collect();
@@ -516,12 +523,7 @@ fn damaged_backups_fail_the_drill_and_are_never_overwritten() {
 
 #[test]
 fn restores_with_the_key_pass_over_snapshots_someone_else_wrote() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let data_dir = work.path().join("data");
-    let backup_dir = work.path().join("backup");
-    let files: Vec<PathBuf> = IMPORT_SET.iter().map(|file| pydicom_data().join("test_files").join(file)).collect();
-    let output = run(haneul().arg("import").arg("--data").arg(&data_dir).args(&files));
-    assert!(output.status.success(), "import: {}", stderr(&output));
+    let (work, data_dir, backup_dir) = imported_archive();
 
     let key_file = work.path().join("backup.key");
     let output = run(haneul().args(["backup", "keygen"]).arg(&key_file));
