@@ -520,3 +520,73 @@ pub fn wado_multipart(data: &[u8]) {
         }
     }
 }
+
+/// The public half of the key pair that signed the `backup_snapshot` seed
+/// (its signing half was thrown away), so the fuzzer starts from a snapshot
+/// that verifies.
+const BACKUP_SEED_VERIFY_KEY: &str = "fbe4dfbc3c4bc17876ed115d64edf1061df591f2a76bf0b0c9a89dc4a5a6f66f";
+const BACKUP_SNAPSHOT: &str = "20261124T101500Z";
+
+/// A backup target in memory holding one snapshot's manifest and signature.
+struct MemoryTarget(std::collections::BTreeMap<String, Vec<u8>>);
+
+impl haneul_backup::Target for MemoryTarget {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+    fn locate(&self, key: &str) -> String {
+        key.into()
+    }
+    fn object_size(&self, key: &str) -> std::io::Result<Option<u64>> {
+        Ok(self.0.get(key).map(|bytes| bytes.len() as u64))
+    }
+    fn open(&self, key: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        let bytes = self.0.get(key).cloned().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+        Ok(Box::new(Cursor::new(bytes)))
+    }
+    fn create(&self, _key: &str) -> std::io::Result<Box<dyn haneul_backup::NewObject>> {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+    fn list(&self, _prefix: &str) -> std::io::Result<Vec<String>> {
+        Ok(vec![BACKUP_SNAPSHOT.into()])
+    }
+    fn claim_snapshot(&self, _name: &str) -> std::io::Result<bool> {
+        Ok(false)
+    }
+}
+
+/// How a restore judges a snapshot read from a backup, whose manifest and
+/// signature are untrusted: the first byte says which of the two exist, two
+/// more the signature's length, then the signature and the manifest. With
+/// or without the key it must not panic, and a snapshot the key accepts is
+/// one a restore without a key takes too, with the same manifest.
+pub fn backup_snapshot(data: &[u8]) {
+    use haneul_backup::{list_snapshots, SnapshotState, VerifyKey};
+    let (present, rest) = split(data);
+    let (length, rest) = match rest {
+        [low, high, rest @ ..] => (usize::from(u16::from_le_bytes([*low, *high])), rest),
+        _ => (0, rest),
+    };
+    let (signature, manifest) = rest.split_at(length.min(rest.len()));
+    let mut objects = std::collections::BTreeMap::new();
+    if present & 1 != 0 {
+        objects.insert(format!("snapshots/{BACKUP_SNAPSHOT}/manifest.json"), manifest.to_vec());
+    }
+    if present & 2 != 0 {
+        objects.insert(format!("snapshots/{BACKUP_SNAPSHOT}/manifest.sig"), signature.to_vec());
+    }
+    let target = MemoryTarget(objects);
+    let mut public = [0u8; 32];
+    for (index, byte) in public.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&BACKUP_SEED_VERIFY_KEY[2 * index..2 * index + 2], 16).expect("hex");
+    }
+    let key = VerifyKey::from_public(public);
+    let signed = list_snapshots(&target, Some(&key)).expect("a listing in memory");
+    let unsigned = list_snapshots(&target, None).expect("a listing in memory");
+    if let SnapshotState::Complete(manifest) = &signed[0].state {
+        match &unsigned[0].state {
+            SnapshotState::Complete(same) if same == manifest => {}
+            other => panic!("signed and complete, but without the key: {other:?}"),
+        }
+    }
+}

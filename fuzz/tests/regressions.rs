@@ -7,7 +7,7 @@ use std::path::Path;
 
 type Target = (&'static str, fn(&[u8]));
 
-fn targets() -> [Target; 13] {
+fn targets() -> [Target; 14] {
     [
         ("read_dataset", haneul_fuzz::read_dataset),
         ("read_layout", haneul_fuzz::read_layout),
@@ -22,6 +22,7 @@ fn targets() -> [Target; 13] {
         ("multipart", haneul_fuzz::multipart),
         ("coerce", haneul_fuzz::coerce),
         ("wado_multipart", haneul_fuzz::wado_multipart),
+        ("backup_snapshot", haneul_fuzz::backup_snapshot),
     ]
 }
 

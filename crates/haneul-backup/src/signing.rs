@@ -130,6 +130,11 @@ impl VerifyKey {
         Ok(VerifyKey { public })
     }
 
+    /// The verify key with these 32 public bytes.
+    pub fn from_public(public: [u8; 32]) -> VerifyKey {
+        VerifyKey { public }
+    }
+
     fn file_text(&self) -> String {
         format!("{VERIFY_KEY_LABEL} {}\n", to_hex(&self.public))
     }
