@@ -25,6 +25,7 @@
 mod access;
 pub mod aes;
 mod audit_access;
+pub mod backup_status;
 mod committer;
 pub mod corrections;
 pub mod digest_tree;
@@ -307,6 +308,24 @@ impl Archive {
         let catalog = Arc::clone(&self.catalog);
         let (key, value) = (key.to_string(), value.to_string());
         run_blocking(move || catalog.set_setting(&key, &value).map_err(ArchiveError::from)).await
+    }
+
+    /// The outcome of the last backups of this node (see [`backup_status`]);
+    /// an unreadable status file is logged and shown as no backup.
+    pub async fn backup_status(&self) -> backup_status::BackupStatus {
+        let data_dir = self.data_dir().to_path_buf();
+        let read = tokio::task::spawn_blocking(move || backup_status::BackupStatus::read(&data_dir)).await;
+        match read {
+            Ok(Ok(status)) => status,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot read the backup status");
+                backup_status::BackupStatus::default()
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the backup status did not finish");
+                backup_status::BackupStatus::default()
+            }
+        }
     }
 
     /// Every metric in the Prometheus text format: the archive's own and the

@@ -19,8 +19,14 @@ pub async fn status(State(state): State<WebState>) -> ApiResult<Response> {
         "dicom_port": state.config().dicom_port,
         "statistics": statistics,
         "replication": state.archive().replication().snapshot(),
+        "backup": state.archive().backup_status().await.to_json(unix_now()),
     }))
     .into_response())
+}
+
+fn unix_now() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
 }
 
 pub async fn statistics(State(state): State<WebState>) -> ApiResult<Response> {
@@ -283,6 +289,7 @@ pub async fn conflict_file(
 
 pub async fn metrics(State(state): State<WebState>) -> Response {
     let mut text = state.archive().render_metrics();
+    state.archive().backup_status().await.render_prometheus(&mut text);
     if let Ok(migrations) = state.archive().migrations() {
         match migrations.status(None).await {
             Ok(statuses) => haneul_core::migration::render_prometheus(&statuses, &mut text),

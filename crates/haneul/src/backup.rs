@@ -12,6 +12,7 @@ use haneul_backup::{
     BackupError, BucketTarget, Chosen, DirTarget, Layout, Manifest, PassedOver, RestoreProblem, SigningKey,
     SnapshotState, Target, VerifyKey,
 };
+use haneul_core::backup_status::{BackupOutcome, BackupRun, BackupStatus};
 use haneul_core::{
     audit, open_blob_store, verify_archive, Archive, ArchiveConfig, BlobBackend, BlobConfig, CatalogLocation,
     S3Options, VerifyProblem, BLOB_DIR, CATALOG_FILE,
@@ -254,72 +255,15 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let Some(to) = args.to else {
+    let Some(to) = args.to.clone() else {
         anyhow::bail!("--to DIR or --to s3://BUCKET/PREFIX is required");
     };
     let config = args.archive.load()?;
     let signing_key = read_signing_key(args.key.as_deref())?;
-    let data_dir = config.storage.data_dir.clone();
-    let location = BackupLocation::parse(&to, &args.bucket)?;
-    let scratch = match (&args.scratch, &location) {
-        (Some(scratch), _) => scratch.clone(),
-        (None, BackupLocation::Dir(dir)) => dir.clone(),
-        (None, BackupLocation::Bucket(_)) => std::env::temp_dir(),
-    };
-    let target = location.open(true, &scratch)?;
-    let target = target.as_ref();
-    let progress = byte_progress();
-    let mut show = show_bytes(&progress);
-    let blob_config = config.blob_config()?;
-    if blob_config.backend == BlobBackend::Local && !data_dir.join(BLOB_DIR).is_dir() {
-        anyhow::bail!("no archive at {}: no blob directory", data_dir.display());
-    }
-    let blobs = open_blob_store(&data_dir, &blob_config, false).context("cannot open the blob store")?;
-    // This node's audit trail goes with the archive: it says who saw and changed what.
-    let audit_dir = data_dir.join(audit::AUDIT_DIR);
-    let report = match config.catalog.location()? {
-        CatalogLocation::Embedded => haneul_backup::backup_files(
-            &data_dir.join(CATALOG_FILE),
-            &blobs,
-            Some(&audit_dir),
-            signing_key.as_ref(),
-            target,
-            &scratch,
-            &mut show,
-        ),
-        // The snapshot of a PostgreSQL catalog is a SQLite catalog, so
-        // a restore gives an archive on the embedded default.
-        location => {
-            let catalog = location.open(&data_dir).context("cannot open the catalog")?;
-            haneul_backup::backup_shared_catalog(
-                catalog.as_ref(),
-                &blobs,
-                Some(&audit_dir),
-                signing_key.as_ref(),
-                target,
-                &scratch,
-                &mut show,
-            )
-        }
-    };
-    progress.finish_and_clear();
-    // A backup reads every patient's data: an export, attributed to whoever ran it.
-    let entry = match &report {
-        Ok(report) => audit_entry(audit::Action::Export, "backup", target)
-            .detail("snapshot", report.snapshot.as_str())
-            .detail("instances", report.counts.instances)
-            .detail("studies", report.counts.studies)
-            .detail("patients", report.counts.patients)
-            .detail("replaced", report.replaced.len())
-            .detail("signed", signing_key.as_ref().map(|key| key.verify_key().id())),
-        Err(error) => audit_entry(audit::Action::Export, "backup", target).failed(error),
-    };
-    let done = match &report {
-        Ok(report) => format!("snapshot {} was written", report.snapshot),
-        Err(_) => "the backup failed".to_string(),
-    };
-    let recorded = record_command(&config, &done, entry);
-    let report = report?;
+    let written = write_snapshot(&args, &to, &config, signing_key.as_ref());
+    // Whatever happened, for the server's status API and metrics.
+    record_status(&config.storage.data_dir, &to, &written, signing_key.is_some());
+    let (report, recorded) = written?;
     recorded?;
     let counts = &report.counts;
     println!("snapshot:                {}", report.snapshot);
@@ -346,6 +290,111 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("  {object}");
     }
     Ok(ExitCode::from(TAMPERED))
+}
+
+/// Write one snapshot of the archive `config` describes to `to`, and record
+/// the run in the node's audit trail (the second result: whether that worked).
+fn write_snapshot(
+    args: &RunArgs,
+    to: &str,
+    config: &crate::config::Config,
+    signing_key: Option<&SigningKey>,
+) -> anyhow::Result<(haneul_backup::BackupReport, anyhow::Result<()>)> {
+    let data_dir = config.storage.data_dir.clone();
+    let location = BackupLocation::parse(to, &args.bucket)?;
+    let scratch = match (&args.scratch, &location) {
+        (Some(scratch), _) => scratch.clone(),
+        (None, BackupLocation::Dir(dir)) => dir.clone(),
+        (None, BackupLocation::Bucket(_)) => std::env::temp_dir(),
+    };
+    let target = location.open(true, &scratch)?;
+    let target = target.as_ref();
+    let progress = byte_progress();
+    let mut show = show_bytes(&progress);
+    let blob_config = config.blob_config()?;
+    if blob_config.backend == BlobBackend::Local && !data_dir.join(BLOB_DIR).is_dir() {
+        anyhow::bail!("no archive at {}: no blob directory", data_dir.display());
+    }
+    let blobs = open_blob_store(&data_dir, &blob_config, false).context("cannot open the blob store")?;
+    // This node's audit trail goes with the archive: it says who saw and changed what.
+    let audit_dir = data_dir.join(audit::AUDIT_DIR);
+    let report = match config.catalog.location()? {
+        CatalogLocation::Embedded => haneul_backup::backup_files(
+            &data_dir.join(CATALOG_FILE),
+            &blobs,
+            Some(&audit_dir),
+            signing_key,
+            target,
+            &scratch,
+            &mut show,
+        ),
+        // The snapshot of a PostgreSQL catalog is a SQLite catalog, so
+        // a restore gives an archive on the embedded default.
+        location => {
+            let catalog = location.open(&data_dir).context("cannot open the catalog")?;
+            haneul_backup::backup_shared_catalog(
+                catalog.as_ref(),
+                &blobs,
+                Some(&audit_dir),
+                signing_key,
+                target,
+                &scratch,
+                &mut show,
+            )
+        }
+    };
+    progress.finish_and_clear();
+    // A backup reads every patient's data: an export, attributed to whoever ran it.
+    let entry = match &report {
+        Ok(report) => audit_entry(audit::Action::Export, "backup", target)
+            .detail("snapshot", report.snapshot.as_str())
+            .detail("instances", report.counts.instances)
+            .detail("studies", report.counts.studies)
+            .detail("patients", report.counts.patients)
+            .detail("replaced", report.replaced.len())
+            .detail("signed", signing_key.map(|key| key.verify_key().id())),
+        Err(error) => audit_entry(audit::Action::Export, "backup", target).failed(error),
+    };
+    let done = match &report {
+        Ok(report) => format!("snapshot {} was written", report.snapshot),
+        Err(_) => "the backup failed".to_string(),
+    };
+    let recorded = record_command(config, &done, entry);
+    Ok((report?, recorded))
+}
+
+/// Leave the outcome of a run in the data directory (`BackupStatus`); a
+/// status that cannot be written is said, not fatal.
+fn record_status(
+    data_dir: &Path,
+    to: &str,
+    written: &anyhow::Result<(haneul_backup::BackupReport, anyhow::Result<()>)>,
+    signed: bool,
+) {
+    let finished_unix = time::OffsetDateTime::now_utc().unix_timestamp();
+    let run = match written {
+        Ok((report, _)) => BackupRun {
+            finished_unix,
+            outcome: if report.replaced.is_empty() { BackupOutcome::Complete } else { BackupOutcome::Replaced },
+            target: to.to_string(),
+            snapshot: Some(report.snapshot.clone()),
+            instances: report.counts.instances,
+            signed,
+            error: None,
+        },
+        Err(error) => BackupRun {
+            finished_unix,
+            outcome: BackupOutcome::Failed,
+            target: to.to_string(),
+            snapshot: None,
+            instances: 0,
+            signed,
+            error: Some(format!("{error:#}")),
+        },
+    };
+    if let Err(error) = BackupStatus::record(data_dir, run) {
+        eprintln!("haneul: cannot record the backup's outcome in {}: {error}", data_dir.display());
+    }
 }
 
 fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
