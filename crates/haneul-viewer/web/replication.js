@@ -1,7 +1,7 @@
 // The replication page, for users whose role has the `monitor` permission:
 // each peer's mode, lag, queue, failures and last verify from /api/status,
-// alarms on top, and (with the `query` permission) the conflicting versions
-// kept for review. Refreshed every 5 s while shown.
+// the node's last backup, alarms on top, and (with the `query` permission)
+// the conflicting versions kept for review. Refreshed every 5 s while shown.
 import { localTime } from './audit.js';
 
 const $ = id => document.getElementById(id);
@@ -15,6 +15,32 @@ export function peerAlarms(peer) {
   if (peer.last_error && peer.pending_instances > 0) alarms.push(`not shipping: ${peer.last_error}`);
   if (peer.verify_alarm) alarms.push('differences remain after the last verify');
   return alarms;
+}
+
+/** A backup older than this raises an alarm (a daily backup, with two hours' slack). */
+const BACKUP_ALARM_SECONDS = 26 * 3600;
+
+/** The alarms the node's backup status raises, in words (empty when healthy). */
+export function backupAlarms(backup) {
+  const alarms = [];
+  const last = backup?.last_run;
+  if (last?.outcome === 'failed') alarms.push(`the last backup failed: ${last.error || 'no snapshot written'}`);
+  if (last?.outcome === 'replaced') alarms.push('the last backup found objects someone else replaced in the backup');
+  const age = backup?.seconds_since_success;
+  if (age != null && age > BACKUP_ALARM_SECONDS) alarms.push(`no backup for ${Math.floor(age / 3600)} h`);
+  return alarms;
+}
+
+/** The node's last backup, in words. */
+function backupText(backup) {
+  const success = backup?.last_success;
+  if (!backup?.last_run) return 'Backup: none has run on this node (haneul backup).';
+  const when = run => localTime(new Date(run.finished_unix * 1000).toISOString());
+  const last = success
+    ? `last snapshot ${success.snapshot} (${success.instances} instances${success.signed ? ', signed' : ''}) at ${when(success)} to ${success.target}`
+    : 'no snapshot written yet';
+  const failed = backup.last_run.outcome === 'failed' ? `; the last run failed at ${when(backup.last_run)}` : '';
+  return `Backup: ${last}${failed}.`;
 }
 
 function cell(tr, value, className = '') {
@@ -42,6 +68,7 @@ export class ReplicationPage {
     this.peers = $('replication-peers');
     this.conflicts = $('replication-conflicts');
     this.alarms = $('replication-alarms');
+    this.backup = $('replication-backup');
     this.message = $('replication-message');
     this.timer = null;
     this.generation = 0;
@@ -63,7 +90,7 @@ export class ReplicationPage {
       const status = await this.api.status();
       const conflicts = this.can('query') ? await this.api.replicationConflicts() : [];
       if (generation !== this.generation) return;
-      this.render(Array.isArray(status.replication) ? status.replication : [], conflicts);
+      this.render(Array.isArray(status.replication) ? status.replication : [], conflicts, status.backup);
       this.message.hidden = true;
     } catch (error) {
       if (generation !== this.generation) return;
@@ -74,8 +101,10 @@ export class ReplicationPage {
     if (!$('replication-page').hidden) this.timer = setTimeout(() => this.refresh(), REFRESH_MS);
   }
 
-  render(peers, conflicts) {
-    const alarms = [];
+  render(peers, conflicts, backup) {
+    const alarms = backupAlarms(backup).map(alarm => `backup: ${alarm}`);
+    this.backup.textContent = backupText(backup);
+    this.backup.dataset.outcome = backup?.last_run?.outcome ?? 'none';
     const rows = document.createDocumentFragment();
     for (const peer of peers) {
       const tr = document.createElement('tr');
@@ -133,6 +162,7 @@ export class ReplicationPage {
     this.conflicts.replaceChildren();
     this.alarms.replaceChildren();
     this.alarms.hidden = true;
+    this.backup.textContent = '';
     this.message.hidden = true;
   }
 }

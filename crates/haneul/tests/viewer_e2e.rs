@@ -141,7 +141,8 @@ fn viewer_benchmark_500_slice_ct() {
 /// here too), a session ended elsewhere ("session ended"), a researcher's
 /// readable 403, a forced password change, and an administrator's audit page
 /// finding the clinician's sign-ins, queries and failures, which the clinician
-/// never sees, and its replication page showing an unreachable peer's alarm.
+/// never sees, and its replication page showing an unreachable peer's alarm
+/// and a failed backup.
 #[test]
 fn viewer_sign_in_sign_out_and_audit() {
     let node = require_browser_tools();
@@ -153,6 +154,16 @@ fn viewer_sign_in_sign_out_and_audit() {
         common::free_port()
     );
     let server = Server::start_with(&unreachable_peer);
+    // A backup that writes nothing (its target is a file): the page shows it failed.
+    let not_a_directory = out.join("not-a-directory");
+    std::fs::write(&not_a_directory, b"a file").expect("file");
+    let failed = run(Command::new(common::haneul_bin())
+        .arg("backup")
+        .arg("--config")
+        .arg(server.config_path())
+        .arg("--to")
+        .arg(&not_a_directory));
+    assert_eq!(failed.status.code(), Some(2), "a backup into a file succeeded");
     let data = load(&server, None);
     let admin = server.add_user("kim.admin", "admin");
     let researcher = server.add_user("yoon.research", "researcher");

@@ -1000,6 +1000,13 @@ async function auth() {
     const alarms = document.querySelector('[data-testid="replication-alarms"]');
     return row && row.dataset.peer === 'dr-site' && Number(row.dataset.failures) > 0 && !alarms.hidden && /dr-site: not shipping/.test(alarms.textContent);
   });
+  // The test ran one backup into a file, which wrote nothing: said, and an alarm.
+  const backupLine = await page.evaluate(() => {
+    const line = document.querySelector('[data-testid="replication-backup"]');
+    return { outcome: line.dataset.outcome, text: line.textContent, alarms: document.querySelector('[data-testid="replication-alarms"]').textContent };
+  });
+  check(backupLine.outcome === 'failed' && /no snapshot written yet; the last run failed/.test(backupLine.text) && /backup: the last backup failed/.test(backupLine.alarms),
+    `the failed backup on the replication page: ${JSON.stringify(backupLine)}`);
   const refreshes = Number(await page.getAttribute(testid('replication-peers'), 'data-refreshes'));
   await waitInPage('the page refreshing itself', refreshes => Number(document.querySelector('[data-testid="replication-peers"]').dataset.refreshes) > refreshes, refreshes);
   await shot('auth-replication');
