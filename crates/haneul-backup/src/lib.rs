@@ -445,7 +445,9 @@ fn store_object(
 /// Store each file of the audit trail in `dir` as far as its last complete
 /// record (the server may be appending to the newest), through a copy in
 /// `scratch`. Files already stored whole by an earlier run are found by
-/// their digest and not written again.
+/// their digest and not written again; a file unchanged since an earlier
+/// run (same length and modification time, see [`TrailDigests`]) is not
+/// even read again unless the target lacks it.
 fn backup_audit(
     dir: &Path,
     target: &dyn Target,
@@ -458,6 +460,8 @@ fn backup_audit(
         cause: io::Error::other(error.to_string()),
     })?;
     let staged = scratch.join("audit-file");
+    let known = TrailDigests::read(dir);
+    let mut seen = TrailDigests::default();
     let mut entries = Vec::with_capacity(files.len());
     for path in files {
         let Some(name) = path.file_name().and_then(|name| name.to_str()).map(str::to_string) else { continue };
@@ -466,13 +470,24 @@ fn backup_audit(
             tracing::warn!(file = %path.display(), "not an audit trail file name; left out of the backup");
             continue;
         }
-        let (size, digest) = copy_complete_lines(&path, &staged)?;
+        let stamp = FileStamp::of(&path)?;
+        let cached = known.files.get(&name).filter(|cached| cached.stamp == stamp);
+        let (size, digest) = match cached {
+            Some(cached) => (cached.size, cached.digest),
+            None => copy_complete_lines(&path, &staged)?,
+        };
+        seen.files.insert(name.clone(), CachedDigest { stamp, size, digest });
         if size == 0 {
             continue;
         }
         let digest_hex = to_hex(&digest);
         let what = path.display().to_string();
         let stored = store_object(target, &digest_hex, &what, (size, digest), || {
+            // Not read above, and the target lacks it: the part that was
+            // complete then (the trail only grows), hashed again by the store.
+            if cached.is_some() {
+                copy_prefix(&path, &staged, size)?;
+            }
             File::open(&staged).map(Some).map_err(io_error(format_args!("cannot read {}", staged.display())))
         })?;
         match stored {
@@ -487,8 +502,96 @@ fn backup_audit(
         entries.push(AuditEntry { file: name, size, digest: digest_hex });
     }
     let _ = fs::remove_file(&staged);
+    if seen != known {
+        seen.write(dir);
+    }
     report.audit_files = entries.len() as u64;
     Ok(entries)
+}
+
+/// What a backup learnt of each trail file, kept in the trail's directory
+/// (`.backup-digests.json`, a name the trail never uses) so that the next
+/// run hashes only files that changed: past days' files never change, and a
+/// year of a busy trail is gigabytes. A file whose length or modification
+/// time changed is read again; a stale or unreadable cache only costs that.
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct TrailDigests {
+    files: std::collections::BTreeMap<String, CachedDigest>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct CachedDigest {
+    stamp: FileStamp,
+    /// The size and digest of the file as far as its last complete record.
+    size: u64,
+    #[serde(with = "digest_hex")]
+    digest: [u8; 32],
+}
+
+/// A file's length and modification time (nanoseconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct FileStamp {
+    len: u64,
+    modified_ns: i128,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Result<FileStamp> {
+        let metadata = fs::metadata(path).map_err(io_error(format_args!("cannot read {}", path.display())))?;
+        let modified = metadata.modified().map_err(io_error(format_args!("cannot read {}", path.display())))?;
+        let modified_ns = match modified.duration_since(std::time::UNIX_EPOCH) {
+            Ok(after) => after.as_nanos() as i128,
+            Err(before) => -(before.duration().as_nanos() as i128),
+        };
+        Ok(FileStamp { len: metadata.len(), modified_ns })
+    }
+}
+
+const TRAIL_DIGESTS: &str = ".backup-digests.json";
+
+impl TrailDigests {
+    fn read(dir: &Path) -> TrailDigests {
+        let Ok(bytes) = fs::read(dir.join(TRAIL_DIGESTS)) else { return TrailDigests::default() };
+        serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+            tracing::warn!(%error, "unreadable digests of an earlier backup; the trail is read whole");
+            TrailDigests::default()
+        })
+    }
+
+    /// Replace the cache whole; a backup user that may not write there only
+    /// reads the trail again next time.
+    fn write(&self, dir: &Path) {
+        let written = serde_json::to_vec(self).map_err(io::Error::other).and_then(|bytes| {
+            let mut file = tempfile::Builder::new().prefix(".backup-digests-").tempfile_in(dir)?;
+            file.write_all(&bytes)?;
+            file.persist(dir.join(TRAIL_DIGESTS)).map_err(|error| error.error)?;
+            Ok(())
+        });
+        if let Err(error) = written {
+            tracing::warn!(dir = %dir.display(), %error, "cannot keep the trail's digests for the next backup");
+        }
+    }
+}
+
+mod digest_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(digest: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::to_hex(digest))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(deserializer)?;
+        blake3::Hash::from_hex(&text).map(|hash| *hash.as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Copy the first `size` bytes of `source` into `staged`.
+fn copy_prefix(source: &Path, staged: &Path, size: u64) -> Result<()> {
+    let input = File::open(source).map_err(io_error(format_args!("cannot read {}", source.display())))?;
+    let mut output = File::create(staged).map_err(io_error(format_args!("cannot create {}", staged.display())))?;
+    io::copy(&mut input.take(size), &mut output).map_err(io_error(format_args!("cannot copy {}", source.display())))?;
+    Ok(())
 }
 
 /// Copy `source` into `staged` up to and including its last newline,

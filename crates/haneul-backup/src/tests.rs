@@ -628,3 +628,54 @@ fn the_audit_trail_is_backed_up_to_its_last_complete_record_and_restored() {
         }]
     );
 }
+
+#[test]
+fn trail_files_unchanged_since_the_last_backup_are_not_read_again() {
+    let archive = Archive::new();
+    archive.store("1.1", b"an instance");
+    let audit_dir = archive.dir.path().join("audit");
+    fs::create_dir(&audit_dir).expect("audit dir");
+    let past = audit_dir.join("audit-2026-11-22.jsonl");
+    fs::write(&past, b"{\"seq\":1}\n").expect("past day");
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let source =
+        Source { catalog: &archive.catalog, blobs: &archive.blobs, audit_dir: Some(&audit_dir), signing_key: None };
+    let digest_of =
+        |report: &BackupReport| read_manifest(&target, &report.snapshot).expect("manifest").audit[0].digest.clone();
+    let first = backup(&source, &target, scratch.path(), &mut |_, _| {}).expect("first backup");
+    assert_eq!(digest_of(&first), to_hex(blake3::hash(b"{\"seq\":1}\n").as_bytes()));
+
+    // Other bytes of the same length with the modification time put back:
+    // the next run trusts what it learnt and does not read the file.
+    let modified = fs::metadata(&past).and_then(|metadata| metadata.modified()).expect("mtime");
+    fs::write(&past, b"{\"seq\":9}\n").expect("rewrite");
+    File::options().write(true).open(&past).and_then(|file| file.set_modified(modified)).expect("set mtime");
+    let second = backup(&source, &target, scratch.path(), &mut |_, _| {}).expect("second backup");
+    assert_eq!(digest_of(&second), digest_of(&first), "the unchanged-looking file was not read again");
+    // A target without its object needs the bytes: they no longer match, and the run says so.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let other = DirTarget::open(elsewhere.path()).expect("target");
+    let error = backup(&source, &other, scratch.path(), &mut |_, _| {}).expect_err("changed under the same stamp");
+    let BackupError::Problems(problems) = &error else { panic!("unexpected error {error}") };
+    assert_eq!(problems, &[BackupProblem::SourceMismatch { path: past.display().to_string() }]);
+
+    // A new modification time: read again.
+    File::options()
+        .write(true)
+        .open(&past)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+        .expect("touch");
+    let third = backup(&source, &target, scratch.path(), &mut |_, _| {}).expect("third backup");
+    assert_eq!(digest_of(&third), to_hex(blake3::hash(b"{\"seq\":9}\n").as_bytes()));
+    assert!(audit_dir.join(".backup-digests.json").is_file());
+    let restored = tempfile::tempdir().expect("tempdir");
+    let manifest = read_manifest(&target, &third.snapshot).expect("manifest");
+    restore(&target, &manifest, &layout(restored.path()), &mut |_, _| {}).expect("restore");
+    let names: Vec<String> = fs::read_dir(restored.path().join("audit"))
+        .expect("restored trail")
+        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["audit-2026-11-22.jsonl"], "only trail files are restored");
+}
