@@ -470,21 +470,27 @@ fn backup_audit(
             tracing::warn!(file = %path.display(), "not an audit trail file name; left out of the backup");
             continue;
         }
-        let stamp = FileStamp::of(&path)?;
-        let cached = known.files.get(&name).filter(|cached| cached.stamp == stamp);
+        let stamp = FileStamp::of(&path);
+        // Trusted only for an object the target holds: a file it lacks is read whole.
+        let cached = known.files.get(&name).filter(|cached| {
+            Some(cached.stamp) == stamp
+                && target.object_size(&object_key(&to_hex(&cached.digest))).ok().flatten() == Some(cached.size)
+        });
         let (size, digest) = match cached {
             Some(cached) => (cached.size, cached.digest),
             None => copy_complete_lines(&path, &staged)?,
         };
-        seen.files.insert(name.clone(), CachedDigest { stamp, size, digest });
+        if let Some(stamp) = stamp {
+            seen.files.insert(name.clone(), CachedDigest { stamp, size, digest });
+        }
         if size == 0 {
             continue;
         }
         let digest_hex = to_hex(&digest);
         let what = path.display().to_string();
         let stored = store_object(target, &digest_hex, &what, (size, digest), || {
-            // Not read above, and the target lacks it: the part that was
-            // complete then (the trail only grows), hashed again by the store.
+            // Not read above, and gone from the target since: the part that
+            // was complete then (the trail only grows), hashed again by the store.
             if cached.is_some() {
                 copy_prefix(&path, &staged, size)?;
             }
@@ -513,7 +519,10 @@ fn backup_audit(
 /// (`.backup-digests.json`, a name the trail never uses) so that the next
 /// run hashes only files that changed: past days' files never change, and a
 /// year of a busy trail is gigabytes. A file whose length or modification
-/// time changed is read again; a stale or unreadable cache only costs that.
+/// time changed, or whose object the target lacks, is read again; an
+/// unreadable cache only costs that. A file rewritten in place with its
+/// modification time put back is not noticed here (the trail's hash chain,
+/// checked by `haneul audit verify` and every drill, is what notices it).
 #[derive(Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct TrailDigests {
     files: std::collections::BTreeMap<String, CachedDigest>,
@@ -536,14 +545,15 @@ struct FileStamp {
 }
 
 impl FileStamp {
-    fn of(path: &Path) -> Result<FileStamp> {
-        let metadata = fs::metadata(path).map_err(io_error(format_args!("cannot read {}", path.display())))?;
-        let modified = metadata.modified().map_err(io_error(format_args!("cannot read {}", path.display())))?;
+    /// `None` where the file system keeps no modification time: no cache then.
+    fn of(path: &Path) -> Option<FileStamp> {
+        let metadata = fs::metadata(path).ok()?;
+        let modified = metadata.modified().ok()?;
         let modified_ns = match modified.duration_since(std::time::UNIX_EPOCH) {
-            Ok(after) => after.as_nanos() as i128,
-            Err(before) => -(before.duration().as_nanos() as i128),
+            Ok(after) => i128::try_from(after.as_nanos()).ok()?,
+            Err(before) => -i128::try_from(before.duration().as_nanos()).ok()?,
         };
-        Ok(FileStamp { len: metadata.len(), modified_ns })
+        Some(FileStamp { len: metadata.len(), modified_ns })
     }
 }
 

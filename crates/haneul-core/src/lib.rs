@@ -310,22 +310,18 @@ impl Archive {
         run_blocking(move || catalog.set_setting(&key, &value).map_err(ArchiveError::from)).await
     }
 
-    /// The outcome of the last backups of this node (see [`backup_status`]);
-    /// an unreadable status file is logged and shown as no backup.
-    pub async fn backup_status(&self) -> backup_status::BackupStatus {
+    /// The outcome of the last backups of this node (see [`backup_status`]),
+    /// or why its status file cannot be read (logged too).
+    pub async fn backup_status(&self) -> Result<backup_status::BackupStatus, String> {
         let data_dir = self.data_dir().to_path_buf();
         let read = tokio::task::spawn_blocking(move || backup_status::BackupStatus::read(&data_dir)).await;
-        match read {
-            Ok(Ok(status)) => status,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "cannot read the backup status");
-                backup_status::BackupStatus::default()
-            }
-            Err(error) => {
-                tracing::warn!(%error, "reading the backup status did not finish");
-                backup_status::BackupStatus::default()
-            }
-        }
+        let error = match read {
+            Ok(Ok(status)) => return Ok(status),
+            Ok(Err(error)) => error.to_string(),
+            Err(error) => error.to_string(),
+        };
+        tracing::warn!(%error, "cannot read the backup status");
+        Err(format!("cannot read {}: {error}", backup_status::BACKUP_STATUS_FILE))
     }
 
     /// Every metric in the Prometheus text format: the archive's own and the

@@ -19,7 +19,10 @@ pub async fn status(State(state): State<WebState>) -> ApiResult<Response> {
         "dicom_port": state.config().dicom_port,
         "statistics": statistics,
         "replication": state.archive().replication().snapshot(),
-        "backup": state.archive().backup_status().await.to_json(unix_now()),
+        "backup": match state.archive().backup_status().await {
+            Ok(backups) => backups.to_json(unix_now()),
+            Err(error) => serde_json::json!({ "targets": [], "error": error }),
+        },
     }))
     .into_response())
 }
@@ -289,7 +292,15 @@ pub async fn conflict_file(
 
 pub async fn metrics(State(state): State<WebState>) -> Response {
     let mut text = state.archive().render_metrics();
-    state.archive().backup_status().await.render_prometheus(&mut text);
+    let backups = state.archive().backup_status().await;
+    if let Ok(backups) = &backups {
+        backups.render_prometheus(&mut text);
+    }
+    let name = "haneul_backup_status_readable";
+    text.push_str(&format!(
+        "# HELP {name} 0 when the node's backup status file cannot be read\n# TYPE {name} gauge\n{name} {}\n",
+        u8::from(backups.is_ok())
+    ));
     if let Ok(migrations) = state.archive().migrations() {
         match migrations.status(None).await {
             Ok(statuses) => haneul_core::migration::render_prometheus(&statuses, &mut text),

@@ -20,27 +20,31 @@ export function peerAlarms(peer) {
 /** A backup older than this raises an alarm (a daily backup, with two hours' slack). */
 const BACKUP_ALARM_SECONDS = 26 * 3600;
 
-/** The alarms the node's backup status raises, in words (empty when healthy). */
-export function backupAlarms(backup) {
+/** The alarms one backup target's status raises, in words (empty when healthy). */
+export function backupAlarms(target) {
   const alarms = [];
-  const last = backup?.last_run;
+  const last = target.last_run;
   if (last?.outcome === 'failed') alarms.push(`the last backup failed: ${last.error || 'no snapshot written'}`);
   if (last?.outcome === 'replaced') alarms.push('the last backup found objects someone else replaced in the backup');
-  const age = backup?.seconds_since_success;
+  const age = target.seconds_since_success;
   if (age != null && age > BACKUP_ALARM_SECONDS) alarms.push(`no backup for ${Math.floor(age / 3600)} h`);
   return alarms;
 }
 
-/** The node's last backup, in words. */
-function backupText(backup) {
-  const success = backup?.last_success;
-  if (!backup?.last_run) return 'Backup: none has run on this node (haneul backup).';
-  const when = run => localTime(new Date(run.finished_unix * 1000).toISOString());
+/** A backup run's end in local time ('' when the status holds no valid time). */
+function runTime(run) {
+  const at = new Date(Number(run?.finished_unix) * 1000);
+  return Number.isNaN(at.getTime()) ? '' : localTime(at.toISOString());
+}
+
+/** One backup target's last runs, in words. */
+function backupText(target) {
+  const success = target.last_success;
   const last = success
-    ? `last snapshot ${success.snapshot} (${success.instances} instances${success.signed ? ', signed' : ''}) at ${when(success)} to ${success.target}`
+    ? `last snapshot ${success.snapshot} (${success.instances} instances${success.signed ? ', signed' : ''}) at ${runTime(success)}`
     : 'no snapshot written yet';
-  const failed = backup.last_run.outcome === 'failed' ? `; the last run failed at ${when(backup.last_run)}` : '';
-  return `Backup: ${last}${failed}.`;
+  const failed = target.last_run?.outcome === 'failed' ? `; the last run failed at ${runTime(target.last_run)}` : '';
+  return `Backup to ${target.target}: ${last}${failed}.`;
 }
 
 function cell(tr, value, className = '') {
@@ -102,9 +106,20 @@ export class ReplicationPage {
   }
 
   render(peers, conflicts, backup) {
-    const alarms = backupAlarms(backup).map(alarm => `backup: ${alarm}`);
-    this.backup.textContent = backupText(backup);
-    this.backup.dataset.outcome = backup?.last_run?.outcome ?? 'none';
+    const alarms = [];
+    const targets = Array.isArray(backup?.targets) ? backup.targets : [];
+    const lines = targets.map(target => {
+      for (const alarm of backupAlarms(target)) alarms.push(`backup to ${target.target}: ${alarm}`);
+      const line = Object.assign(document.createElement('p'), { className: 'section-title', textContent: backupText(target) });
+      line.dataset.testid = 'replication-backup-target';
+      line.dataset.outcome = target.last_run?.outcome ?? 'none';
+      return line;
+    });
+    if (backup?.error) alarms.push(`backup: ${backup.error}`);
+    if (!lines.length) {
+      lines.push(Object.assign(document.createElement('p'), { className: 'section-title', textContent: 'Backup: none has run on this node (haneul backup).' }));
+    }
+    this.backup.replaceChildren(...lines);
     const rows = document.createDocumentFragment();
     for (const peer of peers) {
       const tr = document.createElement('tr');
@@ -162,7 +177,7 @@ export class ReplicationPage {
     this.conflicts.replaceChildren();
     this.alarms.replaceChildren();
     this.alarms.hidden = true;
-    this.backup.textContent = '';
+    this.backup.replaceChildren();
     this.message.hidden = true;
   }
 }

@@ -12,7 +12,7 @@ use haneul_backup::{
     BackupError, BucketTarget, Chosen, DirTarget, Layout, Manifest, PassedOver, RestoreProblem, SigningKey,
     SnapshotState, Target, VerifyKey,
 };
-use haneul_core::backup_status::{BackupOutcome, BackupRun, BackupStatus};
+use haneul_core::backup_status::{without_userinfo, BackupOutcome, BackupRun, BackupStatus};
 use haneul_core::{
     audit, open_blob_store, verify_archive, Archive, ArchiveConfig, BlobBackend, BlobConfig, CatalogLocation,
     S3Options, VerifyProblem, BLOB_DIR, CATALOG_FILE,
@@ -259,11 +259,10 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--to DIR or --to s3://BUCKET/PREFIX is required");
     };
     let config = args.archive.load()?;
-    let signing_key = read_signing_key(args.key.as_deref())?;
-    let written = write_snapshot(&args, &to, &config, signing_key.as_ref());
+    let written = write_snapshot(&args, &to, &config);
     // Whatever happened, for the server's status API and metrics.
-    record_status(&config.storage.data_dir, &to, &written, signing_key.is_some());
-    let (report, recorded) = written?;
+    record_status(&config, &to, &written, args.key.is_some());
+    let (report, recorded, signing_key) = written?;
     recorded?;
     let counts = &report.counts;
     println!("snapshot:                {}", report.snapshot);
@@ -271,7 +270,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     println!("objects already present: {}", report.objects_present);
     println!("audit trail:             {} files ({} copied)", report.audit_files, report.audit_written);
     match &signing_key {
-        Some(key) => println!("signed:                  with key {}", key.verify_key().id()),
+        Some(key_id) => println!("signed:                  with key {key_id}"),
         None => println!("signed:                  no (--key FILE signs snapshots)"),
     }
     println!(
@@ -292,14 +291,15 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(TAMPERED))
 }
 
-/// Write one snapshot of the archive `config` describes to `to`, and record
-/// the run in the node's audit trail (the second result: whether that worked).
-fn write_snapshot(
-    args: &RunArgs,
-    to: &str,
-    config: &crate::config::Config,
-    signing_key: Option<&SigningKey>,
-) -> anyhow::Result<(haneul_backup::BackupReport, anyhow::Result<()>)> {
+/// What a run that wrote a snapshot gives: its report, whether its audit
+/// record could be made, and the id of the key pair that signed it.
+type Written = (haneul_backup::BackupReport, anyhow::Result<()>, Option<String>);
+
+/// Write one snapshot of the archive `config` describes to `to`, signed
+/// with the key of `--key`, and record the run in the node's audit trail.
+fn write_snapshot(args: &RunArgs, to: &str, config: &crate::config::Config) -> anyhow::Result<Written> {
+    let signing_key = read_signing_key(args.key.as_deref())?;
+    let signing_key = signing_key.as_ref();
     let data_dir = config.storage.data_dir.clone();
     let location = BackupLocation::parse(to, &args.bucket)?;
     let scratch = match (&args.scratch, &location) {
@@ -360,23 +360,26 @@ fn write_snapshot(
         Err(_) => "the backup failed".to_string(),
     };
     let recorded = record_command(config, &done, entry);
-    Ok((report?, recorded))
+    Ok((report?, recorded, signing_key.map(|key| key.verify_key().id())))
 }
 
-/// Leave the outcome of a run in the data directory (`BackupStatus`); a
-/// status that cannot be written is said, not fatal.
-fn record_status(
-    data_dir: &Path,
-    to: &str,
-    written: &anyhow::Result<(haneul_backup::BackupReport, anyhow::Result<()>)>,
-    signed: bool,
-) {
+/// Leave the outcome of a run in the data directory (`BackupStatus`), with
+/// no user information of a URL in it; a status that cannot be written is
+/// said, not fatal. Nothing is left where there is no archive yet (a node
+/// waiting for its restore, whose directory must stay empty).
+fn record_status(config: &crate::config::Config, to: &str, written: &anyhow::Result<Written>, signed: bool) {
+    let data_dir = &config.storage.data_dir;
+    let embedded = config.catalog.engine == crate::config::CatalogEngine::Sqlite;
+    if !data_dir.is_dir() || (embedded && !data_dir.join(CATALOG_FILE).is_file()) {
+        return;
+    }
     let finished_unix = time::OffsetDateTime::now_utc().unix_timestamp();
+    let target = without_userinfo(to);
     let run = match written {
-        Ok((report, _)) => BackupRun {
+        Ok((report, _, _)) => BackupRun {
             finished_unix,
             outcome: if report.replaced.is_empty() { BackupOutcome::Complete } else { BackupOutcome::Replaced },
-            target: to.to_string(),
+            target,
             snapshot: Some(report.snapshot.clone()),
             instances: report.counts.instances,
             signed,
@@ -385,11 +388,11 @@ fn record_status(
         Err(error) => BackupRun {
             finished_unix,
             outcome: BackupOutcome::Failed,
-            target: to.to_string(),
+            target,
             snapshot: None,
             instances: 0,
             signed,
-            error: Some(format!("{error:#}")),
+            error: Some(without_userinfo(&format!("{error:#}"))),
         },
     };
     if let Err(error) = BackupStatus::record(data_dir, run) {

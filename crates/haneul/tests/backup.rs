@@ -160,30 +160,44 @@ fn backups_beside_a_running_server_restore_to_byte_identical_archives() {
     }
     assert_eq!(snapshots(&backup_dir), vec![(first.clone(), true), (second.clone(), true)]);
 
-    // The running server shows the last backup, for monitoring; a run that
-    // wrote nothing is the last run, and the last success stays.
+    // The running server shows the last backup to each target, for
+    // monitoring; a run that wrote nothing is the last run there, and its
+    // last success stays. Another target has a status of its own.
+    let backups = |status: &serde_json::Value| status["backup"]["targets"].as_array().expect("targets").clone();
     let status = server.get("/api/status", "application/json").json();
-    assert_eq!(status["backup"]["last_success"]["snapshot"], second.as_str(), "{status:#}");
-    assert_eq!(status["backup"]["last_run"]["outcome"], "complete", "{status:#}");
-    assert!(status["backup"]["seconds_since_success"].as_i64().is_some_and(|age| (0..600).contains(&age)));
+    let targets = backups(&status);
+    assert_eq!(targets.len(), 1, "{status:#}");
+    assert_eq!(targets[0]["target"], backup_dir.display().to_string(), "{status:#}");
+    assert_eq!(targets[0]["last_success"]["snapshot"], second.as_str(), "{status:#}");
+    assert_eq!(targets[0]["last_run"]["outcome"], "complete", "{status:#}");
+    assert!(targets[0]["seconds_since_success"].as_i64().is_some_and(|age| (0..600).contains(&age)));
     let not_a_directory = work.path().join("not-a-directory");
     std::fs::write(&not_a_directory, b"a file").expect("file");
     let failed = run(haneul().args(["backup", "--config", &config, "--to"]).arg(&not_a_directory));
     assert_eq!(failed.status.code(), Some(2), "a backup into a file succeeded");
     let status = server.get("/api/status", "application/json").json();
-    assert_eq!(status["backup"]["last_run"]["outcome"], "failed", "{status:#}");
-    assert!(status["backup"]["last_run"]["error"].as_str().is_some_and(|error| !error.is_empty()), "{status:#}");
-    assert_eq!(status["backup"]["last_success"]["snapshot"], second.as_str(), "{status:#}");
+    let targets = backups(&status);
+    let failed = targets.iter().find(|target| target["target"] == not_a_directory.display().to_string());
+    let failed = failed.unwrap_or_else(|| panic!("no status for the failed target: {status:#}"));
+    assert_eq!(failed["last_run"]["outcome"], "failed", "{status:#}");
+    assert!(failed["last_run"]["error"].as_str().is_some_and(|error| !error.is_empty()), "{status:#}");
+    assert!(failed["last_success"].is_null(), "{status:#}");
+    let good = targets.iter().find(|target| target["target"] == backup_dir.display().to_string()).expect("first");
+    assert_eq!(good["last_success"]["snapshot"], second.as_str(), "{status:#}");
     let metrics = server.get("/metrics", "text/plain").text();
-    let gauge = |name: &str| -> f64 {
-        let line = metrics.lines().find(|line| line.starts_with(&format!("{name} "))).expect(name);
-        line[name.len()..].trim().parse().expect("a number")
+    let gauge = |name: &str, target: &Path| -> f64 {
+        let series = format!("{name}{{target=\"{}\"}} ", target.display());
+        let line = metrics.lines().find(|line| line.starts_with(&series)).unwrap_or_else(|| panic!("{series}"));
+        line[series.len()..].trim().parse().expect("a number")
     };
-    assert_eq!(gauge("haneul_backup_last_run_failed"), 1.0);
+    assert_eq!(gauge("haneul_backup_last_run_failed", &not_a_directory), 1.0);
+    assert_eq!(gauge("haneul_backup_last_run_failed", &backup_dir), 0.0);
+    assert_eq!(gauge("haneul_backup_last_success_timestamp_seconds", &not_a_directory), 0.0);
     assert_eq!(
-        gauge("haneul_backup_last_success_timestamp_seconds"),
-        status["backup"]["last_success"]["finished_unix"].as_f64().expect("a time")
+        gauge("haneul_backup_last_success_timestamp_seconds", &backup_dir),
+        good["last_success"]["finished_unix"].as_f64().expect("a time")
     );
+    assert!(metrics.contains("\nhaneul_backup_status_readable 1\n"), "{metrics}");
 
     // Point in time: the first snapshot holds exactly the first set.
     let at_first = work.path().join("at-first");

@@ -1002,10 +1002,10 @@ async function auth() {
   });
   // The test ran one backup into a file, which wrote nothing: said, and an alarm.
   const backupLine = await page.evaluate(() => {
-    const line = document.querySelector('[data-testid="replication-backup"]');
-    return { outcome: line.dataset.outcome, text: line.textContent, alarms: document.querySelector('[data-testid="replication-alarms"]').textContent };
+    const line = document.querySelector('[data-testid="replication-backup-target"]');
+    return { outcome: line?.dataset.outcome, text: line?.textContent, alarms: document.querySelector('[data-testid="replication-alarms"]').textContent };
   });
-  check(backupLine.outcome === 'failed' && /no snapshot written yet; the last run failed/.test(backupLine.text) && /backup: the last backup failed/.test(backupLine.alarms),
+  check(backupLine.outcome === 'failed' && /not-a-directory: no snapshot written yet; the last run failed/.test(backupLine.text) && /backup to \S*not-a-directory: the last backup failed/.test(backupLine.alarms),
     `the failed backup on the replication page: ${JSON.stringify(backupLine)}`);
   const refreshes = Number(await page.getAttribute(testid('replication-peers'), 'data-refreshes'));
   await waitInPage('the page refreshing itself', refreshes => Number(document.querySelector('[data-testid="replication-peers"]').dataset.refreshes) > refreshes, refreshes);
