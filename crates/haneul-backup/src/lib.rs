@@ -370,42 +370,16 @@ enum Stored {
     Problem(BackupProblem),
 }
 
-/// Back up the archive whose catalog is `catalog` (a shared database) and
-/// whose blobs are in `blobs`, with this node's audit trail in `audit_dir`,
-/// signed with `signing_key` if given.
-pub fn backup_shared_catalog(
-    catalog: &dyn Catalog,
-    blobs: &BlobStore,
-    audit_dir: Option<&Path>,
-    signing_key: Option<&SigningKey>,
-    target: &dyn Target,
-    scratch: &Path,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<BackupReport> {
-    backup(&Source { catalog, blobs, audit_dir, signing_key }, target, scratch, progress)
-}
-
-/// Back up the archive whose catalog is the file `catalog` and whose blobs
-/// are in `blobs`, with the audit trail in `audit_dir`, opening the catalog
-/// for reading only (beside a running server, and without the start-up
-/// recovery of a node).
-pub fn backup_files(
-    catalog: &Path,
-    blobs: &BlobStore,
-    audit_dir: Option<&Path>,
-    signing_key: Option<&SigningKey>,
-    target: &dyn Target,
-    scratch: &Path,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<BackupReport> {
+/// Open the embedded catalog file `catalog` for a backup: for reading only
+/// (beside a running server, and without the start-up recovery of a node).
+pub fn open_embedded_catalog(catalog: &Path) -> Result<std::sync::Arc<dyn Catalog>> {
     if !catalog.is_file() {
         return Err(BackupError::Io {
             what: format!("no archive at {}", catalog.parent().unwrap_or(catalog).display()),
             cause: io::Error::new(io::ErrorKind::NotFound, "no catalog"),
         });
     }
-    let catalog = haneul_catalog::SqliteCatalog::open_read_only(catalog)?;
-    backup(&Source { catalog: &catalog, blobs, audit_dir, signing_key }, target, scratch, progress)
+    Ok(std::sync::Arc::new(haneul_catalog::SqliteCatalog::open_read_only(catalog)?))
 }
 
 /// Make sure the target holds the content `expected` (size, digest; `digest`
@@ -487,15 +461,13 @@ fn backup_audit(
             continue;
         }
         let digest_hex = to_hex(&digest);
-        let what = path.display().to_string();
-        let stored = store_object(target, &digest_hex, &what, (size, digest), || {
-            // Not read above, and gone from the target since: the part that
-            // was complete then (the trail only grows), hashed again by the store.
-            if cached.is_some() {
-                copy_prefix(&path, &staged, size)?;
-            }
-            File::open(&staged).map(Some).map_err(io_error(format_args!("cannot read {}", staged.display())))
-        })?;
+        let stored = match cached {
+            // Its object was just found with its size: checked as any present object is.
+            Some(_) => check_existing(target, &object_key(&digest_hex), (size, digest), Presence::Found { size })?,
+            None => store_object(target, &digest_hex, &path.display().to_string(), (size, digest), || {
+                File::open(&staged).map(Some).map_err(io_error(format_args!("cannot read {}", staged.display())))
+            })?,
+        };
         match stored {
             Stored::Written => report.audit_written += 1,
             Stored::Present => {}
@@ -596,14 +568,6 @@ mod digest_hex {
     }
 }
 
-/// Copy the first `size` bytes of `source` into `staged`.
-fn copy_prefix(source: &Path, staged: &Path, size: u64) -> Result<()> {
-    let input = File::open(source).map_err(io_error(format_args!("cannot read {}", source.display())))?;
-    let mut output = File::create(staged).map_err(io_error(format_args!("cannot create {}", staged.display())))?;
-    io::copy(&mut input.take(size), &mut output).map_err(io_error(format_args!("cannot copy {}", source.display())))?;
-    Ok(())
-}
-
 /// Copy `source` into `staged` up to and including its last newline,
 /// hashing what is copied; the size and digest of the copy.
 fn copy_complete_lines(source: &Path, staged: &Path) -> Result<(u64, [u8; 32])> {
@@ -615,10 +579,9 @@ fn copy_complete_lines(source: &Path, staged: &Path) -> Result<(u64, [u8; 32])> 
     let mut pending = Vec::new();
     let mut size = 0u64;
     loop {
-        let n = match input.read(&mut buffer) {
+        let n = match read_some(&mut input, &mut buffer) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(io_error(format_args!("cannot read {}", source.display()))(error)),
         };
         let chunk = &buffer[..n];
@@ -712,6 +675,16 @@ fn hash_reader(reader: &mut dyn Read) -> io::Result<(u64, [u8; 32])> {
     copy_and_hash(reader, &mut io::sink()).map_err(|(_, error)| error)
 }
 
+/// One `read` into `buffer`, tried again when interrupted by a signal.
+fn read_some(reader: &mut dyn Read, buffer: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match reader.read(buffer) {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
 /// Which side of a copy failed.
 enum Side {
     Read,
@@ -726,10 +699,9 @@ fn copy_and_hash(
     let mut buffer = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = match reader.read(&mut buffer) {
+        let n = match read_some(reader, &mut buffer) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err((Side::Read, error)),
         };
         hasher.update(&buffer[..n]);
@@ -1015,12 +987,10 @@ fn hash_manifest(target: &dyn Target, snapshot: &str) -> io::Result<Option<(Mani
     let mut len = 0u64;
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let n = match reader.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error),
-        };
+        let n = read_some(reader.as_mut(), &mut buffer)?;
+        if n == 0 {
+            break;
+        }
         hasher.update(&buffer[..n]);
         len += n as u64;
         if len > MANIFEST_BUFFER_LIMIT {

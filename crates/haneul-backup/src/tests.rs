@@ -75,6 +75,13 @@ fn layout(dir: &Path) -> Layout {
     }
 }
 
+/// An empty backup directory and the target on it.
+fn dir_target() -> (tempfile::TempDir, DirTarget) {
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let target = DirTarget::open(backup_dir.path()).expect("target");
+    (backup_dir, target)
+}
+
 fn object_path(target: &DirTarget, content: &[u8]) -> PathBuf {
     target.path_of(&object_key(&to_hex(blake3::hash(content).as_bytes()))).expect("object path")
 }
@@ -87,8 +94,7 @@ fn backup_and_restore_give_the_same_blobs_and_catalog_references() {
     let new = archive.store("1.2", b"second instance, new version");
     archive.store("1.3", b"first instance"); // same bytes as 1.1: one object
     let conflict = archive.store_with("1.3", b"a peer's other version", DuplicatePolicy::KeepBoth);
-    let backup_dir = tempfile::tempdir().expect("tempdir");
-    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let (_backup_dir, target) = dir_target();
     let report = archive.backup(&target).expect("backup");
     assert_eq!(report.objects_written, 4);
     assert_eq!(report.objects_present, 0);
@@ -121,8 +127,7 @@ fn backup_and_restore_give_the_same_blobs_and_catalog_references() {
 fn second_backup_writes_only_new_objects_and_leaves_old_ones_untouched() {
     let archive = Archive::new();
     archive.store("1.1", b"one");
-    let backup_dir = tempfile::tempdir().expect("tempdir");
-    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let (_backup_dir, target) = dir_target();
     let first = archive.backup(&target).expect("first backup");
     let object = object_path(&target, b"one");
     let before = fs::metadata(&object).expect("object");
@@ -151,8 +156,7 @@ fn second_backup_writes_only_new_objects_and_leaves_old_ones_untouched() {
 fn an_object_that_differs_is_refused_and_stays_as_it_is() {
     let archive = Archive::new();
     archive.store("1.1", b"original bytes");
-    let backup_dir = tempfile::tempdir().expect("tempdir");
-    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let (_backup_dir, target) = dir_target();
     archive.backup(&target).expect("first backup");
     let object = object_path(&target, b"original bytes");
     fs::set_permissions(&object, fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -178,8 +182,7 @@ fn an_archive_file_that_fails_its_digest_is_not_backed_up() {
     let archive = Archive::new();
     let path = archive.store("1.1", b"good bytes");
     fs::write(archive.blobs.path_of(&path).expect("path"), b"rotten byte").expect("corrupt");
-    let backup_dir = tempfile::tempdir().expect("tempdir");
-    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let (_backup_dir, target) = dir_target();
     let error = archive.backup(&target).expect_err("a corrupt archive file must fail the run");
     let BackupError::Problems(problems) = &error else { panic!("unexpected error {error}") };
     assert_eq!(problems, &[BackupProblem::SourceMismatch { path }]);
@@ -197,8 +200,7 @@ fn restore_refuses_a_non_empty_directory_and_reports_every_bad_object() {
     let kept = archive.store("1.1", b"kept");
     let lost = archive.store("1.2", b"lost");
     let damaged = archive.store("1.3", b"damaged");
-    let backup_dir = tempfile::tempdir().expect("tempdir");
-    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let (_backup_dir, target) = dir_target();
     archive.backup(&target).expect("backup");
     let manifest = choose_snapshot(&target, None, None).expect("snapshot").manifest;
 
@@ -351,8 +353,7 @@ fn a_restore_reads_the_first_good_version_of_an_object_changed_since() {
     let replaced = archive.store("1.1", b"replaced later");
     let hidden = archive.store("1.2", b"hidden later");
     let lost = archive.store("1.3", b"lost for good");
-    let backup_dir = tempfile::tempdir().expect("tempdir");
-    let current = DirTarget::open(backup_dir.path()).expect("target");
+    let (_backup_dir, current) = dir_target();
     archive.backup(&current).expect("backup");
     let manifest = choose_snapshot(&current, None, None).expect("snapshot").manifest;
     let catalog_key = format!("snapshots/{}/catalog.sqlite", manifest.snapshot);
@@ -419,8 +420,7 @@ fn a_backup_goes_on_past_an_object_replaced_when_its_version_as_written_is_kept(
 fn backup_past_a_replaced_object(rereads: bool) {
     let archive = Archive::new();
     let path = archive.store("1.1", b"written by haneul");
-    let backup_dir = tempfile::tempdir().expect("tempdir");
-    let current = DirTarget::open(backup_dir.path()).expect("target");
+    let (_backup_dir, current) = dir_target();
     archive.backup(&current).expect("first backup");
     let object = object_path(&current, b"written by haneul");
     fs::set_permissions(&object, fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -468,8 +468,7 @@ enum Forged {
 fn with_a_key_restores_take_only_snapshots_signed_with_it() {
     let archive = Archive::new();
     archive.store("1.1", b"the hospital's instance");
-    let backup_dir = tempfile::tempdir().expect("tempdir");
-    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let (_backup_dir, target) = dir_target();
     let keys = tempfile::tempdir().expect("keys");
     let key = SigningKey::create_files(&keys.path().join("backup.key")).expect("key");
     let verify = key.verify_key();
@@ -581,8 +580,7 @@ fn the_audit_trail_is_backed_up_to_its_last_complete_record_and_restored() {
     let today = audit_dir.join("audit-2026-11-23.jsonl");
     fs::write(&today, b"{\"seq\":3}\n{\"seq\":4,\"act").expect("today");
     fs::write(audit_dir.join(".writer.lock"), b"").expect("lock file");
-    let backup_dir = tempfile::tempdir().expect("tempdir");
-    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let (_backup_dir, target) = dir_target();
     let scratch = tempfile::tempdir().expect("scratch");
     let source =
         Source { catalog: &archive.catalog, blobs: &archive.blobs, audit_dir: Some(&audit_dir), signing_key: None };
@@ -637,8 +635,7 @@ fn trail_files_unchanged_since_the_last_backup_are_not_read_again() {
     fs::create_dir(&audit_dir).expect("audit dir");
     let past = audit_dir.join("audit-2026-11-22.jsonl");
     fs::write(&past, b"{\"seq\":1}\n").expect("past day");
-    let backup_dir = tempfile::tempdir().expect("tempdir");
-    let target = DirTarget::open(backup_dir.path()).expect("target");
+    let (_backup_dir, target) = dir_target();
     let scratch = tempfile::tempdir().expect("scratch");
     let source =
         Source { catalog: &archive.catalog, blobs: &archive.blobs, audit_dir: Some(&audit_dir), signing_key: None };

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use haneul_backup::{
     BackupError, BucketTarget, Chosen, DirTarget, Layout, Manifest, PassedOver, RestoreProblem, SigningKey,
-    SnapshotState, Target, VerifyKey,
+    SnapshotState, Source, Target, VerifyKey,
 };
 use haneul_core::backup_status::{without_userinfo, BackupOutcome, BackupRun, BackupStatus};
 use haneul_core::{
@@ -318,31 +318,18 @@ fn write_snapshot(args: &RunArgs, to: &str, config: &crate::config::Config) -> a
     let blobs = open_blob_store(&data_dir, &blob_config, false).context("cannot open the blob store")?;
     // This node's audit trail goes with the archive: it says who saw and changed what.
     let audit_dir = data_dir.join(audit::AUDIT_DIR);
-    let report = match config.catalog.location()? {
-        CatalogLocation::Embedded => haneul_backup::backup_files(
-            &data_dir.join(CATALOG_FILE),
-            &blobs,
-            Some(&audit_dir),
-            signing_key,
-            target,
-            &scratch,
-            &mut show,
-        ),
-        // The snapshot of a PostgreSQL catalog is a SQLite catalog, so
-        // a restore gives an archive on the embedded default.
-        location => {
-            let catalog = location.open(&data_dir).context("cannot open the catalog")?;
-            haneul_backup::backup_shared_catalog(
-                catalog.as_ref(),
-                &blobs,
-                Some(&audit_dir),
-                signing_key,
-                target,
-                &scratch,
-                &mut show,
-            )
+    // The snapshot of a PostgreSQL catalog is a SQLite catalog, so a
+    // restore gives an archive on the embedded default.
+    let catalog = match config.catalog.location()? {
+        CatalogLocation::Embedded => {
+            haneul_backup::open_embedded_catalog(&data_dir.join(CATALOG_FILE)).map_err(anyhow::Error::from)
         }
+        location => location.open(&data_dir).context("cannot open the catalog"),
     };
+    let report = catalog.and_then(|catalog| {
+        let source = Source { catalog: catalog.as_ref(), blobs: &blobs, audit_dir: Some(&audit_dir), signing_key };
+        Ok(haneul_backup::backup(&source, target, &scratch, &mut show)?)
+    });
     progress.finish_and_clear();
     // A backup reads every patient's data: an export, attributed to whoever ran it.
     let entry = match &report {
