@@ -288,11 +288,18 @@ impl Migrations {
                 .await?;
         }
         let working_phase = if state.verify_only { MigrationPhase::Verifying } else { MigrationPhase::Migrating };
-        // A study is fetched, then verified in a task of its own, so that its
-        // slot takes the next study at once: the verification's round trips
-        // to the source (a C-FIND at IMAGE level) overlap the next fetch.
+        // A study is fetched, then verified in a task of its own. A verification
+        // that queries the source (a C-FIND at IMAGE level on an association of
+        // its own, or DICOMweb requests) keeps its study's slot: fetches and such
+        // queries together stay within the associations allowed for the source,
+        // which a legacy PACS serves with a fixed pool of workers (Orthanc's
+        // default is 4). One that needs nothing from the source frees the slot at once.
         let mut fetching: JoinSet<(MigrationStudy, Result<Fetched, String>)> = JoinSet::new();
-        let mut verifying: JoinSet<(String, Result<(), String>)> = JoinSet::new();
+        let mut verifying: JoinSet<Result<(), String>> = JoinSet::new();
+        // Each verification's study and whether it holds a slot, by task, so
+        // that even a task that panicked gives both back.
+        let mut verifications: HashMap<tokio::task::Id, (String, bool)> = HashMap::new();
+        let mut querying = 0usize;
         let mut in_flight: HashSet<String> = HashSet::new();
         // Fetched studies not verified yet (a run stopped between the two) are verified first, in UID order.
         let mut done_cursor: Option<String> = Some(String::new());
@@ -303,7 +310,7 @@ impl Migrations {
                 return Ok(MigrationPhase::Paused);
             }
             let allowed = parallel_at(&source.windows, source.parallel, local_minute_now());
-            let verify_free = allowed.saturating_sub(verifying.len());
+            let verify_free = allowed.saturating_sub(fetching.len() + querying);
             if verify_free > 0 {
                 if let Some(after) = done_cursor.take() {
                     let page = self
@@ -315,15 +322,16 @@ impl Migrations {
                         if !in_flight.insert(study.study_uid.clone()) {
                             continue;
                         }
+                        let queries = context.verification_queries_source(false);
+                        querying += usize::from(queries);
                         let context = Arc::clone(&context);
-                        verifying.spawn(async move {
-                            let result = context.verify_study(&study, false, None).await;
-                            (study.study_uid, result)
-                        });
+                        let uid = study.study_uid.clone();
+                        let task = verifying.spawn(async move { context.verify_study(&study, false, None).await });
+                        verifications.insert(task.id(), (uid, queries));
                     }
                 }
             }
-            let fetch_free = allowed.saturating_sub(fetching.len());
+            let fetch_free = allowed.saturating_sub(fetching.len() + querying);
             if done_cursor.is_none() && fetch_free > 0 && !state.verify_only {
                 let claimed = self
                     .archive
@@ -362,11 +370,13 @@ impl Migrations {
                     match result {
                         Ok(fetched) => {
                             self.update_progress(&name, |p| p.fetched_this_run += fetched.count);
+                            let queries = context.verification_queries_source(fetched.listed.is_some());
+                            querying += usize::from(queries);
                             let context = Arc::clone(&context);
-                            verifying.spawn(async move {
-                                let result = context.verify_study(&study, true, fetched.listed).await;
-                                (study.study_uid, result)
-                            });
+                            let uid = study.study_uid.clone();
+                            let task = verifying
+                                .spawn(async move { context.verify_study(&study, true, fetched.listed).await });
+                            verifications.insert(task.id(), (uid, queries));
                         }
                         Err(error) => {
                             in_flight.remove(&study.study_uid);
@@ -374,10 +384,16 @@ impl Migrations {
                         }
                     }
                 }
-                Some(joined) = verifying.join_next(), if !verifying.is_empty() => {
-                    let Ok((uid, result)) = joined else { continue };
-                    in_flight.remove(&uid);
-                    if let Err(error) = result {
+                Some(joined) = verifying.join_next_with_id(), if !verifying.is_empty() => {
+                    let (task, result) = match joined {
+                        Ok((task, result)) => (task, Some(result)),
+                        Err(error) => (error.id(), None),
+                    };
+                    if let Some((uid, queried)) = verifications.remove(&task) {
+                        in_flight.remove(&uid);
+                        querying -= usize::from(queried);
+                    }
+                    if let Some(Err(error)) = result {
                         self.update_progress(&name, |p| p.last_error = Some(error));
                     }
                 }
@@ -607,6 +623,7 @@ impl RunContext {
         let name = &self.source.name;
         let uid = &study.study_uid;
         self.rate.acquire(study.expected_instances.unwrap_or(1).max(1) as f64).await;
+        let started = Instant::now();
         let fetched = match self.fetch(study).await {
             Ok(fetched) => fetched,
             Err(FetchError { detail, retriable }) => {
@@ -625,9 +642,18 @@ impl RunContext {
                 return Err(format!("study {uid}: {detail}"));
             }
         };
+        let fetch_ms = started.elapsed().as_millis();
         let update = MigrationUpdate { state: Some(MigrationState::Done), ..MigrationUpdate::default() };
         self.archive.migration_update(name, uid, update).await.map_err(|e| e.to_string())?;
+        tracing::debug!(source = %name, study_uid = %uid, instances = fetched.count, fetch_ms,
+            recorded_ms = started.elapsed().as_millis() - fetch_ms, "study fetched");
         Ok(fetched)
+    }
+
+    /// Whether verifying a study asks the source for its listing (`listed`:
+    /// the fetch brought one); a folder's listing is its index, read here.
+    fn verification_queries_source(&self, listed: bool) -> bool {
+        !listed && !matches!(self.source.fetch, Fetch::Folder { .. })
     }
 
     /// Verify one study (`just_fetched`: by this run, with the source's
@@ -639,7 +665,11 @@ impl RunContext {
         listed: Option<BTreeSet<String>>,
     ) -> Result<(), String> {
         let uid = &study.study_uid;
-        let Err(error) = self.verify(study, just_fetched, listed).await else { return Ok(()) };
+        let started = Instant::now();
+        let verified = self.verify(study, just_fetched, listed).await;
+        tracing::debug!(source = %self.source.name, study_uid = %uid, verify_ms = started.elapsed().as_millis(),
+            ok = verified.is_ok(), "study verified");
+        let Err(error) = verified else { return Ok(()) };
         // Left `done`, the study would keep the run from ever finishing: it is
         // fetched (harmlessly) and verified again once its retry time comes.
         let update = MigrationUpdate {
@@ -656,7 +686,10 @@ impl RunContext {
 
     async fn fetch(&self, study: &MigrationStudy) -> Result<Fetched, FetchError> {
         let count = match &self.source.fetch {
-            Fetch::DicomMove { node, destination, .. } => move_study(node, destination, &study.study_uid).await?,
+            Fetch::DicomMove { node, destination, .. } => {
+                let moved = move_study(node, destination, &study.study_uid).await?;
+                return Ok(Fetched { count: moved.count, listed: moved.listed });
+            }
             Fetch::DicomGet { node, .. } => {
                 // Sent by the node: its AE title is what coercion rules are keyed by.
                 let origin = Origin { actor: node.ae_title.clone(), address: node.address(), ..self.origin.clone() };
@@ -838,36 +871,70 @@ impl RunContext {
     }
 }
 
-/// C-MOVE one study from `node` to `destination`; returns the instances sent.
+struct Moved {
+    /// Instances the node reported sent.
+    count: u64,
+    /// The study's SOP Instance UIDs as the node lists them right after the
+    /// move; none where that listing failed (the verification asks again).
+    listed: Option<BTreeSet<String>>,
+}
+
+/// C-MOVE one study from `node` to `destination`, then list its instances
+/// (C-FIND at IMAGE level) on the same association for the verification: one
+/// association per study, and the listing holds no slot of the node's on its own.
 /// The node's final answer comes after our C-STORE answers, each sent only once
 /// its instance was durable, so everything counted is stored.
-async fn move_study(node: &DicomNode, destination: &str, study_uid: &str) -> Result<u64, String> {
-    let proposed = [ProposedContext::new(sop::STUDY_ROOT_MOVE, &[EXPLICIT_LE, IMPLICIT_LE])];
+async fn move_study(node: &DicomNode, destination: &str, study_uid: &str) -> Result<Moved, String> {
+    let proposed = [
+        ProposedContext::new(sop::STUDY_ROOT_MOVE, &[EXPLICIT_LE, IMPLICIT_LE]),
+        ProposedContext::new(sop::STUDY_ROOT_FIND, &[EXPLICIT_LE, IMPLICIT_LE]),
+    ];
+    let started = Instant::now();
     let mut client = Client::connect(&node.address(), &node.request_params(), &proposed)
         .await
         .map_err(|error| format!("{node}: {error}"))?;
+    let connect_ms = started.elapsed().as_millis();
     let mut identifier = Dataset::new();
     identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "STUDY"));
     identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
-    let result = client.retrieve_move(InformationModel::StudyRoot, destination, &identifier).await;
-    let summary = match result {
-        Ok(summary) => {
-            let _ = client.release().await;
-            summary
-        }
+    let summary = match client.retrieve_move(InformationModel::StudyRoot, destination, &identifier).await {
+        Ok(summary) => summary,
         Err(error) => {
             client.abort().await;
             return Err(format!("C-MOVE from {}: {error}", node.ae_title));
         }
     };
+    let moved_ms = started.elapsed().as_millis();
     let succeeded = summary.status == status::SUCCESS || summary.status & 0xF000 == 0xB000;
+    let listed = match succeeded && summary.failed == 0 {
+        true => match walk::instances_of(&mut client, node, study_uid).await {
+            Ok(uids) => Some(uids.into_iter().collect()),
+            Err(error) => {
+                tracing::debug!(study_uid, %error, "listing the moved study on its association failed");
+                None
+            }
+        },
+        false => None,
+    };
+    let listed_ms = started.elapsed().as_millis();
+    // Released before the slot takes another study: the node never sees more
+    // associations than allowed, not even for a moment.
+    let _ = client.release().await;
+    tracing::debug!(
+        study_uid,
+        connect_ms,
+        move_ms = moved_ms - connect_ms,
+        list_ms = listed_ms - moved_ms,
+        release_ms = started.elapsed().as_millis() - listed_ms,
+        "study moved"
+    );
     if !succeeded || summary.failed > 0 {
         return Err(format!(
             "C-MOVE from {} ended with status {:#06x}: {} completed, {} failed, {} warnings",
             node.ae_title, summary.status, summary.completed, summary.failed, summary.warning
         ));
     }
-    Ok(u64::from(summary.completed) + u64::from(summary.warning))
+    Ok(Moved { count: u64::from(summary.completed) + u64::from(summary.warning), listed })
 }
 
 /// Instances per second for one source, over all its parallel studies.

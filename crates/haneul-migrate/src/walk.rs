@@ -261,8 +261,20 @@ pub async fn list_studies_with(
 
 /// SOP Instance UIDs of one study at `node` (C-FIND at IMAGE level).
 pub async fn study_instances(node: &DicomNode, study_uid: &str) -> Result<Vec<String>, WalkError> {
-    let refs = study_instance_refs(node, study_uid).await?;
-    Ok(refs.into_iter().map(|instance| instance.sop_uid).collect())
+    let mut client = connect(node).await?;
+    let result = instances_of(&mut client, node, study_uid).await;
+    release(client, node).await;
+    result
+}
+
+/// What a listing at IMAGE level asks for besides the instances' UIDs. A
+/// node may answer the UIDs from its database but read every instance's file
+/// for more (Orthanc 1.10 does for SOP Class UID), so only a fetch that needs
+/// the classes asks for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    UidsOnly,
+    WithSopClasses,
 }
 
 /// One instance as a node lists it at IMAGE level.
@@ -277,7 +289,7 @@ pub struct InstanceRef {
 /// The instances of one study at `node`, by series (C-FIND at IMAGE level).
 pub async fn study_instance_refs(node: &DicomNode, study_uid: &str) -> Result<Vec<InstanceRef>, WalkError> {
     let mut client = connect(node).await?;
-    let result = instance_refs_of(&mut client, node, study_uid).await;
+    let result = instance_refs_of(&mut client, node, study_uid, Listing::WithSopClasses).await;
     release(client, node).await;
     result
 }
@@ -287,7 +299,7 @@ pub(crate) async fn instances_of(
     node: &DicomNode,
     study_uid: &str,
 ) -> Result<Vec<String>, WalkError> {
-    let refs = instance_refs_of(client, node, study_uid).await?;
+    let refs = instance_refs_of(client, node, study_uid, Listing::UidsOnly).await?;
     let uids: BTreeSet<String> = refs.into_iter().map(|instance| instance.sop_uid).collect();
     Ok(uids.into_iter().collect())
 }
@@ -296,8 +308,9 @@ async fn instance_refs_of(
     client: &mut Client,
     node: &DicomNode,
     study_uid: &str,
+    listing: Listing,
 ) -> Result<Vec<InstanceRef>, WalkError> {
-    let (answers, code) = find(client, node, &image_identifier(study_uid, "")).await?;
+    let (answers, code) = find(client, node, &image_identifier(study_uid, "", listing)).await?;
     let mut refs: BTreeSet<InstanceRef> = answers.iter().filter_map(instance_ref).collect();
     if code == status::CANCEL {
         // The node capped the answers: ask series by series instead.
@@ -306,7 +319,7 @@ async fn instance_refs_of(
             return Err(node.error(format!("the series of study {study_uid} are more than the node answers")));
         }
         for series_uid in series_answers.iter().filter_map(|a| text(a, tags::SERIES_INSTANCE_UID)) {
-            let (answers, code) = find(client, node, &image_identifier(study_uid, &series_uid)).await?;
+            let (answers, code) = find(client, node, &image_identifier(study_uid, &series_uid, listing)).await?;
             if code == status::CANCEL {
                 return Err(node.error(format!("the instances of series {series_uid} are more than the node answers")));
             }
@@ -452,13 +465,15 @@ fn series_identifier(study_uid: &str) -> Dataset {
     identifier
 }
 
-fn image_identifier(study_uid: &str, series_uid: &str) -> Dataset {
+fn image_identifier(study_uid: &str, series_uid: &str, listing: Listing) -> Dataset {
     let mut identifier = Dataset::new();
     identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"));
     identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
     identifier.put(Element::text(tags::SERIES_INSTANCE_UID, VR::UI, series_uid));
     identifier.put(Element::empty(tags::SOP_INSTANCE_UID, VR::UI));
-    identifier.put(Element::empty(tags::SOP_CLASS_UID, VR::UI));
+    if listing == Listing::WithSopClasses {
+        identifier.put(Element::empty(tags::SOP_CLASS_UID, VR::UI));
+    }
     identifier
 }
 

@@ -256,3 +256,68 @@ fn inflate(deflated: &[u8]) -> Vec<u8> {
     flate2::read::DeflateDecoder::new(deflated).read_to_end(&mut inflated).expect("deflated data");
     inflated
 }
+
+/// A pynetdicom Query/Retrieve SCP playing a legacy PACS (`peers/pn_legacy.py`):
+/// generated studies, and a count of the C-FINDs and C-MOVEs it serves at once.
+struct CountingPacs {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    port: u16,
+}
+
+impl CountingPacs {
+    fn start(studies: usize, per_study: usize, haneul_port: u16) -> CountingPacs {
+        use std::io::BufRead;
+        let port = free_port();
+        let spec = serde_json::json!({
+            "ae_title": "LEGACY", "studies": studies, "per_study": per_study, "send_delay": 0.02,
+            "destinations": { "HANEUL": ["127.0.0.1", haneul_port] },
+        });
+        let mut child = Command::new(python())
+            .arg(peers_dir().join("pn_legacy.py"))
+            .args(["127.0.0.1", &port.to_string(), &spec.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start pn_legacy.py");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("peer stdout"));
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).expect("read the peer's first line");
+        assert!(ready.contains("\"ready\": true"), "pn_legacy.py did not start: {ready:?}");
+        CountingPacs { child, stdout, port }
+    }
+
+    /// Stop the peer; what it counted.
+    fn finish(mut self) -> serde_json::Value {
+        use std::io::BufRead;
+        drop(self.child.stdin.take());
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read the peer's counts");
+        assert!(self.child.wait().expect("wait for pn_legacy.py").success(), "pn_legacy.py failed");
+        serde_json::from_str(&line).unwrap_or_else(|error| panic!("counts {line:?}: {error}"))
+    }
+}
+
+#[test]
+fn a_migration_queries_the_legacy_pacs_over_no_more_associations_than_allowed() {
+    const STUDIES: usize = 6;
+    let haneul_port = free_port();
+    let legacy = CountingPacs::start(STUDIES, 5, haneul_port);
+    let source = format!(
+        "[[migration.source]]\nname = \"legacy\"\nae_title = \"LEGACY\"\nhost = \"127.0.0.1\"\nport = {}\nparallel = 2\n",
+        legacy.port
+    );
+    let server = Server::start_with_dicom_port(haneul_port, &source);
+    let output = migrate(&server, &["start", "legacy"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let status_now = status(&server, "legacy");
+    assert_eq!(status_now["counts"]["verified"], STUDIES, "{status_now:#}");
+    assert_eq!(server.instances().len(), STUDIES * 5);
+
+    // Each study's verification lists it (C-FIND at IMAGE level) within the
+    // two associations allowed, not beside two moves.
+    let counts = legacy.finish();
+    assert_eq!(counts["moves"], STUDIES, "{counts}");
+    assert!(counts["finds"].as_u64() > Some(STUDIES as u64), "a listing per study and the plan: {counts}");
+    assert_eq!(counts["most_operations_at_once"], 2, "{counts}");
+}

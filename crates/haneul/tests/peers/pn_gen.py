@@ -95,4 +95,5 @@ def main():
     emit({"files": files})
 
 
-main()
+if __name__ == "__main__":
+    main()

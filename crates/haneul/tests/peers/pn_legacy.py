@@ -1,0 +1,122 @@
+"""A legacy PACS for migration tests: a pynetdicom Query/Retrieve SCP (Study
+Root C-FIND and C-MOVE) holding generated studies, which counts the operations
+it serves at once.
+
+argv: HOST PORT SPEC_JSON {"ae_title": str, "studies": int, "per_study": int,
+   "destinations": {AE: [host, port]}, "send_delay": float (seconds per instance sent)}
+prints {"ready": true} once listening; when stdin closes, prints
+{"most_operations_at_once": int, "finds": int, "moves": int, "instances": int} and exits."""
+
+import sys
+import threading
+import time
+
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+from pynetdicom import evt
+from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
+                                  StudyRootQueryRetrieveInformationModelMove)
+
+sys.dont_write_bytecode = True  # importing pn_util must leave no __pycache__ in the tree
+from pn_gen import build, uid_maker
+from pn_util import emit, new_ae, spec
+
+
+class Operations:
+    """C-FINDs and C-MOVEs under way, and the most seen at once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = self.most = self.finds = self.moves = 0
+
+    def begin(self, kind):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            if kind == "find":
+                self.finds += 1
+            else:
+                self.moves += 1
+
+    def end(self):
+        with self.lock:
+            self.now -= 1
+
+
+def main():
+    host, port, s = sys.argv[1], int(sys.argv[2]), spec()
+    study_uid, series_uid, sop_uid = uid_maker(), uid_maker(), uid_maker()
+    studies = {}
+    for n in range(s["studies"]):
+        instances = []
+        for i in range(s["per_study"]):
+            ds = build({"patient_name": f"Legacy^Patient{n}", "patient_id": f"LEG{n}"},
+                       study_uid(n), series_uid(n), sop_uid(n * s["per_study"] + i))
+            ds.InstanceNumber = i + 1
+            instances.append(ds)
+        studies[study_uid(n)] = instances
+    operations = Operations()
+    delay = float(s.get("send_delay", 0))
+
+    def on_find(event):
+        operations.begin("find")
+        try:
+            query = event.identifier
+            level = str(query.QueryRetrieveLevel)
+            wanted = str(query.get("StudyInstanceUID", "") or "")
+            for uid, instances in studies.items():
+                if wanted and uid != wanted:
+                    continue
+                if level == "STUDY":
+                    first = instances[0]
+                    answer = Dataset()
+                    answer.QueryRetrieveLevel = "STUDY"
+                    for keyword in ("StudyInstanceUID", "StudyDate", "StudyTime", "PatientID", "PatientName"):
+                        setattr(answer, keyword, getattr(first, keyword))
+                    answer.NumberOfStudyRelatedInstances = len(instances)
+                    yield 0xFF00, answer
+                elif level == "IMAGE":
+                    for ds in instances:
+                        answer = Dataset()
+                        answer.QueryRetrieveLevel = "IMAGE"
+                        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+                            setattr(answer, keyword, getattr(ds, keyword))
+                        if "SOPClassUID" in query:
+                            answer.SOPClassUID = ds.SOPClassUID
+                        yield 0xFF00, answer
+        finally:
+            operations.end()
+
+    def on_move(event):
+        operations.begin("move")
+        try:
+            destination = s["destinations"].get(str(event.move_destination).strip())
+            if destination is None:
+                yield None, None
+                return
+            yield destination[0], destination[1]
+            instances = studies.get(str(event.identifier.get("StudyInstanceUID", "")), [])
+            yield len(instances)
+            for ds in instances:
+                if delay:
+                    time.sleep(delay)  # a busy archive, so that studies overlap
+                yield 0xFF00, ds
+        finally:
+            operations.end()
+
+    ae = new_ae(s.get("ae_title", "LEGACY"))
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
+    ae.add_requested_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)  # what build() makes
+    server = ae.start_server((host, port), block=False,
+                             evt_handlers=[(evt.EVT_C_FIND, on_find), (evt.EVT_C_MOVE, on_move)])
+    emit({"ready": True})
+    try:
+        sys.stdin.read()
+    finally:
+        server.shutdown()
+    emit({"most_operations_at_once": operations.most, "finds": operations.finds, "moves": operations.moves,
+          "instances": sum(len(instances) for instances in studies.values())})
+
+
+main()
