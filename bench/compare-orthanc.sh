@@ -58,7 +58,9 @@ if [[ -z "${SKIP_WEB:-}" ]]; then
         DICOMWEB_PLUGIN=$(dpkg -L orthanc-dicomweb | grep -m1 '/libOrthancDicomWeb\.so$')
     fi
 fi
-(cd "$ROOT" && cargo build --release -q -p haneul)
+# A machine without a toolchain (a lent benchmark host) brings its own release build.
+if command -v cargo >/dev/null; then (cd "$ROOT" && cargo build --release -q -p haneul); fi
+[[ -x $HANEUL ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 
 start_orthanc() {
     rm -rf "$WORK/orthanc"; mkdir -p "$WORK/orthanc"
@@ -100,6 +102,9 @@ record() { # system scenario json
 run_store() { # system port ae scenario args...
     local system=$1 port=$2 ae=$3 scenario=$4; shift 4
     local json
+    # Orthanc leaves its files to the kernel's writeback; flush them first, so
+    # the next measurement (Haneul's fsyncs above all) does not pay for them.
+    sync
     json=$("$HANEUL" bench store --target "127.0.0.1:$port" --called-ae "$ae" --json "$@")
     record "$system" "$scenario" "$json"
     echo "  $system $scenario: $(echo "$json" | python3 -c 'import json,sys; r=json.load(sys.stdin); l=r["latency"]; print("%.1f inst/s, %.1f MB/s, p50 %.2f ms, p95 %.2f ms, failures %d" % (r["instances_per_second"], r["megabytes_per_second"], l["p50_ms"], l["p95_ms"], r["failures"]))')"

@@ -11,7 +11,9 @@
 #
 #   cargo build --release && bench/migration.sh
 # Environment: ROUNDS (3), COUNT (2000), PER_STUDY instances per study (50),
-# KIND (small | ct), PARALLEL (4), METHOD (c-move | c-get).
+# KIND (small | ct), PARALLEL (4), METHOD (c-move | c-get); ORTHANC_THREADS sets
+# Orthanc's DicomThreadsCount (its default, 4, when unset); LOGS: a directory
+# that receives the last round's server logs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 HANEUL="$ROOT/target/release/haneul"
@@ -21,7 +23,7 @@ PER_STUDY=${PER_STUDY:-50}
 KIND=${KIND:-small}
 PARALLEL=${PARALLEL:-4}
 METHOD=${METHOD:-c-move}
-WORK=$(mktemp -d /tmp/haneul-migration-bench.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/haneul-migration-bench.XXXXXX")
 [[ -x $HANEUL ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 command -v Orthanc >/dev/null || { echo "install Debian's orthanc package first" >&2; exit 1; }
 
@@ -30,6 +32,7 @@ command -v Orthanc >/dev/null || { echo "install Debian's orthanc package first"
 ORTHANC_PORT=$(free_port); HANEUL_PORT=$(free_port); HANEUL_HTTP=$(free_port)
 ORTHANC_PID=; HANEUL_PID=
 cleanup() {
+    [[ -n ${LOGS:-} ]] && mkdir -p "$LOGS" && cp "$WORK"/*.log "$LOGS"/ 2>/dev/null
     [[ -n $ORTHANC_PID ]] && kill "$ORTHANC_PID" 2>/dev/null || true
     [[ -n $HANEUL_PID ]] && kill "$HANEUL_PID" 2>/dev/null || true
     wait 2>/dev/null || true
@@ -40,11 +43,14 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 start_orthanc() {
     rm -rf "$WORK/orthanc"; mkdir -p "$WORK/orthanc"
+    local threads=""
+    [[ -n ${ORTHANC_THREADS:-} ]] && threads="\"DicomThreadsCount\": $ORTHANC_THREADS,"
     cat > "$WORK/orthanc.json" <<JSON
 { "Name": "legacy", "StorageDirectory": "$WORK/orthanc", "IndexDirectory": "$WORK/orthanc",
   "DicomAet": "LEGACY", "DicomPort": $ORTHANC_PORT, "HttpServerEnabled": false,
   "DicomCheckCalledAet": false, "DicomAlwaysAllowStore": true, "DicomAlwaysAllowFind": true,
-  "DicomAlwaysAllowMove": true, "DicomModalities": { "haneul": ["HANEUL", "127.0.0.1", $HANEUL_PORT] } }
+  "DicomAlwaysAllowMove": true, $threads
+  "DicomModalities": { "haneul": ["HANEUL", "127.0.0.1", $HANEUL_PORT] } }
 JSON
     # Orthanc 1.10 networks through DCMTK, which disables Nagle only when told so.
     TCP_NODELAY=1 Orthanc "$WORK/orthanc.json" >"$WORK/orthanc.log" 2>&1 &
@@ -75,9 +81,19 @@ store_rate() { # port called-ae → instances per second
         python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["failures"] == 0, r; print(r["instances_per_second"])'
 }
 
+# Haneul's own mean time per stored instance, from its last received byte to
+# durable and catalogued (its metrics): the same in both parts of a round means
+# the difference in rate lies with the sender.
+own_ms() { # token
+    curl -sf -H "Authorization: Bearer $1" "http://127.0.0.1:$HANEUL_HTTP/metrics" | awk '
+        $1 == "haneul_ingest_seconds_sum" { sum = $2 } $1 == "haneul_ingest_seconds_count" { count = $2 }
+        END { if (count) printf "%.3f\n", 1000 * sum / count }'
+}
+
 ingest_round() { # round
     start_haneul "$WORK/haneul-ingest-$1"
     local rate; rate=$(store_rate "$HANEUL_PORT" HANEUL)
+    own_ms "$("$HANEUL" token create admin --name bench --data "$WORK/haneul-ingest-$1" 2>/dev/null)" >>"$WORK/own-ingest"
     stop "$HANEUL_PID"; HANEUL_PID=
     rm -rf "$WORK/haneul-ingest-$1"
     echo "$rate"
@@ -89,6 +105,7 @@ migration_round() { # round
     token=$("$HANEUL" token create admin --name bench --data "$WORK/haneul-migrate-$1" 2>/dev/null)
     HANEUL_TOKEN=$token "$HANEUL" migrate start legacy --server "http://127.0.0.1:$HANEUL_HTTP" \
         --json >"$WORK/report.json" 2>/dev/null || { echo "migration incomplete, see $WORK/report.json" >&2; exit 1; }
+    own_ms "$token" >>"$WORK/own-migration"
     stop "$HANEUL_PID"; HANEUL_PID=
     rm -rf "$WORK/haneul-migrate-$1"
     python3 - "$WORK/report.json" "$COUNT" <<'PY'
@@ -105,20 +122,29 @@ ingest=(); migration=()
 for round in $(seq 1 "$ROUNDS"); do
     start_orthanc
     store_rate "$ORTHANC_PORT" LEGACY >/dev/null
+    # Orthanc leaves its files to the kernel's writeback: flush them now, not
+    # during whichever measurement comes first.
+    sync
     if (( round % 2 )); then
-        ingest+=("$(ingest_round "$round")"); migration+=("$(migration_round "$round")")
+        ingest+=("$(ingest_round "$round")"); sync; migration+=("$(migration_round "$round")")
     else
-        migration+=("$(migration_round "$round")"); ingest+=("$(ingest_round "$round")")
+        migration+=("$(migration_round "$round")"); sync; ingest+=("$(ingest_round "$round")")
     fi
     stop "$ORTHANC_PID"; ORTHANC_PID=
     printf 'round %d: Haneul C-STORE ingest %.0f instances/s, migration from Orthanc %.0f instances/s\n' \
         "$round" "${ingest[-1]}" "${migration[-1]}"
 done
-python3 - "${ingest[*]}" "${migration[*]}" "$COUNT" "$KIND" "$PARALLEL" "$METHOD" <<'PY'
+python3 - "${ingest[*]}" "${migration[*]}" "$COUNT" "$KIND" "$PARALLEL" "$METHOD" \
+    "$(cat "$WORK/own-ingest")" "$(cat "$WORK/own-migration")" <<'PY'
 import statistics, sys
 ingest = [float(x) for x in sys.argv[1].split()]
 migration = [float(x) for x in sys.argv[2].split()]
 i, m = statistics.median(ingest), statistics.median(migration)
 print(f"{sys.argv[3]} {sys.argv[4]} instances, {sys.argv[5]} associations ({sys.argv[6]}), medians of {len(ingest)} rounds:")
 print(f"  Haneul C-STORE ingest {i:.0f}/s, migration from Orthanc {m:.0f}/s, ratio {m / i:.2f} (target >= 0.80)")
+own_ingest = [float(x) for x in sys.argv[7].split()]
+own_migration = [float(x) for x in sys.argv[8].split()]
+if own_ingest and own_migration:
+    print(f"  Haneul's own time per stored instance: ingest {statistics.median(own_ingest):.3f} ms, "
+          f"migration {statistics.median(own_migration):.3f} ms")
 PY

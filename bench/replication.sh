@@ -16,7 +16,7 @@ HANEUL="$ROOT/target/release/haneul"
 ROUNDS=${ROUNDS:-3}
 COUNT=${COUNT:-1000}
 RESYNC=${RESYNC:-10000}
-WORK=$(mktemp -d /tmp/haneul-replication-bench.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/haneul-replication-bench.XXXXXX")
 B_ROOT=${B_ROOT:-$WORK}
 data_dir() { # name
     if [[ $1 == b ]]; then echo "$B_ROOT/b"; else echo "$WORK/$1"; fi
