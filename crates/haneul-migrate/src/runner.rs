@@ -68,7 +68,7 @@ impl Fetch {
 pub struct Source {
     pub name: String,
     pub fetch: Fetch,
-    /// Studies fetched at once (associations) outside every window.
+    /// Associations to the source at once (fetches and verification queries) outside every window.
     pub parallel: usize,
     pub windows: Vec<Window>,
     /// Instances per second at most; 0: no limit.
@@ -310,7 +310,10 @@ impl Migrations {
                 return Ok(MigrationPhase::Paused);
             }
             let allowed = parallel_at(&source.windows, source.parallel, local_minute_now());
-            let verify_free = allowed.saturating_sub(fetching.len() + querying);
+            // Studies a stopped run left fetched are verified first, before any
+            // fetch: at most `allowed` at once, whether or not they query the
+            // source (a folder's verification reads and hashes every file).
+            let verify_free = allowed.saturating_sub(fetching.len() + verifying.len());
             if verify_free > 0 {
                 if let Some(after) = done_cursor.take() {
                     let page = self
@@ -906,20 +909,27 @@ async fn move_study(node: &DicomNode, destination: &str, study_uid: &str) -> Res
     };
     let moved_ms = started.elapsed().as_millis();
     let succeeded = summary.status == status::SUCCESS || summary.status & 0xF000 == 0xB000;
-    let listed = match succeeded && summary.failed == 0 {
-        true => match walk::instances_of(&mut client, node, study_uid).await {
-            Ok(uids) => Some(uids.into_iter().collect()),
+    let mut listed = None;
+    let mut usable = true;
+    if succeeded && summary.failed == 0 {
+        match walk::instances_of(&mut client, node, study_uid).await {
+            Ok(uids) => listed = Some(uids.into_iter().collect()),
             Err(error) => {
+                // The verification asks again on an association of its own.
                 tracing::debug!(study_uid, %error, "listing the moved study on its association failed");
-                None
+                usable = false;
             }
-        },
-        false => None,
-    };
+        }
+    }
     let listed_ms = started.elapsed().as_millis();
-    // Released before the slot takes another study: the node never sees more
-    // associations than allowed, not even for a moment.
-    let _ = client.release().await;
+    // Ended before the slot takes another study: the node never sees more
+    // associations than allowed, not even for a moment. A node that went
+    // silent gets an abort, and one that never answers the release its timeout.
+    if usable {
+        walk::release(client, node).await;
+    } else {
+        client.abort().await;
+    }
     tracing::debug!(
         study_uid,
         connect_ms,

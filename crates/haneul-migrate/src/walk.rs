@@ -488,9 +488,12 @@ pub(crate) async fn connect(node: &DicomNode) -> Result<Client, WalkError> {
         .map_err(|error| node.error(format!("association: {error}")))
 }
 
+/// Release an association, waiting at most the node's timeout for its answer.
 pub(crate) async fn release(client: Client, node: &DicomNode) {
-    if let Err(error) = client.release().await {
-        tracing::debug!(node = %node, %error, "association release failed");
+    match tokio::time::timeout(node.timeout, client.release()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(node = %node, %error, "association release failed"),
+        Err(_) => tracing::debug!(node = %node, "association release not answered in time"),
     }
 }
 

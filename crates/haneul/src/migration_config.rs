@@ -61,7 +61,8 @@ pub struct MigrationSourceConfig {
     /// PEM authorities of an https service's certificate (dicomweb); default: the system's.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// Studies fetched at once (associations to the node) outside every window.
+    /// Associations to the node at once (a study's move with its listing, or a
+    /// verification's query) outside every window.
     #[serde(default = "four")]
     pub parallel: usize,
     /// Times of day (server's local time) with another number of associations,

@@ -1,7 +1,8 @@
 //! `haneul migrate`: studies taken from a legacy archive into a running
 //! server, followed, verified and reported. The folder source here (a folder
 //! tree of files, as on DICOMDIR media); the DICOM source against Orthanc
-//! playing the legacy PACS is in the second half.
+//! playing the legacy PACS is in the second half, and at the end against a
+//! pynetdicom legacy PACS that counts the operations it serves at once.
 
 mod common;
 
@@ -288,7 +289,7 @@ impl CountingPacs {
     }
 
     /// Stop the peer; what it counted.
-    fn finish(mut self) -> serde_json::Value {
+    fn finish(&mut self) -> serde_json::Value {
         use std::io::BufRead;
         drop(self.child.stdin.take());
         let mut line = String::new();
@@ -298,11 +299,19 @@ impl CountingPacs {
     }
 }
 
+impl Drop for CountingPacs {
+    /// A test that failed half-way leaves no peer running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn a_migration_queries_the_legacy_pacs_over_no_more_associations_than_allowed() {
     const STUDIES: usize = 6;
     let haneul_port = free_port();
-    let legacy = CountingPacs::start(STUDIES, 5, haneul_port);
+    let mut legacy = CountingPacs::start(STUDIES, 5, haneul_port);
     let source = format!(
         "[[migration.source]]\nname = \"legacy\"\nae_title = \"LEGACY\"\nhost = \"127.0.0.1\"\nport = {}\nparallel = 2\n",
         legacy.port
