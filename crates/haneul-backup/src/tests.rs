@@ -82,6 +82,15 @@ fn dir_target() -> (tempfile::TempDir, DirTarget) {
     (backup_dir, target)
 }
 
+/// An archive holding one instance, with an empty audit trail directory.
+fn archive_with_trail_dir() -> (Archive, PathBuf) {
+    let archive = Archive::new();
+    archive.store("1.1", b"an instance");
+    let audit_dir = archive.dir.path().join("audit");
+    fs::create_dir(&audit_dir).expect("audit dir");
+    (archive, audit_dir)
+}
+
 fn object_path(target: &DirTarget, content: &[u8]) -> PathBuf {
     target.path_of(&object_key(&to_hex(blake3::hash(content).as_bytes()))).expect("object path")
 }
@@ -570,10 +579,7 @@ fn with_a_key_restores_take_only_snapshots_signed_with_it() {
 
 #[test]
 fn the_audit_trail_is_backed_up_to_its_last_complete_record_and_restored() {
-    let archive = Archive::new();
-    archive.store("1.1", b"an instance");
-    let audit_dir = archive.dir.path().join("audit");
-    fs::create_dir(&audit_dir).expect("audit dir");
+    let (archive, audit_dir) = archive_with_trail_dir();
     let past_day = b"{\"seq\":1}\n{\"seq\":2}\n".to_vec();
     fs::write(audit_dir.join("audit-2026-11-22.jsonl"), &past_day).expect("past day");
     // Today's file, with a record half written as the backup reads it.
@@ -629,10 +635,7 @@ fn the_audit_trail_is_backed_up_to_its_last_complete_record_and_restored() {
 
 #[test]
 fn trail_files_unchanged_since_the_last_backup_are_not_read_again() {
-    let archive = Archive::new();
-    archive.store("1.1", b"an instance");
-    let audit_dir = archive.dir.path().join("audit");
-    fs::create_dir(&audit_dir).expect("audit dir");
+    let (archive, audit_dir) = archive_with_trail_dir();
     let past = audit_dir.join("audit-2026-11-22.jsonl");
     fs::write(&past, b"{\"seq\":1}\n").expect("past day");
     let (_backup_dir, target) = dir_target();

@@ -526,7 +526,7 @@ fn retry_delay(first: Duration, attempt: u32) -> Duration {
 struct Fetched {
     /// Instances stored.
     count: u64,
-    /// The source's SOP Instance UIDs, where the fetch had to list them anyway.
+    /// The source's SOP Instance UIDs where the fetch listed them (a C-GET before, a C-MOVE after).
     listed: Option<BTreeSet<String>>,
 }
 
@@ -690,8 +690,7 @@ impl RunContext {
     async fn fetch(&self, study: &MigrationStudy) -> Result<Fetched, FetchError> {
         let count = match &self.source.fetch {
             Fetch::DicomMove { node, destination, .. } => {
-                let moved = move_study(node, destination, &study.study_uid).await?;
-                return Ok(Fetched { count: moved.count, listed: moved.listed });
+                return Ok(move_study(node, destination, &study.study_uid).await?)
             }
             Fetch::DicomGet { node, .. } => {
                 // Sent by the node: its AE title is what coercion rules are keyed by.
@@ -874,20 +873,13 @@ impl RunContext {
     }
 }
 
-struct Moved {
-    /// Instances the node reported sent.
-    count: u64,
-    /// The study's SOP Instance UIDs as the node lists them right after the
-    /// move; none where that listing failed (the verification asks again).
-    listed: Option<BTreeSet<String>>,
-}
-
 /// C-MOVE one study from `node` to `destination`, then list its instances
-/// (C-FIND at IMAGE level) on the same association for the verification: one
+/// (C-FIND at IMAGE level) on the same association for the verification (none
+/// where that listing failed: the verification asks again): one
 /// association per study, and the listing holds no slot of the node's on its own.
 /// The node's final answer comes after our C-STORE answers, each sent only once
 /// its instance was durable, so everything counted is stored.
-async fn move_study(node: &DicomNode, destination: &str, study_uid: &str) -> Result<Moved, String> {
+async fn move_study(node: &DicomNode, destination: &str, study_uid: &str) -> Result<Fetched, String> {
     let proposed = [
         ProposedContext::new(sop::STUDY_ROOT_MOVE, &[EXPLICIT_LE, IMPLICIT_LE]),
         ProposedContext::new(sop::STUDY_ROOT_FIND, &[EXPLICIT_LE, IMPLICIT_LE]),
@@ -944,7 +936,7 @@ async fn move_study(node: &DicomNode, destination: &str, study_uid: &str) -> Res
             node.ae_title, summary.status, summary.completed, summary.failed, summary.warning
         ));
     }
-    Ok(Moved { count: u64::from(summary.completed) + u64::from(summary.warning), listed })
+    Ok(Fetched { count: u64::from(summary.completed) + u64::from(summary.warning), listed })
 }
 
 /// Instances per second for one source, over all its parallel studies.
