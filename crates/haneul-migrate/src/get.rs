@@ -3,8 +3,9 @@
 //! destination, no firewall opening towards the new archive).
 //!
 //! C-GET needs a presentation context, with the SCP role, for every SOP
-//! class and transfer syntax the node will send. The study's classes are
-//! known from its IMAGE-level listing; each transfer syntax gets its own
+//! class and transfer syntax the node will send. The study's classes come
+//! from the node's SOP Classes in Study at STUDY level where it states them,
+//! else from its IMAGE-level listing; each transfer syntax gets its own
 //! context, so that the node finds the one its file is stored in and sends
 //! it unchanged instead of converting it. An association holds at most 128
 //! contexts: a study with more classes than fit is fetched series by series,
@@ -68,8 +69,9 @@ pub struct GetOutcome {
     /// Instances the archive refused, each with its reason.
     pub refused: Vec<String>,
     /// The study's SOP Instance UIDs as the node listed them for this fetch,
-    /// which the verification right after it compares with.
-    pub listed: BTreeSet<String>,
+    /// which the verification right after it compares with (`None`: the
+    /// listing failed, the verification asks again).
+    pub listed: Option<BTreeSet<String>>,
 }
 
 /// Why a C-GET did not bring the whole study.
@@ -138,11 +140,12 @@ pub fn plan_batches(instances: &[InstanceRef]) -> Result<Vec<Batch>, GetError> {
     Ok(batches)
 }
 
-fn proposed_contexts(classes: &BTreeSet<String>) -> Vec<ProposedContext> {
-    let mut proposed = vec![ProposedContext::new(
-        sop::STUDY_ROOT_GET,
-        &[ts::EXPLICIT_VR_LITTLE_ENDIAN, ts::IMPLICIT_VR_LITTLE_ENDIAN],
-    )];
+fn proposed_contexts(classes: &BTreeSet<String>, with_find: bool) -> Vec<ProposedContext> {
+    let own_syntaxes = [ts::EXPLICIT_VR_LITTLE_ENDIAN, ts::IMPLICIT_VR_LITTLE_ENDIAN];
+    let mut proposed = vec![ProposedContext::new(sop::STUDY_ROOT_GET, &own_syntaxes)];
+    if with_find {
+        proposed.push(ProposedContext::new(sop::STUDY_ROOT_FIND, &own_syntaxes));
+    }
     for class in classes {
         for syntax in syntaxes_for(class) {
             let mut context = ProposedContext::new(class, &[syntax]);
@@ -164,59 +167,153 @@ fn identifier(study_uid: &str, series_uid: Option<&str>) -> Dataset {
     identifier
 }
 
+fn retriable(detail: String) -> GetError {
+    GetError { detail, retriable: true }
+}
+
+/// How one C-GET request ended, once its instances are in `outcome`.
+enum Ended {
+    Complete,
+    /// The association broke: the caller aborts it.
+    Broken(String),
+    /// The node failed sub-operations that we did not refuse: it could not
+    /// read or send some instances, or had no context for their class.
+    NodeFailed(String),
+}
+
+/// One C-GET request on `client`, its instances streamed into `archive` and
+/// counted in `outcome`.
+async fn get_into(
+    client: &mut Client,
+    node: &DicomNode,
+    request: (&Arc<Archive>, &Origin),
+    identifier: &Dataset,
+    outcome: &mut GetOutcome,
+) -> Ended {
+    let (archive, origin) = request;
+    let got = match client.retrieve_get_into(InformationModel::StudyRoot, identifier, archive, origin).await {
+        Ok(got) => got,
+        Err(error) => return Ended::Broken(format!("C-GET from {}: {error}", node.ae_title)),
+    };
+    outcome.stored += got.stored;
+    let refused_here = got.refused.len();
+    outcome.refused.extend(got.refused);
+    let summary = got.summary;
+    let succeeded = summary.status == status::SUCCESS || summary.status & 0xF000 == 0xB000;
+    // Failures we answered ourselves are reported per instance; others
+    // (the node could not read or send an instance) may pass next time.
+    if !succeeded && refused_here == 0 || usize::from(summary.failed) > refused_here {
+        return Ended::NodeFailed(format!(
+            "C-GET from {} ended with status {:#06x}: {} completed, {} failed, {} warnings",
+            node.ae_title, summary.status, summary.completed, summary.failed, summary.warning
+        ));
+    }
+    Ended::Complete
+}
+
 /// C-GET one study from `node` into `archive`, as sent by `origin`.
+///
+/// Where the node states the study's SOP classes at STUDY level and they fit
+/// one association, the study is fetched on one association with those
+/// classes and then listed there, UIDs only, for the verification. Otherwise,
+/// or where the stated classes missed some instances, its instances are first
+/// listed with their classes (which a node may read every file for) and the
+/// study fetched by the batches they need.
 pub async fn get_study(
     node: &DicomNode,
     archive: &Arc<Archive>,
     origin: &Origin,
     study_uid: &str,
 ) -> Result<GetOutcome, GetError> {
-    let retriable = |detail: String| GetError { detail, retriable: true };
+    let stated = walk::study_sop_classes(node, study_uid).await.map_err(|error| retriable(error.to_string()))?;
+    // Two contexts are the C-GET's and the listing's.
+    let fits =
+        |classes: &BTreeSet<String>| classes.iter().map(|class| contexts_for(class)).sum::<usize>() <= MAX_CONTEXTS - 2;
+    if let Some(classes) = stated.filter(fits) {
+        match get_by_stated_classes(node, (archive, origin), study_uid, &classes).await? {
+            Some(outcome) => return Ok(outcome),
+            None => tracing::info!(
+                node = %node,
+                study_uid,
+                "the study's SOP classes as the node states them did not bring every instance: listing its instances with their classes"
+            ),
+        }
+    }
+    get_by_listed_classes(node, (archive, origin), study_uid).await
+}
+
+/// The study on one association proposing `classes`, then listed there;
+/// `None` where the node failed sub-operations (what it stated may have
+/// missed a class), for the caller to fetch it by its instances' classes.
+async fn get_by_stated_classes(
+    node: &DicomNode,
+    request: (&Arc<Archive>, &Origin),
+    study_uid: &str,
+    classes: &BTreeSet<String>,
+) -> Result<Option<GetOutcome>, GetError> {
+    let mut client = Client::connect(&node.address(), &node.request_params(), &proposed_contexts(classes, true))
+        .await
+        .map_err(|error| retriable(format!("{node}: {error}")))?;
+    let mut outcome = GetOutcome::default();
+    match get_into(&mut client, node, request, &identifier(study_uid, None), &mut outcome).await {
+        Ended::Complete => {}
+        Ended::Broken(detail) => {
+            client.abort().await;
+            return Err(retriable(detail));
+        }
+        Ended::NodeFailed(detail) => {
+            tracing::debug!(node = %node, study_uid, detail, "C-GET with the stated SOP classes incomplete");
+            client.abort().await;
+            return Ok(None);
+        }
+    }
+    match walk::instances_of(&mut client, node, study_uid).await {
+        Ok(uids) => {
+            outcome.listed = Some(uids.into_iter().collect());
+            walk::release(client, node).await;
+        }
+        Err(error) => {
+            // The verification asks again on an association of its own.
+            tracing::debug!(study_uid, %error, "listing the fetched study on its association failed");
+            client.abort().await;
+        }
+    }
+    Ok(Some(outcome))
+}
+
+/// The study listed with its instances' classes, then fetched by the batches they need.
+async fn get_by_listed_classes(
+    node: &DicomNode,
+    request: (&Arc<Archive>, &Origin),
+    study_uid: &str,
+) -> Result<GetOutcome, GetError> {
     let instances = walk::study_instance_refs(node, study_uid).await.map_err(|error| retriable(error.to_string()))?;
     if instances.is_empty() {
-        return Err(GetError { detail: "the source lists no instance of the study".into(), retriable: true });
+        return Err(retriable("the source lists no instance of the study".into()));
     }
     let mut outcome = GetOutcome {
-        listed: instances.iter().map(|instance| instance.sop_uid.clone()).collect(),
+        listed: Some(instances.iter().map(|instance| instance.sop_uid.clone()).collect()),
         ..GetOutcome::default()
     };
     for batch in plan_batches(&instances)? {
-        let mut client = Client::connect(&node.address(), &node.request_params(), &proposed_contexts(&batch.classes))
-            .await
-            .map_err(|error| retriable(format!("{node}: {error}")))?;
+        let mut client =
+            Client::connect(&node.address(), &node.request_params(), &proposed_contexts(&batch.classes, false))
+                .await
+                .map_err(|error| retriable(format!("{node}: {error}")))?;
         let requests: Vec<Option<&str>> = match &batch.series {
             None => vec![None],
             Some(series) => series.iter().map(|uid| Some(uid.as_str())).collect(),
         };
         for series_uid in requests {
-            let result = client
-                .retrieve_get_into(InformationModel::StudyRoot, &identifier(study_uid, series_uid), archive, origin)
-                .await;
-            let got = match result {
-                Ok(got) => got,
-                Err(error) => {
+            match get_into(&mut client, node, request, &identifier(study_uid, series_uid), &mut outcome).await {
+                Ended::Complete => {}
+                Ended::Broken(detail) | Ended::NodeFailed(detail) => {
                     client.abort().await;
-                    return Err(retriable(format!("C-GET from {}: {error}", node.ae_title)));
+                    return Err(retriable(detail));
                 }
-            };
-            outcome.stored += got.stored;
-            let refused_here = got.refused.len();
-            outcome.refused.extend(got.refused);
-            let summary = got.summary;
-            let succeeded = summary.status == status::SUCCESS || summary.status & 0xF000 == 0xB000;
-            // Failures we answered ourselves are reported per instance; others
-            // (the node could not read or send an instance) may pass next time.
-            if !succeeded && refused_here == 0 || usize::from(summary.failed) > refused_here {
-                client.abort().await;
-                return Err(retriable(format!(
-                    "C-GET from {} ended with status {:#06x}: {} completed, {} failed, {} warnings",
-                    node.ae_title, summary.status, summary.completed, summary.failed, summary.warning
-                )));
             }
         }
-        if let Err(error) = client.release().await {
-            tracing::debug!(node = %node, %error, "association release failed");
-        }
+        walk::release(client, node).await;
     }
     Ok(outcome)
 }
@@ -237,7 +334,7 @@ mod tests {
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].series, None);
         assert_eq!(batches[0].classes.len(), 2);
-        assert!(proposed_contexts(&batches[0].classes).len() <= MAX_CONTEXTS);
+        assert!(proposed_contexts(&batches[0].classes, false).len() <= MAX_CONTEXTS);
     }
 
     #[test]
@@ -252,14 +349,14 @@ mod tests {
         expected.sort();
         assert_eq!(series, expected, "every series asked for once");
         for batch in &batches {
-            assert!(proposed_contexts(&batch.classes).len() <= MAX_CONTEXTS);
+            assert!(proposed_contexts(&batch.classes, false).len() <= MAX_CONTEXTS);
         }
     }
 
     #[test]
     fn every_stored_syntax_has_a_context_of_its_own_with_the_scp_role() {
         let classes: BTreeSet<String> = ["1.2.840.10008.5.1.4.1.1.77.1.1.1".to_string()].into();
-        let proposed = proposed_contexts(&classes);
+        let proposed = proposed_contexts(&classes, false);
         assert_eq!(proposed.len(), 1 + STORED_SYNTAXES.len() + VIDEO_SYNTAXES.len());
         assert!(proposed[1..].iter().all(|pc| pc.scp_role && pc.transfer_syntaxes.len() == 1));
     }

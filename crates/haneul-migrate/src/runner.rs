@@ -702,7 +702,7 @@ impl RunContext {
                     let detail = format!("{} instances refused: {}", got.refused.len(), got.refused.join("; "));
                     return Err(FetchError { detail, retriable: false });
                 }
-                return Ok(Fetched { count: got.stored, listed: Some(got.listed) });
+                return Ok(Fetched { count: got.stored, listed: got.listed });
             }
             Fetch::Folder { path, actor } => {
                 let index = self.folder_index(path).await.map_err(FetchError::from)?;

@@ -267,6 +267,36 @@ pub async fn study_instances(node: &DicomNode, study_uid: &str) -> Result<Vec<St
     result
 }
 
+/// The SOP classes of one study as `node` states them at STUDY level (SOP
+/// Classes in Study, which a C-FIND SCP need not answer); `None` where it
+/// gives none. Orthanc answers them from its database, where an IMAGE-level
+/// listing with each instance's class makes it read every file.
+pub(crate) async fn study_sop_classes(
+    node: &DicomNode,
+    study_uid: &str,
+) -> Result<Option<BTreeSet<String>>, WalkError> {
+    let mut identifier = Dataset::new();
+    identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "STUDY"));
+    identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
+    identifier.put(Element::empty(tags::SOP_CLASSES_IN_STUDY, VR::UI));
+    let mut client = connect(node).await?;
+    let result = find(&mut client, node, &identifier).await;
+    release(client, node).await;
+    let (answers, _) = result?;
+    Ok(stated_sop_classes(&answers, study_uid))
+}
+
+fn stated_sop_classes(answers: &[Dataset], study_uid: &str) -> Option<BTreeSet<String>> {
+    let classes: BTreeSet<String> = answers
+        .iter()
+        .filter(|answer| text(answer, tags::STUDY_INSTANCE_UID).as_deref() == Some(study_uid))
+        .flat_map(|answer| answer.strings(tags::SOP_CLASSES_IN_STUDY))
+        .map(|class| class.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string())
+        .filter(|class| !class.is_empty())
+        .collect();
+    (!classes.is_empty()).then_some(classes)
+}
+
 /// What a listing at IMAGE level asks for besides the instances' UIDs. A
 /// node may answer the UIDs from its database but read every instance's file
 /// for more (Orthanc 1.10 does for SOP Class UID), so only a fetch that needs
@@ -700,6 +730,23 @@ mod tests {
         send(&list_studies(&node, &range, None));
         send(&list_studies_with(&node, &range, Some(10), &mut |_| {}));
         send(&study_instances(&node, "1.2.3"));
+    }
+
+    #[test]
+    fn stated_sop_classes_are_those_of_the_study_asked_for() {
+        let answer = |study: &str, classes: &[&str]| {
+            let mut answer = Dataset::new();
+            answer.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study));
+            let values = classes.iter().map(|class| class.to_string()).collect();
+            answer.put(Element::new(tags::SOP_CLASSES_IN_STUDY, VR::UI, haneul_dicom::Value::Strings(values)));
+            answer
+        };
+        let answers =
+            [answer("1.2", &["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.7\0"]), answer("1.3", &["9.9"])];
+        let classes = stated_sop_classes(&answers, "1.2").expect("stated");
+        assert_eq!(classes.into_iter().collect::<Vec<_>>(), ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.7"]);
+        assert_eq!(stated_sop_classes(&[answer("1.2", &[""])], "1.2"), None, "an empty value states nothing");
+        assert_eq!(stated_sop_classes(&answers, "1.4"), None, "another study's classes are not this one's");
     }
 
     #[test]

@@ -267,13 +267,17 @@ struct CountingPacs {
 }
 
 impl CountingPacs {
-    fn start(studies: usize, per_study: usize, haneul_port: u16) -> CountingPacs {
+    /// `options`: more of the peer's spec (see `pn_legacy.py`).
+    fn start(studies: usize, per_study: usize, haneul_port: u16, options: serde_json::Value) -> CountingPacs {
         use std::io::BufRead;
         let port = free_port();
-        let spec = serde_json::json!({
+        let mut spec = serde_json::json!({
             "ae_title": "LEGACY", "studies": studies, "per_study": per_study, "send_delay": 0.02,
             "destinations": { "HANEUL": ["127.0.0.1", haneul_port] },
         });
+        if let (Some(spec), Some(options)) = (spec.as_object_mut(), options.as_object()) {
+            spec.extend(options.clone());
+        }
         let mut child = Command::new(python())
             .arg(peers_dir().join("pn_legacy.py"))
             .args(["127.0.0.1", &port.to_string(), &spec.to_string()])
@@ -311,7 +315,7 @@ impl Drop for CountingPacs {
 fn a_migration_queries_the_legacy_pacs_over_no_more_associations_than_allowed() {
     const STUDIES: usize = 6;
     let haneul_port = free_port();
-    let mut legacy = CountingPacs::start(STUDIES, 5, haneul_port);
+    let mut legacy = CountingPacs::start(STUDIES, 5, haneul_port, serde_json::json!({}));
     let source = format!(
         "[[migration.source]]\nname = \"legacy\"\nae_title = \"LEGACY\"\nhost = \"127.0.0.1\"\nport = {}\nparallel = 2\n",
         legacy.port
@@ -329,4 +333,38 @@ fn a_migration_queries_the_legacy_pacs_over_no_more_associations_than_allowed() 
     assert_eq!(counts["moves"], STUDIES, "{counts}");
     assert!(counts["finds"].as_u64() > Some(STUDIES as u64), "a listing per study and the plan: {counts}");
     assert_eq!(counts["most_operations_at_once"], 2, "{counts}");
+}
+
+#[test]
+fn a_c_get_migration_lists_instances_with_their_classes_only_where_the_source_does_not_state_them() {
+    const STUDIES: usize = 4;
+    // What the peer answers for SOP Classes in Study at STUDY level, and how
+    // many studies must then be listed with each instance's class.
+    for (stated, class_listings) in [(Some("true"), 0), (None, STUDIES), (Some("wrong"), STUDIES)] {
+        let haneul_port = free_port();
+        let options = match stated {
+            Some(stated) => serde_json::json!({ "sop_classes_in_study": stated }),
+            None => serde_json::json!({}),
+        };
+        let mut legacy = CountingPacs::start(STUDIES, 5, haneul_port, options);
+        let source = format!(
+            "[[migration.source]]\nname = \"legacy\"\nmethod = \"c-get\"\nae_title = \"LEGACY\"\nhost = \"127.0.0.1\"\n\
+             port = {}\nparallel = 2\n",
+            legacy.port
+        );
+        let server = Server::start_with_dicom_port(haneul_port, &source);
+        let output = migrate(&server, &["start", "legacy"]);
+        assert!(output.status.success(), "stated {stated:?}: {}\n{}", text(&output), server.log());
+        let status_now = status(&server, "legacy");
+        assert_eq!(status_now["counts"]["verified"], STUDIES, "stated {stated:?}: {status_now:#}");
+        assert_eq!(status_now["counts"]["discrepancies"], 0, "stated {stated:?}: {status_now:#}");
+        assert_eq!(server.instances().len(), STUDIES * 5, "stated {stated:?}");
+
+        let counts = legacy.finish();
+        assert_eq!(counts["class_listings"], class_listings, "stated {stated:?}: {counts}");
+        // Stated classes that missed the study's own make a second C-GET of it.
+        let gets = if stated == Some("wrong") { 2 * STUDIES } else { STUDIES };
+        assert_eq!(counts["gets"], gets, "stated {stated:?}: {counts}");
+        assert!(counts["most_operations_at_once"].as_u64() <= Some(2), "stated {stated:?}: {counts}");
+    }
 }

@@ -1,11 +1,15 @@
 """A legacy PACS for migration tests: a pynetdicom Query/Retrieve SCP (Study
-Root C-FIND and C-MOVE) holding generated studies, which counts the operations
-it serves at once.
+Root C-FIND, C-MOVE and C-GET) holding generated studies, which counts the
+operations it serves at once.
 
 argv: HOST PORT SPEC_JSON {"ae_title": str, "studies": int, "per_study": int,
-   "destinations": {AE: [host, port]}, "send_delay": float (seconds per instance sent)}
+   "destinations": {AE: [host, port]}, "send_delay": float (seconds per instance sent),
+   "sop_classes_in_study": "true" | "wrong" (what a STUDY-level C-FIND answers for
+   SOP Classes in Study; left out: nothing)}
 prints {"ready": true} once listening; when stdin closes, prints
-{"most_operations_at_once": int, "finds": int, "moves": int, "instances": int} and exits."""
+{"most_operations_at_once": int, "finds": int, "moves": int, "gets": int,
+ "class_listings": int (IMAGE-level C-FINDs that asked for SOP Class UID), "instances": int}
+and exits."""
 
 import sys
 import threading
@@ -14,7 +18,8 @@ import time
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 from pynetdicom import evt
-from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
+from pynetdicom.sop_class import (CTImageStorage, StudyRootQueryRetrieveInformationModelFind,
+                                  StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove)
 
 sys.dont_write_bytecode = True  # importing pn_util must leave no __pycache__ in the tree
@@ -23,20 +28,22 @@ from pn_util import emit, new_ae, spec
 
 
 class Operations:
-    """C-FINDs and C-MOVEs under way, and the most seen at once."""
+    """C-FINDs, C-MOVEs and C-GETs under way, and the most seen at once."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.now = self.most = self.finds = self.moves = 0
+        self.now = self.most = self.class_listings = 0
+        self.started = {"find": 0, "move": 0, "get": 0}
 
     def begin(self, kind):
         with self.lock:
             self.now += 1
             self.most = max(self.most, self.now)
-            if kind == "find":
-                self.finds += 1
-            else:
-                self.moves += 1
+            self.started[kind] += 1
+
+    def listed_classes(self):
+        with self.lock:
+            self.class_listings += 1
 
     def end(self):
         with self.lock:
@@ -57,6 +64,7 @@ def main():
         studies[study_uid(n)] = instances
     operations = Operations()
     delay = float(s.get("send_delay", 0))
+    stated_classes = {"true": SecondaryCaptureImageStorage, "wrong": CTImageStorage}.get(s.get("sop_classes_in_study"))
 
     def on_find(event):
         operations.begin("find")
@@ -74,8 +82,12 @@ def main():
                     for keyword in ("StudyInstanceUID", "StudyDate", "StudyTime", "PatientID", "PatientName"):
                         setattr(answer, keyword, getattr(first, keyword))
                     answer.NumberOfStudyRelatedInstances = len(instances)
+                    if "SOPClassesInStudy" in query and stated_classes:
+                        answer.SOPClassesInStudy = stated_classes
                     yield 0xFF00, answer
                 elif level == "IMAGE":
+                    if "SOPClassUID" in query:
+                        operations.listed_classes()
                     for ds in instances:
                         answer = Dataset()
                         answer.QueryRetrieveLevel = "IMAGE"
@@ -104,18 +116,36 @@ def main():
         finally:
             operations.end()
 
+    def on_get(event):
+        operations.begin("get")
+        try:
+            instances = studies.get(str(event.identifier.get("StudyInstanceUID", "")), [])
+            yield len(instances)
+            for ds in instances:
+                if delay:
+                    time.sleep(delay)
+                yield 0xFF00, ds
+        finally:
+            operations.end()
+
     ae = new_ae(s.get("ae_title", "LEGACY"))
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
     ae.add_requested_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)  # what build() makes
-    server = ae.start_server((host, port), block=False,
-                             evt_handlers=[(evt.EVT_C_FIND, on_find), (evt.EVT_C_MOVE, on_move)])
+    for storage in (SecondaryCaptureImageStorage, CTImageStorage):
+        # A C-GET's instances go back on its association, with the requestor as Storage SCP.
+        ae.add_supported_context(storage, ExplicitVRLittleEndian, scu_role=False, scp_role=True)
+    server = ae.start_server((host, port), block=False, evt_handlers=[
+        (evt.EVT_C_FIND, on_find), (evt.EVT_C_MOVE, on_move), (evt.EVT_C_GET, on_get)])
     emit({"ready": True})
     try:
         sys.stdin.read()
     finally:
         server.shutdown()
-    emit({"most_operations_at_once": operations.most, "finds": operations.finds, "moves": operations.moves,
+    emit({"most_operations_at_once": operations.most, "finds": operations.started["find"],
+          "moves": operations.started["move"], "gets": operations.started["get"],
+          "class_listings": operations.class_listings,
           "instances": sum(len(instances) for instances in studies.values())})
 
 
