@@ -195,6 +195,9 @@ pub struct BackupReport {
     /// this run copied (the others an earlier run had stored whole).
     pub audit_files: u64,
     pub audit_written: u64,
+    /// Trail files this run read and hashed: the others had not changed
+    /// since an earlier run hashed them (see `TrailDigests`).
+    pub audit_read: u64,
     /// Objects someone replaced in the target since a run wrote them, whose
     /// version as written is still kept there (restores read that one).
     pub replaced: Vec<Replaced>,
@@ -231,6 +234,7 @@ pub fn backup(
         counts: Counts::default(),
         audit_files: 0,
         audit_written: 0,
+        audit_read: 0,
         replaced: Vec::new(),
     };
     let mut problems = Vec::new();
@@ -452,7 +456,10 @@ fn backup_audit(
         });
         let (size, digest) = match cached {
             Some(cached) => (cached.size, cached.digest),
-            None => copy_complete_lines(&path, &staged)?,
+            None => {
+                report.audit_read += 1;
+                copy_complete_lines(&path, &staged)?
+            }
         };
         if let Some(stamp) = stamp {
             seen.files.insert(name.clone(), CachedDigest { stamp, size, digest });
@@ -490,11 +497,13 @@ fn backup_audit(
 /// What a backup learnt of each trail file, kept in the trail's directory
 /// (`.backup-digests.json`, a name the trail never uses) so that the next
 /// run hashes only files that changed: past days' files never change, and a
-/// year of a busy trail is gigabytes. A file whose length or modification
-/// time changed, or whose object the target lacks, is read again; an
-/// unreadable cache only costs that. A file rewritten in place with its
-/// modification time put back is not noticed here (the trail's hash chain,
-/// checked by `haneul audit verify` and every drill, is what notices it).
+/// year of a busy trail is gigabytes. A file whose length, modification
+/// time, change time or inode changed, or whose object the target lacks, is
+/// read again; an unreadable cache only costs that. The change time is what
+/// notices a file rewritten in place with its modification time put back:
+/// setting the modification time sets the change time to now, and no
+/// unprivileged call sets it back (the trail's hash chain, checked by
+/// `haneul audit verify` and every drill, notices such a rewrite too).
 #[derive(Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct TrailDigests {
     files: std::collections::BTreeMap<String, CachedDigest>,
@@ -509,23 +518,31 @@ struct CachedDigest {
     digest: [u8; 32],
 }
 
-/// A file's length and modification time (nanoseconds since the epoch).
+/// A file's length, modification and change times (nanoseconds since the
+/// epoch) and inode. Stamps kept by a build without the last two never match,
+/// so their files are read once more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct FileStamp {
     len: u64,
     modified_ns: i128,
+    #[serde(default)]
+    changed_ns: i128,
+    #[serde(default)]
+    inode: u64,
 }
 
 impl FileStamp {
     /// `None` where the file system keeps no modification time: no cache then.
     fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
         let metadata = fs::metadata(path).ok()?;
         let modified = metadata.modified().ok()?;
         let modified_ns = match modified.duration_since(std::time::UNIX_EPOCH) {
             Ok(after) => i128::try_from(after.as_nanos()).ok()?,
             Err(before) => -i128::try_from(before.duration().as_nanos()).ok()?,
         };
-        Some(FileStamp { len: metadata.len(), modified_ns })
+        let changed_ns = i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec());
+        Some(FileStamp { len: metadata.len(), modified_ns, changed_ns, inode: metadata.ino() })
     }
 }
 

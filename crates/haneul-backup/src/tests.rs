@@ -2,7 +2,7 @@
 //! blob store.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use haneul_catalog::{
     BlobInfo, CommitBatch, DuplicatePolicy, InstanceFacts, NewInstance, Origin, PatientFacts, SeriesFacts,
@@ -145,7 +145,6 @@ fn second_backup_writes_only_new_objects_and_leaves_old_ones_untouched() {
     assert_ne!(first.snapshot, second.snapshot, "each run is its own snapshot");
     assert_eq!((second.objects_written, second.objects_present), (1, 1));
     let after = fs::metadata(&object).expect("object");
-    use std::os::unix::fs::MetadataExt;
     assert_eq!(
         (before.ino(), before.mtime_nsec(), before.ctime_nsec()),
         (after.ino(), after.mtime_nsec(), after.ctime_nsec())
@@ -634,7 +633,7 @@ fn the_audit_trail_is_backed_up_to_its_last_complete_record_and_restored() {
 }
 
 #[test]
-fn trail_files_unchanged_since_the_last_backup_are_not_read_again() {
+fn trail_files_unchanged_since_the_last_backup_are_not_read_again_and_a_rewrite_with_its_mtime_put_back_is() {
     let (archive, audit_dir) = archive_with_trail_dir();
     let past = audit_dir.join("audit-2026-11-22.jsonl");
     fs::write(&past, b"{\"seq\":1}\n").expect("past day");
@@ -647,30 +646,49 @@ fn trail_files_unchanged_since_the_last_backup_are_not_read_again() {
     let first = backup(&source, &target, scratch.path(), &mut |_, _| {}).expect("first backup");
     assert_eq!(digest_of(&first), to_hex(blake3::hash(b"{\"seq\":1}\n").as_bytes()));
 
-    // Other bytes of the same length with the modification time put back:
-    // the next run trusts what it learnt and does not read the file.
-    let modified = fs::metadata(&past).and_then(|metadata| metadata.modified()).expect("mtime");
-    fs::write(&past, b"{\"seq\":9}\n").expect("rewrite");
-    File::options().write(true).open(&past).and_then(|file| file.set_modified(modified)).expect("set mtime");
+    assert_eq!(first.audit_read, 1);
+    // Nothing changed: the next run trusts what it learnt and does not read the file.
     let second = backup(&source, &target, scratch.path(), &mut |_, _| {}).expect("second backup");
-    assert_eq!(digest_of(&second), digest_of(&first), "the unchanged-looking file was not read again");
-    // A target without its object gets the file read whole, as it is now.
+    assert_eq!((second.audit_read, second.audit_files), (0, 1), "the unchanged file was not read again");
+    assert_eq!(digest_of(&second), digest_of(&first));
+    // A target without its object gets the file read whole.
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let other = DirTarget::open(elsewhere.path()).expect("target");
     let copied = backup(&source, &other, scratch.path(), &mut |_, _| {}).expect("backup elsewhere");
-    let manifest = read_manifest(&other, &copied.snapshot).expect("manifest");
-    assert_eq!(manifest.audit[0].digest, to_hex(blake3::hash(b"{\"seq\":9}\n").as_bytes()));
+    assert_eq!(copied.audit_read, 1, "read for the target that lacks it");
 
-    // A new modification time: read again.
-    File::options()
-        .write(true)
-        .open(&past)
-        .and_then(|file| file.set_modified(std::time::SystemTime::now()))
-        .expect("touch");
+    // Other bytes of the same length with the modification time put back:
+    // the change time tells, and the file is read again.
+    let modified = fs::metadata(&past).and_then(|metadata| metadata.modified()).expect("mtime");
+    // File times come from a coarse clock: wait until it has moved past the cached change time.
+    let changed =
+        |path: &Path| fs::metadata(path).map(|metadata| (metadata.ctime(), metadata.ctime_nsec())).expect("ctime");
+    let probe = scratch.path().join("clock-probe");
+    while {
+        fs::write(&probe, b"").expect("probe");
+        changed(&probe) <= changed(&past)
+    } {
+        std::thread::yield_now();
+    }
+    fs::write(&past, b"{\"seq\":9}\n").expect("rewrite");
+    File::options().write(true).open(&past).and_then(|file| file.set_modified(modified)).expect("set mtime");
+    assert_eq!(fs::metadata(&past).and_then(|metadata| metadata.modified()).expect("mtime"), modified);
     let third = backup(&source, &target, scratch.path(), &mut |_, _| {}).expect("third backup");
+    assert_eq!(third.audit_read, 1, "the rewritten file was read again");
     assert_eq!(digest_of(&third), to_hex(blake3::hash(b"{\"seq\":9}\n").as_bytes()));
     assert!(audit_dir.join(".backup-digests.json").is_file());
     let manifest = read_manifest(&target, &third.snapshot).expect("manifest");
     let files: Vec<&str> = manifest.audit.iter().map(|entry| entry.file.as_str()).collect();
     assert_eq!(files, ["audit-2026-11-22.jsonl"], "the cache is not part of the trail backed up");
+}
+
+#[test]
+fn trail_digests_kept_by_an_older_build_still_read() {
+    let older = format!(
+        r#"{{"files":{{"audit-2026-11-22.jsonl":{{"stamp":{{"len":10,"modified_ns":5}},"size":10,"digest":"{}"}}}}}}"#,
+        "ab".repeat(32)
+    );
+    let digests: TrailDigests = serde_json::from_str(&older).expect("an older cache reads");
+    let cached = digests.files["audit-2026-11-22.jsonl"];
+    assert_eq!((cached.stamp.changed_ns, cached.stamp.inode), (0, 0), "never matches a real file's stamp");
 }

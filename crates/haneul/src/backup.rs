@@ -268,7 +268,10 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     println!("snapshot:                {}", report.snapshot);
     println!("objects written:         {} ({} bytes)", report.objects_written, report.bytes_written);
     println!("objects already present: {}", report.objects_present);
-    println!("audit trail:             {} files ({} copied)", report.audit_files, report.audit_written);
+    println!(
+        "audit trail:             {} files ({} read, {} copied)",
+        report.audit_files, report.audit_read, report.audit_written
+    );
     match &signing_key {
         Some(key_id) => println!("signed:                  with key {key_id}"),
         None => println!("signed:                  no (--key FILE signs snapshots)"),
