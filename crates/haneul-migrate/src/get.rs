@@ -225,7 +225,14 @@ pub async fn get_study(
     origin: &Origin,
     study_uid: &str,
 ) -> Result<GetOutcome, GetError> {
-    let stated = walk::study_sop_classes(node, study_uid).await.map_err(|error| retriable(error.to_string()))?;
+    let stated = match walk::study_sop_classes(node, study_uid).await {
+        Ok(stated) => stated,
+        Err(error) => {
+            // A strict node may refuse the key; one that is down fails the listing next.
+            tracing::debug!(node = %node, study_uid, %error, "SOP Classes in Study not answered");
+            None
+        }
+    };
     // Two contexts are the C-GET's and the listing's.
     let fits =
         |classes: &BTreeSet<String>| classes.iter().map(|class| contexts_for(class)).sum::<usize>() <= MAX_CONTEXTS - 2;
@@ -235,7 +242,7 @@ pub async fn get_study(
             None => tracing::info!(
                 node = %node,
                 study_uid,
-                "the study's SOP classes as the node states them did not bring every instance: listing its instances with their classes"
+                "the study's SOP classes as the node states them did not bring every instance it lists: listing them with their classes"
             ),
         }
     }
@@ -243,8 +250,9 @@ pub async fn get_study(
 }
 
 /// The study on one association proposing `classes`, then listed there;
-/// `None` where the node failed sub-operations (what it stated may have
-/// missed a class), for the caller to fetch it by its instances' classes.
+/// `None` where the node failed sub-operations or sent fewer instances than
+/// it lists (what it stated may have missed a class), for the caller to
+/// fetch it by its instances' classes.
 async fn get_by_stated_classes(
     node: &DicomNode,
     request: (&Arc<Archive>, &Origin),
@@ -263,7 +271,8 @@ async fn get_by_stated_classes(
         }
         Ended::NodeFailed(detail) => {
             tracing::debug!(node = %node, study_uid, detail, "C-GET with the stated SOP classes incomplete");
-            client.abort().await;
+            // The C-GET's final answer came: the association is sound, released before the next one opens.
+            walk::release(client, node).await;
             return Ok(None);
         }
     }
@@ -278,7 +287,23 @@ async fn get_by_stated_classes(
             client.abort().await;
         }
     }
+    if let Some(listed) = &outcome.listed {
+        if listed.is_empty() && outcome.stored == 0 {
+            return Err(retriable("the source lists no instance of the study".into()));
+        }
+        if fell_short(&outcome, listed) {
+            tracing::debug!(node = %node, study_uid, "fewer instances came by C-GET than the node lists");
+            return Ok(None);
+        }
+    }
     Ok(Some(outcome))
+}
+
+/// Whether fewer instances came than the node lists: a node need not count
+/// the sub-operations it could not start (no context for a class it did not
+/// state), so the counts alone may look complete.
+fn fell_short(outcome: &GetOutcome, listed: &BTreeSet<String>) -> bool {
+    outcome.stored + (outcome.refused.len() as u64) < listed.len() as u64
 }
 
 /// The study listed with its instances' classes, then fetched by the batches they need.
@@ -359,6 +384,19 @@ mod tests {
         let proposed = proposed_contexts(&classes, false);
         assert_eq!(proposed.len(), 1 + STORED_SYNTAXES.len() + VIDEO_SYNTAXES.len());
         assert!(proposed[1..].iter().all(|pc| pc.scp_role && pc.transfer_syntaxes.len() == 1));
+    }
+
+    #[test]
+    fn a_fetch_falls_short_when_fewer_instances_came_than_are_listed() {
+        let listed: BTreeSet<String> = ["1", "2", "3"].map(String::from).into();
+        let outcome = |stored, refused: &[&str]| GetOutcome {
+            stored,
+            refused: refused.iter().map(|r| r.to_string()).collect(),
+            listed: Some(listed.clone()),
+        };
+        assert!(fell_short(&outcome(2, &[]), &listed), "one never came");
+        assert!(!fell_short(&outcome(2, &["3: refused"]), &listed), "one came and we refused it");
+        assert!(!fell_short(&outcome(3, &[]), &listed));
     }
 
     #[test]

@@ -338,14 +338,17 @@ fn a_migration_queries_the_legacy_pacs_over_no_more_associations_than_allowed() 
 #[test]
 fn a_c_get_migration_lists_instances_with_their_classes_only_where_the_source_does_not_state_them() {
     const STUDIES: usize = 4;
-    // What the peer answers for SOP Classes in Study at STUDY level, and how
-    // many studies must then be listed with each instance's class.
-    for (stated, class_listings) in [(Some("true"), 0), (None, STUDIES), (Some("wrong"), STUDIES)] {
+    // What the peer answers for SOP Classes in Study at STUDY level (its
+    // studies hold two classes each), and how many studies must then be
+    // listed with each instance's class, listed UIDs only, and fetched.
+    for (stated, class_listings, uid_listings, gets) in
+        [(Some("true"), 0, STUDIES, STUDIES), (None, STUDIES, 0, STUDIES), (Some("partial"), STUDIES, 0, 2 * STUDIES)]
+    {
         let haneul_port = free_port();
-        let options = match stated {
-            Some(stated) => serde_json::json!({ "sop_classes_in_study": stated }),
-            None => serde_json::json!({}),
-        };
+        let mut options = serde_json::json!({ "second_class": true });
+        if let Some(stated) = stated {
+            options["sop_classes_in_study"] = stated.into();
+        }
         let mut legacy = CountingPacs::start(STUDIES, 5, haneul_port, options);
         let source = format!(
             "[[migration.source]]\nname = \"legacy\"\nmethod = \"c-get\"\nae_title = \"LEGACY\"\nhost = \"127.0.0.1\"\n\
@@ -358,12 +361,13 @@ fn a_c_get_migration_lists_instances_with_their_classes_only_where_the_source_do
         let status_now = status(&server, "legacy");
         assert_eq!(status_now["counts"]["verified"], STUDIES, "stated {stated:?}: {status_now:#}");
         assert_eq!(status_now["counts"]["discrepancies"], 0, "stated {stated:?}: {status_now:#}");
+        // Classes stated in part: the study is fetched again whole, nothing stored twice.
         assert_eq!(server.instances().len(), STUDIES * 5, "stated {stated:?}");
 
         let counts = legacy.finish();
         assert_eq!(counts["class_listings"], class_listings, "stated {stated:?}: {counts}");
-        // Stated classes that missed the study's own make a second C-GET of it.
-        let gets = if stated == Some("wrong") { 2 * STUDIES } else { STUDIES };
+        // Listed on the C-GET's association: the verification asks nothing more.
+        assert_eq!(counts["uid_listings"], uid_listings, "stated {stated:?}: {counts}");
         assert_eq!(counts["gets"], gets, "stated {stated:?}: {counts}");
         assert!(counts["most_operations_at_once"].as_u64() <= Some(2), "stated {stated:?}: {counts}");
     }

@@ -4,11 +4,13 @@ operations it serves at once.
 
 argv: HOST PORT SPEC_JSON {"ae_title": str, "studies": int, "per_study": int,
    "destinations": {AE: [host, port]}, "send_delay": float (seconds per instance sent),
-   "sop_classes_in_study": "true" | "wrong" (what a STUDY-level C-FIND answers for
-   SOP Classes in Study; left out: nothing)}
+   "second_class": bool (every second instance of a study labelled CT Image Storage),
+   "sop_classes_in_study": "true" | "partial" (what a STUDY-level C-FIND answers for
+   SOP Classes in Study: every class of the study, or only its first instance's; left out: nothing)}
 prints {"ready": true} once listening; when stdin closes, prints
 {"most_operations_at_once": int, "finds": int, "moves": int, "gets": int,
- "class_listings": int (IMAGE-level C-FINDs that asked for SOP Class UID), "instances": int}
+ "class_listings": int (IMAGE-level C-FINDs that asked for SOP Class UID),
+ "uid_listings": int (IMAGE-level C-FINDs that did not), "instances": int}
 and exits."""
 
 import sys
@@ -32,7 +34,8 @@ class Operations:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.now = self.most = self.class_listings = 0
+        self.now = self.most = 0
+        self.listings = {"with classes": 0, "uids only": 0}
         self.started = {"find": 0, "move": 0, "get": 0}
 
     def begin(self, kind):
@@ -41,9 +44,9 @@ class Operations:
             self.most = max(self.most, self.now)
             self.started[kind] += 1
 
-    def listed_classes(self):
+    def listed(self, with_classes):
         with self.lock:
-            self.class_listings += 1
+            self.listings["with classes" if with_classes else "uids only"] += 1
 
     def end(self):
         with self.lock:
@@ -60,11 +63,18 @@ def main():
             ds = build({"patient_name": f"Legacy^Patient{n}", "patient_id": f"LEG{n}"},
                        study_uid(n), series_uid(n), sop_uid(n * s["per_study"] + i))
             ds.InstanceNumber = i + 1
+            if s.get("second_class") and i % 2:
+                ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
             instances.append(ds)
         studies[study_uid(n)] = instances
     operations = Operations()
     delay = float(s.get("send_delay", 0))
-    stated_classes = {"true": SecondaryCaptureImageStorage, "wrong": CTImageStorage}.get(s.get("sop_classes_in_study"))
+    stated = s.get("sop_classes_in_study")
+
+    def stated_classes(instances):
+        if stated == "true":
+            return sorted({str(ds.SOPClassUID) for ds in instances})
+        return [str(instances[0].SOPClassUID)] if stated == "partial" else []
 
     def on_find(event):
         operations.begin("find")
@@ -82,12 +92,11 @@ def main():
                     for keyword in ("StudyInstanceUID", "StudyDate", "StudyTime", "PatientID", "PatientName"):
                         setattr(answer, keyword, getattr(first, keyword))
                     answer.NumberOfStudyRelatedInstances = len(instances)
-                    if "SOPClassesInStudy" in query and stated_classes:
-                        answer.SOPClassesInStudy = stated_classes
+                    if "SOPClassesInStudy" in query and stated_classes(instances):
+                        answer.SOPClassesInStudy = stated_classes(instances)
                     yield 0xFF00, answer
                 elif level == "IMAGE":
-                    if "SOPClassUID" in query:
-                        operations.listed_classes()
+                    operations.listed("SOPClassUID" in query)
                     for ds in instances:
                         answer = Dataset()
                         answer.QueryRetrieveLevel = "IMAGE"
@@ -145,7 +154,7 @@ def main():
         server.shutdown()
     emit({"most_operations_at_once": operations.most, "finds": operations.started["find"],
           "moves": operations.started["move"], "gets": operations.started["get"],
-          "class_listings": operations.class_listings,
+          "class_listings": operations.listings["with classes"], "uid_listings": operations.listings["uids only"],
           "instances": sum(len(instances) for instances in studies.values())})
 
 
