@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Several nodes and the PostgreSQL catalog, measured in one run:
 #   1. C-FIND and QIDO-RS latency (p50/p95/p99, patient-name prefixes at
-#      study level) on a catalog of FIND_STUDIES × FIND_INSTANCES_PER_STUDY
-#      instances, on SQLite (the default) and on PostgreSQL, same synthetic data;
+#      study level; C-FIND also given names under any surname, `*^Minjun*`) on a
+#      catalog of FIND_STUDIES × FIND_INSTANCES_PER_STUDY instances, on SQLite
+#      (the default) and on PostgreSQL, same synthetic data, and the catalog's
+#      size on disk;
 #   2. C-STORE ingest through 1 node and through 3 nodes at once, all on one
 #      PostgreSQL catalog and one S3 bucket;
 #   3. WADO-RS retrieval of a READ_INSTANCES-instance CT series from the
@@ -130,6 +132,14 @@ if [[ -z "${SKIP_FIND:-}" ]]; then
         started=$(date +%s)
         "$HANEUL" bench fill --config "$file" --studies "$FIND_STUDIES" --instances-per-study "$FIND_INSTANCES_PER_STUDY"
         echo "  filled in $(($(date +%s) - started)) s"
+        if [[ $engine == postgres ]]; then
+            bytes=$(PGPASSWORD=$PG_PASSWORD psql -Atq -h "${PG_HOSTPORT%%:*}" -p "${PG_HOSTPORT##*:}" -U "$PG_USER" \
+                -d "$catalog" -c "SELECT pg_database_size(current_database())")
+        else
+            bytes=$(wc -c < "$WORK/find-$engine/catalog.sqlite")
+        fi
+        record "catalog-bytes-$engine" "{\"bytes\":$bytes,\"instances\":$total}"
+        echo "  catalog: $bytes bytes, $((bytes / total)) per instance"
         start_node "$file" "$dicom" "$http"
         pid=$NODE_PID
         token=$("$HANEUL" token create admin --name bench --config "$file" 2>/dev/null)
@@ -138,6 +148,10 @@ if [[ -z "${SKIP_FIND:-}" ]]; then
                 --queries "$QUERIES" --seed "$round" --json)
             record "c-find-$engine" "$json"
             echo "  C-FIND round $round: $json" | cut -c1-200
+            json=$("$HANEUL" bench find --target "127.0.0.1:$dicom" --patients $((FIND_STUDIES / 2)) \
+                --queries "$QUERIES" --seed "$round" --pattern any-surname --json)
+            record "c-find-any-surname-$engine" "$json"
+            echo "  C-FIND *^given* round $round: $json" | cut -c1-200
             json=$(HANEUL_TOKEN=$token "$HANEUL" bench web qido --url "http://127.0.0.1:$http/dicom-web" \
                 --patients $((FIND_STUDIES / 2)) --queries "$QUERIES" --seed "$round" --json)
             record "qido-$engine" "$json"
@@ -230,10 +244,13 @@ def median(scenario, key, sub=None):
     return statistics.median(values) if values else None
 print("medians:")
 for engine in ("sqlite", "postgres"):
-    for kind in ("c-find", "qido"):
+    for kind in ("c-find", "c-find-any-surname", "qido"):
         p50, p95 = median(f"{kind}-{engine}", "p50_ms", "latency"), median(f"{kind}-{engine}", "p95_ms", "latency")
         if p50 is not None:
-            print(f"  {kind:6} on {engine:8}: p50 {p50:.2f} ms, p95 {p95:.2f} ms")
+            print(f"  {kind:18} on {engine:8}: p50 {p50:.2f} ms, p95 {p95:.2f} ms")
+    size = [r["result"] for r in rows if r["scenario"] == f"catalog-bytes-{engine}"]
+    if size:
+        print(f"  catalog on {engine:8}: {size[0]['bytes'] / size[0]['instances']:.0f} bytes per instance")
 one, three = median("ingest-1-nodes", "instances_per_second"), median("ingest-3-nodes", "instances_per_second")
 if one and three:
     print(f"  ingest: 1 node {one:.0f} inst/s, 3 nodes {three:.0f} inst/s (ratio {three / one:.2f})")

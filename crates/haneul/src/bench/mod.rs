@@ -29,7 +29,7 @@ use synth::{Geometry, Kind};
 pub enum BenchCommand {
     /// Send synthetic instances over C-STORE.
     Store(StoreArgs),
-    /// Run patient-name prefix C-FIND queries at STUDY level.
+    /// Run patient-name C-FIND queries at STUDY level (name prefixes, or given names under any surname).
     Find(FindArgs),
     /// Fill an archive directory directly with synthetic studies (for `find`).
     Fill(FillArgs),
@@ -85,6 +85,10 @@ pub struct FindArgs {
     /// Patients the archive was filled with (`fill --studies / 2`).
     #[arg(long, default_value_t = 50_000)]
     patients: u64,
+    /// What is typed: a name's start (`Kim^Minj*`), or a given name under
+    /// any surname (`*^Minjun*`), which no B-tree index serves.
+    #[arg(long, value_enum, default_value_t = NamePattern::Prefix)]
+    pattern: NamePattern,
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
@@ -251,15 +255,25 @@ struct FindReport {
     latency: Latency,
 }
 
-/// A prefix query for a patient's name: Latin surname^given prefix, or the
-/// Hangul form, alternating.
-fn name_prefix(patient: &synth::Patient, variant: u64) -> String {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NamePattern {
+    Prefix,
+    AnySurname,
+}
+
+/// A query for a patient's name: Latin surname^given prefix, or the Hangul
+/// form, alternating; with `AnySurname`, the whole given name under any
+/// surname (about as many matches as a prefix).
+fn name_query(patient: &synth::Patient, variant: u64, pattern: NamePattern) -> String {
     let groups: Vec<&str> = patient.name.split('=').collect();
     let hangul = patient.korean && variant % 2 == 1;
     let group = if hangul { groups.get(2).copied().unwrap_or(groups[0]) } else { groups[0] };
     let (surname, given) = group.split_once('^').unwrap_or((group, ""));
     let given_prefix: String = given.chars().take(if hangul { 2 } else { 4 }).collect();
-    format!("{surname}^{given_prefix}*")
+    match pattern {
+        NamePattern::Prefix => format!("{surname}^{given_prefix}*"),
+        NamePattern::AnySurname => format!("*^{given}*"),
+    }
 }
 
 async fn find(args: FindArgs) -> anyhow::Result<ExitCode> {
@@ -275,7 +289,11 @@ async fn find(args: FindArgs) -> anyhow::Result<ExitCode> {
         let patient = synth::patient(args.seed, rng.gen_range(0..args.patients.max(1)));
         let mut identifier = Dataset::new();
         identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "STUDY"));
-        identifier.put(Element::text(tags::PATIENT_NAME, VR::PN, name_prefix(&patient, query_index as u64)));
+        identifier.put(Element::text(
+            tags::PATIENT_NAME,
+            VR::PN,
+            name_query(&patient, query_index as u64, args.pattern),
+        ));
         for (tag, vr) in [
             (tags::PATIENT_ID, VR::LO),
             (tags::STUDY_INSTANCE_UID, VR::UI),
@@ -305,8 +323,13 @@ async fn find(args: FindArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} patient-name prefix C-FIND queries: {:.1} matches on average, latency p50 {:.2} ms p95 {:.2} ms p99 {:.2} ms",
-            report.queries, report.mean_matches, report.latency.p50_ms, report.latency.p95_ms, report.latency.p99_ms
+            "{} patient-name C-FIND queries ({:?}): {:.1} matches on average, latency p50 {:.2} ms p95 {:.2} ms p99 {:.2} ms",
+            report.queries,
+            args.pattern,
+            report.mean_matches,
+            report.latency.p50_ms,
+            report.latency.p95_ms,
+            report.latency.p99_ms
         );
     }
     Ok(ExitCode::SUCCESS)

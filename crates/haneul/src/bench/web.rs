@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use super::synth::{self, Geometry, Kind};
-use super::{name_prefix, percentiles, Latency};
+use super::{name_query, percentiles, Latency, NamePattern};
 
 const DICOM_JSON: &str = "application/dicom+json";
 /// Whole instances as stored, whatever their transfer syntax.
@@ -434,7 +434,7 @@ async fn qido(args: QidoArgs) -> anyhow::Result<ExitCode> {
     for query_index in 0..args.queries {
         let patient = synth::patient(args.seed, rng.gen_range(0..args.patients.max(1)));
         let variant = if args.alphabetic { 0 } else { query_index as u64 };
-        let name = name_prefix(&patient, variant);
+        let name = name_query(&patient, variant, NamePattern::Prefix);
         let url = format!(
             "{}/studies?PatientName={}&limit={}{extra}",
             base(&args.server),
