@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use haneul_core::{Archive, Origin};
 use haneul_dicom::levels::InformationModel;
-use haneul_dicom::{tags, ts, Dataset, Element, VR};
+use haneul_dicom::{ts, Dataset};
 use haneul_dimse::command::status;
 use haneul_dimse::{sop, Client, ProposedContext};
 
@@ -87,6 +87,11 @@ fn syntaxes_for(sop_class: &str) -> impl Iterator<Item = &'static str> {
     STORED_SYNTAXES.iter().chain(VIDEO_SYNTAXES.iter().filter(move |_| video)).copied()
 }
 
+/// Contexts needed for a set of classes.
+fn contexts_needed(classes: &BTreeSet<String>) -> usize {
+    classes.iter().map(|class| contexts_for(class)).sum()
+}
+
 /// Contexts needed for one class.
 fn contexts_for(sop_class: &str) -> usize {
     syntaxes_for(sop_class).count()
@@ -112,7 +117,7 @@ pub fn plan_batches(instances: &[InstanceRef]) -> Result<Vec<Batch>, GetError> {
     // One context is the C-GET request's own.
     let budget = MAX_CONTEXTS - 1;
     let all_classes: BTreeSet<String> = instances.iter().map(|instance| instance.sop_class.clone()).collect();
-    if all_classes.iter().map(|class| contexts_for(class)).sum::<usize>() <= budget {
+    if contexts_needed(&all_classes) <= budget {
         return Ok(vec![Batch { classes: all_classes, series: None }]);
     }
     let mut by_series: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
@@ -124,11 +129,12 @@ pub fn plan_batches(instances: &[InstanceRef]) -> Result<Vec<Batch>, GetError> {
         if series_uid.is_empty() {
             return Err(refuse("the source does not tell the series of its instances at IMAGE level".into()));
         }
-        let needed = |set: &BTreeSet<String>| set.iter().map(|class| contexts_for(class)).sum::<usize>();
-        if needed(&classes) > budget {
+        if contexts_needed(&classes) > budget {
             return Err(refuse(format!("series {series_uid} has more SOP classes than one association can carry")));
         }
-        let fits = batches.iter_mut().find(|batch| needed(&batch.classes.union(&classes).cloned().collect()) <= budget);
+        let fits = batches
+            .iter_mut()
+            .find(|batch| contexts_needed(&batch.classes.union(&classes).cloned().collect()) <= budget);
         match fits {
             Some(batch) => {
                 batch.classes.extend(classes);
@@ -154,17 +160,6 @@ fn proposed_contexts(classes: &BTreeSet<String>, with_find: bool) -> Vec<Propose
         }
     }
     proposed
-}
-
-fn identifier(study_uid: &str, series_uid: Option<&str>) -> Dataset {
-    let mut identifier = Dataset::new();
-    let level = if series_uid.is_some() { "SERIES" } else { "STUDY" };
-    identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
-    identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
-    if let Some(series_uid) = series_uid {
-        identifier.put(Element::text(tags::SERIES_INSTANCE_UID, VR::UI, series_uid));
-    }
-    identifier
 }
 
 fn retriable(detail: String) -> GetError {
@@ -234,8 +229,7 @@ pub async fn get_study(
         }
     };
     // Two contexts are the C-GET's and the listing's.
-    let fits =
-        |classes: &BTreeSet<String>| classes.iter().map(|class| contexts_for(class)).sum::<usize>() <= MAX_CONTEXTS - 2;
+    let fits = |classes: &BTreeSet<String>| contexts_needed(classes) <= MAX_CONTEXTS - 2;
     if let Some(classes) = stated.filter(fits) {
         match get_by_stated_classes(node, (archive, origin), study_uid, &classes).await? {
             Some(outcome) => return Ok(outcome),
@@ -263,7 +257,7 @@ async fn get_by_stated_classes(
         .await
         .map_err(|error| retriable(format!("{node}: {error}")))?;
     let mut outcome = GetOutcome::default();
-    match get_into(&mut client, node, request, &identifier(study_uid, None), &mut outcome).await {
+    match get_into(&mut client, node, request, &walk::retrieve_identifier(study_uid, None), &mut outcome).await {
         Ended::Complete => {}
         Ended::Broken(detail) => {
             client.abort().await;
@@ -276,17 +270,7 @@ async fn get_by_stated_classes(
             return Ok(None);
         }
     }
-    match walk::instances_of(&mut client, node, study_uid).await {
-        Ok(uids) => {
-            outcome.listed = Some(uids.into_iter().collect());
-            walk::release(client, node).await;
-        }
-        Err(error) => {
-            // The verification asks again on an association of its own.
-            tracing::debug!(study_uid, %error, "listing the fetched study on its association failed");
-            client.abort().await;
-        }
-    }
+    outcome.listed = walk::list_then_release(client, node, study_uid).await;
     if let Some(listed) = &outcome.listed {
         if listed.is_empty() && outcome.stored == 0 {
             return Err(retriable("the source lists no instance of the study".into()));
@@ -330,7 +314,9 @@ async fn get_by_listed_classes(
             Some(series) => series.iter().map(|uid| Some(uid.as_str())).collect(),
         };
         for series_uid in requests {
-            match get_into(&mut client, node, request, &identifier(study_uid, series_uid), &mut outcome).await {
+            match get_into(&mut client, node, request, &walk::retrieve_identifier(study_uid, series_uid), &mut outcome)
+                .await
+            {
                 Ended::Complete => {}
                 Ended::Broken(detail) | Ended::NodeFailed(detail) => {
                     client.abort().await;

@@ -15,7 +15,6 @@ use haneul_core::migration::{
 };
 use haneul_core::{Archive, Discrepancy, MigrationState, MigrationStudy, MigrationUpdate, Origin};
 use haneul_dicom::levels::InformationModel;
-use haneul_dicom::{tags, Dataset, Element, VR};
 use haneul_dimse::command::status;
 use haneul_dimse::{sop, Client, ProposedContext};
 use tokio::sync::{watch, OnceCell};
@@ -299,7 +298,6 @@ impl Migrations {
         // Each verification's study and whether it holds a slot, by task, so
         // that even a task that panicked gives both back.
         let mut verifications: HashMap<tokio::task::Id, (String, bool)> = HashMap::new();
-        let mut querying = 0usize;
         let mut in_flight: HashSet<String> = HashSet::new();
         // Fetched studies not verified yet (a run stopped between the two) are verified first, in UID order.
         let mut done_cursor: Option<String> = Some(String::new());
@@ -326,7 +324,6 @@ impl Migrations {
                             continue;
                         }
                         let queries = context.verification_queries_source(false);
-                        querying += usize::from(queries);
                         let context = Arc::clone(&context);
                         let uid = study.study_uid.clone();
                         let task = verifying.spawn(async move { context.verify_study(&study, false, None).await });
@@ -334,6 +331,7 @@ impl Migrations {
                     }
                 }
             }
+            let querying = verifications.values().filter(|(_, queries)| *queries).count();
             let fetch_free = allowed.saturating_sub(fetching.len() + querying);
             if done_cursor.is_none() && fetch_free > 0 && !state.verify_only {
                 let claimed = self
@@ -374,7 +372,6 @@ impl Migrations {
                         Ok(fetched) => {
                             self.update_progress(&name, |p| p.fetched_this_run += fetched.count);
                             let queries = context.verification_queries_source(fetched.listed.is_some());
-                            querying += usize::from(queries);
                             let context = Arc::clone(&context);
                             let uid = study.study_uid.clone();
                             let task = verifying
@@ -392,9 +389,8 @@ impl Migrations {
                         Ok((task, result)) => (task, Some(result)),
                         Err(error) => (error.id(), None),
                     };
-                    if let Some((uid, queried)) = verifications.remove(&task) {
+                    if let Some((uid, _)) = verifications.remove(&task) {
                         in_flight.remove(&uid);
-                        querying -= usize::from(queried);
                     }
                     if let Some(Err(error)) = result {
                         self.update_progress(&name, |p| p.last_error = Some(error));
@@ -526,7 +522,7 @@ fn retry_delay(first: Duration, attempt: u32) -> Duration {
 struct Fetched {
     /// Instances stored.
     count: u64,
-    /// The source's SOP Instance UIDs where the fetch listed them (a C-GET before, a C-MOVE after).
+    /// The source's SOP Instance UIDs where the fetch listed them (a C-MOVE or C-GET on its association).
     listed: Option<BTreeSet<String>>,
 }
 
@@ -889,9 +885,7 @@ async fn move_study(node: &DicomNode, destination: &str, study_uid: &str) -> Res
         .await
         .map_err(|error| format!("{node}: {error}"))?;
     let connect_ms = started.elapsed().as_millis();
-    let mut identifier = Dataset::new();
-    identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "STUDY"));
-    identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
+    let identifier = walk::retrieve_identifier(study_uid, None);
     let summary = match client.retrieve_move(InformationModel::StudyRoot, destination, &identifier).await {
         Ok(summary) => summary,
         Err(error) => {
@@ -901,33 +895,19 @@ async fn move_study(node: &DicomNode, destination: &str, study_uid: &str) -> Res
     };
     let moved_ms = started.elapsed().as_millis();
     let succeeded = summary.status == status::SUCCESS || summary.status & 0xF000 == 0xB000;
-    let mut listed = None;
-    let mut usable = true;
-    if succeeded && summary.failed == 0 {
-        match walk::instances_of(&mut client, node, study_uid).await {
-            Ok(uids) => listed = Some(uids.into_iter().collect()),
-            Err(error) => {
-                // The verification asks again on an association of its own.
-                tracing::debug!(study_uid, %error, "listing the moved study on its association failed");
-                usable = false;
-            }
-        }
-    }
-    let listed_ms = started.elapsed().as_millis();
     // Ended before the slot takes another study: the node never sees more
-    // associations than allowed, not even for a moment. A node that went
-    // silent gets an abort, and one that never answers the release its timeout.
-    if usable {
-        walk::release(client, node).await;
+    // associations than allowed, not even for a moment.
+    let listed = if succeeded && summary.failed == 0 {
+        walk::list_then_release(client, node, study_uid).await
     } else {
-        client.abort().await;
-    }
+        walk::release(client, node).await;
+        None
+    };
     tracing::debug!(
         study_uid,
         connect_ms,
         move_ms = moved_ms - connect_ms,
-        list_ms = listed_ms - moved_ms,
-        release_ms = started.elapsed().as_millis() - listed_ms,
+        list_and_release_ms = started.elapsed().as_millis() - moved_ms,
         "study moved"
     );
     if !succeeded || summary.failed > 0 {

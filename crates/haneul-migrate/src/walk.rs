@@ -275,9 +275,7 @@ pub(crate) async fn study_sop_classes(
     node: &DicomNode,
     study_uid: &str,
 ) -> Result<Option<BTreeSet<String>>, WalkError> {
-    let mut identifier = Dataset::new();
-    identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "STUDY"));
-    identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
+    let mut identifier = retrieve_identifier(study_uid, None);
     identifier.put(Element::empty(tags::SOP_CLASSES_IN_STUDY, VR::UI));
     let mut client = connect(node).await?;
     let result = find(&mut client, node, &identifier).await;
@@ -322,6 +320,28 @@ pub async fn study_instance_refs(node: &DicomNode, study_uid: &str) -> Result<Ve
     let result = instance_refs_of(&mut client, node, study_uid, Listing::WithSopClasses).await;
     release(client, node).await;
     result
+}
+
+/// List a study just fetched on the association that fetched it (UIDs only),
+/// then end the association before the caller's slot opens another: released,
+/// or aborted where the listing failed (the node may have gone silent). `None`
+/// then: the verification asks again on an association of its own.
+pub(crate) async fn list_then_release(
+    mut client: Client,
+    node: &DicomNode,
+    study_uid: &str,
+) -> Option<BTreeSet<String>> {
+    match instances_of(&mut client, node, study_uid).await {
+        Ok(uids) => {
+            release(client, node).await;
+            Some(uids.into_iter().collect())
+        }
+        Err(error) => {
+            tracing::debug!(node = %node, study_uid, %error, "listing the fetched study on its association failed");
+            client.abort().await;
+            None
+        }
+    }
 }
 
 pub(crate) async fn instances_of(
@@ -485,6 +505,18 @@ fn summary(answer: &Dataset) -> Option<StudySummary> {
         study_date: text(answer, tags::STUDY_DATE).unwrap_or_default(),
         instances: answer.int(tags::NUMBER_OF_STUDY_RELATED_INSTANCES).and_then(|n| u32::try_from(n).ok()),
     })
+}
+
+/// What a C-MOVE or C-GET asks for: a study, or one series of it.
+pub(crate) fn retrieve_identifier(study_uid: &str, series_uid: Option<&str>) -> Dataset {
+    let mut identifier = Dataset::new();
+    let level = if series_uid.is_some() { "SERIES" } else { "STUDY" };
+    identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
+    identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
+    if let Some(series_uid) = series_uid {
+        identifier.put(Element::text(tags::SERIES_INSTANCE_UID, VR::UI, series_uid));
+    }
+    identifier
 }
 
 fn series_identifier(study_uid: &str) -> Dataset {

@@ -259,7 +259,7 @@ fn inflate(deflated: &[u8]) -> Vec<u8> {
 }
 
 /// A pynetdicom Query/Retrieve SCP playing a legacy PACS (`peers/pn_legacy.py`):
-/// generated studies, and a count of the C-FINDs and C-MOVEs it serves at once.
+/// generated studies, and a count of the C-FINDs, C-MOVEs and C-GETs it serves at once.
 struct CountingPacs {
     child: std::process::Child,
     stdout: std::io::BufReader<std::process::ChildStdout>,
@@ -292,6 +292,15 @@ impl CountingPacs {
         CountingPacs { child, stdout, port }
     }
 
+    /// A `[[migration.source]]` named `legacy` for this peer, `parallel = 2`.
+    fn source(&self, method: &str) -> String {
+        format!(
+            "[[migration.source]]\nname = \"legacy\"\nmethod = \"{method}\"\nae_title = \"LEGACY\"\n\
+             host = \"127.0.0.1\"\nport = {}\nparallel = 2\n",
+            self.port
+        )
+    }
+
     /// Stop the peer; what it counted.
     fn finish(&mut self) -> serde_json::Value {
         use std::io::BufRead;
@@ -316,11 +325,7 @@ fn a_migration_queries_the_legacy_pacs_over_no_more_associations_than_allowed() 
     const STUDIES: usize = 6;
     let haneul_port = free_port();
     let mut legacy = CountingPacs::start(STUDIES, 5, haneul_port, serde_json::json!({}));
-    let source = format!(
-        "[[migration.source]]\nname = \"legacy\"\nae_title = \"LEGACY\"\nhost = \"127.0.0.1\"\nport = {}\nparallel = 2\n",
-        legacy.port
-    );
-    let server = Server::start_with_dicom_port(haneul_port, &source);
+    let server = Server::start_with_dicom_port(haneul_port, &legacy.source("c-move"));
     let output = migrate(&server, &["start", "legacy"]);
     assert!(output.status.success(), "{}", text(&output));
     let status_now = status(&server, "legacy");
@@ -350,12 +355,7 @@ fn a_c_get_migration_lists_instances_with_their_classes_only_where_the_source_do
             options["sop_classes_in_study"] = stated.into();
         }
         let mut legacy = CountingPacs::start(STUDIES, 5, haneul_port, options);
-        let source = format!(
-            "[[migration.source]]\nname = \"legacy\"\nmethod = \"c-get\"\nae_title = \"LEGACY\"\nhost = \"127.0.0.1\"\n\
-             port = {}\nparallel = 2\n",
-            legacy.port
-        );
-        let server = Server::start_with_dicom_port(haneul_port, &source);
+        let server = Server::start_with_dicom_port(haneul_port, &legacy.source("c-get"));
         let output = migrate(&server, &["start", "legacy"]);
         assert!(output.status.success(), "stated {stated:?}: {}\n{}", text(&output), server.log());
         let status_now = status(&server, "legacy");

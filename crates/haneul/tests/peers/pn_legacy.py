@@ -108,6 +108,15 @@ def main():
         finally:
             operations.end()
 
+    def send(identifier):
+        """What a C-MOVE or C-GET yields for a study: the count, then each instance."""
+        instances = studies.get(str(identifier.get("StudyInstanceUID", "")), [])
+        yield len(instances)
+        for ds in instances:
+            if delay:
+                time.sleep(delay)  # a busy archive, so that studies overlap
+            yield 0xFF00, ds
+
     def on_move(event):
         operations.begin("move")
         try:
@@ -116,24 +125,14 @@ def main():
                 yield None, None
                 return
             yield destination[0], destination[1]
-            instances = studies.get(str(event.identifier.get("StudyInstanceUID", "")), [])
-            yield len(instances)
-            for ds in instances:
-                if delay:
-                    time.sleep(delay)  # a busy archive, so that studies overlap
-                yield 0xFF00, ds
+            yield from send(event.identifier)
         finally:
             operations.end()
 
     def on_get(event):
         operations.begin("get")
         try:
-            instances = studies.get(str(event.identifier.get("StudyInstanceUID", "")), [])
-            yield len(instances)
-            for ds in instances:
-                if delay:
-                    time.sleep(delay)
-                yield 0xFF00, ds
+            yield from send(event.identifier)
         finally:
             operations.end()
 
