@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Several nodes and the PostgreSQL catalog, measured in one run:
 #   1. C-FIND and QIDO-RS latency (p50/p95/p99, patient-name prefixes at
-#      study level; C-FIND also given names under any surname, `*^Minjun*`) on a
+#      study level; C-FIND also given names under any surname, `*^Minjun*`,
+#      and three days' studies, `StudyDate=20240312-20240314`) on a
 #      catalog of FIND_STUDIES × FIND_INSTANCES_PER_STUDY instances, on SQLite
 #      (the default) and on PostgreSQL, same synthetic data, and the catalog's
 #      size on disk;
@@ -144,14 +145,13 @@ if [[ -z "${SKIP_FIND:-}" ]]; then
         pid=$NODE_PID
         token=$("$HANEUL" token create admin --name bench --config "$file" 2>/dev/null)
         for round in $(seq 1 "$ROUNDS"); do
-            json=$("$HANEUL" bench find --target "127.0.0.1:$dicom" --patients $((FIND_STUDIES / 2)) \
-                --queries "$QUERIES" --seed "$round" --json)
-            record "c-find-$engine" "$json"
-            echo "  C-FIND round $round: $json" | cut -c1-200
-            json=$("$HANEUL" bench find --target "127.0.0.1:$dicom" --patients $((FIND_STUDIES / 2)) \
-                --queries "$QUERIES" --seed "$round" --pattern any-surname --json)
-            record "c-find-any-surname-$engine" "$json"
-            echo "  C-FIND *^given* round $round: $json" | cut -c1-200
+            for pattern in prefix any-surname date-range; do
+                json=$("$HANEUL" bench find --target "127.0.0.1:$dicom" --patients $((FIND_STUDIES / 2)) \
+                    --queries "$QUERIES" --seed "$round" --pattern "$pattern" --json)
+                scenario=c-find-$pattern; [[ $pattern == prefix ]] && scenario=c-find
+                record "$scenario-$engine" "$json"
+                echo "  C-FIND ($pattern) round $round: $json" | cut -c1-200
+            done
             json=$(HANEUL_TOKEN=$token "$HANEUL" bench web qido --url "http://127.0.0.1:$http/dicom-web" \
                 --patients $((FIND_STUDIES / 2)) --queries "$QUERIES" --seed "$round" --json)
             record "qido-$engine" "$json"
@@ -244,7 +244,7 @@ def median(scenario, key, sub=None):
     return statistics.median(values) if values else None
 print("medians:")
 for engine in ("sqlite", "postgres"):
-    for kind in ("c-find", "c-find-any-surname", "qido"):
+    for kind in ("c-find", "c-find-any-surname", "c-find-date-range", "qido"):
         p50, p95 = median(f"{kind}-{engine}", "p50_ms", "latency"), median(f"{kind}-{engine}", "p95_ms", "latency")
         if p50 is not None:
             print(f"  {kind:18} on {engine:8}: p50 {p50:.2f} ms, p95 {p95:.2f} ms")

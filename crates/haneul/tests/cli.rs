@@ -1,5 +1,6 @@
 //! The command-line tools: `haneul import`, `haneul verify`, `haneul
-//! check-config`, and `haneul serve` refusing a bad configuration.
+//! check-config`, `haneul serve` refusing a bad configuration, and what `haneul
+//! bench find` reports.
 
 mod common;
 
@@ -669,4 +670,56 @@ fn serve_refuses_a_bad_configuration() {
     std::fs::write(&config, &base).expect("write config");
     assert_serve_refuses(&["--ae-title", "THIS TITLE IS FAR TOO LONG"], &config, port, "dicom.ae_title");
     assert!(!work.path().join("data").join("catalog.sqlite").exists(), "a refused serve created an archive");
+}
+
+/// `haneul bench find --each` writes what each query asked and how many
+/// studies it got: the counts a DICOM client (DCMTK's findscu) gets for the same
+/// date ranges, and the mean the summary reports.
+#[test]
+fn bench_find_writes_each_query_with_the_matches_a_dicom_client_gets() {
+    let server = Server::start();
+    let target = format!("127.0.0.1:{}", server.dicom_port);
+    let stored =
+        run(haneul().args(["bench", "store", "--target", &target, "--count", "200", "--per-study", "1", "--json"]));
+    assert!(stored.status.success(), "bench store failed: {:?}", text(&stored));
+
+    let each = server.dir.path().join("each.csv");
+    let found = run(haneul()
+        .args(["bench", "find", "--target", &target, "--pattern", "date-range", "--days", "28"])
+        .args(["--queries", "24", "--json", "--each"])
+        .arg(&each));
+    let (stdout, stderr) = text(&found);
+    assert!(found.status.success(), "bench find failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let csv = std::fs::read_to_string(&each).expect("the per-query file");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("query,matches,micros"));
+    let queries: Vec<(String, usize)> = lines
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields.len(), 3, "{line}");
+            assert!(fields[2].parse::<u64>().is_ok(), "{line}");
+            (fields[0].to_string(), fields[1].parse().expect("a match count"))
+        })
+        .collect();
+    assert_eq!(queries.len(), 24);
+    let total: usize = queries.iter().map(|(_, matches)| matches).sum();
+    assert!(total > 0, "no range matched a stored study, so nothing is compared: {queries:?}");
+    assert_eq!(summary["mean_matches"].as_f64(), Some(total as f64 / 24.0));
+
+    for (range, matches) in &queries {
+        let (from, to) = range.split_once('-').expect("a date range");
+        assert_eq!((&from[..6], &from[6..], &to[6..]), (&to[..6], "01", "28"), "28 days of one month: {range}");
+        let output = run(common::dcmtk("findscu")
+            .args(["-v", "-S", "-aec", "HANEUL", "-k", "QueryRetrieveLevel=STUDY"])
+            .arg("-k")
+            .arg(format!("StudyDate={range}"))
+            .args(["-k", "StudyInstanceUID", "127.0.0.1"])
+            .arg(server.dicom_port.to_string()));
+        let (out, err) = text(&output);
+        let log = format!("{out}{err}");
+        assert!(log.contains("Received Final Find Response (Success)"), "{log}");
+        let answered = log.lines().filter(|line| line.trim_start_matches("I: ").starts_with("Find Response:")).count();
+        assert_eq!(answered, *matches, "StudyDate={range}");
+    }
 }

@@ -228,6 +228,21 @@ pub struct Study {
     pub description: &'static str,
 }
 
+/// The years studies are dated in, and the last day of a month used (every
+/// month has it).
+const STUDY_YEARS: std::ops::Range<u32> = 2015..2027;
+const LAST_STUDY_DAY: u32 = 28;
+
+/// `days` consecutive days within one month on which `study` dates studies,
+/// as the first and last date.
+pub fn study_date_range(rng: &mut StdRng, days: u32) -> (String, String) {
+    let days = days.clamp(1, LAST_STUDY_DAY);
+    let (year, month) = (rng.gen_range(STUDY_YEARS), rng.gen_range(1..=12));
+    let first = rng.gen_range(1..=LAST_STUDY_DAY + 1 - days);
+    let date = |day: u32| format!("{year:04}{month:02}{day:02}");
+    (date(first), date(first + days - 1))
+}
+
 pub fn study(seed: u64, index: u64, patient: Patient) -> Study {
     let mut rng = StdRng::seed_from_u64(seed.wrapping_add(index).wrapping_mul(0xD134_2543_DE82_EF95));
     Study {
@@ -236,7 +251,12 @@ pub fn study(seed: u64, index: u64, patient: Patient) -> Study {
         series_uid: uid::generate(),
         frame_of_reference_uid: uid::generate(),
         accession: format!("A{:09}", index),
-        date: format!("{:04}{:02}{:02}", rng.gen_range(2015..2027), rng.gen_range(1..=12), rng.gen_range(1..=28)),
+        date: format!(
+            "{:04}{:02}{:02}",
+            rng.gen_range(STUDY_YEARS),
+            rng.gen_range(1..=12),
+            rng.gen_range(1..=LAST_STUDY_DAY)
+        ),
         description: STUDY_DESCRIPTIONS[rng.gen_range(0..STUDY_DESCRIPTIONS.len())],
     }
 }
@@ -423,5 +443,19 @@ mod tests {
     fn patients_are_deterministic() {
         assert_eq!(patient(1, 42).name, patient(1, 42).name);
         assert!(!patient(1, 19).korean);
+    }
+
+    #[test]
+    fn date_ranges_span_the_days_asked_for_among_the_dates_studies_get() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for index in 0..2_000 {
+            let (from, to) = study_date_range(&mut rng, 3);
+            let (first, last): (u32, u32) = (from[6..].parse().expect("day"), to[6..].parse().expect("day"));
+            assert_eq!(from[..6], to[..6], "one month: {from}-{to}");
+            assert_eq!(last - first, 2, "three days: {from}-{to}");
+            assert!((1..=LAST_STUDY_DAY).contains(&first) && last <= LAST_STUDY_DAY, "{from}-{to}");
+            let date = study(1, index, patient(1, index / 2)).date;
+            assert!(date.as_str() >= "20150101" && date.as_str() <= "20261228", "{date}");
+        }
     }
 }
