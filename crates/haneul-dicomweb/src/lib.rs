@@ -42,6 +42,10 @@ pub use api::OPENAPI;
 pub use auth::{Access, AuthConfig, AuthMethod, OidcConfig, Principal};
 pub use error::{ApiError, ApiResult};
 
+/// [`WebConfig::qido_max_results`] by default: an answer of some tens of
+/// megabytes at most, more than any study list shows.
+pub const DEFAULT_QIDO_MAX_RESULTS: usize = 10_000;
+
 /// Settings of the HTTP edge.
 #[derive(Debug, Clone)]
 pub struct WebConfig {
@@ -54,6 +58,11 @@ pub struct WebConfig {
     pub cors_origins: Vec<String>,
     /// Largest STOW-RS request body.
     pub max_upload_bytes: u64,
+    /// Most matches one QIDO-RS answer carries, whatever `limit` asks: the
+    /// answer is built in memory, so an unbounded search of a large archive
+    /// (`GET /instances`) would take the server's memory. More are announced
+    /// with a `Warning: 299` header and reached with `offset` (PS3.18 8.3.4.4).
+    pub qido_max_results: usize,
     /// Our AE title and DICOM port, for the REST API.
     pub ae_title: String,
     pub dicom_port: u16,
@@ -78,6 +87,7 @@ impl Default for WebConfig {
             public_url: None,
             cors_origins: vec!["*".into()],
             max_upload_bytes: 8 << 30,
+            qido_max_results: DEFAULT_QIDO_MAX_RESULTS,
             ae_title: "HANEUL".into(),
             dicom_port: 11112,
             known_aes: haneul_core::aes::AeDirectory::default(),

@@ -1,7 +1,7 @@
 //! QIDO-RS: searches, answered from the catalog by the same matcher as C-FIND.
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use haneul_dicom::json::write_object;
@@ -15,6 +15,10 @@ use crate::media::require_json;
 use crate::{RequestContext, WebState};
 
 pub const DICOM_JSON: &str = "application/dicom+json";
+
+/// PS3.18's warning for an answer the server's maximum cut short.
+const RESULTS_CUT_WARNING: &str = "299 haneul \"The number of results exceeded the maximum supported by the server. \
+     Additional results can be requested.\"";
 
 /// Decode a query string into name/value pairs (percent-encoded UTF-8).
 pub fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
@@ -69,13 +73,21 @@ async fn search(
     require_json(headers)?;
     let params = query_pairs(raw);
     let request = qido::parse(level, scope, &params).map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    let matches = state.archive().search(request.query.clone(), request.offset, request.limit, &ctx.origin).await;
+    // One more than the server's maximum is fetched to tell whether it cut the answer.
+    let max_results = state.config().qido_max_results.max(1);
+    let server_limits = request.limit.is_none_or(|asked| asked > max_results);
+    let fetch = if server_limits { max_results + 1 } else { request.limit.unwrap_or(max_results) };
+    let mut matches = state.archive().search(request.query.clone(), request.offset, Some(fetch), &ctx.origin).await;
+    let cut = server_limits && matches.as_ref().is_ok_and(|views| views.len() > max_results);
+    if let (true, Ok(views)) = (cut, matches.as_mut()) {
+        views.truncate(max_results);
+    }
     let mut audit = ctx.audit_entry(Action::Query).detail("query", haneul_core::query_keys(&request.query));
     for view in matches.iter().flatten() {
         haneul_core::audit_add_view(&mut audit, view);
     }
     let count = matches.as_ref().map_or(0, Vec::len);
-    state.archive().audit(audit.detail("matches", count).outcome_of(&matches));
+    state.archive().audit(audit.detail("matches", count).detail("cut", cut).outcome_of(&matches));
     let matches = matches?;
     let service = ctx.service_url(state);
     let responses: Vec<Dataset> = matches
@@ -105,7 +117,11 @@ async fn search(
         write_object(&mut body, response, &bulk);
     }
     body.push(']');
-    Ok(([(header::CONTENT_TYPE, DICOM_JSON)], body).into_response())
+    let mut response = ([(header::CONTENT_TYPE, DICOM_JSON)], body).into_response();
+    if cut {
+        response.headers_mut().insert(header::WARNING, HeaderValue::from_static(RESULTS_CUT_WARNING));
+    }
+    Ok(response)
 }
 
 /// The BulkDataURI of an element of an instance.

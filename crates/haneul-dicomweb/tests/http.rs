@@ -432,6 +432,53 @@ async fn cors_preflight_allows_the_headers_viewers_send() {
     assert_eq!(reply.header("cross-origin-resource-policy"), "cross-origin");
 }
 
+/// A search answers at most `qido_max_results` matches, whatever `limit`
+/// asks, says so in a PS3.18 `Warning: 299`, and the rest is reached with
+/// `offset`; a search within the maximum is answered whole, without the warning.
+#[tokio::test]
+async fn searches_beyond_the_servers_maximum_are_cut_with_a_warning_and_paged() {
+    let config =
+        WebConfig { qido_max_results: 3, ..WebConfig::default() }.with_anonymous_role(haneul_core::Role::Admin);
+    let harness = Harness::with_config(config);
+    let specs: Vec<Spec> = (1..=5).map(|study| spec(study, 1, 1)).collect();
+    harness.store(&specs.iter().map(part10).collect::<Vec<_>>()).await;
+    let study_uids = |reply: &Reply| -> Vec<String> {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let answer = reply.json();
+        answer.as_array().expect("an array").iter().map(|study| string_value(study, "0020000D")).collect()
+    };
+    let cut = |reply: &Reply| {
+        let warning = reply.header(header::WARNING);
+        warning.starts_with("299 ") && warning.contains("exceeded the maximum supported by the server")
+    };
+
+    let mut seen = Vec::new();
+    for (query, expected, warned) in [
+        ("", 3, true),
+        ("?limit=10", 3, true),
+        ("?limit=2", 2, false),
+        ("?limit=3", 3, false),
+        ("?offset=3", 2, false),
+        ("?offset=1&limit=5", 3, true),
+        ("?offset=2&limit=5", 3, false),
+    ] {
+        let reply = harness.get(&format!("/dicom-web/studies{query}"), "application/dicom+json").await;
+        let uids = study_uids(&reply);
+        assert_eq!((uids.len(), cut(&reply)), (expected, warned), "studies{query}: {uids:?}");
+        if query.is_empty() || query == "?offset=3" {
+            seen.extend(uids);
+        }
+    }
+    seen.sort();
+    let mut stored: Vec<String> = specs.iter().map(|spec| spec.study.clone()).collect();
+    stored.sort();
+    assert_eq!(seen, stored, "the first page and the one after it hold every study once");
+
+    // Within the maximum: whole, no warning.
+    let reply = harness.get(&format!("/dicom-web/studies/{}/series", specs[0].study), "application/dicom+json").await;
+    assert_eq!((reply.json().as_array().map(Vec::len), cut(&reply)), (Some(1), false), "{}", reply.text());
+}
+
 #[tokio::test]
 async fn client_mistakes_get_4xx_with_a_readable_body() {
     let config =

@@ -348,6 +348,8 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Largest STOW-RS request body, in bytes.
     pub max_upload_bytes: u64,
+    /// Most matches in one QIDO-RS answer; more are left to further pages.
+    pub qido_max_results: usize,
     /// HTTPS: present, the HTTP endpoint speaks only TLS.
     pub tls: Option<HttpTlsConfig>,
     /// Allow a non-loopback `listen` without `[http.tls]` (behind a TLS proxy, or a closed network).
@@ -645,6 +647,7 @@ impl Default for HttpConfig {
             public_url: String::new(),
             cors_origins: web.cors_origins,
             max_upload_bytes: web.max_upload_bytes,
+            qido_max_results: web.qido_max_results,
             tls: None,
             insecure: false,
             anonymous_role: String::new(),
@@ -787,6 +790,9 @@ impl Config {
         }
         if self.http.max_upload_bytes < 1024 {
             bail!("http.max_upload_bytes: {} is too small (at least 1024)", self.http.max_upload_bytes);
+        }
+        if self.http.qido_max_results == 0 {
+            bail!("http.qido_max_results: must be at least 1");
         }
         for (index, origin) in self.http.cors_origins.iter().enumerate() {
             let valid = origin == "*"
@@ -1142,6 +1148,7 @@ impl Config {
             public_url: Some(self.http.public_url.clone()).filter(|url| !url.is_empty()),
             cors_origins: self.http.cors_origins.clone(),
             max_upload_bytes: self.http.max_upload_bytes,
+            qido_max_results: self.http.qido_max_results,
             ae_title: self.dicom.ae_title.clone(),
             dicom_port: self.dicom_listen().map(|address| address.port()).unwrap_or(11112),
             known_aes: known_aes.clone(),
@@ -1397,6 +1404,7 @@ mod tests {
             ("[http]\nbase_path = \"dicom-web\"\n", "http.base_path"),
             ("[http]\ncors_origins = [\"viewer.example.org\"]\n", "http.cors_origins[0]"),
             ("[http]\npublic_url = \"ftp://x\"\n", "http.public_url"),
+            ("[http]\nqido_max_results = 0\n", "http.qido_max_results"),
             ("[http.tls]\ncert_file = \"c.pem\"\n", "key_file"),
             ("[http.tls]\ncert_file = \"\"\nkey_file = \"k.pem\"\n", "http.tls.cert_file"),
             ("[http.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_auth = \"required\"\n", "http.tls.client_auth"),

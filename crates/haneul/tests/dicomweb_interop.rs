@@ -67,6 +67,20 @@ fn qido_rs_searches_match_the_stored_files() {
     assert_eq!(checks["paging"].as_u64(), Some(BROAD_SET_LEN), "{out}");
 }
 
+/// A server whose QIDO-RS answers are capped: dicomweb-client gets a first
+/// page with PS3.18's warning, and pages through every instance by offset.
+#[test]
+fn capped_qido_rs_answers_page_through_everything_with_dicomweb_client() {
+    let server = Server::start_with_http("qido_max_results = 10", "");
+    let out = peer("dw_capped.py", &spec(&server));
+    assert_eq!(count(&out, "stored"), BROAD_SET_LEN, "{out}");
+    assert_eq!(count(&out, "first_page"), 10, "{out}");
+    let warning = out["warning"].as_str().unwrap_or_default();
+    assert!(warning.starts_with("299 ") && warning.contains("exceeded the maximum"), "{out}");
+    assert_eq!((count(&out, "remaining"), count(&out, "remaining_distinct")), (BROAD_SET_LEN, BROAD_SET_LEN), "{out}");
+    assert_eq!((count(&out, "within_limit"), out["within_limit_warning"].as_str()), (2, Some("")), "{out}");
+}
+
 #[test]
 fn korean_and_other_character_sets_through_qido_and_metadata() {
     let server = Server::start();
