@@ -101,8 +101,9 @@ pub trait Catalog: Send + Sync {
     /// Visit the matches of `query` in a stable order; each visit gets the
     /// merged attributes of the entity and of the levels above it, with the
     /// computed attributes (counts, modalities and SOP classes in study).
-    /// The visitor returns `false` to stop early.
-    fn find(&self, query: &Query, visit: &mut dyn FnMut(Dataset) -> bool) -> Result<()>;
+    /// The first `skip` matches are left out (QIDO-RS `offset`). The visitor
+    /// returns `false` to stop early.
+    fn find(&self, query: &Query, skip: usize, visit: &mut dyn FnMut(Dataset) -> bool) -> Result<()>;
 
     /// How the database would run the statement [`Catalog::find`] issues
     /// for `query` (PostgreSQL's `EXPLAIN`, SQLite's `EXPLAIN QUERY PLAN`),

@@ -79,9 +79,13 @@ fn query(level: &str, keys: &[(haneul_dicom::Tag, VR, &str)]) -> Query {
 }
 
 fn find(catalog: &dyn Catalog, query: &Query) -> Vec<Dataset> {
+    find_skipping(catalog, query, 0)
+}
+
+fn find_skipping(catalog: &dyn Catalog, query: &Query, skip: usize) -> Vec<Dataset> {
     let mut found = Vec::new();
     catalog
-        .find(query, &mut |view| {
+        .find(query, skip, &mut |view| {
             found.push(view);
             true
         })
@@ -128,6 +132,34 @@ on_every_engine! {
         assert_eq!(view.string(tags::NUMBER_OF_PATIENT_RELATED_STUDIES), Some("2"));
         let statistics = catalog.statistics().expect("statistics");
         assert_eq!((statistics.patients, statistics.studies, statistics.series, statistics.instances), (1, 2, 3, 4));
+    }
+}
+
+on_every_engine! {
+    fn skipped_matches_are_the_first_ones_with_or_without_keys_to_match(catalog) {
+        // Skipped by the database where every row matches (no key), after
+        // matching otherwise: the same pages either way.
+        let items: Vec<NewInstance> = (1..=6)
+            .map(|n| {
+                let (patient, name) = if n % 2 == 0 { ("P2", "Kim^Minji") } else { ("P1", "Lee^Seoyeon") };
+                let (study, series, sop) = (format!("2.{n}"), format!("2.{n}.1"), format!("2.{n}.1.1"));
+                instance(&spec(patient, name, &study, &series, "CT", &sop), n as u8)
+            })
+            .collect();
+        assert!(commit(catalog, &items, DuplicatePolicy::KeepFirst).iter().all(|o| *o == CommitOutcome::Stored));
+        let uids = |views: Vec<Dataset>| -> Vec<String> {
+            views.iter().filter_map(|view| view.string(tags::STUDY_INSTANCE_UID).map(str::to_string)).collect()
+        };
+        let every = query("STUDY", &[(tags::STUDY_INSTANCE_UID, VR::UI, "")]);
+        let kims = query("STUDY", &[(tags::PATIENT_NAME, VR::PN, "Kim*"), (tags::STUDY_INSTANCE_UID, VR::UI, "")]);
+        for (query, whole) in [(&every, 6), (&kims, 3)] {
+            let all = uids(find(catalog, query));
+            assert_eq!(all.len(), whole);
+            for skip in [1, 2, whole, whole + 3] {
+                let rest = uids(find_skipping(catalog, query, skip));
+                assert_eq!(rest, all[skip.min(whole)..], "skipping {skip} of {all:?}");
+            }
+        }
     }
 }
 

@@ -34,16 +34,10 @@ impl Archive {
         limit: Option<usize>,
         origin: &Origin,
     ) -> Result<Vec<Dataset>, ArchiveError> {
-        let mut receiver = self.find(query, origin);
+        let mut receiver = self.find_skipping(query, offset, origin);
         let mut results = Vec::new();
-        let mut skipped = 0;
         while let Some(next) = receiver.recv().await {
-            let view = next?;
-            if skipped < offset {
-                skipped += 1;
-                continue;
-            }
-            results.push(view);
+            results.push(next?);
             if limit.is_some_and(|limit| results.len() >= limit) {
                 break;
             }

@@ -52,7 +52,7 @@ impl Archive {
         tokio::task::spawn_blocking(move || {
             match study_query(&studies) {
                 Ok(query) => {
-                    let result = archive.catalog().find(&query, &mut |view| {
+                    let result = archive.catalog().find(&query, 0, &mut |view| {
                         add_view(&mut entry, &view);
                         true
                     });

@@ -390,9 +390,15 @@ impl Archive {
     /// Run a query; matches arrive on the returned channel in a stable order.
     /// Dropping the receiver stops the query (C-CANCEL).
     /// Only studies of the requester's sites are seen (`origin.scope`).
-    pub fn find(
+    pub fn find(&self, query: Query, origin: &Origin) -> tokio::sync::mpsc::Receiver<Result<Dataset, ArchiveError>> {
+        self.find_skipping(query, 0, origin)
+    }
+
+    /// [`Archive::find`] without its first `skip` matches.
+    pub(crate) fn find_skipping(
         &self,
         mut query: Query,
+        skip: usize,
         origin: &Origin,
     ) -> tokio::sync::mpsc::Receiver<Result<Dataset, ArchiveError>> {
         query.sites.clone_from(&origin.scope);
@@ -401,7 +407,7 @@ impl Archive {
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         let catalog = Arc::clone(&self.catalog);
         tokio::task::spawn_blocking(move || {
-            let result = catalog.find(&query, &mut |view| sender.blocking_send(Ok(view)).is_ok());
+            let result = catalog.find(&query, skip, &mut |view| sender.blocking_send(Ok(view)).is_ok());
             if let Err(error) = result {
                 let _ = sender.blocking_send(Err(error.into()));
             }

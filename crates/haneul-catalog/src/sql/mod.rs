@@ -224,13 +224,33 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
         Ok(found.into_iter().next().flatten())
     }
 
-    fn find(&self, query: &Query, visit: &mut dyn FnMut(Dataset) -> bool) -> Result<()> {
-        let (narrowing, sql) = self.find_statement(query);
+    fn find(&self, query: &Query, skip: usize, visit: &mut dyn FnMut(Dataset) -> bool) -> Result<()> {
+        let (narrowing, mut sql) = self.find_statement(query);
+        let mut left_to_skip = skip;
+        // With no key to match, every row is a match: the database skips the
+        // rows, where otherwise each would be read and matched first (a deep
+        // page of every instance would cost as much as all pages before it).
+        if skip > 0 && query.constraints.is_empty() {
+            let offset = match self.engine.dialect() {
+                Dialect::Sqlite => " LIMIT -1 OFFSET ",
+                Dialect::Postgres => " OFFSET ",
+            };
+            sql.push_str(offset);
+            sql.push_str(&skip.to_string());
+            left_to_skip = 0;
+        }
         self.engine.read(|db| {
             let mut cache = AttrCache::default();
             db.query_each(&sql, &narrowing.params(), &mut |row| {
                 let view = row_to_view(row, 0, query.level, &mut cache)?;
-                Ok(!query.matches(&view) || visit(view))
+                if !query.matches(&view) {
+                    return Ok(true);
+                }
+                if left_to_skip > 0 {
+                    left_to_skip -= 1;
+                    return Ok(true);
+                }
+                Ok(visit(view))
             })
         })
     }
