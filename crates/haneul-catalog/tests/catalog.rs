@@ -155,7 +155,8 @@ on_every_engine! {
         for (query, whole) in [(&every, 6), (&kims, 3)] {
             let all = uids(find(catalog, query));
             assert_eq!(all.len(), whole);
-            for skip in [1, 2, whole, whole + 3] {
+            // usize::MAX: beyond what the database's own integers hold.
+            for skip in [1, 2, whole, whole + 3, usize::MAX] {
                 let rest = uids(find_skipping(catalog, query, skip));
                 assert_eq!(rest, all[skip.min(whole)..], "skipping {skip} of {all:?}");
             }

@@ -34,6 +34,9 @@ impl Archive {
         limit: Option<usize>,
         origin: &Origin,
     ) -> Result<Vec<Dataset>, ArchiveError> {
+        if limit == Some(0) {
+            return Ok(Vec::new());
+        }
         let mut receiver = self.find_skipping(query, offset, origin);
         let mut results = Vec::new();
         while let Some(next) = receiver.recv().await {

@@ -450,7 +450,14 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             header::RANGE,
             header::IF_NONE_MATCH,
         ])
-        .expose_headers([header::CONTENT_TYPE, header::CONTENT_LENGTH, header::ETAG, header::CONTENT_RANGE])
+        .expose_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+            header::ETAG,
+            header::CONTENT_RANGE,
+            // A QIDO-RS answer cut at the server's maximum says so here.
+            header::WARNING,
+        ])
         .max_age(std::time::Duration::from_secs(600))
 }
 

@@ -75,8 +75,10 @@ async fn search(
     let request = qido::parse(level, scope, &params).map_err(|error| ApiError::BadRequest(error.to_string()))?;
     // One more than the server's maximum is fetched to tell whether it cut the answer.
     let max_results = state.config().qido_max_results.max(1);
-    let server_limits = request.limit.is_none_or(|asked| asked > max_results);
-    let fetch = if server_limits { max_results + 1 } else { request.limit.unwrap_or(max_results) };
+    let (server_limits, fetch) = match request.limit {
+        Some(asked) if asked <= max_results => (false, asked),
+        _ => (true, max_results + 1),
+    };
     let mut matches = state.archive().search(request.query.clone(), request.offset, Some(fetch), &ctx.origin).await;
     let cut = server_limits && matches.as_ref().is_ok_and(|views| views.len() > max_results);
     if let (true, Ok(views)) = (cut, matches.as_mut()) {

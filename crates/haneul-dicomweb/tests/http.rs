@@ -457,6 +457,8 @@ async fn searches_beyond_the_servers_maximum_are_cut_with_a_warning_and_paged() 
         ("", 3, true),
         ("?limit=10", 3, true),
         ("?limit=2", 2, false),
+        ("?limit=0", 0, false),
+        ("?offset=18446744073709551615", 0, false),
         ("?limit=3", 3, false),
         ("?offset=3", 2, false),
         ("?offset=1&limit=5", 3, true),

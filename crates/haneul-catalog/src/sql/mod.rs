@@ -226,22 +226,24 @@ impl<E: Engine> Catalog for SqlCatalog<E> {
 
     fn find(&self, query: &Query, skip: usize, visit: &mut dyn FnMut(Dataset) -> bool) -> Result<()> {
         let (narrowing, mut sql) = self.find_statement(query);
+        let mut params = narrowing.params();
         let mut left_to_skip = skip;
         // With no key to match, every row is a match: the database skips the
         // rows, where otherwise each would be read and matched first (a deep
         // page of every instance would cost as much as all pages before it).
+        // A parameter, so that every page runs one prepared statement.
         if skip > 0 && query.constraints.is_empty() {
+            params.push(i64::try_from(skip).unwrap_or(i64::MAX).into());
             let offset = match self.engine.dialect() {
-                Dialect::Sqlite => " LIMIT -1 OFFSET ",
-                Dialect::Postgres => " OFFSET ",
+                Dialect::Sqlite => " LIMIT -1 OFFSET ?",
+                Dialect::Postgres => " OFFSET ?",
             };
-            sql.push_str(offset);
-            sql.push_str(&skip.to_string());
+            sql.push_str(&format!("{offset}{}", params.len()));
             left_to_skip = 0;
         }
         self.engine.read(|db| {
             let mut cache = AttrCache::default();
-            db.query_each(&sql, &narrowing.params(), &mut |row| {
+            db.query_each(&sql, &params, &mut |row| {
                 let view = row_to_view(row, 0, query.level, &mut cache)?;
                 if !query.matches(&view) {
                     return Ok(true);

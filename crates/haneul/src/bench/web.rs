@@ -287,7 +287,9 @@ impl Series {
     }
 }
 
-/// The series given on the command line, or the one with the most instances.
+/// The series given on the command line, or the one with the most instances
+/// among those one answer lists (a server caps its answers: on a large archive,
+/// give `--study` and `--series`).
 async fn choose_series(client: &reqwest::Client, server: &Server, choice: &SeriesChoice) -> anyhow::Result<Series> {
     if let (Some(study), Some(series)) = (&choice.study, &choice.series) {
         return Ok(Series { study: study.clone(), series: series.clone(), expected: None });
@@ -325,8 +327,9 @@ async fn list_instances(client: &reqwest::Client, server: &Server, series: &Seri
                 new += 1;
             }
         }
-        // A server that ignores limit or offset answers everything, or the same page again.
-        if page.len() < PAGE || new == 0 {
+        // Until an empty page: a server may answer fewer than asked (its own
+        // maximum) with more to come. One that ignores offset repeats a page.
+        if page.is_empty() || new == 0 {
             break;
         }
     }
