@@ -29,7 +29,7 @@ use synth::{Geometry, Kind};
 pub enum BenchCommand {
     /// Send synthetic instances over C-STORE.
     Store(StoreArgs),
-    /// Run patient-name C-FIND queries at STUDY level (name prefixes, or given names under any surname).
+    /// Run C-FIND queries at STUDY level (name prefixes, given names under any surname, or date ranges).
     Find(FindArgs),
     /// Fill an archive directory directly with synthetic studies (for `find`).
     Fill(FillArgs),
@@ -88,8 +88,8 @@ pub struct FindArgs {
     /// What is asked: a name's start (`Kim^Minj*`), a given name under any
     /// surname (`*^Minjun*`), which no B-tree index serves, or a few days'
     /// studies (`StudyDate=20240312-20240314`), as a reading room's worklist asks.
-    #[arg(long, value_enum, default_value_t = NamePattern::Prefix)]
-    pattern: NamePattern,
+    #[arg(long, value_enum, default_value_t = QueryPattern::Prefix)]
+    pattern: QueryPattern,
     /// Days in each date range (`--pattern date-range`): 3 finds about 75 of
     /// 100,000 studies; 28 finds about 70 of 10,000.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=28))]
@@ -266,35 +266,36 @@ struct FindReport {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum NamePattern {
+pub enum QueryPattern {
     Prefix,
     AnySurname,
     DateRange,
 }
 
 /// A query for a patient's name: Latin surname^given prefix, or the Hangul
-/// form, alternating; with `AnySurname`, the whole given name under any
+/// form, alternating; with `any_surname`, the whole given name under any
 /// surname (about as many matches as a prefix).
-fn name_query(patient: &synth::Patient, variant: u64, pattern: NamePattern) -> String {
+fn name_query(patient: &synth::Patient, variant: u64, any_surname: bool) -> String {
     let groups: Vec<&str> = patient.name.split('=').collect();
     let hangul = patient.korean && variant % 2 == 1;
     let group = if hangul { groups.get(2).copied().unwrap_or(groups[0]) } else { groups[0] };
     let (surname, given) = group.split_once('^').unwrap_or((group, ""));
     let given_prefix: String = given.chars().take(if hangul { 2 } else { 4 }).collect();
-    match pattern {
-        NamePattern::AnySurname => format!("*^{given}*"),
-        NamePattern::Prefix | NamePattern::DateRange => format!("{surname}^{given_prefix}*"),
+    if any_surname {
+        format!("*^{given}*")
+    } else {
+        format!("{surname}^{given_prefix}*")
     }
 }
 
 /// The key a find query narrows by, and what is typed into it.
 fn typed_key(rng: &mut StdRng, args: &FindArgs, variant: u64) -> (Tag, VR, String) {
-    if args.pattern == NamePattern::DateRange {
+    if args.pattern == QueryPattern::DateRange {
         let (from, to) = synth::study_date_range(rng, args.days);
         return (tags::STUDY_DATE, VR::DA, format!("{from}-{to}"));
     }
     let patient = synth::patient(args.seed, rng.gen_range(0..args.patients.max(1)));
-    (tags::PATIENT_NAME, VR::PN, name_query(&patient, variant, args.pattern))
+    (tags::PATIENT_NAME, VR::PN, name_query(&patient, variant, args.pattern == QueryPattern::AnySurname))
 }
 
 async fn find(args: FindArgs) -> anyhow::Result<ExitCode> {

@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use super::synth::{self, Geometry, Kind};
-use super::{name_query, percentiles, Latency, NamePattern};
+use super::{name_query, percentiles, Latency};
 
 const DICOM_JSON: &str = "application/dicom+json";
 /// Whole instances as stored, whatever their transfer syntax.
@@ -437,7 +437,7 @@ async fn qido(args: QidoArgs) -> anyhow::Result<ExitCode> {
     for query_index in 0..args.queries {
         let patient = synth::patient(args.seed, rng.gen_range(0..args.patients.max(1)));
         let variant = if args.alphabetic { 0 } else { query_index as u64 };
-        let name = name_query(&patient, variant, NamePattern::Prefix);
+        let name = name_query(&patient, variant, false);
         let url = format!(
             "{}/studies?PatientName={}&limit={}{extra}",
             base(&args.server),
