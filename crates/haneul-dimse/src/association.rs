@@ -269,7 +269,9 @@ async fn connect_stream(
             (Box::new(read), Box::new(write))
         }
     };
-    Ok((PduReader::new(read, params.max_pdu_length), PduWriter::new(write), peer))
+    let mut writer = PduWriter::new(write);
+    writer.set_stall_limit(params.timeout);
+    Ok((PduReader::new(read, params.max_pdu_length), writer, peer))
 }
 
 /// Read the A-ASSOCIATE-RQ that opens an association.
@@ -311,6 +313,9 @@ pub struct RequestParams {
     pub calling_ae: String,
     pub called_ae: String,
     pub max_pdu_length: u32,
+    /// How long connecting, the TLS handshake and the peer's answer to the
+    /// request may take, and how long a write may wait for the peer to take
+    /// any bytes.
     pub timeout: Duration,
     /// Open the association over DICOM TLS.
     pub tls: Option<ClientTls>,

@@ -42,6 +42,10 @@ pub enum PduError {
     Malformed(String),
     #[error("PDU could not be encoded: {0}")]
     Encode(String),
+    /// The peer took none of our bytes for this long (it stopped reading, or
+    /// the network dropped it without a reset): the association cannot go on.
+    #[error("peer accepted no data for {0:?}")]
+    Stalled(std::time::Duration),
 }
 
 /// Reads PDUs from a stream with a bounded buffer.
@@ -138,6 +142,8 @@ pub struct PduWriter<W> {
     /// Largest PDU body the peer accepts (0 from the peer means no limit; capped here).
     peer_max_pdu_length: u32,
     scratch: Vec<u8>,
+    /// How long a write may wait for the peer to take any bytes.
+    stall_limit: Option<std::time::Duration>,
 }
 
 /// Fragment size used when the peer sets no limit.
@@ -145,7 +151,14 @@ const UNLIMITED_FRAGMENT: u32 = 1 << 20;
 
 impl<W: AsyncWrite + Unpin> PduWriter<W> {
     pub fn new(stream: W) -> Self {
-        PduWriter { stream, peer_max_pdu_length: 16_384, scratch: Vec::with_capacity(64 * 1024) }
+        PduWriter { stream, peer_max_pdu_length: 16_384, scratch: Vec::with_capacity(64 * 1024), stall_limit: None }
+    }
+
+    /// Fail writes during which the peer takes no bytes for `limit`. Without
+    /// it, a peer that stops reading (its receive window stays closed) holds
+    /// the association, and whatever its operation holds, for ever.
+    pub fn set_stall_limit(&mut self, limit: std::time::Duration) {
+        self.stall_limit = Some(limit);
     }
 
     pub fn set_peer_max_pdu_length(&mut self, max: u32) {
@@ -163,8 +176,24 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
     /// socket did not take at once in its own buffer until flushed, and the
     /// peer waits for it (on plain TCP the flush does nothing).
     async fn write_scratch(&mut self) -> Result<(), PduError> {
-        self.stream.write_all(&self.scratch).await?;
-        self.stream.flush().await?;
+        let Some(limit) = self.stall_limit else {
+            self.stream.write_all(&self.scratch).await?;
+            self.stream.flush().await?;
+            return Ok(());
+        };
+        // The limit is on progress, not on the whole PDU: a slow link that
+        // keeps taking bytes is never cut.
+        let mut written = 0;
+        while written < self.scratch.len() {
+            let taken = tokio::time::timeout(limit, self.stream.write(&self.scratch[written..]))
+                .await
+                .map_err(|_| PduError::Stalled(limit))??;
+            if taken == 0 {
+                return Err(PduError::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            written += taken;
+        }
+        tokio::time::timeout(limit, self.stream.flush()).await.map_err(|_| PduError::Stalled(limit))??;
         Ok(())
     }
 
@@ -226,7 +255,13 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
     }
 
     pub async fn shutdown(&mut self) -> Result<(), PduError> {
-        self.stream.shutdown().await?;
+        // TLS sends close_notify here, which a peer that stopped reading never takes.
+        match self.stall_limit {
+            Some(limit) => {
+                tokio::time::timeout(limit, self.stream.shutdown()).await.map_err(|_| PduError::Stalled(limit))??
+            }
+            None => self.stream.shutdown().await?,
+        }
         Ok(())
     }
 }
@@ -288,6 +323,46 @@ mod tests {
         let mut reader = PduReader::new(server, 16_384);
         client.write_all(&[0x01, 0, 0, 0, 0, 4, 1, 2, 3, 4]).await.expect("write");
         assert!(matches!(reader.read().await, Err(PduError::Malformed(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_takes_no_bytes_stalls_the_write() {
+        let (client, _unread_end) = tokio::io::duplex(1024);
+        let mut writer = PduWriter::new(client);
+        writer.set_stall_limit(std::time::Duration::from_secs(5));
+        // Bounded, so that a write that never gives up fails the test instead of hanging it.
+        let sent = tokio::time::timeout(
+            std::time::Duration::from_secs(3600),
+            writer.send_message_part(1, false, &[7u8; 64 * 1024]),
+        )
+        .await
+        .expect("the write gave up");
+        assert!(matches!(sent, Err(PduError::Stalled(limit)) if limit.as_secs() == 5), "{sent:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_peer_that_keeps_reading_is_not_cut() {
+        let (client, mut server) = tokio::io::duplex(1024);
+        let mut writer = PduWriter::new(client);
+        writer.set_peer_max_pdu_length(64 * 1024);
+        writer.set_stall_limit(std::time::Duration::from_secs(5));
+        // 1 KiB every 2 s: the 64 KiB PDU takes over a minute, each wait 2 s.
+        let reading = tokio::spawn(async move {
+            let mut received = Vec::new();
+            let mut buffer = [0u8; 1024];
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                match server.read(&mut buffer).await.expect("read") {
+                    0 => return received,
+                    n => received.extend_from_slice(&buffer[..n]),
+                }
+            }
+        });
+        let started = tokio::time::Instant::now();
+        writer.send_message_part(1, false, &[7u8; 60 * 1024]).await.expect("a slow reader is waited for");
+        assert!(started.elapsed() > std::time::Duration::from_secs(60));
+        drop(writer);
+        assert_eq!(reading.await.expect("reader").len(), 60 * 1024 + 12);
     }
 
     #[tokio::test]

@@ -31,8 +31,9 @@ pub enum ScuError {
     UnexpectedResponse(String),
     #[error("cannot encode identifier: {0}")]
     Encode(String),
-    #[error("timed out waiting for the peer")]
-    Timeout,
+    /// The association is unusable after this: the answer may still come.
+    #[error("no answer from the peer within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// Data set bytes to send with a C-STORE.
@@ -74,6 +75,10 @@ pub struct Client {
     next_message_id: u16,
     /// Largest data set accepted in responses and C-GET sub-operations.
     max_received: u64,
+    /// How long a C-ECHO, C-STORE or N-EVENT-REPORT answer and the release
+    /// may take (`RequestParams::timeout`). C-FIND, C-MOVE and C-GET answers
+    /// are not bounded here: their pace is the peer's, which callers watch.
+    answer_timeout: std::time::Duration,
 }
 
 impl Client {
@@ -83,7 +88,7 @@ impl Client {
         proposed: &[ProposedContext],
     ) -> Result<Client, ScuError> {
         let association = request(address, params, proposed).await?;
-        Ok(Client { association, next_message_id: 1, max_received: 4 << 30 })
+        Ok(Client { association, next_message_id: 1, max_received: 4 << 30, answer_timeout: params.timeout })
     }
 
     pub fn info(&self) -> &AssociationInfo {
@@ -105,6 +110,14 @@ impl Client {
         let syntax =
             ts::lookup(&context.transfer_syntax).ok_or_else(|| ScuError::NoContext(abstract_syntax.to_string()))?;
         Ok((context.id, syntax))
+    }
+
+    /// [`Client::response`] within the answer timeout.
+    async fn timely_response(&mut self, message_id: u16) -> Result<Command, ScuError> {
+        let limit = self.answer_timeout;
+        let (_, response, _) =
+            tokio::time::timeout(limit, self.response(message_id)).await.map_err(|_| ScuError::Timeout(limit))??;
+        Ok(response)
     }
 
     /// Wait for the response to `message_id`, reading its data set if any.
@@ -131,7 +144,7 @@ impl Client {
         let mut request = Command::new(field::C_ECHO_RQ);
         request.set_u16(tag::MESSAGE_ID, id).set_text(tag::AFFECTED_SOP_CLASS_UID, sop::VERIFICATION);
         self.association.writer.send(context_id, &request, None).await?;
-        let (_, response, _) = self.response(id).await?;
+        let response = self.timely_response(id).await?;
         Ok(response.status().unwrap_or(status::PROCESSING_FAILURE))
     }
 
@@ -163,8 +176,7 @@ impl Client {
                 self.association.writer.send_with_file(context_id, &request, file, offset, length).await?
             }
         }
-        let (_, response, _) = self.response(id).await?;
-        Ok(response)
+        self.timely_response(id).await
     }
 
     fn encode_identifier(&self, identifier: &Dataset, syntax: &ts::TransferSyntax) -> Result<Vec<u8>, ScuError> {
@@ -368,12 +380,19 @@ impl Client {
             .set_text(tag::AFFECTED_SOP_INSTANCE_UID, sop_instance_uid)
             .set_u16(tag::EVENT_TYPE_ID, event_type);
         self.association.writer.send(context_id, &request, Some(data)).await?;
-        let (_, response, _) = self.response(id).await?;
+        let response = self.timely_response(id).await?;
         Ok(response.status().unwrap_or(status::PROCESSING_FAILURE))
     }
 
-    /// Release the association gracefully.
+    /// Release the association gracefully (within the answer timeout).
     pub async fn release(mut self) -> Result<(), ScuError> {
+        let limit = self.answer_timeout;
+        let released = tokio::time::timeout(limit, self.exchange_release()).await;
+        self.association.writer.shutdown().await;
+        released.map_err(|_| ScuError::Timeout(limit))?
+    }
+
+    async fn exchange_release(&mut self) -> Result<(), ScuError> {
         self.association.writer.send_control(&dicom_ul::pdu::Pdu::ReleaseRQ).await?;
         loop {
             match self.association.reader.next_command().await {
@@ -388,7 +407,6 @@ impl Client {
                 Err(error) => return Err(error.into()),
             }
         }
-        self.association.writer.shutdown().await;
         Ok(())
     }
 

@@ -978,3 +978,90 @@ fn c_find_identifier_over_max_identifier_bytes_aborts_the_association() {
     assert_logged_against_association(node, &local);
     assert_echo_works(node);
 }
+
+/// Three Secondary Capture instances of 16 MB in one study; prints the study
+/// UID, then the files' paths.
+const GENERATE_LARGE_STUDY: &str = r#"
+import os, sys
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+out = sys.argv[1]
+study = generate_uid()
+series = generate_uid()
+print(study)
+for number in range(1, 4):
+    uid = generate_uid()
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = uid
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.PatientName = "Slow^Reader"
+    ds.PatientID = "SLOW-1"
+    ds.Modality = "OT"
+    ds.InstanceNumber = number
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = 16384
+    ds.Columns = 1024
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes(range(256)) * (16384 * 1024 // 256)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = os.path.join(out, "large%d.dcm" % number)
+    ds.save_as(path, enforce_file_format=True)
+    print(path)
+"#;
+
+#[test]
+fn a_peer_that_stops_reading_a_c_get_is_dropped_and_its_slot_comes_back() {
+    use haneul_dicom::charset::SpecificCharacterSet;
+    use haneul_dicom::{tags, write::Encoding, Dataset, Element, VR};
+    use haneul_dimse::association::request;
+    use haneul_dimse::identifier::encode_identifier;
+    use haneul_dimse::sop::STUDY_ROOT_GET;
+
+    let server = TunedServer::start("idle_timeout_seconds = 2\nmax_associations = 1");
+    let node: &dyn Node = &server;
+    let work = tempfile::tempdir().expect("tempdir");
+    let output = run(Command::new(python()).arg("-c").arg(GENERATE_LARGE_STUDY).arg(work.path()));
+    assert!(output.status.success(), "generating the large study failed");
+    let printed = String::from_utf8(output.stdout).expect("generator output");
+    let mut lines = printed.lines();
+    let study_uid = lines.next().expect("study UID").to_string();
+    let files: Vec<&str> = lines.collect();
+    let address = node.address();
+    let (host, port) = address.rsplit_once(':').expect("host:port");
+    let stored = run(dcmtk("storescu").args(["-aec", &node.ae_title(), host, port]).args(&files));
+    assert!(stored.status.success(), "storing the large study failed");
+
+    runtime().block_on(async {
+        let proposed = [
+            ProposedContext::new(STUDY_ROOT_GET, &[EXPLICIT_LE]),
+            ProposedContext { scp_role: true, ..ProposedContext::new(SECONDARY_CAPTURE, &[EXPLICIT_LE]) },
+        ];
+        let mut stalled = request(&address, &request_params(node), &proposed).await.expect("association for C-GET");
+        let context_id = stalled.info.find_context(STUDY_ROOT_GET, None).expect("C-GET context accepted").id;
+        let mut identifier = Dataset::new();
+        identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "STUDY"));
+        identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid.as_str()));
+        let encoded = encode_identifier(&mut identifier, &SpecificCharacterSet::utf8(), Encoding::EXPLICIT_LE)
+            .expect("identifier");
+        let mut get = DimseCommand::new(field::C_GET_RQ);
+        get.set_u16(tag::MESSAGE_ID, 1).set_u16(tag::PRIORITY, 0).set_text(tag::AFFECTED_SOP_CLASS_UID, STUDY_ROOT_GET);
+        stalled.writer.send(context_id, &get, Some(&encoded)).await.expect("sending C-GET-RQ");
+        // Nothing of the 48 MB is read from here on: once the socket buffers
+        // are full, the server's writes wait. The server's only association
+        // slot must come free by itself, after the 2 s idle timeout.
+        let (replacement, _) = open_association_when_free(node);
+        wait_for_log_line(node, &["association{id=", "peer stopped reading"]);
+        drop((replacement, stalled));
+    });
+    assert_echo_works(node);
+}

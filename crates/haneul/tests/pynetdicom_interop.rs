@@ -446,6 +446,39 @@ fn move_to_a_pynetdicom_scp_and_cancel_a_move() {
     assert!(received.iter().all(|uid| large_uids.contains(uid)), "received instances outside the study");
 }
 
+#[test]
+fn a_move_destination_that_stops_answering_fails_the_move_instead_of_holding_it() {
+    const INSTANCES: usize = 3;
+    let dest_port = free_port();
+    let server = Server::start_with_dicom("outbound_timeout_seconds = 2", &known_ae("PNDEST", dest_port));
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let study = generate(dir.path(), INSTANCES, json!({ "one_study": true, "patient_name": "Move^Hang" }));
+    assert_all_stored(&store(&server, &paths(&study)));
+
+    // The destination receives the first instance and then holds its answer
+    // back for 60 s: without a limit the move would wait that long, then
+    // complete. With a 2 s limit, the first sub-operation fails, and the
+    // others are not sent on an association whose answers can no longer be
+    // told apart.
+    let started = std::time::Instant::now();
+    let output = peer(
+        "pn_move.py",
+        &server,
+        &json!({
+            "calling_ae": "PNMOVE", "dest_ae": "PNDEST", "dest_port": dest_port, "store_hang": 60,
+            "moves": [{ "study_uid": text(&study[0]["study_uid"]), "cancel_after": null }],
+        }),
+    );
+    let moved = &output["moves"][0];
+    println!("C-MOVE to a destination that stopped answering: {moved} in {:?}", started.elapsed());
+    assert_eq!(moved["status"].as_u64(), Some(0xA702), "final status: {moved}");
+    assert_eq!(moved["counts"]["failed"].as_u64(), Some(INSTANCES as u64), "failed sub-operations: {moved}");
+    assert_eq!(moved["counts"]["completed"].as_u64().unwrap_or(0), 0, "completed sub-operations: {moved}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(45), "the move waited for the destination");
+    let log = server.log();
+    assert!(log.contains("move destination lost"), "the lost destination is not logged:\n{log}");
+}
+
 /// A storage commitment request for pn_commit.py.
 fn commitment_request(transaction: &str, references: &[(&str, &str)]) -> Value {
     json!({ "transaction_uid": transaction, "references": references.iter().map(|(c, i)| [c, i]).collect::<Vec<_>>() })

@@ -217,6 +217,7 @@ impl DicomServer {
         async move {
             let mut pdu_reader = PduReader::new(reader, self.settings.max_pdu_length);
             let mut pdu_writer = PduWriter::new(writer);
+            pdu_writer.set_stall_limit(self.settings.idle_timeout);
             let request = match read_request(&mut pdu_reader, Duration::from_secs(30)).await {
                 Ok(request) => request,
                 Err(error) => {
@@ -293,6 +294,10 @@ impl DicomServer {
                     let _ = session.writer.send_control(&abort_pdu()).await;
                 }
                 Err(DimseError::Pdu(crate::pdu::PduError::Closed)) => info!("peer closed the connection"),
+                // An A-ABORT would wait behind the bytes the peer does not take.
+                Err(DimseError::Pdu(crate::pdu::PduError::Stalled(limit))) => {
+                    warn!(stalled_seconds = limit.as_secs(), "peer stopped reading: connection dropped")
+                }
                 Err(error) => {
                     warn!(%error, "aborting association");
                     let _ = session.writer.send_control(&abort_pdu()).await;

@@ -154,14 +154,17 @@ pub(super) async fn handle(
     };
 
     let mut next_sub_message_id: u16 = 1;
+    // Why the destination's association can carry no more sub-operations.
+    let mut destination_lost: Option<String> = None;
     for instance in &instances {
         if cancel_requested(session, message_id).await? {
             cancelled = true;
             break;
         }
-        let outcome = match client.as_mut() {
-            Some(client) => send_to_destination(session, client, instance, message_id).await,
-            None => {
+        let outcome = match (&destination_lost, client.as_mut()) {
+            (Some(reason), _) => SubOutcome::Failed(format!("not sent: {reason}")),
+            (None, Some(client)) => send_to_destination(session, client, instance, message_id).await,
+            (None, None) => {
                 let sub_id = next_sub_message_id;
                 next_sub_message_id = next_sub_message_id.wrapping_add(1).max(1);
                 let (outcome, cancel_seen) = send_back(session, instance, sub_id, message_id).await?;
@@ -170,7 +173,7 @@ pub(super) async fn handle(
             }
         };
         progress.remaining -= 1;
-        if !matches!(outcome, SubOutcome::Failed(_)) {
+        if !matches!(outcome, SubOutcome::Failed(_) | SubOutcome::Lost(_)) {
             session.archive().metrics().instances_sent.inc();
         }
         match outcome {
@@ -180,6 +183,15 @@ pub(super) async fn handle(
                 warn!(sop_instance_uid = %instance.sop_uid, %reason, "sub-operation failed");
                 progress.failed += 1;
                 progress.failed_uids.push(instance.sop_uid.clone());
+            }
+            SubOutcome::Lost(reason) => {
+                warn!(sop_instance_uid = %instance.sop_uid, %reason, "move destination lost: the rest is not sent");
+                progress.failed += 1;
+                progress.failed_uids.push(instance.sop_uid.clone());
+                destination_lost = Some(format!("the association to the destination failed ({reason})"));
+                if let Some(client) = client.take() {
+                    client.abort().await;
+                }
             }
         }
         if cancelled {
@@ -262,6 +274,10 @@ enum SubOutcome {
     Completed,
     Warning,
     Failed(String),
+    /// Failed, and the destination's association with it: no answer came in
+    /// time, or the connection broke. A late answer could be taken for the
+    /// next instance's, so nothing more is sent on it.
+    Lost(String),
 }
 
 fn classify(code: u16) -> SubOutcome {
@@ -386,7 +402,7 @@ async fn send_to_destination(
     };
     match client.store(context.id, &instance.sop_class, &instance.sop_uid, data, originator).await {
         Ok(response) => classify(response.status().unwrap_or(status::PROCESSING_FAILURE)),
-        Err(error) => SubOutcome::Failed(error.to_string()),
+        Err(error) => SubOutcome::Lost(error.to_string()),
     }
 }
 
@@ -422,8 +438,13 @@ async fn send_back(
         Payload::Transcoded(bytes) => session.writer.send(context_id, &request, Some(&bytes)).await?,
     }
     let mut cancel_seen = false;
+    // The requester answers each C-STORE; one that does not is idle.
+    let idle = session.settings().idle_timeout;
     loop {
-        let Received::Command { context_id: incoming_context, command } = session.reader.next_command().await? else {
+        let incoming = tokio::time::timeout(idle, session.reader.next_command()).await;
+        let Received::Command { context_id: incoming_context, command } =
+            incoming.map_err(|_| DimseError::Timeout(idle))??
+        else {
             return Err(DimseError::Protocol("release requested during C-GET".into()));
         };
         match command.command_field() {

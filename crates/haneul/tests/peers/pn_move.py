@@ -4,6 +4,8 @@ first pending response.
 
 argv: HOST PORT SPEC_JSON {"calling_ae": str, "dest_ae": str, "dest_port": int,
    "store_delay": float (seconds the destination takes per instance),
+   "store_hang": float (seconds the destination holds its first C-STORE answer back, or
+                 until that move has ended, whichever comes first),
    "moves": [{"study_uid": str, "cancel_after": int|null}]}
 prints {"moves": [{"study_uid", "status", "counts", "comment", "pending", "cancel_sent",
                    "received": [sop_uid, ...]}], "destination_callers": [ae_title, ...]}"""
@@ -26,10 +28,16 @@ def main():
     received = []
     callers = []
     delay = float(s.get("store_delay", 0))
+    hang = float(s.get("store_hang", 0))
+    moves_ended = threading.Event()
+    hung = []
 
     def on_store(event):
         if delay:
             time.sleep(delay)  # a slow destination, part of the scenario
+        if hang and not hung:
+            hung.append(True)
+            moves_ended.wait(hang)  # a destination that stops answering, part of the scenario
         with lock:
             received.append(str(event.request.AffectedSOPInstanceUID))
         return 0x0000
@@ -70,6 +78,7 @@ def main():
                         result["cancel_sent"] = True
                     continue
                 result.update(status=code, counts=counts_of(rsp), comment=comment_of(rsp))
+            moves_ended.set()
             # The server releases its destination association before the final
             # response; wait (bounded) until the destination has seen it go.
             wait_until(lambda: not server.active_associations, 10)
@@ -78,6 +87,7 @@ def main():
             moves.append(result)
         assoc.release()
     finally:
+        moves_ended.set()
         server.shutdown()
     emit({"moves": moves, "destination_callers": callers})
 
