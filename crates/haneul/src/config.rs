@@ -294,6 +294,8 @@ pub struct DicomConfig {
     /// Allow the plain (unencrypted) listener on a non-loopback address.
     pub insecure: bool,
     pub outbound_timeout_seconds: u64,
+    /// Most matches one C-FIND answers (then status Cancel); 0: no limit.
+    pub max_find_answers: usize,
     pub storage_commitment: CommitmentConfig,
     /// DICOM TLS (PS3.15 B.1): present, a second listener speaks only TLS.
     pub tls: Option<DicomTlsConfig>,
@@ -626,6 +628,7 @@ impl Default for DicomConfig {
             allow_any_loopback: server.allow_any_loopback,
             insecure: false,
             outbound_timeout_seconds: server.outbound_timeout.as_secs(),
+            max_find_answers: server.max_find_answers.unwrap_or(0),
             storage_commitment: CommitmentConfig::default(),
             tls: None,
         }
@@ -1180,6 +1183,7 @@ impl Config {
             },
             commitment_verifies_digests: self.dicom.storage_commitment.verify_digests,
             outbound_timeout: Duration::from_secs(self.dicom.outbound_timeout_seconds),
+            max_find_answers: (self.dicom.max_find_answers > 0).then_some(self.dicom.max_find_answers),
         }
     }
 }

@@ -225,3 +225,49 @@ fn diff_lists_every_study_of_a_node_that_caps_its_answers() {
     let crowded_uids: Vec<&String> = crowded.iter().map(|(_, uid)| uid).collect();
     assert!(missing.len() <= 1 && missing.iter().all(|uid| crowded_uids.contains(&uid)), "{report:#}");
 }
+
+#[test]
+fn a_haneul_that_caps_its_answers_ends_them_with_cancel_and_diff_still_lists_everything() {
+    let capped = Server::start_with_dicom("max_find_answers = 2", "");
+    let full = Server::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // Five studies, on days far enough apart for the walk to split them.
+    let times = [
+        ("20230301", "080000"),
+        ("20230301", "140000"),
+        ("20230302", "120000"),
+        ("20231231", "101010"),
+        ("20240229", "070000"),
+    ];
+    let studies = generated_studies(dir.path(), "capped", &times);
+    let files: Vec<PathBuf> = studies.iter().map(|(path, _)| path.clone()).collect();
+    store_with_storescu("SENDER", &capped.ae_title, capped.dicom_port, &files);
+    store_with_storescu("SENDER", &full.ae_title, full.dicom_port, &files);
+
+    // What any DICOM client sees: the first two matches, then Cancel.
+    let find = run(common::dcmtk("findscu")
+        .args(["-v", "-S", "-aec", &capped.ae_title, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID"])
+        .arg("127.0.0.1")
+        .arg(capped.dicom_port.to_string()));
+    let log = text(&find);
+    assert_eq!(log.matches("Find Response:").count(), 2, "pending answers of a capped C-FIND:\n{log}");
+    assert!(log.contains("Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)"), "{log}");
+    let server_log = capped.log();
+    assert!(server_log.contains("C-FIND cut at max_find_answers"), "the cut is not logged:\n{server_log}");
+
+    // A query that matches no more than the cap still ends in success.
+    let find = run(common::dcmtk("findscu")
+        .args(["-v", "-S", "-aec", &capped.ae_title, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyDate=20230301"])
+        .arg("127.0.0.1")
+        .arg(capped.dicom_port.to_string()));
+    let log = text(&find);
+    assert_eq!(log.matches("Find Response:").count(), 2, "{log}");
+    assert!(log.contains("Received Final Find Response (Success)"), "{log}");
+
+    // Haneul's own walk splits the dates where it sees the Cancel, without being told the cap.
+    let (code, report) =
+        diff_json(&haneul_node(&capped), &haneul_node(&full), &["--from", "20230101", "--to", "20241231"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["studies_a"].as_u64(), Some(times.len() as u64), "{report:#}");
+    assert_eq!(report["truncated_a"], serde_json::json!([]));
+}

@@ -1,4 +1,5 @@
-//! C-FIND SCP: one pending response per match, C-CANCEL honoured between them.
+//! C-FIND SCP: one pending response per match, up to `max_find_answers` (then
+//! the final status is Cancel), C-CANCEL honoured between them.
 
 use haneul_core::audit::Action;
 use haneul_dicom::levels::computed;
@@ -74,8 +75,11 @@ pub(super) async fn handle(
     let message_id = command.message_id();
     let mut matches = session.archive().find(query.clone(), &session.origin);
     let retrieve_ae = session.settings().ae_title.clone();
+    let max_answers = session.settings().max_find_answers;
     let mut sent = 0usize;
     let mut cancelled = false;
+    // Set when a match beyond `max_find_answers` was left out.
+    let mut cut = false;
     let mut audit = session.audit_entry(Action::Query).detail("query", haneul_core::query_keys(&query));
     let final_status = loop {
         tokio::select! {
@@ -96,6 +100,10 @@ pub(super) async fn handle(
                     warn!(%error, "query failed");
                     audit = audit.failed(&error);
                     break status::UNABLE_TO_PROCESS;
+                }
+                Some(Ok(_)) if max_answers.is_some_and(|max| sent >= max) => {
+                    cut = true;
+                    break status::CANCEL;
                 }
                 Some(Ok(view)) => {
                     haneul_core::audit_add_view(&mut audit, &view);
@@ -121,8 +129,12 @@ pub(super) async fn handle(
         }
     };
     drop(matches);
-    session.archive().audit(audit.detail("matches", sent).detail("cancelled", cancelled));
-    info!(level = query.level.as_str(), matches = sent, cancelled, "C-FIND");
+    session.archive().audit(audit.detail("matches", sent).detail("cancelled", cancelled).detail("cut", cut));
+    if cut {
+        info!(level = query.level.as_str(), matches = sent, "C-FIND cut at max_find_answers: ended with Cancel");
+    } else {
+        info!(level = query.level.as_str(), matches = sent, cancelled, "C-FIND");
+    }
     let response = Command::response_to(&command, field::C_FIND_RSP, final_status);
     session.writer.send(context_id, &response, None).await
 }

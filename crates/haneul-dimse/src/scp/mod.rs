@@ -81,6 +81,9 @@ pub struct ServerSettings {
     pub commitment_verifies_digests: bool,
     /// Timeout for outgoing connections and their replies.
     pub outbound_timeout: Duration,
+    /// Most matches one C-FIND answers; more end it with status Cancel
+    /// (FE00), as Orthanc's `LimitFindResults` does. `None`: no limit.
+    pub max_find_answers: Option<usize>,
 }
 
 impl Default for ServerSettings {
@@ -100,6 +103,7 @@ impl Default for ServerSettings {
             commitment_delivery: CommitmentDelivery::SameAssociation,
             commitment_verifies_digests: true,
             outbound_timeout: Duration::from_secs(30),
+            max_find_answers: None,
         }
     }
 }
