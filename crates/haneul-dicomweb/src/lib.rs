@@ -8,6 +8,7 @@
 
 mod api;
 pub mod auth;
+mod connections;
 mod corrections;
 mod error;
 #[doc(hidden)]
@@ -63,6 +64,9 @@ pub struct WebConfig {
     /// (`GET /instances`) would take the server's memory. More are announced
     /// with a `Warning: 299` header and reached with `offset` (PS3.18 8.3.4.4).
     pub qido_max_results: usize,
+    /// A connection on which no byte moves either way this long is closed
+    /// (a client that stopped reading, or vanished).
+    pub idle_timeout: std::time::Duration,
     /// Our AE title and DICOM port, for the REST API.
     pub ae_title: String,
     pub dicom_port: u16,
@@ -88,6 +92,7 @@ impl Default for WebConfig {
             cors_origins: vec!["*".into()],
             max_upload_bytes: 8 << 30,
             qido_max_results: DEFAULT_QIDO_MAX_RESULTS,
+            idle_timeout: std::time::Duration::from_secs(300),
             ae_title: "HANEUL".into(),
             dicom_port: 11112,
             known_aes: haneul_core::aes::AeDirectory::default(),
@@ -489,14 +494,12 @@ pub async fn serve_with(
     extra: Router<WebState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    let idle_timeout = state.config().idle_timeout;
     let mut router = router_with(state, extra);
     if let Ok(local) = listener.local_addr() {
         router = router.layer(axum::Extension(ListenPort { port: local.port(), https: false }));
     }
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(error) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
-        tracing::error!(%error, "HTTP server stopped");
-    }
+    connections::serve_connections(listener, router, None, idle_timeout, shutdown).await;
 }
 
 #[cfg(test)]

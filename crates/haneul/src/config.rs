@@ -352,6 +352,8 @@ pub struct HttpConfig {
     pub max_upload_bytes: u64,
     /// Most matches in one QIDO-RS answer; more are left to further pages.
     pub qido_max_results: usize,
+    /// A connection on which no byte moves either way this long is closed.
+    pub idle_timeout_seconds: u64,
     /// HTTPS: present, the HTTP endpoint speaks only TLS.
     pub tls: Option<HttpTlsConfig>,
     /// Allow a non-loopback `listen` without `[http.tls]` (behind a TLS proxy, or a closed network).
@@ -651,6 +653,7 @@ impl Default for HttpConfig {
             cors_origins: web.cors_origins,
             max_upload_bytes: web.max_upload_bytes,
             qido_max_results: web.qido_max_results,
+            idle_timeout_seconds: web.idle_timeout.as_secs(),
             tls: None,
             insecure: false,
             anonymous_role: String::new(),
@@ -796,6 +799,9 @@ impl Config {
         }
         if self.http.qido_max_results == 0 {
             bail!("http.qido_max_results: must be at least 1");
+        }
+        if self.http.idle_timeout_seconds == 0 {
+            bail!("http.idle_timeout_seconds: must be at least 1");
         }
         for (index, origin) in self.http.cors_origins.iter().enumerate() {
             let valid = origin == "*"
@@ -1152,6 +1158,7 @@ impl Config {
             cors_origins: self.http.cors_origins.clone(),
             max_upload_bytes: self.http.max_upload_bytes,
             qido_max_results: self.http.qido_max_results,
+            idle_timeout: Duration::from_secs(self.http.idle_timeout_seconds),
             ae_title: self.dicom.ae_title.clone(),
             dicom_port: self.dicom_listen().map(|address| address.port()).unwrap_or(11112),
             known_aes: known_aes.clone(),
@@ -1409,6 +1416,7 @@ mod tests {
             ("[http]\ncors_origins = [\"viewer.example.org\"]\n", "http.cors_origins[0]"),
             ("[http]\npublic_url = \"ftp://x\"\n", "http.public_url"),
             ("[http]\nqido_max_results = 0\n", "http.qido_max_results"),
+            ("[http]\nidle_timeout_seconds = 0\n", "http.idle_timeout_seconds"),
             ("[http.tls]\ncert_file = \"c.pem\"\n", "key_file"),
             ("[http.tls]\ncert_file = \"\"\nkey_file = \"k.pem\"\n", "http.tls.cert_file"),
             ("[http.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_auth = \"required\"\n", "http.tls.client_auth"),

@@ -1,7 +1,8 @@
 //! Hostile and malformed input on the DICOM port: the server must refuse it
 //! cleanly (A-ABORT or a closed connection, a failure status for a bad data
 //! set), log it against the association, keep serving everyone else, and
-//! leave nothing half-written in the archive.
+//! leave nothing half-written in the archive. Peers that stall, on the DICOM
+//! and the HTTP port, lose their connections instead of holding them.
 
 mod common;
 
@@ -1030,16 +1031,8 @@ fn a_peer_that_stops_reading_a_c_get_is_dropped_and_its_slot_comes_back() {
     let server = TunedServer::start("idle_timeout_seconds = 2\nmax_associations = 1");
     let node: &dyn Node = &server;
     let work = tempfile::tempdir().expect("tempdir");
-    let output = run(Command::new(python()).arg("-c").arg(GENERATE_LARGE_STUDY).arg(work.path()));
-    assert!(output.status.success(), "generating the large study failed");
-    let printed = String::from_utf8(output.stdout).expect("generator output");
-    let mut lines = printed.lines();
-    let study_uid = lines.next().expect("study UID").to_string();
-    let files: Vec<&str> = lines.collect();
+    let (study_uid, _) = store_large_study(node, work.path());
     let address = node.address();
-    let (host, port) = address.rsplit_once(':').expect("host:port");
-    let stored = run(dcmtk("storescu").args(["-aec", &node.ae_title(), host, port]).args(&files));
-    assert!(stored.status.success(), "storing the large study failed");
 
     runtime().block_on(async {
         let proposed = [
@@ -1064,4 +1057,90 @@ fn a_peer_that_stops_reading_a_c_get_is_dropped_and_its_slot_comes_back() {
         drop((replacement, stalled));
     });
     assert_echo_works(node);
+}
+
+/// Store the large study of [`GENERATE_LARGE_STUDY`] with storescu; its
+/// Study Instance UID and total size in bytes.
+fn store_large_study(node: &dyn Node, work: &Path) -> (String, u64) {
+    let output = run(Command::new(python()).arg("-c").arg(GENERATE_LARGE_STUDY).arg(work));
+    assert!(output.status.success(), "generating the large study failed");
+    let printed = String::from_utf8(output.stdout).expect("generator output");
+    let mut lines = printed.lines();
+    let study_uid = lines.next().expect("study UID").to_string();
+    let files: Vec<&str> = lines.collect();
+    let size = files.iter().map(|file| std::fs::metadata(file).expect("generated file").len()).sum();
+    let address = node.address();
+    let (host, port) = address.rsplit_once(':').expect("host:port");
+    let stored = run(dcmtk("storescu").args(["-aec", &node.ae_title(), host, port]).args(&files));
+    assert!(stored.status.success(), "storing the large study failed");
+    (study_uid, size)
+}
+
+/// Read until the server closes the connection; the bytes read. Panics if
+/// it stays open with nothing to read for `within`.
+fn read_until_closed(stream: &mut TcpStream, within: Duration, what: &str) -> u64 {
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let mut total = 0u64;
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return total,
+            Ok(read) => total += read as u64,
+            Err(error) if is_closed(&error) => return total,
+            Err(error) => panic!("{what}: the server kept the connection open ({error}) after {total} bytes"),
+        }
+    }
+}
+
+#[test]
+fn http_clients_that_say_nothing_or_stop_reading_lose_their_connections() {
+    let server = Server::start_with_http("idle_timeout_seconds = 2", "");
+    let work = tempfile::tempdir().expect("tempdir");
+    let (study_uid, study_bytes) = store_large_study(&server, work.path());
+    let connect = || TcpStream::connect(("127.0.0.1", server.http_port)).expect("connecting to the HTTP port");
+    let started = Instant::now();
+    let mut silent = connect();
+    let mut partial = connect();
+    partial.write_all(b"GET /api/status HTTP/1.1\r\nHost: haneul\r\n").expect("half a request");
+    // A whole request and its answer, then an idle keep-alive connection.
+    let mut kept_alive = connect();
+    let request =
+        format!("GET /api/status HTTP/1.1\r\nHost: haneul\r\nAuthorization: {}\r\n\r\n", server.authorization());
+    kept_alive.write_all(request.as_bytes()).expect("request");
+    kept_alive.set_read_timeout(Some(ANSWER_WITHIN)).expect("read timeout");
+    let mut answer = [0u8; 12];
+    kept_alive.read_exact(&mut answer).expect("an answer to the whole request");
+    assert_eq!(&answer, b"HTTP/1.1 200", "answer to GET /api/status");
+    // A download of the whole study (about 48 MB) that the client does not read.
+    let mut download = connect();
+    let request = format!(
+        "GET /dicom-web/studies/{study_uid} HTTP/1.1\r\nHost: haneul\r\nAuthorization: {}\r\n\
+         Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*\r\n\r\n",
+        server.authorization()
+    );
+    download.write_all(request.as_bytes()).expect("request");
+
+    // Idle timeout 2 s (and so 2 s for a first request and for headers);
+    // 10 s of slack each for a loaded machine.
+    for (stream, what) in [
+        (&mut silent, "a connection that sent nothing"),
+        (&mut partial, "a connection that sent half its headers"),
+        (&mut kept_alive, "an idle keep-alive connection"),
+    ] {
+        read_until_closed(stream, ANSWER_WITHIN, what);
+    }
+    // The download's client has read nothing for several idle timeouts: the
+    // server gave up on it, so fewer bytes than the study's come before the end.
+    while started.elapsed() < Duration::from_secs(6) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let received = read_until_closed(&mut download, ANSWER_WITHIN, "a download its client stopped reading");
+    assert!(received < study_bytes, "the whole study came ({received} bytes) although the client stopped reading");
+    let status = http_status(&server);
+    assert_eq!(status, 200, "the server stopped answering after the stalled clients");
+}
+
+fn http_status(server: &Server) -> u16 {
+    common::http_request(server.http_port, "GET", "/api/status", &[("Authorization", &server.authorization())], b"")
+        .status
 }
