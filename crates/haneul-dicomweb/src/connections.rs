@@ -1,41 +1,49 @@
 //! The accept loop of the HTTP edge, plain or over TLS: each connection is
 //! served with HTTP/1.1 or HTTP/2, and bounded in time, so that no client
 //! holds a connection (a task and a file descriptor, which the DICOM port,
-//! the catalog and the blob files share) for ever:
+//! the catalog and the blob files share) for ever. Only the client's part is
+//! timed; the server may take as long as a request needs.
 //!
-//! - a connection that has not sent a whole first request within
-//!   [`FIRST_REQUEST_TIMEOUT`] is closed (a client that connects and says
-//!   nothing, or sends its headers a byte a minute);
-//! - on HTTP/1.1, each later request's headers must come within
-//!   [`HEADER_READ_TIMEOUT`] (hyper's timer), so idle keep-alive connections
-//!   end too;
-//! - both are shortened to the idle timeout where that is shorter;
-//! - a connection on which no byte moves either way for the idle timeout is
-//!   closed ([`IdleGuard`]): a client that stopped reading a download, or a
-//!   peer that vanished. A slow link that keeps moving bytes is never cut.
+//! - A connection with no request in flight for [`IDLE_CONNECTION_TIMEOUT`]
+//!   is closed (HTTP/2: GOAWAY): one that never sends a whole request (silent,
+//!   or its headers a byte a minute), and an idle keep-alive connection, even
+//!   one that keeps answering HTTP/2 pings.
+//! - A request body that brings no data for the idle timeout while its
+//!   handler waits for it fails (a stalled upload).
+//! - A write that the client takes no byte of for the idle timeout fails, and
+//!   the connection with it (a client that stopped reading a download).
+//!
+//! Both limits are the idle timeout at most, where that is shorter.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a new connection may take to send its first request's headers.
-pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long an HTTP/1.1 connection may take to send a request's headers,
-/// counted from the end of the previous response.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may stay without a request in flight: from its
+/// start to its first request's headers, and between a response and the
+/// next request's headers.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection being closed for idleness may take to go (an
+/// HTTP/2 client that does not acknowledge the GOAWAY).
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Serve `router` on `listener` until `shutdown` resolves; over TLS when
 /// `tls` is given. At shutdown no new connection is accepted, handshakes
@@ -47,8 +55,8 @@ pub(crate) async fn serve_connections(
     idle_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let stopping = tokio_util::sync::CancellationToken::new();
+    let connections = tokio_util::task::TaskTracker::new();
+    let stopping = CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -66,140 +74,287 @@ pub(crate) async fn serve_connections(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
         }
-        let connection = Connection {
-            router: router.clone(),
-            peer,
-            idle_timeout,
-            watcher: graceful.watcher(),
-            stopping: stopping.clone(),
-        };
+        let connection = Connection { router: router.clone(), peer, idle_timeout, stopping: stopping.clone() };
         let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => connection.serve(stream).await,
-                Some(acceptor) => {
-                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                    let handshaken = tokio::select! {
-                        handshaken = handshake => handshaken,
-                        () = connection.stopping.cancelled() => return,
-                    };
-                    match handshaken {
-                        Ok(Ok(stream)) => connection.serve(stream).await,
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
+        connections.spawn(async move {
+            let Some(acceptor) = tls else {
+                return connection.serve(stream).await;
+            };
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let handshaken = tokio::select! {
+                handshaken = handshake => handshaken,
+                () = connection.stopping.cancelled() => return,
+            };
+            match handshaken {
+                Ok(Ok(stream)) => connection.serve(stream).await,
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
     drop(listener);
     stopping.cancel();
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
 }
 
 /// One accepted connection, before its first byte is read.
-struct Connection {
-    router: Router,
-    peer: SocketAddr,
-    idle_timeout: Duration,
-    watcher: hyper_util::server::graceful::Watcher,
-    stopping: tokio_util::sync::CancellationToken,
+pub(crate) struct Connection {
+    pub(crate) router: Router,
+    pub(crate) peer: SocketAddr,
+    pub(crate) idle_timeout: Duration,
+    /// Cancelled when the server stops: the connection then finishes its
+    /// requests and closes.
+    pub(crate) stopping: CancellationToken,
 }
 
 impl Connection {
-    async fn serve<S>(self, stream: S)
+    pub(crate) async fn serve<S>(self, stream: S)
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let Connection { router, peer, idle_timeout, watcher, .. } = self;
-        let request_seen = Arc::new(AtomicBool::new(false));
-        let seen = Arc::clone(&request_seen);
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            seen.store(true, Ordering::Relaxed);
+        let Connection { router, peer, idle_timeout, stopping } = self;
+        let activity = Activity::new();
+        let requests = Arc::clone(&activity);
+        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let in_flight = requests.begin();
+            let mut request = request.map(|body| UploadBody::new(body, idle_timeout));
             request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(request)
+            let answer = router.clone().oneshot(request);
+            async move {
+                let response = answer.await.unwrap_or_else(|never: Infallible| match never {});
+                // In flight until hyper has sent the body and dropped it.
+                Ok::<_, Infallible>(response.map(|body| AnswerBody { body, _in_flight: in_flight }))
+            }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT.min(idle_timeout));
+        // hyper's own header timeout as well, which needs a timer.
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(IDLE_CONNECTION_TIMEOUT.min(idle_timeout));
         builder.http2().timer(TokioTimer::new());
-        let io = TokioIo::new(IdleGuard::new(stream, idle_timeout));
-        let served = watcher.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
-        let mut served = std::pin::pin!(served);
-        let first_request_timeout = FIRST_REQUEST_TIMEOUT.min(idle_timeout);
+        let io = TokioIo::new(WriteGuard::new(stream, idle_timeout));
+        let connection = builder.serve_connection_with_upgrades(io, service);
+        let mut connection = std::pin::pin!(connection);
+        let idle_limit = IDLE_CONNECTION_TIMEOUT.min(idle_timeout);
         tokio::select! {
-            result = &mut served => return log_end(peer, result),
-            () = tokio::time::sleep(first_request_timeout) => {}
+            result = connection.as_mut() => return log_end(peer, result),
+            () = stopping.cancelled() => {}
+            () = activity.idle_for(idle_limit) => {
+                tracing::debug!(%peer, "no request for {idle_limit:?}: connection closed");
+                connection.as_mut().graceful_shutdown();
+                if let Ok(result) = tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await {
+                    log_end(peer, result);
+                }
+                return;
+            }
         }
-        if !request_seen.load(Ordering::Relaxed) {
-            tracing::debug!(%peer, "no request within {first_request_timeout:?}: connection closed");
-            return;
-        }
-        log_end(peer, served.await);
+        connection.as_mut().graceful_shutdown();
+        log_end(peer, connection.await);
     }
 }
 
-fn log_end(peer: SocketAddr, result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+fn log_end(peer: SocketAddr, result: Result<(), BoxError>) {
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "HTTP connection ended with an error");
     }
 }
 
-/// A stream that fails with `TimedOut` once no byte has moved either way for
-/// `limit` while a read, write or flush waits.
-pub(crate) struct IdleGuard<S> {
-    inner: S,
-    limit: Duration,
-    deadline: Pin<Box<Sleep>>,
+/// How many requests of a connection are in flight, and since when none is.
+struct Activity {
+    state: Mutex<ActivityState>,
+    changed: Notify,
 }
 
-impl<S> IdleGuard<S> {
-    pub(crate) fn new(inner: S, limit: Duration) -> IdleGuard<S> {
-        IdleGuard { inner, limit, deadline: Box::pin(tokio::time::sleep(limit)) }
+struct ActivityState {
+    in_flight: usize,
+    idle_since: Instant,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            state: Mutex::new(ActivityState { in_flight: 0, idle_since: Instant::now() }),
+            changed: Notify::new(),
+        })
     }
 
-    fn moved(&mut self) {
-        let limit = self.limit;
-        self.deadline.as_mut().reset(Instant::now() + limit);
+    fn state(&self) -> std::sync::MutexGuard<'_, ActivityState> {
+        // The state stays consistent whatever panicked while holding it.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// What a waiting operation returns: an error once the deadline passed.
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.state().in_flight += 1;
+        self.changed.notify_one();
+        InFlight(Arc::clone(self))
+    }
+
+    /// Resolves once no request has been in flight for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            let idle_until = {
+                let state = self.state();
+                (state.in_flight == 0).then(|| far_instant(state.idle_since, limit))
+            };
+            let Some(deadline) = idle_until else {
+                changed.await;
+                continue;
+            };
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = changed => {}
+            }
+        }
+    }
+}
+
+/// A request in flight, from its headers until its response body is done.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if state.in_flight == 0 {
+            state.idle_since = Instant::now();
+        }
+        drop(state);
+        self.0.changed.notify_one();
+    }
+}
+
+/// `start + limit`, or a far future where that does not fit.
+fn far_instant(start: Instant, limit: Duration) -> Instant {
+    start.checked_add(limit).unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// A response body that keeps its request counted in flight until hyper
+/// drops it (sent, or the connection gone).
+struct AnswerBody {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for AnswerBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request body that fails once its handler has waited `limit` for data
+/// that does not come.
+struct UploadBody {
+    body: hyper::body::Incoming,
+    limit: Duration,
+    /// Running while the handler waits and nothing arrives.
+    waiting: Option<Pin<Box<Sleep>>>,
+}
+
+impl UploadBody {
+    fn new(body: hyper::body::Incoming, limit: Duration) -> UploadBody {
+        UploadBody { body, limit, waiting: None }
+    }
+}
+
+impl HttpBody for UploadBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.waiting = None;
+                Poll::Ready(frame.map(|frame| frame.map_err(BoxError::from)))
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let waiting = self
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(far_instant(Instant::now(), limit))));
+                match waiting.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(format!("no request data for {limit:?}").into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A stream whose writes, flushes and shutdown fail with `TimedOut` once one
+/// has waited `limit` without the peer taking a byte. Reads are untouched:
+/// the server may think as long as it needs.
+pub(crate) struct WriteGuard<S> {
+    inner: S,
+    limit: Duration,
+    /// Running while a write waits and no byte is taken.
+    waiting: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteGuard<S> {
+    pub(crate) fn new(inner: S, limit: Duration) -> WriteGuard<S> {
+        WriteGuard { inner, limit, waiting: None }
+    }
+
+    /// What a write that made no progress returns: an error once it has
+    /// waited `limit`.
     fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
-        match self.deadline.as_mut().poll(cx) {
+        let limit = self.limit;
+        let waiting =
+            self.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(far_instant(Instant::now(), limit))));
+        match waiting.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("no data moved for {:?}", self.limit),
+                format!("the client took no data for {limit:?}"),
             ))),
             Poll::Pending => Poll::Pending,
         }
     }
-}
 
-impl<S: AsyncRead + Unpin> AsyncRead for IdleGuard<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    self.moved();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => self.waiting(cx),
-        }
+    /// What a write that made progress returns, the clock stopped.
+    fn progressed<T>(&mut self, result: std::io::Result<T>) -> Poll<std::io::Result<T>> {
+        self.waiting = None;
+        Poll::Ready(result)
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for IdleGuard<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for WriteGuard<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteGuard<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(written)) => {
-                if written > 0 {
-                    self.moved();
-                }
-                Poll::Ready(Ok(written))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Ready(result) => self.progressed(result),
             Poll::Pending => self.waiting(cx),
         }
     }
@@ -210,13 +365,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleGuard<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(written)) => {
-                if written > 0 {
-                    self.moved();
-                }
-                Poll::Ready(Ok(written))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Ready(result) => self.progressed(result),
             Poll::Pending => self.waiting(cx),
         }
     }
@@ -227,15 +376,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleGuard<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(result) => self.progressed(result),
             Poll::Pending => self.waiting(cx),
-            ready => ready,
         }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Ready(result) => self.progressed(result),
             Poll::Pending => self.waiting(cx),
-            ready => ready,
         }
     }
 }
@@ -243,37 +392,200 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleGuard<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use axum::routing::{get, post};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// Bounds every test, so that a limit that never fires fails the test
+    /// instead of hanging it (the clock is paused: this costs nothing).
+    const TEST_BOUND: Duration = Duration::from_secs(3600);
+
+    fn router() -> Router {
+        Router::new()
+            .route("/quick", get(|| async { "quick" }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(400)).await;
+                    "slow"
+                }),
+            )
+            .route("/upload", post(|body: Bytes| async move { format!("{} bytes", body.len()) }))
+    }
+
+    /// A connection served with a 300 s idle timeout; the client's end.
+    fn connect() -> DuplexStream {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let connection = Connection {
+            router: router(),
+            peer: "127.0.0.1:9".parse().expect("address"),
+            idle_timeout: Duration::from_secs(300),
+            stopping: CancellationToken::new(),
+        };
+        tokio::spawn(connection.serve(server));
+        client
+    }
+
+    /// Read until the server closes; what came.
+    async fn read_to_close(client: &mut DuplexStream) -> String {
+        let mut received = Vec::new();
+        tokio::time::timeout(TEST_BOUND, client.read_to_end(&mut received))
+            .await
+            .expect("the server never closed the connection")
+            .expect("read");
+        String::from_utf8_lossy(&received).into_owned()
+    }
+
+    /// Read one response, up to the end of a body of `body_length` bytes.
+    async fn read_response(client: &mut DuplexStream, body_length: usize) -> String {
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 1024];
+        loop {
+            let read =
+                tokio::time::timeout(TEST_BOUND, client.read(&mut buffer)).await.expect("no response").expect("read");
+            assert!(read > 0, "closed before the response: {}", String::from_utf8_lossy(&received));
+            received.extend_from_slice(&buffer[..read]);
+            let text = String::from_utf8_lossy(&received).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                if text.len() >= end + 4 + body_length {
+                    return text;
+                }
+            }
+        }
+    }
 
     #[tokio::test(start_paused = true)]
-    async fn a_stream_on_which_nothing_moves_times_out_and_one_that_moves_does_not() {
-        let (near, mut far) = tokio::io::duplex(1024);
-        let mut guarded = IdleGuard::new(near, Duration::from_secs(60));
-        // The far end answers a byte every 50 s: slow, never idle for 60 s.
-        let answering = tokio::spawn(async move {
-            for _ in 0..4 {
-                tokio::time::sleep(Duration::from_secs(50)).await;
-                far.write_all(b"x").await.expect("write");
-            }
-            far
-        });
-        let mut byte = [0u8; 1];
-        for _ in 0..4 {
-            guarded.read_exact(&mut byte).await.expect("a slow peer is waited for");
-        }
-        let _far = answering.await.expect("answering task");
-        // Now nothing comes: the read fails once 60 s pass.
+    async fn headers_sent_a_line_at_a_time_do_not_keep_a_connection() {
+        let mut client = connect();
         let started = Instant::now();
-        let error = guarded.read_exact(&mut byte).await.expect_err("an idle read times out");
-        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        client.write_all(b"GET /quick HTTP/1.1\r\nHost: haneul\r\n").await.expect("write");
+        // A header line every 10 s: bytes keep coming, the request never does.
+        let trickling = async {
+            for number in 0.. {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                if client.write_all(format!("X-Line-{number}: x\r\n").as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(TEST_BOUND, trickling).await.expect("the server kept reading the trickle");
+        let held = started.elapsed();
+        assert!(held >= IDLE_CONNECTION_TIMEOUT && held <= IDLE_CONNECTION_TIMEOUT + CLOSE_GRACE, "{held:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_http2_connection_is_closed_though_it_answers_pings() {
+        let client = TokioIo::new(connect());
+        let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .handshake(client)
+            .await
+            .expect("HTTP/2 handshake");
+        let driving = tokio::spawn(connection);
+        let request =
+            hyper::Request::get("http://haneul/quick").body(http_body_util::Empty::<Bytes>::new()).expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        assert_eq!(response.status(), 200);
+        drop(response);
+        let answered = Instant::now();
+        // The client pings every 10 s, and the server answers: bytes move,
+        // but no request comes.
+        tokio::time::timeout(TEST_BOUND, driving)
+            .await
+            .expect("the server kept the idle HTTP/2 connection")
+            .expect("connection task")
+            .expect("a clean close (GOAWAY)");
+        let held = answered.elapsed();
+        assert!(held >= IDLE_CONNECTION_TIMEOUT && held <= IDLE_CONNECTION_TIMEOUT + CLOSE_GRACE, "{held:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_the_server_takes_longer_than_the_idle_timeout_over_is_answered() {
+        let mut client = connect();
+        client.write_all(b"GET /slow HTTP/1.1\r\nHost: haneul\r\n\r\n").await.expect("write");
+        let response = read_response(&mut client, 4).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("slow"), "{response}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_keep_alive_connection_closes_after_its_answer() {
+        let mut client = connect();
+        client.write_all(b"GET /quick HTTP/1.1\r\nHost: haneul\r\n\r\n").await.expect("write");
+        read_response(&mut client, 5).await;
+        let answered = Instant::now();
+        assert_eq!(read_to_close(&mut client).await, "");
+        let held = answered.elapsed();
+        assert!(held >= IDLE_CONNECTION_TIMEOUT && held <= IDLE_CONNECTION_TIMEOUT + CLOSE_GRACE, "{held:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_that_stops_fails_after_the_idle_timeout_and_a_slow_one_does_not() {
+        let mut client = connect();
+        client.write_all(b"POST /upload HTTP/1.1\r\nHost: haneul\r\nContent-Length: 8\r\n\r\nab").await.expect("write");
+        // Two bytes every 200 s: slow, never 300 s without data.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(200)).await;
+            client.write_all(b"cd").await.expect("write");
+        }
+        let response = read_response(&mut client, 7).await;
+        assert!(response.ends_with("8 bytes"), "{response}");
+
+        let mut client = connect();
+        let started = Instant::now();
+        client.write_all(b"POST /upload HTTP/1.1\r\nHost: haneul\r\nContent-Length: 8\r\n\r\nab").await.expect("write");
+        let response = tokio::time::timeout(TEST_BOUND, async {
+            let mut received = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !String::from_utf8_lossy(&received).contains("\r\n\r\n") {
+                let read = client.read(&mut buffer).await.expect("read");
+                if read == 0 {
+                    break;
+                }
+                received.extend_from_slice(&buffer[..read]);
+            }
+            String::from_utf8_lossy(&received).into_owned()
+        })
+        .await
+        .expect("the server waited for ever for the rest of the body");
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(300) && waited < Duration::from_secs(330), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_write_the_peer_takes_nothing_of_times_out() {
         let (near, _unread_far) = tokio::io::duplex(1024);
-        let mut guarded = IdleGuard::new(near, Duration::from_secs(60));
-        let error = guarded.write_all(&[0u8; 64 * 1024]).await.expect_err("a stalled write times out");
-        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        let mut guarded = WriteGuard::new(near, Duration::from_secs(60));
+        let started = Instant::now();
+        let written = tokio::time::timeout(TEST_BOUND, guarded.write_all(&[0u8; 64 * 1024]))
+            .await
+            .expect("the stalled write never gave up");
+        assert_eq!(written.expect_err("a stalled write fails").kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_secs(60) && started.elapsed() < Duration::from_secs(61));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_is_waited_for() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut guarded = WriteGuard::new(near, Duration::from_secs(60));
+        // 1 KiB every 50 s: each write waits, none 60 s.
+        let reading = tokio::spawn(async move {
+            let mut buffer = [0u8; 1024];
+            let mut total = 0;
+            while total < 8 * 1024 {
+                tokio::time::sleep(Duration::from_secs(50)).await;
+                total += far.read(&mut buffer).await.expect("read");
+            }
+            total
+        });
+        tokio::time::timeout(TEST_BOUND, guarded.write_all(&[0u8; 8 * 1024]))
+            .await
+            .expect("bounded")
+            .expect("a slow reader is waited for");
+        guarded.flush().await.expect("flush");
+        drop(guarded);
+        assert_eq!(reading.await.expect("reader"), 8 * 1024);
     }
 }

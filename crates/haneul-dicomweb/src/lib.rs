@@ -64,8 +64,8 @@ pub struct WebConfig {
     /// (`GET /instances`) would take the server's memory. More are announced
     /// with a `Warning: 299` header and reached with `offset` (PS3.18 8.3.4.4).
     pub qido_max_results: usize,
-    /// A connection on which no byte moves either way this long is closed
-    /// (a client that stopped reading, or vanished).
+    /// How long an upload may bring no data, and a download's client take
+    /// none, before the request fails (see `connections`).
     pub idle_timeout: std::time::Duration,
     /// Our AE title and DICOM port, for the REST API.
     pub ae_title: String,

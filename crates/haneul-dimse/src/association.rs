@@ -314,8 +314,9 @@ pub struct RequestParams {
     pub called_ae: String,
     pub max_pdu_length: u32,
     /// How long connecting, the TLS handshake and the peer's answer to the
-    /// request may take, and how long a write may wait for the peer to take
-    /// any bytes.
+    /// request may take, how long a write may wait for the peer to take any
+    /// bytes, and (in [`crate::Client`]) how long a C-ECHO, C-STORE or
+    /// N-EVENT-REPORT answer and the release may take.
     pub timeout: Duration,
     /// Open the association over DICOM TLS.
     pub tls: Option<ClientTls>,

@@ -144,6 +144,10 @@ pub struct PduWriter<W> {
     scratch: Vec<u8>,
     /// How long a write may wait for the peer to take any bytes.
     stall_limit: Option<std::time::Duration>,
+    /// Set once a write stalled: the stream then ends in the middle of a
+    /// PDU, and anything more (an A-ABORT, TLS's close_notify) would only
+    /// wait behind the bytes the peer does not take.
+    stalled: Option<std::time::Duration>,
 }
 
 /// Fragment size used when the peer sets no limit.
@@ -151,7 +155,13 @@ const UNLIMITED_FRAGMENT: u32 = 1 << 20;
 
 impl<W: AsyncWrite + Unpin> PduWriter<W> {
     pub fn new(stream: W) -> Self {
-        PduWriter { stream, peer_max_pdu_length: 16_384, scratch: Vec::with_capacity(64 * 1024), stall_limit: None }
+        PduWriter {
+            stream,
+            peer_max_pdu_length: 16_384,
+            scratch: Vec::with_capacity(64 * 1024),
+            stall_limit: None,
+            stalled: None,
+        }
     }
 
     /// Fail writes during which the peer takes no bytes for `limit`. Without
@@ -176,6 +186,9 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
     /// socket did not take at once in its own buffer until flushed, and the
     /// peer waits for it (on plain TCP the flush does nothing).
     async fn write_scratch(&mut self) -> Result<(), PduError> {
+        if let Some(limit) = self.stalled {
+            return Err(PduError::Stalled(limit));
+        }
         let Some(limit) = self.stall_limit else {
             self.stream.write_all(&self.scratch).await?;
             self.stream.flush().await?;
@@ -185,16 +198,24 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         // keeps taking bytes is never cut.
         let mut written = 0;
         while written < self.scratch.len() {
-            let taken = tokio::time::timeout(limit, self.stream.write(&self.scratch[written..]))
-                .await
-                .map_err(|_| PduError::Stalled(limit))??;
+            let Ok(taken) = tokio::time::timeout(limit, self.stream.write(&self.scratch[written..])).await else {
+                return Err(self.stall(limit));
+            };
+            let taken = taken?;
             if taken == 0 {
                 return Err(PduError::Io(std::io::ErrorKind::WriteZero.into()));
             }
             written += taken;
         }
-        tokio::time::timeout(limit, self.stream.flush()).await.map_err(|_| PduError::Stalled(limit))??;
-        Ok(())
+        match tokio::time::timeout(limit, self.stream.flush()).await {
+            Ok(flushed) => Ok(flushed?),
+            Err(_) => Err(self.stall(limit)),
+        }
+    }
+
+    fn stall(&mut self, limit: std::time::Duration) -> PduError {
+        self.stalled = Some(limit);
+        PduError::Stalled(limit)
     }
 
     pub async fn send_control(&mut self, pdu: &Pdu) -> Result<(), PduError> {
@@ -255,11 +276,15 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
     }
 
     pub async fn shutdown(&mut self) -> Result<(), PduError> {
+        if let Some(limit) = self.stalled {
+            return Err(PduError::Stalled(limit));
+        }
         // TLS sends close_notify here, which a peer that stopped reading never takes.
         match self.stall_limit {
-            Some(limit) => {
-                tokio::time::timeout(limit, self.stream.shutdown()).await.map_err(|_| PduError::Stalled(limit))??
-            }
+            Some(limit) => match tokio::time::timeout(limit, self.stream.shutdown()).await {
+                Ok(done) => done?,
+                Err(_) => return Err(self.stall(limit)),
+            },
             None => self.stream.shutdown().await?,
         }
         Ok(())
@@ -338,6 +363,12 @@ mod tests {
         .await
         .expect("the write gave up");
         assert!(matches!(sent, Err(PduError::Stalled(limit)) if limit.as_secs() == 5), "{sent:?}");
+        // Nothing more is tried on a stalled stream, an A-ABORT included: it fails at once.
+        let started = tokio::time::Instant::now();
+        let abort = writer.send_control(&Pdu::AbortRQ { source: dicom_ul::pdu::AbortRQSource::ServiceUser }).await;
+        assert!(matches!(abort, Err(PduError::Stalled(_))), "{abort:?}");
+        assert!(writer.shutdown().await.is_err());
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

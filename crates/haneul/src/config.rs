@@ -352,7 +352,7 @@ pub struct HttpConfig {
     pub max_upload_bytes: u64,
     /// Most matches in one QIDO-RS answer; more are left to further pages.
     pub qido_max_results: usize,
-    /// A connection on which no byte moves either way this long is closed.
+    /// How long an upload may bring no data, and a download's client take none.
     pub idle_timeout_seconds: u64,
     /// HTTPS: present, the HTTP endpoint speaks only TLS.
     pub tls: Option<HttpTlsConfig>,

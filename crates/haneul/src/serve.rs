@@ -48,6 +48,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     logging::init(&config.log);
+    #[cfg(unix)]
     raise_open_files_limit();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
@@ -59,24 +60,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// HTTP connection, blob being written and catalog file takes a descriptor;
 /// the soft limit a service manager gives (often 1,024) is reached by a
 /// busy archive long before the hard one (often 524,288).
+#[cfg(unix)]
 fn raise_open_files_limit() {
+    // Where the hard limit is "unlimited" (macOS), setrlimit refuses it.
+    const ENOUGH: libc::rlim_t = 1 << 20;
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit and setrlimit only read and write the struct given.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         warn!(error = %std::io::Error::last_os_error(), "cannot read the open files limit");
         return;
     }
-    if limit.rlim_cur >= limit.rlim_max {
+    let target = limit.rlim_max.min(ENOUGH);
+    if limit.rlim_cur >= target {
         return;
     }
     let soft = limit.rlim_cur;
-    limit.rlim_cur = limit.rlim_max;
+    limit.rlim_cur = target;
     // SAFETY: as above.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
         warn!(error = %std::io::Error::last_os_error(), soft, "cannot raise the open files limit");
         return;
     }
-    tracing::info!(from = soft, to = limit.rlim_max, "open files limit raised");
+    tracing::info!(from = soft, to = target, "open files limit raised");
 }
 
 /// `config_file`: the configuration file and its BLAKE3 digest, if one was given.

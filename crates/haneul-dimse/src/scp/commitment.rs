@@ -330,7 +330,10 @@ async fn try_deliver(
         .event_report(context.id, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_PUSH_INSTANCE, report.event_type(), &data)
         .await
         .map_err(|e| e.to_string())?;
-    client.release().await.map_err(|e| e.to_string())?;
+    // The report is delivered: a failed release must not send it again.
+    if let Err(error) = client.release().await {
+        warn!(%error, "releasing the storage commitment report's association failed");
+    }
     Ok(code)
 }
 

@@ -1,8 +1,9 @@
-//! C-FIND SCP: one pending response per match, up to `max_find_answers` (then
-//! the final status is Cancel), C-CANCEL honoured between them.
+//! C-FIND SCP: one pending response per match, up to `max_find_answers` at
+//! the patient, study and series levels (then the final status is Cancel),
+//! C-CANCEL honoured between them.
 
 use haneul_core::audit::Action;
-use haneul_dicom::levels::computed;
+use haneul_dicom::levels::{computed, Level};
 use haneul_dicom::matching::Query;
 use haneul_dicom::read::read_dataset_bytes;
 use haneul_dicom::write::Encoding;
@@ -75,7 +76,9 @@ pub(super) async fn handle(
     let message_id = command.message_id();
     let mut matches = session.archive().find(query.clone(), &session.origin);
     let retrieve_ae = session.settings().ae_title.clone();
-    let max_answers = session.settings().max_find_answers;
+    // An IMAGE-level query is bounded by its study and series already, and
+    // a listing cut there would look like missing instances.
+    let max_answers = session.settings().max_find_answers.filter(|_| query.level != Level::Image);
     let mut sent = 0usize;
     let mut cancelled = false;
     // Set when a match beyond `max_find_answers` was left out.

@@ -81,8 +81,9 @@ pub struct ServerSettings {
     pub commitment_verifies_digests: bool,
     /// Timeout for outgoing connections and their replies.
     pub outbound_timeout: Duration,
-    /// Most matches one C-FIND answers; more end it with status Cancel
-    /// (FE00), as Orthanc's `LimitFindResults` does. `None`: no limit.
+    /// Most matches one C-FIND answers at the patient, study and series
+    /// levels; more end it with status Cancel (FE00), as Orthanc's
+    /// `LimitFindResults` does. `None`: no limit.
     pub max_find_answers: Option<usize>,
 }
 

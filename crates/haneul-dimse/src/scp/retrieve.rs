@@ -154,17 +154,14 @@ pub(super) async fn handle(
     };
 
     let mut next_sub_message_id: u16 = 1;
-    // Why the destination's association can carry no more sub-operations.
-    let mut destination_lost: Option<String> = None;
-    for instance in &instances {
+    for (index, instance) in instances.iter().enumerate() {
         if cancel_requested(session, message_id).await? {
             cancelled = true;
             break;
         }
-        let outcome = match (&destination_lost, client.as_mut()) {
-            (Some(reason), _) => SubOutcome::Failed(format!("not sent: {reason}")),
-            (None, Some(client)) => send_to_destination(session, client, instance, message_id).await,
-            (None, None) => {
+        let outcome = match client.as_mut() {
+            Some(client) => send_to_destination(session, client, instance, message_id).await,
+            None => {
                 let sub_id = next_sub_message_id;
                 next_sub_message_id = next_sub_message_id.wrapping_add(1).max(1);
                 let (outcome, cancel_seen) = send_back(session, instance, sub_id, message_id).await?;
@@ -185,13 +182,23 @@ pub(super) async fn handle(
                 progress.failed_uids.push(instance.sop_uid.clone());
             }
             SubOutcome::Lost(reason) => {
-                warn!(sop_instance_uid = %instance.sop_uid, %reason, "move destination lost: the rest is not sent");
-                progress.failed += 1;
+                // This one and the rest fail together, reported once.
+                let unsent = &instances[index + 1..];
+                warn!(
+                    sop_instance_uid = %instance.sop_uid,
+                    %reason,
+                    unsent = unsent.len(),
+                    "move destination lost: this sub-operation and the rest fail"
+                );
+                progress.failed += 1 + unsent.len();
+                progress.remaining -= unsent.len();
                 progress.failed_uids.push(instance.sop_uid.clone());
-                destination_lost = Some(format!("the association to the destination failed ({reason})"));
+                progress.failed_uids.extend(unsent.iter().map(|instance| instance.sop_uid.clone()));
                 if let Some(client) = client.take() {
+                    // Skipped at once where the stream stalled (see PduWriter).
                     client.abort().await;
                 }
+                break;
             }
         }
         if cancelled {
