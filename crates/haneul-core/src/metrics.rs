@@ -102,6 +102,8 @@ pub struct Metrics {
     pub corrections_not_applied: Counter,
     pub associations: Counter,
     pub associations_rejected: Counter,
+    /// Associations dropped because the peer went idle or stopped reading.
+    pub associations_timed_out: Counter,
     /// Requests refused because the requester's role lacks the permission.
     pub permission_denied: Counter,
     pub active_associations: Gauge,
@@ -120,7 +122,7 @@ pub struct Metrics {
 impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
-        let counters: [(&str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             ("haneul_instances_stored_total", "Instances newly stored", &self.instances_stored),
             ("haneul_bytes_stored_total", "Bytes of newly stored instances", &self.bytes_stored),
             ("haneul_duplicates_total", "Instances received again (identical or not)", &self.duplicates),
@@ -157,6 +159,11 @@ impl Metrics {
             ),
             ("haneul_associations_total", "DICOM associations accepted", &self.associations),
             ("haneul_associations_rejected_total", "DICOM associations rejected", &self.associations_rejected),
+            (
+                "haneul_associations_timed_out_total",
+                "DICOM associations dropped because the peer went idle or stopped reading",
+                &self.associations_timed_out,
+            ),
             (
                 "haneul_permission_denied_total",
                 "Requests refused because the role lacks the permission",

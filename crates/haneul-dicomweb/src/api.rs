@@ -57,6 +57,7 @@ pub async fn statistics(State(state): State<WebState>) -> ApiResult<Response> {
             "active": metrics.active_associations.get(),
             "total": metrics.associations.get(),
             "rejected": metrics.associations_rejected.get(),
+            "timed_out": metrics.associations_timed_out.get(),
         },
     }))
     .into_response())

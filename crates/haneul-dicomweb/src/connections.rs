@@ -10,11 +10,17 @@
 //!   one that keeps answering HTTP/2 pings.
 //! - A request body that brings no data for the idle timeout while its
 //!   handler waits for it fails (a stalled upload).
-//! - A write that the client takes no byte of for the idle timeout fails, and
-//!   the connection with it (a client that stopped reading a download).
+//! - A connection whose client takes no data of an answer for the idle
+//!   timeout is dropped: a frame of a response body that hyper was given and
+//!   has not asked past (HTTP/1.1 behind a full socket, HTTP/2 behind a
+//!   stream window the client never reopens), or a write of the socket that
+//!   takes no byte ([`WriteGuard`]).
+//! - A connection being closed (idle, or the server stopping) finishes the
+//!   requests in flight, then goes once idle for [`CLOSE_GRACE`].
 //!
-//! Both limits are the idle timeout at most, where that is shorter.
+//! The first limit is the idle timeout at most, where that is shorter.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -117,14 +123,18 @@ impl Connection {
         let activity = Activity::new();
         let requests = Arc::clone(&activity);
         let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            // In flight until hyper has sent the answer's body and dropped
+            // it, and the request's body is read or dropped (a STOW-RS that
+            // answered early drains the rest).
             let in_flight = requests.begin();
-            let mut request = request.map(|body| UploadBody::new(body, idle_timeout));
+            let uploading = requests.begin();
+            let mut request = request.map(|body| UploadBody::new(body, idle_timeout, uploading));
             request.extensions_mut().insert(ConnectInfo(peer));
             let answer = router.clone().oneshot(request);
+            let activity = Arc::clone(&requests);
             async move {
                 let response = answer.await.unwrap_or_else(|never: Infallible| match never {});
-                // In flight until hyper has sent the body and dropped it.
-                Ok::<_, Infallible>(response.map(|body| AnswerBody { body, _in_flight: in_flight }))
+                Ok::<_, Infallible>(response.map(|body| AnswerBody::new(body, activity, in_flight)))
             }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -135,21 +145,32 @@ impl Connection {
         let connection = builder.serve_connection_with_upgrades(io, service);
         let mut connection = std::pin::pin!(connection);
         let idle_limit = IDLE_CONNECTION_TIMEOUT.min(idle_timeout);
+        // Biased: a request already readable is served before the idle
+        // limit is looked at.
         tokio::select! {
+            biased;
             result = connection.as_mut() => return log_end(peer, result),
+            () = activity.stalled_for(idle_timeout) => return stalled(peer, idle_timeout),
             () = stopping.cancelled() => {}
             () = activity.idle_for(idle_limit) => {
                 tracing::debug!(%peer, "no request for {idle_limit:?}: connection closed");
-                connection.as_mut().graceful_shutdown();
-                if let Ok(result) = tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await {
-                    log_end(peer, result);
-                }
-                return;
             }
         }
+        // No new request from here (HTTP/2: GOAWAY); those in flight finish.
         connection.as_mut().graceful_shutdown();
-        log_end(peer, connection.await);
+        activity.restart_idle_clock();
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => log_end(peer, result),
+            () = activity.stalled_for(idle_timeout) => stalled(peer, idle_timeout),
+            // An HTTP/2 client that never acknowledges the GOAWAY.
+            () = activity.idle_for(CLOSE_GRACE) => tracing::debug!(%peer, "closing connection dropped"),
+        }
     }
+}
+
+fn stalled(peer: SocketAddr, limit: Duration) {
+    tracing::debug!(%peer, "the client took no data of an answer for {limit:?}: connection dropped");
 }
 
 fn log_end(peer: SocketAddr, result: Result<(), BoxError>) {
@@ -158,22 +179,35 @@ fn log_end(peer: SocketAddr, result: Result<(), BoxError>) {
     }
 }
 
-/// How many requests of a connection are in flight, and since when none is.
+/// How many requests of a connection are in flight, since when none is,
+/// and which answers wait for the client to take a frame.
 struct Activity {
     state: Mutex<ActivityState>,
-    changed: Notify,
+    /// Woken when the first request starts or the last one ends.
+    in_flight_changed: Notify,
+    /// Woken when a frame starts waiting for the client while none did.
+    handed_changed: Notify,
 }
 
 struct ActivityState {
     in_flight: usize,
     idle_since: Instant,
+    /// Answers whose last frame hyper has not asked past, with since when.
+    handed: HashMap<u64, Instant>,
+    next_answer: u64,
 }
 
 impl Activity {
     fn new() -> Arc<Activity> {
         Arc::new(Activity {
-            state: Mutex::new(ActivityState { in_flight: 0, idle_since: Instant::now() }),
-            changed: Notify::new(),
+            state: Mutex::new(ActivityState {
+                in_flight: 0,
+                idle_since: Instant::now(),
+                handed: HashMap::new(),
+                next_answer: 0,
+            }),
+            in_flight_changed: Notify::new(),
+            handed_changed: Notify::new(),
         })
     }
 
@@ -183,15 +217,25 @@ impl Activity {
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
-        self.state().in_flight += 1;
-        self.changed.notify_one();
+        let mut state = self.state();
+        state.in_flight += 1;
+        if state.in_flight == 1 {
+            drop(state);
+            self.in_flight_changed.notify_one();
+        }
         InFlight(Arc::clone(self))
+    }
+
+    /// Count idleness from now (a connection starting to close).
+    fn restart_idle_clock(&self) {
+        self.state().idle_since = Instant::now();
+        self.in_flight_changed.notify_one();
     }
 
     /// Resolves once no request has been in flight for `limit`.
     async fn idle_for(&self, limit: Duration) {
         loop {
-            let changed = self.changed.notified();
+            let changed = self.in_flight_changed.notified();
             let idle_until = {
                 let state = self.state();
                 (state.in_flight == 0).then(|| far_instant(state.idle_since, limit))
@@ -200,6 +244,48 @@ impl Activity {
                 changed.await;
                 continue;
             };
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = changed => {}
+            }
+        }
+    }
+
+    fn new_answer(&self) -> u64 {
+        let mut state = self.state();
+        state.next_answer += 1;
+        state.next_answer
+    }
+
+    /// Answer `id` gave hyper a frame: the client's turn.
+    fn handed(&self, id: u64) {
+        let mut state = self.state();
+        let first = state.handed.is_empty();
+        state.handed.insert(id, Instant::now());
+        drop(state);
+        if first {
+            self.handed_changed.notify_one();
+        }
+    }
+
+    /// Answer `id` was asked for more, or is gone.
+    fn taken(&self, id: u64) {
+        self.state().handed.remove(&id);
+    }
+
+    /// Resolves once a frame has waited `limit` for the client to take it.
+    async fn stalled_for(&self, limit: Duration) {
+        loop {
+            let changed = self.handed_changed.notified();
+            let oldest = self.state().handed.values().min().copied();
+            let Some(since) = oldest else {
+                changed.await;
+                continue;
+            };
+            let deadline = far_instant(since, limit);
             if Instant::now() >= deadline {
                 return;
             }
@@ -218,11 +304,12 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let mut state = self.0.state();
         state.in_flight = state.in_flight.saturating_sub(1);
-        if state.in_flight == 0 {
-            state.idle_since = Instant::now();
+        if state.in_flight > 0 {
+            return;
         }
+        state.idle_since = Instant::now();
         drop(state);
-        self.0.changed.notify_one();
+        self.0.in_flight_changed.notify_one();
     }
 }
 
@@ -232,10 +319,26 @@ fn far_instant(start: Instant, limit: Duration) -> Instant {
 }
 
 /// A response body that keeps its request counted in flight until hyper
-/// drops it (sent, or the connection gone).
+/// drops it (sent, or the connection gone), and tells how long each frame
+/// waits for the client.
 struct AnswerBody {
     body: Body,
+    activity: Arc<Activity>,
+    id: u64,
     _in_flight: InFlight,
+}
+
+impl AnswerBody {
+    fn new(body: Body, activity: Arc<Activity>, in_flight: InFlight) -> AnswerBody {
+        let id = activity.new_answer();
+        AnswerBody { body, activity, id, _in_flight: in_flight }
+    }
+}
+
+impl Drop for AnswerBody {
+    fn drop(&mut self) {
+        self.activity.taken(self.id);
+    }
 }
 
 impl HttpBody for AnswerBody {
@@ -246,7 +349,14 @@ impl HttpBody for AnswerBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        // Asked again: the previous frame was taken. A frame the server is
+        // still making is the server's time, not the client's.
+        self.activity.taken(self.id);
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.activity.handed(self.id);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -259,17 +369,19 @@ impl HttpBody for AnswerBody {
 }
 
 /// A request body that fails once its handler has waited `limit` for data
-/// that does not come.
+/// that does not come, and keeps its request in flight until it is read to
+/// its end, fails, or is dropped.
 struct UploadBody {
     body: hyper::body::Incoming,
     limit: Duration,
-    /// Running while the handler waits and nothing arrives.
-    waiting: Option<Pin<Box<Sleep>>>,
+    clock: StallClock,
+    /// `None` once the body ended: then it only answers its end.
+    in_flight: Option<InFlight>,
 }
 
 impl UploadBody {
-    fn new(body: hyper::body::Incoming, limit: Duration) -> UploadBody {
-        UploadBody { body, limit, waiting: None }
+    fn new(body: hyper::body::Incoming, limit: Duration, in_flight: InFlight) -> UploadBody {
+        UploadBody { body, limit, clock: StallClock::new(), in_flight: Some(in_flight) }
     }
 }
 
@@ -281,26 +393,35 @@ impl HttpBody for UploadBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.in_flight.is_none() {
+            return Poll::Ready(None);
+        }
         match Pin::new(&mut self.body).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                self.waiting = None;
-                Poll::Ready(frame.map(|frame| frame.map_err(BoxError::from)))
+            Poll::Ready(Some(Ok(frame))) => {
+                self.clock.stop();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                self.in_flight = None;
+                Poll::Ready(Some(Err(error.into())))
+            }
+            Poll::Ready(None) => {
+                self.in_flight = None;
+                Poll::Ready(None)
             }
             Poll::Pending => {
                 let limit = self.limit;
-                let waiting = self
-                    .waiting
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(far_instant(Instant::now(), limit))));
-                match waiting.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(format!("no request data for {limit:?}").into()))),
-                    Poll::Pending => Poll::Pending,
+                if self.clock.waited(limit, cx).is_pending() {
+                    return Poll::Pending;
                 }
+                self.in_flight = None;
+                Poll::Ready(Some(Err(format!("no request data for {limit:?}").into())))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.in_flight.is_none() || self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -314,22 +435,19 @@ impl HttpBody for UploadBody {
 pub(crate) struct WriteGuard<S> {
     inner: S,
     limit: Duration,
-    /// Running while a write waits and no byte is taken.
-    waiting: Option<Pin<Box<Sleep>>>,
+    clock: StallClock,
 }
 
 impl<S> WriteGuard<S> {
     pub(crate) fn new(inner: S, limit: Duration) -> WriteGuard<S> {
-        WriteGuard { inner, limit, waiting: None }
+        WriteGuard { inner, limit, clock: StallClock::new() }
     }
 
     /// What a write that made no progress returns: an error once it has
     /// waited `limit`.
     fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
         let limit = self.limit;
-        let waiting =
-            self.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(far_instant(Instant::now(), limit))));
-        match waiting.as_mut().poll(cx) {
+        match self.clock.waited(limit, cx) {
             Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("the client took no data for {limit:?}"),
@@ -340,8 +458,34 @@ impl<S> WriteGuard<S> {
 
     /// What a write that made progress returns, the clock stopped.
     fn progressed<T>(&mut self, result: std::io::Result<T>) -> Poll<std::io::Result<T>> {
-        self.waiting = None;
+        self.clock.stop();
         Poll::Ready(result)
+    }
+}
+
+/// A clock that runs while an operation waits: started by the first wait,
+/// stopped by progress. One timer, reset rather than allocated again.
+struct StallClock {
+    sleep: Pin<Box<Sleep>>,
+    running: bool,
+}
+
+impl StallClock {
+    fn new() -> StallClock {
+        StallClock { sleep: Box::pin(tokio::time::sleep(Duration::ZERO)), running: false }
+    }
+
+    fn stop(&mut self) {
+        self.running = false;
+    }
+
+    /// Ready once the wait that started the clock has lasted `limit`.
+    fn waited(&mut self, limit: Duration, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.running {
+            self.sleep.as_mut().reset(far_instant(Instant::now(), limit));
+            self.running = true;
+        }
+        self.sleep.as_mut().poll(cx)
     }
 }
 
@@ -410,6 +554,28 @@ mod tests {
                 }),
             )
             .route("/upload", post(|body: Bytes| async move { format!("{} bytes", body.len()) }))
+            .route(
+                "/stream",
+                // Five chunks, 20 s apart: the server is slow, not the client.
+                get(|| async {
+                    let chunks = futures_util::stream::unfold(0, |sent| async move {
+                        if sent == 5 {
+                            return None;
+                        }
+                        tokio::time::sleep(Duration::from_secs(20)).await;
+                        Some((Ok::<_, Infallible>(Bytes::from_static(b"piece")), sent + 1))
+                    });
+                    Body::from_stream(chunks)
+                }),
+            )
+            .route(
+                "/big",
+                // 1 MiB in 16 frames, as a file is streamed.
+                get(|| async {
+                    let frames = (0..16).map(|_| Ok::<_, Infallible>(Bytes::from(vec![7u8; 64 * 1024])));
+                    Body::from_stream(futures_util::stream::iter(frames))
+                }),
+            )
     }
 
     /// A connection served with a 300 s idle timeout; the client's end.
@@ -451,6 +617,58 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_sends_nothing_is_closed() {
+        let mut client = connect();
+        let started = Instant::now();
+        assert_eq!(read_to_close(&mut client).await, "");
+        let held = started.elapsed();
+        assert!(held >= IDLE_CONNECTION_TIMEOUT && held <= IDLE_CONNECTION_TIMEOUT + CLOSE_GRACE, "{held:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_the_server_streams_slowly_is_not_cut() {
+        let mut client = connect();
+        client.write_all(b"GET /stream HTTP/1.1\r\nHost: haneul\r\n\r\n").await.expect("write");
+        // 100 s of answer, with no byte for 20 s at a time: longer than the
+        // 30 s a connection may stay without a request in flight.
+        let started = Instant::now();
+        let mut received = String::new();
+        while received.matches("piece").count() < 5 {
+            let mut buffer = [0u8; 1024];
+            let read =
+                tokio::time::timeout(TEST_BOUND, client.read(&mut buffer)).await.expect("no answer").expect("read");
+            assert!(read > 0, "closed in the middle of the answer: {received}");
+            received.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+        assert!(started.elapsed() >= Duration::from_secs(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_download_whose_client_stops_taking_data_is_dropped() {
+        let client = TokioIo::new(connect());
+        // Windows of 64 KiB (hyper's client would open 2 MiB), so that the
+        // 1 MiB answer cannot all be sent.
+        let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .handshake(client)
+            .await
+            .expect("HTTP/2 handshake");
+        let driving = tokio::spawn(connection);
+        let request =
+            hyper::Request::get("http://haneul/big").body(http_body_util::Empty::<Bytes>::new()).expect("request");
+        // The answer's head comes; its 1 MiB body is never read, so the
+        // client never reopens the stream's window.
+        let response = sender.send_request(request).await.expect("response");
+        assert_eq!(response.status(), 200);
+        let started = Instant::now();
+        let _ended = tokio::time::timeout(TEST_BOUND, driving).await.expect("the server kept the stalled download");
+        let held = started.elapsed();
+        assert!(held >= Duration::from_secs(300) && held < Duration::from_secs(301), "{held:?}");
+        drop(response);
     }
 
     #[tokio::test(start_paused = true)]
@@ -501,7 +719,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_request_the_server_takes_longer_than_the_idle_timeout_over_is_answered() {
+    async fn a_request_the_server_works_on_longer_than_the_idle_timeout_is_answered() {
         let mut client = connect();
         client.write_all(b"GET /slow HTTP/1.1\r\nHost: haneul\r\n\r\n").await.expect("write");
         let response = read_response(&mut client, 4).await;

@@ -278,6 +278,10 @@ fn drained_on_early_answer(
         while let Some(chunk) = futures_util::StreamExt::next(&mut data).await {
             let chunk = chunk.map_err(|error| std::io::Error::other(error.to_string()));
             if sender.is_closed() {
+                // A failed body (the client stalled, or went) has nothing more to drain.
+                if chunk.is_err() {
+                    return;
+                }
                 drained += chunk.as_ref().map_or(0, |bytes| bytes.len() as u64);
                 if drained > MAX_DRAINED_BYTES {
                     return;

@@ -384,16 +384,21 @@ impl Client {
         Ok(response.status().unwrap_or(status::PROCESSING_FAILURE))
     }
 
-    /// Release the association gracefully (within the answer timeout).
+    /// Release the association gracefully (the answer within the answer timeout).
     pub async fn release(mut self) -> Result<(), ScuError> {
         let limit = self.answer_timeout;
-        let released = tokio::time::timeout(limit, self.exchange_release()).await;
+        // The request's write has its own limit (the writer's stall limit),
+        // which marks the stream stalled; only the wait for the answer is timed here.
+        if let Err(error) = self.association.writer.send_control(&dicom_ul::pdu::Pdu::ReleaseRQ).await {
+            self.association.writer.shutdown().await;
+            return Err(error.into());
+        }
+        let released = tokio::time::timeout(limit, self.await_release()).await;
         self.association.writer.shutdown().await;
         released.map_err(|_| ScuError::Timeout(limit))?
     }
 
-    async fn exchange_release(&mut self) -> Result<(), ScuError> {
-        self.association.writer.send_control(&dicom_ul::pdu::Pdu::ReleaseRQ).await?;
+    async fn await_release(&mut self) -> Result<(), ScuError> {
         loop {
             match self.association.reader.next_command().await {
                 Ok(Received::ReleaseResponse) => break,

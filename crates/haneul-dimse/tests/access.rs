@@ -181,3 +181,19 @@ async fn associations_per_calling_ae_and_per_address_are_limited() {
         client.release().await.expect("release");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn associations_that_go_idle_are_dropped_and_counted() {
+    let settings = ServerSettings { idle_timeout: Duration::from_secs(1), ..ServerSettings::default() };
+    let server = start(settings).await;
+    let mut client = connect(&server.address, "QUIET").await.expect("association");
+    assert_eq!(client.echo().await.expect("C-ECHO"), status::SUCCESS);
+    assert_eq!(server.archive.metrics().associations_timed_out.get(), 0);
+    // Nothing more from the client: the server drops it after a second, and counts it.
+    eventually("the idle association to be counted", || async {
+        (server.archive.metrics().associations_timed_out.get() == 1).then_some(())
+    })
+    .await;
+    assert!(client.echo().await.is_err(), "the dropped association still answers");
+    assert_eq!(server.archive.metrics().active_associations.get(), 0);
+}

@@ -327,13 +327,21 @@ async fn serve(config: crate::config::Config, config_file: Option<(String, Strin
     if let Some(task) = dicom_tls_task {
         let _ = task.await;
     }
-    if let Some(task) = http_task {
-        let _ = task.await;
+    if let Some(mut task) = http_task {
+        // Open requests may finish, not hold the stop for ever (a peer's
+        // replication verify runs for hours inside its request).
+        if tokio::time::timeout(HTTP_SHUTDOWN_GRACE, &mut task).await.is_err() {
+            warn!(grace_seconds = HTTP_SHUTDOWN_GRACE.as_secs(), "HTTP requests still running at shutdown: cut");
+            task.abort();
+        }
     }
     archive.shutdown().await;
     info!("stopped");
     Ok(())
 }
+
+/// How long open HTTP requests may run on once the server is told to stop.
+const HTTP_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How often a node reads the shared AEs again (`haneul ae add` on
 /// another node, or the REST API, changed them).

@@ -4,10 +4,10 @@
 
 use haneul_core::audit::Action;
 use haneul_dicom::levels::{computed, Level};
-use haneul_dicom::matching::Query;
+use haneul_dicom::matching::{IndexHint, Query};
 use haneul_dicom::read::read_dataset_bytes;
 use haneul_dicom::write::Encoding;
-use haneul_dicom::{Element, VR};
+use haneul_dicom::{tags, Element, VR};
 use tracing::{info, warn};
 
 use super::{context_transfer_syntax, error_comment, Session};
@@ -76,9 +76,7 @@ pub(super) async fn handle(
     let message_id = command.message_id();
     let mut matches = session.archive().find(query.clone(), &session.origin);
     let retrieve_ae = session.settings().ae_title.clone();
-    // An IMAGE-level query is bounded by its study and series already, and
-    // a listing cut there would look like missing instances.
-    let max_answers = session.settings().max_find_answers.filter(|_| query.level != Level::Image);
+    let max_answers = session.settings().max_find_answers.filter(|_| !lists_one_study_or_series(&query));
     let mut sent = 0usize;
     let mut cancelled = false;
     // Set when a match beyond `max_find_answers` was left out.
@@ -142,6 +140,17 @@ pub(super) async fn handle(
     session.writer.send(context_id, &response, None).await
 }
 
+/// An IMAGE-level query for one study or series: bounded by it already, and
+/// a listing cut there would look like missing instances. Any other query,
+/// an IMAGE-level one over everything included, is cut at the maximum.
+fn lists_one_study_or_series(query: &Query) -> bool {
+    query.level == Level::Image
+        && query.constraints.iter().any(|key| {
+            (key.tag == tags::STUDY_INSTANCE_UID || key.tag == tags::SERIES_INSTANCE_UID)
+                && matches!(key.matcher.hint(), Some(IndexHint::Equals(_)))
+        })
+}
+
 async fn fail(
     session: &mut Session,
     context_id: u8,
@@ -152,4 +161,34 @@ async fn fail(
     let mut response = Command::response_to(request, field::C_FIND_RSP, code);
     response.set_text(tag::ERROR_COMMENT, error_comment(comment));
     session.writer.send(context_id, &response, None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use haneul_dicom::levels::InformationModel;
+    use haneul_dicom::Dataset;
+
+    fn query(level: &str, keys: &[(haneul_dicom::Tag, &str)]) -> Query {
+        let mut identifier = Dataset::new();
+        identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, level));
+        for (tag, value) in keys {
+            let values = value.split('\\').map(str::to_string).collect();
+            identifier.put(Element::new(*tag, VR::UI, haneul_dicom::Value::Strings(values)));
+        }
+        Query::from_identifier(&identifier, InformationModel::StudyRoot).expect("a valid query")
+    }
+
+    #[test]
+    fn only_image_listings_of_one_study_or_series_escape_the_answer_cap() {
+        assert!(lists_one_study_or_series(&query("IMAGE", &[(tags::STUDY_INSTANCE_UID, "1.2.3")])));
+        assert!(lists_one_study_or_series(&query(
+            "IMAGE",
+            &[(tags::STUDY_INSTANCE_UID, "1.2.3"), (tags::SERIES_INSTANCE_UID, "1.2.3.4")]
+        )));
+        // Every instance, or those of several studies, are cut like any other answer.
+        assert!(!lists_one_study_or_series(&query("IMAGE", &[(tags::SOP_INSTANCE_UID, "")])));
+        assert!(!lists_one_study_or_series(&query("IMAGE", &[(tags::STUDY_INSTANCE_UID, "1.2.3\\1.2.4")])));
+        assert!(!lists_one_study_or_series(&query("STUDY", &[(tags::STUDY_INSTANCE_UID, "1.2.3")])));
+    }
 }

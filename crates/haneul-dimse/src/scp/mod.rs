@@ -296,12 +296,14 @@ impl DicomServer {
                 Err(DimseError::Aborted) => info!("association aborted by peer"),
                 Err(DimseError::Timeout(idle)) => {
                     info!(idle_seconds = idle.as_secs(), "idle association aborted");
+                    metrics.associations_timed_out.inc();
                     let _ = session.writer.send_control(&abort_pdu()).await;
                 }
                 Err(DimseError::Pdu(crate::pdu::PduError::Closed)) => info!("peer closed the connection"),
                 // An A-ABORT would wait behind the bytes the peer does not take.
                 Err(DimseError::Pdu(crate::pdu::PduError::Stalled(limit))) => {
-                    warn!(stalled_seconds = limit.as_secs(), "peer stopped reading: connection dropped")
+                    warn!(stalled_seconds = limit.as_secs(), "peer stopped reading: connection dropped");
+                    metrics.associations_timed_out.inc();
                 }
                 Err(error) => {
                     warn!(%error, "aborting association");

@@ -262,7 +262,16 @@ pub(super) async fn handle(
     let mut response = Command::response_to(&command, response_field, final_status);
     let remaining = cancelled.then(|| clamp(progress.remaining));
     response.set_suboperations(remaining, clamp(progress.completed), clamp(progress.failed), clamp(progress.warning));
-    if progress.failed_uids.is_empty() {
+    // The list's value has a 16-bit length in explicit VR: past it, the
+    // counts alone say what failed (the UIDs are in the log and the audit).
+    let list_length = progress.failed_uids.iter().map(|uid| uid.len() + 1).sum::<usize>();
+    if list_length > MAX_FAILED_UID_LIST_BYTES {
+        warn!(
+            failed = progress.failed_uids.len(),
+            "failed SOP Instance UID list too long for the final response: left out"
+        );
+    }
+    if progress.failed_uids.is_empty() || list_length > MAX_FAILED_UID_LIST_BYTES {
         return session.writer.send(context_id, &response, None).await;
     }
     let mut identifier = Dataset::new();
@@ -276,6 +285,9 @@ pub(super) async fn handle(
     .map_err(|e| DimseError::Protocol(e.to_string()))?;
     session.writer.send(context_id, &response, Some(&encoded)).await
 }
+
+/// Largest Failed SOP Instance UID List sent (a UI value's 16-bit length).
+const MAX_FAILED_UID_LIST_BYTES: usize = 0xFFFE;
 
 enum SubOutcome {
     Completed,
