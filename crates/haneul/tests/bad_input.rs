@@ -980,100 +980,76 @@ fn c_find_identifier_over_max_identifier_bytes_aborts_the_association() {
     assert_echo_works(node);
 }
 
-/// Three Secondary Capture instances of 16 MB in one study; prints the study
-/// UID, then the files' paths.
-const GENERATE_LARGE_STUDY: &str = r#"
-import os, sys
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-out = sys.argv[1]
-study = generate_uid()
-series = generate_uid()
-print(study)
-for number in range(1, 4):
-    uid = generate_uid()
-    ds = Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.SOPInstanceUID = uid
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = series
-    ds.PatientName = "Slow^Reader"
-    ds.PatientID = "SLOW-1"
-    ds.Modality = "OT"
-    ds.InstanceNumber = number
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = 16384
-    ds.Columns = 1024
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = bytes(range(256)) * (16384 * 1024 // 256)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    path = os.path.join(out, "large%d.dcm" % number)
-    ds.save_as(path, enforce_file_format=True)
-    print(path)
-"#;
-
-#[test]
-fn a_peer_that_stops_reading_a_c_get_is_dropped_and_its_slot_comes_back() {
+/// A C-GET of `study_uid` from a client that then neither reads nor
+/// answers anything: the server's only association slot must come free by
+/// itself, after its 2 s idle timeout, for the reason logged as `why`.
+fn c_get_then_silence(node: &dyn Node, study_uid: &str, why: &str) {
     use haneul_dicom::charset::SpecificCharacterSet;
     use haneul_dicom::{tags, write::Encoding, Dataset, Element, VR};
     use haneul_dimse::association::request;
     use haneul_dimse::identifier::encode_identifier;
     use haneul_dimse::sop::STUDY_ROOT_GET;
 
-    let server = TunedServer::start("idle_timeout_seconds = 2\nmax_associations = 1");
-    let node: &dyn Node = &server;
-    let work = tempfile::tempdir().expect("tempdir");
-    let (study_uid, _) = store_large_study(node, work.path());
     let address = node.address();
-
     runtime().block_on(async {
         let proposed = [
             ProposedContext::new(STUDY_ROOT_GET, &[EXPLICIT_LE]),
             ProposedContext { scp_role: true, ..ProposedContext::new(SECONDARY_CAPTURE, &[EXPLICIT_LE]) },
         ];
-        let mut stalled = request(&address, &request_params(node), &proposed).await.expect("association for C-GET");
-        let context_id = stalled.info.find_context(STUDY_ROOT_GET, None).expect("C-GET context accepted").id;
+        let mut silent = request(&address, &request_params(node), &proposed).await.expect("association for C-GET");
+        let context_id = silent.info.find_context(STUDY_ROOT_GET, None).expect("C-GET context accepted").id;
         let mut identifier = Dataset::new();
         identifier.put(Element::text(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "STUDY"));
-        identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid.as_str()));
+        identifier.put(Element::text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid));
         let encoded = encode_identifier(&mut identifier, &SpecificCharacterSet::utf8(), Encoding::EXPLICIT_LE)
             .expect("identifier");
         let mut get = DimseCommand::new(field::C_GET_RQ);
         get.set_u16(tag::MESSAGE_ID, 1).set_u16(tag::PRIORITY, 0).set_text(tag::AFFECTED_SOP_CLASS_UID, STUDY_ROOT_GET);
-        stalled.writer.send(context_id, &get, Some(&encoded)).await.expect("sending C-GET-RQ");
-        // Nothing of the 48 MB is read from here on: once the socket buffers
-        // are full, the server's writes wait. The server's only association
-        // slot must come free by itself, after the 2 s idle timeout.
+        silent.writer.send(context_id, &get, Some(&encoded)).await.expect("sending C-GET-RQ");
         let (replacement, _) = open_association_when_free(node);
-        wait_for_log_line(node, &["association{id=", "peer stopped reading"]);
-        drop((replacement, stalled));
+        wait_for_log_line(node, &["association{id=", why]);
+        drop((replacement, silent));
     });
     assert_echo_works(node);
 }
 
-/// Store the large study of [`GENERATE_LARGE_STUDY`] with storescu; its
-/// Study Instance UID and total size in bytes.
+#[test]
+fn a_peer_that_stops_reading_a_c_get_is_dropped_and_its_slot_comes_back() {
+    let server = TunedServer::start("idle_timeout_seconds = 2\nmax_associations = 1");
+    let work = tempfile::tempdir().expect("tempdir");
+    // Nothing of the first 16 MB instance is read: once the socket buffers
+    // are full, the server's write waits, and gives up after 2 s.
+    let (study_uid, _) = store_large_study(&server, work.path());
+    c_get_then_silence(&server, &study_uid, "peer stopped reading");
+}
+
+#[test]
+fn a_c_get_requester_that_never_answers_a_sub_operation_is_dropped() {
+    let server = TunedServer::start("idle_timeout_seconds = 2\nmax_associations = 1");
+    let work = tempfile::tempdir().expect("tempdir");
+    // Small instances: the first one fits in the socket buffers, and the
+    // server waits for its C-STORE answer, which never comes.
+    let study = common::sending::generate_sized(work.path(), "small", 3, 64);
+    let files: Vec<&String> = study.files.keys().collect();
+    let address = server.address();
+    let (host, port) = address.rsplit_once(':').expect("host:port");
+    let stored = run(dcmtk("storescu").args(["-aec", &server.ae_title(), host, port]).args(&files));
+    assert!(stored.status.success(), "storing the study failed");
+    c_get_then_silence(&server, &study.study, "idle association aborted");
+}
+
+/// Store a study of three 16 MB instances with storescu; its Study Instance
+/// UID and total size in bytes. One instance is more than loopback's socket
+/// buffers hold, so that a peer that reads nothing stalls the first send.
 fn store_large_study(node: &dyn Node, work: &Path) -> (String, u64) {
-    let output = run(Command::new(python()).arg("-c").arg(GENERATE_LARGE_STUDY).arg(work));
-    assert!(output.status.success(), "generating the large study failed");
-    let printed = String::from_utf8(output.stdout).expect("generator output");
-    let mut lines = printed.lines();
-    let study_uid = lines.next().expect("study UID").to_string();
-    let files: Vec<&str> = lines.collect();
+    let study = common::sending::generate_sized(work, "large", 3, 65_535);
+    let files: Vec<&String> = study.files.keys().collect();
     let size = files.iter().map(|file| std::fs::metadata(file).expect("generated file").len()).sum();
     let address = node.address();
     let (host, port) = address.rsplit_once(':').expect("host:port");
     let stored = run(dcmtk("storescu").args(["-aec", &node.ae_title(), host, port]).args(&files));
     assert!(stored.status.success(), "storing the large study failed");
-    (study_uid, size)
+    (study.study, size)
 }
 
 /// Read until the server closes the connection; the bytes read. Panics if

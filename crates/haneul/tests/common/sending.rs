@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use super::{dcmtk, python, run, Server};
 
-/// One study of generated instances; prints
+/// One study of generated instances, each `rows` × 256 bytes of pixels; prints
 /// {"study": uid, "series": uid, "files": {path: sop_uid}}.
 const GENERATE: &str = r#"
 import json, os, sys
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-out, count, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+out, count, tag, rows = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 os.makedirs(out, exist_ok=True)
 study, series = generate_uid(), generate_uid()
 files = {}
@@ -35,13 +35,13 @@ for n in range(count):
     ds.InstanceNumber = n + 1
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = 128
+    ds.Rows = rows
     ds.Columns = 256
     ds.BitsAllocated = 8
     ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
-    ds.PixelData = bytes([n % 256]) * (128 * 256)
+    ds.PixelData = bytes([n % 256]) * (rows * 256)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = uid
@@ -61,7 +61,18 @@ pub struct Round {
 }
 
 pub fn generate(dir: &Path, tag: &str, count: usize) -> Round {
-    let output = run(Command::new(python()).arg("-c").arg(GENERATE).arg(dir).arg(count.to_string()).arg(tag));
+    generate_sized(dir, tag, count, 128)
+}
+
+/// [`generate`] with instances of `rows` × 256 bytes of pixels (at most 65,535 rows).
+pub fn generate_sized(dir: &Path, tag: &str, count: usize, rows: u16) -> Round {
+    let output = run(Command::new(python())
+        .arg("-c")
+        .arg(GENERATE)
+        .arg(dir)
+        .arg(count.to_string())
+        .arg(tag)
+        .arg(rows.to_string()));
     assert!(output.status.success(), "generating instances failed");
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("generator JSON");
     let files = json["files"]
