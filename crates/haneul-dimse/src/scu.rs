@@ -75,9 +75,11 @@ pub struct Client {
     next_message_id: u16,
     /// Largest data set accepted in responses and C-GET sub-operations.
     max_received: u64,
-    /// How long a C-ECHO, C-STORE or N-EVENT-REPORT answer and the release
-    /// may take (`RequestParams::timeout`). C-FIND, C-MOVE and C-GET answers
-    /// are not bounded here: their pace is the peer's, which callers watch.
+    /// How long a C-ECHO, C-STORE or N-EVENT-REPORT answer, the release, and
+    /// the silence between a C-GET's messages may take
+    /// (`RequestParams::timeout`). C-FIND and C-MOVE answers are not bounded
+    /// here: a C-MOVE's instances come by another association, so callers
+    /// watch their silence.
     answer_timeout: std::time::Duration,
 }
 
@@ -224,6 +226,18 @@ impl Client {
         destination: &str,
         identifier: &Dataset,
     ) -> Result<RetrieveSummary, ScuError> {
+        self.retrieve_move_watched(model, destination, identifier, || {}).await
+    }
+
+    /// [`Client::retrieve_move`], calling `on_answer` at each pending answer
+    /// (a sign of life for a caller that bounds the node's silence).
+    pub async fn retrieve_move_watched(
+        &mut self,
+        model: InformationModel,
+        destination: &str,
+        identifier: &Dataset,
+        mut on_answer: impl FnMut(),
+    ) -> Result<RetrieveSummary, ScuError> {
         let (_, move_class, _) = sop::model_classes(model);
         let (context_id, syntax) = self.context_for(move_class)?;
         let id = self.message_id();
@@ -247,6 +261,7 @@ impl Client {
                 return Ok(summary);
             }
             summary.pending_responses += 1;
+            on_answer();
         }
     }
 
@@ -269,9 +284,13 @@ impl Client {
         let encoded = self.encode_identifier(identifier, syntax)?;
         self.association.writer.send(context_id, &request, Some(&encoded)).await?;
         let mut outcome = GetIntoArchive::default();
+        // Sub-operations and answers come on this association: a node silent
+        // for the answer timeout is stuck, however long the study.
+        let limit = self.answer_timeout;
         loop {
+            let next = tokio::time::timeout(limit, self.association.reader.next_command()).await;
             let Received::Command { context_id: incoming_context, command } =
-                self.association.reader.next_command().await?
+                next.map_err(|_| ScuError::Timeout(limit))??
             else {
                 return Err(ScuError::UnexpectedResponse("association release during C-GET".into()));
             };

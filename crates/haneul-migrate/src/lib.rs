@@ -15,6 +15,7 @@ pub mod get;
 pub mod multipart;
 pub mod report;
 mod runner;
+mod silence;
 pub mod walk;
 pub mod windows;
 

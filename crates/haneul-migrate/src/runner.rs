@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use crate::dicomweb::DicomWebSource;
 use crate::folder::FolderIndex;
 use crate::get;
+use crate::silence::Heartbeat;
 use crate::walk::{self, DateRange, DicomNode};
 use crate::windows::{local_minute_now, parallel_at, Window};
 
@@ -686,7 +687,10 @@ impl RunContext {
     async fn fetch(&self, study: &MigrationStudy) -> Result<Fetched, FetchError> {
         let count = match &self.source.fetch {
             Fetch::DicomMove { node, destination, .. } => {
-                return Ok(move_study(node, destination, &study.study_uid).await?)
+                // Instances the node sends show it is alive too.
+                let metrics = Arc::clone(self.archive.metrics());
+                let received = move || metrics.instances_stored.get() + metrics.duplicates.get();
+                return Ok(move_study(node, destination, &study.study_uid, received).await?);
             }
             Fetch::DicomGet { node, .. } => {
                 // Sent by the node: its AE title is what coercion rules are keyed by.
@@ -875,7 +879,15 @@ impl RunContext {
 /// association per study, and the listing holds no slot of the node's on its own.
 /// The node's final answer comes after our C-STORE answers, each sent only once
 /// its instance was durable, so everything counted is stored.
-async fn move_study(node: &DicomNode, destination: &str, study_uid: &str) -> Result<Fetched, String> {
+/// `received` counts instances received by this node (any sender): while it
+/// grows, or pending answers come, the move is waited for however long it
+/// takes; after the node's timeout without either, it is given up.
+async fn move_study(
+    node: &DicomNode,
+    destination: &str,
+    study_uid: &str,
+    received: impl Fn() -> u64,
+) -> Result<Fetched, String> {
     let proposed = [
         ProposedContext::new(sop::STUDY_ROOT_MOVE, &[EXPLICIT_LE, IMPLICIT_LE]),
         ProposedContext::new(sop::STUDY_ROOT_FIND, &[EXPLICIT_LE, IMPLICIT_LE]),
@@ -886,7 +898,24 @@ async fn move_study(node: &DicomNode, destination: &str, study_uid: &str) -> Res
         .map_err(|error| format!("{node}: {error}"))?;
     let connect_ms = started.elapsed().as_millis();
     let identifier = walk::retrieve_identifier(study_uid, None);
-    let summary = match client.retrieve_move(InformationModel::StudyRoot, destination, &identifier).await {
+    let heartbeat = Heartbeat::new();
+    let mut received_before = received();
+    let moved = {
+        let moving =
+            client.retrieve_move_watched(InformationModel::StudyRoot, destination, &identifier, || heartbeat.beat());
+        let arriving = || {
+            let now = received();
+            std::mem::replace(&mut received_before, now) != now
+        };
+        tokio::select! {
+            moved = moving => moved.map_err(|error| error.to_string()),
+            () = heartbeat.silence(node.timeout, arriving) => Err(format!(
+                "no answer and no instance for {} s",
+                node.timeout.as_secs_f32()
+            )),
+        }
+    };
+    let summary = match moved {
         Ok(summary) => summary,
         Err(error) => {
             client.abort().await;

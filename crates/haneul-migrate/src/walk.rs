@@ -17,13 +17,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use haneul_dicom::levels::InformationModel;
 use haneul_dicom::{tags, ts, Dataset, Element, Tag, VR};
 use haneul_dimse::command::status;
 use haneul_dimse::{Client, ProposedContext, RequestParams};
+
+use crate::silence::Heartbeat;
 
 /// The first day of an open range: `from` at or before it also lists studies
 /// without a StudyDate.
@@ -562,27 +563,18 @@ pub(crate) async fn release(client: Client, node: &DicomNode) {
 /// One C-FIND: its answers and final status (success or Cancel; any other
 /// status is an error). The node must send each answer within its timeout.
 async fn find(client: &mut Client, node: &DicomNode, identifier: &Dataset) -> Result<(Vec<Dataset>, u16), WalkError> {
-    let started = Instant::now();
-    // Milliseconds since `started` at the last answer: the watchdog below
-    // gives up only when the node stays silent, however long the listing.
-    let last_answer = AtomicU64::new(0);
+    // Given up only when the node stays silent, however long the listing.
+    let heartbeat = Heartbeat::new();
     let mut answers = Vec::new();
     let result = {
         let find = client.find(InformationModel::StudyRoot, identifier, |answer| {
             answers.push(answer);
-            last_answer.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            heartbeat.beat();
         });
-        tokio::pin!(find);
-        let tick = (node.timeout / 4).max(Duration::from_millis(10));
-        loop {
-            tokio::select! {
-                result = &mut find => break result,
-                _ = tokio::time::sleep(tick) => {
-                    let silent = started.elapsed().saturating_sub(Duration::from_millis(last_answer.load(Ordering::Relaxed)));
-                    if silent >= node.timeout {
-                        return Err(node.error(format!("no C-FIND answer within {} s", node.timeout.as_secs_f32())));
-                    }
-                }
+        tokio::select! {
+            result = find => result,
+            () = heartbeat.silence(node.timeout, || false) => {
+                return Err(node.error(format!("no C-FIND answer within {} s", node.timeout.as_secs_f32())));
             }
         }
     };

@@ -320,6 +320,38 @@ impl Drop for CountingPacs {
     }
 }
 
+/// The first retrieve (`method`) of a migration stays silent for a minute:
+/// it is given up after the source's 2 s timeout and tried again, and
+/// `reported` is in the log.
+fn a_silent_retrieve_is_given_up_and_tried_again(method: &str, reported: &str) {
+    const STUDIES: usize = 3;
+    let haneul_port = free_port();
+    let mut legacy = CountingPacs::start(STUDIES, 2, haneul_port, serde_json::json!({ "hang_first_retrieve": 60 }));
+    let source = format!("{}timeout_seconds = 2\nretry_seconds = 1\n", legacy.source(method));
+    let server = Server::start_with_dicom_port(haneul_port, &source);
+    let started = std::time::Instant::now();
+    let output = migrate(&server, &["start", "legacy"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let status_now = status(&server, "legacy");
+    assert_eq!(status_now["counts"]["verified"], STUDIES, "{status_now:#}");
+    assert_eq!(server.instances().len(), STUDIES * 2);
+    assert!(started.elapsed() < std::time::Duration::from_secs(40), "took {:?}", started.elapsed());
+    let log = server.log();
+    assert!(log.contains(reported), "the silent {method} is not reported as {reported:?}:\n{log}");
+    legacy.finish();
+}
+
+#[test]
+fn a_c_move_the_legacy_pacs_never_serves_is_given_up_and_tried_again() {
+    // No answer, and no instance arriving on another association.
+    a_silent_retrieve_is_given_up_and_tried_again("c-move", "no answer and no instance for 2 s");
+}
+
+#[test]
+fn a_c_get_the_legacy_pacs_never_serves_is_given_up_and_tried_again() {
+    a_silent_retrieve_is_given_up_and_tried_again("c-get", "no answer from the peer within 2s");
+}
+
 #[test]
 fn a_migration_queries_the_legacy_pacs_over_no_more_associations_than_allowed() {
     const STUDIES: usize = 6;

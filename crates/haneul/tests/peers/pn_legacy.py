@@ -6,7 +6,9 @@ argv: HOST PORT SPEC_JSON {"ae_title": str, "studies": int, "per_study": int,
    "destinations": {AE: [host, port]}, "send_delay": float (seconds per instance sent),
    "second_class": bool (every second instance of a study labelled CT Image Storage),
    "sop_classes_in_study": "true" | "partial" (what a STUDY-level C-FIND answers for
-   SOP Classes in Study: every class of the study, or only its first instance's; left out: nothing)}
+   SOP Classes in Study: every class of the study, or only its first instance's; left out: nothing),
+   "hang_first_retrieve": float (seconds the first C-MOVE or C-GET stays silent, sending
+   nothing, before it goes on; cut short when stdin closes)}
 prints {"ready": true} once listening; when stdin closes, prints
 {"most_operations_at_once": int, "finds": int, "moves": int, "gets": int,
  "class_listings": int (IMAGE-level C-FINDs that asked for SOP Class UID),
@@ -69,6 +71,9 @@ def main():
         studies[study_uid(n)] = instances
     operations = Operations()
     delay = float(s.get("send_delay", 0))
+    hang = float(s.get("hang_first_retrieve", 0))
+    hung = []
+    stopping = threading.Event()
     stated = s.get("sop_classes_in_study")
 
     def stated_classes(instances):
@@ -117,6 +122,13 @@ def main():
                 time.sleep(delay)  # a busy archive, so that studies overlap
             yield 0xFF00, ds
 
+    def hang_if_first():
+        with operations.lock:
+            first = not hung
+            hung.append(True)
+        if hang and first:
+            stopping.wait(hang)  # a stuck archive, part of the scenario
+
     def on_move(event):
         operations.begin("move")
         try:
@@ -125,6 +137,7 @@ def main():
                 yield None, None
                 return
             yield destination[0], destination[1]
+            hang_if_first()
             yield from send(event.identifier)
         finally:
             operations.end()
@@ -132,6 +145,7 @@ def main():
     def on_get(event):
         operations.begin("get")
         try:
+            hang_if_first()
             yield from send(event.identifier)
         finally:
             operations.end()
@@ -150,6 +164,7 @@ def main():
     try:
         sys.stdin.read()
     finally:
+        stopping.set()
         server.shutdown()
     emit({"most_operations_at_once": operations.most, "finds": operations.started["find"],
           "moves": operations.started["move"], "gets": operations.started["get"],
