@@ -591,6 +591,11 @@ mod tests {
         client
     }
 
+    /// A connection closed after the idle limit, within its close grace.
+    fn assert_closed_for_idleness(held: Duration) {
+        assert!(held >= IDLE_CONNECTION_TIMEOUT && held <= IDLE_CONNECTION_TIMEOUT + CLOSE_GRACE, "{held:?}");
+    }
+
     /// Read until the server closes; what came.
     async fn read_to_close(client: &mut DuplexStream) -> String {
         let mut received = Vec::new();
@@ -625,7 +630,7 @@ mod tests {
         let started = Instant::now();
         assert_eq!(read_to_close(&mut client).await, "");
         let held = started.elapsed();
-        assert!(held >= IDLE_CONNECTION_TIMEOUT && held <= IDLE_CONNECTION_TIMEOUT + CLOSE_GRACE, "{held:?}");
+        assert_closed_for_idleness(held);
     }
 
     #[tokio::test(start_paused = true)]
@@ -687,7 +692,7 @@ mod tests {
         };
         tokio::time::timeout(TEST_BOUND, trickling).await.expect("the server kept reading the trickle");
         let held = started.elapsed();
-        assert!(held >= IDLE_CONNECTION_TIMEOUT && held <= IDLE_CONNECTION_TIMEOUT + CLOSE_GRACE, "{held:?}");
+        assert_closed_for_idleness(held);
     }
 
     #[tokio::test(start_paused = true)]
@@ -715,7 +720,7 @@ mod tests {
             .expect("connection task")
             .expect("a clean close (GOAWAY)");
         let held = answered.elapsed();
-        assert!(held >= IDLE_CONNECTION_TIMEOUT && held <= IDLE_CONNECTION_TIMEOUT + CLOSE_GRACE, "{held:?}");
+        assert_closed_for_idleness(held);
     }
 
     #[tokio::test(start_paused = true)]
@@ -735,7 +740,7 @@ mod tests {
         let answered = Instant::now();
         assert_eq!(read_to_close(&mut client).await, "");
         let held = answered.elapsed();
-        assert!(held >= IDLE_CONNECTION_TIMEOUT && held <= IDLE_CONNECTION_TIMEOUT + CLOSE_GRACE, "{held:?}");
+        assert_closed_for_idleness(held);
     }
 
     #[tokio::test(start_paused = true)]

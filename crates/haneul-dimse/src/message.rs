@@ -87,6 +87,12 @@ impl<R: AsyncRead + Unpin> DimseReader<R> {
         }
     }
 
+    /// [`DimseReader::next_command`], failing with [`DimseError::Timeout`]
+    /// when none comes within `limit`.
+    pub async fn next_command_within(&mut self, limit: std::time::Duration) -> Result<Received, DimseError> {
+        tokio::time::timeout(limit, self.next_command()).await.map_err(|_| DimseError::Timeout(limit))?
+    }
+
     /// The next command. Cancel-safe: partial fragments are kept across calls.
     pub async fn next_command(&mut self) -> Result<Received, DimseError> {
         loop {

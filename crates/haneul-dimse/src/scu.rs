@@ -31,9 +31,6 @@ pub enum ScuError {
     UnexpectedResponse(String),
     #[error("cannot encode identifier: {0}")]
     Encode(String),
-    /// The association is unusable after this: the answer may still come.
-    #[error("no answer from the peer within {0:?}")]
-    Timeout(std::time::Duration),
 }
 
 /// Data set bytes to send with a C-STORE.
@@ -114,11 +111,12 @@ impl Client {
         Ok((context.id, syntax))
     }
 
-    /// [`Client::response`] within the answer timeout.
+    /// [`Client::response`] within the answer timeout. After a timeout the
+    /// association is unusable: the answer may still come.
     async fn timely_response(&mut self, message_id: u16) -> Result<Command, ScuError> {
         let limit = self.answer_timeout;
         let (_, response, _) =
-            tokio::time::timeout(limit, self.response(message_id)).await.map_err(|_| ScuError::Timeout(limit))??;
+            tokio::time::timeout(limit, self.response(message_id)).await.map_err(|_| DimseError::Timeout(limit))??;
         Ok(response)
     }
 
@@ -288,9 +286,8 @@ impl Client {
         // for the answer timeout is stuck, however long the study.
         let limit = self.answer_timeout;
         loop {
-            let next = tokio::time::timeout(limit, self.association.reader.next_command()).await;
             let Received::Command { context_id: incoming_context, command } =
-                next.map_err(|_| ScuError::Timeout(limit))??
+                self.association.reader.next_command_within(limit).await?
             else {
                 return Err(ScuError::UnexpectedResponse("association release during C-GET".into()));
             };
@@ -414,7 +411,7 @@ impl Client {
         }
         let released = tokio::time::timeout(limit, self.await_release()).await;
         self.association.writer.shutdown().await;
-        released.map_err(|_| ScuError::Timeout(limit))?
+        released.map_err(|_| DimseError::Timeout(limit))?
     }
 
     async fn await_release(&mut self) -> Result<(), ScuError> {

@@ -1030,11 +1030,7 @@ fn a_c_get_requester_that_never_answers_a_sub_operation_is_dropped() {
     // Small instances: the first one fits in the socket buffers, and the
     // server waits for its C-STORE answer, which never comes.
     let study = common::sending::generate_sized(work.path(), "small", 3, 64);
-    let files: Vec<&String> = study.files.keys().collect();
-    let address = server.address();
-    let (host, port) = address.rsplit_once(':').expect("host:port");
-    let stored = run(dcmtk("storescu").args(["-aec", &server.ae_title(), host, port]).args(&files));
-    assert!(stored.status.success(), "storing the study failed");
+    store_generated(&server, &study);
     c_get_then_silence(&server, &study.study, "idle association aborted");
 }
 
@@ -1043,13 +1039,18 @@ fn a_c_get_requester_that_never_answers_a_sub_operation_is_dropped() {
 /// buffers hold, so that a peer that reads nothing stalls the first send.
 fn store_large_study(node: &dyn Node, work: &Path) -> (String, u64) {
     let study = common::sending::generate_sized(work, "large", 3, 65_535);
-    let files: Vec<&String> = study.files.keys().collect();
-    let size = files.iter().map(|file| std::fs::metadata(file).expect("generated file").len()).sum();
-    let address = node.address();
-    let (host, port) = address.rsplit_once(':').expect("host:port");
-    let stored = run(dcmtk("storescu").args(["-aec", &node.ae_title(), host, port]).args(&files));
-    assert!(stored.status.success(), "storing the large study failed");
+    store_generated(node, &study);
+    let size = study.files.keys().map(|file| std::fs::metadata(file).expect("generated file").len()).sum();
     (study.study, size)
+}
+
+/// C-STORE a generated study to `node` with storescu.
+fn store_generated(node: &dyn Node, study: &common::sending::Round) {
+    let files: Vec<PathBuf> = study.files.keys().map(PathBuf::from).collect();
+    let address = node.address();
+    let (_, port) = address.rsplit_once(':').expect("host:port");
+    let port = port.parse().expect("a port");
+    common::orthanc::store_with_storescu("EDGESCU", &node.ae_title(), port, &files);
 }
 
 /// Read until the server closes the connection; the bytes read. Panics if

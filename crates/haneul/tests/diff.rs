@@ -244,23 +244,22 @@ fn a_haneul_that_caps_its_answers_ends_them_with_cancel_and_diff_still_lists_eve
     store_with_storescu("SENDER", &capped.ae_title, capped.dicom_port, &files);
     store_with_storescu("SENDER", &full.ae_title, full.dicom_port, &files);
 
+    // Study Root C-FIND with findscu: its verbose log.
+    let find = |key: &str| {
+        text(&run(common::dcmtk("findscu")
+            .args(["-v", "-S", "-aec", &capped.ae_title, "-k", "QueryRetrieveLevel=STUDY", "-k", key])
+            .arg("127.0.0.1")
+            .arg(capped.dicom_port.to_string())))
+    };
     // What any DICOM client sees: the first two matches, then Cancel.
-    let find = run(common::dcmtk("findscu")
-        .args(["-v", "-S", "-aec", &capped.ae_title, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID"])
-        .arg("127.0.0.1")
-        .arg(capped.dicom_port.to_string()));
-    let log = text(&find);
+    let log = find("StudyInstanceUID");
     assert_eq!(log.matches("Find Response:").count(), 2, "pending answers of a capped C-FIND:\n{log}");
     assert!(log.contains("Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)"), "{log}");
     let server_log = capped.log();
     assert!(server_log.contains("C-FIND cut at max_find_answers"), "the cut is not logged:\n{server_log}");
 
     // A query that matches no more than the cap still ends in success.
-    let find = run(common::dcmtk("findscu")
-        .args(["-v", "-S", "-aec", &capped.ae_title, "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyDate=20230301"])
-        .arg("127.0.0.1")
-        .arg(capped.dicom_port.to_string()));
-    let log = text(&find);
+    let log = find("StudyDate=20230301");
     assert_eq!(log.matches("Find Response:").count(), 2, "{log}");
     assert!(log.contains("Received Final Find Response (Success)"), "{log}");
 

@@ -349,7 +349,7 @@ fn a_c_move_the_legacy_pacs_never_serves_is_given_up_and_tried_again() {
 
 #[test]
 fn a_c_get_the_legacy_pacs_never_serves_is_given_up_and_tried_again() {
-    a_silent_retrieve_is_given_up_and_tried_again("c-get", "no answer from the peer within 2s");
+    a_silent_retrieve_is_given_up_and_tried_again("c-get", "C-GET from LEGACY: peer idle for 2s");
 }
 
 #[test]

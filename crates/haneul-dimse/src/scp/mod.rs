@@ -393,10 +393,7 @@ impl Session {
     async fn run(&mut self) -> Result<(), DimseError> {
         let idle = self.server.settings.idle_timeout;
         loop {
-            let received = match tokio::time::timeout(idle, self.reader.next_command()).await {
-                Ok(received) => received?,
-                Err(_) => return Err(DimseError::Timeout(idle)),
-            };
+            let received = self.reader.next_command_within(idle).await?;
             match received {
                 Received::ReleaseRequest => {
                     self.writer.send_control(&Pdu::ReleaseRP).await?;

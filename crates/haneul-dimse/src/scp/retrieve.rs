@@ -460,9 +460,8 @@ async fn send_back(
     // The requester answers each C-STORE; one that does not is idle.
     let idle = session.settings().idle_timeout;
     loop {
-        let incoming = tokio::time::timeout(idle, session.reader.next_command()).await;
         let Received::Command { context_id: incoming_context, command } =
-            incoming.map_err(|_| DimseError::Timeout(idle))??
+            session.reader.next_command_within(idle).await?
         else {
             return Err(DimseError::Protocol("release requested during C-GET".into()));
         };
